@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Idempotent environment setup for Train MMDetection 3 (called by `make setup`).
+#
+# Needs only Python 3.11 and a C++ compiler. Steps:
+#   1. create .venv
+#   2. install torch (TORCH_SPEC, default torch==2.13.0; any torch >= 2.1 works)
+#   3. install mmcv 2.1.0 WITH compiled ops: from a cached wheel when one fits this
+#      python/torch, else built once from the PyPI sdist (about 11 min on 2 cores) and cached in
+#      .cache/wheels (repo-local, git-ignored) and ~/.cache/train-mmdet3/wheels (survives a fresh clone)
+#   4. install requirements.txt + requirements-dev.txt with exact pins, then `pip check`
+#   5. smoke-import everything, mmcv's compiled ops included
+# A stamp file records what was installed, so a second run takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3.11}"
+VENV="$ROOT/.venv"
+VPY="$VENV/bin/python"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+MMCV_VERSION="2.1.0"
+LOCAL_CACHE="$ROOT/.cache/wheels"
+USER_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/train-mmdet3/wheels"
+STAMP="$VENV/.setup-stamp"
+PIP=("$VPY" -m pip --disable-pip-version-check)
+
+CURRENT_STEP="start"
+step() {
+    CURRENT_STEP="$1"
+    printf '\n==> [setup %s] %s\n' "$(date +%H:%M:%S)" "$1"
+}
+on_error() {
+    printf '\nsetup FAILED during step: %s\n' "$CURRENT_STEP" >&2
+    printf 'Fix the problem above and run `make setup` again (finished steps are skipped).\n' >&2
+}
+trap on_error ERR
+
+# The stamp holds a hash of every input that decides what gets installed.
+inputs_hash() {
+    cat requirements.txt requirements-dev.txt scripts/setup.sh | sha256sum | cut -c1-16
+    echo "$TORCH_SPEC"
+}
+WANT_STAMP="$(inputs_hash | tr '\n' ' ')"
+if [[ -x "$VPY" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT_STAMP" ]]; then
+    echo "==> [setup] .venv is up to date (delete .venv/.setup-stamp to force a reinstall)"
+    exit 0
+fi
+
+step "check python"
+command -v "$PYTHON" >/dev/null || { echo "$PYTHON not found; install Python 3.11 or set PYTHON=..." >&2; false; }
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+    || { echo "$PYTHON is not Python 3.11" >&2; false; }
+
+step "create virtual environment .venv"
+[[ -x "$VPY" ]] || "$PYTHON" -m venv "$VENV"
+"${PIP[@]}" install -q --upgrade pip 'wheel' >/dev/null
+
+step "install torch ($TORCH_SPEC)"
+"${PIP[@]}" install -q "$TORCH_SPEC"
+TORCH_VERSION="$("$VPY" -W ignore -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)"
+echo "torch $TORCH_VERSION"
+
+# A compiled mmcv wheel is tied to the python and torch it was built against: the cache key says so.
+PYTAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+KEY="mmcv-$MMCV_VERSION-$PYTAG-torch$TORCH_VERSION-$(uname -m)"
+mkdir -p "$LOCAL_CACHE" "$USER_CACHE"
+
+find_cached_wheel() {
+    local dir
+    for dir in "$LOCAL_CACHE/$KEY" "$USER_CACHE/$KEY"; do
+        compgen -G "$dir/mmcv-$MMCV_VERSION-*.whl" >/dev/null && { ls "$dir"/mmcv-"$MMCV_VERSION"-*.whl | head -n1; return 0; }
+    done
+    return 1
+}
+
+step "install mmcv $MMCV_VERSION with compiled ops"
+if "$VPY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null; then
+    echo "mmcv $MMCV_VERSION with ops already installed"
+else
+    if ! WHEEL="$(find_cached_wheel)"; then
+        echo "no cached wheel for $KEY: building mmcv from the PyPI sdist (about 11 minutes on 2 cores)"
+        # mmcv's setup.py imports pkg_resources (gone in setuptools >= 81) and must see our torch,
+        # hence setuptools<81 in this venv for the build and --no-build-isolation.
+        "${PIP[@]}" install -q 'setuptools>=77.0.3,<81' ninja
+        BUILD_DIR="$(mktemp -d)"
+        MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+            "${PIP[@]}" wheel --no-deps --no-build-isolation --progress-bar off \
+            -w "$BUILD_DIR" "mmcv==$MMCV_VERSION" > "$ROOT/.cache/mmcv-build.log" 2>&1 &
+        BUILD_PID=$!
+        while kill -0 "$BUILD_PID" 2>/dev/null; do
+            sleep 60
+            kill -0 "$BUILD_PID" 2>/dev/null && echo "  ... still compiling mmcv ops ($(date +%H:%M:%S))"
+        done
+        wait "$BUILD_PID" || { tail -n 30 "$ROOT/.cache/mmcv-build.log" >&2; echo "mmcv build failed; full log: .cache/mmcv-build.log" >&2; false; }
+        mkdir -p "$LOCAL_CACHE/$KEY" "$USER_CACHE/$KEY"
+        cp "$BUILD_DIR"/mmcv-*.whl "$LOCAL_CACHE/$KEY/"
+        cp "$BUILD_DIR"/mmcv-*.whl "$USER_CACHE/$KEY/" || echo "(could not write the user cache $USER_CACHE)"
+        rm -rf "$BUILD_DIR"
+        WHEEL="$(find_cached_wheel)"
+    else
+        echo "using cached wheel $WHEEL"
+        # keep both caches filled, so a fresh clone or a wiped ~/.cache still finds it
+        mkdir -p "$LOCAL_CACHE/$KEY" "$USER_CACHE/$KEY"
+        cp -n "$WHEEL" "$LOCAL_CACHE/$KEY/" 2>/dev/null || true
+        cp -n "$WHEEL" "$USER_CACHE/$KEY/" 2>/dev/null || true
+    fi
+    "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL"
+fi
+
+step "install pinned requirements (mmengine, mmdet, supervisely, ...)"
+"${PIP[@]}" install -q -r requirements.txt -r requirements-dev.txt
+"${PIP[@]}" check
+
+step "smoke test the environment"
+"$VPY" - <<'PY'
+import warnings
+warnings.filterwarnings("ignore")
+import torch, mmcv, mmcv.ops, mmengine, mmdet, supervisely, pycocotools  # noqa: F401
+from mmcv.ops import nms
+boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
+nms(boxes, torch.tensor([0.9, 0.8]), 0.5)  # compiled op on CPU
+print(f"torch {torch.__version__}, mmcv {mmcv.__version__} (ops ok), mmengine {mmengine.__version__}, "
+      f"mmdet {mmdet.__version__}, supervisely {supervisely.__version__}")
+PY
+
+echo "$WANT_STAMP" > "$STAMP"
+step "done"

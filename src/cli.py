@@ -1,0 +1,308 @@
+"""Headless entry point: ``python -m src.cli {demo-project,zoo,train}``.
+
+Like ``src/main.py`` for the app, this module is an entry point: it reads the environment
+(``SLY_APP_DATA_DIR``) and turns arguments into service calls. Exit code 0 on success; otherwise
+non-zero with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_APP_DATA = "artifacts/app_data"
+DEFAULT_TEAM_FILES = "artifacts/team_files"
+DEFAULT_CACHE = os.path.join(
+    os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "train-mmdet3", "datasets"
+)
+
+
+class CliError(Exception):
+    """Ends the command with exit code 2 and the message on one line."""
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------- demo-project
+
+
+def cmd_demo_project(args: argparse.Namespace) -> int:
+    from src.demo_project import DemoOptions, make_demo_project
+
+    path = make_demo_project(args.dir, DemoOptions(images=args.images, seed=args.seed))
+    print(f"demo project with {args.images} images written to {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- zoo
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from src import zoo
+
+    entries = zoo.list_models(args.task, args.architecture)
+    if not args.all:
+        entries = [e for e in entries if e.is_default] if args.architecture is None else entries
+    columns = ["architecture", "model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "paper"]
+    if args.task == "object-detection":
+        columns.remove("mask AP")
+    rows = [[_fmt(e.as_row()[c]) for c in columns] for e in entries]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    scope = "models" if args.all or args.architecture else "architectures (default model each; --all for every model)"
+    print(f"\n{len(rows)} {scope}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+
+
+class ProgressBar:
+    """A tqdm bar over all iterations, with the loss and ETA; COCO metrics at each validation."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_train_iter(self, progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=progress.max_iterations, unit="it", dynamic_ncols=True)
+            self.bar.update(progress.iteration - 1)
+        self.bar.update(progress.iteration - self.bar.n)
+        loss = progress.losses.get("loss")
+        loss_text = "nan" if loss is not None and not math.isfinite(loss) else f"{loss:.4f}" if loss is not None else "-"
+        self.bar.set_description(f"epoch {progress.epoch}/{progress.max_epochs}")
+        self.bar.set_postfix_str(f"loss {loss_text}  lr {progress.lr or 0:.2e}")
+
+    def on_val(self, result) -> None:
+        text = "  ".join(
+            f"{k} {v:.3f}" for k, v in result.metrics.items() if k.endswith(("mAP", "mAP_50", "mAP_75"))
+        )
+        line = f"validation after epoch {result.epoch}: {text}"
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _train_params(args: argparse.Namespace):
+    from src.config_builder import TrainParams
+
+    weights = "scratch" if args.from_scratch else "custom" if args.weights else "pretrained"
+    size = args.input_size
+    return TrainParams(
+        task=args.task,
+        epochs=args.epochs,
+        train_batch_size=args.batch_size,
+        val_batch_size=args.val_batch_size,
+        num_workers=args.workers,
+        input_size=(size, size),
+        augmentation=args.augmentation,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        scheduler=args.scheduler,
+        warmup_iters=args.warmup_iters,
+        grad_clip=args.grad_clip,
+        checkpoint_interval=args.checkpoint_interval,
+        keep_checkpoints=args.keep_checkpoints,
+        val_interval=args.val_interval,
+        seed=args.seed,
+        amp=args.amp,
+        weights=weights,
+        weights_path=args.weights,
+        device=args.device,
+    )
+
+
+def _select_device(device: str) -> None:
+    """Make mmengine's automatic device choice match ``--device`` (before CUDA initialises)."""
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif device.startswith("cuda:"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"model        {summary['model']} ({summary.get('parameters', 0) / 1e6:.2f} M parameters)")
+    print(f"task         {summary['task']}")
+    print(f"classes      {', '.join(summary['classes'])}")
+    print(f"split        {summary['split']}")
+    for split in ("train", "val"):
+        s = summary.get(split) or {}
+        per_class = ", ".join(f"{k} {v}" for k, v in s.get("objects_per_class", {}).items())
+        print(f"{split:<12} {s.get('images', 0)} images, {s.get('objects', 0)} objects ({per_class})")
+        if s.get("images_without_objects"):
+            kept = "dropped" if s.get("dropped_empty_images") else "kept"
+            print(f"{'':<12} {s['images_without_objects']} images without objects ({kept})")
+        for reason, n in (s.get("skipped") or {}).items():
+            print(f"{'':<12} skipped {n} objects: {reason}")
+    print(f"work dir     {summary['work_dir']}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _select_device(args.device)
+    from src.service import RequestError, TrainRequest, dry_run, prepare, upload_run
+    from src.storage import LocalArtifactStore, UploadError
+
+    app_data = args.app_data or os.environ.get("SLY_APP_DATA_DIR") or DEFAULT_APP_DATA
+    config_text = None
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            return _fail(f"config file {path} does not exist")
+        config_text = path.read_text(encoding="utf-8")
+    request = TrainRequest(
+        project_dir=args.project,
+        app_data_dir=str(Path(app_data).resolve()),
+        model=args.model,
+        config_text=config_text,
+        classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
+        params=_train_params(args),
+        keep_empty_images=not args.drop_empty,
+        cache_dir=None if args.no_cache else DEFAULT_CACHE,
+        run_id=args.run_id,
+    )
+    try:
+        prepared = prepare(request)
+        if args.dump_config:
+            Path(args.dump_config).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.dump_config).write_text(prepared.config_text, encoding="utf-8")
+        if args.dry_run:
+            summary = dry_run(prepared)
+            _print_summary(summary)
+            if args.dump_config:
+                print(f"config       written to {args.dump_config}")
+            print("dry run: everything builds; nothing was trained")
+            return 0
+    except RequestError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+    from src.trainer import SessionState, TrainingSession
+
+    bar = ProgressBar()
+    session = TrainingSession(
+        prepared.cfg, prepared.run_id, sinks=[bar], console_log_level="WARNING"
+    )
+    print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
+    print(f"checkpoints and logs: {prepared.work_dir}")
+    started = time.time()
+    session.start()
+    status = session.wait()
+    bar.close()
+    if status.state != SessionState.FINISHED:
+        print(status.traceback or "", file=sys.stderr)
+        return _fail(f"training failed: {status.error}")
+    print(f"training finished in {time.time() - started:.0f} s")
+
+    store = LocalArtifactStore(args.team_files)
+    try:
+        remote = upload_run(
+            prepared,
+            store,
+            state=status.state.value,
+            history=session.history,
+            staging_root=Path(app_data) / "_upload",
+        )
+    except (UploadError, FileNotFoundError) as exc:
+        return _fail(f"upload failed: {exc}; checkpoints stay in {prepared.work_dir}")
+    final = {k: v for k, v in status.metrics.items() if k.endswith(("mAP", "mAP_50", "mAP_75"))}
+    print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
+    print(f"artifacts: {store.describe(remote)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m src.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo-project", help="write a synthetic Supervisely project")
+    demo.add_argument("dir")
+    demo.add_argument("--images", type=int, default=160)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo_project)
+
+    zoo_p = sub.add_parser("zoo", help="list the model zoo")
+    zoo_p.add_argument("--task", default="object-detection", choices=["object-detection", "instance-segmentation"])
+    zoo_p.add_argument("--architecture", help="only this architecture (display name)")
+    zoo_p.add_argument("--all", action="store_true", help="every model, not one per architecture")
+    zoo_p.set_defaults(func=cmd_zoo)
+
+    tr = sub.add_parser("train", help="train a model on a local project")
+    tr.add_argument("--project", required=True, help="local Supervisely project directory")
+    tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
+    tr.add_argument("--task", default="object-detection", choices=["object-detection", "instance-segmentation"])
+    tr.add_argument("--classes", help="comma-separated class names (default: all)")
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--batch-size", type=int, default=4)
+    tr.add_argument("--val-batch-size", type=int, default=4)
+    tr.add_argument("--workers", type=int, default=2, help="data loader workers")
+    tr.add_argument("--input-size", type=int, default=640, help="square input size in pixels")
+    tr.add_argument("--augmentation", default="light", choices=["none", "light", "medium", "heavy"])
+    tr.add_argument("--optimizer", default="AdamW", choices=["AdamW", "Adam", "SGD"])
+    tr.add_argument("--lr", type=float, default=1e-4)
+    tr.add_argument("--weight-decay", type=float, default=1e-4)
+    tr.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "linear", "constant"])
+    tr.add_argument("--warmup-iters", type=int, default=0)
+    tr.add_argument("--grad-clip", type=float, default=None)
+    tr.add_argument("--checkpoint-interval", type=int, default=1)
+    tr.add_argument("--keep-checkpoints", type=int, default=2)
+    tr.add_argument("--val-interval", type=int, default=1)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
+    tr.add_argument("--config", help="an edited config file: trains as written, plus dataset, classes, work dir")
+    tr.add_argument("--from-scratch", action="store_true", help="random init, no pretrained weights")
+    tr.add_argument("--weights", help="custom checkpoint to start from")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    tr.add_argument("--drop-empty", action="store_true", help="drop training images without objects")
+    tr.add_argument("--team-files", default=DEFAULT_TEAM_FILES, help="local folder standing in for Team Files")
+    tr.add_argument("--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)")
+    tr.add_argument("--run-id", help="name of the run (default: a timestamp)")
+    tr.add_argument("--no-cache", action="store_true", help="do not cache parsed annotations")
+    tr.add_argument("--dry-run", action="store_true", help="build everything, print a summary, do not train")
+    tr.add_argument("--dump-config", help="write the composed config to this file")
+    tr.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        return _fail(str(exc))
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

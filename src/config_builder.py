@@ -1,0 +1,632 @@
+"""Compose the mmengine config that trains: zoo entry (or user text) + TrainParams + dataset.
+
+Pure functions: nothing here reads the environment, touches the network or starts training. The
+composed ``Config`` round-trips through text (the Editor shows :func:`config_to_text`, and
+:func:`parse_config_text` reads it back with line-numbered errors), and
+:func:`apply_owned_settings` re-applies only what the app must own (dataset paths, class count,
+work dir, resume) on top of a user's edited text.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import logging
+import math
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mmengine.config import Config, ConfigDict
+
+from src.zoo import TASKS, ZooEntry
+
+logger = logging.getLogger(__name__)
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+OPTIMIZERS = ("AdamW", "Adam", "SGD")
+SCHEDULERS = ("cosine", "step", "linear", "constant")
+AUGMENTATIONS = ("none", "light", "medium", "heavy")
+WEIGHTS_MODES = ("pretrained", "scratch", "custom")
+
+# Hooks whose job is to switch to the model's own COCO pipeline late in training; our pipeline
+# replaces that one, so they would silently swap the user's augmentations back.
+_PIPELINE_SWITCH_HOOKS = {"PipelineSwitchHook", "YOLOXModeSwitchHook"}
+# Top-level variables of mmdet's COCO base configs that would only mislead in the Editor.
+_STALE_TOP_LEVEL_KEYS = (
+    "data_root",
+    "dataset_type",
+    "train_pipeline_stage2",
+    "img_scales",
+    "tta_model",
+    "tta_pipeline",
+    "image_size",
+    "batch_augments",
+    "num_things_classes",
+    "num_stuff_classes",
+    "num_classes",
+    "data_preprocessor",
+    "backend_args",
+    "checkpoint",
+    "pretrained",
+    "max_epochs",
+    "base_lr",
+    "interval",
+    "stage2_num_epochs",
+    "lang_model_name",
+)
+# Transforms whose output the heads of some models read (CenterNet/CornerNet need "border").
+_KEEP_MODEL_TEST_PIPELINE_IF = {"RandomCenterCropPad"}
+
+
+class ConfigError(ValueError):
+    """A config or parameter problem, with the line number when it comes from config text."""
+
+    def __init__(self, message: str, line: int | None = None):
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+@dataclass
+class TrainParams:
+    """Everything the user chooses besides the model and the data (UI, CLI and API alike)."""
+
+    task: str = "object-detection"
+    classes: tuple[str, ...] = ()
+    epochs: int = 20
+    train_batch_size: int = 2
+    val_batch_size: int = 1
+    num_workers: int = 2
+    input_size: tuple[int, int] = (640, 640)  # (width, height)
+    augmentation: str = "light"
+    optimizer: str = "AdamW"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    scheduler: str = "cosine"
+    step_epochs: tuple[int, ...] = ()  # "step" scheduler milestones; default: 2/3 and 8/9 of epochs
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.001
+    grad_clip: float | None = None  # max L2 norm of gradients
+    checkpoint_interval: int = 1
+    keep_checkpoints: int = 2
+    save_best: bool = True
+    save_last: bool = True
+    val_interval: int = 1
+    log_interval: int = 10
+    seed: int = 0
+    amp: bool = False
+    weights: str = "pretrained"  # one of WEIGHTS_MODES
+    weights_path: str | None = None  # custom weights
+    device: str = "cpu"
+
+    def validate(self) -> list[str]:
+        """Every problem with these parameters, as messages a user can act on (empty: fine)."""
+        problems = []
+        if self.task not in TASKS:
+            problems.append(f"task {self.task!r} is unknown: use one of {', '.join(TASKS)}")
+        if not self.classes:
+            problems.append("no classes selected: choose at least one class to train on")
+        if len(set(self.classes)) != len(self.classes):
+            problems.append(f"classes contain duplicates: {list(self.classes)}")
+        for name in ("epochs", "train_batch_size", "val_batch_size", "checkpoint_interval"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.val_interval < 1:
+            problems.append(f"val_interval must be at least 1, got {self.val_interval}")
+        if self.num_workers < 0:
+            problems.append(f"num_workers must be 0 or more, got {self.num_workers}")
+        if len(self.input_size) != 2 or min(self.input_size) < 32:
+            problems.append(f"input size must be two numbers of at least 32, got {self.input_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"learning rate must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"weight decay must be 0 or more, got {self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer {self.optimizer!r} is unknown: use {', '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler {self.scheduler!r} is unknown: use {', '.join(SCHEDULERS)}")
+        if self.augmentation not in AUGMENTATIONS:
+            problems.append(
+                f"augmentation {self.augmentation!r} is unknown: use {', '.join(AUGMENTATIONS)}"
+            )
+        if self.warmup_iters < 0:
+            problems.append(f"warmup iterations must be 0 or more, got {self.warmup_iters}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            problems.append(f"gradient clipping norm must be positive, got {self.grad_clip}")
+        if self.keep_checkpoints < 1:
+            problems.append(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
+        if self.weights not in WEIGHTS_MODES:
+            problems.append(f"weights {self.weights!r} is unknown: use {', '.join(WEIGHTS_MODES)}")
+        if self.weights == "custom" and not self.weights_path:
+            problems.append("custom weights chosen but no checkpoint path given")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            problems.append(f"device {self.device!r} is unknown: use cpu or cuda:N")
+        return problems
+
+
+@dataclass
+class DatasetSpec:
+    """Where the data is and which part of it each split uses (see ``src.dataset``)."""
+
+    project_dir: str
+    train_datasets: list[str] | None = None  # dataset paths ("ds/nested"); None: all
+    val_datasets: list[str] | None = None
+    train_items: list[str] | None = None  # "dataset_path/item_name" entries; None: all
+    val_items: list[str] | None = None
+    keep_empty_images: bool = True
+    cache_dir: str | None = None
+    project_id: int | None = None
+    project_name: str = ""
+
+
+@dataclass
+class RunSpec:
+    """Where this run lives and what it resumes."""
+
+    work_dir: str
+    resume_from: str | None = None
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- text round trip
+
+
+def config_to_text(cfg: Config) -> str:
+    """The config as Python text (what the Editor shows and what trains)."""
+    return cfg.pretty_text
+
+
+def parse_config_text(text: str) -> Config:
+    """Config text → ``Config``; any error says on which line of *text* it is."""
+    try:
+        ast.parse(text)
+    except SyntaxError as exc:
+        raise ConfigError(f"syntax error: {exc.msg}", line=exc.lineno) from None
+    fd, path = tempfile.mkstemp(suffix=".py", prefix="sly_cfg_")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        try:
+            return Config.fromfile(path)
+        except Exception as exc:  # exec of user code: anything can go wrong
+            raise ConfigError(
+                f"{type(exc).__name__}: {exc}", line=_config_error_line(exc)
+            ) from None
+    finally:
+        os.unlink(path)
+
+
+def _config_error_line(exc: BaseException) -> int | None:
+    """Line of the failing statement in the config text (mmengine execs a temp copy of it)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if Path(filename).name.startswith(("tmp", "sly_cfg_")) and "site-packages" not in filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A config file from a user (custom weights, ``--config``), with line-numbered errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return parse_config_text(path.read_text(encoding="utf-8"))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def load_base_config(entry: ZooEntry) -> Config:
+    """The zoo model's own config, loaded by file path from the installed mmdet.
+
+    By path, not by ``mmdet::`` scope: mmengine resolves scopes through ``pkg_resources``, which
+    current setuptools no longer ships.
+    """
+    return Config.fromfile(str(entry.config_path))
+
+
+def load_augmentations(preset: str) -> list[dict]:
+    presets = yaml.safe_load((CONFIGS_DIR / "augmentations.yaml").read_text())
+    if preset not in presets:
+        raise ConfigError(f"augmentation preset {preset!r} is unknown: use {', '.join(presets)}")
+    return copy.deepcopy(presets[preset] or [])
+
+
+def build_config(
+    base: Config,
+    params: TrainParams,
+    data: DatasetSpec,
+    run: RunSpec,
+    *,
+    model_name: str,
+    architecture: str,
+    weights_url: str | None = None,
+) -> Config:
+    """Compose a trainable config from a model's config (zoo or user) and the user's settings."""
+    problems = params.validate()
+    if problems:
+        raise ConfigError("; ".join(problems))
+    cfg = Config(copy.deepcopy(base.to_dict()), filename=base.filename)
+    is_segm = params.task == "instance-segmentation"
+
+    _set_model(cfg, params)
+    _set_pipelines(cfg, params, is_segm)
+    _set_data(cfg, params, data, run, is_segm)
+    _set_schedule(cfg, params)
+    _set_hooks(cfg, params, is_segm)
+    _set_weights(cfg, params, weights_url)
+    for key in _STALE_TOP_LEVEL_KEYS:
+        cfg.pop(key, None)
+    cfg.randomness = dict(seed=params.seed, deterministic=False)
+    cfg.default_scope = cfg.get("default_scope", "mmdet")
+    cfg.launcher = "none"
+    metadata = {
+        "model_name": model_name,
+        "architecture": architecture,
+        "task_type": params.task,
+        "project_id": data.project_id,
+        "project_name": data.project_name,
+        "classes": list(params.classes),
+        "train_params": _jsonable(asdict(params)),
+    }
+    metadata.update(run.extra_metadata)
+    apply_owned_settings(cfg, params, data, run, metadata=metadata)
+    return cfg
+
+
+def apply_owned_settings(
+    cfg: Config,
+    params: TrainParams,
+    data: DatasetSpec,
+    run: RunSpec,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> Config:
+    """Re-apply what the app must own on top of any config (an edited one too).
+
+    Dataset locations and splits, the class count, the work dir and resume — nothing else of the
+    user's text is touched. ``sly_metadata`` is (re)placed as the last key, because Supervisely's
+    artifacts parser reads it from the last lines of ``config.py``.
+    """
+    set_num_classes(cfg.model, len(params.classes))
+    for split, loader_key in (("train", "train_dataloader"), ("val", "val_dataloader")):
+        loader = cfg.get(loader_key)
+        if loader is None:
+            raise ConfigError(f"the config has no {loader_key}")
+        loader.dataset = _dataset_cfg(loader.dataset, params, data, split, run)
+    cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    gt_file = cfg.val_dataloader.dataset.coco_gt_file
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(key)
+        if isinstance(evaluator, dict):
+            evaluator.ann_file = gt_file
+    if Path(run.work_dir).resolve() != Path(cfg.get("work_dir", run.work_dir)).resolve():
+        logger.warning("work_dir %r in the config is replaced by %s", cfg.work_dir, run.work_dir)
+    cfg.work_dir = run.work_dir
+    cfg.resume = bool(run.resume_from)
+    if run.resume_from:
+        cfg.load_from = run.resume_from
+    previous = cfg.pop("sly_metadata", None) or {}
+    cfg.sly_metadata = dict(previous, **(metadata or {}))
+    return cfg
+
+
+def set_num_classes(model: dict, num_classes: int) -> None:
+    """Set the class count in every head of a model config, however deeply nested.
+
+    ``num_classes`` anywhere (except the class-agnostic RPN), ``num_things_classes`` /
+    ``num_stuff_classes`` (Mask2Former, MaskFormer: all things, no stuff) and per-class loss
+    weights (``class_weight`` of length classes + 1: background keeps its weight).
+    """
+
+    def walk(node: Any, parent_key: str | None) -> None:
+        if isinstance(node, dict):
+            if parent_key == "rpn_head":
+                return
+            if "num_things_classes" in node:
+                node["num_things_classes"] = num_classes
+                node["num_stuff_classes"] = 0
+            if "num_classes" in node:
+                old = node["num_classes"]
+                node["num_classes"] = num_classes
+                loss_cls = node.get("loss_cls")
+                if isinstance(loss_cls, dict) and isinstance(loss_cls.get("class_weight"), list):
+                    weights = loss_cls["class_weight"]
+                    if len(weights) == (old or 0) + 1:
+                        loss_cls["class_weight"] = [1.0] * num_classes + [weights[-1]]
+            for key, value in node.items():
+                walk(value, key)
+            # heads that carry class weights without a num_classes key of their own
+            if "num_things_classes" in node and isinstance(node.get("loss_cls"), dict):
+                weights = node["loss_cls"].get("class_weight")
+                if isinstance(weights, list):
+                    node["loss_cls"]["class_weight"] = [1.0] * num_classes + [weights[-1]]
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value, parent_key)
+
+    walk(model, None)
+
+
+def _set_model(cfg: Config, params: TrainParams) -> None:
+    model = cfg.model
+    preprocessor = model.get("data_preprocessor")
+    if isinstance(preprocessor, dict) and preprocessor.get("batch_augments"):
+        # BatchFixedSizePad / BatchSyncRandomResize assume COCO-sized inputs and large batches.
+        preprocessor.pop("batch_augments")
+        preprocessor.setdefault("pad_size_divisor", 32)
+    # HTC / SCNet: the semantic branch needs stuff segmentation ground truth we do not have.
+    roi_head = model.get("roi_head")
+    if isinstance(roi_head, dict):
+        for key in ("semantic_roi_extractor", "semantic_head"):
+            roi_head.pop(key, None)
+        if roi_head.get("type") == "SCNetRoIHead":
+            roi_head.pop("feat_relay_head", None)
+            roi_head.pop("glbctx_head", None)
+    # Weights come from load_from (or nowhere): a backbone "Pretrained" init would download.
+    _strip_pretrained_init(model)
+    model.pop("pretrained", None)
+    if model.get("type") in {"LAD", "KnowledgeDistillationSingleStageDetector"}:
+        # the teacher is built from its own COCO checkpoint: drop it (trained without teacher)
+        model.pop("teacher_ckpt", None)
+
+
+def _strip_pretrained_init(node: Any) -> None:
+    if isinstance(node, dict):
+        init = node.get("init_cfg")
+        if isinstance(init, dict) and init.get("type") == "Pretrained":
+            node["init_cfg"] = None
+        for value in node.values():
+            _strip_pretrained_init(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            _strip_pretrained_init(value)
+
+
+def _substitute(node: Any, size: tuple[int, int]) -> Any:
+    if node == "$input_size":
+        return tuple(size)
+    if isinstance(node, dict):
+        return {k: _substitute(v, size) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, size) for v in node]
+    return node
+
+
+def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool) -> None:
+    size = tuple(int(v) for v in params.input_size)
+    load_ann = dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True)
+    augment = [_substitute(t, size) for t in load_augmentations(params.augmentation)]
+    train_pipeline = [
+        dict(type="LoadImageFromFile"),
+        load_ann,
+        dict(type="Resize", scale=size, keep_ratio=True),
+        *augment,
+        dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
+        dict(type="PackDetInputs"),
+    ]
+    model_test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or []
+    if any(t.get("type") in _KEEP_MODEL_TEST_PIPELINE_IF for t in model_test):
+        test_pipeline = copy.deepcopy(model_test)
+    else:
+        test_pipeline = [
+            dict(type="LoadImageFromFile"),
+            dict(type="Resize", scale=size, keep_ratio=True),
+            dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm),
+            dict(
+                type="PackDetInputs",
+                meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
+            ),
+        ]
+    cfg.train_pipeline = train_pipeline
+    cfg.test_pipeline = test_pipeline
+
+
+def _split_kwargs(data: DatasetSpec, split: str) -> dict[str, Any]:
+    return {
+        "datasets": data.train_datasets if split == "train" else data.val_datasets,
+        "items": data.train_items if split == "train" else data.val_items,
+    }
+
+
+def _dataset_cfg(
+    old: dict | None, params: TrainParams, data: DatasetSpec, split: str, run: RunSpec
+) -> dict:
+    """Our dataset for one split; keeps the pipeline of the given loader config."""
+    pipeline = (old or {}).get("pipeline")
+    if old and old.get("type") in {"RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset"}:
+        pipeline = old.get("dataset", {}).get("pipeline") or pipeline
+    return dict(
+        type="SuperviselyDataset",
+        project_dir=str(data.project_dir),
+        task=params.task,
+        classes=list(params.classes),
+        keep_empty_images=data.keep_empty_images if split == "train" else True,
+        cache_dir=data.cache_dir,
+        coco_gt_file=str(Path(run.work_dir) / f"coco_gt_{split}.json") if split == "val" else None,
+        test_mode=split != "train",
+        pipeline=pipeline or [],
+        **_split_kwargs(data, split),
+    )
+
+
+def _set_data(
+    cfg: Config, params: TrainParams, data: DatasetSpec, run: RunSpec, is_segm: bool
+) -> None:
+    workers = params.num_workers
+    cfg.train_dataloader = dict(
+        batch_size=params.train_batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        sampler=dict(type="DefaultSampler", shuffle=True),
+        dataset=dict(pipeline=cfg.train_pipeline),
+    )
+    cfg.val_dataloader = dict(
+        batch_size=params.val_batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        drop_last=False,
+        sampler=dict(type="DefaultSampler", shuffle=False),
+        dataset=dict(pipeline=cfg.test_pipeline),
+    )
+    metric = ["bbox", "segm"] if is_segm else ["bbox"]
+    cfg.val_evaluator = dict(type="CocoMetric", metric=metric, classwise=True, format_only=False)
+    cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
+
+
+def _set_schedule(cfg: Config, params: TrainParams) -> None:
+    cfg.train_cfg = dict(
+        type="EpochBasedTrainLoop", max_epochs=params.epochs, val_interval=params.val_interval
+    )
+    cfg.val_cfg = dict(type="ValLoop")
+    cfg.test_cfg = dict(type="TestLoop")
+    old_wrapper = cfg.get("optim_wrapper") or {}
+    optimizer: dict[str, Any] = dict(
+        type=params.optimizer, lr=params.lr, weight_decay=params.weight_decay
+    )
+    if params.optimizer == "SGD":
+        optimizer["momentum"] = params.momentum
+    wrapper: dict[str, Any] = dict(
+        type="AmpOptimWrapper" if params.amp else "OptimWrapper", optimizer=optimizer
+    )
+    if params.amp:
+        wrapper["loss_scale"] = "dynamic"
+    for key in ("paramwise_cfg", "constructor"):
+        if old_wrapper.get(key) is not None:
+            wrapper[key] = old_wrapper[key]
+    wrapper["clip_grad"] = dict(max_norm=params.grad_clip, norm_type=2) if params.grad_clip else None
+    cfg.optim_wrapper = wrapper
+    cfg.param_scheduler = lr_schedule(params)
+    cfg.auto_scale_lr = dict(enable=False, base_batch_size=params.train_batch_size)
+
+
+def lr_schedule(params: TrainParams) -> list[dict]:
+    """mmengine param schedulers: optional linear warmup by iteration, then the main schedule.
+
+    The main schedule is planned in epochs (``convert_to_iter_based``), so a resumed run with
+    more epochs re-plans it from the new ``params.epochs``.
+    """
+    schedulers: list[dict] = []
+    if params.warmup_iters > 0:
+        schedulers.append(
+            dict(
+                type="LinearLR",
+                start_factor=params.warmup_ratio,
+                by_epoch=False,
+                begin=0,
+                end=params.warmup_iters,
+            )
+        )
+    epochs = params.epochs
+    if params.scheduler == "cosine":
+        schedulers.append(
+            dict(
+                type="CosineAnnealingLR",
+                eta_min=params.lr * 0.01,
+                begin=0,
+                end=epochs,
+                T_max=epochs,
+                by_epoch=True,
+                convert_to_iter_based=True,
+            )
+        )
+    elif params.scheduler == "step":
+        milestones = list(params.step_epochs) or sorted(
+            {max(1, round(epochs * 2 / 3)), max(1, round(epochs * 8 / 9))}
+        )
+        schedulers.append(
+            dict(type="MultiStepLR", milestones=milestones, gamma=0.1, begin=0, end=epochs)
+        )
+    elif params.scheduler == "linear":
+        schedulers.append(
+            dict(
+                type="LinearLR",
+                start_factor=1.0,
+                end_factor=0.01,
+                begin=0,
+                end=epochs,
+                by_epoch=True,
+                convert_to_iter_based=True,
+            )
+        )
+    if not schedulers:
+        schedulers.append(dict(type="ConstantLR", factor=1.0, begin=0, end=epochs))
+    return schedulers
+
+
+def _set_hooks(cfg: Config, params: TrainParams, is_segm: bool) -> None:
+    hooks = cfg.get("default_hooks") or {}
+    save_best = ("coco/segm_mAP" if is_segm else "coco/bbox_mAP") if params.save_best else None
+    hooks["checkpoint"] = dict(
+        type="CheckpointHook",
+        interval=params.checkpoint_interval,
+        by_epoch=True,
+        max_keep_ckpts=params.keep_checkpoints,
+        save_last=params.save_last,
+        save_best=save_best,
+        rule="greater" if save_best else None,
+    )
+    hooks["logger"] = dict(type="LoggerHook", interval=params.log_interval)
+    cfg.default_hooks = hooks
+    custom = [
+        h for h in cfg.get("custom_hooks") or [] if h.get("type") not in _PIPELINE_SWITCH_HOOKS
+    ]
+    cfg.custom_hooks = custom
+    cfg.log_processor = dict(type="LogProcessor", window_size=params.log_interval, by_epoch=True)
+
+
+def _set_weights(cfg: Config, params: TrainParams, weights_url: str | None) -> None:
+    if params.weights == "pretrained":
+        if not weights_url:
+            raise ConfigError("this model has no pretrained weights: train it from scratch")
+        cfg.load_from = weights_url
+    elif params.weights == "custom":
+        cfg.load_from = params.weights_path
+    else:
+        cfg.load_from = None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def compose_from_zoo(
+    entry: ZooEntry, params: TrainParams, data: DatasetSpec, run: RunSpec
+) -> Config:
+    """The usual path: a zoo model + the user's settings → trainable config."""
+    return build_config(
+        load_base_config(entry),
+        params,
+        data,
+        run,
+        model_name=entry.model,
+        architecture=entry.architecture,
+        weights_url=entry.weights_url,
+    )
+
+
+def config_summary(cfg: Config | ConfigDict) -> dict[str, Any]:
+    """A few facts for logs and the pre-flight summary."""
+    return {
+        "model": cfg.get("sly_metadata", {}).get("model_name"),
+        "type": cfg.model.get("type"),
+        "epochs": cfg.train_cfg.get("max_epochs"),
+        "work_dir": cfg.get("work_dir"),
+        "load_from": cfg.get("load_from"),
+        "python": sys.version.split()[0],
+    }

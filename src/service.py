@@ -1,0 +1,238 @@
+"""The training service: a request in, a composed config out; then the run's artifacts uploaded.
+
+Shared by the CLI, the widgets UI and the HTTP API, so they validate and compose the same way.
+Every problem with a request is collected and reported together (``RequestError``), before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from src import zoo
+from src.artifacts import RunSummary, pack_run
+from src.config_builder import (
+    ConfigError,
+    DatasetSpec,
+    RunSpec,
+    TrainParams,
+    apply_owned_settings,
+    compose_from_zoo,
+    config_to_text,
+    load_config_file,
+    parse_config_text,
+)
+from src.dataset import DatasetError
+from src.project import LocalProject, Split, default_split, open_local_project
+from src.storage import ArtifactStore, artifacts_dir, run_dir_name
+
+logger = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """One or more problems with a training request, each a line a user can act on."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass
+class TrainRequest:
+    project_dir: str
+    app_data_dir: str
+    model: str | None = None  # zoo model name; or config_text / config_file
+    config_text: str | None = None  # an edited config: trains as written, plus owned settings
+    config_file: str | None = None
+    classes: list[str] | None = None  # None: every class of the project
+    params: TrainParams = field(default_factory=TrainParams)
+    split: Split | None = None  # None: default_split
+    keep_empty_images: bool = True
+    cache_dir: str | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class Prepared:
+    """A validated request: the project, the composed config and how to name the run."""
+
+    project: LocalProject
+    params: TrainParams
+    split: Split
+    cfg: Config
+    run_id: str
+    model_name: str
+
+    @property
+    def config_text(self) -> str:
+        return config_to_text(self.cfg)
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.cfg.work_dir)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d_%H%M%S")
+
+
+def prepare(request: TrainRequest) -> Prepared:
+    """Validate and compose; raises :class:`RequestError` listing every problem found."""
+    problems: list[str] = []
+    project = None
+    try:
+        project = open_local_project(request.project_dir)
+    except DatasetError as exc:
+        problems.append(str(exc))
+
+    entry = None
+    if request.model and not (request.config_text or request.config_file):
+        try:
+            entry = zoo.get_model(request.model, request.params.task)
+        except zoo.ZooError as exc:
+            problems.append(str(exc))
+    elif not (request.config_text or request.config_file):
+        problems.append("no model given: pick a zoo model (see `python -m src.cli zoo`)")
+
+    user_cfg = None
+    if request.config_text or request.config_file:
+        try:
+            user_cfg = (
+                parse_config_text(request.config_text)
+                if request.config_text
+                else load_config_file(request.config_file)
+            )
+        except ConfigError as exc:
+            problems.append(f"the config does not parse: {exc}")
+
+    classes = list(request.classes or [])
+    if project is not None:
+        if not classes:
+            classes = list(project.classes)
+        unknown = [c for c in classes if c not in project.classes]
+        if unknown:
+            problems.append(
+                f"classes {unknown} match nothing in the project; it has: "
+                f"{', '.join(project.classes) or 'no classes'}"
+            )
+    params = replace(request.params, classes=tuple(classes))
+    if request.params.weights == "pretrained" and entry is not None and not entry.weights_url:
+        problems.append(f"{entry.model} has no pretrained weights: use --from-scratch")
+    problems.extend(p for p in params.validate() if p not in problems)
+
+    split = None
+    if project is not None:
+        try:
+            split = request.split or default_split(project, seed=params.seed)
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RequestError(problems)
+    assert project is not None and split is not None
+
+    run_id = request.run_id or new_run_id()
+    data = DatasetSpec(
+        project_dir=str(project.directory),
+        train_datasets=split.train_datasets,
+        val_datasets=split.val_datasets,
+        train_items=split.train_items,
+        val_items=split.val_items,
+        keep_empty_images=request.keep_empty_images,
+        cache_dir=request.cache_dir,
+        project_id=project.project_id,
+        project_name=project.name,
+    )
+    run = RunSpec(work_dir=str(Path(request.app_data_dir) / run_id))
+    try:
+        if user_cfg is not None:
+            metadata = {
+                "model_name": user_cfg.get("sly_metadata", {}).get("model_name", "custom"),
+                "architecture": user_cfg.get("sly_metadata", {}).get("architecture", "custom"),
+                "task_type": params.task,
+                "project_id": project.project_id,
+                "project_name": project.name,
+                "classes": list(classes),
+            }
+            cfg = apply_owned_settings(user_cfg, params, data, run, metadata=metadata)
+            model_name = metadata["model_name"]
+        else:
+            assert entry is not None
+            cfg = compose_from_zoo(entry, params, data, run)
+            model_name = entry.model
+    except ConfigError as exc:
+        raise RequestError([str(exc)]) from None
+    return Prepared(project, params, split, cfg, run_id, model_name)
+
+
+def dry_run(prepared: Prepared) -> dict[str, Any]:
+    """Build both datasets and the model without training: what would train, and how big."""
+    from mmdet.registry import DATASETS, MODELS
+    from mmengine.registry import init_default_scope
+
+    import src.dataset  # noqa: F401  (registers SuperviselyDataset)
+
+    init_default_scope(prepared.cfg.get("default_scope", "mmdet"))
+    summary: dict[str, Any] = {
+        "run_id": prepared.run_id,
+        "model": prepared.model_name,
+        "task": prepared.params.task,
+        "classes": list(prepared.params.classes),
+        "split": prepared.split.description,
+        "work_dir": str(prepared.work_dir),
+    }
+    problems = []
+    for split in ("train", "val"):
+        dataset_cfg = prepared.cfg[f"{split}_dataloader"].dataset
+        try:
+            dataset = DATASETS.build(dataset_cfg)
+            summary[split] = dataset.stats.as_dict()
+            if len(dataset) == 0:
+                problems.append(f"the {split} split has no images")
+            elif dataset.stats.objects == 0:
+                problems.append(f"the {split} split has no objects of the selected classes")
+        except Exception as exc:
+            problems.append(f"{split} dataset: {exc}")
+    try:
+        model = MODELS.build(prepared.cfg.model)
+        summary["parameters"] = sum(p.numel() for p in model.parameters())
+    except Exception as exc:
+        problems.append(f"model: {type(exc).__name__}: {exc}")
+    if problems:
+        raise RequestError(problems)
+    return summary
+
+
+def upload_run(
+    prepared: Prepared,
+    store: ArtifactStore,
+    *,
+    state: str,
+    history: dict[str, Any],
+    staging_root: str | Path,
+) -> str:
+    """Pack the run's artifacts and upload them; returns the remote folder."""
+    val = history.get("val") or []
+    key = "segm_mAP" if prepared.params.task == "instance-segmentation" else "bbox_mAP"
+    best = max(val, key=lambda v: v.get(key, float("-inf")), default=None)
+    summary = RunSummary(
+        run_id=prepared.run_id,
+        model_name=prepared.model_name,
+        task=prepared.params.task,
+        project_name=prepared.project.name,
+        classes=list(prepared.params.classes),
+        epochs_done=max((v.get("epoch", 0) for v in history.get("train", [])), default=0),
+        state=state,
+        best_metric={k: v for k, v in (best or {}).items() if k.endswith(("mAP", "mAP_50", "mAP_75"))},
+        history=history,
+    )
+    local = Path(staging_root) / run_dir_name(prepared.run_id, prepared.project.name)
+    pack_run(prepared.work_dir, prepared.config_text, local, summary)
+    remote = artifacts_dir(prepared.run_id, prepared.project.name)
+    store.upload_dir(local, remote)
+    return remote
