@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,34 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, truncated, corrupt or holding foreign types."""
 
 
+_HISTORY_BUFFER_METHODS = frozenset({"min", "max", "current", "mean"})
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stands in for ``builtins.getattr`` while unpickling: only HistoryBuffer's statistics.
+
+    mmengine's HistoryBuffer pickles its statistics methods by reference (pickle writes
+    ``getattr(HistoryBuffer, "min")``). Allowing the real ``getattr`` would let a checkpoint reach
+    any attribute of any allowed object; this allows exactly those four methods.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f"checkpoint asks for attribute {name!r} of {obj!r}, which mmengine checkpoints never do"
+    )
+
+
 def _allowed_globals() -> list[Any]:
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    allowed: list[Any] = [HistoryBuffer, np.dtype, np.ndarray]
+    allowed: list[Any] = [
+        HistoryBuffer,
+        np.dtype,
+        np.ndarray,
+        (_history_buffer_getattr, "builtins.getattr"),
+    ]
     core = getattr(np, "_core", None) or np.core
     allowed.append(core.multiarray.scalar)
     allowed.append(core.multiarray._reconstruct)

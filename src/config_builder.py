@@ -177,8 +177,17 @@ class RunSpec:
 
 
 def config_to_text(cfg: Config) -> str:
-    """The config as Python text (what the Editor shows and what trains)."""
-    return cfg.pretty_text
+    """The config as Python text (what the Editor shows and what trains).
+
+    mmengine sorts keys when it formats a config; ``sly_metadata`` is formatted on its own and
+    appended, so it stays the last key, where Supervisely's artifacts parser reads it.
+    """
+    data = cfg.to_dict()
+    metadata = data.pop("sly_metadata", None)
+    text = Config(data).pretty_text.rstrip("\n") + "\n"
+    if metadata is not None:
+        text += Config({"sly_metadata": metadata}).pretty_text.rstrip("\n") + "\n"
+    return text
 
 
 def parse_config_text(text: str) -> Config:

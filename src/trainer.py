@@ -222,27 +222,27 @@ class TrainingSession:
             _RUN_LOCK.release()
 
     def _build_runner(self):
-        from mmengine.logging import MMLogger
         from mmengine.runner import Runner
 
         import src.dataset  # noqa: F401  (registers SuperviselyDataset)
 
+        console_level = self.console_log_level
+
+        class AppRunner(Runner):
+            """mmengine's Runner whose console output can be quieter than its log file."""
+
+            def build_logger(self, log_level="INFO", log_file=None, **kwargs):
+                mm_logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
+                for handler in mm_logger.handlers:
+                    if type(handler) is logging.StreamHandler:
+                        handler.setLevel(console_level)
+                return mm_logger
+
         cfg = self.cfg
-        work_dir = Path(cfg.work_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        experiment = f"{self.run_id}_{time.strftime('%Y%m%d_%H%M%S')}_{id(self):x}"
-        cfg.experiment_name = experiment
-        # Created before the Runner (which reuses an instance of the same name), so the log file
-        # sits at a known place and the console level can differ from the file's.
-        mm_logger = MMLogger.get_instance(
-            experiment, log_file=str(work_dir / "train.log"), log_level="INFO"
-        )
-        for handler in mm_logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, logging.FileHandler
-            ):
-                handler.setLevel(self.console_log_level)
-        runner = Runner.from_cfg(cfg)
+        Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
+        # mmengine's logger and visualizer are process-wide instances looked up by name
+        cfg.experiment_name = f"{self.run_id}_{id(self):x}"
+        runner = AppRunner.from_cfg(cfg)
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
         return runner
 
