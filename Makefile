@@ -14,7 +14,7 @@ setup:
 train: setup
 	$(PY) -m src.cli demo-project $(DEMO_DIR) --images 160 --seed 0
 	$(PY) -m src.cli train --project $(DEMO_DIR) --model rtmdet_tiny_8xb32-300e_coco --from-scratch \
-		--epochs 30 --batch-size 8 --input-size 256 --lr 0.004 --seed 0 --device cpu $(ARGS)
+		--epochs 20 --val-interval 5 --batch-size 8 --input-size 256 --lr 0.004 --seed 0 --device cpu $(ARGS)
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: setup

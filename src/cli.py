@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 DEFAULT_APP_DATA = "artifacts/app_data"
@@ -87,11 +88,11 @@ class ProgressBar:
         if self.bar is None:
             self.bar = tqdm(total=progress.max_iterations, unit="it", dynamic_ncols=True)
             self.bar.update(progress.iteration - 1)
-        self.bar.update(progress.iteration - self.bar.n)
         loss = progress.losses.get("loss")
-        loss_text = "nan" if loss is not None and not math.isfinite(loss) else f"{loss:.4f}" if loss is not None else "-"
-        self.bar.set_description(f"epoch {progress.epoch}/{progress.max_epochs}")
-        self.bar.set_postfix_str(f"loss {loss_text}  lr {progress.lr or 0:.2e}")
+        loss_text = "-" if loss is None else "nan" if not math.isfinite(loss) else f"{loss:.4f}"
+        self.bar.set_description(f"epoch {progress.epoch}/{progress.max_epochs}", refresh=False)
+        self.bar.set_postfix_str(f"loss {loss_text}  lr {progress.lr or 0:.2e}", refresh=False)
+        self.bar.update(progress.iteration - self.bar.n)
 
     def on_val(self, result) -> None:
         text = "  ".join(
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # mmdet 3.3 calls torch.cuda.amp.autocast, deprecated in torch >= 2.4: noise, not news
+    warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,43 @@
+"""Shared fixtures: generated projects only, app data in a temp dir (never /sly-app-data)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@pytest.fixture(autouse=True)
+def _app_data(tmp_path, monkeypatch):
+    """Every test gets its own synced app-data dir and dataset cache."""
+    monkeypatch.setenv("SLY_APP_DATA_DIR", str(tmp_path / "app_data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(scope="session")
+def hard_project(tmp_path_factory) -> Path:
+    """Small project with every case the reader must handle (nested, border, tiny, empty, point)."""
+    from src.demo_project import DemoOptions, make_demo_project
+
+    path = tmp_path_factory.mktemp("hard") / "project"
+    return make_demo_project(
+        path, DemoOptions(images=28, seed=3, nested=True, hard_cases=True, max_objects=5)
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    from src.demo_project import DemoOptions, make_demo_project
+
+    path = tmp_path_factory.mktemp("demo") / "project"
+    return make_demo_project(path, DemoOptions(images=16, seed=1))

@@ -1,0 +1,79 @@
+"""End to end on CPU: the CLI trains RTMDet-tiny from scratch and the uploaded model detects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@pytest.mark.slow
+def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
+    from src.demo_project import DemoOptions, make_demo_project
+
+    project = make_demo_project(tmp_path / "demo", DemoOptions(images=64, seed=11))
+    team_files = tmp_path / "team_files"
+    app_data = tmp_path / "app_data"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "src.cli", "train", "--project", str(project),
+            "--model", "rtmdet_tiny_8xb32-300e_coco", "--from-scratch",
+            "--epochs", "16", "--batch-size", "4", "--input-size", "256", "--lr", "0.004",
+            "--val-interval", "4", "--workers", "1", "--seed", "0",
+            "--team-files", str(team_files), "--app-data", str(app_data), "--run-id", "e2e",
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "final validation: bbox_mAP" in result.stdout
+
+    run_dir = team_files / "mmdetection-3" / "e2e_demo"
+    config = run_dir / "config.py"
+    assert config.is_file()
+    lines = [line for line in config.read_text().splitlines() if line and not line[0].isspace()]
+    assert lines[-2].startswith("sly_metadata = dict(")
+    best = sorted(run_dir.glob("best_coco_bbox_mAP_epoch_*.pth"))
+    assert best, sorted(p.name for p in run_dir.iterdir())
+    assert (run_dir / "logs").is_dir() and any((run_dir / "logs").glob("*.log"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["state"] == "finished" and metrics["epochs_done"] == 16
+    assert len(metrics["history"]["val"]) == 4
+    # resumable checkpoints stay in the synced app-data dir
+    assert (app_data / "e2e" / "last_checkpoint").is_file()
+
+    # the serving side: mmdet's own API on torch's default weights_only=True loading
+    from mmdet.apis import inference_detector, init_detector
+
+    from src.dataset import read_instances
+
+    model = init_detector(str(config), str(best[-1]), device="cpu")
+    assert model.dataset_meta["classes"] == ("square", "circle", "triangle")
+    classes = ["square", "circle", "triangle"]
+    val, _ = read_instances(project, classes, "object-detection", datasets=["val"])
+    matched = total = 0
+    for info in val:
+        pred = inference_detector(model, info["img_path"]).pred_instances
+        keep = pred.scores.numpy() >= 0.3
+        boxes, labels = pred.bboxes.numpy()[keep], pred.labels.numpy()[keep]
+        for gt in info["instances"]:
+            total += 1
+            ious = [_iou(gt["bbox"], b) for b, lab in zip(boxes, labels, strict=True) if lab == gt["bbox_label"]]
+            matched += bool(ious) and max(ious) >= 0.5
+    assert total > 20
+    recall = matched / total
+    assert recall >= 0.8, f"only {matched}/{total} ground-truth boxes found at IoU >= 0.5"
+    assert np.isfinite(recall)
