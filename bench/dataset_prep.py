@@ -68,22 +68,41 @@ def generate(project: Path, images: int, objects: int, seed: int = 0) -> None:
                 x, y = int(rng.integers(0, WIDTH - 300)), int(rng.integers(0, HEIGHT - 300))
                 if kind == 0:
                     w, h = int(rng.integers(10, 300)), int(rng.integers(10, 300))
-                    objs.append({"classTitle": cls, "geometryType": "rectangle",
-                                 "points": {"exterior": [[x, y], [x + w, y + h]], "interior": []}})
+                    objs.append(
+                        {
+                            "classTitle": cls,
+                            "geometryType": "rectangle",
+                            "points": {"exterior": [[x, y], [x + w, y + h]], "interior": []},
+                        }
+                    )
                 elif kind == 1:
                     n = int(rng.integers(3, 12))
                     t = np.sort(rng.uniform(0, 2 * np.pi, n))
                     r = rng.uniform(20, 140)
                     pts = np.stack([x + 150 + r * np.cos(t), y + 150 + r * np.sin(t)], 1).round()
-                    objs.append({"classTitle": cls, "geometryType": "polygon",
-                                 "points": {"exterior": pts.astype(int).tolist(), "interior": []}})
+                    objs.append(
+                        {
+                            "classTitle": cls,
+                            "geometryType": "polygon",
+                            "points": {"exterior": pts.astype(int).tolist(), "interior": []},
+                        }
+                    )
                 else:
                     size, data = templates[int(rng.integers(0, len(templates)))]
-                    objs.append({"classTitle": cls, "geometryType": "bitmap",
-                                 "bitmap": {"data": data, "origin": [x, y]}})
+                    objs.append(
+                        {
+                            "classTitle": cls,
+                            "geometryType": "bitmap",
+                            "bitmap": {"data": data, "origin": [x, y]},
+                        }
+                    )
             name = f"img_{i:06d}.png"
-            ann = {"description": "", "tags": [], "size": {"height": HEIGHT, "width": WIDTH},
-                   "objects": objs}
+            ann = {
+                "description": "",
+                "tags": [],
+                "size": {"height": HEIGHT, "width": WIDTH},
+                "objects": objs,
+            }
             (ann_dir / f"{name}.json").write_text(json.dumps(ann))
             (img_dir / name).write_bytes(placeholder)
 
@@ -117,7 +136,9 @@ def child(args: argparse.Namespace) -> None:
     if args.child in ("cold", "warm"):
         objects = 0
         for split in ("train", "val"):
-            _, stats = load_split(project, CLASSES, args.task, datasets=[split], cache_dir=args.cache)
+            _, stats = load_split(
+                project, CLASSES, args.task, datasets=[split], cache_dir=args.cache
+            )
             objects += stats.objects
     elif args.child == "ours-sample":
         _, stats = read_instances(project, CLASSES, args.task, datasets=["sample"])
@@ -132,9 +153,22 @@ def child(args: argparse.Namespace) -> None:
 
 def measure(mode: str, project: Path, task: str, cache: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--project", str(project), "--task", task,
-         "--cache", str(cache)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--project",
+            str(project),
+            "--task",
+            task,
+            "--cache",
+            str(cache),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -144,8 +178,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--ref-images", type=int, default=300)
-    parser.add_argument("--task", default="instance-segmentation",
-                        choices=["object-detection", "instance-segmentation"])
+    parser.add_argument(
+        "--task",
+        default="instance-segmentation",
+        choices=["object-detection", "instance-segmentation"],
+    )
     parser.add_argument("--workdir", help="keep the generated project here (default: a temp dir)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
@@ -161,8 +198,10 @@ def main() -> None:
     if not project.exists():
         started = time.perf_counter()
         generate(project, args.images, args.objects)
-        print(f"generated {args.images} annotations x {args.objects} objects "
-              f"({WIDTH}x{HEIGHT}) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"generated {args.images} annotations x {args.objects} objects "
+            f"({WIDTH}x{HEIGHT}) in {time.perf_counter() - started:.1f} s"
+        )
     # the sample dataset: the first --ref-images annotations of train, for the side-by-side ratio
     sample = project / "sample"
     if not sample.exists():
@@ -180,18 +219,28 @@ def main() -> None:
     ref = measure("reference", project, args.task, cache)
     ratio = ref["seconds"] / ours["seconds"]
     print(f"task: {args.task}; {cold['objects']} objects in train + val")
-    print(f"ours cold (train + val, {args.images} annotations): {cold['seconds']:.2f} s, "
-          f"peak {cold['peak_mb']:.0f} MB")
-    print(f"ours warm (cache):                        {warm['seconds']:.2f} s, "
-          f"peak {warm['peak_mb']:.0f} MB   goal < 3 s")
+    print(
+        f"ours cold (train + val, {args.images} annotations): {cold['seconds']:.2f} s, "
+        f"peak {cold['peak_mb']:.0f} MB"
+    )
+    print(
+        f"ours warm (cache):                        {warm['seconds']:.2f} s, "
+        f"peak {warm['peak_mb']:.0f} MB   goal < 3 s"
+    )
     print(f"sample of {args.ref_images} annotations ({ours['objects']} objects), side by side:")
-    print(f"  reference (SDK parse + full-size masks + RLE): {ref['seconds']:.2f} s, "
-          f"peak {ref['peak_mb']:.0f} MB")
-    print(f"  ours (cold):                                   {ours['seconds']:.2f} s, "
-          f"peak {ours['peak_mb']:.0f} MB")
+    print(
+        f"  reference (SDK parse + full-size masks + RLE): {ref['seconds']:.2f} s, "
+        f"peak {ref['peak_mb']:.0f} MB"
+    )
+    print(
+        f"  ours (cold):                                   {ours['seconds']:.2f} s, "
+        f"peak {ours['peak_mb']:.0f} MB"
+    )
     print(f"  speed-up cold vs reference: {ratio:.1f}x   goal >= 5x")
-    print(f"  reference extrapolated to the whole project: "
-          f"{ref['seconds'] / max(ref['objects'], 1) * cold['objects']:.0f} s")
+    print(
+        f"  reference extrapolated to the whole project: "
+        f"{ref['seconds'] / max(ref['objects'], 1) * cold['objects']:.0f} s"
+    )
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     os.sys.stdout.flush()

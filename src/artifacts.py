@@ -34,7 +34,9 @@ class RunSummary:
     history: dict[str, Any] = field(default_factory=dict)  # {"train": [...], "val": [...]}
 
 
-def pack_run(work_dir: str | Path, config_text: str, out_dir: str | Path, summary: RunSummary) -> Path:
+def pack_run(
+    work_dir: str | Path, config_text: str, out_dir: str | Path, summary: RunSummary
+) -> Path:
     """Write the artifact folder for a run; returns it. Raises if there is no checkpoint at all."""
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     if out_dir.exists():
@@ -71,7 +73,9 @@ def pack_run(work_dir: str | Path, config_text: str, out_dir: str | Path, summar
         ),
         encoding="utf-8",
     )
-    (out_dir / "README.md").write_text(_readme(summary, [p.name for p in exported]), encoding="utf-8")
+    (out_dir / "README.md").write_text(
+        _readme(summary, [p.name for p in exported]), encoding="utf-8"
+    )
     return out_dir
 
 

@@ -60,15 +60,29 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     entries = zoo.list_models(args.task, args.architecture)
     if not args.all:
         entries = [e for e in entries if e.is_default] if args.architecture is None else entries
-    columns = ["architecture", "model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "paper"]
+    columns = [
+        "architecture",
+        "model",
+        "box AP",
+        "mask AP",
+        "memory (GB)",
+        "inference (ms)",
+        "paper",
+    ]
     if args.task == "object-detection":
         columns.remove("mask AP")
     rows = [[_fmt(e.as_row()[c]) for c in columns] for e in entries]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    widths = [
+        max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)
+    ]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    scope = "models" if args.all or args.architecture else "architectures (default model each; --all for every model)"
+    scope = (
+        "models"
+        if args.all or args.architecture
+        else "architectures (default model each; --all for every model)"
+    )
     print(f"\n{len(rows)} {scope}")
     return 0
 
@@ -96,7 +110,9 @@ class ProgressBar:
 
     def on_val(self, result) -> None:
         text = "  ".join(
-            f"{k} {v:.3f}" for k, v in result.metrics.items() if k.endswith(("mAP", "mAP_50", "mAP_75"))
+            f"{k} {v:.3f}"
+            for k, v in result.metrics.items()
+            if k.endswith(("mAP", "mAP_50", "mAP_75"))
         )
         line = f"validation after epoch {result.epoch}: {text}"
         if self.bar is not None:
@@ -148,14 +164,18 @@ def _select_device(device: str) -> None:
 
 
 def _print_summary(summary: dict) -> None:
-    print(f"model        {summary['model']} ({summary.get('parameters', 0) / 1e6:.2f} M parameters)")
+    print(
+        f"model        {summary['model']} ({summary.get('parameters', 0) / 1e6:.2f} M parameters)"
+    )
     print(f"task         {summary['task']}")
     print(f"classes      {', '.join(summary['classes'])}")
     print(f"split        {summary['split']}")
     for split in ("train", "val"):
         s = summary.get(split) or {}
         per_class = ", ".join(f"{k} {v}" for k, v in s.get("objects_per_class", {}).items())
-        print(f"{split:<12} {s.get('images', 0)} images, {s.get('objects', 0)} objects ({per_class})")
+        print(
+            f"{split:<12} {s.get('images', 0)} images, {s.get('objects', 0)} objects ({per_class})"
+        )
         if s.get("images_without_objects"):
             kept = "dropped" if s.get("dropped_empty_images") else "kept"
             print(f"{'':<12} {s['images_without_objects']} images without objects ({kept})")
@@ -252,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo_project)
 
     zoo_p = sub.add_parser("zoo", help="list the model zoo")
-    zoo_p.add_argument("--task", default="object-detection", choices=["object-detection", "instance-segmentation"])
+    zoo_p.add_argument(
+        "--task", default="object-detection", choices=["object-detection", "instance-segmentation"]
+    )
     zoo_p.add_argument("--architecture", help="only this architecture (display name)")
     zoo_p.add_argument("--all", action="store_true", help="every model, not one per architecture")
     zoo_p.set_defaults(func=cmd_zoo)
@@ -260,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model on a local project")
     tr.add_argument("--project", required=True, help="local Supervisely project directory")
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
-    tr.add_argument("--task", default="object-detection", choices=["object-detection", "instance-segmentation"])
+    tr.add_argument(
+        "--task", default="object-detection", choices=["object-detection", "instance-segmentation"]
+    )
     tr.add_argument("--classes", help="comma-separated class names (default: all)")
     tr.add_argument("--epochs", type=int, default=20)
     tr.add_argument("--batch-size", type=int, default=4)
@@ -271,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--optimizer", default="AdamW", choices=["AdamW", "Adam", "SGD"])
     tr.add_argument("--lr", type=float, default=1e-4)
     tr.add_argument("--weight-decay", type=float, default=1e-4)
-    tr.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "linear", "constant"])
+    tr.add_argument(
+        "--scheduler", default="cosine", choices=["cosine", "step", "linear", "constant"]
+    )
     tr.add_argument("--warmup-iters", type=int, default=0)
     tr.add_argument("--grad-clip", type=float, default=None)
     tr.add_argument("--checkpoint-interval", type=int, default=1)
@@ -279,16 +305,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-interval", type=int, default=1)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
-    tr.add_argument("--config", help="an edited config file: trains as written, plus dataset, classes, work dir")
-    tr.add_argument("--from-scratch", action="store_true", help="random init, no pretrained weights")
+    tr.add_argument(
+        "--config", help="an edited config file: trains as written, plus dataset, classes, work dir"
+    )
+    tr.add_argument(
+        "--from-scratch", action="store_true", help="random init, no pretrained weights"
+    )
     tr.add_argument("--weights", help="custom checkpoint to start from")
     tr.add_argument("--device", default="cpu", help="cpu or cuda:N")
-    tr.add_argument("--drop-empty", action="store_true", help="drop training images without objects")
-    tr.add_argument("--team-files", default=DEFAULT_TEAM_FILES, help="local folder standing in for Team Files")
-    tr.add_argument("--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)")
+    tr.add_argument(
+        "--drop-empty", action="store_true", help="drop training images without objects"
+    )
+    tr.add_argument(
+        "--team-files", default=DEFAULT_TEAM_FILES, help="local folder standing in for Team Files"
+    )
+    tr.add_argument(
+        "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
+    )
     tr.add_argument("--run-id", help="name of the run (default: a timestamp)")
     tr.add_argument("--no-cache", action="store_true", help="do not cache parsed annotations")
-    tr.add_argument("--dry-run", action="store_true", help="build everything, print a summary, do not train")
+    tr.add_argument(
+        "--dry-run", action="store_true", help="build everything, print a summary, do not train"
+    )
     tr.add_argument("--dump-config", help="write the composed config to this file")
     tr.set_defaults(func=cmd_train)
     return parser

@@ -386,9 +386,29 @@ def _set_model(cfg: Config, params: TrainParams) -> None:
     # Weights come from load_from (or nowhere): a backbone "Pretrained" init would download.
     _strip_pretrained_init(model)
     model.pop("pretrained", None)
-    if model.get("type") in {"LAD", "KnowledgeDistillationSingleStageDetector"}:
-        # the teacher is built from its own COCO checkpoint: drop it (trained without teacher)
-        model.pop("teacher_ckpt", None)
+    _set_teacher(model, params)
+
+
+def _set_teacher(model: dict, params: TrainParams) -> None:
+    """Distillation models (LD, LAD): inline the teacher's config; its weights only if pretrained.
+
+    mmdet names LD's teacher by a path relative to its source tree, which does not exist in an
+    installed package: the teacher's model config is read from the installed mmdet and inlined,
+    so the composed config stays self-contained. From scratch, the COCO teacher checkpoint (a
+    download) is dropped.
+    """
+    teacher = model.get("teacher_config")
+    if isinstance(teacher, str):
+        from src.zoo import mmdet_configs_dir
+
+        path = Path(teacher)
+        if not path.is_file():
+            path = mmdet_configs_dir().parent / teacher
+        teacher_model = Config.fromfile(str(path)).model.to_dict()
+        _strip_pretrained_init(teacher_model)
+        model["teacher_config"] = dict(model=teacher_model)
+    if "teacher_ckpt" in model and params.weights != "pretrained":
+        model["teacher_ckpt"] = None
 
 
 def _strip_pretrained_init(node: Any) -> None:
@@ -514,7 +534,9 @@ def _set_schedule(cfg: Config, params: TrainParams) -> None:
     for key in ("paramwise_cfg", "constructor"):
         if old_wrapper.get(key) is not None:
             wrapper[key] = old_wrapper[key]
-    wrapper["clip_grad"] = dict(max_norm=params.grad_clip, norm_type=2) if params.grad_clip else None
+    wrapper["clip_grad"] = (
+        dict(max_norm=params.grad_clip, norm_type=2) if params.grad_clip else None
+    )
     cfg.optim_wrapper = wrapper
     cfg.param_scheduler = lr_schedule(params)
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=params.train_batch_size)

@@ -108,7 +108,9 @@ def list_datasets(project_dir: str | Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def list_items(project_dir: str | Path, datasets: list[str] | None = None) -> list[tuple[str, Path]]:
+def list_items(
+    project_dir: str | Path, datasets: list[str] | None = None
+) -> list[tuple[str, Path]]:
     """(``dataset/item_name``, annotation path) of every item of the chosen datasets, sorted."""
     all_datasets = list_datasets(project_dir)
     if datasets is not None:
@@ -153,7 +155,9 @@ def crop_to_rle(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> 
     top, left = max(0, -y0), max(0, -x0)
     bottom, right = min(h, height - y0), min(w, width - x0)
     if bottom <= top or right <= left:
-        return mask_utils.frPyObjects({"counts": [height * width], "size": [height, width]}, height, width)
+        return mask_utils.frPyObjects(
+            {"counts": [height * width], "size": [height, width]}, height, width
+        )
     crop = crop[top:bottom, left:right]
     x0, y0 = x0 + left, y0 + top
     h, w = crop.shape
@@ -161,7 +165,9 @@ def crop_to_rle(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> 
     padded[:, 1:-1] = crop.T
     changes = np.flatnonzero(np.diff(padded, axis=1).ravel())
     if changes.size == 0:
-        return mask_utils.frPyObjects({"counts": [height * width], "size": [height, width]}, height, width)
+        return mask_utils.frPyObjects(
+            {"counts": [height * width], "size": [height, width]}, height, width
+        )
     cols, rows = np.divmod(changes, h + 1)
     positions = (x0 + cols) * height + y0 + rows  # flat Fortran index in the full image
     starts, ends = positions[0::2], positions[1::2]
@@ -175,18 +181,24 @@ def crop_to_rle(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> 
     counts[1:-1:2] = run_ends - run_starts
     counts[2:-1:2] = run_starts[1:] - run_ends[:-1]
     counts[-1] = height * width - run_ends[-1]
-    rle = mask_utils.frPyObjects({"counts": counts.tolist(), "size": [height, width]}, height, width)
+    rle = mask_utils.frPyObjects(
+        {"counts": counts.tolist(), "size": [height, width]}, height, width
+    )
     return rle
 
 
 def polygon_rle(exterior: list, interiors: list, height: int, width: int) -> dict:
-    """COCO RLE of a polygon (pycocotools rasterization, as the SDK's COCO export); holes cut out."""
-    outer = mask_utils.frPyObjects([np.asarray(exterior, dtype=float).ravel().tolist()], height, width)
+    """COCO RLE of a polygon, rasterized by pycocotools as in the SDK's COCO export; holes cut."""
+    outer = mask_utils.frPyObjects(
+        [np.asarray(exterior, dtype=float).ravel().tolist()], height, width
+    )
     rle = mask_utils.merge(outer)
     holes = [np.asarray(h, dtype=float).ravel().tolist() for h in interiors if len(h) >= 3]
     if holes:
         full = mask_utils.decode(rle).astype(bool)
-        full &= ~mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(holes, height, width))).astype(bool)
+        full &= ~mask_utils.decode(
+            mask_utils.merge(mask_utils.frPyObjects(holes, height, width))
+        ).astype(bool)
         rle = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
     return rle
 
@@ -247,7 +259,10 @@ def object_to_instance(
 
 def _rle_bytes(rle: dict) -> dict:
     counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {
+        "size": rle["size"],
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
 
 
 # --------------------------------------------------------------------------- reading a split
@@ -271,7 +286,9 @@ def read_instances(
         wanted = set(items)
         missing = wanted - {name for name, _ in selected}
         if missing:
-            raise DatasetError(f"{len(missing)} split items are not in the project, e.g. {sorted(missing)[:3]}")
+            raise DatasetError(
+                f"{len(missing)} split items are not in the project, e.g. {sorted(missing)[:3]}"
+            )
         selected = [(name, path) for name, path in selected if name in wanted]
     stats = SplitStats()
     data_list = []
@@ -332,7 +349,15 @@ def cache_key(
     digest = hashlib.sha256()
     digest.update(
         json.dumps(
-            [_CACHE_VERSION, str(Path(project_dir).resolve()), classes, task, datasets, items, keep_empty_images]
+            [
+                _CACHE_VERSION,
+                str(Path(project_dir).resolve()),
+                classes,
+                task,
+                datasets,
+                items,
+                keep_empty_images,
+            ]
         ).encode()
     )
     for name, path in list_items(project_dir, datasets):
@@ -477,7 +502,9 @@ def _register() -> type:
                 logger.warning(
                     "%s: skipped objects: %s",
                     self.project_dir,
-                    ", ".join(f"{n} x {reason}" for reason, n in sorted(self.stats.skipped.items())),
+                    ", ".join(
+                        f"{n} x {reason}" for reason, n in sorted(self.stats.skipped.items())
+                    ),
                 )
             if self.coco_gt_file:
                 write_json_atomic(to_coco(data_list, classes), self.coco_gt_file)

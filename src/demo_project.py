@@ -35,7 +35,9 @@ class DemoOptions:
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Low-frequency color noise plus a gradient: enough texture that shapes are not trivial."""
-    small = rng.integers(60, 190, size=(max(2, height // 32), max(2, width // 32), 3), dtype=np.uint8)
+    small = rng.integers(
+        60, 190, size=(max(2, height // 32), max(2, width // 32), 3), dtype=np.uint8
+    )
     image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
     image += rng.integers(-12, 13, size=image.shape, dtype=np.int16)
     ramp = np.linspace(-20, 20, width, dtype=np.int16)[None, :, None]
@@ -89,7 +91,7 @@ def make_demo_project(directory: str | Path, options: DemoOptions | None = None)
         datasets["train/extra"] = project.create_dataset("extra", "train/datasets/extra")
         plan = [("train/extra" if s == "train" and i % 5 == 4 else s, i) for s, i in plan]
 
-    for index, (split, i) in enumerate(plan):
+    for index, (split, _) in enumerate(plan):
         image = _background(rng, width, height)
         labels = []
         empty = opts.hard_cases and index % 7 == 3

@@ -122,6 +122,11 @@ def prepare(request: TrainRequest) -> Prepared:
                 f"{', '.join(project.classes) or 'no classes'}"
             )
     params = replace(request.params, classes=tuple(classes))
+    if entry is not None and entry.missing_packages():
+        problems.append(
+            f"{entry.architecture} needs {', '.join(entry.missing_packages())}, which are not "
+            "installed here (the Docker image has them): pick another architecture"
+        )
     if request.params.weights == "pretrained" and entry is not None and not entry.weights_url:
         problems.append(f"{entry.model} has no pretrained weights: use --from-scratch")
     problems.extend(p for p in params.validate() if p not in problems)
@@ -228,7 +233,9 @@ def upload_run(
         classes=list(prepared.params.classes),
         epochs_done=max((v.get("epoch", 0) for v in history.get("train", [])), default=0),
         state=state,
-        best_metric={k: v for k, v in (best or {}).items() if k.endswith(("mAP", "mAP_50", "mAP_75"))},
+        best_metric={
+            k: v for k, v in (best or {}).items() if k.endswith(("mAP", "mAP_50", "mAP_75"))
+        },
         history=history,
     )
     local = Path(staging_root) / run_dir_name(prepared.run_id, prepared.project.name)

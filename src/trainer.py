@@ -26,7 +26,7 @@ from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
 logger = logging.getLogger(__name__)
 
 
-class SessionState(str, enum.Enum):
+class SessionState(enum.StrEnum):
     IDLE = "idle"
     PREPARING = "preparing"
     TRAINING = "training"

@@ -47,6 +47,13 @@ class ZooEntry:
     year: int | None
     is_default: bool = False
     gpu_only: str | None = None  # the reason, when the model cannot run on CPU
+    requires: tuple[str, ...] = ()  # python packages beyond requirements.txt
+
+    def missing_packages(self) -> list[str]:
+        """Packages this model needs that are not installed here."""
+        import importlib.util
+
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
 
     def as_row(self) -> dict[str, object]:
         """A flat dict for tables (CLI, UI)."""
@@ -141,6 +148,7 @@ def _entries_for(spec: dict, task: str, configs_dir: Path) -> list[ZooEntry]:
                 paper=paper,
                 year=spec.get("year"),
                 gpu_only=spec.get("gpu_only"),
+                requires=tuple(spec.get("requires") or ()),
             )
         )
     default = spec.get("default") or (entries[0].model if entries else None)

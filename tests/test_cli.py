@@ -43,8 +43,17 @@ def test_demo_project_is_deterministic(tmp_path):
 def test_dry_run_prints_summary_and_dumps_a_self_contained_config(demo_project, tmp_path):
     dump = tmp_path / "cfg.py"
     result = run_cli(
-        "train", "--project", str(demo_project), "--model", MODEL, "--from-scratch",
-        "--input-size", "256", "--dry-run", "--dump-config", str(dump),
+        "train",
+        "--project",
+        str(demo_project),
+        "--model",
+        MODEL,
+        "--from-scratch",
+        "--input-size",
+        "256",
+        "--dry-run",
+        "--dump-config",
+        str(dump),
         env_app_data=tmp_path / "app_data",
     )
     assert result.returncode == 0, result.stderr
@@ -97,7 +106,13 @@ def test_bad_input_fails_with_a_clear_message(case, expected, demo_project, tmp_
         extra = ["--config", str(bad)]
     app_data = tmp_path / "app_data"
     result = run_cli(
-        "train", "--project", project, "--model", model, "--from-scratch", *extra,
+        "train",
+        "--project",
+        project,
+        "--model",
+        model,
+        "--from-scratch",
+        *extra,
         env_app_data=app_data,
     )
     assert result.returncode != 0

@@ -74,7 +74,7 @@ def test_instances_match_the_sdk_coco_export(hard_project, tmp_path, task):
     assert "train/extra" in datasets  # nested datasets are read
     compared_objects = compared_masks = 0
     for name in datasets:
-        ours, stats = read_instances(hard_project, CLASSES, task, datasets=[name])
+        ours, _ = read_instances(hard_project, CLASSES, task, datasets=[name])
         theirs = reference[name.split("/")[-1]]
         assert len(ours) == len(theirs), name
         for info in ours:
@@ -109,13 +109,15 @@ def test_hard_cases_are_counted_not_lost(hard_project):
     assert stats.images_without_objects >= 3
     assert all(info["instances"] or info["img_id"] for info in data)
     # the point objects are of a class we did not select: ignored silently
-    data_k, stats_k = read_instances(hard_project, [*CLASSES, "keypoint"], "object-detection")
+    _, stats_k = read_instances(hard_project, [*CLASSES, "keypoint"], "object-detection")
     assert stats_k.skipped["geometry 'point' is not used for training"] >= 1
     # rectangles have no mask: skipped and counted for segmentation
     _, seg_stats = read_instances(hard_project, CLASSES, "instance-segmentation")
     assert seg_stats.skipped["rectangle has no mask (instance segmentation)"] >= 1
     # drop images without objects on request
-    dropped, dstats = read_instances(hard_project, CLASSES, "object-detection", keep_empty_images=False)
+    dropped, dstats = read_instances(
+        hard_project, CLASSES, "object-detection", keep_empty_images=False
+    )
     assert len(dropped) == stats.images - stats.images_without_objects
     assert dstats.dropped_empty_images == stats.images_without_objects
     assert [d["img_id"] for d in dropped] == list(range(1, len(dropped) + 1))
@@ -146,7 +148,10 @@ def test_crop_rle_equals_full_size_encoding(seed):
 
 
 def test_rectangle_beyond_the_border_is_clipped():
-    obj = {"geometryType": "rectangle", "points": {"exterior": [[-5, 10], [30, 300]], "interior": []}}
+    obj = {
+        "geometryType": "rectangle",
+        "points": {"exterior": [[-5, 10], [30, 300]], "interior": []},
+    }
     box, rle = object_to_instance(obj, 100, 50, with_mask=False)
     assert box == [0.0, 10.0, 31.0, 100.0]
     assert rle is None

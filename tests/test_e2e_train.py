@@ -30,13 +30,40 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     app_data = tmp_path / "app_data"
     result = subprocess.run(
         [
-            sys.executable, "-m", "src.cli", "train", "--project", str(project),
-            "--model", "rtmdet_tiny_8xb32-300e_coco", "--from-scratch",
-            "--epochs", "16", "--batch-size", "4", "--input-size", "256", "--lr", "0.004",
-            "--val-interval", "4", "--workers", "1", "--seed", "0",
-            "--team-files", str(team_files), "--app-data", str(app_data), "--run-id", "e2e",
+            sys.executable,
+            "-m",
+            "src.cli",
+            "train",
+            "--project",
+            str(project),
+            "--model",
+            "rtmdet_tiny_8xb32-300e_coco",
+            "--from-scratch",
+            "--epochs",
+            "16",
+            "--batch-size",
+            "4",
+            "--input-size",
+            "256",
+            "--lr",
+            "0.004",
+            "--val-interval",
+            "4",
+            "--workers",
+            "1",
+            "--seed",
+            "0",
+            "--team-files",
+            str(team_files),
+            "--app-data",
+            str(app_data),
+            "--run-id",
+            "e2e",
         ],
-        capture_output=True, text=True, cwd=ROOT, timeout=1200,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "final validation: bbox_mAP" in result.stdout
@@ -45,7 +72,7 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     config = run_dir / "config.py"
     assert config.is_file()
     lines = [line for line in config.read_text().splitlines() if line and not line[0].isspace()]
-    assert lines[-2].startswith("sly_metadata = dict(")
+    assert lines[-1].startswith("sly_metadata = dict(")
     best = sorted(run_dir.glob("best_coco_bbox_mAP_epoch_*.pth"))
     assert best, sorted(p.name for p in run_dir.iterdir())
     assert (run_dir / "logs").is_dir() and any((run_dir / "logs").glob("*.log"))
@@ -71,7 +98,11 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
         boxes, labels = pred.bboxes.numpy()[keep], pred.labels.numpy()[keep]
         for gt in info["instances"]:
             total += 1
-            ious = [_iou(gt["bbox"], b) for b, lab in zip(boxes, labels, strict=True) if lab == gt["bbox_label"]]
+            ious = [
+                _iou(gt["bbox"], b)
+                for b, lab in zip(boxes, labels, strict=True)
+                if lab == gt["bbox_label"]
+            ]
             matched += bool(ious) and max(ious) >= 0.5
     assert total > 20
     recall = matched / total
