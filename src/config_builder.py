@@ -380,9 +380,6 @@ def _set_model(cfg: Config, params: TrainParams) -> None:
     if isinstance(roi_head, dict):
         for key in ("semantic_roi_extractor", "semantic_head"):
             roi_head.pop(key, None)
-        if roi_head.get("type") == "SCNetRoIHead":
-            roi_head.pop("feat_relay_head", None)
-            roi_head.pop("glbctx_head", None)
     # Weights come from load_from (or nowhere): a backbone "Pretrained" init would download.
     _strip_pretrained_init(model)
     model.pop("pretrained", None)
@@ -414,8 +411,12 @@ def _set_teacher(model: dict, params: TrainParams) -> None:
 def _strip_pretrained_init(node: Any) -> None:
     if isinstance(node, dict):
         init = node.get("init_cfg")
-        if isinstance(init, dict) and init.get("type") == "Pretrained":
+        # "Pretrained" inits, and inits that name a checkpoint without a type (PVT)
+        if isinstance(init, dict) and (init.get("type") == "Pretrained" or "checkpoint" in init):
             node["init_cfg"] = None
+        # old-style backbone weights, e.g. DetectoRS's rfp_backbone: "torchvision://resnet50"
+        if isinstance(node.get("pretrained"), str):
+            node["pretrained"] = None
         for value in node.values():
             _strip_pretrained_init(value)
     elif isinstance(node, list | tuple):

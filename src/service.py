@@ -122,6 +122,15 @@ def prepare(request: TrainRequest) -> Prepared:
                 f"{', '.join(project.classes) or 'no classes'}"
             )
     params = replace(request.params, classes=tuple(classes))
+    if entry is not None and entry.unsupported:
+        problems.append(f"{entry.architecture} cannot be trained here: {entry.unsupported}")
+    if entry is not None and entry.gpu_only and request.params.device == "cpu":
+        problems.append(f"{entry.architecture} needs a GPU: {entry.gpu_only}")
+    if entry is not None and min(request.params.input_size) < entry.min_input_size:
+        problems.append(
+            f"{entry.architecture} needs an input size of at least {entry.min_input_size} px, "
+            f"got {min(request.params.input_size)}"
+        )
     if entry is not None and entry.missing_packages():
         problems.append(
             f"{entry.architecture} needs {', '.join(entry.missing_packages())}, which are not "
@@ -181,6 +190,9 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
     from mmengine.registry import init_default_scope
 
     import src.dataset  # noqa: F401  (registers SuperviselyDataset)
+    from src import mmdet_compat
+
+    mmdet_compat.apply()
 
     init_default_scope(prepared.cfg.get("default_scope", "mmdet"))
     summary: dict[str, Any] = {

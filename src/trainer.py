@@ -225,6 +225,9 @@ class TrainingSession:
         from mmengine.runner import Runner
 
         import src.dataset  # noqa: F401  (registers SuperviselyDataset)
+        from src import mmdet_compat
+
+        mmdet_compat.apply()
 
         console_level = self.console_log_level
 

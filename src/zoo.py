@@ -48,6 +48,8 @@ class ZooEntry:
     is_default: bool = False
     gpu_only: str | None = None  # the reason, when the model cannot run on CPU
     requires: tuple[str, ...] = ()  # python packages beyond requirements.txt
+    min_input_size: int = 32  # smallest input side the layers accept
+    unsupported: str | None = None  # why mmdet 3.3 cannot train it on custom classes
 
     def missing_packages(self) -> list[str]:
         """Packages this model needs that are not installed here."""
@@ -67,6 +69,7 @@ class ZooEntry:
             "epochs": self.epochs,
             "paper": f"{self.paper} {self.year}" if self.paper else None,
             "gpu only": self.gpu_only,
+            "unsupported": self.unsupported,
         }
 
 
@@ -149,6 +152,8 @@ def _entries_for(spec: dict, task: str, configs_dir: Path) -> list[ZooEntry]:
                 year=spec.get("year"),
                 gpu_only=spec.get("gpu_only"),
                 requires=tuple(spec.get("requires") or ()),
+                min_input_size=int(spec.get("min_input_size", 32)),
+                unsupported=spec.get("unsupported"),
             )
         )
     default = spec.get("default") or (entries[0].model if entries else None)
