@@ -25,7 +25,7 @@ def _iou(a, b) -> float:
 def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     from src.demo_project import DemoOptions, make_demo_project
 
-    project = make_demo_project(tmp_path / "demo", DemoOptions(images=64, seed=11))
+    project = make_demo_project(tmp_path / "demo", DemoOptions(images=96, seed=11))
     team_files = tmp_path / "team_files"
     app_data = tmp_path / "app_data"
     result = subprocess.run(
@@ -48,7 +48,7 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
             "--lr",
             "0.004",
             "--val-interval",
-            "4",
+            "8",
             "--workers",
             "1",
             "--seed",
@@ -78,7 +78,7 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     assert (run_dir / "logs").is_dir() and any((run_dir / "logs").glob("*.log"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["state"] == "finished" and metrics["epochs_done"] == 16
-    assert len(metrics["history"]["val"]) == 4
+    assert len(metrics["history"]["val"]) == 2
     # resumable checkpoints stay in the synced app-data dir
     assert (app_data / "e2e" / "last_checkpoint").is_file()
 
@@ -88,7 +88,7 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     from src.dataset import read_instances
 
     model = init_detector(str(config), str(best[-1]), device="cpu")
-    assert model.dataset_meta["classes"] == ("square", "circle", "triangle")
+    assert list(model.dataset_meta["classes"]) == ["square", "circle", "triangle"]
     classes = ["square", "circle", "triangle"]
     val, _ = read_instances(project, classes, "object-detection", datasets=["val"])
     matched = total = 0
@@ -106,5 +106,6 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
             matched += bool(ious) and max(ious) >= 0.5
     assert total > 20
     recall = matched / total
+    print(f"recall {matched}/{total}")
     assert recall >= 0.8, f"only {matched}/{total} ground-truth boxes found at IoU >= 0.5"
     assert np.isfinite(recall)
