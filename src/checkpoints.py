@@ -11,10 +11,12 @@ Checkpoints uploaded for serving hold only ``state_dict`` and plain ``meta``, so
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,16 +111,14 @@ def _plain(value: Any) -> Any:
 def export_for_inference(src: str | Path, dst: str | Path) -> Path:
     """Write ``state_dict`` + plain ``meta`` (epoch, iter, dataset_meta) of a checkpoint.
 
-    mmengine's EMA hook keeps the averaged weights in ``ema_state_dict``; those are the ones the
-    model validated with, so they become the exported ``state_dict``.
+    With mmengine's EMAHook, ``state_dict`` already holds the averaged weights (the hook swaps
+    them in before saving, for deployment) and ``ema_state_dict`` the raw ones, which serving
+    does not need.
     """
     checkpoint = load_checkpoint_file(src)
     state = checkpoint.get("state_dict")
     if state is None:
         raise CheckpointError(f"checkpoint {src} has no state_dict")
-    ema = checkpoint.get("ema_state_dict")
-    if ema:
-        state = {k.removeprefix("module."): v for k, v in ema.items() if k != "steps"}
     meta = checkpoint.get("meta") or {}
     plain_meta = {
         key: _plain(meta[key])
@@ -148,3 +148,162 @@ def best_checkpoint(work_dir: str | Path) -> Path | None:
     """The newest ``best_*.pth`` mmengine's CheckpointHook kept (save_best)."""
     candidates = sorted(Path(work_dir).glob("best_*.pth"), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
+
+
+# --------------------------------------------------------------------------- crash-safe writes
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def _register_atomic_backend() -> dict:
+    from mmengine.fileio import LocalBackend, register_backend
+
+    class AtomicLocalBackend(LocalBackend):
+        """mmengine's local file backend, writing checkpoints crash-safely."""
+
+        def put(self, obj: bytes, filepath: str | Path) -> None:
+            write_bytes_atomic(obj, filepath)
+
+        def put_text(self, obj: str, filepath: str | Path, encoding: str = "utf-8") -> None:
+            write_bytes_atomic(obj.encode(encoding), filepath)
+
+    register_backend("atomic_local", AtomicLocalBackend, force=True)
+    return {"backend": "atomic_local"}
+
+
+ATOMIC_BACKEND_ARGS = _register_atomic_backend()
+
+
+# --------------------------------------------------------------------------- resumable runs
+
+RUN_CONFIG = "config.py"  # the exact config a run trains with, written by TrainingSession
+
+
+@dataclass
+class ResumableRun:
+    """A run in the app-data folder that can be continued."""
+
+    run_id: str
+    work_dir: Path
+    checkpoint: Path  # the newest complete, resumable checkpoint
+    model_name: str
+    epoch: int  # completed epochs
+    iteration: int  # completed iterations
+    max_epochs: int
+    saved_at: float  # checkpoint mtime (epoch seconds)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # unreadable checkpoints passed over
+
+    @property
+    def mid_epoch(self) -> bool:
+        return not self.checkpoint.name.startswith("epoch_")
+
+
+def _resumable_candidates(work_dir: Path) -> list[Path]:
+    """Checkpoints that hold optimizer and scheduler state, newest first (by iteration)."""
+
+    def order(path: Path) -> tuple[int, float]:
+        match = re.search(r"(\d+)", path.stem)
+        return (int(match.group(1)) if match else -1, path.stat().st_mtime)
+
+    epochs = sorted(work_dir.glob("epoch_*.pth"), key=order, reverse=True)
+    iters = sorted(work_dir.glob("iter_*.pth"), key=order, reverse=True)
+    marked = last_checkpoint(work_dir)
+    # last_checkpoint first: it is written only after its checkpoint is complete
+    ordered = ([marked] if marked and not marked.name.startswith("best_") else []) + [
+        p for p in sorted(epochs + iters, key=lambda p: p.stat().st_mtime, reverse=True)
+    ]
+    seen: dict[Path, None] = {}
+    for path in ordered:
+        seen.setdefault(path, None)
+    return list(seen)
+
+
+def peek_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's ``meta`` without reading its tensors (memory-mapped, allowlisted)."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc})") from None
+    if not isinstance(checkpoint, dict) or "meta" not in checkpoint:
+        raise CheckpointError(f"checkpoint {path} has no meta: not an mmengine checkpoint")
+    if "optimizer" not in checkpoint:
+        raise CheckpointError(f"checkpoint {path} has no optimizer state: it cannot resume")
+    return checkpoint["meta"]
+
+
+def _last_val_metrics(work_dir: Path) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for line in scalars.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            found = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("coco/")}
+            if found:
+                metrics = {
+                    k: float(v) for k, v in found.items() if k.endswith(("mAP", "_50", "_75"))
+                }
+    return metrics
+
+
+def newest_resumable_checkpoint(work_dir: str | Path) -> tuple[Path, dict, list[str]]:
+    """(checkpoint, meta, skipped) of a run; raises when no checkpoint can resume it."""
+    work_dir = Path(work_dir)
+    skipped = []
+    for path in _resumable_candidates(work_dir):
+        try:
+            return path, peek_checkpoint(path), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    detail = f" ({'; '.join(skipped)})" if skipped else ""
+    raise CheckpointError(f"run {work_dir.name} has no complete resumable checkpoint{detail}")
+
+
+def find_resumable_runs(app_data_dir: str | Path) -> list[ResumableRun]:
+    """Runs in ``app_data_dir`` with a resumable checkpoint, the most recently saved first."""
+    runs = []
+    root = Path(app_data_dir)
+    if not root.is_dir():
+        return []
+    for work_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not (work_dir / RUN_CONFIG).is_file():
+            continue
+        try:
+            checkpoint, meta, skipped = newest_resumable_checkpoint(work_dir)
+        except CheckpointError as exc:
+            logger.warning("%s", exc)
+            continue
+        sly_metadata = meta.get("sly_metadata") or {}
+        runs.append(
+            ResumableRun(
+                run_id=work_dir.name,
+                work_dir=work_dir,
+                checkpoint=checkpoint,
+                model_name=str(sly_metadata.get("model_name", "?")),
+                epoch=int(meta.get("epoch", 0)),
+                iteration=int(meta.get("iter", 0)),
+                max_epochs=int(meta.get("max_epochs", 0)),
+                saved_at=checkpoint.stat().st_mtime,
+                last_metrics=_last_val_metrics(work_dir),
+                skipped=skipped,
+            )
+        )
+    return sorted(runs, key=lambda r: r.saved_at, reverse=True)

@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -132,7 +133,7 @@ def _train_params(args: argparse.Namespace):
     size = args.input_size
     return TrainParams(
         task=args.task,
-        epochs=args.epochs,
+        epochs=args.epochs or 20,
         train_batch_size=args.batch_size,
         val_batch_size=args.val_batch_size,
         num_workers=args.workers,
@@ -184,31 +185,57 @@ def _print_summary(summary: dict) -> None:
     print(f"work dir     {summary['work_dir']}")
 
 
+def _app_data(args: argparse.Namespace) -> str:
+    return str(
+        Path(args.app_data or os.environ.get("SLY_APP_DATA_DIR") or DEFAULT_APP_DATA).resolve()
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _select_device(args.device)
-    from src.service import RequestError, TrainRequest, dry_run, prepare, upload_run
-    from src.storage import LocalArtifactStore, UploadError
-
-    app_data = args.app_data or os.environ.get("SLY_APP_DATA_DIR") or DEFAULT_APP_DATA
-    config_text = None
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            return _fail(f"config file {path} does not exist")
-        config_text = path.read_text(encoding="utf-8")
-    request = TrainRequest(
-        project_dir=args.project,
-        app_data_dir=str(Path(app_data).resolve()),
-        model=args.model,
-        config_text=config_text,
-        classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
-        params=_train_params(args),
-        keep_empty_images=not args.drop_empty,
-        cache_dir=None if args.no_cache else DEFAULT_CACHE,
-        run_id=args.run_id,
+    from src.service import (
+        RequestError,
+        TrainRequest,
+        dry_run,
+        prepare,
+        prepare_resume,
+        resolve_resumable,
     )
+
+    app_data = _app_data(args)
+    resume_from = None
     try:
-        prepared = prepare(request)
+        if args.resume is not None:
+            run = resolve_resumable(app_data, args.resume or None)
+            prepared = prepare_resume(run, epochs=args.epochs)
+            resume_from = run.checkpoint
+            print(
+                f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint.name}: "
+                f"epoch {run.epoch}, iteration {run.iteration}"
+            )
+        else:
+            if not args.project:
+                return _fail("--project is required (or --resume to continue a run)")
+            config_text = None
+            if args.config:
+                path = Path(args.config)
+                if not path.is_file():
+                    return _fail(f"config file {path} does not exist")
+                config_text = path.read_text(encoding="utf-8")
+            request = TrainRequest(
+                project_dir=args.project,
+                app_data_dir=app_data,
+                model=args.model,
+                config_text=config_text,
+                classes=[c.strip() for c in args.classes.split(",") if c.strip()]
+                if args.classes
+                else None,
+                params=_train_params(args),
+                keep_empty_images=not args.drop_empty,
+                cache_dir=None if args.no_cache else DEFAULT_CACHE,
+                run_id=args.run_id,
+            )
+            prepared = prepare(request)
         if args.dump_config:
             Path(args.dump_config).parent.mkdir(parents=True, exist_ok=True)
             Path(args.dump_config).write_text(prepared.config_text, encoding="utf-8")
@@ -223,23 +250,71 @@ def cmd_train(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    return _train(prepared, resume_from, args)
 
+
+class _CtrlC:
+    """First Ctrl-C: stop gracefully at the next batch. Second: abort."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.count = 0
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 1 and self.session.request_stop():
+            print(
+                "\nstopping after the current batch (a checkpoint is saved); Ctrl-C again aborts",
+                file=sys.stderr,
+            )
+            return
+        print("\naborted", file=sys.stderr)
+        os._exit(130)
+
+
+def _train(prepared, resume_from, args: argparse.Namespace) -> int:
+    from src.service import upload_run
+    from src.storage import LocalArtifactStore, UploadError
     from src.trainer import SessionState, TrainingSession
 
     bar = ProgressBar()
     session = TrainingSession(
-        prepared.cfg, prepared.run_id, sinks=[bar], console_log_level="WARNING"
+        prepared.cfg,
+        prepared.run_id,
+        sinks=[bar],
+        resume_from=resume_from,
+        console_log_level="WARNING",
+        max_nonfinite=args.max_nonfinite,
     )
     print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
     print(f"checkpoints and logs: {prepared.work_dir}")
     started = time.time()
-    session.start()
-    status = session.wait()
+    with _CtrlC(session):
+        session.start()
+        status = session.wait(0.2)
+        while not status.state.is_final:
+            status = session.wait(0.5)
     bar.close()
-    if status.state != SessionState.FINISHED:
-        print(status.traceback or "", file=sys.stderr)
-        return _fail(f"training failed: {status.error}")
-    print(f"training finished in {time.time() - started:.0f} s")
+    if status.state == SessionState.FAILED:
+        if args.verbose and status.traceback:
+            print(status.traceback, file=sys.stderr)
+        return _fail(f"training failed: {status.error} (log: {prepared.work_dir})")
+    resume_hint = f"python -m src.cli train --resume {prepared.run_id}"
+    if status.state == SessionState.STOPPED:
+        print(
+            f"stopped at epoch {status.epoch}, iteration {status.iteration}; checkpoint "
+            f"{status.stopped_checkpoint}\nresume with: {resume_hint}"
+        )
+    else:
+        print(f"training finished in {time.time() - started:.0f} s")
 
     store = LocalArtifactStore(args.team_files)
     try:
@@ -248,13 +323,34 @@ def cmd_train(args: argparse.Namespace) -> int:
             store,
             state=status.state.value,
             history=session.history,
-            staging_root=Path(app_data) / "_upload",
+            staging_root=Path(_app_data(args)) / "_upload",
         )
     except (UploadError, FileNotFoundError) as exc:
         return _fail(f"upload failed: {exc}; checkpoints stay in {prepared.work_dir}")
     final = {k: v for k, v in status.metrics.items() if k.endswith(("mAP", "mAP_50", "mAP_75"))}
-    print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
+    if final:
+        print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
     print(f"artifacts: {store.describe(remote)}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from src.checkpoints import find_resumable_runs
+
+    runs = find_resumable_runs(_app_data(args))
+    if not runs:
+        print(f"no resumable runs in {_app_data(args)}")
+        return 0
+    print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} mAP")
+    for run in runs:
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.saved_at))
+        m_ap = run.last_metrics.get("bbox_mAP", run.last_metrics.get("segm_mAP"))
+        where = f"{run.epoch}/{run.max_epochs}" + ("*" if run.mid_epoch else "")
+        print(
+            f"{run.run_id:<24} {run.model_name:<36} {where:>9} {run.iteration:>7}  {saved:<19} "
+            f"{'-' if m_ap is None else f'{m_ap:.3f}'}"
+        )
+    print("\n* stopped mid-epoch; resume with: python -m src.cli train --resume [RUN_ID]")
     return 0
 
 
@@ -280,13 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_p.set_defaults(func=cmd_zoo)
 
     tr = sub.add_parser("train", help="train a model on a local project")
-    tr.add_argument("--project", required=True, help="local Supervisely project directory")
+    tr.add_argument("--project", help="local Supervisely project directory")
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
     tr.add_argument(
         "--task", default="object-detection", choices=["object-detection", "instance-segmentation"]
     )
     tr.add_argument("--classes", help="comma-separated class names (default: all)")
-    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--epochs", type=int, default=None, help="default 20 (resume: as planned)")
     tr.add_argument("--batch-size", type=int, default=4)
     tr.add_argument("--val-batch-size", type=int, default=4)
     tr.add_argument("--workers", type=int, default=2, help="data loader workers")
@@ -328,7 +424,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="build everything, print a summary, do not train"
     )
     tr.add_argument("--dump-config", help="write the composed config to this file")
+    tr.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN_ID|CHECKPOINT",
+        help="continue a run from app data (default: the newest)",
+    )
+    tr.add_argument(
+        "--max-nonfinite", type=int, default=5, help="NaN/Inf losses in a row that end the run"
+    )
+    tr.add_argument("-v", "--verbose", action="store_true", help="print tracebacks")
     tr.set_defaults(func=cmd_train)
+
+    runs_p = sub.add_parser("runs", help="list resumable runs in app data")
+    runs_p.add_argument(
+        "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
+    )
+    runs_p.set_defaults(func=cmd_runs)
     return parser
 
 

@@ -320,6 +320,7 @@ def apply_owned_settings(
         evaluator = cfg.get(key)
         if isinstance(evaluator, dict):
             evaluator.ann_file = gt_file
+    _set_resumable_machinery(cfg)
     if Path(run.work_dir).resolve() != Path(cfg.get("work_dir", run.work_dir)).resolve():
         logger.warning("work_dir %r in the config is replaced by %s", cfg.work_dir, run.work_dir)
     cfg.work_dir = run.work_dir
@@ -329,6 +330,25 @@ def apply_owned_settings(
     previous = cfg.pop("sly_metadata", None) or {}
     cfg.sly_metadata = dict(previous, **(metadata or {}))
     return cfg
+
+
+def _set_resumable_machinery(cfg: Config) -> None:
+    """The loop, sampler and checkpoint writer that make stop-anywhere/resume-exactly work.
+
+    A mid-epoch resume needs the sampler to skip what was trained; a crash must never leave a
+    half-written checkpoint. Other loop types (iteration-based) are left as the user wrote them.
+    """
+    train_cfg = cfg.get("train_cfg") or {}
+    if train_cfg.get("type", "EpochBasedTrainLoop") in ("EpochBasedTrainLoop", None):
+        train_cfg["type"] = "ResumableEpochBasedTrainLoop"
+        train_cfg.pop("by_epoch", None)
+        cfg.train_cfg = train_cfg
+    sampler = cfg.train_dataloader.get("sampler") or {}
+    if sampler.get("type", "DefaultSampler") == "DefaultSampler":
+        cfg.train_dataloader.sampler = dict(sampler, type="SkippableSampler")
+    checkpoint_hook = (cfg.get("default_hooks") or {}).get("checkpoint")
+    if isinstance(checkpoint_hook, dict):
+        checkpoint_hook["backend_args"] = {"backend": "atomic_local"}
 
 
 def set_num_classes(model: dict, num_classes: int) -> None:
@@ -595,6 +615,35 @@ def lr_schedule(params: TrainParams) -> list[dict]:
     if not schedulers:
         schedulers.append(dict(type="ConstantLR", factor=1.0, begin=0, end=epochs))
     return schedulers
+
+
+def replan_epochs(cfg: Config, epochs: int) -> Config:
+    """The same config planned for ``epochs`` epochs (a resume that trains longer or shorter).
+
+    A config composed by the app is re-planned from its recorded ``TrainParams`` (the LR
+    schedule is rebuilt as if the run had started with ``epochs``). In another config, epoch-based
+    scheduler bounds that equal the old length are moved to the new one.
+    """
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    old = int(cfg.train_cfg.get("max_epochs", epochs))
+    cfg.train_cfg.max_epochs = epochs
+    recorded = (cfg.get("sly_metadata") or {}).get("train_params")
+    if recorded:
+        fields = set(TrainParams.__dataclass_fields__)
+        values = {k: v for k, v in recorded.items() if k in fields}
+        for key in ("classes", "input_size", "step_epochs"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(values[key])
+        params = TrainParams(**dict(values, epochs=epochs))
+        cfg.param_scheduler = lr_schedule(params)
+        cfg.sly_metadata.train_params = _jsonable(asdict(params))
+    else:
+        for scheduler in cfg.get("param_scheduler") or []:
+            for key in ("end", "T_max"):
+                if scheduler.get(key) == old and scheduler.get("by_epoch", True):
+                    scheduler[key] = epochs
+    return cfg
 
 
 def _set_hooks(cfg: Config, params: TrainParams, is_segm: bool) -> None:

@@ -17,6 +17,14 @@ from mmengine.config import Config
 
 from src import zoo
 from src.artifacts import RunSummary, pack_run
+from src.checkpoints import (
+    RUN_CONFIG,
+    CheckpointError,
+    ResumableRun,
+    find_resumable_runs,
+    newest_resumable_checkpoint,
+    peek_checkpoint,
+)
 from src.config_builder import (
     ConfigError,
     DatasetSpec,
@@ -27,6 +35,7 @@ from src.config_builder import (
     config_to_text,
     load_config_file,
     parse_config_text,
+    replan_epochs,
 )
 from src.dataset import DatasetError
 from src.project import LocalProject, Split, default_split, open_local_project
@@ -255,3 +264,78 @@ def upload_run(
     remote = artifacts_dir(prepared.run_id, prepared.project.name)
     store.upload_dir(local, remote)
     return remote
+
+
+def resolve_resumable(app_data_dir: str | Path, target: str | None) -> ResumableRun:
+    """The run to continue: by run id, by checkpoint path, or (None) the newest one."""
+    runs = find_resumable_runs(app_data_dir)
+    if target is None:
+        if not runs:
+            raise RequestError([f"no resumable run in {app_data_dir}: nothing to resume"])
+        return runs[0]
+    for run in runs:
+        if target == run.run_id:
+            return run
+    path = Path(target)
+    if path.suffix == ".pth":
+        if not path.is_file():
+            raise RequestError([f"checkpoint {path} does not exist"])
+        work_dir = path.resolve().parent
+        if not (work_dir / RUN_CONFIG).is_file():
+            raise RequestError(
+                [f"{path} is not in a run folder of this app ({RUN_CONFIG} missing)"]
+            )
+        try:
+            meta = peek_checkpoint(path)
+        except CheckpointError as exc:
+            hint = ""
+            try:
+                previous, _, _ = newest_resumable_checkpoint(work_dir)
+                if previous.resolve() != path.resolve():
+                    hint = f"; the newest good checkpoint of this run is {previous}"
+            except CheckpointError:
+                pass
+            raise RequestError([f"{exc}{hint}"]) from None
+        return ResumableRun(
+            run_id=work_dir.name,
+            work_dir=work_dir,
+            checkpoint=path.resolve(),
+            model_name=str((meta.get("sly_metadata") or {}).get("model_name", "?")),
+            epoch=int(meta.get("epoch", 0)),
+            iteration=int(meta.get("iter", 0)),
+            max_epochs=int(meta.get("max_epochs", 0)),
+            saved_at=path.stat().st_mtime,
+        )
+    known = ", ".join(r.run_id for r in runs) or "none"
+    raise RequestError([f"no resumable run {target!r} in {app_data_dir} (runs: {known})"])
+
+
+def prepare_resume(run: ResumableRun, epochs: int | None = None) -> Prepared:
+    """A stopped/crashed run, ready to continue from its checkpoint (optionally for more epochs)."""
+    try:
+        cfg = load_config_file(run.work_dir / RUN_CONFIG)
+        if epochs is not None and epochs != int(cfg.train_cfg.max_epochs):
+            replan_epochs(cfg, epochs)
+    except ConfigError as exc:
+        raise RequestError([f"cannot read the run's config: {exc}"]) from None
+    if run.epoch >= int(cfg.train_cfg.max_epochs) and epochs is None:
+        raise RequestError(
+            [f"run {run.run_id} already trained all {run.epoch} epochs: pass more epochs"]
+        )
+    project_dir = cfg.train_dataloader.dataset.get("project_dir")
+    try:
+        project = open_local_project(project_dir)
+    except DatasetError as exc:
+        raise RequestError([f"the run's project is not available: {exc}"]) from None
+    metadata = cfg.get("sly_metadata") or {}
+    recorded = metadata.get("train_params") or {}
+    params = TrainParams(
+        task=metadata.get("task_type", "object-detection"),
+        classes=tuple(metadata.get("classes") or ()),
+        epochs=int(cfg.train_cfg.max_epochs),
+        seed=int(recorded.get("seed", 0)),
+    )
+    split = Split(description="as in the resumed run")
+    return Prepared(
+        project, params, split, cfg, run.run_id, str(metadata.get("model_name", "custom"))
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import enum
 import logging
+import signal
 import threading
 import time
 import traceback
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from mmengine.config import Config
+from mmengine.hooks import Hook
 
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
+from src.hooks.nonfinite import NonFiniteLossHook
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +33,24 @@ class SessionState(enum.StrEnum):
     IDLE = "idle"
     PREPARING = "preparing"
     TRAINING = "training"
+    VALIDATING = "validating"
+    STOPPING = "stopping"
     FINISHED = "finished"
+    STOPPED = "stopped"
     FAILED = "failed"
 
     @property
     def is_final(self) -> bool:
-        return self in (SessionState.FINISHED, SessionState.FAILED)
+        return self in (SessionState.FINISHED, SessionState.STOPPED, SessionState.FAILED)
+
+    @property
+    def is_running(self) -> bool:
+        return self in (
+            SessionState.PREPARING,
+            SessionState.TRAINING,
+            SessionState.VALIDATING,
+            SessionState.STOPPING,
+        )
 
 
 class SessionBusyError(RuntimeError):
@@ -61,6 +76,8 @@ class SessionStatus:
     traceback: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    stopped_checkpoint: str | None = None  # where a stopped run resumes from
+    skipped_nonfinite_steps: int = 0
 
 
 class _Recorder:
@@ -114,15 +131,33 @@ class _FanOut:
 _RUN_LOCK = threading.Lock()  # one run at a time per process
 
 
+class _PhaseHook(Hook):
+    """Tells the session when validation starts and ends."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, session: TrainingSession) -> None:
+        self.session = session
+
+    def before_val_epoch(self, runner) -> None:
+        self.session._enter(SessionState.VALIDATING)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.session._enter(SessionState.TRAINING)
+
+
 class TrainingSession:
-    """Run one composed config in a daemon thread.
+    """Run one composed config in a daemon thread; stop it at any batch; resume it later.
 
     Args:
         cfg: a composed, validated config (``src.config_builder``).
-        run_id: names the run (and mmengine's logger/visualizer instances, which are per-name
-            process-wide singletons: a unique id lets a second run in one process work).
+        run_id: names the run. mmengine's logger, message hub and visualizer are process-wide
+            instances looked up by name: each run gets its own and releases them at the end, so
+            a second run in one process works.
         sinks: receive training progress and validation results.
+        resume_from: a resumable checkpoint of this run to continue from.
         metrics_interval: report every N iterations.
+        max_nonfinite: consecutive NaN/Inf losses (steps skipped) that end the run.
         console_log_level: level of mmengine's console output (its log file keeps INFO).
     """
 
@@ -131,21 +166,29 @@ class TrainingSession:
         cfg: Config,
         run_id: str,
         sinks: Sequence[MetricsSink] = (),
+        resume_from: str | Path | None = None,
         metrics_interval: int = 1,
+        max_nonfinite: int = 5,
         console_log_level: str = "INFO",
     ) -> None:
         self.cfg = copy.deepcopy(cfg)
         self.run_id = run_id
+        self.resume_from = str(resume_from) if resume_from else None
         self.recorder = _Recorder()
         self._sink = _FanOut([self.recorder, *sinks])
         self.metrics_interval = metrics_interval
+        self.max_nonfinite = max_nonfinite
         self.console_log_level = console_log_level
         self._state = SessionState.IDLE
+        self._state_lock = threading.Lock()
+        self._stop_event = threading.Event()
         self._error: str | None = None
         self._traceback: str | None = None
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
         self._finished_at: float | None = None
+        self._stopped_checkpoint: str | None = None
+        self._nonfinite: NonFiniteLossHook | None = None
         self.runner = None
 
     # ------------------------------------------------------------------ public API
@@ -158,12 +201,27 @@ class TrainingSession:
                 "a training run is already in progress in this app: wait for it to finish "
                 "or stop it first"
             )
-        self._set_state(SessionState.PREPARING)
+        self._enter(SessionState.PREPARING)
         self._started_at = time.time()
         self._thread = threading.Thread(
             target=self._worker, name=f"train-{self.run_id}", daemon=True
         )
         self._thread.start()
+
+    def request_stop(self) -> bool:
+        """Ask the run to stop at the next batch boundary. False when nothing is running."""
+        with self._state_lock:
+            if not self._state.is_running:
+                return False
+            self._stop_event.set()
+            if self._state != SessionState.STOPPING:
+                self._state = SessionState.STOPPING
+        logger.info("session %s: stop requested", self.run_id)
+        return True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_event.is_set()
 
     def wait(self, timeout: float | None = None) -> SessionStatus:
         """Block until the run ends (or ``timeout`` seconds pass); returns the status."""
@@ -192,6 +250,8 @@ class TrainingSession:
             traceback=self._traceback,
             started_at=self._started_at,
             finished_at=self._finished_at,
+            stopped_checkpoint=self._stopped_checkpoint,
+            skipped_nonfinite_steps=self._nonfinite.skipped if self._nonfinite else 0,
         )
 
     @property
@@ -200,66 +260,92 @@ class TrainingSession:
             return copy.deepcopy(self.recorder.history)
 
     # ------------------------------------------------------------------ worker
-    def _set_state(self, state: SessionState) -> None:
-        logger.debug("session %s: %s -> %s", self.run_id, self._state.value, state.value)
-        self._state = state
+    def _enter(self, state: SessionState) -> None:
+        """Move to ``state``; a requested stop is not overridden by progress updates."""
+        with self._state_lock:
+            if self._state == SessionState.STOPPING and not state.is_final:
+                return
+            logger.debug("session %s: %s -> %s", self.run_id, self._state.value, state.value)
+            self._state = state
 
     def _worker(self) -> None:
+        from src.hooks.stop import TrainingStopped
+
+        final = SessionState.FAILED
+        # Data-loader workers are forked from this thread and inherit its signal mask: with SIGINT
+        # blocked here, a terminal's Ctrl-C reaches only the main process (whose handler asks for
+        # a graceful stop) instead of killing the workers mid-batch.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             runner = self._build_runner()
             self.runner = runner
-            self._set_state(SessionState.TRAINING)
+            self._enter(SessionState.TRAINING)
+            if self.stop_requested:
+                raise TrainingStopped(self.resume_from, during_validation=False)
             runner.train()
-            self._set_state(SessionState.FINISHED)
+            final = SessionState.FINISHED
+        except TrainingStopped as stop:
+            self._stopped_checkpoint = stop.checkpoint or self._latest_checkpoint()
+            final = SessionState.STOPPED
+            logger.info("session %s stopped; resume from %s", self.run_id, self._stopped_checkpoint)
         except BaseException as exc:  # report everything, the thread must end cleanly
             self._error = f"{type(exc).__name__}: {exc}"
             self._traceback = traceback.format_exc()
             logger.error("training run %s failed: %s", self.run_id, self._error)
-            self._set_state(SessionState.FAILED)
         finally:
             self._finished_at = time.time()
             self._close_runner()
+            self._enter(final)
             _RUN_LOCK.release()
 
-    def _build_runner(self):
-        from mmengine.runner import Runner
+    def _latest_checkpoint(self) -> str | None:
+        from src.checkpoints import last_checkpoint
 
-        import src.dataset  # noqa: F401  (registers SuperviselyDataset)
+        path = last_checkpoint(self.cfg.work_dir)
+        return str(path) if path else None
+
+    def _build_runner(self):
+        import src.dataset
+        import src.loops  # noqa: F401  (registers the resumable loop and sampler)
         from src import mmdet_compat
+        from src.app_runner import AppRunner
+        from src.checkpoints import RUN_CONFIG, write_text_atomic
+        from src.config_builder import config_to_text
+        from src.hooks.nonfinite import NonFiniteLossHook
+        from src.hooks.rng import RngStateHook
+        from src.hooks.stop import StopHook
 
         mmdet_compat.apply()
-
-        console_level = self.console_log_level
-
-        class AppRunner(Runner):
-            """mmengine's Runner whose console output can be quieter than its log file."""
-
-            def build_logger(self, log_level="INFO", log_file=None, **kwargs):
-                mm_logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
-                for handler in mm_logger.handlers:
-                    if type(handler) is logging.StreamHandler:
-                        handler.setLevel(console_level)
-                return mm_logger
-
         cfg = self.cfg
-        Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
-        # mmengine's logger and visualizer are process-wide instances looked up by name
+        work_dir = Path(cfg.work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume_from:
+            cfg.resume = True
+            cfg.load_from = self.resume_from
+        # what this run trains with, for resuming it later (also after an app restart)
+        write_text_atomic(work_dir / RUN_CONFIG, config_to_text(cfg))
         cfg.experiment_name = f"{self.run_id}_{id(self):x}"
-        runner = AppRunner.from_cfg(cfg)
+        runner_cls = type(
+            "SessionRunner", (AppRunner,), {"console_log_level": self.console_log_level}
+        )
+        runner = runner_cls.from_cfg(cfg)
+        self._nonfinite = NonFiniteLossHook(self.max_nonfinite)
+        runner.register_hook(RngStateHook())
+        runner.register_hook(self._nonfinite)
+        runner.register_hook(_PhaseHook(self))
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
+        runner.register_hook(StopHook(self._stop_event.is_set))
         return runner
 
     def _close_runner(self) -> None:
         runner = self.runner
         if runner is None:
             return
+        from src.app_runner import release_mmengine_instances
+
         try:
             for backend in getattr(runner.visualizer, "_vis_backends", {}).values():
                 backend.close()
         except Exception:
             logger.debug("closing visualizer backends failed", exc_info=True)
-        mm_logger = getattr(runner, "logger", None)
-        for handler in list(getattr(mm_logger, "handlers", [])):
-            if isinstance(handler, logging.FileHandler):
-                handler.close()
-                mm_logger.removeHandler(handler)
+        release_mmengine_instances(runner.experiment_name)

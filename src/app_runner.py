@@ -1,0 +1,124 @@
+"""mmengine's Runner with the app's loading, resuming and logging behaviour.
+
+- Checkpoints load through the allowlist (``src.checkpoints``): mmengine 0.10.7 calls plain
+  ``torch.load``, which torch >= 2.6 refuses for its own checkpoints (``HistoryBuffer``).
+- A resume with a different number of epochs re-plans the LR schedule for the new length: the
+  schedulers of the new config are stepped from iteration 0 to the resume point (so the LR is
+  where the new plan says it is), instead of restoring the old plan's state.
+- The console can be quieter than the log file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+from src.checkpoints import load_checkpoint_file
+
+logger = logging.getLogger(__name__)
+
+
+class AppRunner(Runner):
+    """The Runner every TrainingSession uses."""
+
+    console_log_level = "INFO"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.is_resuming = False
+        self.replanned_schedule = False
+        super().__init__(*args, **kwargs)
+
+    def build_logger(self, log_level="INFO", log_file=None, **kwargs):
+        mm_logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
+        for handler in mm_logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(self.console_log_level)
+        return mm_logger
+
+    def load_checkpoint(
+        self,
+        filename: str,
+        map_location: Any = "cpu",
+        strict: bool = False,
+        revise_keys: list | None = None,
+    ) -> dict:
+        if "://" in str(filename):  # URLs (pretrained zoo weights): mmengine's own loaders
+            return super().load_checkpoint(
+                filename, map_location, strict, revise_keys or [(r"^module.", "")]
+            )
+        location = map_location if isinstance(map_location, str) else "cpu"
+        checkpoint = load_checkpoint_file(filename, map_location=location)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        checkpoint = _load_checkpoint_to_model(
+            model, checkpoint, strict, revise_keys=revise_keys or [(r"^module.", "")]
+        )
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}")
+        return checkpoint
+
+    def resume(
+        self,
+        filename: str,
+        resume_optimizer: bool = True,
+        resume_param_scheduler: bool = True,
+        map_location: Any = "default",
+    ) -> None:
+        from src.checkpoints import peek_checkpoint
+
+        self.is_resuming = True
+        meta = peek_checkpoint(filename)
+        old_epochs = meta.get("max_epochs")
+        replan = old_epochs is not None and int(old_epochs) != self.max_epochs
+        try:
+            super().resume(
+                filename,
+                resume_optimizer=resume_optimizer,
+                resume_param_scheduler=resume_param_scheduler and not replan,
+                map_location=map_location,
+            )
+        finally:
+            self.is_resuming = False
+        if replan:
+            self._replan_schedule(int(old_epochs))
+
+    def _replan_schedule(self, old_epochs: int) -> None:
+        """Step the new config's schedulers from the start to the resumed iteration."""
+        schedulers = self.param_schedulers or []
+        if isinstance(schedulers, dict):
+            schedulers = [s for group in schedulers.values() for s in group]
+        per_epoch = len(self.train_dataloader)
+        for it in range(self.iter):
+            for scheduler in schedulers:
+                if not scheduler.by_epoch:
+                    scheduler.step()
+            if (it + 1) % per_epoch == 0:
+                for scheduler in schedulers:
+                    if scheduler.by_epoch:
+                        scheduler.step()
+        self.replanned_schedule = True
+        self.logger.info(
+            f"resumed a {old_epochs}-epoch run for {self.max_epochs} epochs: the LR schedule was "
+            f"re-planned for {self.max_epochs} epochs and advanced to iteration {self.iter}"
+        )
+
+
+def release_mmengine_instances(name: str) -> None:
+    """Forget mmengine's process-wide instances (logger, message hub, visualizer, scope) of a run.
+
+    They are looked up by the run's experiment name; a finished run's instances would otherwise
+    live (with their open log files) until the process ends.
+    """
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+
+    for cls in (MMLogger, MessageHub, Visualizer, DefaultScope):
+        instance = cls._instance_dict.pop(name, None)
+        if isinstance(instance, logging.Logger):
+            for handler in list(instance.handlers):
+                handler.close()
+                instance.removeHandler(handler)

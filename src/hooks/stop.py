@@ -1,0 +1,74 @@
+"""Stop a run at any batch boundary: checkpoint at that exact iteration, then end cleanly.
+
+mmengine's ``EpochBasedTrainLoop`` reads ``stop_training`` only between epochs, so a hook ends the
+loop by raising :class:`TrainingStopped`, which ``TrainingSession`` treats as a clean stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+from src.checkpoints import ATOMIC_BACKEND_ARGS, write_text_atomic
+
+
+class TrainingStopped(Exception):
+    """Raised by :class:`StopHook` to end the run; carries where it stopped."""
+
+    def __init__(self, checkpoint: str | None, during_validation: bool) -> None:
+        self.checkpoint = checkpoint
+        self.during_validation = during_validation
+        where = "during validation" if during_validation else "after a training iteration"
+        super().__init__(f"stopped {where}; checkpoint: {checkpoint}")
+
+
+def mid_epoch_checkpoint_name(iteration: int) -> str:
+    return f"iter_{iteration}.pth"
+
+
+@HOOKS.register_module()
+class StopHook(Hook):
+    """End training when ``should_stop()`` turns true, at the next batch boundary.
+
+    Args:
+        should_stop: called after every training and validation iteration; must be cheap.
+
+    A stop after a training iteration saves a resumable checkpoint of that exact iteration
+    (model, optimizer, schedulers, message hub, RNG states via ``RngStateHook``) and points
+    ``last_checkpoint`` at it. A stop during validation abandons the validation: the checkpoint
+    saved at the end of that epoch (before validation) is the one to resume from.
+    """
+
+    priority = "LOWEST"  # after every other after_train_iter work (scheduler, EMA, logging)
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        if not callable(should_stop):
+            raise TypeError(f"should_stop must be callable, got {should_stop!r}")
+        self.should_stop = should_stop
+
+    def after_train_iter(
+        self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> None:
+        if not self.should_stop():
+            return
+        filename = mid_epoch_checkpoint_name(runner.iter + 1)
+        runner.save_checkpoint(
+            runner.work_dir,
+            filename,
+            save_optimizer=True,
+            save_param_scheduler=True,
+            by_epoch=False,
+            backend_args=ATOMIC_BACKEND_ARGS,
+        )
+        path = f"{runner.work_dir}/{filename}"
+        write_text_atomic(f"{runner.work_dir}/last_checkpoint", path)
+        raise TrainingStopped(path, during_validation=False)
+
+    def after_val_iter(
+        self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> None:
+        if self.should_stop():
+            raise TrainingStopped(None, during_validation=True)

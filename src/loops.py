@@ -1,0 +1,106 @@
+"""A train loop that resumes in the middle of an epoch exactly where the run stopped.
+
+mmengine's ``EpochBasedTrainLoop`` restarts a half-done epoch from its first batch. Here, on a
+mid-epoch resume, the sampler skips the samples already trained (without loading them), and the
+Python/numpy/torch RNG states saved with the checkpoint are restored at the point where the
+uninterrupted run would have been: for an epoch-boundary checkpoint before the epoch's data
+iterator is created (creating it draws from torch's RNG), for a mid-epoch one right after.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.dataset import DefaultSampler
+from mmengine.registry import DATA_SAMPLERS, LOOPS
+from mmengine.runner import EpochBasedTrainLoop
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) RNG states, as plain picklable values."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_python_state(state["python"]))
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_python_state(value: Any) -> tuple:
+    # random.getstate() is (version, tuple_of_ints, gauss); a checkpoint may give lists back
+    version, internal, gauss = value
+    return (version, tuple(internal), gauss)
+
+
+@DATA_SAMPLERS.register_module()
+class SkippableSampler(DefaultSampler):
+    """``DefaultSampler`` that can leave out the first N samples of its next pass only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._skip_once = 0
+
+    def skip_once(self, samples: int) -> None:
+        if samples < 0:
+            raise ValueError(f"cannot skip a negative number of samples: {samples}")
+        self._skip_once = samples
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self._skip_once = self._skip_once, 0
+        return iter(indices[skip:])
+
+
+@LOOPS.register_module()
+class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """``EpochBasedTrainLoop`` that continues a half-done epoch at its next batch.
+
+    ``pending_rng_state`` is set by ``RngStateHook`` when a checkpoint is resumed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending_rng_state: dict[str, Any] | None = None
+
+    def batches_done_in_epoch(self) -> int:
+        return self._iter - self._epoch * len(self.dataloader)
+
+    def run_epoch(self) -> None:
+        self.runner.call_hook("before_train_epoch")
+        self.runner.model.train()
+        done = self.batches_done_in_epoch()
+        if done < 0 or done > len(self.dataloader):
+            raise RuntimeError(
+                f"cannot resume at iteration {self._iter} of epoch {self._epoch + 1}: the epoch "
+                f"has {len(self.dataloader)} batches (did the dataset or batch size change?)"
+            )
+        if done:
+            sampler = self.dataloader.sampler
+            if not isinstance(sampler, SkippableSampler):
+                raise RuntimeError(
+                    "a mid-epoch resume needs the SkippableSampler in train_dataloader"
+                )
+            sampler.skip_once(done * self.dataloader.batch_size)
+        rng, self.pending_rng_state = self.pending_rng_state, None
+        if rng is not None and not done:
+            set_rng_state(rng)
+        iterator = iter(self.dataloader)
+        if rng is not None and done:
+            set_rng_state(rng)
+        for idx, data_batch in enumerate(iterator, start=done):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook("after_train_epoch")
+        self._epoch += 1
