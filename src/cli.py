@@ -293,6 +293,7 @@ def _train(prepared, resume_from, args: argparse.Namespace) -> int:
         resume_from=resume_from,
         console_log_level="WARNING",
         max_nonfinite=args.max_nonfinite,
+        app_data_root=_app_data(args),
     )
     print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
     print(f"checkpoints and logs: {prepared.work_dir}")

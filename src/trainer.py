@@ -159,6 +159,7 @@ class TrainingSession:
         metrics_interval: report every N iterations.
         max_nonfinite: consecutive NaN/Inf losses (steps skipped) that end the run.
         console_log_level: level of mmengine's console output (its log file keeps INFO).
+        app_data_root: every file of the run must be under it (default: work_dir's parent).
     """
 
     def __init__(
@@ -170,8 +171,10 @@ class TrainingSession:
         metrics_interval: int = 1,
         max_nonfinite: int = 5,
         console_log_level: str = "INFO",
+        app_data_root: str | Path | None = None,
     ) -> None:
         self.cfg = copy.deepcopy(cfg)
+        self.app_data_root = Path(app_data_root or Path(cfg.work_dir).parent)
         self.run_id = run_id
         self.resume_from = str(resume_from) if resume_from else None
         self.recorder = _Recorder()
@@ -314,6 +317,7 @@ class TrainingSession:
         from src.hooks.nonfinite import NonFiniteLossHook
         from src.hooks.rng import RngStateHook
         from src.hooks.stop import StopHook
+        from src.hooks.workdir import WorkDirGuardHook
 
         mmdet_compat.apply()
         cfg = self.cfg
@@ -325,11 +329,21 @@ class TrainingSession:
         # what this run trains with, for resuming it later (also after an app restart)
         write_text_atomic(work_dir / RUN_CONFIG, config_to_text(cfg))
         cfg.experiment_name = f"{self.run_id}_{id(self):x}"
+        # mmdet names its visualizer "visualizer": a process-wide instance that a second run
+        # would reuse, writing its scalars into the first run's folder. One name per run.
+        if isinstance(cfg.get("visualizer"), dict):
+            cfg.visualizer["name"] = cfg.experiment_name
+        # mmengine dumps the config under the name of the file it came from
+        model_name = (cfg.get("sly_metadata") or {}).get("model_name") or "model"
+        cfg = Config(
+            cfg.to_dict(), cfg_text=config_to_text(cfg), filename=str(work_dir / f"{model_name}.py")
+        )
         runner_cls = type(
             "SessionRunner", (AppRunner,), {"console_log_level": self.console_log_level}
         )
         runner = runner_cls.from_cfg(cfg)
         self._nonfinite = NonFiniteLossHook(self.max_nonfinite)
+        runner.register_hook(WorkDirGuardHook(self.app_data_root))
         runner.register_hook(RngStateHook())
         runner.register_hook(self._nonfinite)
         runner.register_hook(_PhaseHook(self))

@@ -1,5 +1,21 @@
 """mmengine hooks of the app. Each takes its collaborators (sinks, predicates) in ``__init__``."""
 
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
+from src.hooks.nonfinite import NonFiniteLossError, NonFiniteLossHook
+from src.hooks.rng import RngStateHook
+from src.hooks.stop import StopHook, TrainingStopped
+from src.hooks.workdir import WorkDirError, WorkDirGuardHook
 
-__all__ = ["MetricsHook", "MetricsSink", "TrainProgress", "ValResult"]
+__all__ = [
+    "MetricsHook",
+    "MetricsSink",
+    "NonFiniteLossError",
+    "NonFiniteLossHook",
+    "RngStateHook",
+    "StopHook",
+    "TrainProgress",
+    "TrainingStopped",
+    "ValResult",
+    "WorkDirError",
+    "WorkDirGuardHook",
+]

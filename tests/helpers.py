@@ -1,0 +1,123 @@
+"""Small real runs for session, hook and resume tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from src import zoo
+from src.checkpoints import load_checkpoint_file
+from src.config_builder import DatasetSpec, RunSpec, TrainParams, compose_from_zoo
+from src.trainer import SessionState, TrainingSession
+
+CLASSES = ("square", "circle", "triangle")
+RTMDET = "rtmdet_tiny_8xb32-300e_coco"
+FASTER_RCNN = "faster-rcnn_r50_fpn_1x_coco"
+
+
+def small_cfg(project: Path, work_dir: Path, model: str = RTMDET, **overrides):
+    """A seeded CPU config that trains in seconds: 128 px, batch 2, no workers, RandomFlip."""
+    values = dict(
+        classes=CLASSES,
+        weights="scratch",
+        input_size=(128, 128),
+        epochs=2,
+        train_batch_size=2,
+        val_batch_size=2,
+        num_workers=0,
+        lr=0.002,
+        augmentation="light",
+        seed=3,
+    )
+    values.update(overrides)
+    cfg = compose_from_zoo(
+        zoo.get_model(model),
+        TrainParams(**values),
+        DatasetSpec(project_dir=str(project), train_datasets=["train"], val_datasets=["val"]),
+        RunSpec(work_dir=str(work_dir)),
+    )
+    if model == FASTER_RCNN:  # a small backbone keeps the two-stage test fast
+        cfg.model.backbone.depth = 18
+        cfg.model.neck.in_channels = [64, 128, 256, 512]
+    return cfg
+
+
+class StopAt:
+    """A metrics sink that asks its session to stop right after iteration ``k``."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.session: TrainingSession | None = None
+
+    def on_train_iter(self, progress) -> None:
+        if progress.iteration == self.k:
+            self.session.request_stop()
+
+    def on_val(self, result) -> None:
+        pass
+
+
+class Collect:
+    """A metrics sink that keeps everything it is told."""
+
+    def __init__(self) -> None:
+        self.train = []
+        self.val = []
+
+    def on_train_iter(self, progress) -> None:
+        self.train.append(progress)
+
+    def on_val(self, result) -> None:
+        self.val.append(result)
+
+
+def run(cfg, run_id: str, **kwargs) -> tuple[TrainingSession, object]:
+    session = TrainingSession(cfg, run_id, console_log_level="WARNING", **kwargs)
+    for sink in kwargs.get("sinks", ()):
+        if isinstance(sink, StopAt):
+            sink.session = session
+    session.start()
+    status = session.wait(600)
+    assert status.state.is_final, status
+    return session, status
+
+
+def run_with_stop_at(cfg, run_id: str, k: int):
+    stopper = StopAt(k)
+    session = TrainingSession(cfg, run_id, sinks=[stopper], console_log_level="WARNING")
+    stopper.session = session
+    session.start()
+    return session, session.wait(600)
+
+
+def stop_during_validation(cfg, run_id: str):
+    """Start a run and request a stop as soon as it starts validating."""
+    session = TrainingSession(cfg, run_id, console_log_level="WARNING")
+    session.start()
+
+    def watch() -> None:
+        while not session.status().state.is_final:
+            if session.status().state == SessionState.VALIDATING:
+                session.request_stop()
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    status = session.wait(600)
+    watcher.join(5)
+    return session, status
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint_file(path)["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)}/{len(wa)} tensors differ, e.g. {different[:3]}"
