@@ -33,6 +33,7 @@ format: setup
 
 bench: setup
 	$(PY) bench/dataset_prep.py
+	$(PY) bench/overhead.py
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache

@@ -24,6 +24,10 @@ LOCAL_CACHE="$ROOT/.cache/wheels"
 USER_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/train-mmdet3/wheels"
 STAMP="$VENV/.setup-stamp"
 PIP=("$VPY" -m pip --disable-pip-version-check)
+# Some machines list extra package indexes that do not exist; pip warns once per package.
+quiet_pip() {
+    "${PIP[@]}" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 CURRENT_STEP="start"
 step() {
@@ -54,10 +58,10 @@ command -v "$PYTHON" >/dev/null || { echo "$PYTHON not found; install Python 3.1
 
 step "create virtual environment .venv"
 [[ -x "$VPY" ]] || "$PYTHON" -m venv "$VENV"
-"${PIP[@]}" install -q --upgrade pip 'wheel' >/dev/null
+quiet_pip install -q --upgrade pip 'wheel' >/dev/null
 
 step "install torch ($TORCH_SPEC)"
-"${PIP[@]}" install -q "$TORCH_SPEC"
+quiet_pip install -q "$TORCH_SPEC"
 TORCH_VERSION="$("$VPY" -W ignore -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)"
 echo "torch $TORCH_VERSION"
 
@@ -82,7 +86,7 @@ else
         echo "no cached wheel for $KEY: building mmcv from the PyPI sdist (about 11 minutes on 2 cores)"
         # mmcv's setup.py imports pkg_resources (gone in setuptools >= 81) and must see our torch,
         # hence setuptools<81 in this venv for the build and --no-build-isolation.
-        "${PIP[@]}" install -q 'setuptools>=77.0.3,<81' ninja
+        quiet_pip install -q 'setuptools>=77.0.3,<81' ninja
         BUILD_DIR="$(mktemp -d)"
         MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
             "${PIP[@]}" wheel --no-deps --no-build-isolation --progress-bar off \
@@ -105,11 +109,11 @@ else
         cp -n "$WHEEL" "$LOCAL_CACHE/$KEY/" 2>/dev/null || true
         cp -n "$WHEEL" "$USER_CACHE/$KEY/" 2>/dev/null || true
     fi
-    "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL"
+    quiet_pip install -q --no-deps --force-reinstall "$WHEEL"
 fi
 
 step "install pinned requirements (mmengine, mmdet, supervisely, ...)"
-"${PIP[@]}" install -q -r requirements.txt -r requirements-dev.txt
+quiet_pip install -q -r requirements.txt -r requirements-dev.txt
 "${PIP[@]}" check
 
 step "smoke test the environment"

@@ -86,7 +86,16 @@ class AppRunner(Runner):
             self._replan_schedule(int(old_epochs))
 
     def _replan_schedule(self, old_epochs: int) -> None:
-        """Step the new config's schedulers from the start to the resumed iteration."""
+        """Step the new config's schedulers from the start to the resumed iteration.
+
+        The optimizer state just loaded carries the old plan's LR in its param groups, and
+        mmengine's schedulers compute each value from the previous one: so the LR is reset to
+        each group's initial LR and the schedulers are built afresh before stepping them.
+        """
+        for group in self.optim_wrapper.param_groups:
+            if "initial_lr" in group:
+                group["lr"] = group["initial_lr"]
+        self.param_schedulers = self.build_param_scheduler(self.cfg.param_scheduler)
         schedulers = self.param_schedulers or []
         if isinstance(schedulers, dict):
             schedulers = [s for group in schedulers.values() for s in group]

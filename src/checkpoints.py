@@ -134,14 +134,17 @@ def export_for_inference(src: str | Path, dst: str | Path) -> Path:
 
 
 def last_checkpoint(work_dir: str | Path) -> Path | None:
-    """The checkpoint mmengine's ``last_checkpoint`` file points at, if it exists."""
+    """The checkpoint mmengine's ``last_checkpoint`` file names, in this run folder.
+
+    mmengine writes an absolute path; only its file name is used, so a run folder that was
+    moved or copied (a backup, a download from Team Files) points at its own files.
+    """
     marker = Path(work_dir) / "last_checkpoint"
     if not marker.is_file():
         return None
-    path = Path(marker.read_text().strip())
-    if not path.is_absolute():
-        path = Path(work_dir) / path
-    return path if path.is_file() else None
+    name = Path(marker.read_text().strip()).name
+    path = Path(work_dir) / name
+    return path if name and path.is_file() else None
 
 
 def best_checkpoint(work_dir: str | Path) -> Path | None:

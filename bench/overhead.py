@@ -1,0 +1,177 @@
+"""What our session and hooks cost: bare mmengine Runner vs TrainingSession, side by side.
+
+Trains the same config (RTMDet-tiny from scratch, 160 px, batch 2, CPU, a generated project) in
+alternating runs: A = mmengine's own Runner with the composed config as it is; B = TrainingSession
+with every hook of the app (metrics, stop, RNG state, non-finite guard, work-dir guard, phase).
+Both measure training iterations only (after a warm-up), with the same timing hook.
+
+Prints iterations per second of each, their ratio (goal: B/A >= 0.99, i.e. overhead <= 1%),
+the stop latency in iterations (goal <= 1) and the time from ``start()`` to the first iteration.
+
+    .venv/bin/python bench/overhead.py [--pairs 3] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore")
+
+
+class IterTimes:
+    """A tiny hook recording when each training iteration ends."""
+
+    def __init__(self) -> None:
+        from mmengine.hooks import Hook
+
+        outer = self
+
+        class _Hook(Hook):
+            priority = "LOWEST"
+
+            def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+                outer.times.append(time.perf_counter())
+
+        self.times: list[float] = []
+        self.hook = _Hook()
+
+    def rate(self, warmup: int) -> float:
+        times = self.times[warmup:]
+        return (len(times) - 1) / (times[-1] - times[0])
+
+
+def make_cfg(project: Path, work_dir: Path, epochs: int):
+    from src import zoo
+    from src.config_builder import DatasetSpec, RunSpec, TrainParams, compose_from_zoo
+
+    params = TrainParams(
+        classes=("square", "circle", "triangle"),
+        weights="scratch",
+        input_size=(160, 160),
+        epochs=epochs,
+        train_batch_size=2,
+        num_workers=0,
+        val_interval=epochs + 1,  # training speed only
+        lr=0.002,
+        seed=0,
+    )
+    data = DatasetSpec(project_dir=str(project), train_datasets=["train"], val_datasets=["val"])
+    return compose_from_zoo(
+        zoo.get_model("rtmdet_tiny_8xb32-300e_coco"), params, data, RunSpec(str(work_dir))
+    )
+
+
+def bare(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
+    from mmengine.runner import Runner
+
+    import src.dataset
+    import src.loops  # noqa: F401
+
+    cfg = make_cfg(project, work_dir, epochs)
+    # mmengine's own loop and sampler, no app hooks: the plain Runner
+    cfg.train_cfg.type = "EpochBasedTrainLoop"
+    cfg.train_dataloader.sampler.type = "DefaultSampler"
+    cfg.default_hooks.checkpoint.pop("backend_args", None)
+    cfg.experiment_name = f"bare_{time.time_ns()}"
+    cfg.visualizer["name"] = cfg.experiment_name
+    cfg.log_level = "WARNING"
+    timer = IterTimes()
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(timer.hook)
+    runner.train()
+    return timer.rate(warmup)
+
+
+def session(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
+    from src.trainer import TrainingSession
+
+    timer = IterTimes()
+
+    class Timed(TrainingSession):
+        def _build_runner(self):
+            runner = super()._build_runner()
+            runner.register_hook(timer.hook)
+            return runner
+
+    run = Timed(make_cfg(project, work_dir, epochs), work_dir.name, console_log_level="WARNING")
+    run.start()
+    status = run.wait()
+    assert status.state.value == "finished", status.traceback
+    return timer.rate(warmup)
+
+
+def stop_latency(project: Path, work_dir: Path) -> tuple[int, float]:
+    """(iterations between the stop request and the end, seconds from start() to iteration 1)."""
+    from src.trainer import TrainingSession
+
+    class Seen:
+        def __init__(self) -> None:
+            self.first_at = None
+            self.iteration = 0
+
+        def on_train_iter(self, progress) -> None:
+            self.iteration = progress.iteration
+            self.first_at = self.first_at or time.perf_counter()
+
+        def on_val(self, result) -> None:
+            pass
+
+    seen = Seen()
+    run = TrainingSession(
+        make_cfg(project, work_dir, 50), "latency", sinks=[seen], console_log_level="WARNING"
+    )
+    started = time.perf_counter()
+    run.start()
+    while seen.iteration < 10:
+        time.sleep(0.01)
+    time.sleep(0.07)  # land somewhere inside an iteration
+    at_request = seen.iteration
+    threading.Thread(target=run.request_stop).start()
+    status = run.wait()
+    assert status.state.value == "stopped", status
+    return status.iteration - at_request, seen.first_at - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+
+    from src.demo_project import DemoOptions, make_demo_project
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench_overhead_"))
+    project = make_demo_project(workdir / "project", DemoOptions(images=48, seed=0))
+    a_rates, b_rates = [], []
+    try:
+        for i in range(args.pairs):
+            a_rates.append(bare(project, workdir / f"a{i}", args.epochs, args.warmup))
+            b_rates.append(session(project, workdir / f"b{i}", args.epochs, args.warmup))
+            print(f"pair {i + 1}: bare {a_rates[-1]:.3f} it/s, session {b_rates[-1]:.3f} it/s")
+        latency, first = stop_latency(project, workdir / "latency")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ratios = [b / a for a, b in zip(a_rates, b_rates, strict=True)]
+    print(f"bare mmengine Runner:           {statistics.median(a_rates):.3f} it/s (median)")
+    print(f"TrainingSession + all hooks:    {statistics.median(b_rates):.3f} it/s (median)")
+    print(
+        f"speed ratio session/bare:       {statistics.median(ratios):.3f} "
+        f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})   goal >= 0.99"
+    )
+    print(f"stop latency:                   {latency} iteration(s)   goal <= 1")
+    print(f"start() to first iteration:     {first:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Checkpoint safety: allowlisted loading, corrupt files reported, crash-safe writes."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.checkpoints import (
+    CheckpointError,
+    export_for_inference,
+    load_checkpoint_file,
+    newest_resumable_checkpoint,
+    write_bytes_atomic,
+)
+from src.service import RequestError, resolve_resumable
+from src.trainer import SessionState
+from tests.helpers import run, small_cfg
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, demo_project):
+    """A 2-epoch run in an app-data dir: epoch_1.pth, epoch_2.pth, config.py."""
+    app = tmp_path_factory.mktemp("ckpt") / "app"
+    _, status = run(small_cfg(demo_project, app / "r", epochs=2), "r")
+    assert status.state == SessionState.FINISHED, status.traceback
+    return app
+
+
+def test_mmengine_checkpoints_load_under_weights_only(trained_run):
+    checkpoint = load_checkpoint_file(trained_run / "r" / "epoch_2.pth")
+    assert {"state_dict", "optimizer", "message_hub", "param_schedulers", "rng_state"} <= set(
+        checkpoint
+    )
+    # plain torch.load (weights_only=True on torch >= 2.6) refuses it: the allowlist is needed
+    with pytest.raises(Exception, match=r"HistoryBuffer|getattr|weights_only"):
+        torch.load(trained_run / "r" / "epoch_2.pth", weights_only=True)
+
+
+def test_a_foreign_global_is_refused_by_name(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "meta": {"x": argparse.Namespace(a=1)}}, path)
+    with pytest.raises(CheckpointError, match=r"argparse\.Namespace"):
+        load_checkpoint_file(path)
+
+
+def test_truncated_checkpoint_is_reported_and_the_previous_offered(trained_run, tmp_path):
+    import shutil
+
+    app = tmp_path / "app"
+    shutil.copytree(trained_run, app)
+    newest = app / "r" / "epoch_2.pth"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"epoch_2\.pth is truncated or corrupt"):
+        load_checkpoint_file(newest)
+    checkpoint, meta, skipped = newest_resumable_checkpoint(app / "r")
+    assert checkpoint.name == "epoch_1.pth" and meta["epoch"] == 1
+    assert any("epoch_2.pth" in s for s in skipped)
+    with pytest.raises(RequestError, match=r"newest good checkpoint of this run is .*epoch_1\.pth"):
+        resolve_resumable(app, str(newest))
+
+
+def test_inference_export_loads_with_plain_torch_load(trained_run, tmp_path):
+    out = export_for_inference(trained_run / "r" / "epoch_2.pth", tmp_path / "model.pth")
+    checkpoint = torch.load(out, weights_only=True)  # what mmdet's init_detector does
+    assert set(checkpoint) == {"state_dict", "meta"}
+    assert checkpoint["meta"]["dataset_meta"]["classes"] == ["square", "circle", "triangle"]
+    full = load_checkpoint_file(trained_run / "r" / "epoch_2.pth")
+    assert all(torch.equal(full["state_dict"][k], v) for k, v in checkpoint["state_dict"].items())
+
+
+WRITER = """
+import sys
+sys.path.insert(0, {root!r})
+from src.checkpoints import write_bytes_atomic
+write_bytes_atomic(b"x" * (600 * 1024 * 1024), {path!r})
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "epoch_3.pth"
+    write_bytes_atomic(b"previous complete checkpoint", target)
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(root=root, path=str(target))])
+    deadline = time.time() + 60
+    partial = None
+    while time.time() < deadline and partial is None:
+        partial = next((p for p in tmp_path.glob(".epoch_3.pth.tmp*") if p.stat().st_size), None)
+        time.sleep(0.001)
+    proc.kill()
+    proc.wait(30)
+    assert partial is not None, "the writer never started"
+    assert partial.stat().st_size < 600 * 1024 * 1024  # killed mid-write
+    assert target.read_bytes() == b"previous complete checkpoint"
