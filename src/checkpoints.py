@@ -157,14 +157,17 @@ def best_checkpoint(work_dir: str | Path) -> Path | None:
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename: never a partial file."""
+    """Write to a temporary file beside ``path``, then rename it: never a partial file.
+
+    The rename is atomic, so a process killed at any moment (SIGKILL, the agent removing the
+    container) leaves either the old file or the complete new one. No fsync: it would cost a
+    checkpoint's worth of disk flush per save and only protects against a host crash.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
