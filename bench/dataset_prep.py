@@ -71,6 +71,7 @@ def generate(project: Path, images: int, objects: int, seed: int = 0) -> None:
                     objs.append(
                         {
                             "classTitle": cls,
+                            "tags": [],
                             "geometryType": "rectangle",
                             "points": {"exterior": [[x, y], [x + w, y + h]], "interior": []},
                         }
@@ -83,6 +84,7 @@ def generate(project: Path, images: int, objects: int, seed: int = 0) -> None:
                     objs.append(
                         {
                             "classTitle": cls,
+                            "tags": [],
                             "geometryType": "polygon",
                             "points": {"exterior": pts.astype(int).tolist(), "interior": []},
                         }
@@ -92,6 +94,7 @@ def generate(project: Path, images: int, objects: int, seed: int = 0) -> None:
                     objs.append(
                         {
                             "classTitle": cls,
+                            "tags": [],
                             "geometryType": "bitmap",
                             "bitmap": {"data": data, "origin": [x, y]},
                         }
@@ -107,8 +110,12 @@ def generate(project: Path, images: int, objects: int, seed: int = 0) -> None:
             (img_dir / name).write_bytes(placeholder)
 
 
-def reference_prepare(project: Path, ann_files: list[Path]) -> int:
-    """The older app's way: SDK objects, full-size masks, RLE per object."""
+def reference_prepare(project: Path, ann_files: list[Path], task: str) -> int:
+    """The older app's way: SDK objects, full-size masks, RLE per object.
+
+    For instance segmentation, rectangles are skipped as ours skips them, so both do the same
+    objects.
+    """
     import supervisely as sly
     from pycocotools import mask as mask_utils
 
@@ -118,6 +125,8 @@ def reference_prepare(project: Path, ann_files: list[Path]) -> int:
         ann = sly.Annotation.load_json_file(str(path), meta)
         h, w = ann.img_size
         for label in ann.labels:
+            if task == "instance-segmentation" and label.geometry.name() == "rectangle":
+                continue
             bbox = label.geometry.to_bbox()
             _ = [bbox.left, bbox.top, bbox.right, bbox.bottom]
             mask = np.zeros((h, w), dtype=bool)
@@ -145,7 +154,7 @@ def child(args: argparse.Namespace) -> None:
         objects = stats.objects
     else:
         files = sorted((project / "sample" / "ann").glob("*.json"))
-        objects = reference_prepare(project, files)
+        objects = reference_prepare(project, files, args.task)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "objects": objects}))
