@@ -1,0 +1,271 @@
+"""The app's training controller: one run at a time, started, watched, stopped, resumed, uploaded.
+
+A service shared by the widgets UI and the HTTP API (they only call it). It owns the current
+``TrainingSession``, keeps the finished ones' outcome, and uploads a run's artifacts when it ends
+(finished or stopped), in a watcher thread, so no request handler ever waits on training.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.checkpoints import find_resumable_runs
+from src.service import (
+    Prepared,
+    RequestError,
+    TrainRequest,
+    prepare,
+    prepare_resume,
+    resolve_resumable,
+    upload_run,
+)
+from src.storage import ArtifactStore, UploadError
+from src.trainer import SessionBusyError, SessionState, TrainingSession
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    """What happened to the last run after training ended."""
+
+    run_id: str
+    state: str
+    artifacts: str | None = None  # where the uploaded artifacts are (path or Team Files dir)
+    upload_error: str | None = None
+    local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
+
+
+@dataclass
+class ControllerStatus:
+    state: str
+    run_id: str | None = None
+    model: str | None = None
+    epoch: int = 0
+    max_epochs: int = 0
+    iteration: int = 0
+    max_iterations: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    lr: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class_ap: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    stopped_checkpoint: str | None = None
+    uploading: bool = False
+    outcome: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingController:
+    """Start, watch, stop and resume runs; upload each run's artifacts when it ends.
+
+    Args:
+        app_data_dir: the synced app-data folder (runs live in ``<app_data_dir>/<run_id>``).
+        store: where artifacts go (Team Files or a local folder).
+        cache_dir: parsed-annotation cache.
+    """
+
+    def __init__(
+        self, app_data_dir: str | Path, store: ArtifactStore, cache_dir: str | None = None
+    ) -> None:
+        self.app_data_dir = Path(app_data_dir)
+        self.store = store
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._session: TrainingSession | None = None
+        self._prepared: Prepared | None = None
+        self._watcher: threading.Thread | None = None
+        self._uploading = False
+        self.outcome: RunOutcome | None = None
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def busy(self) -> bool:
+        session = self._session
+        return bool(session and not session.status().state.is_final) or self._uploading
+
+    def status(self) -> ControllerStatus:
+        session, prepared = self._session, self._prepared
+        if session is None:
+            return ControllerStatus(state=SessionState.IDLE.value)
+        s = session.status()
+        return ControllerStatus(
+            state=s.state.value,
+            run_id=s.run_id,
+            model=prepared.model_name if prepared else None,
+            epoch=s.epoch,
+            max_epochs=s.max_epochs,
+            iteration=s.iteration,
+            max_iterations=s.max_iterations,
+            losses=s.losses,
+            lr=s.lr,
+            metrics=s.metrics,
+            per_class_ap=s.per_class_ap,
+            error=s.error,
+            stopped_checkpoint=s.stopped_checkpoint,
+            uploading=self._uploading,
+            outcome=asdict(self.outcome) if self.outcome else None,
+        )
+
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        return self._session.history if self._session else {"train": [], "val": []}
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "run_id": r.run_id,
+                "model": r.model_name,
+                "epoch": r.epoch,
+                "max_epochs": r.max_epochs,
+                "iteration": r.iteration,
+                "mid_epoch": r.mid_epoch,
+                "saved_at": r.saved_at,
+                "checkpoint": str(r.checkpoint),
+                "last_metrics": r.last_metrics,
+            }
+            for r in find_resumable_runs(self.app_data_dir)
+        ]
+
+    # ------------------------------------------------------------------ commands
+    def start(self, request: TrainRequest) -> str:
+        """Validate, compose and start a new run; returns its id."""
+        request.app_data_dir = str(self.app_data_dir)
+        request.cache_dir = request.cache_dir or self.cache_dir
+        with self._lock:
+            self._refuse_if_busy()
+            prepared = prepare(request)
+            return self._launch(prepared, resume_from=None)
+
+    def resume(self, target: str | None = None, epochs: int | None = None) -> str:
+        """Continue a run from app data (default: the newest); returns its id."""
+        with self._lock:
+            self._refuse_if_busy()
+            run = resolve_resumable(self.app_data_dir, target)
+            prepared = prepare_resume(run, epochs=epochs)
+            return self._launch(prepared, resume_from=str(run.checkpoint))
+
+    def stop(self) -> bool:
+        """Ask the current run to stop at the next batch; False when nothing is running."""
+        session = self._session
+        return bool(session and session.request_stop())
+
+    def wait(self, timeout: float | None = None) -> ControllerStatus:
+        """Block until the current run has ended and its artifacts are uploaded."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.join(timeout)
+        return self.status()
+
+    # ------------------------------------------------------------------ internals
+    def _refuse_if_busy(self) -> None:
+        if self.busy:
+            run_id = self._session.run_id if self._session else "?"
+            raise SessionBusyError(
+                f"run {run_id} is still in progress: stop it or wait for it to finish"
+            )
+
+    def _launch(self, prepared: Prepared, resume_from: str | None) -> str:
+        session = TrainingSession(
+            prepared.cfg,
+            prepared.run_id,
+            resume_from=resume_from,
+            console_log_level="WARNING",
+            app_data_root=self.app_data_dir,
+        )
+        session.start()
+        self._session, self._prepared, self.outcome = session, prepared, None
+        self._uploading = True
+        self._watcher = threading.Thread(
+            target=self._after_run, args=(session, prepared), name="upload", daemon=True
+        )
+        self._watcher.start()
+        return prepared.run_id
+
+    def _after_run(self, session: TrainingSession, prepared: Prepared) -> None:
+        try:
+            status = session.wait()
+            outcome = RunOutcome(run_id=prepared.run_id, state=status.state.value)
+            if status.state in (SessionState.FINISHED, SessionState.STOPPED):
+                try:
+                    remote = upload_run(
+                        prepared,
+                        self.store,
+                        state=status.state.value,
+                        history=session.history,
+                        staging_root=self.app_data_dir / "_upload",
+                    )
+                    outcome.artifacts = self.store.describe(remote)
+                except (UploadError, FileNotFoundError, OSError) as exc:
+                    outcome.upload_error = str(exc)
+                    outcome.local_dir = str(prepared.work_dir)
+                    logger.error("upload of run %s failed: %s", prepared.run_id, exc)
+            self.outcome = outcome
+        finally:
+            self._uploading = False
+
+
+def request_from_json(body: dict[str, Any], app_data_dir: str) -> TrainRequest:
+    """The HTTP API's JSON → TrainRequest; unknown or ill-typed fields → RequestError."""
+    from dataclasses import fields
+
+    from src.config_builder import TrainParams
+    from src.project import Split
+
+    problems: list[str] = []
+    if not isinstance(body, dict):
+        raise RequestError(["the request body must be a JSON object"])
+    known = {"project", "task", "model", "classes", "split", "hyperparameters", "config",
+             "keep_empty_images", "run_id"}  # fmt: skip
+    unknown = sorted(set(body) - known)
+    if unknown:
+        problems.append(f"unknown fields {unknown}; known: {sorted(known)}")
+    hyper = body.get("hyperparameters") or {}
+    param_fields = {f.name for f in fields(TrainParams)} - {"task", "classes"}
+    bad = sorted(set(hyper) - param_fields)
+    if bad:
+        problems.append(f"unknown hyperparameters {bad}; known: {sorted(param_fields)}")
+    values = {k: v for k, v in hyper.items() if k in param_fields}
+    for key in ("input_size", "step_epochs"):
+        if key in values and isinstance(values[key], list):
+            values[key] = tuple(values[key])
+        if key == "input_size" and isinstance(values.get(key), int):
+            values[key] = (values[key], values[key])
+    try:
+        params = TrainParams(task=body.get("task", "object-detection"), **values)
+    except TypeError as exc:
+        problems.append(str(exc))
+        params = TrainParams()
+    split = None
+    spec = body.get("split")
+    if spec is not None:
+        if not isinstance(spec, dict):
+            problems.append('split must be an object, e.g. {"train": ["train"], "val": ["val"]}')
+        else:
+            split = Split(
+                train_datasets=spec.get("train"),
+                val_datasets=spec.get("val"),
+                train_items=spec.get("train_items"),
+                val_items=spec.get("val_items"),
+                description=str(spec.get("description", "from the request")),
+            )
+    if not body.get("project"):
+        problems.append("project is required: a local Supervisely project directory")
+    if problems:
+        raise RequestError(problems)
+    return TrainRequest(
+        project_dir=str(body["project"]),
+        app_data_dir=app_data_dir,
+        model=body.get("model"),
+        config_text=body.get("config"),
+        classes=body.get("classes"),
+        params=params,
+        split=split,
+        keep_empty_images=bool(body.get("keep_empty_images", True)),
+        run_id=body.get("run_id"),
+    )
