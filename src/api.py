@@ -50,7 +50,7 @@ def build_router(controller: TrainingController) -> APIRouter:
 
     @router.get("/status")
     def status() -> Any:
-        return controller.status().as_dict()
+        return controller.status()
 
     @router.post("/stop")
     def stop() -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,28 +40,6 @@ class RunOutcome:
     local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
 
 
-@dataclass
-class ControllerStatus:
-    state: str
-    run_id: str | None = None
-    model: str | None = None
-    epoch: int = 0
-    max_epochs: int = 0
-    iteration: int = 0
-    max_iterations: int = 0
-    losses: dict[str, float] = field(default_factory=dict)
-    lr: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    per_class_ap: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    stopped_checkpoint: str | None = None
-    uploading: bool = False
-    outcome: dict[str, Any] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class TrainingController:
     """Start, watch, stop and resume runs; upload each run's artifacts when it ends.
 
@@ -90,28 +68,21 @@ class TrainingController:
         session = self._session
         return bool(session and not session.status().state.is_final) or self._uploading
 
-    def status(self) -> ControllerStatus:
+    def status(self) -> dict[str, Any]:
+        """The session's status (plain values) plus the model, upload state and outcome."""
         session, prepared = self._session, self._prepared
-        if session is None:
-            return ControllerStatus(state=SessionState.IDLE.value)
-        s = session.status()
-        return ControllerStatus(
-            state=s.state.value,
-            run_id=s.run_id,
+        base = (
+            asdict(session.status())
+            if session is not None
+            else {"state": SessionState.IDLE, "run_id": None, "iteration": 0, "epoch": 0}
+        )
+        base["state"] = SessionState(base["state"]).value
+        base.update(
             model=prepared.model_name if prepared else None,
-            epoch=s.epoch,
-            max_epochs=s.max_epochs,
-            iteration=s.iteration,
-            max_iterations=s.max_iterations,
-            losses=s.losses,
-            lr=s.lr,
-            metrics=s.metrics,
-            per_class_ap=s.per_class_ap,
-            error=s.error,
-            stopped_checkpoint=s.stopped_checkpoint,
             uploading=self._uploading,
             outcome=asdict(self.outcome) if self.outcome else None,
         )
+        return base
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
         return self._session.history if self._session else {"train": [], "val": []}
@@ -155,7 +126,7 @@ class TrainingController:
         session = self._session
         return bool(session and session.request_stop())
 
-    def wait(self, timeout: float | None = None) -> ControllerStatus:
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until the current run has ended and its artifacts are uploaded."""
         watcher = self._watcher
         if watcher is not None:
