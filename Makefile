@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= artifacts/demo_project
 ARGS ?=
 
-.PHONY: setup train test test-fast lint format bench clean
+.PHONY: setup train app test test-fast lint format bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,14 @@ train: setup
 	$(PY) -m src.cli demo-project $(DEMO_DIR) --images 160 --seed 0
 	$(PY) -m src.cli train --project $(DEMO_DIR) --model rtmdet_tiny_8xb32-300e_coco --from-scratch \
 		--epochs 20 --val-interval 5 --batch-size 8 --input-size 256 --lr 0.004 --seed 0 --device cpu $(ARGS)
+
+# Serve the app locally on the demo project (http://localhost:8000). The page loads the platform's
+# widget scripts from the internet; offline, the server and its HTTP API still work.
+app: setup
+	@[ -f $(DEMO_DIR)/meta.json ] || $(PY) -m src.cli demo-project $(DEMO_DIR) --images 160 --seed 0
+	PROJECT_DIR=$(DEMO_DIR) SLY_APP_DATA_DIR=$(CURDIR)/artifacts/app_data \
+		TEAM_FILES_DIR=$(CURDIR)/artifacts/team_files \
+		$(VENV)/bin/python -m uvicorn src.main:app --host 0.0.0.0 --port 8000
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: setup

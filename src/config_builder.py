@@ -711,3 +711,33 @@ def config_summary(cfg: Config | ConfigDict) -> dict[str, Any]:
         "load_from": cfg.get("load_from"),
         "python": sys.version.split()[0],
     }
+
+
+def lr_curve(params: TrainParams, iters_per_epoch: int) -> list[tuple[int, float]]:
+    """(iteration, LR) over the whole run, as mmengine's schedulers will set it (UI preview)."""
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    iters_per_epoch = max(1, int(iters_per_epoch))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=params.lr)
+    schedulers = []
+    for spec in lr_schedule(params):
+        spec = dict(spec)
+        cls = PARAM_SCHEDULERS.get(spec.pop("type"))
+        if spec.pop("convert_to_iter_based", False):
+            schedulers.append(
+                cls.build_iter_from_epoch(optimizer, epoch_length=iters_per_epoch, **spec)
+            )
+        else:
+            schedulers.append(cls(optimizer, **spec))
+    points = []
+    for it in range(params.epochs * iters_per_epoch):
+        points.append((it + 1, float(optimizer.param_groups[0]["lr"])))
+        for scheduler in schedulers:
+            if not scheduler.by_epoch:
+                scheduler.step()
+        if (it + 1) % iters_per_epoch == 0:
+            for scheduler in schedulers:
+                if scheduler.by_epoch:
+                    scheduler.step()
+    return points

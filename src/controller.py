@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from src.checkpoints import find_resumable_runs
+from src.hooks.metrics import MetricsSink
 from src.service import (
     Prepared,
     RequestError,
@@ -50,8 +52,13 @@ class TrainingController:
     """
 
     def __init__(
-        self, app_data_dir: str | Path, store: ArtifactStore, cache_dir: str | None = None
+        self,
+        app_data_dir: str | Path,
+        store: ArtifactStore,
+        cache_dir: str | None = None,
+        sinks: Sequence[MetricsSink] = (),
     ) -> None:
+        self.sinks = list(sinks)
         self.app_data_dir = Path(app_data_dir)
         self.store = store
         self.cache_dir = cache_dir
@@ -59,14 +66,19 @@ class TrainingController:
         self._session: TrainingSession | None = None
         self._prepared: Prepared | None = None
         self._watcher: threading.Thread | None = None
-        self._uploading = False
+        self._uploading = False  # the artifacts of the ended run are being uploaded
+        self._active = False  # from start until the run's upload is over
         self.outcome: RunOutcome | None = None
 
     # ------------------------------------------------------------------ queries
     @property
+    def prepared(self) -> Prepared | None:
+        return self._prepared
+
+    @property
     def busy(self) -> bool:
         session = self._session
-        return bool(session and not session.status().state.is_final) or self._uploading
+        return self._active or bool(session and not session.status().state.is_final)
 
     def status(self) -> dict[str, Any]:
         """The session's status (plain values) plus the model, upload state and outcome."""
@@ -80,6 +92,7 @@ class TrainingController:
         base.update(
             model=prepared.model_name if prepared else None,
             uploading=self._uploading,
+            busy=self.busy,
             outcome=asdict(self.outcome) if self.outcome else None,
         )
         return base
@@ -146,12 +159,13 @@ class TrainingController:
             prepared.cfg,
             prepared.run_id,
             resume_from=resume_from,
+            sinks=self.sinks,
             console_log_level="WARNING",
             app_data_root=self.app_data_dir,
         )
         session.start()
         self._session, self._prepared, self.outcome = session, prepared, None
-        self._uploading = True
+        self._active = True
         self._watcher = threading.Thread(
             target=self._after_run, args=(session, prepared), name="upload", daemon=True
         )
@@ -163,6 +177,7 @@ class TrainingController:
             status = session.wait()
             outcome = RunOutcome(run_id=prepared.run_id, state=status.state.value)
             if status.state in (SessionState.FINISHED, SessionState.STOPPED):
+                self._uploading = True
                 try:
                     remote = upload_run(
                         prepared,
@@ -179,6 +194,7 @@ class TrainingController:
             self.outcome = outcome
         finally:
             self._uploading = False
+            self._active = False
 
 
 def request_from_json(body: dict[str, Any], app_data_dir: str) -> TrainRequest:

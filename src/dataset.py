@@ -514,3 +514,18 @@ def _register() -> type:
 
 
 SuperviselyDataset = _register()
+
+
+def class_counts(project_dir: str | Path) -> dict[str, tuple[int, int]]:
+    """Per class: (objects, images containing it), over the whole project."""
+    objects: Counter = Counter()
+    images: Counter = Counter()
+    for _, path in list_items(project_dir):
+        try:
+            ann = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot read annotation {path}: {exc}") from None
+        titles = [o.get("classTitle") for o in ann.get("objects") or []]
+        objects.update(titles)
+        images.update(set(titles))
+    return {name: (objects[name], images[name]) for name in project_classes(project_dir)}

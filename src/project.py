@@ -74,3 +74,42 @@ def random_split(project: LocalProject, val_fraction: float, seed: int) -> Split
         val_items=sorted(names[:n_val]),
         description=f"random {100 * (1 - val_fraction):.0f}% / {100 * val_fraction:.0f}%",
     )
+
+
+def dataset_split(project: LocalProject, train: list[str], val: list[str]) -> Split:
+    """Whole datasets to train and to val; they must not be empty or overlap."""
+    if not train or not val:
+        raise DatasetError("choose at least one dataset for train and one for val")
+    overlap = sorted(set(train) & set(val))
+    if overlap:
+        raise DatasetError(f"datasets {overlap} are in both train and val")
+    unknown = sorted(set(train + val) - set(project.datasets))
+    if unknown:
+        raise DatasetError(f"datasets {unknown} are not in the project")
+    return Split(train_datasets=train, val_datasets=val, description="by datasets")
+
+
+def tags_of(project: LocalProject) -> list[str]:
+    """Tag names the project defines (meta.json)."""
+    return [t["name"] for t in read_meta(project.directory).get("tags", []) if t.get("name")]
+
+
+def tag_split(project: LocalProject, train_tag: str, val_tag: str) -> Split:
+    """Images tagged ``train_tag`` train, images tagged ``val_tag`` validate."""
+    import json
+
+    if not train_tag or not val_tag or train_tag == val_tag:
+        raise DatasetError("choose two different tags for train and val")
+    train, val = [], []
+    for name, path in list_items(project.directory):
+        tags = {t.get("name") for t in json.loads(path.read_text(encoding="utf-8")).get("tags", [])}
+        if train_tag in tags:
+            train.append(name)
+        elif val_tag in tags:
+            val.append(name)
+    if not train or not val:
+        empty = "train" if not train else "val"
+        raise DatasetError(
+            f"no image is tagged for {empty} ({train_tag if not train else val_tag})"
+        )
+    return Split(train_items=train, val_items=val, description=f"by tags {train_tag}/{val_tag}")

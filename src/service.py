@@ -31,6 +31,7 @@ from src.config_builder import (
     RunSpec,
     TrainParams,
     apply_owned_settings,
+    build_config,
     compose_from_zoo,
     config_to_text,
     load_config_file,
@@ -59,6 +60,7 @@ class TrainRequest:
     model: str | None = None  # zoo model name; or config_text / config_file
     config_text: str | None = None  # an edited config: trains as written, plus owned settings
     config_file: str | None = None
+    base_config_file: str | None = None  # custom weights: the model's config, composed as a zoo one
     classes: list[str] | None = None  # None: every class of the project
     params: TrainParams = field(default_factory=TrainParams)
     split: Split | None = None  # None: default_split
@@ -101,7 +103,18 @@ def prepare(request: TrainRequest) -> Prepared:
         problems.append(str(exc))
 
     entry = None
-    if request.model and not (request.config_text or request.config_file):
+    base_cfg = None
+    if request.base_config_file:
+        try:
+            base_cfg = load_config_file(request.base_config_file)
+        except ConfigError as exc:
+            problems.append(f"the custom model's config does not parse: {exc}")
+        if (
+            request.params.weights == "custom"
+            and not Path(request.params.weights_path or "").is_file()
+        ):
+            problems.append(f"checkpoint {request.params.weights_path} does not exist")
+    elif request.model and not (request.config_text or request.config_file):
         try:
             entry = zoo.get_model(request.model, request.params.task)
         except zoo.ZooError as exc:
@@ -173,7 +186,18 @@ def prepare(request: TrainRequest) -> Prepared:
     )
     run = RunSpec(work_dir=str(Path(request.app_data_dir) / run_id))
     try:
-        if user_cfg is not None:
+        if base_cfg is not None:
+            previous = base_cfg.get("sly_metadata") or {}
+            cfg = build_config(
+                base_cfg,
+                params,
+                data,
+                run,
+                model_name=str(previous.get("model_name", Path(request.base_config_file).stem)),
+                architecture=str(previous.get("architecture", "custom")),
+            )
+            model_name = cfg.sly_metadata.model_name
+        elif user_cfg is not None:
             metadata = {
                 "model_name": user_cfg.get("sly_metadata", {}).get("model_name", "custom"),
                 "architecture": user_cfg.get("sly_metadata", {}).get("architecture", "custom"),

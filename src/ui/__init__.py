@@ -1,0 +1,1 @@
+"""The widgets UI: one module per step; widgets only, no training logic (that is in services)."""

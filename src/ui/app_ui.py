@@ -1,0 +1,166 @@
+"""The whole page: the steps in their order, and the handlers that connect them to services.
+
+The order of the steps is declared once, in ``AppUI.steps``. Handlers return at once: composing
+is fast, and training runs in the controller's session thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from supervisely.app.widgets import Button, Container, Text
+
+from src.config_builder import ConfigError
+from src.controller import TrainingController
+from src.dataset import DatasetError
+from src.project import LocalProject
+from src.service import RequestError, TrainRequest, prepare, resolve_resumable
+from src.trainer import SessionBusyError
+from src.ui.augmentations import AugmentationsStep
+from src.ui.classes import ClassesStep
+from src.ui.config import ConfigStep
+from src.ui.hyperparameters import HyperparametersStep
+from src.ui.input_project import InputProjectStep
+from src.ui.model import TAB_CUSTOM, TAB_RESUME, ModelStep
+from src.ui.split import SplitStep
+from src.ui.task import TaskStep
+from src.ui.training import TrainingStep
+
+logger = logging.getLogger(__name__)
+
+
+class AppUI:
+    """Builds every step's widgets (explicit ids) and wires them to the training controller."""
+
+    def __init__(self, project: LocalProject, controller: TrainingController) -> None:
+        self.project = project
+        self.controller = controller
+        self.input = InputProjectStep(project)
+        self.task = TaskStep()
+        self.model = ModelStep(self.task.task, controller.runs)
+        self.classes = ClassesStep(str(project.directory), project.classes)
+        self.split = SplitStep(project)
+        self.augmentations = AugmentationsStep()
+        self.hyper = HyperparametersStep()
+        self.config = ConfigStep()
+        self.training = TrainingStep()
+        controller.sinks.append(self.training)
+        self.compose_button = Button("Compose config", widget_id="compose")
+        self.message = Text("", widget_id="compose_message")
+        self.steps = [
+            self.input, self.task, self.model, self.classes, self.split,
+            self.augmentations, self.hyper, self.config, self.training,
+        ]  # fmt: skip
+        cards = [step.card for step in self.steps]
+        cards.insert(7, Container([self.compose_button, self.message]))
+        self.layout = Container(cards, widget_id="layout")
+        self.config.card.lock("Compose the config first (button above)")
+        self.training.card.lock("Compose the config first")
+        self._wire()
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict:
+        return {type(step).__name__: step.get_state() for step in self.steps}
+
+    def request(self) -> TrainRequest:
+        """The settings of every step as a training request (raises RequestError)."""
+        problems = self.model.problems() + self.classes.problems()
+        try:
+            split = self.split.split(seed=int(self.hyper.seed.get_value()))
+        except DatasetError as exc:
+            problems.append(str(exc))
+            split = None
+        if problems:
+            raise RequestError(problems)
+        model = self.model.get_state()
+        custom = self.model.mode == TAB_CUSTOM
+        weights = "custom" if custom else "pretrained" if model["pretrained"] else "scratch"
+        params = self.hyper.params(
+            self.task.task,
+            tuple(self.classes.selected),
+            self.augmentations.preset,
+            weights,
+            model["weights_path"] if custom else None,
+        )
+        return TrainRequest(
+            project_dir=str(self.project.directory),
+            app_data_dir=str(self.controller.app_data_dir),
+            model=None if custom else model["model"],
+            base_config_file=model["config_path"] if custom else None,
+            classes=list(self.classes.selected),
+            params=params,
+            split=split,
+            keep_empty_images=not self.classes.get_state()["drop_empty"],
+            cache_dir=self.controller.cache_dir,
+        )
+
+    # ------------------------------------------------------------------ actions
+    def compose(self) -> bool:
+        """Compose the config from the settings into the Editor (edits are never overwritten)."""
+        if self.model.mode == TAB_RESUME:
+            self.message.set("resuming uses the run's own config: press Start training", "info")
+            self.training.card.unlock()
+            return True
+        try:
+            prepared = prepare(self.request())
+        except RequestError as exc:
+            self.message.set("cannot compose: " + "; ".join(exc.problems), "error")
+            return False
+        self.hyper.iters_per_epoch = max(
+            1, len(prepared.split.train_items or []) // max(1, prepared.params.train_batch_size)
+        )
+        self.config.composed(prepared.config_text)
+        self.message.set(f"config composed for {prepared.model_name}", "success")
+        self.config.card.unlock()
+        self.training.card.unlock()
+        return True
+
+    def start(self) -> str | None:
+        """Start (or resume) training; returns the run id, or None with a message shown."""
+        try:
+            if self.model.mode == TAB_RESUME:
+                run = resolve_resumable(self.controller.app_data_dir, self.model.selected_run())
+                if self.controller.busy:
+                    raise SessionBusyError("a run is still in progress: stop it first")
+                self.training.restore_history(run.work_dir)  # before new points arrive
+                run_id = self.controller.resume(run.run_id)
+            else:
+                if not self.compose():
+                    return None
+                if self.config.draft and self.config.draft.pending:
+                    self.message.set(
+                        "apply or keep the pending settings changes in the Config step first",
+                        "warning",
+                    )
+                    return None
+                request = self.request()
+                request.config_text = self.config.edited_text
+                self.training.reset_charts()
+                run_id = self.controller.start(request)
+        except (RequestError, SessionBusyError, ConfigError) as exc:
+            problems = getattr(exc, "problems", [str(exc)])
+            self.training.status.set("not started: " + "; ".join(problems), "error")
+            return None
+        self.training.status.set(f"run {run_id} started", "info")
+        self.training.watch(self.controller)
+        return run_id
+
+    def _wire(self) -> None:
+        @self.task.radio.value_changed
+        def _task_changed(value: str) -> None:
+            self.model.set_task(value)
+
+        @self.compose_button.click
+        def _compose() -> None:
+            self.compose()
+
+        @self.training.start_button.click
+        def _start() -> None:
+            self.start()
+
+        @self.training.stop_button.click
+        def _stop() -> None:
+            if not self.controller.stop():
+                self.training.status.set("nothing is running: nothing to stop", "warning")
+            else:
+                self.training.status.set("stopping after the current batch…", "warning")

@@ -1,0 +1,57 @@
+"""Step 4: which classes to train on, with their object and image counts."""
+
+from __future__ import annotations
+
+from supervisely.app.widgets import Button, Card, Checkbox, Container, Flexbox, Select, Table
+
+from src.dataset import class_counts
+
+
+class ClassesStep:
+    def __init__(self, project_dir: str, classes: list[str]) -> None:
+        counts = class_counts(project_dir)
+        self.all_classes = list(classes)
+        self.table = Table(
+            columns=["class", "objects", "images"],
+            data=[[c, counts[c][0], counts[c][1]] for c in classes],
+            widget_id="classes_table",
+        )
+        self.select = Select(
+            [Select.Item(c, c) for c in classes], multiple=True, widget_id="classes_select"
+        )
+        self.select.set_value(list(classes))
+        self.all_button = Button("Select all", button_size="small", widget_id="classes_all")
+        self.none_button = Button("Select none", button_size="small", widget_id="classes_none")
+        self.drop_empty = Checkbox("Drop training images without objects", False, "classes_drop")
+        self.card = Card(
+            "4. Classes",
+            content=Container(
+                [
+                    self.table,
+                    self.select,
+                    Flexbox([self.all_button, self.none_button]),
+                    self.drop_empty,
+                ]
+            ),
+            widget_id="card_classes",
+        )
+
+        @self.all_button.click
+        def _all() -> None:
+            self.select.set_value(list(self.all_classes))
+
+        @self.none_button.click
+        def _none() -> None:
+            self.select.set_value([])
+
+    @property
+    def selected(self) -> list[str]:
+        value = self.select.get_value() or []
+        chosen = set(value if isinstance(value, list) else [value])
+        return [c for c in self.all_classes if c in chosen]
+
+    def problems(self) -> list[str]:
+        return [] if self.selected else ["no classes selected: choose at least one class"]
+
+    def get_state(self) -> dict:
+        return {"classes": self.selected, "drop_empty": self.drop_empty.is_checked()}

@@ -1,0 +1,128 @@
+"""Step 7: hyperparameters, with a preview of the LR schedule."""
+
+from __future__ import annotations
+
+from supervisely.app.widgets import Button, Card, Checkbox, Container, Field, InputNumber, Select
+
+from src.config_builder import OPTIMIZERS, SCHEDULERS, TrainParams, lr_curve
+from src.ui.charts import Chart
+
+
+def _number(value, widget_id: str, minimum=None, maximum=None, step=1, precision=0):
+    return InputNumber(
+        value, min=minimum, max=maximum, step=step, precision=precision, widget_id=widget_id
+    )
+
+
+def _select(values, default: str, widget_id: str) -> Select:
+    select = Select([Select.Item(v, v) for v in values], widget_id=widget_id)
+    select.set_value(default)
+    return select
+
+
+class HyperparametersStep:
+    def __init__(self) -> None:
+        d = TrainParams()
+        self.epochs = _number(d.epochs, "hp_epochs", 1)
+        self.train_batch = _number(d.train_batch_size, "hp_train_bs", 1)
+        self.val_batch = _number(d.val_batch_size, "hp_val_bs", 1)
+        self.workers = _number(d.num_workers, "hp_workers", 0)
+        self.input_size = _number(d.input_size[0], "hp_size", 32, step=32)
+        self.optimizer = _select(OPTIMIZERS, d.optimizer, "hp_optimizer")
+        self.lr = _number(d.lr, "hp_lr", 0, step=1e-5, precision=6)
+        self.weight_decay = _number(d.weight_decay, "hp_wd", 0, step=1e-5, precision=6)
+        self.scheduler = _select(SCHEDULERS, d.scheduler, "hp_scheduler")
+        self.warmup = _number(d.warmup_iters, "hp_warmup", 0)
+        self.grad_clip = _number(0, "hp_clip", 0, step=0.5, precision=2)
+        self.ckpt_interval = _number(d.checkpoint_interval, "hp_ckpt_interval", 1)
+        self.keep = _number(d.keep_checkpoints, "hp_keep", 1)
+        self.save_best = Checkbox("Save the best checkpoint", True, "hp_best")
+        self.save_last = Checkbox("Save the last checkpoint", True, "hp_last")
+        self.val_interval = _number(d.val_interval, "hp_val_interval", 1)
+        self.amp = Checkbox("Mixed precision (AMP, GPU)", False, "hp_amp")
+        self.device = _select(["cpu", "cuda:0"], "cpu", "hp_device")
+        self.seed = _number(d.seed, "hp_seed", 0)
+        self.preview_button = Button(
+            "Preview LR schedule", button_size="small", widget_id="hp_lr_btn"
+        )
+        self.chart = Chart("Learning rate", "hp_lr_chart")
+        fields = [
+            (self.epochs, "Epochs"),
+            (self.train_batch, "Train batch size"),
+            (self.val_batch, "Val batch size"),
+            (self.workers, "Data loader workers"),
+            (self.input_size, "Input size (px)"),
+            (self.optimizer, "Optimizer"),
+            (self.lr, "Learning rate"),
+            (self.weight_decay, "Weight decay"),
+            (self.scheduler, "LR scheduler"),
+            (self.warmup, "Warmup iterations"),
+            (self.grad_clip, "Gradient clipping, max norm (0: off)"),
+            (self.ckpt_interval, "Checkpoint every N epochs"),
+            (self.keep, "Keep N checkpoints"),
+            (self.val_interval, "Validate every N epochs"),
+            (self.device, "Device"),
+            (self.seed, "Seed"),
+        ]
+        self.card = Card(
+            "7. Hyperparameters",
+            content=Container(
+                [Field(w, title) for w, title in fields]
+                + [self.save_best, self.save_last, self.amp, self.preview_button, self.chart.plot]
+            ),
+            widget_id="card_hp",
+        )
+        self.iters_per_epoch = 1
+
+        @self.preview_button.click
+        def _preview() -> None:
+            self.preview()
+
+    def params(
+        self,
+        task: str,
+        classes: tuple[str, ...],
+        augmentation: str,
+        weights: str,
+        weights_path: str | None = None,
+    ) -> TrainParams:
+        clip = float(self.grad_clip.get_value() or 0)
+        size = int(self.input_size.get_value())
+        return TrainParams(
+            task=task,
+            classes=classes,
+            epochs=int(self.epochs.get_value()),
+            train_batch_size=int(self.train_batch.get_value()),
+            val_batch_size=int(self.val_batch.get_value()),
+            num_workers=int(self.workers.get_value()),
+            input_size=(size, size),
+            augmentation=augmentation,
+            optimizer=self.optimizer.get_value(),
+            lr=float(self.lr.get_value()),
+            weight_decay=float(self.weight_decay.get_value()),
+            scheduler=self.scheduler.get_value(),
+            warmup_iters=int(self.warmup.get_value()),
+            grad_clip=clip if clip > 0 else None,
+            checkpoint_interval=int(self.ckpt_interval.get_value()),
+            keep_checkpoints=int(self.keep.get_value()),
+            save_best=self.save_best.is_checked(),
+            save_last=self.save_last.is_checked(),
+            val_interval=int(self.val_interval.get_value()),
+            seed=int(self.seed.get_value()),
+            amp=self.amp.is_checked(),
+            weights=weights,
+            weights_path=weights_path,
+            device=self.device.get_value(),
+        )
+
+    def preview(self) -> list[tuple[int, float]]:
+        params = self.params("object-detection", ("x",), "none", "scratch")
+        problems = [p for p in params.validate() if "classes" not in p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        points = lr_curve(params, self.iters_per_epoch)
+        self.chart.clear()
+        step = max(1, len(points) // 300)  # a readable number of points
+        for it, lr in points[::step]:
+            self.chart.add("lr", it, lr)
+        return points

@@ -1,0 +1,163 @@
+"""Step 3: a pretrained zoo model, custom weights, or a run to resume."""
+
+from __future__ import annotations
+
+from supervisely.app.widgets import (
+    Button,
+    Card,
+    Checkbox,
+    Container,
+    Field,
+    Input,
+    RadioTable,
+    RadioTabs,
+    Select,
+    Text,
+)
+
+from src import zoo
+
+COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
+RUN_COLUMNS = ["run", "model", "epoch", "iteration", "saved", "last mAP"]
+TAB_PRETRAINED, TAB_CUSTOM, TAB_RESUME = "Pretrained", "Custom weights", "Resume"
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class ModelStep:
+    def __init__(self, task: str, runs_provider) -> None:
+        self.runs_provider = runs_provider
+        self.architecture = Select([], filterable=True, widget_id="model_arch")
+        self.table = RadioTable(COLUMNS, [["-"] * len(COLUMNS)], widget_id="model_table")
+        self.pretrained = Checkbox("Start from the COCO-pretrained weights", True, "model_pre")
+        self.weights_path = Input(placeholder="path to a checkpoint (.pth)", widget_id="model_w")
+        self.config_path = Input(placeholder="its config.py", widget_id="model_cfg")
+        self.runs = RadioTable(RUN_COLUMNS, [["-"] * len(RUN_COLUMNS)], widget_id="model_runs")
+        self.refresh = Button("Refresh", button_size="small", widget_id="model_runs_refresh")
+        self.message = Text("", widget_id="model_message")
+        self.tabs = RadioTabs(
+            titles=[TAB_PRETRAINED, TAB_CUSTOM, TAB_RESUME],
+            contents=[
+                Container([Field(self.architecture, "Architecture"), self.table, self.pretrained]),
+                Container(
+                    [Field(self.weights_path, "Checkpoint"), Field(self.config_path, "Config")]
+                ),
+                Container([self.runs, self.refresh]),
+            ],
+            descriptions=[
+                "a model of mmdet's zoo",
+                "an earlier run's checkpoint and config.py",
+                "continue a stopped or crashed run from app data",
+            ],
+            widget_id="model_tabs",
+        )
+        self.card = Card(
+            "3. Model", content=Container([self.tabs, self.message]), widget_id="card_model"
+        )
+        self._entries: list[zoo.ZooEntry] = []
+        self._runs: list[dict] = []
+        self.set_task(task)
+        self.refresh_runs()
+
+        @self.architecture.value_changed
+        def _architecture_changed(value: str) -> None:
+            self.show_architecture(value)
+
+        @self.refresh.click
+        def _refresh() -> None:
+            self.refresh_runs()
+
+    # ------------------------------------------------------------------ updates
+    def set_task(self, task: str) -> None:
+        self.task = task
+        names = zoo.architectures(task)
+        self.architecture.set([Select.Item(n, n) for n in names])
+        self.architecture.set_value(names[0])
+        self.show_architecture(names[0])
+
+    def show_architecture(self, architecture: str) -> None:
+        self._entries = [e for e in zoo.list_models(self.task, architecture)]
+        rows = []
+        for e in self._entries:
+            note = (
+                e.unsupported
+                or e.gpu_only
+                or (f"needs {', '.join(e.missing_packages())}" if e.missing_packages() else "")
+            )
+            rows.append(
+                [
+                    e.model,
+                    _cell(e.box_ap),
+                    _cell(e.mask_ap),
+                    _cell(e.train_memory_gb),
+                    _cell(e.inference_ms),
+                    note or "-",
+                ]
+            )
+        self.table.set_data(COLUMNS, rows, [None] * len(COLUMNS))
+        default = next((i for i, e in enumerate(self._entries) if e.is_default), 0)
+        self.table.select_row(default)
+
+    def refresh_runs(self) -> None:
+        import time
+
+        self._runs = self.runs_provider()
+        rows = [
+            [
+                r["run_id"],
+                r["model"],
+                f"{r['epoch']}/{r['max_epochs']}",
+                str(r["iteration"]),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r["saved_at"])),
+                _cell(r["last_metrics"].get("bbox_mAP", r["last_metrics"].get("segm_mAP"))),
+            ]
+            for r in self._runs
+        ]
+        self.runs.set_data(
+            RUN_COLUMNS, rows or [["-"] * len(RUN_COLUMNS)], [None] * len(RUN_COLUMNS)
+        )
+
+    # ------------------------------------------------------------------ values
+    @property
+    def mode(self) -> str:
+        return self.tabs.get_active_tab()
+
+    def selected_entry(self) -> zoo.ZooEntry | None:
+        index = self.table.get_selected_row_index()
+        if index is None or not (0 <= index < len(self._entries)):
+            return None
+        return self._entries[index]
+
+    def selected_run(self) -> str | None:
+        index = self.runs.get_selected_row_index()
+        if index is None or not (0 <= index < len(self._runs)):
+            return None
+        return self._runs[index]["run_id"]
+
+    def problems(self) -> list[str]:
+        if self.mode == TAB_PRETRAINED:
+            entry = self.selected_entry()
+            if entry is None:
+                return ["select a model in the table"]
+            return [f"{entry.model}: {entry.unsupported}"] if entry.unsupported else []
+        if self.mode == TAB_CUSTOM:
+            missing = [
+                n
+                for n, w in (("checkpoint", self.weights_path), ("config", self.config_path))
+                if not w.get_value().strip()
+            ]
+            return [f"give the {', '.join(missing)} path"] if missing else []
+        return [] if self.selected_run() else ["no resumable run selected"]
+
+    def get_state(self) -> dict:
+        entry = self.selected_entry()
+        return {
+            "mode": self.mode,
+            "model": entry.model if entry else None,
+            "pretrained": self.pretrained.is_checked(),
+            "weights_path": self.weights_path.get_value(),
+            "config_path": self.config_path.get_value(),
+            "resume_run": self.selected_run(),
+        }

@@ -1,0 +1,155 @@
+"""Step 9: Start / Stop, progress, charts, status line, log tail, artifacts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from supervisely.app.widgets import Button, Card, Container, Flexbox, Text
+
+from src.hooks.metrics import TrainProgress, ValResult
+from src.ui.charts import Chart
+
+MAX_CLASS_CHARTS = 20
+
+
+class TrainingStep:
+    """Widgets of the run, fed by the session's metrics sink (this object) and a status poller."""
+
+    def __init__(self) -> None:
+        self.start_button = Button("Start training", widget_id="train_start")
+        self.stop_button = Button("Stop", button_type="danger", widget_id="train_stop")
+        self.stop_button.disable()
+        self.progress = Text("", widget_id="train_progress")
+        self.status = Text("not started", widget_id="train_status")
+        self.losses = Chart("Losses", "train_losses")
+        self.lr = Chart("Learning rate", "train_lr")
+        self.map = Chart("Validation mAP", "train_map")
+        self.class_ap = Chart("Per-class AP", "train_class_ap")
+        self.log_tail = Text("", widget_id="train_log")
+        self.artifacts = Text("", widget_id="train_artifacts")
+        self.card = Card(
+            "9. Training",
+            content=Container(
+                [
+                    Flexbox([self.start_button, self.stop_button]),
+                    self.progress,
+                    self.status,
+                    self.losses.plot,
+                    self.lr.plot,
+                    self.map.plot,
+                    self.class_ap.plot,
+                    self.log_tail,
+                    self.artifacts,
+                ]
+            ),
+            widget_id="card_training",
+        )
+        self._poller: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ metrics sink
+    def on_train_iter(self, p: TrainProgress) -> None:
+        loss = p.losses.get("loss")
+        self.progress.text = (
+            f"epoch {p.epoch}/{p.max_epochs}, iteration {p.iteration}/{p.max_iterations}"
+            f" — loss {loss:.4f}"
+            if loss is not None
+            else ""
+        )
+        for name, value in p.losses.items():
+            self.losses.add(name, p.iteration, value)
+        self.lr.add("lr", p.iteration, p.lr)
+
+    def on_val(self, r: ValResult) -> None:
+        for key in (
+            "bbox_mAP",
+            "bbox_mAP_50",
+            "bbox_mAP_75",
+            "segm_mAP",
+            "segm_mAP_50",
+            "segm_mAP_75",
+        ):
+            if key in r.metrics:
+                self.map.add(key, r.epoch, r.metrics[key])
+        for name, value in list(r.per_class_ap.items())[:MAX_CLASS_CHARTS]:
+            self.class_ap.add(name, r.epoch, value)
+
+    # ------------------------------------------------------------------ run lifecycle
+    def reset_charts(self) -> None:
+        for chart in (self.losses, self.lr, self.map, self.class_ap):
+            chart.clear()
+
+    def restore_history(self, work_dir: str | Path) -> None:
+        """Charts continue where a resumed run left off: refilled from its logged scalars."""
+        self.reset_charts()
+        for scalars in sorted(Path(work_dir).glob("*/vis_data/scalars.json")):
+            for line in scalars.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                step = record.get("step")
+                if any(k.startswith("coco/") for k in record):
+                    for key, value in record.items():
+                        name = key.split("/", 1)[-1]
+                        if name.endswith("_precision"):
+                            self.class_ap.add(name[: -len("_precision")], step, value)
+                        elif name.endswith(("mAP", "mAP_50", "mAP_75")):
+                            self.map.add(name, step, value)
+                else:
+                    for key, value in record.items():
+                        if "loss" in key:
+                            self.losses.add(key, step, value)
+                    if "lr" in record:
+                        self.lr.add("lr", step, record["lr"])
+
+    def watch(self, controller) -> None:
+        """Poll the controller until the run and its upload end (status line, log tail)."""
+        self.start_button.disable()
+        self.stop_button.enable()
+
+        def poll() -> None:
+            while True:
+                status = controller.status()
+                self.show_status(status)
+                if status["state"] in ("finished", "stopped", "failed") and not status["busy"]:
+                    break
+                time.sleep(1.0)
+            self.start_button.enable()
+            self.stop_button.disable()
+
+        self._poller = threading.Thread(target=poll, name="ui-poll", daemon=True)
+        self._poller.start()
+
+    def show_status(self, status: dict) -> None:
+        state = status["state"]
+        text = f"{state}"
+        if status.get("error"):
+            text += f": {status['error']}"
+        if state == "stopped" and status.get("stopped_checkpoint"):
+            text += f" — resumable from {Path(status['stopped_checkpoint']).name} (Resume tab)"
+        if status.get("uploading") and state in ("finished", "stopped"):
+            text += " — uploading artifacts"
+        self.status.set(text, "error" if state == "failed" else "text")
+        work_dir = status.get("work_dir")
+        if work_dir:
+            logs = sorted(Path(work_dir).glob("*/*.log"))
+            if logs:
+                tail = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
+                self.log_tail.text = "<br>".join(line[:300] for line in tail)
+        outcome = status.get("outcome")
+        if outcome:
+            if outcome.get("artifacts"):
+                self.artifacts.set(f"artifacts: {outcome['artifacts']}", "success")
+            elif outcome.get("upload_error"):
+                self.artifacts.set(
+                    f"upload failed: {outcome['upload_error']}; the files stay in "
+                    f"{outcome.get('local_dir')}",
+                    "error",
+                )
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._poller is not None:
+            self._poller.join(timeout)

@@ -1,0 +1,184 @@
+"""The widgets UI, driven the way the page drives it: POST /<widget_id>/<route> with the state,
+then read /sly/state and /sly/data. One app per process (sly.Application is a singleton), so the
+whole flow is one module with its steps in order."""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory, demo_project):
+    root = tmp_path_factory.mktemp("ui")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROJECT_DIR", str(demo_project))
+    mp.setenv("SLY_APP_DATA_DIR", str(root / "app_data"))
+    mp.setenv("TEAM_FILES_DIR", str(root / "team"))
+    mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    main = importlib.import_module("src.main")
+    with TestClient(main.app.get_server()) as client:
+        yield client, main.app, root
+    mp.undo()
+
+
+def state(client) -> dict:
+    return client.post("/sly/state", json={}).json()
+
+
+def data(client) -> dict:
+    return client.post("/sly/data", json={}).json()
+
+
+def post(client, route: str, st: dict | None = None):
+    response = client.post(route, json={"state": st or state(client), "context": {}})
+    assert response.status_code == 200, response.text
+    return response
+
+
+def choose_rtmdet(client) -> None:
+    st = state(client)
+    st["model_arch"]["value"] = "RTMDet"
+    post(client, "/model_arch/value_changed", st)
+
+
+def set_small_run(st: dict) -> dict:
+    st["hp_epochs"]["value"] = 6
+    st["hp_train_bs"]["value"] = 2
+    st["hp_val_bs"]["value"] = 2
+    st["hp_workers"]["value"] = 0
+    st["hp_size"]["value"] = 128
+    st["hp_lr"]["value"] = 0.002
+    st["hp_seed"]["value"] = 3
+    st["model_pre"]["checked"] = False
+    st["split_tabs"]["value"] = "By datasets"
+    return st
+
+
+def wait_state(client, states, timeout=300) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = client.get("/api/status").json()
+        final = status["state"] in ("finished", "stopped", "failed")
+        if status["state"] in states and not (final and status["busy"]):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"never reached {states}: {status}")
+
+
+def test_steps_show_the_project_zoo_and_classes(ui):
+    client, _, _ = ui
+    d = data(client)
+    assert "16 images" in d["project_info"]["text"]
+    assert d["model_table"]["raw_rows_data"][0][0] == "dino-4scale_r50_8xb2-12e_coco"
+    st = state(client)
+    st["model_arch"]["value"] = "RTMDet"
+    post(client, "/model_arch/value_changed", st)
+    rows = data(client)["model_table"]["raw_rows_data"]
+    selected = state(client)["model_table"]["selectedRow"]
+    assert rows[selected][0] == "rtmdet_tiny_8xb32-300e_coco"  # the architecture's default
+    assert [row[0] for row in d["classes_table"]["table_data"]["data"]] == [
+        "square", "circle", "triangle",
+    ]  # fmt: skip
+    st = state(client)
+    assert st["card_config"]["disabled"]["disabled"]  # locked until composed
+    # switching the task lists the segmentation zoo
+    st["task_radio"]["value"] = "instance-segmentation"
+    post(client, "/task_radio/value_changed", st)
+    assert any(item["value"] == "RTMDet-Ins" for item in data(client)["model_arch"]["items"])
+    st = state(client)
+    st["task_radio"]["value"] = "object-detection"
+    post(client, "/task_radio/value_changed", st)
+
+
+def test_invalid_settings_get_clear_messages_and_start_nothing(ui):
+    client, _app, _ = ui
+    st = set_small_run(state(client))
+    st["classes_select"]["value"] = []
+    st["hp_train_bs"]["value"] = 0
+    post(client, "/compose/button_clicked_cb", st)
+    message = data(client)["compose_message"]["text"]
+    assert "no classes selected" in message
+    post(client, "/train_start/button_clicked_cb")
+    assert "not started" in data(client)["train_status"]["text"]
+    assert client.get("/api/status").json()["state"] == "idle"
+    post(client, "/train_stop/button_clicked_cb")
+    assert "nothing to stop" in data(client)["train_status"]["text"]
+
+
+def test_compose_edit_never_lost_start_stop_resume_finish(ui):
+    client, app, root = ui
+    choose_rtmdet(client)
+    st = set_small_run(state(client))
+    st["classes_select"]["value"] = ["square", "circle", "triangle"]
+    post(client, "/compose/button_clicked_cb", st)
+    assert "config composed" in data(client)["compose_message"]["text"]
+    st = state(client)
+    assert not st["card_config"]["disabled"]["disabled"]
+    text = st["cfg_editor"]["text"]
+    assert "max_keep_ckpts=2" in text and "batch_size=2" in text
+
+    # advanced mode: edit the text, then change a setting: the edit is kept, the change shown
+    st["cfg_advanced"]["value"] = True
+    post(client, "/cfg_advanced/value_changed", st)
+    st = state(client)
+    edited = st["cfg_editor"]["text"].replace("max_keep_ckpts=2", "max_keep_ckpts=7")
+    st["cfg_editor"]["text"] = edited
+    st["hp_train_bs"]["value"] = 3
+    post(client, "/compose/button_clicked_cb", st)
+    st, d = state(client), data(client)
+    assert st["cfg_editor"]["text"] == edited  # not overwritten
+    assert "train_dataloader.batch_size: 2 -> 3" in d["cfg_pending"]["text"]
+    assert d["cfg_pending_box"]["hide"] is False
+    # starting with an undecided change is refused
+    post(client, "/train_start/button_clicked_cb", st)
+    assert "pending" in data(client)["compose_message"]["text"]
+    # the user applies the change: batch size 3 and the edit both in the text
+    post(client, "/cfg_apply/button_clicked_cb")
+    text = state(client)["cfg_editor"]["text"]
+    assert "max_keep_ckpts=7" in text and "batch_size=3" in text
+    post(client, "/cfg_validate/button_clicked_cb")
+    assert data(client)["cfg_result"]["text"] == "the config is valid"
+
+    # start: charts grow while training; the server answers meanwhile
+    post(client, "/train_start/button_clicked_cb")
+    d = data(client)
+    assert "not started" not in d["train_status"]["text"], d["train_status"]
+    status = wait_state(client, {"training", "validating"})
+    run_id = status["run_id"]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        series = {s["name"]: s["data"] for s in data(client)["train_losses"]["series"]}
+        if len(series.get("loss", [])) >= 3:
+            break
+        time.sleep(0.1)
+    assert len(series["loss"]) >= 3 and "loss_cls" in series
+    post(client, "/train_stop/button_clicked_cb")
+    status = wait_state(client, {"stopped"})
+    stopped_at = status["iteration"]
+    work_dir = root / "app_data" / run_id
+    trained = (work_dir / "config.py").read_text()
+    assert "max_keep_ckpts=7" in trained  # the edited text is what trains
+
+    # resume from the Resume tab; charts continue from the run's logged history
+    post(client, "/model_runs_refresh/button_clicked_cb")
+    st = state(client)
+    st["model_tabs"]["value"] = "Resume"
+    st["model_runs"]["selectedRow"] = 0
+    post(client, "/train_start/button_clicked_cb", st)
+    status = wait_state(client, {"finished", "failed"}, timeout=600)
+    assert status["state"] == "finished", status
+    assert status["run_id"] == run_id
+    app.ui.training.wait(30)
+    d = data(client)
+    assert "artifacts:" in d["train_artifacts"]["text"]
+    losses = {s["name"]: s["data"] for s in d["train_losses"]["series"]}
+    # history restored from the run's logged scalars: points from before the stop come first
+    xs = [x for x, _ in losses["loss"]]
+    assert xs[0] <= stopped_at and xs == sorted(xs) and xs[-1] > stopped_at
+    maps = {s["name"]: s["data"] for s in d["train_map"]["series"]}
+    assert len(maps["bbox_mAP"]) >= 1
+    assert list((root / "team" / "mmdetection-3").glob(f"{run_id}_*/config.py"))
