@@ -56,6 +56,14 @@ def _set_path(root: dict, key: str, value: Any) -> None:
         node[parts[-1]] = value
 
 
+# Keys the app re-applies at start whatever the text says: not worth a question to the user.
+_OWNED_SUFFIXES = ("work_dir", "coco_gt_file", "ann_file", "project_dir", "load_from", "resume")
+
+
+def _app_owned(key: str) -> bool:
+    return key.split(".")[-1] in _OWNED_SUFFIXES
+
+
 def _show(value: Any) -> str:
     return "(absent)" if value is _MISSING else repr(value)
 
@@ -115,7 +123,7 @@ class ConfigDraft:
             return None
         old = parse_config_text(self.base_text).to_dict()
         new = parse_config_text(new_base_text).to_dict()
-        changes = changed_keys(old, new)
+        changes = {k: v for k, v in changed_keys(old, new).items() if not _app_owned(k)}
         if not changes:
             self.base_text = new_base_text
             self.pending = None

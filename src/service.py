@@ -89,8 +89,16 @@ class Prepared:
         return Path(self.cfg.work_dir)
 
 
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d_%H%M%S")
+def new_run_id(app_data_dir: str | Path | None = None) -> str:
+    """A timestamp; with ``app_data_dir``, suffixed (``_2``, ...) until no run folder has it."""
+    base = time.strftime("%Y%m%d_%H%M%S")
+    if app_data_dir is None:
+        return base
+    run_id, n = base, 1
+    while (Path(app_data_dir) / run_id).exists():
+        n += 1
+        run_id = f"{base}_{n}"
+    return run_id
 
 
 def prepare(request: TrainRequest) -> Prepared:
@@ -172,7 +180,11 @@ def prepare(request: TrainRequest) -> Prepared:
         raise RequestError(problems)
     assert project is not None and split is not None
 
-    run_id = request.run_id or new_run_id()
+    run_id = request.run_id or new_run_id(request.app_data_dir)
+    if request.run_id and (Path(request.app_data_dir) / run_id / RUN_CONFIG).exists():
+        raise RequestError(
+            [f"run {run_id} already exists in {request.app_data_dir}: resume it or pick another id"]
+        )
     data = DatasetSpec(
         project_dir=str(project.directory),
         train_datasets=split.train_datasets,

@@ -152,7 +152,7 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     deadline = time.time() + 120
     while time.time() < deadline:
         series = {s["name"]: s["data"] for s in data(client)["train_losses"]["series"]}
-        if len(series.get("loss", [])) >= 3:
+        if len(series.get("loss", [])) >= 6:  # past epoch 1, whose end is logged
             break
         time.sleep(0.1)
     assert len(series["loss"]) >= 3 and "loss_cls" in series

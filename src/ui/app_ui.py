@@ -14,7 +14,13 @@ from src.config_builder import ConfigError
 from src.controller import TrainingController
 from src.dataset import DatasetError
 from src.project import LocalProject
-from src.service import RequestError, TrainRequest, prepare, resolve_resumable
+from src.service import (
+    RequestError,
+    TrainRequest,
+    new_run_id,
+    prepare,
+    resolve_resumable,
+)
 from src.trainer import SessionBusyError
 from src.ui.augmentations import AugmentationsStep
 from src.ui.classes import ClassesStep
@@ -45,6 +51,7 @@ class AppUI:
         self.config = ConfigStep()
         self.training = TrainingStep()
         controller.sinks.append(self.training)
+        self.next_run_id = new_run_id(controller.app_data_dir)  # the composed work dir's name
         self.compose_button = Button("Compose config", widget_id="compose")
         self.message = Text("", widget_id="compose_message")
         self.steps = [
@@ -102,7 +109,9 @@ class AppUI:
             self.training.card.unlock()
             return True
         try:
-            prepared = prepare(self.request())
+            request = self.request()
+            request.run_id = self.next_run_id
+            prepared = prepare(request)
         except RequestError as exc:
             self.message.set("cannot compose: " + "; ".join(exc.problems), "error")
             return False
@@ -134,6 +143,7 @@ class AppUI:
                     )
                     return None
                 request = self.request()
+                request.run_id = self.next_run_id
                 request.config_text = self.config.edited_text
                 self.training.reset_charts()
                 run_id = self.controller.start(request)
@@ -141,6 +151,7 @@ class AppUI:
             problems = getattr(exc, "problems", [str(exc)])
             self.training.status.set("not started: " + "; ".join(problems), "error")
             return None
+        self.next_run_id = new_run_id(self.controller.app_data_dir)  # names the next run
         self.training.status.set(f"run {run_id} started", "info")
         self.training.watch(self.controller)
         return run_id
