@@ -42,6 +42,7 @@ format: setup
 bench: setup
 	$(PY) bench/dataset_prep.py
 	$(PY) bench/overhead.py
+	$(PY) bench/ui_latency.py
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache

@@ -139,6 +139,12 @@ class TrainingController:
         session = self._session
         return bool(session and session.request_stop())
 
+    def shutdown(self, timeout: float = 120.0) -> None:
+        """The app is closing: stop the run at its next batch, let it save and upload."""
+        if self.stop():
+            logger.info("app shutdown: stopping the run gracefully")
+        self.wait(timeout)
+
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until the current run has ended and its artifacts are uploaded."""
         watcher = self._watcher

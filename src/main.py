@@ -38,7 +38,7 @@ def create_app() -> sly.Application:
     ui = AppUI(open_local_project(project_dir), controller)
     application = sly.Application(layout=ui.layout)
     application.get_server().include_router(build_router(controller))
-    application.call_before_shutdown(controller.stop)
+    application.call_before_shutdown(controller.shutdown)
     application.ui = ui  # for tests and debugging
     application.controller = controller
     return application

@@ -1,0 +1,99 @@
+"""Does the app's server stay responsive while training? /sly/state latency, idle vs training.
+
+Starts the app (uvicorn, local mode, a generated project) in a subprocess, measures POST
+/sly/state while idle, then starts a training run through the HTTP API (RTMDet-tiny, CPU, the
+training thread busy on both cores) and measures again. Prints p50/p99 of both, side by side.
+Goal (issue 4): p99 under 100 ms while training.
+
+    .venv/bin/python bench/ui_latency.py [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _latencies(client: httpx.Client, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        response = client.post("/sly/state", json={})
+        out.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        time.sleep(0.01)
+    return out
+
+
+def _p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 2 else max(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    from src.demo_project import DemoOptions, make_demo_project
+
+    work = Path(tempfile.mkdtemp(prefix="bench_ui_"))
+    project = make_demo_project(work / "project", DemoOptions(images=48, seed=0))
+    port = _free_port()
+    env = dict(os.environ, PROJECT_DIR=str(project), SLY_APP_DATA_DIR=str(work / "app_data"),
+               TEAM_FILES_DIR=str(work / "team"))  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "src.main:app", "--host", "127.0.0.1", "--port",
+         str(port), "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(240):
+                try:
+                    client.get("/api/status")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            idle = _latencies(client, args.requests)
+            body = {
+                "project": str(project), "model": "rtmdet_tiny_8xb32-300e_coco",
+                "split": {"train": ["train"], "val": ["val"]},
+                "hyperparameters": {"epochs": 100, "train_batch_size": 4, "num_workers": 0,
+                                    "input_size": 256, "weights": "scratch"},
+            }  # fmt: skip
+            client.post("/api/train", json=body).raise_for_status()
+            while client.get("/api/status").json()["iteration"] < 2:
+                time.sleep(0.2)
+            busy = _latencies(client, args.requests)
+            iteration = client.get("/api/status").json()["iteration"]
+            client.post("/api/stop")
+    finally:
+        server.terminate()
+        server.wait(60)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"/sly/state, {args.requests} requests each (ms):")
+    print(f"  idle:     p50 {statistics.median(idle):6.1f}   p99 {_p(idle, 99):6.1f}")
+    print(f"  training: p50 {statistics.median(busy):6.1f}   p99 {_p(busy, 99):6.1f}   "
+          f"goal p99 < 100 (training reached iteration {iteration})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
