@@ -261,3 +261,32 @@ def test_dataset_builds_through_mmdet_registry_and_writes_gt(demo_project, tmp_p
     assert json.loads(gt.read_text())["categories"][0]["name"] == "triangle"
     with pytest.raises(DatasetError, match="no classes"):
         DATASETS.build(dict(type="SuperviselyDataset", project_dir=str(demo_project), classes=[]))
+
+
+def test_split_by_tags_and_by_datasets(demo_project, tmp_path):
+    import shutil
+
+    from src.project import dataset_split, open_local_project, tag_split
+
+    project_dir = tmp_path / "tagged"
+    shutil.copytree(demo_project, project_dir)
+    meta = json.loads((project_dir / "meta.json").read_text())
+    meta["tags"] = [
+        {"name": n, "value_type": "none", "color": "#FF0000"} for n in ("trainset", "valset")
+    ]
+    (project_dir / "meta.json").write_text(json.dumps(meta))
+    anns = sorted(project_dir.rglob("ann/*.json"))
+    for i, path in enumerate(anns):
+        ann = json.loads(path.read_text())
+        ann["tags"] = [{"name": "valset" if i % 4 == 0 else "trainset"}]
+        path.write_text(json.dumps(ann))
+    project = open_local_project(project_dir)
+    split = tag_split(project, "trainset", "valset")
+    assert len(split.val_items) == 4 and len(split.train_items) == 12
+    assert not set(split.train_items) & set(split.val_items)
+    with pytest.raises(DatasetError, match="two different tags"):
+        tag_split(project, "trainset", "trainset")
+    with pytest.raises(DatasetError, match="both train and val"):
+        dataset_split(project, ["train"], ["train"])
+    data, _ = read_instances(project_dir, CLASSES, "object-detection", items=split.val_items)
+    assert len(data) == 4

@@ -200,3 +200,19 @@ def test_stop_from_another_thread_while_running(demo_project, tmp_path):
     assert status.state == SessionState.STOPPED
     assert status.iteration < 50 * 6
     assert status.stopped_checkpoint
+
+
+def test_lr_preview_matches_the_lr_of_a_real_run(demo_project, tmp_path):
+    from src.config_builder import lr_curve
+
+    params = TrainParams(
+        classes=CLASSES, epochs=2, lr=0.002, warmup_iters=3, scheduler="cosine", seed=3
+    )
+    cfg = small_cfg(demo_project, tmp_path / "lr", epochs=2, lr=0.002, warmup_iters=3)
+    session, status = run(cfg, "lr")
+    assert status.state == SessionState.FINISHED
+    trained = [h["lr"] for h in session.history["train"]]
+    preview = [lr for _, lr in lr_curve(params, iters_per_epoch=6)]
+    # the sink reports the LR after each step; the preview lists the LR each step trains with
+    assert preview[1:] == pytest.approx(trained[:-1], rel=1e-6)
+    assert preview[0] == pytest.approx(0.002 * 0.001, rel=1e-6)
