@@ -17,6 +17,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from src.checkpoints import load_checkpoint_file
+from src.config_builder import advance_schedulers
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +100,7 @@ class AppRunner(Runner):
         schedulers = self.param_schedulers or []
         if isinstance(schedulers, dict):
             schedulers = [s for group in schedulers.values() for s in group]
-        per_epoch = len(self.train_dataloader)
-        for it in range(self.iter):
-            for scheduler in schedulers:
-                if not scheduler.by_epoch:
-                    scheduler.step()
-            if (it + 1) % per_epoch == 0:
-                for scheduler in schedulers:
-                    if scheduler.by_epoch:
-                        scheduler.step()
+        advance_schedulers(schedulers, self.iter, len(self.train_dataloader))
         self.replanned_schedule = True
         self.logger.info(
             f"resumed a {old_epochs}-epoch run for {self.max_epochs} epochs: the LR schedule was "

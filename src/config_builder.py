@@ -730,9 +730,25 @@ def lr_curve(params: TrainParams, iters_per_epoch: int) -> list[tuple[int, float
             )
         else:
             schedulers.append(cls(optimizer, **spec))
-    points = []
-    for it in range(params.epochs * iters_per_epoch):
-        points.append((it + 1, float(optimizer.param_groups[0]["lr"])))
+    points: list[tuple[int, float]] = []
+    advance_schedulers(
+        schedulers,
+        params.epochs * iters_per_epoch,
+        iters_per_epoch,
+        before_step=lambda it: points.append((it + 1, float(optimizer.param_groups[0]["lr"]))),
+    )
+    return points
+
+
+def advance_schedulers(
+    schedulers: list, iterations: int, iters_per_epoch: int, before_step=None
+) -> None:
+    """Step mmengine param schedulers through ``iterations`` training iterations, the way
+    ``ParamSchedulerHook`` does: iteration-based ones after every iteration, epoch-based ones
+    after every ``iters_per_epoch``. ``before_step(i)`` sees the LR iteration ``i`` trains with."""
+    for it in range(iterations):
+        if before_step is not None:
+            before_step(it)
         for scheduler in schedulers:
             if not scheduler.by_epoch:
                 scheduler.step()
@@ -740,4 +756,3 @@ def lr_curve(params: TrainParams, iters_per_epoch: int) -> list[tuple[int, float
             for scheduler in schedulers:
                 if scheduler.by_epoch:
                     scheduler.step()
-    return points
