@@ -98,15 +98,8 @@ def _poisoned(losses: dict) -> dict:
     return {k: [x * nan for x in v] if isinstance(v, list) else v * nan for k, v in losses.items()}
 
 
-def test_metrics_pass_nan_through_and_nonfinite_steps_are_skipped(demo_project, tmp_path):
-    """NaN losses: steps skipped and counted, weights stay finite; too many in a row fail."""
-    sink = Collect()
-    cfg = small_cfg(demo_project, tmp_path / "nan", epochs=1)
-    session = TrainingSession(
-        cfg, "nan", sinks=[sink], console_log_level="WARNING", max_nonfinite=3
-    )
-    poison = {"iterations": {2, 3}}
-
+def _poison_losses(session: TrainingSession, when) -> None:
+    """Make the session's model return NaN losses whenever ``when(runner)`` is true."""
     original_build = session._build_runner
 
     def build_with_poison():
@@ -115,14 +108,22 @@ def test_metrics_pass_nan_through_and_nonfinite_steps_are_skipped(demo_project, 
 
         def loss(*args, **kwargs):
             losses = model_loss(*args, **kwargs)
-            if runner.iter + 1 in poison["iterations"]:
-                losses = _poisoned(losses)
-            return losses
+            return _poisoned(losses) if when(runner) else losses
 
         runner.model.loss = loss
         return runner
 
     session._build_runner = build_with_poison
+
+
+def test_metrics_pass_nan_through_and_nonfinite_steps_are_skipped(demo_project, tmp_path):
+    """NaN losses: steps skipped and counted, weights stay finite; too many in a row fail."""
+    sink = Collect()
+    cfg = small_cfg(demo_project, tmp_path / "nan", epochs=1)
+    session = TrainingSession(
+        cfg, "nan", sinks=[sink], console_log_level="WARNING", max_nonfinite=3
+    )
+    _poison_losses(session, lambda runner: runner.iter + 1 in (2, 3))
     session.start()
     status = session.wait(600)
     assert status.state == SessionState.FINISHED, status.traceback
@@ -139,22 +140,7 @@ def test_metrics_pass_nan_through_and_nonfinite_steps_are_skipped(demo_project, 
         console_log_level="WARNING",
         max_nonfinite=3,
     )
-    original = always._build_runner
-
-    def build_always_nan():
-        runner = original()
-        model_loss = runner.model.loss
-
-        def loss(*args, **kwargs):
-            losses = model_loss(*args, **kwargs)
-            if runner.epoch >= 1:  # the first epoch trains, then it diverges
-                losses = _poisoned(losses)
-            return losses
-
-        runner.model.loss = loss
-        return runner
-
-    always._build_runner = build_always_nan
+    _poison_losses(always, lambda runner: runner.epoch >= 1)  # epoch 1 trains, then diverges
     always.start()
     status = always.wait(600)
     assert status.state == SessionState.FAILED
