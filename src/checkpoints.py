@@ -220,23 +220,20 @@ class ResumableRun:
 
 
 def _resumable_candidates(work_dir: Path) -> list[Path]:
-    """Checkpoints that hold optimizer and scheduler state, newest first (by iteration)."""
+    """Checkpoints that hold optimizer and scheduler state, the most recently written first.
 
-    def order(path: Path) -> tuple[int, float]:
-        match = re.search(r"(\d+)", path.stem)
-        return (int(match.group(1)) if match else -1, path.stat().st_mtime)
-
-    epochs = sorted(work_dir.glob("epoch_*.pth"), key=order, reverse=True)
-    iters = sorted(work_dir.glob("iter_*.pth"), key=order, reverse=True)
+    ``last_checkpoint`` leads (it is written only after its checkpoint is complete); by write
+    time rather than by iteration, since a run resumed from an earlier checkpoint writes newer
+    files with lower iterations.
+    """
+    saved = sorted(
+        [*work_dir.glob("epoch_*.pth"), *work_dir.glob("iter_*.pth")],
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     marked = last_checkpoint(work_dir)
-    # last_checkpoint first: it is written only after its checkpoint is complete
-    ordered = ([marked] if marked and not marked.name.startswith("best_") else []) + [
-        p for p in sorted(epochs + iters, key=lambda p: p.stat().st_mtime, reverse=True)
-    ]
-    seen: dict[Path, None] = {}
-    for path in ordered:
-        seen.setdefault(path, None)
-    return list(seen)
+    first = [marked] if marked and not marked.name.startswith("best_") else []
+    return list(dict.fromkeys(first + saved))
 
 
 def peek_checkpoint(path: str | Path) -> dict:
