@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import run_child  # noqa: E402
 
 CLASSES = ["square", "circle", "triangle"]
 WIDTH, HEIGHT = 1920, 1080
@@ -161,25 +163,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(mode: str, project: Path, task: str, cache: Path) -> dict:
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            mode,
-            "--project",
-            str(project),
-            "--task",
-            task,
-            "--cache",
-            str(cache),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(
+        __file__, "--child", mode, "--project", str(project), "--task", task, "--cache", str(cache)
+    )
 
 
 def main() -> None:

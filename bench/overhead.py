@@ -19,7 +19,6 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import run_child  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 
@@ -161,12 +164,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(mode: str, project: Path, work: Path, args: argparse.Namespace) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--project", str(project), "--work",
-         str(work), "--epochs", str(args.epochs), "--warmup", str(args.warmup)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    ).stdout  # fmt: skip
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(
+        __file__, "--child", mode, "--project", str(project), "--work", str(work),
+        "--epochs", str(args.epochs), "--warmup", str(args.warmup),
+    )  # fmt: skip
 
 
 def main() -> None:

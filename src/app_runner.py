@@ -29,7 +29,6 @@ class AppRunner(Runner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.is_resuming = False
-        self.replanned_schedule = False
         super().__init__(*args, **kwargs)
 
     def build_logger(self, log_level="INFO", log_file=None, **kwargs):
@@ -101,7 +100,6 @@ class AppRunner(Runner):
         if isinstance(schedulers, dict):
             schedulers = [s for group in schedulers.values() for s in group]
         advance_schedulers(schedulers, self.iter, len(self.train_dataloader))
-        self.replanned_schedule = True
         self.logger.info(
             f"resumed a {old_epochs}-epoch run for {self.max_epochs} epochs: the LR schedule was "
             f"re-planned for {self.max_epochs} epochs and advanced to iteration {self.iter}"

@@ -24,10 +24,6 @@ DEFAULT_CACHE = os.path.join(
 )
 
 
-class CliError(Exception):
-    """Ends the command with exit code 2 and the message on one line."""
-
-
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -454,8 +450,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CliError as exc:
-        return _fail(str(exc))
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
 

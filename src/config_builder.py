@@ -14,14 +14,13 @@ import copy
 import logging
 import math
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 
 from src.zoo import TASKS, ZooEntry
 
@@ -699,18 +698,6 @@ def compose_from_zoo(
         architecture=entry.architecture,
         weights_url=entry.weights_url,
     )
-
-
-def config_summary(cfg: Config | ConfigDict) -> dict[str, Any]:
-    """A few facts for logs and the pre-flight summary."""
-    return {
-        "model": cfg.get("sly_metadata", {}).get("model_name"),
-        "type": cfg.model.get("type"),
-        "epochs": cfg.train_cfg.get("max_epochs"),
-        "work_dir": cfg.get("work_dir"),
-        "load_from": cfg.get("load_from"),
-        "python": sys.version.split()[0],
-    }
 
 
 def lr_curve(params: TrainParams, iters_per_epoch: int) -> list[tuple[int, float]]:

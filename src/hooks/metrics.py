@@ -7,7 +7,6 @@ The hook knows nothing about who listens: the CLI's progress bar, the UI's chart
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -124,7 +123,3 @@ class MetricsHook(Hook):
                 epoch=runner.epoch, iteration=runner.iter, metrics=overall, per_class_ap=per_class
             )
         )
-
-
-def is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
