@@ -2,7 +2,8 @@
 
 ``config.py`` and the ``*.pth`` files side by side; ``sly_metadata`` is the config's last key. The
 checkpoints are inference exports (``state_dict`` + plain ``meta``), which mmdet's ``init_detector``
-loads on any torch; resumable checkpoints stay in the app-data folder.
+loads on any torch. ``resume/`` holds the run's resumable state (see ``src.remote_runs``), so a
+stopped run can be continued in a later app session even after its app data is gone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.checkpoints import best_checkpoint, export_for_inference, last_checkpoint
+from src.checkpoints import CheckpointError, best_checkpoint, export_for_inference, last_checkpoint
+from src.remote_runs import RESUME_DIR, snapshot_run_state
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ def pack_run(
         exported.append(export_for_inference(last, out_dir / last.name))
     if not exported:
         raise FileNotFoundError(f"no checkpoint was saved in {work_dir}: nothing to upload")
+
+    try:
+        snapshot_run_state(work_dir, out_dir / RESUME_DIR, summary.run_id)
+    except CheckpointError as exc:
+        logger.warning("the run cannot be resumed from its artifacts: %s", exc)
 
     logs_dir = out_dir / "logs"
     logs_dir.mkdir()
@@ -99,6 +106,8 @@ def _readme(summary: RunSummary, checkpoints: list[str]) -> str:
         "```",
         "",
         "`logs/` holds the training log and the logged scalars; `metrics.json` the metric history.",
+        "`resume/` holds the full training state (optimizer, schedulers, RNG): the app's Resume",
+        "tab, or `python -m src.cli runs --team-files`, continues the run from it.",
         "",
     ]
     return "\n".join(lines)

@@ -251,7 +251,7 @@ def peek_checkpoint(path: str | Path) -> dict:
     return checkpoint["meta"]
 
 
-def _last_val_metrics(work_dir: Path) -> dict[str, float]:
+def last_val_metrics(work_dir: Path) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
         for line in scalars.read_text(encoding="utf-8").splitlines():
@@ -305,7 +305,7 @@ def find_resumable_runs(app_data_dir: str | Path) -> list[ResumableRun]:
                 iteration=int(meta.get("iter", 0)),
                 max_epochs=int(meta.get("max_epochs", 0)),
                 saved_at=checkpoint.stat().st_mtime,
-                last_metrics=_last_val_metrics(work_dir),
+                last_metrics=last_val_metrics(work_dir),
                 skipped=skipped,
             )
         )

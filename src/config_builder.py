@@ -331,6 +331,30 @@ def apply_owned_settings(
     return cfg
 
 
+def relocate_run(
+    cfg: Config, work_dir: str | Path, project_dir: str | Path, cache_dir: str | None = None
+) -> Config:
+    """Point a run's config at where its folder and project are now (another machine, a new app
+    session). Nothing that changes training is touched."""
+    work_dir = Path(work_dir)
+    cfg.work_dir = str(work_dir)
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        dataset = (cfg.get(key) or {}).get("dataset")
+        if not isinstance(dataset, dict):
+            continue
+        dataset["project_dir"] = str(project_dir)
+        if cache_dir is not None:
+            dataset["cache_dir"] = cache_dir
+        if dataset.get("coco_gt_file"):
+            dataset["coco_gt_file"] = str(work_dir / Path(dataset["coco_gt_file"]).name)
+    gt_file = (cfg.get("val_dataloader") or {}).get("dataset", {}).get("coco_gt_file")
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(key)
+        if isinstance(evaluator, dict) and gt_file:
+            evaluator["ann_file"] = gt_file
+    return cfg
+
+
 def _set_resumable_machinery(cfg: Config) -> None:
     """The loop, sampler and checkpoint writer that make stop-anywhere/resume-exactly work.
 

@@ -8,24 +8,29 @@ A service shared by the widgets UI and the HTTP API (they only call it). It owns
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from src.checkpoints import find_resumable_runs
 from src.hooks.metrics import MetricsSink
+from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
 from src.service import (
     Prepared,
+    ProjectResolver,
     RequestError,
     TrainRequest,
+    local_project_resolver,
     prepare,
     prepare_resume,
     resolve_resumable,
     upload_run,
 )
-from src.storage import ArtifactStore, UploadError
+from src.storage import ArtifactStore, UploadError, artifacts_dir
+from src.sync import CheckpointSync
 from src.trainer import SessionBusyError, SessionState, TrainingSession
 
 logger = logging.getLogger(__name__)
@@ -40,6 +45,15 @@ class RunOutcome:
     artifacts: str | None = None  # where the uploaded artifacts are (path or Team Files dir)
     upload_error: str | None = None
     local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
+    output_error: str | None = None  # the upload worked, but showing it as the task output did not
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """When a running run's state is copied to the store (see ``src.sync``)."""
+
+    every_epochs: int | None = 1
+    every_minutes: float | None = None
 
 
 class TrainingController:
@@ -49,6 +63,13 @@ class TrainingController:
         app_data_dir: the synced app-data folder (runs live in ``<app_data_dir>/<run_id>``).
         store: where artifacts go (Team Files or a local folder).
         cache_dir: parsed-annotation cache.
+        sinks: more receivers of the session's progress (the UI's charts).
+        project_resolver: finds a resumed run's project (downloads it on the platform).
+        sync: copy the newest checkpoint to the store while training (None: off).
+        after_upload: called with the remote dir after a verified upload (sets the task output
+            on the platform); an error there is reported, the upload stands.
+        cleanup_after_upload: remove the run's app-data folder once its upload is verified (on
+            the platform: the agent's disk is not kept; the run resumes from Team Files).
     """
 
     def __init__(
@@ -57,7 +78,16 @@ class TrainingController:
         store: ArtifactStore,
         cache_dir: str | None = None,
         sinks: Sequence[MetricsSink] = (),
+        project_resolver: ProjectResolver = local_project_resolver,
+        sync: SyncPolicy | None = None,
+        after_upload: Callable[[str], None] | None = None,
+        cleanup_after_upload: bool = False,
     ) -> None:
+        self.project_resolver = project_resolver
+        self.sync = sync
+        self.after_upload = after_upload
+        self.cleanup_after_upload = cleanup_after_upload
+        self._syncer: CheckpointSync | None = None
         self.sinks = list(sinks)
         self.app_data_dir = Path(app_data_dir)
         self.store = store
@@ -89,7 +119,9 @@ class TrainingController:
             else {"state": SessionState.IDLE, "run_id": None, "iteration": 0, "epoch": 0}
         )
         base["state"] = SessionState(base["state"]).value
+        syncer = self._syncer
         base.update(
+            sync=asdict(syncer.status) if syncer else None,
             model=prepared.model_name if prepared else None,
             uploading=self._uploading,
             busy=self.busy,
@@ -116,6 +148,11 @@ class TrainingController:
             for r in find_resumable_runs(self.app_data_dir)
         ]
 
+    def remote_runs(self) -> list[RemoteRun]:
+        """Runs resumable from the store (Team Files), not counting those in app data."""
+        local = {r.run_id for r in find_resumable_runs(self.app_data_dir)}
+        return [r for r in find_remote_runs(self.store) if r.run_id not in local]
+
     # ------------------------------------------------------------------ commands
     def start(self, request: TrainRequest) -> str:
         """Validate, compose and start a new run; returns its id."""
@@ -127,11 +164,27 @@ class TrainingController:
             return self._launch(prepared, resume_from=None)
 
     def resume(self, target: str | None = None, epochs: int | None = None) -> str:
-        """Continue a run from app data (default: the newest); returns its id."""
+        """Continue a run (default: the newest); returns its id.
+
+        ``target`` is a run id or checkpoint in app data, or a run id whose state is only in the
+        store (Team Files): then it is downloaded into app data first.
+        """
         with self._lock:
             self._refuse_if_busy()
+            local = {r.run_id for r in find_resumable_runs(self.app_data_dir)}
+            if target is not None and target not in local and not target.endswith(".pth"):
+                remote = {r.run_id: r for r in find_remote_runs(self.store)}
+                if target in remote:
+                    logger.info("fetching run %s from %s", target, remote[target].remote_dir)
+                    try:
+                        fetch_remote_run(self.store, remote[target], self.app_data_dir)
+                    except (UploadError, OSError) as exc:
+                        raise RequestError([f"cannot fetch run {target}: {exc}"]) from None
             run = resolve_resumable(self.app_data_dir, target)
-            prepared = prepare_resume(run, epochs=epochs)
+            prepared = prepare_resume(
+                run, epochs=epochs, project_resolver=self.project_resolver,
+                cache_dir=self.cache_dir,
+            )  # fmt: skip
             return self._launch(prepared, resume_from=str(run.checkpoint))
 
     def stop(self) -> bool:
@@ -161,6 +214,19 @@ class TrainingController:
             )
 
     def _launch(self, prepared: Prepared, resume_from: str | None) -> str:
+        hooks, self._syncer = [], None
+        if self.sync is not None:
+            from src.hooks.sync import CheckpointSyncHook
+
+            self._syncer = CheckpointSync(
+                self.store,
+                artifacts_dir(prepared.run_id, prepared.project.name),
+                self.app_data_dir / "_sync" / prepared.run_id,
+                prepared.run_id,
+            )
+            hooks.append(
+                CheckpointSyncHook(self._syncer, self.sync.every_epochs, self.sync.every_minutes)
+            )
         session = TrainingSession(
             prepared.cfg,
             prepared.run_id,
@@ -168,6 +234,7 @@ class TrainingController:
             sinks=self.sinks,
             console_log_level="WARNING",
             app_data_root=self.app_data_dir,
+            extra_hooks=hooks,
         )
         session.start()
         self._session, self._prepared, self.outcome = session, prepared, None
@@ -179,28 +246,49 @@ class TrainingController:
         return prepared.run_id
 
     def _after_run(self, session: TrainingSession, prepared: Prepared) -> None:
+        syncer = self._syncer
         try:
             status = session.wait()
+            if syncer is not None:  # the final upload below supersedes the pending sync
+                syncer.close()
             outcome = RunOutcome(run_id=prepared.run_id, state=status.state.value)
             if status.state in (SessionState.FINISHED, SessionState.STOPPED):
                 self._uploading = True
-                try:
-                    remote = upload_run(
-                        prepared,
-                        self.store,
-                        state=status.state.value,
-                        history=session.history,
-                        staging_root=self.app_data_dir / "_upload",
-                    )
-                    outcome.artifacts = self.store.describe(remote)
-                except (UploadError, FileNotFoundError, OSError) as exc:
-                    outcome.upload_error = str(exc)
-                    outcome.local_dir = str(prepared.work_dir)
-                    logger.error("upload of run %s failed: %s", prepared.run_id, exc)
+                self._upload(session, prepared, status.state.value, outcome)
             self.outcome = outcome
         finally:
             self._uploading = False
             self._active = False
+
+    def _upload(
+        self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome
+    ) -> None:
+        """Upload and verify; then set the output and (on the platform) free the app data."""
+        staging = self.app_data_dir / "_upload"
+        try:
+            remote = upload_run(
+                prepared, self.store, state=state, history=session.history, staging_root=staging
+            )
+        except (UploadError, FileNotFoundError, OSError) as exc:
+            outcome.upload_error = str(exc)
+            outcome.local_dir = str(prepared.work_dir)
+            logger.error(
+                "upload of run %s failed: %s; its files stay in %s",
+                prepared.run_id, exc, prepared.work_dir,
+            )  # fmt: skip
+            return
+        outcome.artifacts = self.store.describe(remote)
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.after_upload is not None:
+            try:
+                self.after_upload(remote)
+            except Exception as exc:
+                outcome.output_error = f"the artifacts are in {remote}, but: {exc}"
+                logger.error("setting the output of run %s failed: %s", prepared.run_id, exc)
+        if self.cleanup_after_upload:
+            shutil.rmtree(prepared.work_dir, ignore_errors=True)
+            logger.info("run %s uploaded and verified: removed %s", prepared.run_id,
+                        prepared.work_dir)  # fmt: skip
 
 
 def request_from_json(body: dict[str, Any], app_data_dir: str) -> TrainRequest:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from src.config_builder import (
     config_to_text,
     load_config_file,
     parse_config_text,
+    relocate_run,
     replan_epochs,
 )
 from src.dataset import DatasetError
@@ -346,8 +348,25 @@ def resolve_resumable(app_data_dir: str | Path, target: str | None) -> Resumable
     raise RequestError([f"no resumable run {target!r} in {app_data_dir} (runs: {known})"])
 
 
-def prepare_resume(run: ResumableRun, epochs: int | None = None) -> Prepared:
-    """A stopped/crashed run, ready to continue from its checkpoint (optionally for more epochs)."""
+ProjectResolver = Callable[[int | None, str], LocalProject]
+
+
+def local_project_resolver(project_id: int | None, project_dir: str) -> LocalProject:
+    """Headless: the run's project is where it was."""
+    return open_local_project(project_dir, project_id=project_id)
+
+
+def prepare_resume(
+    run: ResumableRun,
+    epochs: int | None = None,
+    project_resolver: ProjectResolver = local_project_resolver,
+    cache_dir: str | None = None,
+) -> Prepared:
+    """A stopped/crashed run, ready to continue from its checkpoint (optionally for more epochs).
+
+    ``project_resolver`` finds the run's project (by its platform id, or its recorded folder):
+    on the platform it downloads it when this app session does not have it yet.
+    """
     try:
         cfg = load_config_file(run.work_dir / RUN_CONFIG)
         if epochs is not None and epochs != int(cfg.train_cfg.max_epochs):
@@ -358,12 +377,13 @@ def prepare_resume(run: ResumableRun, epochs: int | None = None) -> Prepared:
         raise RequestError(
             [f"run {run.run_id} already trained all {run.epoch} epochs: pass more epochs"]
         )
+    metadata = cfg.get("sly_metadata") or {}
     project_dir = cfg.train_dataloader.dataset.get("project_dir")
     try:
-        project = open_local_project(project_dir)
+        project = project_resolver(metadata.get("project_id"), project_dir)
     except DatasetError as exc:
         raise RequestError([f"the run's project is not available: {exc}"]) from None
-    metadata = cfg.get("sly_metadata") or {}
+    relocate_run(cfg, run.work_dir, project.directory, cache_dir)
     recorded = metadata.get("train_params") or {}
     params = TrainParams(
         task=metadata.get("task_type", "object-detection"),

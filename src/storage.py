@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,18 @@ class ArtifactStore(Protocol):
         ...
 
     def exists(self, remote_path: str) -> bool: ...
+
+    def upload_file(self, local_path: str | Path, remote_path: str) -> None:
+        """One file, replacing what is at ``remote_path``."""
+        ...
+
+    def download(self, remote_path: str, local_path: str | Path) -> Path:
+        """One file to ``local_path`` (written completely or not at all)."""
+        ...
+
+    def remove(self, remote_path: str) -> None:
+        """Delete one file (no error when it is not there)."""
+        ...
 
     def describe(self, remote_path: str) -> str:
         """Where a user finds the path (a local path, or a Team Files link)."""
@@ -122,5 +136,163 @@ class LocalArtifactStore:
     def exists(self, remote_path: str) -> bool:
         return self._local(remote_path).exists()
 
+    def upload_file(self, local_path: str | Path, remote_path: str) -> None:
+        target = self._local(remote_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.uploading{os.getpid()}")
+        try:
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UploadError(f"copying {local_path} to {target} failed ({exc})") from None
+
+    def download(self, remote_path: str, local_path: str | Path) -> Path:
+        source = self._local(remote_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"{remote_path} is not in {self.root}")
+        return _copy_atomic(source, Path(local_path))
+
+    def remove(self, remote_path: str) -> None:
+        self._local(remote_path).unlink(missing_ok=True)
+
     def describe(self, remote_path: str) -> str:
         return str(self._local(remote_path))
+
+
+def _copy_atomic(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth retrying: the server's 5xx/408/429, timeouts, dropped connections."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code >= 500 or exc.response.status_code in (408, 429)
+    return isinstance(
+        exc,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.RetryError,
+        ),
+    )
+
+
+class TeamFilesArtifactStore:
+    """Team Files through the SDK client (``api.file``), with retries that resend the file.
+
+    The SDK retries a failed request itself, but for a multipart upload it would resend an
+    encoder whose file stream was already read. So uploads go through a client that tries once,
+    and this class retries each file with exponential backoff on transient errors (5xx,
+    timeouts, dropped connections); other errors (403, 404, ...) fail at once.
+
+    Args:
+        api: the app's ``sly.Api``.
+        team_id: the team whose Team Files hold the artifacts.
+        attempts: tries per file before an upload fails.
+        backoff_s: first wait between tries; doubles each time (capped at 60 s).
+    """
+
+    def __init__(self, api: Any, team_id: int, attempts: int = 5, backoff_s: float = 2.0) -> None:
+        import supervisely as sly
+
+        if attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {attempts}")
+        if backoff_s < 0:
+            raise ValueError(f"backoff_s must be >= 0, got {backoff_s}")
+        self.api = api
+        self.team_id = int(team_id)
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self._once = sly.Api(
+            api.server_address, api.token, retry_count=1, ignore_task_id=True,
+            api_server_address=getattr(api, "_api_server_address", None),
+        )  # fmt: skip
+        self._once.headers.update(api.headers)
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return call()
+            except Exception as exc:
+                if not _is_transient(exc) or attempt == self.attempts:
+                    raise UploadError(f"{what} failed after {attempt} tries: {exc}") from None
+                wait = min(self.backoff_s * 2 ** (attempt - 1), 60.0)
+                logger.warning("%s failed (%s); try %d in %.0f s", what, exc, attempt + 1, wait)
+                time.sleep(wait)
+
+    def upload_file(self, local_path: str | Path, remote_path: str) -> None:
+        self._retrying(
+            f"uploading {Path(local_path).name} to Team Files {remote_path}",
+            lambda: self._once.file.upload_bulk(self.team_id, [str(local_path)], [remote_path]),
+        )
+
+    def upload_dir(self, local_dir: str | Path, remote_dir: str) -> str:
+        """Mirror ``local_dir`` into ``remote_dir``: every file uploaded, then verified, then the
+        remote files that are not in ``local_dir`` (left from an earlier upload) removed."""
+        local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise UploadError(f"nothing to upload: {local_dir} is not a folder")
+        remote_dir = "/" + remote_dir.strip("/")
+        before = {f.path for f in self.list(remote_dir)}
+        local_files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+        try:
+            for path in local_files:
+                target = f"{remote_dir}/{path.relative_to(local_dir).as_posix()}"
+                if target in before:
+                    self.remove(target)
+                self.upload_file(path, target)
+            missing = verify_upload(self, local_dir, remote_dir)
+        except UploadError as exc:
+            raise UploadError(f"{exc}; the files stay in {local_dir}") from None
+        if missing:
+            raise UploadError(
+                f"upload to Team Files {remote_dir} is incomplete ({len(missing)} files differ, "
+                f"e.g. {missing[0]}); the files stay in {local_dir}"
+            )
+        wanted = {f"{remote_dir}/{p.relative_to(local_dir).as_posix()}" for p in local_files}
+        for stale in sorted(before - wanted):
+            self.remove(stale)
+        return remote_dir
+
+    def list(self, remote_dir: str) -> list[RemoteFile]:
+        infos = self._retrying(
+            f"listing Team Files {remote_dir}",
+            lambda: self.api.file.list(self.team_id, remote_dir.rstrip("/") + "/", True, "dict"),
+        )
+        return [RemoteFile(i["path"], int((i.get("meta") or {}).get("size") or 0)) for i in infos]
+
+    def exists(self, remote_path: str) -> bool:
+        infos = self.api.file.list(self.team_id, remote_path, True, "dict")
+        return any(i["path"] == remote_path or i["path"].startswith(remote_path.rstrip("/") + "/")
+                   for i in infos)  # fmt: skip
+
+    def file_id(self, remote_path: str) -> int | None:
+        info = self.api.file.get_info_by_path(self.team_id, remote_path)
+        return info.id if info else None
+
+    def download(self, remote_path: str, local_path: str | Path) -> Path:
+        local_path = Path(local_path)
+        tmp = local_path.with_name(f".{local_path.name}.part{os.getpid()}")
+        self._retrying(
+            f"downloading Team Files {remote_path}",
+            lambda: self.api.file.download(self.team_id, remote_path, str(tmp)),
+        )
+        os.replace(tmp, local_path)
+        return local_path
+
+    def remove(self, remote_path: str) -> None:
+        self._retrying(
+            f"removing Team Files {remote_path}",
+            lambda: self.api.file.remove_file(self.team_id, remote_path),
+        )
+
+    def describe(self, remote_path: str) -> str:
+        return f"Team Files: {remote_path}"

@@ -160,6 +160,7 @@ class TrainingSession:
         max_nonfinite: consecutive NaN/Inf losses (steps skipped) that end the run.
         console_log_level: level of mmengine's console output (its log file keeps INFO).
         app_data_root: every file of the run must be under it (default: work_dir's parent).
+        extra_hooks: more hooks with their collaborators (e.g. the checkpoint sync).
     """
 
     def __init__(
@@ -172,8 +173,10 @@ class TrainingSession:
         max_nonfinite: int = 5,
         console_log_level: str = "INFO",
         app_data_root: str | Path | None = None,
+        extra_hooks: Sequence[Hook] = (),
     ) -> None:
         self.cfg = copy.deepcopy(cfg)
+        self.extra_hooks = list(extra_hooks)
         self.app_data_root = Path(app_data_root or Path(cfg.work_dir).parent)
         self.run_id = run_id
         self.resume_from = str(resume_from) if resume_from else None
@@ -349,6 +352,8 @@ class TrainingSession:
         runner.register_hook(_PhaseHook(self))
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
         runner.register_hook(StopHook(self._stop_event.is_set))
+        for hook in self.extra_hooks:
+            runner.register_hook(hook)
         return runner
 
     def _close_runner(self) -> None:
