@@ -5,7 +5,7 @@
                       continues that run (optionally with hyperparameters.epochs)
     GET  /api/status  -> state, progress, latest losses and metrics, the last run's outcome
     POST /api/stop    -> {"stopping": true} (409 when nothing runs)
-    GET  /api/runs    -> resumable runs in app data
+    GET  /api/runs    -> resumable runs (app data, then Team Files)
 
 Errors are JSON ``{"error": message, "problems": [...]}`` with a 4xx status: 400 for a bad
 request, 409 when a run is already in progress (or nothing runs to stop).

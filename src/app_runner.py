@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from mmengine.runner import Runner
@@ -53,12 +54,39 @@ class AppRunner(Runner):
         checkpoint = load_checkpoint_file(filename, map_location=location)
         self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
         model = self.model.module if hasattr(self.model, "module") else self.model
+        if not self.is_resuming:
+            self._keep_own_shapes(model, checkpoint, filename)
         checkpoint = _load_checkpoint_to_model(
             model, checkpoint, strict, revise_keys=revise_keys or [(r"^module.", "")]
         )
         self._has_loaded = True
         self.logger.info(f"Load checkpoint from {filename}")
         return checkpoint
+
+    def _keep_own_shapes(self, model: Any, checkpoint: dict, filename: str) -> None:
+        """Fine-tuning on other classes: the tensors whose shape differs (the class-dependent
+        layers of the heads) keep this model's fresh initialisation, with one log line, instead
+        of mmengine's page of size-mismatch warnings."""
+        state = checkpoint.get("state_dict", checkpoint)
+        own = model.state_dict()
+        mismatched = []
+        for key, value in state.items():
+            name = key[len("module.") :] if key.startswith("module.") else key
+            if name in own and hasattr(value, "shape") and value.shape != own[name].shape:
+                state[key] = own[name]
+                mismatched.append(name)
+        if not mismatched:
+            return
+        old = ((checkpoint.get("meta") or {}).get("dataset_meta") or {}).get("classes")
+        new = (self.cfg.get("sly_metadata") or {}).get("classes")
+        counts = f" ({len(old)} classes there, {len(new)} here)" if old and new else ""
+        layers = sorted({n.rsplit(".", 1)[0] for n in mismatched})
+        self.logger.warning(
+            f"{Path(filename).name} was trained for other classes{counts}: "
+            f"{len(mismatched)} tensors of {len(layers)} layers are re-initialised "
+            f"({', '.join(layers[:6])}{', ...' if len(layers) > 6 else ''}); "
+            "everything else is loaded"
+        )
 
     def resume(
         self,

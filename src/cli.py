@@ -202,8 +202,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume_from = None
     try:
         if args.resume is not None:
+            store, resolver = _store(args)
+            _fetch_if_remote(store, app_data, args.resume)
             run = resolve_resumable(app_data, args.resume or None)
-            prepared = prepare_resume(run, epochs=args.epochs)
+            prepared = prepare_resume(run, epochs=args.epochs, project_resolver=resolver)
             resume_from = run.checkpoint
             print(
                 f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint.name}: "
@@ -278,7 +280,7 @@ class _CtrlC:
 
 def _train(prepared, resume_from, args: argparse.Namespace) -> int:
     from src.service import upload_run
-    from src.storage import LocalArtifactStore, UploadError
+    from src.storage import UploadError
     from src.trainer import SessionState, TrainingSession
 
     bar = ProgressBar()
@@ -313,7 +315,7 @@ def _train(prepared, resume_from, args: argparse.Namespace) -> int:
     else:
         print(f"training finished in {time.time() - started:.0f} s")
 
-    store = LocalArtifactStore(args.team_files)
+    store, _ = _store(args)
     try:
         remote = upload_run(
             prepared,
@@ -331,9 +333,68 @@ def _train(prepared, resume_from, args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace):
+    """(artifact store, project resolver): Team Files of ``--team-id`` through the API
+    (``SERVER_ADDRESS``/``API_TOKEN``), else the local folder standing in for it."""
+    from src.service import local_project_resolver
+    from src.storage import LocalArtifactStore, TeamFilesArtifactStore
+
+    if getattr(args, "team_id", None) is None:
+        return LocalArtifactStore(args.team_files or DEFAULT_TEAM_FILES), local_project_resolver
+    import supervisely as sly
+
+    from src.project import download_project
+
+    api = sly.Api.from_env()
+
+    def resolve(project_id: int | None, project_dir: str):
+        if project_id is None or Path(project_dir or "").is_dir():
+            return local_project_resolver(project_id, project_dir)
+        return download_project(api, int(project_id), Path(DEFAULT_CACHE).parent / "projects")
+
+    return TeamFilesArtifactStore(api, args.team_id), resolve
+
+
+def _fetch_if_remote(store, app_data: str, target: str) -> None:
+    """``--resume RUN_ID`` of a run that is only in Team Files: download its state first."""
+    from src.checkpoints import find_resumable_runs
+    from src.remote_runs import fetch_remote_run, find_remote_runs
+
+    if not target or target.endswith(".pth"):
+        return
+    if any(r.run_id == target for r in find_resumable_runs(app_data)):
+        return
+    for run in find_remote_runs(store):
+        if run.run_id == target:
+            print(f"downloading run {target} from {store.describe(run.resume_dir)}")
+            fetch_remote_run(store, run, app_data)
+            return
+
+
+def _print_remote_runs(args: argparse.Namespace) -> int:
+    from src.remote_runs import find_remote_runs
+
+    store, _ = _store(args)
+    runs = find_remote_runs(store)
+    if not runs:
+        print(f"no resumable runs in {store.describe('/mmdetection-3')}")
+        return 0
+    print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} folder")
+    for run in runs:
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.saved_at))
+        print(
+            f"{run.run_id:<24} {run.model_name:<36} {f'{run.epoch}/{run.max_epochs}':>9} "
+            f"{run.iteration:>7}  {saved:<19} {run.remote_dir}"
+        )
+    print("\nresume with: python -m src.cli train --resume RUN_ID [--team-files DIR|--team-id N]")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from src.checkpoints import find_resumable_runs
 
+    if args.team_files is not None or args.team_id is not None:
+        return _print_remote_runs(args)
     runs = find_resumable_runs(_app_data(args))
     if not runs:
         print(f"no resumable runs in {_app_data(args)}")
@@ -413,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--team-files", default=DEFAULT_TEAM_FILES, help="local folder standing in for Team Files"
     )
     tr.add_argument(
+        "--team-id", type=int, help="use this team's Team Files (SERVER_ADDRESS, API_TOKEN)"
+    )
+    tr.add_argument(
         "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
     )
     tr.add_argument("--run-id", help="name of the run (default: a timestamp)")
@@ -435,9 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-v", "--verbose", action="store_true", help="print tracebacks")
     tr.set_defaults(func=cmd_train)
 
-    runs_p = sub.add_parser("runs", help="list resumable runs in app data")
+    runs_p = sub.add_parser("runs", help="list resumable runs in app data (or Team Files)")
     runs_p.add_argument(
         "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
+    )
+    runs_p.add_argument(
+        "--team-files",
+        nargs="?",
+        const=DEFAULT_TEAM_FILES,
+        default=None,
+        metavar="DIR",
+        help=f"list runs resumable from Team Files (locally: DIR, default {DEFAULT_TEAM_FILES})",
+    )
+    runs_p.add_argument(
+        "--team-id", type=int, help="list this team's Team Files (SERVER_ADDRESS, API_TOKEN)"
     )
     runs_p.set_defaults(func=cmd_runs)
     return parser

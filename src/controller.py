@@ -7,10 +7,12 @@ A service shared by the widgets UI and the HTTP API (they only call it). It owns
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,10 @@ class TrainingController:
             on the platform); an error there is reported, the upload stands.
         cleanup_after_upload: remove the run's app-data folder once its upload is verified (on
             the platform: the agent's disk is not kept; the run resumes from Team Files).
+        stop_signals: predicates that stop a run gracefully (the platform stopping the app).
+        run_context: a context each run's wait-and-upload runs in (``app.handle_stop``, so the
+            platform's shutdown waits for the upload).
+        on_run_end: called with the outcome after the upload (``app.stop()`` on the platform).
     """
 
     def __init__(
@@ -82,7 +88,13 @@ class TrainingController:
         sync: SyncPolicy | None = None,
         after_upload: Callable[[str], None] | None = None,
         cleanup_after_upload: bool = False,
+        stop_signals: Sequence[Callable[[], bool]] = (),
+        run_context: Callable[[], AbstractContextManager] | None = None,
+        on_run_end: Callable[[RunOutcome], None] | None = None,
     ) -> None:
+        self.stop_signals = list(stop_signals)
+        self.run_context = run_context
+        self.on_run_end = on_run_end
         self.project_resolver = project_resolver
         self.sync = sync
         self.after_upload = after_upload
@@ -132,10 +144,12 @@ class TrainingController:
     def history(self) -> dict[str, list[dict[str, Any]]]:
         return self._session.history if self._session else {"train": [], "val": []}
 
-    def runs(self) -> list[dict[str, Any]]:
-        return [
+    def runs(self, include_remote: bool = True) -> list[dict[str, Any]]:
+        """Resumable runs: those in app data, then those only in the store (Team Files)."""
+        rows = [
             {
                 "run_id": r.run_id,
+                "where": "app data",
                 "model": r.model_name,
                 "epoch": r.epoch,
                 "max_epochs": r.max_epochs,
@@ -147,6 +161,28 @@ class TrainingController:
             }
             for r in find_resumable_runs(self.app_data_dir)
         ]
+        if include_remote:
+            try:
+                remote = self.remote_runs()
+            except (UploadError, OSError) as exc:
+                logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
+                remote = []
+            rows += [
+                {
+                    "run_id": r.run_id,
+                    "where": "Team Files",
+                    "model": r.model_name,
+                    "epoch": r.epoch,
+                    "max_epochs": r.max_epochs,
+                    "iteration": r.iteration,
+                    "mid_epoch": not r.checkpoint.startswith("epoch_"),
+                    "saved_at": r.saved_at,
+                    "checkpoint": f"{r.resume_dir}/{r.checkpoint}",
+                    "last_metrics": r.last_metrics,
+                }
+                for r in remote
+            ]
+        return rows
 
     def remote_runs(self) -> list[RemoteRun]:
         """Runs resumable from the store (Team Files), not counting those in app data."""
@@ -154,12 +190,34 @@ class TrainingController:
         return [r for r in find_remote_runs(self.store) if r.run_id not in local]
 
     # ------------------------------------------------------------------ commands
+    def fetch(self, path: str, purpose: str) -> str:
+        """A local path for ``path``: itself when it is a local file, else downloaded from the
+        store (Team Files) into ``<app data>/_custom/``."""
+        if not path or Path(path).is_file():
+            return path
+        if not path.startswith("/") or not self.store.exists(path):
+            raise RequestError([f"{purpose} {path} is neither a local file nor in Team Files"])
+        local = self.app_data_dir / "_custom" / Path(path).parent.name / Path(path).name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.store.download(path, local)
+        except (UploadError, OSError) as exc:
+            raise RequestError([f"cannot download the {purpose} {path}: {exc}"]) from None
+        return str(local)
+
     def start(self, request: TrainRequest) -> str:
         """Validate, compose and start a new run; returns its id."""
+        from dataclasses import replace
+
         request.app_data_dir = str(self.app_data_dir)
         request.cache_dir = request.cache_dir or self.cache_dir
         with self._lock:
             self._refuse_if_busy()
+            if request.base_config_file:  # custom weights: may live in Team Files
+                request.base_config_file = self.fetch(request.base_config_file, "config")
+            if request.params.weights == "custom" and request.params.weights_path:
+                weights = self.fetch(request.params.weights_path, "checkpoint")
+                request.params = replace(request.params, weights_path=weights)
             prepared = prepare(request)
             return self._launch(prepared, resume_from=None)
 
@@ -235,6 +293,7 @@ class TrainingController:
             console_log_level="WARNING",
             app_data_root=self.app_data_dir,
             extra_hooks=hooks,
+            stop_signals=self.stop_signals,
         )
         session.start()
         self._session, self._prepared, self.outcome = session, prepared, None
@@ -246,6 +305,13 @@ class TrainingController:
         return prepared.run_id
 
     def _after_run(self, session: TrainingSession, prepared: Prepared) -> None:
+        context = self.run_context() if self.run_context else contextlib.nullcontext()
+        with context:
+            self._finish_run(session, prepared)
+        if self.on_run_end is not None and self.outcome is not None:
+            self.on_run_end(self.outcome)
+
+    def _finish_run(self, session: TrainingSession, prepared: Prepared) -> None:
         syncer = self._syncer
         try:
             status = session.wait()

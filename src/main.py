@@ -1,9 +1,14 @@
 """The app's entry point (``uvicorn src.main:app``): the only module that reads the environment.
 
+On the platform (``ENV=production``): the project the app was started from is downloaded (cached
+by project id and update time), artifacts go to Team Files, the newest checkpoint is copied there
+every ``CHECKPOINT_SYNC_EPOCHS`` epochs (default 1) and/or ``CHECKPOINT_SYNC_MINUTES`` minutes,
+and after a run is uploaded the task output is set and ``app.stop()`` ends the app.
+
 Locally (``make app``): ``PROJECT_DIR`` is the Supervisely project to train on, ``TEAM_FILES_DIR``
 the folder standing in for Team Files (default ``artifacts/team_files``), ``SLY_APP_DATA_DIR``
-the synced app-data folder (default ``artifacts/app_data``). The app stays up for the next run.
-On the platform (``ENV=production``) the project download and Team Files upload are not built yet.
+the synced app-data folder (default ``artifacts/app_data``); checkpoint sync is off unless one of
+the two variables above is set. The app stays up for the next run.
 """
 
 from __future__ import annotations
@@ -13,30 +18,67 @@ import os
 import supervisely as sly
 
 from src.api import build_router
-from src.controller import TrainingController
+from src.controller import RunOutcome, SyncPolicy, TrainingController
+from src.platform_services import platform_services
 from src.project import open_local_project
 from src.storage import LocalArtifactStore
 from src.ui.app_ui import AppUI
 
 
+def _sync_policy(default_epochs: int | None) -> SyncPolicy | None:
+    epochs = os.environ.get("CHECKPOINT_SYNC_EPOCHS")
+    minutes = os.environ.get("CHECKPOINT_SYNC_MINUTES")
+    every_epochs = int(epochs) if epochs else (None if minutes else default_epochs)
+    every_minutes = float(minutes) if minutes else None
+    if every_epochs is None and every_minutes is None:
+        return None
+    return SyncPolicy(every_epochs=every_epochs or None, every_minutes=every_minutes)
+
+
+def _cache_dir(name: str) -> str:
+    root = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    return os.path.join(root, "train-mmdet3", name)
+
+
 def create_app() -> sly.Application:
-    if sly.is_production():
-        raise RuntimeError(
-            "running on the Supervisely platform needs the project download and Team Files "
-            "upload, which this version does not have yet; run it locally (make app)"
-        )
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
-    project_dir = os.environ.get("PROJECT_DIR")
-    if not project_dir:
-        raise RuntimeError("set PROJECT_DIR to a local Supervisely project (make app does)")
     app_data = sly.app.get_synced_data_dir()
-    cache_dir = os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "train-mmdet3", "datasets"
-    )
-    store = LocalArtifactStore(os.environ.get("TEAM_FILES_DIR", "artifacts/team_files"))
-    controller = TrainingController(app_data, store, cache_dir=cache_dir)
-    ui = AppUI(open_local_project(project_dir), controller)
+    holder: dict[str, sly.Application] = {}
+    if sly.is_production():
+        api = sly.Api.from_env()
+        services = platform_services(
+            api, sly.env.team_id(), sly.env.task_id(), _cache_dir("projects")
+        )
+        project = services.resolve_project(sly.env.project_id(), "")
+
+        def end_app(outcome: RunOutcome) -> None:
+            if outcome.state in ("finished", "stopped"):  # a failed run stays on screen
+                holder["app"].stop()
+
+        controller = TrainingController(
+            app_data,
+            services.store,
+            cache_dir=_cache_dir("datasets"),
+            project_resolver=services.resolve_project,
+            sync=_sync_policy(default_epochs=1),
+            after_upload=services.set_output,
+            cleanup_after_upload=True,
+            stop_signals=[lambda: holder["app"].is_stopped()],
+            run_context=lambda: holder["app"].handle_stop(graceful=True),
+            on_run_end=end_app,
+        )
+    else:
+        project_dir = os.environ.get("PROJECT_DIR")
+        if not project_dir:
+            raise RuntimeError("set PROJECT_DIR to a local Supervisely project (make app does)")
+        store = LocalArtifactStore(os.environ.get("TEAM_FILES_DIR", "artifacts/team_files"))
+        controller = TrainingController(
+            app_data, store, cache_dir=_cache_dir("datasets"), sync=_sync_policy(None)
+        )
+        project = open_local_project(project_dir)
+    ui = AppUI(project, controller)
     application = sly.Application(layout=ui.layout)
+    holder["app"] = application
     application.get_server().include_router(build_router(controller))
     application.call_before_shutdown(controller.shutdown)
     application.ui = ui  # for tests and debugging

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,7 @@ class TrainingSession:
         console_log_level: level of mmengine's console output (its log file keeps INFO).
         app_data_root: every file of the run must be under it (default: work_dir's parent).
         extra_hooks: more hooks with their collaborators (e.g. the checkpoint sync).
+        stop_signals: more predicates that stop the run gracefully (e.g. ``app.is_stopped``).
     """
 
     def __init__(
@@ -174,9 +175,11 @@ class TrainingSession:
         console_log_level: str = "INFO",
         app_data_root: str | Path | None = None,
         extra_hooks: Sequence[Hook] = (),
+        stop_signals: Sequence[Callable[[], bool]] = (),
     ) -> None:
         self.cfg = copy.deepcopy(cfg)
         self.extra_hooks = list(extra_hooks)
+        self.stop_signals = list(stop_signals)
         self.app_data_root = Path(app_data_root or Path(cfg.work_dir).parent)
         self.run_id = run_id
         self.resume_from = str(resume_from) if resume_from else None
@@ -224,6 +227,14 @@ class TrainingSession:
                 self._state = SessionState.STOPPING
         logger.info("session %s: stop requested", self.run_id)
         return True
+
+    def _should_stop(self) -> bool:
+        """The stop predicate of the StopHook: Stop pressed, or an outside signal (the platform
+        stopping the app) — which takes the same graceful path."""
+        if not self._stop_event.is_set() and any(signal() for signal in self.stop_signals):
+            logger.info("session %s: the app is stopping, stopping the run", self.run_id)
+            self.request_stop()
+        return self._stop_event.is_set()
 
     @property
     def stop_requested(self) -> bool:
@@ -351,7 +362,7 @@ class TrainingSession:
         runner.register_hook(self._nonfinite)
         runner.register_hook(_PhaseHook(self))
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
-        runner.register_hook(StopHook(self._stop_event.is_set))
+        runner.register_hook(StopHook(self._should_stop))
         for hook in self.extra_hooks:
             runner.register_hook(hook)
         return runner

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from requests_toolbelt import MultipartDecoder, MultipartEncoder
+from supervisely.annotation.annotation import Annotation
 
 PREFIX = "/public/api/v3/"
 PER_PAGE = 5  # small, so that pagination is exercised with test-sized projects
@@ -91,6 +92,8 @@ class SuperviselyState:
             if (path / "img").is_dir():
                 for img in sorted((path / "img").iterdir()):
                     ann = json.loads((path / "ann" / f"{img.name}.json").read_text())
+                    # stored as the server stores what the SDK uploads (subpixel coordinates)
+                    ann = Annotation._to_subpixel_coordinate_system_json(ann)
                     project.images.append(
                         RemoteImage(self.new_id(), img.name, ds.id, img.read_bytes(), ann, _now())
                     )
@@ -113,9 +116,15 @@ class SuperviselyState:
                 image.data, image.updated_at = data, _now()
         project.updated_at = _now()
 
-    def fail(self, method: str, status: int, times: int = 1) -> None:
-        """The next ``times`` calls of ``method`` answer ``status`` (e.g. 500, 403)."""
-        self._faults.setdefault(method, []).extend([status] * times)
+    def fail(self, method: str, status: int, times: int = 1, after: int = 0) -> None:
+        """After ``after`` more good calls, the next ``times`` calls of ``method`` answer
+        ``status`` (e.g. 500, 403)."""
+        self._faults.setdefault(method, []).extend([None] * after + [status] * times)
+
+    def heal(self) -> None:
+        """No more injected failures."""
+        with self.lock:
+            self._faults.clear()
 
     def take_fault(self, method: str) -> int | None:
         with self.lock:

@@ -18,7 +18,7 @@ from supervisely.app.widgets import (
 from src import zoo
 
 COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
-RUN_COLUMNS = ["run", "model", "epoch", "iteration", "saved", "last mAP"]
+RUN_COLUMNS = ["run", "where", "model", "epoch", "iteration", "saved", "last mAP"]
 TAB_PRETRAINED, TAB_CUSTOM, TAB_RESUME = "Pretrained", "Custom weights", "Resume"
 
 
@@ -107,6 +107,7 @@ class ModelStep:
         rows = [
             [
                 r["run_id"],
+                r["where"],
                 r["model"],
                 f"{r['epoch']}/{r['max_epochs']}",
                 str(r["iteration"]),

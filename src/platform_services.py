@@ -1,0 +1,51 @@
+"""The platform's services for the controller, built from an ``sly.Api`` (no environment reads).
+
+Team Files as the artifact store, the project resolver that downloads a run's project (cached by
+id and update time), and the step after a verified upload that shows the run's folder as the
+task's output, as the platform's guide for training apps does it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.dataset import DatasetError
+from src.project import LocalProject, download_project, open_local_project
+from src.storage import TeamFilesArtifactStore
+
+
+@dataclass
+class PlatformServices:
+    store: TeamFilesArtifactStore
+    resolve_project: Callable[[int | None, str], LocalProject]
+    set_output: Callable[[str], None]
+
+
+def platform_services(
+    api: Any, team_id: int, task_id: int, projects_cache: str | Path, backoff_s: float = 2.0
+) -> PlatformServices:
+    """Args: the client, the team whose Team Files hold artifacts, this app's task id, where
+    downloaded projects are cached, the first wait between upload retries."""
+    store = TeamFilesArtifactStore(api, team_id, backoff_s=backoff_s)
+
+    def resolve_project(project_id: int | None, project_dir: str) -> LocalProject:
+        if project_id is None:
+            return open_local_project(project_dir)
+        try:
+            return download_project(api, int(project_id), projects_cache)
+        except DatasetError:
+            raise
+        except Exception as exc:  # network, permissions: say which project and why
+            raise DatasetError(f"downloading project {project_id} failed: {exc}") from None
+
+    def set_output(remote_dir: str) -> None:
+        """``set_output_directory`` with the id of the run's ``config.py``, as the seed does."""
+        file_id = store.file_id(f"{remote_dir}/config.py")
+        if file_id is None:
+            raise RuntimeError(f"{remote_dir}/config.py is not in Team Files")
+        api.task.set_output_directory(task_id, file_id, remote_dir)
+
+    return PlatformServices(store, resolve_project, set_output)
