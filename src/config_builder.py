@@ -200,13 +200,15 @@ def parse_config_text(text: str) -> Config:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         try:
-            return Config.fromfile(path)
+            parsed = Config.fromfile(path)
         except Exception as exc:  # exec of user code: anything can go wrong
             raise ConfigError(
                 f"{type(exc).__name__}: {exc}", line=_config_error_line(exc)
             ) from None
     finally:
         os.unlink(path)
+    # not tied to the temporary file, which is gone (mmengine re-reads a config's filename)
+    return Config(parsed.to_dict(), cfg_text=text)
 
 
 def _config_error_line(exc: BaseException) -> int | None:

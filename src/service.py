@@ -69,6 +69,8 @@ class TrainRequest:
     keep_empty_images: bool = True
     cache_dir: str | None = None
     run_id: str | None = None
+    project_id: int | None = None  # the platform project it was downloaded from
+    project_name: str | None = None  # its name on the platform (the folder is a cache key)
 
 
 @dataclass
@@ -108,7 +110,9 @@ def prepare(request: TrainRequest) -> Prepared:
     problems: list[str] = []
     project = None
     try:
-        project = open_local_project(request.project_dir)
+        project = open_local_project(
+            request.project_dir, name=request.project_name, project_id=request.project_id
+        )
     except DatasetError as exc:
         problems.append(str(exc))
 

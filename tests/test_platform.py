@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.checkpoints import load_checkpoint_file
 from src.config_builder import TrainParams
 from src.controller import SyncPolicy, TrainingController
 from src.platform_services import platform_services
@@ -167,6 +168,8 @@ def _request(project, **params) -> TrainRequest:
     values = dict(HYPER, **params)
     return TrainRequest(
         project_dir=str(project.directory),
+        project_id=project.project_id,
+        project_name=project.name,
         app_data_dir="",
         model="rtmdet_tiny_8xb32-300e_coco",
         classes=list(project.classes),
@@ -206,8 +209,7 @@ def _platform_controller(fake, app_data: Path, **kwargs) -> TrainingController:
 
 
 def _final_weights(path: Path) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return checkpoint["state_dict"]
+    return load_checkpoint_file(path)["state_dict"]
 
 
 @pytest.mark.slow

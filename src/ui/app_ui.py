@@ -91,6 +91,8 @@ class AppUI:
         )
         return TrainRequest(
             project_dir=str(self.project.directory),
+            project_id=self.project.project_id,
+            project_name=self.project.name,
             app_data_dir=str(self.controller.app_data_dir),
             model=None if custom else model["model"],
             base_config_file=model["config_path"] if custom else None,
