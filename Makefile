@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= artifacts/demo_project
 ARGS ?=
 
-.PHONY: setup train app test test-fast lint format bench clean
+.PHONY: setup train app test test-fast lint format bench check-image-deps clean
 
 setup:
 	@bash scripts/setup.sh
@@ -32,12 +32,15 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench docker
+	$(VENV)/bin/ruff format --check src tests bench docker
 
 format: setup
-	$(VENV)/bin/ruff format src tests bench
-	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench docker
+	$(VENV)/bin/ruff check --fix src tests bench docker
+
+check-image-deps: setup
+	bash scripts/check_image_deps.sh
 
 bench: setup
 	$(PY) bench/dataset_prep.py
