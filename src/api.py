@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from src.controller import TrainingController, request_from_json
+from src.project import LocalProject
 from src.service import RequestError
 from src.trainer import SessionBusyError
 
@@ -27,7 +28,11 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> JSON
     return JSONResponse({"error": message, "problems": problems or [message]}, status_code=status)
 
 
-def build_router(controller: TrainingController) -> APIRouter:
+def build_router(
+    controller: TrainingController, default_project: LocalProject | None = None
+) -> APIRouter:
+    """The routes; ``default_project`` trains when a request names no project (on the platform:
+    the project the app was started from)."""
     router = APIRouter(prefix="/api")
 
     @router.post("/train")
@@ -41,7 +46,8 @@ def build_router(controller: TrainingController) -> APIRouter:
                 epochs = (body.get("hyperparameters") or {}).get("epochs")
                 run_id = controller.resume(body.get("resume") or None, epochs=epochs)
             else:
-                run_id = controller.start(request_from_json(body, str(controller.app_data_dir)))
+                request = request_from_json(body, str(controller.app_data_dir), default_project)
+                run_id = controller.start(request)
         except SessionBusyError as exc:
             return _error(409, str(exc))
         except RequestError as exc:

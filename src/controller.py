@@ -259,8 +259,8 @@ class TrainingController:
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until the current run has ended and its artifacts are uploaded."""
         watcher = self._watcher
-        if watcher is not None:
-            watcher.join(timeout)
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout)  # (the watcher itself ends the app on the platform)
         return self.status()
 
     # ------------------------------------------------------------------ internals
@@ -357,8 +357,12 @@ class TrainingController:
                         prepared.work_dir)  # fmt: skip
 
 
-def request_from_json(body: dict[str, Any], app_data_dir: str) -> TrainRequest:
-    """The HTTP API's JSON → TrainRequest; unknown or ill-typed fields → RequestError."""
+def request_from_json(
+    body: dict[str, Any], app_data_dir: str, default_project: Any = None
+) -> TrainRequest:
+    """The HTTP API's JSON → TrainRequest; unknown or ill-typed fields → RequestError.
+
+    Without ``project`` in the body, ``default_project`` (a ``LocalProject``) trains."""
     from dataclasses import fields
 
     from src.config_builder import TrainParams
@@ -401,12 +405,15 @@ def request_from_json(body: dict[str, Any], app_data_dir: str) -> TrainRequest:
                 val_items=spec.get("val_items"),
                 description=str(spec.get("description", "from the request")),
             )
-    if not body.get("project"):
+    if not body.get("project") and default_project is None:
         problems.append("project is required: a local Supervisely project directory")
     if problems:
         raise RequestError(problems)
+    use_default = not body.get("project")
     return TrainRequest(
-        project_dir=str(body["project"]),
+        project_dir=str(default_project.directory if use_default else body["project"]),
+        project_id=default_project.project_id if use_default else None,
+        project_name=default_project.name if use_default else None,
         app_data_dir=app_data_dir,
         model=body.get("model"),
         config_text=body.get("config"),

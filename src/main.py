@@ -79,7 +79,7 @@ def create_app() -> sly.Application:
     ui = AppUI(project, controller)
     application = sly.Application(layout=ui.layout)
     holder["app"] = application
-    application.get_server().include_router(build_router(controller))
+    application.get_server().include_router(build_router(controller, default_project=project))
     application.call_before_shutdown(controller.shutdown)
     application.ui = ui  # for tests and debugging
     application.controller = controller

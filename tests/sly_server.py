@@ -70,6 +70,7 @@ class SuperviselyState:
         self.projects: dict[int, RemoteProject] = {}
         self.outputs: dict[int, dict] = {}  # task id -> output set with tasks.output.set
         self.calls: list[str] = []  # every method called, in order
+        self.app_content_updates = 0
         self._faults: dict[str, list[int]] = {}
         self._file_ids: dict[str, int] = {}
         self._next_id = 1000
@@ -223,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def m_instance_version(self, body: dict) -> None:
-        self._json({"version": "6.14.0"})
+        self._json({"version": "99.0.0"})  # newer than any SDK's minimum
 
     # ---------------------------------------------------------------- projects
     def _project(self, project_id: int) -> RemoteProject:
@@ -373,6 +374,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(404, f"file {body['id']} not found")
 
     # ---------------------------------------------------------------- tasks
+    def m_tasks_app_v2_data_set(self, body: dict) -> None:
+        """The running app pushes its widgets' state and data to the platform."""
+        self.state.app_content_updates += 1
+        self._json({"success": True})
+
     def m_tasks_output_set(self, body: dict) -> None:
         self.state.outputs[int(body["taskId"])] = body["output"]
         self._json({"success": True})

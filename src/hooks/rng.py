@@ -35,7 +35,9 @@ class RngStateHook(Hook):
         metadata = runner.cfg.get("sly_metadata")
         if metadata is not None:
             checkpoint["meta"]["sly_metadata"] = {
-                k: metadata[k] for k in ("model_name", "architecture", "task_type") if k in metadata
+                k: metadata[k]
+                for k in ("model_name", "architecture", "task_type", "project_id", "project_name")
+                if k in metadata
             }
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

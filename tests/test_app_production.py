@@ -1,0 +1,128 @@
+"""The app as the platform runs it (``ENV=production``), against the local Supervisely protocol
+server: the project comes from the server, a run's artifacts go to Team Files, the task output is
+set, the app data is freed, and the app ends itself with ``app.stop()``. The platform's Stop
+(``/sly/shutdown``) mid-run takes the same graceful path. The app process exits, so it runs in a
+subprocess; the protocol server runs in the test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.sly_server import FakeSupervisely
+from tests.test_app_shutdown import ROOT, _free_port
+
+TEAM_ID, TASK_ID, PROJECT_ID = 1, 4242, 77
+BODY = {
+    "model": "rtmdet_tiny_8xb32-300e_coco",
+    "split": {"train": ["train"], "val": ["val"]},
+    "run_id": "prod",
+}
+
+
+@pytest.fixture
+def platform(tmp_path, demo_project):
+    with FakeSupervisely(tmp_path / "team_files") as fake:
+        fake.state.add_project(demo_project, PROJECT_ID)
+        yield fake
+
+
+def _start_app(fake: FakeSupervisely, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = dict(
+        os.environ,
+        ENV="production",
+        SERVER_ADDRESS=fake.address,
+        API_TOKEN="x" * 128,
+        TEAM_ID=str(TEAM_ID),
+        TASK_ID=str(TASK_ID),
+        PROJECT_ID=str(PROJECT_ID),
+        SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        SUPERVISELY_PUBLIC_API_RETRY_SLEEP_SEC="0",
+    )
+    env.pop("PROJECT_DIR", None)
+    log = open(tmp_path / "app.log", "w")  # noqa: SIM115 (closed with the process)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "src.main:app", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{base}/api/status", timeout=2).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    server.kill()
+    raise AssertionError((tmp_path / "app.log").read_text()[-3000:])
+
+
+def _ended(server: subprocess.Popen, tmp_path: Path, timeout: float) -> None:
+    try:
+        server.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        raise AssertionError(
+            "the app did not end: " + (tmp_path / "app.log").read_text()[-3000:]
+        ) from None
+
+
+@pytest.mark.slow
+def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platform, tmp_path):
+    server, base = _start_app(platform, tmp_path)
+    hyper = {"epochs": 2, "train_batch_size": 4, "num_workers": 0, "input_size": 128,
+             "weights": "scratch"}  # fmt: skip
+    response = httpx.post(f"{base}/api/train", json=dict(BODY, hyperparameters=hyper), timeout=60)
+    assert response.status_code == 200, response.text
+    _ended(server, tmp_path, 600)  # app.stop() after the upload ends the process
+
+    remote = platform.state.local("/mmdetection-3")
+    run_dirs = list(remote.glob("prod_*"))
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    assert run_dir.name == f"prod_{platform.state.projects[PROJECT_ID].name}"
+    assert (run_dir / "epoch_2.pth").is_file() and (run_dir / "README.md").is_file()
+    config_tail = (run_dir / "config.py").read_text().rstrip().rsplit("sly_metadata", 1)[1]
+    assert "project_id=77" in config_tail and "task_type='object-detection'" in config_tail
+    state = json.loads((run_dir / "resume" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["project_id"] == PROJECT_ID
+
+    output = platform.state.outputs[TASK_ID]["general"]
+    remote_dir = f"/mmdetection-3/{run_dir.name}"
+    assert output["title"] == remote_dir
+    assert output["titleUrl"].endswith(f"/{platform.state.file_id(remote_dir + '/config.py')}")
+    assert not (tmp_path / "app_data" / "prod").exists()  # verified upload: app data freed
+    # the project came from the server, into the cache keyed by id and update time
+    assert list((tmp_path / "cache" / "train-mmdet3" / "projects").glob("77_*/meta.json"))
+
+
+@pytest.mark.slow
+def test_platform_stop_mid_run_saves_uploads_and_exits(platform, tmp_path):
+    server, base = _start_app(platform, tmp_path)
+    hyper = {"epochs": 50, "train_batch_size": 2, "num_workers": 0, "input_size": 128,
+             "weights": "scratch"}  # fmt: skip
+    response = httpx.post(f"{base}/api/train", json=dict(BODY, hyperparameters=hyper), timeout=60)
+    assert response.status_code == 200, response.text
+    while httpx.get(f"{base}/api/status", timeout=5).json()["iteration"] < 3:
+        time.sleep(0.2)
+    with contextlib.suppress(httpx.TransportError):  # it may end before it answers
+        httpx.post(f"{base}/sly/shutdown", json={}, timeout=300)
+    _ended(server, tmp_path, 300)
+
+    run_dir = next(platform.state.local("/mmdetection-3").glob("prod_*"))
+    state = json.loads((run_dir / "resume" / "state.json").read_text())
+    assert state["iteration"] >= 3 and state["epoch"] < 50  # stopped at a batch boundary
+    assert (run_dir / "resume" / state["checkpoint"]).is_file()
+    assert TASK_ID in platform.state.outputs
+    assert "stopped" in (run_dir / "README.md").read_text()
