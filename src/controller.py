@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from src.checkpoints import find_resumable_runs
+from src.checkpoints import CheckpointError, ResumableRun, find_resumable_runs
 from src.hooks.metrics import MetricsSink
 from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
 from src.service import (
@@ -229,21 +229,26 @@ class TrainingController:
         """
         with self._lock:
             self._refuse_if_busy()
-            local = {r.run_id for r in find_resumable_runs(self.app_data_dir)}
-            if target is not None and target not in local and not target.endswith(".pth"):
-                remote = {r.run_id: r for r in find_remote_runs(self.store)}
-                if target in remote:
-                    logger.info("fetching run %s from %s", target, remote[target].remote_dir)
-                    try:
-                        fetch_remote_run(self.store, remote[target], self.app_data_dir)
-                    except (UploadError, OSError) as exc:
-                        raise RequestError([f"cannot fetch run {target}: {exc}"]) from None
-            run = resolve_resumable(self.app_data_dir, target)
+            run = self.locate(target)
             prepared = prepare_resume(
                 run, epochs=epochs, project_resolver=self.project_resolver,
                 cache_dir=self.cache_dir,
             )  # fmt: skip
             return self._launch(prepared, resume_from=str(run.checkpoint))
+
+    def locate(self, target: str | None) -> ResumableRun:
+        """The resumable run ``target`` names (None: the newest) in app data; a run that is only
+        in the store (Team Files) is downloaded into app data first."""
+        local = {r.run_id for r in find_resumable_runs(self.app_data_dir)}
+        if target is not None and target not in local and not target.endswith(".pth"):
+            remote = {r.run_id: r for r in find_remote_runs(self.store)}
+            if target in remote:
+                logger.info("fetching run %s from %s", target, remote[target].remote_dir)
+                try:
+                    fetch_remote_run(self.store, remote[target], self.app_data_dir)
+                except (UploadError, OSError, CheckpointError) as exc:
+                    raise RequestError([f"cannot fetch run {target}: {exc}"]) from None
+        return resolve_resumable(self.app_data_dir, target)
 
     def stop(self) -> bool:
         """Ask the current run to stop at the next batch; False when nothing is running."""

@@ -69,6 +69,44 @@ def wait_state(client, states, timeout=300) -> dict:
     raise AssertionError(f"never reached {states}: {status}")
 
 
+def locked(client, card: str) -> bool:
+    return state(client)[card]["disabled"]["disabled"]
+
+
+def test_steps_unlock_in_order_and_stay_open(ui):
+    client, _, _ = ui
+    cards = ["card_task", "card_model", "card_classes", "card_split", "card_aug", "card_hp"]
+    assert not locked(client, "card_project")
+    assert all(locked(client, card) for card in cards + ["card_config", "card_training"])
+    post(client, "/next_1/button_clicked_cb")
+    assert not locked(client, "card_task") and locked(client, "card_model")
+    post(client, "/next_2/button_clicked_cb")
+    post(client, "/next_3/button_clicked_cb")
+    assert not locked(client, "card_classes") and locked(client, "card_split")
+    # a step that is not done says why and opens nothing
+    st = state(client)
+    st["classes_select"]["value"] = []
+    post(client, "/next_4/button_clicked_cb", st)
+    assert "no classes selected" in data(client)["next_4_msg"]["text"]
+    assert locked(client, "card_split")
+    st = state(client)
+    st["classes_select"]["value"] = ["square", "circle", "triangle"]
+    post(client, "/next_4/button_clicked_cb", st)
+    post(client, "/next_5/button_clicked_cb")
+    post(client, "/next_6/button_clicked_cb")
+    assert not any(locked(client, card) for card in cards)
+    assert locked(client, "card_config")  # until the config is composed
+    # an earlier step can be changed again: the task switch still lists its zoo
+    st = state(client)
+    st["task_radio"]["value"] = "instance-segmentation"
+    post(client, "/task_radio/value_changed", st)
+    assert any(item["value"] == "RTMDet-Ins" for item in data(client)["model_arch"]["items"])
+    st = state(client)
+    st["task_radio"]["value"] = "object-detection"
+    post(client, "/task_radio/value_changed", st)
+    assert not locked(client, "card_hp")
+
+
 def test_steps_show_the_project_zoo_and_classes(ui):
     client, _, _ = ui
     d = data(client)

@@ -19,7 +19,6 @@ from src.service import (
     TrainRequest,
     new_run_id,
     prepare,
-    resolve_resumable,
 )
 from src.trainer import SessionBusyError
 from src.ui.augmentations import AugmentationsStep
@@ -58,9 +57,20 @@ class AppUI:
             self.input, self.task, self.model, self.classes, self.split,
             self.augmentations, self.hyper, self.config, self.training,
         ]  # fmt: skip
-        cards = [step.card for step in self.steps]
-        cards.insert(7, Container([self.compose_button, self.message]))
+        # steps 1-6 end with "Next", step 7 with "Compose config": each unlocks what follows
+        self.next_buttons = [Button("Next", widget_id=f"next_{n}") for n in range(1, 7)]
+        self.next_messages = [Text("", widget_id=f"next_{n}_msg") for n in range(1, 7)]
+        cards = []
+        for n, step in enumerate(self.steps, start=1):
+            cards.append(step.card)
+            if n <= 6:
+                cards.append(Container([self.next_buttons[n - 1], self.next_messages[n - 1]]))
+            elif n == 7:
+                cards.append(Container([self.compose_button, self.message]))
         self.layout = Container(cards, widget_id="layout")
+        self.unlocked = 1  # steps 1..unlocked are open; every open step can be changed again
+        for n, step in enumerate(self.steps[1:], start=2):
+            step.card.lock(f"Finish step {n - 1} first (Next)")
         self.config.card.lock("Compose the config first (button above)")
         self.training.card.lock("Compose the config first")
         self._wire()
@@ -104,6 +114,39 @@ class AppUI:
         )
 
     # ------------------------------------------------------------------ actions
+    def step_problems(self, n: int) -> list[str]:
+        """What keeps step ``n`` (1-based) from being done."""
+        if n == 3:
+            return self.model.problems()
+        if n == 4:
+            return self.classes.problems()
+        if n == 5:
+            try:
+                self.split.split(seed=int(self.hyper.seed.get_value()))
+            except DatasetError as exc:
+                return [str(exc)]
+        return []
+
+    def next_step(self, n: int) -> bool:
+        """Step ``n`` is done: open step n+1 (resuming a run opens Training at once)."""
+        message = self.next_messages[n - 1]
+        problems = self.step_problems(n)
+        if problems:
+            message.set("; ".join(problems), "error")
+            return False
+        message.set("", "text")
+        if n == 3 and self.model.mode == TAB_RESUME:
+            self.training.card.unlock()
+            message.set("resuming uses the run's own config: press Start training", "info")
+            return True
+        self.unlock_through(n + 1)
+        return True
+
+    def unlock_through(self, n: int) -> None:
+        for step in self.steps[self.unlocked : n]:
+            step.card.unlock()
+        self.unlocked = max(self.unlocked, n)
+
     def compose(self) -> bool:
         """Compose the config from the settings into the Editor (edits are never overwritten)."""
         if self.model.mode == TAB_RESUME:
@@ -122,17 +165,16 @@ class AppUI:
         )
         self.config.composed(prepared.config_text)
         self.message.set(f"config composed for {prepared.model_name}", "success")
-        self.config.card.unlock()
-        self.training.card.unlock()
+        self.unlock_through(len(self.steps))  # every setting was just validated
         return True
 
     def start(self) -> str | None:
         """Start (or resume) training; returns the run id, or None with a message shown."""
         try:
             if self.model.mode == TAB_RESUME:
-                run = resolve_resumable(self.controller.app_data_dir, self.model.selected_run())
                 if self.controller.busy:
                     raise SessionBusyError("a run is still in progress: stop it first")
+                run = self.controller.locate(self.model.selected_run())  # fetched if in Team Files
                 self.training.restore_history(run.work_dir)  # before new points arrive
                 run_id = self.controller.resume(run.run_id)
             else:
@@ -159,6 +201,9 @@ class AppUI:
         return run_id
 
     def _wire(self) -> None:
+        for n, button in enumerate(self.next_buttons, start=1):
+            button.click(lambda n=n: self.next_step(n))
+
         @self.task.radio.value_changed
         def _task_changed(value: str) -> None:
             self.model.set_task(value)

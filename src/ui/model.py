@@ -32,8 +32,13 @@ class ModelStep:
         self.architecture = Select([], filterable=True, widget_id="model_arch")
         self.table = RadioTable(COLUMNS, [["-"] * len(COLUMNS)], widget_id="model_table")
         self.pretrained = Checkbox("Start from the COCO-pretrained weights", True, "model_pre")
-        self.weights_path = Input(placeholder="path to a checkpoint (.pth)", widget_id="model_w")
-        self.config_path = Input(placeholder="its config.py", widget_id="model_cfg")
+        self.weights_path = Input(
+            placeholder="checkpoint (.pth): a local path or a Team Files path (/mmdetection-3/...)",
+            widget_id="model_w",
+        )
+        self.config_path = Input(
+            placeholder="its config.py (local or Team Files)", widget_id="model_cfg"
+        )
         self.runs = RadioTable(RUN_COLUMNS, [["-"] * len(RUN_COLUMNS)], widget_id="model_runs")
         self.refresh = Button("Refresh", button_size="small", widget_id="model_runs_refresh")
         self.message = Text("", widget_id="model_message")
