@@ -70,14 +70,15 @@ def wait_state(client, states, timeout=300) -> dict:
 
 
 def locked(client, card: str) -> bool:
-    return state(client)[card]["disabled"]["disabled"]
+    disabled = state(client)[card]["disabled"]  # a bool until the card is first locked
+    return bool(disabled["disabled"] if isinstance(disabled, dict) else disabled)
 
 
 def test_steps_unlock_in_order_and_stay_open(ui):
     client, _, _ = ui
     cards = ["card_task", "card_model", "card_classes", "card_split", "card_aug", "card_hp"]
     assert not locked(client, "card_project")
-    assert all(locked(client, card) for card in cards + ["card_config", "card_training"])
+    assert all(locked(client, card) for card in [*cards, "card_config", "card_training"])
     post(client, "/next_1/button_clicked_cb")
     assert not locked(client, "card_task") and locked(client, "card_model")
     post(client, "/next_2/button_clicked_cb")
