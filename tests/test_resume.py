@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,14 @@ def test_ctrl_c_stops_gracefully_and_the_cli_resumes_bit_exactly(demo_project, t
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "split" in listing.stdout
+    # the stopped run's state was uploaded with its artifacts: with the app data gone (another
+    # machine), `runs --team-files` lists it and `--resume` fetches it from there
+    remote = subprocess.run(
+        [sys.executable, "-m", "src.cli", "runs", "--team-files", str(team)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "split" in remote.stdout and "/mmdetection-3/split_" in remote.stdout
+    shutil.rmtree(app / "split")
 
     resumed = subprocess.run(
         [sys.executable, "-m", "src.cli", "train", "--resume", "split", "--app-data", str(app),
@@ -154,7 +163,7 @@ def test_ctrl_c_stops_gracefully_and_the_cli_resumes_bit_exactly(demo_project, t
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming run split" in resumed.stdout
+    assert "downloading run split" in resumed.stdout and "resuming run split" in resumed.stdout
     assert_same_weights(app / "straight" / "epoch_2.pth", app / "split" / "epoch_2.pth")
 
 
