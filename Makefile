@@ -46,6 +46,7 @@ bench: setup
 	$(PY) bench/dataset_prep.py
 	$(PY) bench/overhead.py
 	$(PY) bench/ui_latency.py
+	$(PY) bench/sync.py
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache

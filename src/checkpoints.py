@@ -252,18 +252,24 @@ def peek_checkpoint(path: str | Path) -> dict:
 
 
 def last_val_metrics(work_dir: Path) -> dict[str, float]:
+    """The newest validation mAPs a run logged (``*/vis_data/scalars.json``)."""
+    lines: list[str] = []
+    for scalars in sorted(Path(work_dir).glob("*/vis_data/scalars.json")):
+        lines += scalars.read_text(encoding="utf-8").splitlines()
+    return val_metrics_in(lines)
+
+
+def val_metrics_in(lines: list[str]) -> dict[str, float]:
+    """The last validation mAPs in mmengine's scalar log lines (unparsable lines skipped)."""
     metrics: dict[str, float] = {}
-    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
-        for line in scalars.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            found = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("coco/")}
-            if found:
-                metrics = {
-                    k: float(v) for k, v in found.items() if k.endswith(("mAP", "_50", "_75"))
-                }
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        found = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("coco/")}
+        if found:
+            metrics = {k: float(v) for k, v in found.items() if k.endswith(("mAP", "_50", "_75"))}
     return metrics
 
 

@@ -62,15 +62,10 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def snapshot_run_state(work_dir: str | Path, dest: str | Path, run_id: str) -> dict[str, Any]:
-    """Copy the run's resumable state into ``dest`` (cleared first); returns ``state.json``.
-
-    Raises :class:`CheckpointError` when the run has no resumable checkpoint yet.
-    """
-    from src.checkpoints import last_val_metrics
-
+def collect_run_files(work_dir: str | Path, dest: str | Path, checkpoint: Path) -> None:
+    """The files of a snapshot into ``dest`` (cleared first): the checkpoint (hard-linked), the
+    run's config and its logged scalars. Cheap enough for the training thread."""
     work_dir, dest = Path(work_dir), Path(dest)
-    checkpoint, meta, _ = newest_resumable_checkpoint(work_dir)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -81,10 +76,22 @@ def snapshot_run_state(work_dir: str | Path, dest: str | Path, run_id: str) -> d
         with open(dest / SCALARS_FILE, "wb") as out:
             for path in scalars:  # one file per session of the run, oldest first
                 out.write(path.read_bytes())
+
+
+def write_state(dest: str | Path, checkpoint_name: str, run_id: str) -> dict[str, Any]:
+    """Describe a collected snapshot in ``state.json``; raises :class:`CheckpointError` when its
+    checkpoint cannot resume."""
+    from src.checkpoints import peek_checkpoint, val_metrics_in
+
+    dest = Path(dest)
+    checkpoint = dest / checkpoint_name
+    meta = peek_checkpoint(checkpoint)
+    scalars = dest / SCALARS_FILE
+    lines = scalars.read_text(encoding="utf-8").splitlines() if scalars.is_file() else []
     metadata = meta.get("sly_metadata") or {}
     state = {
         "run_id": run_id,
-        "checkpoint": checkpoint.name,
+        "checkpoint": checkpoint_name,
         "model_name": metadata.get("model_name", "?"),
         "task": metadata.get("task_type"),
         "project_id": metadata.get("project_id"),
@@ -93,10 +100,20 @@ def snapshot_run_state(work_dir: str | Path, dest: str | Path, run_id: str) -> d
         "iteration": int(meta.get("iter", 0)),
         "max_epochs": int(meta.get("max_epochs", 0)),
         "saved_at": checkpoint.stat().st_mtime,
-        "last_metrics": last_val_metrics(work_dir),
+        "last_metrics": val_metrics_in(lines),
     }
     (dest / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
     return state
+
+
+def snapshot_run_state(work_dir: str | Path, dest: str | Path, run_id: str) -> dict[str, Any]:
+    """The run's newest resumable state, collected and described in ``dest``.
+
+    Raises :class:`CheckpointError` when the run has no resumable checkpoint yet.
+    """
+    checkpoint, _, _ = newest_resumable_checkpoint(work_dir)
+    collect_run_files(work_dir, dest, checkpoint)
+    return write_state(dest, checkpoint.name, run_id)
 
 
 def publish_state(store: ArtifactStore, snapshot: str | Path, remote_run_dir: str) -> None:

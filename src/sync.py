@@ -1,14 +1,14 @@
 """Copy a run's newest checkpoint to Team Files in the background while it trains.
 
-The agent's disk does not outlive the agent. ``CheckpointSync`` takes snapshots (hard links, so
-taking one costs no copy and mmengine may delete its file meanwhile) and uploads the newest one in
-its own thread; training never waits on the network. When snapshots come faster than uploads,
-only the newest pending one is uploaded.
+The agent's disk does not outlive the agent. ``CheckpointSync`` takes snapshots on the training
+thread — only hard links and two small files, so taking one costs no copy and mmengine may delete
+its checkpoint meanwhile — and does everything else in its own thread: reading the checkpoint's
+meta, writing ``state.json``, uploading. Training never waits on the network. When snapshots come
+faster than uploads, only the newest pending one is uploaded.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -16,8 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.checkpoints import CheckpointError
-from src.remote_runs import publish_state, snapshot_run_state
+from src.remote_runs import collect_run_files, publish_state, write_state
 from src.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class CheckpointSync:
         self.scratch_dir = Path(scratch_dir)
         self.run_id = run_id
         self.status = SyncStatus()
-        self._pending: Path | None = None
+        self._pending: tuple[Path, str] | None = None  # (snapshot dir, checkpoint name)
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
@@ -70,16 +69,18 @@ class CheckpointSync:
             self._last_key = key
             self._counter += 1
             dest = self.scratch_dir / f"snapshot_{self._counter}"
+        if newest is None or newest.name.startswith("best_"):
+            return False
         try:
-            snapshot_run_state(work_dir, dest, self.run_id)
-        except (CheckpointError, OSError) as exc:
+            collect_run_files(work_dir, dest, newest)
+        except OSError as exc:
             logger.warning("checkpoint sync: no snapshot of %s (%s)", work_dir, exc)
             shutil.rmtree(dest, ignore_errors=True)
             return False
         with self._cond:
             if self._pending is not None:  # superseded before it was uploaded
-                shutil.rmtree(self._pending, ignore_errors=True)
-            self._pending = dest
+                shutil.rmtree(self._pending[0], ignore_errors=True)
+            self._pending = (dest, newest.name)
             self._cond.notify_all()
         return True
 
@@ -98,11 +99,11 @@ class CheckpointSync:
                     self._cond.wait()
                 if self._pending is None:
                     return
-                snapshot, self._pending = self._pending, None
+                (snapshot, checkpoint), self._pending = self._pending, None
                 self._busy = True
             try:
+                state = write_state(snapshot, checkpoint, self.run_id)
                 publish_state(self.store, snapshot, self.remote_run_dir)
-                state = json.loads((snapshot / "state.json").read_text(encoding="utf-8"))
                 self.status.synced_iteration = int(state["iteration"])
                 self.status.synced_at = time.time()
                 self.status.uploads += 1
