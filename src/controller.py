@@ -26,6 +26,7 @@ from src.service import (
     RequestError,
     TrainRequest,
     local_project_resolver,
+    new_run_id,
     prepare,
     prepare_resume,
     resolve_resumable,
@@ -76,6 +77,8 @@ class TrainingController:
         run_context: a context each run's wait-and-upload runs in (``app.handle_stop``, so the
             platform's shutdown waits for the upload).
         on_run_end: called with the outcome after the upload (``app.stop()`` on the platform).
+        run_id_base: how new runs are named (on the platform: the task id, so artifacts go to
+            ``/mmdetection-3/<task_id>_<project>``); default a timestamp.
     """
 
     def __init__(
@@ -91,7 +94,9 @@ class TrainingController:
         stop_signals: Sequence[Callable[[], bool]] = (),
         run_context: Callable[[], AbstractContextManager] | None = None,
         on_run_end: Callable[[RunOutcome], None] | None = None,
+        run_id_base: str | None = None,
     ) -> None:
+        self.run_id_base = run_id_base
         self.stop_signals = list(stop_signals)
         self.run_context = run_context
         self.on_run_end = on_run_end
@@ -205,11 +210,15 @@ class TrainingController:
             raise RequestError([f"cannot download the {purpose} {path}: {exc}"]) from None
         return str(local)
 
+    def new_run_id(self) -> str:
+        return new_run_id(self.app_data_dir, base=self.run_id_base)
+
     def start(self, request: TrainRequest) -> str:
         """Validate, compose and start a new run; returns its id."""
         from dataclasses import replace
 
         request.app_data_dir = str(self.app_data_dir)
+        request.run_id = request.run_id or self.new_run_id()
         request.cache_dir = request.cache_dir or self.cache_dir
         with self._lock:
             self._refuse_if_busy()

@@ -46,9 +46,8 @@ def create_app() -> sly.Application:
     holder: dict[str, sly.Application] = {}
     if sly.is_production():
         api = sly.Api.from_env()
-        services = platform_services(
-            api, sly.env.team_id(), sly.env.task_id(), _cache_dir("projects")
-        )
+        task_id = sly.env.task_id()
+        services = platform_services(api, sly.env.team_id(), task_id, _cache_dir("projects"))
         project = services.resolve_project(sly.env.project_id(), "")
 
         def end_app(outcome: RunOutcome) -> None:
@@ -66,6 +65,7 @@ def create_app() -> sly.Application:
             stop_signals=[lambda: holder["app"].is_stopped()],
             run_context=lambda: holder["app"].handle_stop(graceful=True),
             on_run_end=end_app,
+            run_id_base=str(task_id),
         )
     else:
         project_dir = os.environ.get("PROJECT_DIR")

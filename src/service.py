@@ -93,9 +93,10 @@ class Prepared:
         return Path(self.cfg.work_dir)
 
 
-def new_run_id(app_data_dir: str | Path | None = None) -> str:
-    """A timestamp; with ``app_data_dir``, suffixed (``_2``, ...) until no run folder has it."""
-    base = time.strftime("%Y%m%d_%H%M%S")
+def new_run_id(app_data_dir: str | Path | None = None, base: str | None = None) -> str:
+    """``base`` (on the platform: the task id) or a timestamp; with ``app_data_dir``, suffixed
+    (``_2``, ...) until no run folder has it."""
+    base = base or time.strftime("%Y%m%d_%H%M%S")
     if app_data_dir is None:
         return base
     run_id, n = base, 1

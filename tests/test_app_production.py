@@ -24,7 +24,6 @@ TEAM_ID, TASK_ID, PROJECT_ID = 1, 4242, 77
 BODY = {
     "model": "rtmdet_tiny_8xb32-300e_coco",
     "split": {"train": ["train"], "val": ["val"]},
-    "run_id": "prod",
 }
 
 
@@ -88,10 +87,10 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platf
     _ended(server, tmp_path, 600)  # app.stop() after the upload ends the process
 
     remote = platform.state.local("/mmdetection-3")
-    run_dirs = list(remote.glob("prod_*"))
+    run_dirs = list(remote.iterdir())
     assert len(run_dirs) == 1
-    run_dir = run_dirs[0]
-    assert run_dir.name == f"prod_{platform.state.projects[PROJECT_ID].name}"
+    run_dir = run_dirs[0]  # named after the task, as the platform's apps do
+    assert run_dir.name == f"{TASK_ID}_{platform.state.projects[PROJECT_ID].name}"
     assert (run_dir / "epoch_2.pth").is_file() and (run_dir / "README.md").is_file()
     config_tail = (run_dir / "config.py").read_text().rstrip().rsplit("sly_metadata", 1)[1]
     assert "project_id=77" in config_tail and "task_type='object-detection'" in config_tail
@@ -102,7 +101,7 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platf
     remote_dir = f"/mmdetection-3/{run_dir.name}"
     assert output["title"] == remote_dir
     assert output["titleUrl"].endswith(f"/{platform.state.file_id(remote_dir + '/config.py')}")
-    assert not (tmp_path / "app_data" / "prod").exists()  # verified upload: app data freed
+    assert not (tmp_path / "app_data" / str(TASK_ID)).exists()  # verified upload: freed
     # the project came from the server, into the cache keyed by id and update time
     assert list((tmp_path / "cache" / "train-mmdet3" / "projects").glob("77_*/meta.json"))
 
@@ -120,7 +119,7 @@ def test_platform_stop_mid_run_saves_uploads_and_exits(platform, tmp_path):
         httpx.post(f"{base}/sly/shutdown", json={}, timeout=300)
     _ended(server, tmp_path, 300)
 
-    run_dir = next(platform.state.local("/mmdetection-3").glob("prod_*"))
+    run_dir = next(platform.state.local("/mmdetection-3").glob(f"{TASK_ID}_*"))
     state = json.loads((run_dir / "resume" / "state.json").read_text())
     assert state["iteration"] >= 3 and state["epoch"] < 50  # stopped at a batch boundary
     assert (run_dir / "resume" / state["checkpoint"]).is_file()

@@ -17,7 +17,6 @@ from src.project import LocalProject
 from src.service import (
     RequestError,
     TrainRequest,
-    new_run_id,
     prepare,
 )
 from src.trainer import SessionBusyError
@@ -50,7 +49,7 @@ class AppUI:
         self.config = ConfigStep()
         self.training = TrainingStep()
         controller.sinks.append(self.training)
-        self.next_run_id = new_run_id(controller.app_data_dir)  # the composed work dir's name
+        self.next_run_id = controller.new_run_id()  # the composed work dir's name
         self.compose_button = Button("Compose config", widget_id="compose")
         self.message = Text("", widget_id="compose_message")
         self.steps = [
@@ -195,7 +194,7 @@ class AppUI:
             problems = getattr(exc, "problems", [str(exc)])
             self.training.status.set("not started: " + "; ".join(problems), "error")
             return None
-        self.next_run_id = new_run_id(self.controller.app_data_dir)  # names the next run
+        self.next_run_id = self.controller.new_run_id()  # names the next run
         self.training.status.set(f"run {run_id} started", "info")
         self.training.watch(self.controller)
         return run_id
