@@ -337,22 +337,17 @@ def _store(args: argparse.Namespace):
     """(artifact store, project resolver): Team Files of ``--team-id`` through the API
     (``SERVER_ADDRESS``/``API_TOKEN``), else the local folder standing in for it."""
     from src.service import local_project_resolver
-    from src.storage import LocalArtifactStore, TeamFilesArtifactStore
+    from src.storage import LocalArtifactStore
 
     if getattr(args, "team_id", None) is None:
         return LocalArtifactStore(args.team_files or DEFAULT_TEAM_FILES), local_project_resolver
     import supervisely as sly
 
-    from src.project import download_project
+    from src.platform_services import platform_services
 
-    api = sly.Api.from_env()
-
-    def resolve(project_id: int | None, project_dir: str):
-        if project_id is None or Path(project_dir or "").is_dir():
-            return local_project_resolver(project_id, project_dir)
-        return download_project(api, int(project_id), Path(DEFAULT_CACHE).parent / "projects")
-
-    return TeamFilesArtifactStore(api, args.team_id), resolve
+    projects = Path(DEFAULT_CACHE).parent / "projects"
+    services = platform_services(sly.Api.from_env(), args.team_id, None, projects)
+    return services.store, services.resolve_project
 
 
 def _fetch_if_remote(store, app_data: str, target: str) -> None:
@@ -371,43 +366,44 @@ def _fetch_if_remote(store, app_data: str, target: str) -> None:
             return
 
 
-def _print_remote_runs(args: argparse.Namespace) -> int:
-    from src.remote_runs import find_remote_runs
-
-    store, _ = _store(args)
-    runs = find_remote_runs(store)
-    if not runs:
-        print(f"no resumable runs in {store.describe('/mmdetection-3')}")
-        return 0
-    print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} folder")
-    for run in runs:
-        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.saved_at))
-        print(
-            f"{run.run_id:<24} {run.model_name:<36} {f'{run.epoch}/{run.max_epochs}':>9} "
-            f"{run.iteration:>7}  {saved:<19} {run.remote_dir}"
-        )
-    print("\nresume with: python -m src.cli train --resume RUN_ID [--team-files DIR|--team-id N]")
-    return 0
+def _print_runs(rows: list[tuple[str, str, str, int, float, str]], last: str) -> None:
+    """(run, model, epoch/max, iteration, saved at, last column) rows as a table."""
+    print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} {last}")
+    for run_id, model, epoch, iteration, saved_at, extra in rows:
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved_at))
+        print(f"{run_id:<24} {model:<36} {epoch:>9} {iteration:>7}  {saved:<19} {extra}")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from src.checkpoints import find_resumable_runs
+    from src.remote_runs import find_remote_runs
 
     if args.team_files is not None or args.team_id is not None:
-        return _print_remote_runs(args)
+        store, _ = _store(args)
+        remote = find_remote_runs(store)
+        if not remote:
+            print(f"no resumable runs in {store.describe('/mmdetection-3')}")
+            return 0
+        _print_runs(
+            [(r.run_id, r.model_name, f"{r.epoch}/{r.max_epochs}", r.iteration, r.saved_at,
+              r.remote_dir) for r in remote],
+            "folder",
+        )  # fmt: skip
+        print(
+            "\nresume with: python -m src.cli train --resume RUN_ID [--team-files DIR|--team-id N]"
+        )
+        return 0
     runs = find_resumable_runs(_app_data(args))
     if not runs:
         print(f"no resumable runs in {_app_data(args)}")
         return 0
-    print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} mAP")
+    rows = []
     for run in runs:
-        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.saved_at))
         m_ap = run.last_metrics.get("bbox_mAP", run.last_metrics.get("segm_mAP"))
         where = f"{run.epoch}/{run.max_epochs}" + ("*" if run.mid_epoch else "")
-        print(
-            f"{run.run_id:<24} {run.model_name:<36} {where:>9} {run.iteration:>7}  {saved:<19} "
-            f"{'-' if m_ap is None else f'{m_ap:.3f}'}"
-        )
+        rows.append((run.run_id, run.model_name, where, run.iteration, run.saved_at,
+                     "-" if m_ap is None else f"{m_ap:.3f}"))  # fmt: skip
+    _print_runs(rows, "mAP")
     print("\n* stopped mid-epoch; resume with: python -m src.cli train --resume [RUN_ID]")
     return 0
 

@@ -25,10 +25,15 @@ class PlatformServices:
 
 
 def platform_services(
-    api: Any, team_id: int, task_id: int, projects_cache: str | Path, backoff_s: float = 2.0
+    api: Any,
+    team_id: int,
+    task_id: int | None,
+    projects_cache: str | Path,
+    backoff_s: float = 2.0,
 ) -> PlatformServices:
-    """Args: the client, the team whose Team Files hold artifacts, this app's task id, where
-    downloaded projects are cached, the first wait between upload retries."""
+    """Args: the client, the team whose Team Files hold artifacts, this app's task id (None
+    headless: no task output to set), where downloaded projects are cached, the first wait
+    between upload retries."""
     store = TeamFilesArtifactStore(api, team_id, backoff_s=backoff_s)
 
     def resolve_project(project_id: int | None, project_dir: str) -> LocalProject:
@@ -43,6 +48,8 @@ def platform_services(
 
     def set_output(remote_dir: str) -> None:
         """``set_output_directory`` with the id of the run's ``config.py``, as the seed does."""
+        if task_id is None:
+            return
         file_id = store.file_id(f"{remote_dir}/config.py")
         if file_id is None:
             raise RuntimeError(f"{remote_dir}/config.py is not in Team Files")
