@@ -77,13 +77,18 @@ def _ended(server: subprocess.Popen, tmp_path: Path, timeout: float) -> None:
         ) from None
 
 
+def _train(base: str, epochs: int, batch_size: int) -> None:
+    """POST /api/train with no project: the app's own project trains."""
+    hyper = {"epochs": epochs, "train_batch_size": batch_size, "num_workers": 0,
+             "input_size": 128, "weights": "scratch"}  # fmt: skip
+    response = httpx.post(f"{base}/api/train", json=dict(BODY, hyperparameters=hyper), timeout=60)
+    assert response.status_code == 200, response.text
+
+
 @pytest.mark.slow
 def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platform, tmp_path):
     server, base = _start_app(platform, tmp_path)
-    hyper = {"epochs": 2, "train_batch_size": 4, "num_workers": 0, "input_size": 128,
-             "weights": "scratch"}  # fmt: skip
-    response = httpx.post(f"{base}/api/train", json=dict(BODY, hyperparameters=hyper), timeout=60)
-    assert response.status_code == 200, response.text
+    _train(base, epochs=2, batch_size=4)
     _ended(server, tmp_path, 600)  # app.stop() after the upload ends the process
 
     remote = platform.state.local("/mmdetection-3")
@@ -109,10 +114,7 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platf
 @pytest.mark.slow
 def test_platform_stop_mid_run_saves_uploads_and_exits(platform, tmp_path):
     server, base = _start_app(platform, tmp_path)
-    hyper = {"epochs": 50, "train_batch_size": 2, "num_workers": 0, "input_size": 128,
-             "weights": "scratch"}  # fmt: skip
-    response = httpx.post(f"{base}/api/train", json=dict(BODY, hyperparameters=hyper), timeout=60)
-    assert response.status_code == 200, response.text
+    _train(base, epochs=50, batch_size=2)
     while httpx.get(f"{base}/api/status", timeout=5).json()["iteration"] < 3:
         time.sleep(0.2)
     with contextlib.suppress(httpx.TransportError):  # it may end before it answers
