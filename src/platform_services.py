@@ -7,6 +7,7 @@ task's output, as the platform's guide for training apps does it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from src.dataset import DatasetError
 from src.project import LocalProject, download_project, open_local_project
 from src.storage import TeamFilesArtifactStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,8 +42,14 @@ def platform_services(
     def resolve_project(project_id: int | None, project_dir: str) -> LocalProject:
         if project_id is None:
             return open_local_project(project_dir)
+        done = [0]
+
+        def progress(n: int) -> None:  # the download's progress in the task log
+            done[0] += n
+            logger.info("project %s: %d images downloaded", project_id, done[0])
+
         try:
-            return download_project(api, int(project_id), projects_cache)
+            return download_project(api, int(project_id), projects_cache, progress=progress)
         except DatasetError:
             raise
         except Exception as exc:  # network, permissions: say which project and why

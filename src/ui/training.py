@@ -132,6 +132,11 @@ class TrainingStep:
             text += f" — resumable from {Path(status['stopped_checkpoint']).name} (Resume tab)"
         if status.get("uploading") and state in ("finished", "stopped"):
             text += " — uploading artifacts"
+        sync = status.get("sync") or {}
+        if sync.get("synced_iteration") is not None:
+            text += f" — Team Files holds the checkpoint of iteration {sync['synced_iteration']}"
+        if sync.get("last_error"):
+            text += f" — checkpoint sync failed (retried next epoch): {sync['last_error']}"
         self.status.set(text, "error" if state == "failed" else "text")
         work_dir = status.get("work_dir")
         if work_dir:
@@ -142,7 +147,8 @@ class TrainingStep:
         outcome = status.get("outcome")
         if outcome:
             if outcome.get("artifacts"):
-                self.artifacts.set(f"artifacts: {outcome['artifacts']}", "success")
+                note = f"; {outcome['output_error']}" if outcome.get("output_error") else ""
+                self.artifacts.set(f"artifacts: {outcome['artifacts']}{note}", "success")
             elif outcome.get("upload_error"):
                 self.artifacts.set(
                     f"upload failed: {outcome['upload_error']}; the files stay in "
