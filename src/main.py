@@ -40,7 +40,18 @@ def _cache_dir(name: str) -> str:
     return os.path.join(root, "train-mmdet3", name)
 
 
+def _route_logs_to_the_task_log() -> None:
+    """The app's own log lines (download progress, sync, uploads) through the SDK's logger
+    handlers, so they appear in the platform's task log in its format."""
+    import logging
+
+    ours = logging.getLogger("src")
+    ours.setLevel(logging.INFO)
+    ours.handlers = list(sly.logger.handlers)  # still propagates: test log capture sees them
+
+
 def create_app() -> sly.Application:
+    _route_logs_to_the_task_log()
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
     app_data = sly.app.get_synced_data_dir()
     holder: dict[str, sly.Application] = {}
