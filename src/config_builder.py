@@ -175,18 +175,40 @@ class RunSpec:
 # --------------------------------------------------------------------------- text round trip
 
 
+# Supervisely's artifacts parser (supervisely.nn.artifacts.MMDetection3) reads the project name
+# between the first quotes of config.py's last line, and the task type from the third line from
+# the end, with "_" read as " ". So these keys close ``sly_metadata``, in this order.
+_METADATA_TAIL = ("task_type", "project_id", "project_name")
+
+
 def config_to_text(cfg: Config) -> str:
     """The config as Python text (what the Editor shows and what trains).
 
-    mmengine sorts keys when it formats a config; ``sly_metadata`` is formatted on its own and
-    appended, so it stays the last key, where Supervisely's artifacts parser reads it.
+    ``sly_metadata`` is written last, one key per line, ending with task type, project id and
+    project name, where the platform's artifacts parser reads them (see ``_METADATA_TAIL``).
     """
     data = cfg.to_dict()
     metadata = data.pop("sly_metadata", None)
     text = Config(data).pretty_text.rstrip("\n") + "\n"
     if metadata is not None:
-        text += Config({"sly_metadata": metadata}).pretty_text.rstrip("\n") + "\n"
+        text += _metadata_text(dict(metadata))
     return text
+
+
+def _metadata_text(metadata: dict[str, Any]) -> str:
+    if "task_type" in metadata:  # the parser's form: object_detection, instance_segmentation
+        metadata["task_type"] = str(metadata["task_type"]).replace("-", "_")
+    metadata.setdefault("project_name", "")
+    order = [k for k in metadata if k not in _METADATA_TAIL]
+    order += [k for k in _METADATA_TAIL if k in metadata]
+    lines = [f"    {key}={metadata[key]!r}," for key in order]
+    lines[-1] = lines[-1][:-1] + ")"
+    return "sly_metadata = dict(\n" + "\n".join(lines) + "\n"
+
+
+def task_of(metadata: dict[str, Any] | None, default: str = "object-detection") -> str:
+    """The task named in ``sly_metadata`` (written as ``object_detection`` for the platform)."""
+    return str((metadata or {}).get("task_type") or default).replace("_", "-")
 
 
 def parse_config_text(text: str) -> Config:

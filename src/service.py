@@ -39,6 +39,7 @@ from src.config_builder import (
     parse_config_text,
     relocate_run,
     replan_epochs,
+    task_of,
 )
 from src.dataset import DatasetError
 from src.project import LocalProject, Split, default_split, open_local_project
@@ -391,7 +392,7 @@ def prepare_resume(
     relocate_run(cfg, run.work_dir, project.directory, cache_dir)
     recorded = metadata.get("train_params") or {}
     params = TrainParams(
-        task=metadata.get("task_type", "object-detection"),
+        task=task_of(metadata),
         classes=tuple(metadata.get("classes") or ()),
         epochs=int(cfg.train_cfg.max_epochs),
         seed=int(recorded.get("seed", 0)),

@@ -86,7 +86,9 @@ def _train(base: str, epochs: int, batch_size: int) -> None:
 
 
 @pytest.mark.slow
-def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platform, tmp_path):
+def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
+    platform, tmp_path, monkeypatch
+):
     server, base = _start_app(platform, tmp_path)
     _train(base, epochs=2, batch_size=4)
     _ended(server, tmp_path, 600)  # app.stop() after the upload ends the process
@@ -98,7 +100,7 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platf
     assert run_dir.name == f"{TASK_ID}_{platform.state.projects[PROJECT_ID].name}"
     assert (run_dir / "epoch_2.pth").is_file() and (run_dir / "README.md").is_file()
     config_tail = (run_dir / "config.py").read_text().rstrip().rsplit("sly_metadata", 1)[1]
-    assert "project_id=77" in config_tail and "task_type='object-detection'" in config_tail
+    assert "project_id=77" in config_tail and "task_type='object_detection'" in config_tail
     state = json.loads((run_dir / "resume" / "state.json").read_text())
     assert state["epoch"] == 2 and state["project_id"] == PROJECT_ID
 
@@ -109,6 +111,19 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(platf
     assert not (tmp_path / "app_data" / str(TASK_ID)).exists()  # verified upload: freed
     # the project came from the server, into the cache keyed by id and update time
     assert list((tmp_path / "cache" / "train-mmdet3" / "projects").glob("77_*/meta.json"))
+
+    # the platform's own parser of MMDetection 3 runs (what the serving app lists) reads the run
+    from supervisely.nn.artifacts import MMDetection3
+
+    monkeypatch.setenv("SERVER_ADDRESS", platform.address)
+    monkeypatch.setenv("API_TOKEN", "x" * 128)
+    [info] = MMDetection3(TEAM_ID).get_list()
+    assert info.task_id == str(TASK_ID) and info.artifacts_folder == remote_dir
+    assert info.task_type == "object detection"
+    assert info.project_name == platform.state.projects[PROJECT_ID].name
+    assert info.config_path == f"{remote_dir}/config.py"
+    assert {c.name for c in info.checkpoints} >= {"epoch_2.pth"}
+    assert all(c.path.count("/") == 3 for c in info.checkpoints)  # not resume/'s full state
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from src.config_builder import (
     compose_from_zoo,
     config_to_text,
     parse_config_text,
+    task_of,
 )
 
 CLASSES = ("square", "circle", "triangle")
@@ -122,10 +123,16 @@ def test_sly_metadata_is_the_last_key_of_the_text(tmp_path):
     top_level = [line for line in text.splitlines() if line and not line[0].isspace()]
     assert top_level[-1].startswith("sly_metadata = dict(")
     meta = parse_config_text(text).sly_metadata
-    assert meta.task_type == "object-detection"
+    assert task_of(meta) == "object-detection"
     assert meta.model_name == "rtmdet_tiny_8xb32-300e_coco"
     assert meta.architecture == "RTMDet"
     assert meta.project_name == "demo" and meta.project_id == 7
+    # where Supervisely's MMDetection 3 artifacts parser looks: the project name between the
+    # first quotes of the last line, the task type ("_" read as " ") on the third line from it
+    lines = text.rstrip("\n").splitlines()
+    assert lines[-1].split("'")[1] == "demo"
+    assert lines[-3].split("'")[1].replace("_", " ") == "object detection"
+    assert config_to_text(parse_config_text(text)) == text  # stable through the Editor
 
 
 def test_text_round_trip_builds_the_same_runner(tmp_path):
