@@ -309,7 +309,12 @@ class TrainingController:
             extra_hooks=hooks,
             stop_signals=self.stop_signals,
         )
-        session.start()
+        try:
+            session.start()
+        except BaseException:
+            if self._syncer is not None:
+                self._syncer.close()
+            raise
         self._session, self._prepared, self.outcome = session, prepared, None
         self._active = True
         self._watcher = threading.Thread(
