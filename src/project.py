@@ -129,6 +129,8 @@ def _download_into(
     from supervisely.api.api import ApiContext
     from supervisely.project.project import Dataset
 
+    from src.checkpoints import write_bytes_atomic, write_text_atomic
+
     root.mkdir(parents=True, exist_ok=True)
     meta_json = api.project.get_meta(project_id)
     meta = ProjectMeta.from_json(meta_json)
@@ -152,10 +154,10 @@ def _download_into(
             for image, content, ann in zip(batch, data, anns, strict=True):
                 if ann.image_id != image.id:
                     raise DatasetError(f"annotation of image {ann.image_id} came for {image.id}")
-                _write_atomic(ds_dir / "img" / image.name, content)
-                _write_atomic(ds_dir / "ann" / f"{image.name}.json", json.dumps(ann.annotation))
+                write_bytes_atomic(content, ds_dir / "img" / image.name)
+                write_text_atomic(ds_dir / "ann" / f"{image.name}.json", json.dumps(ann.annotation))
                 record = {"id": image.id, "name": image.name, "updated_at": str(image.updated_at)}
-                _write_atomic(ds_dir / "img_info" / f"{image.name}.json", json.dumps(record))
+                write_text_atomic(ds_dir / "img_info" / f"{image.name}.json", json.dumps(record))
             if progress is not None:
                 progress(len(batch))
         names = {i.name for i in images}
@@ -179,15 +181,6 @@ def _is_downloaded(ds_dir: Path, name: str, updated_at: str) -> bool:
         return False
     files = (ds_dir / "img" / name, ds_dir / "ann" / f"{name}.json")
     return done and all(f.is_file() for f in files)
-
-
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def default_split(project: LocalProject, val_fraction: float = 0.2, seed: int = 0) -> Split:

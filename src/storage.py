@@ -138,13 +138,9 @@ class LocalArtifactStore:
 
     def upload_file(self, local_path: str | Path, remote_path: str) -> None:
         target = self._local(remote_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.uploading{os.getpid()}")
         try:
-            shutil.copyfile(local_path, tmp)
-            os.replace(tmp, target)
+            _copy_atomic(Path(local_path), target)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise UploadError(f"copying {local_path} to {target} failed ({exc})") from None
 
     def download(self, remote_path: str, local_path: str | Path) -> Path:
@@ -161,10 +157,14 @@ class LocalArtifactStore:
 
 
 def _copy_atomic(source: Path, target: Path) -> Path:
+    """Copy beside the target, then rename: a reader never sees half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
