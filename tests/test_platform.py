@@ -19,7 +19,7 @@ from src.platform_services import platform_services
 from src.project import Split, download_project
 from src.remote_runs import find_remote_runs
 from src.service import TrainRequest
-from src.storage import LocalArtifactStore, TeamFilesArtifactStore, UploadError
+from src.storage import LocalArtifactStore, RemoteFile, TeamFilesArtifactStore, UploadError
 from tests.sly_server import FakeSupervisely
 
 PROJECT_ID, TEAM_ID, TASK_ID = 77, 1, 4242
@@ -122,6 +122,23 @@ def test_upload_verified_and_stale_files_removed(fake, tmp_path):
         f"{remote}/weights.pth": 5000,
         f"{remote}/logs/run.log": 4,
     }
+
+
+def test_local_store_has_the_same_methods_as_team_files(tmp_path):
+    """The headless stand-in: one file up, listed with its size, down again, removed."""
+    store = LocalArtifactStore(tmp_path / "team")
+    source = tmp_path / "w.pth"
+    source.write_bytes(b"w" * 300)
+    store.upload_file(source, "/mmdetection-3/1_p/resume/w.pth")
+    assert store.list("/mmdetection-3/1_p") == [RemoteFile("/mmdetection-3/1_p/resume/w.pth", 300)]
+    back = store.download("/mmdetection-3/1_p/resume/w.pth", tmp_path / "back" / "w.pth")
+    assert back.read_bytes() == b"w" * 300
+    store.remove("/mmdetection-3/1_p/resume/w.pth")
+    assert not store.exists("/mmdetection-3/1_p/resume/w.pth")
+    with pytest.raises(FileNotFoundError):
+        store.download("/mmdetection-3/1_p/resume/w.pth", tmp_path / "again.pth")
+    with pytest.raises(ValueError, match="outside"):
+        store.upload_file(source, "/../escape.pth")
 
 
 def test_upload_retries_after_server_errors(fake, tmp_path):
