@@ -213,8 +213,18 @@ class TrainingController:
     def new_run_id(self) -> str:
         return new_run_id(self.app_data_dir, base=self.run_id_base)
 
-    def start(self, request: TrainRequest) -> str:
-        """Validate, compose and start a new run; returns its id."""
+    def policy(self, every_epochs: int | None) -> SyncPolicy | None:
+        """The app's sync policy with its epoch interval replaced (0: by epochs off)."""
+        if every_epochs is None:
+            return self.sync
+        minutes = self.sync.every_minutes if self.sync else None
+        if not every_epochs and minutes is None:
+            return None
+        return SyncPolicy(every_epochs=every_epochs or None, every_minutes=minutes)
+
+    def start(self, request: TrainRequest, sync_every_epochs: int | None = None) -> str:
+        """Validate, compose and start a new run; returns its id. ``sync_every_epochs``
+        overrides the app's checkpoint-sync interval for this run (0: off)."""
         from dataclasses import replace
 
         request.app_data_dir = str(self.app_data_dir)
@@ -228,9 +238,14 @@ class TrainingController:
                 weights = self.fetch(request.params.weights_path, "checkpoint")
                 request.params = replace(request.params, weights_path=weights)
             prepared = prepare(request)
-            return self._launch(prepared, resume_from=None)
+            return self._launch(prepared, None, self.policy(sync_every_epochs))
 
-    def resume(self, target: str | None = None, epochs: int | None = None) -> str:
+    def resume(
+        self,
+        target: str | None = None,
+        epochs: int | None = None,
+        sync_every_epochs: int | None = None,
+    ) -> str:
         """Continue a run (default: the newest); returns its id.
 
         ``target`` is a run id or checkpoint in app data, or a run id whose state is only in the
@@ -243,7 +258,7 @@ class TrainingController:
                 run, epochs=epochs, project_resolver=self.project_resolver,
                 cache_dir=self.cache_dir,
             )  # fmt: skip
-            return self._launch(prepared, resume_from=str(run.checkpoint))
+            return self._launch(prepared, str(run.checkpoint), self.policy(sync_every_epochs))
 
     def locate(self, target: str | None) -> ResumableRun:
         """The resumable run ``target`` names (None: the newest) in app data; a run that is only
@@ -285,9 +300,9 @@ class TrainingController:
                 f"run {run_id} is still in progress: stop it or wait for it to finish"
             )
 
-    def _launch(self, prepared: Prepared, resume_from: str | None) -> str:
+    def _launch(self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None) -> str:
         hooks, self._syncer = [], None
-        if self.sync is not None:
+        if sync is not None:
             from src.hooks.sync import CheckpointSyncHook
 
             self._syncer = CheckpointSync(
@@ -296,9 +311,7 @@ class TrainingController:
                 self.app_data_dir / "_sync" / prepared.run_id,
                 prepared.run_id,
             )
-            hooks.append(
-                CheckpointSyncHook(self._syncer, self.sync.every_epochs, self.sync.every_minutes)
-            )
+            hooks.append(CheckpointSyncHook(self._syncer, sync.every_epochs, sync.every_minutes))
         session = TrainingSession(
             prepared.cfg,
             prepared.run_id,

@@ -153,6 +153,7 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     choose_rtmdet(client)
     st = set_small_run(state(client))
     st["classes_select"]["value"] = ["square", "circle", "triangle"]
+    st["hp_sync"]["value"] = 1  # copy each epoch's checkpoint to (the local) Team Files
     post(client, "/compose/button_clicked_cb", st)
     assert "config composed" in data(client)["compose_message"]["text"]
     st = state(client)
@@ -198,6 +199,8 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     post(client, "/train_stop/button_clicked_cb")
     status = wait_state(client, {"stopped"})
     stopped_at = status["iteration"]
+    app.ui.training.wait(30)
+    assert "Team Files holds the checkpoint of iteration" in data(client)["train_status"]["text"]
     work_dir = root / "app_data" / run_id
     trained = (work_dir / "config.py").read_text()
     assert "max_keep_ckpts=7" in trained  # the edited text is what trains

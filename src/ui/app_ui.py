@@ -45,7 +45,8 @@ class AppUI:
         self.classes = ClassesStep(str(project.directory), project.classes)
         self.split = SplitStep(project)
         self.augmentations = AugmentationsStep()
-        self.hyper = HyperparametersStep()
+        default_sync = controller.sync.every_epochs if controller.sync else 0
+        self.hyper = HyperparametersStep(sync_every_epochs=default_sync or 0)
         self.config = ConfigStep()
         self.training = TrainingStep()
         controller.sinks.append(self.training)
@@ -175,7 +176,9 @@ class AppUI:
                     raise SessionBusyError("a run is still in progress: stop it first")
                 run = self.controller.locate(self.model.selected_run())  # fetched if in Team Files
                 self.training.restore_history(run.work_dir)  # before new points arrive
-                run_id = self.controller.resume(run.run_id)
+                run_id = self.controller.resume(
+                    run.run_id, sync_every_epochs=self.hyper.sync_every_epochs()
+                )
             else:
                 if not self.compose():
                     return None
@@ -189,7 +192,9 @@ class AppUI:
                 request.run_id = self.next_run_id
                 request.config_text = self.config.edited_text
                 self.training.reset_charts()
-                run_id = self.controller.start(request)
+                run_id = self.controller.start(
+                    request, sync_every_epochs=self.hyper.sync_every_epochs()
+                )
         except (RequestError, SessionBusyError, ConfigError) as exc:
             problems = getattr(exc, "problems", [str(exc)])
             self.training.status.set("not started: " + "; ".join(problems), "error")

@@ -21,7 +21,9 @@ def _select(values, default: str, widget_id: str) -> Select:
 
 
 class HyperparametersStep:
-    def __init__(self) -> None:
+    """Args: sync_every_epochs: the app's default for copying checkpoints to Team Files."""
+
+    def __init__(self, sync_every_epochs: int = 0) -> None:
         d = TrainParams()
         self.epochs = _number(d.epochs, "hp_epochs", 1)
         self.train_batch = _number(d.train_batch_size, "hp_train_bs", 1)
@@ -42,6 +44,7 @@ class HyperparametersStep:
         self.amp = Checkbox("Mixed precision (AMP, GPU)", False, "hp_amp")
         self.device = _select(["cpu", "cuda:0"], "cpu", "hp_device")
         self.seed = _number(d.seed, "hp_seed", 0)
+        self.sync_epochs = _number(sync_every_epochs, "hp_sync", 0)
         self.preview_button = Button(
             "Preview LR schedule", button_size="small", widget_id="hp_lr_btn"
         )
@@ -63,6 +66,7 @@ class HyperparametersStep:
             (self.val_interval, "Validate every N epochs"),
             (self.device, "Device"),
             (self.seed, "Seed"),
+            (self.sync_epochs, "Copy the newest checkpoint to Team Files every N epochs (0: off)"),
         ]
         self.card = Card(
             "7. Hyperparameters",
@@ -114,6 +118,9 @@ class HyperparametersStep:
             weights_path=weights_path,
             device=self.device.get_value(),
         )
+
+    def sync_every_epochs(self) -> int:
+        return int(self.sync_epochs.get_value() or 0)
 
     def preview(self) -> list[tuple[int, float]]:
         params = self.params("object-detection", ("x",), "none", "scratch")
