@@ -3,7 +3,8 @@
 On the platform (``ENV=production``): the project the app was started from is downloaded (cached
 by project id and update time), artifacts go to Team Files, the newest checkpoint is copied there
 every ``CHECKPOINT_SYNC_EPOCHS`` epochs (default 1) and/or ``CHECKPOINT_SYNC_MINUTES`` minutes,
-and after a run is uploaded the task output is set and ``app.stop()`` ends the app.
+and after a run is uploaded the task output is set; a finished run ends the app (``app.stop()``),
+a run stopped with the Stop button stays offered for resume until the platform stops the app.
 
 Locally (``make app``): ``PROJECT_DIR`` is the Supervisely project to train on, ``TEAM_FILES_DIR``
 the folder standing in for Team Files (default ``artifacts/team_files``), ``SLY_APP_DATA_DIR``
@@ -62,8 +63,15 @@ def create_app() -> sly.Application:
         project = services.resolve_project(sly.env.project_id(), "")
 
         def end_app(outcome: RunOutcome) -> None:
-            if outcome.state in ("finished", "stopped"):  # a failed run stays on screen
-                holder["app"].stop()
+            """A finished run, or any run when the platform is stopping the app: app.stop().
+            A run stopped with the Stop button (offered for resume) or a failed one (its error
+            on screen) keeps the app up; the graceful-stop wait is released so that a later
+            platform stop is not held by a run that is over."""
+            app = holder["app"]
+            if outcome.state == "finished" or app.is_stopped():
+                app.stop()
+            else:
+                app.handle_stop(graceful=False)  # the wait is satisfied; nothing is raised
 
         controller = TrainingController(
             app_data,

@@ -127,18 +127,41 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
 
 
 @pytest.mark.slow
-def test_platform_stop_mid_run_saves_uploads_and_exits(platform, tmp_path):
+def test_stop_button_offers_resume_then_platform_stop_saves_uploads_and_exits(platform, tmp_path):
+    """Stop (the button / API): the run is uploaded and offered for resume, the app stays up.
+    Resumed, then the platform's Stop mid-run: the same graceful path, and the app ends."""
     server, base = _start_app(platform, tmp_path)
     _train(base, epochs=50, batch_size=2)
-    while httpx.get(f"{base}/api/status", timeout=5).json()["iteration"] < 3:
-        time.sleep(0.2)
+    status = _wait(base, lambda s: s["iteration"] >= 3)
+    assert httpx.post(f"{base}/api/stop", timeout=30).status_code == 200
+    status = _wait(base, lambda s: s["state"] == "stopped" and not s["busy"])
+    first_stop = status["iteration"]
+    time.sleep(2)
+    assert server.poll() is None  # still up: the run is offered for resume
+    runs = httpx.get(f"{base}/api/runs", timeout=60).json()["runs"]
+    assert [(r["run_id"], r["where"]) for r in runs] == [(str(TASK_ID), "Team Files")]
+    assert runs[0]["iteration"] == first_stop
+
+    response = httpx.post(f"{base}/api/train", json={"resume": str(TASK_ID)}, timeout=120)
+    assert response.status_code == 200, response.text
+    _wait(base, lambda s: s["state"] == "training" and s["iteration"] > first_stop + 2)
     with contextlib.suppress(httpx.TransportError):  # it may end before it answers
         httpx.post(f"{base}/sly/shutdown", json={}, timeout=300)
     _ended(server, tmp_path, 300)
 
     run_dir = next(platform.state.local("/mmdetection-3").glob(f"{TASK_ID}_*"))
     state = json.loads((run_dir / "resume" / "state.json").read_text())
-    assert state["iteration"] >= 3 and state["epoch"] < 50  # stopped at a batch boundary
+    assert state["iteration"] > first_stop + 2 and state["epoch"] < 50  # a batch boundary
     assert (run_dir / "resume" / state["checkpoint"]).is_file()
     assert TASK_ID in platform.state.outputs
     assert "stopped" in (run_dir / "README.md").read_text()
+
+
+def _wait(base: str, condition, timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = httpx.get(f"{base}/api/status", timeout=10).json()
+        if condition(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"condition never met: {status}")

@@ -201,7 +201,7 @@ class AppUI:
             return None
         self.next_run_id = self.controller.new_run_id()  # names the next run
         self.training.status.set(f"run {run_id} started", "info")
-        self.training.watch(self.controller)
+        self.training.watch(self.controller, on_end=self.model.refresh_runs)
         return run_id
 
     def _wire(self) -> None:

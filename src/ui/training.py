@@ -105,8 +105,9 @@ class TrainingStep:
                     if "lr" in record:
                         self.lr.add("lr", step, record["lr"])
 
-    def watch(self, controller) -> None:
-        """Poll the controller until the run and its upload end (status line, log tail)."""
+    def watch(self, controller, on_end=None) -> None:
+        """Poll the controller until the run and its upload end (status line, log tail);
+        then call ``on_end`` (the Resume tab refreshes its list)."""
         self.start_button.disable()
         self.stop_button.enable()
 
@@ -117,6 +118,8 @@ class TrainingStep:
                 if status["state"] in ("finished", "stopped", "failed") and not status["busy"]:
                     break
                 time.sleep(1.0)
+            if on_end is not None:
+                on_end()
             self.start_button.enable()
             self.stop_button.disable()
 
