@@ -69,6 +69,17 @@ def wait_state(client, states, timeout=300) -> dict:
     raise AssertionError(f"never reached {states}: {status}")
 
 
+def switch_task_there_and_back(client) -> None:
+    """Instance segmentation lists the segmentation zoo; then back to object detection."""
+    st = state(client)
+    st["task_radio"]["value"] = "instance-segmentation"
+    post(client, "/task_radio/value_changed", st)
+    assert any(item["value"] == "RTMDet-Ins" for item in data(client)["model_arch"]["items"])
+    st = state(client)
+    st["task_radio"]["value"] = "object-detection"
+    post(client, "/task_radio/value_changed", st)
+
+
 def locked(client, card: str) -> bool:
     disabled = state(client)[card]["disabled"]  # a bool until the card is first locked
     return bool(disabled["disabled"] if isinstance(disabled, dict) else disabled)
@@ -98,13 +109,7 @@ def test_steps_unlock_in_order_and_stay_open(ui):
     assert not any(locked(client, card) for card in cards)
     assert locked(client, "card_config")  # until the config is composed
     # an earlier step can be changed again: the task switch still lists its zoo
-    st = state(client)
-    st["task_radio"]["value"] = "instance-segmentation"
-    post(client, "/task_radio/value_changed", st)
-    assert any(item["value"] == "RTMDet-Ins" for item in data(client)["model_arch"]["items"])
-    st = state(client)
-    st["task_radio"]["value"] = "object-detection"
-    post(client, "/task_radio/value_changed", st)
+    switch_task_there_and_back(client)
     assert not locked(client, "card_hp")
 
 
@@ -122,15 +127,8 @@ def test_steps_show_the_project_zoo_and_classes(ui):
     assert [row[0] for row in d["classes_table"]["table_data"]["data"]] == [
         "square", "circle", "triangle",
     ]  # fmt: skip
-    st = state(client)
-    assert st["card_config"]["disabled"]["disabled"]  # locked until composed
-    # switching the task lists the segmentation zoo
-    st["task_radio"]["value"] = "instance-segmentation"
-    post(client, "/task_radio/value_changed", st)
-    assert any(item["value"] == "RTMDet-Ins" for item in data(client)["model_arch"]["items"])
-    st = state(client)
-    st["task_radio"]["value"] = "object-detection"
-    post(client, "/task_radio/value_changed", st)
+    assert state(client)["card_config"]["disabled"]["disabled"]  # locked until composed
+    switch_task_there_and_back(client)
 
 
 def test_invalid_settings_get_clear_messages_and_start_nothing(ui):
