@@ -193,9 +193,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         RequestError,
         TrainRequest,
         dry_run,
+        locate_run,
         prepare,
         prepare_resume,
-        resolve_resumable,
     )
 
     app_data = _app_data(args)
@@ -203,8 +203,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         if args.resume is not None:
             store, resolver = _store(args)
-            _fetch_if_remote(store, app_data, args.resume)
-            run = resolve_resumable(app_data, args.resume or None)
+            run = locate_run(
+                app_data,
+                store,
+                args.resume or None,
+                on_fetch=lambda remote: print(
+                    f"downloading run {remote.run_id} from {store.describe(remote.resume_dir)}"
+                ),
+            )
             prepared = prepare_resume(run, epochs=args.epochs, project_resolver=resolver)
             resume_from = run.checkpoint
             print(
@@ -348,22 +354,6 @@ def _store(args: argparse.Namespace):
     projects = Path(DEFAULT_CACHE).parent / "projects"
     services = platform_services(sly.Api.from_env(), args.team_id, None, projects)
     return services.store, services.resolve_project
-
-
-def _fetch_if_remote(store, app_data: str, target: str) -> None:
-    """``--resume RUN_ID`` of a run that is only in Team Files: download its state first."""
-    from src.checkpoints import find_resumable_runs
-    from src.remote_runs import fetch_remote_run, find_remote_runs
-
-    if not target or target.endswith(".pth"):
-        return
-    if any(r.run_id == target for r in find_resumable_runs(app_data)):
-        return
-    for run in find_remote_runs(store):
-        if run.run_id == target:
-            print(f"downloading run {target} from {store.describe(run.resume_dir)}")
-            fetch_remote_run(store, run, app_data)
-            return
 
 
 def _print_runs(rows: list[tuple[str, str, str, int, float, str]], last: str) -> None:

@@ -17,19 +17,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from src.checkpoints import CheckpointError, ResumableRun, find_resumable_runs
+from src.checkpoints import ResumableRun, find_resumable_runs
 from src.hooks.metrics import MetricsSink
-from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
+from src.remote_runs import find_remote_runs
 from src.service import (
     Prepared,
     ProjectResolver,
     RequestError,
     TrainRequest,
     local_project_resolver,
+    locate_run,
     new_run_id,
     prepare,
     prepare_resume,
-    resolve_resumable,
     upload_run,
 )
 from src.storage import ArtifactStore, UploadError, artifacts_dir
@@ -149,8 +149,9 @@ class TrainingController:
     def history(self) -> dict[str, list[dict[str, Any]]]:
         return self._session.history if self._session else {"train": [], "val": []}
 
-    def runs(self, include_remote: bool = True) -> list[dict[str, Any]]:
+    def runs(self) -> list[dict[str, Any]]:
         """Resumable runs: those in app data, then those only in the store (Team Files)."""
+        local = find_resumable_runs(self.app_data_dir)
         rows = [
             {
                 "run_id": r.run_id,
@@ -164,37 +165,31 @@ class TrainingController:
                 "checkpoint": str(r.checkpoint),
                 "last_metrics": r.last_metrics,
             }
-            for r in find_resumable_runs(self.app_data_dir)
+            for r in local
         ]
-        if include_remote:
-            try:
-                remote = self.remote_runs()
-            except (UploadError, OSError) as exc:
-                logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
-                remote = []
-            rows += [
-                {
-                    "run_id": r.run_id,
-                    "where": "Team Files",
-                    "model": r.model_name,
-                    "epoch": r.epoch,
-                    "max_epochs": r.max_epochs,
-                    "iteration": r.iteration,
-                    "mid_epoch": not r.checkpoint.startswith("epoch_"),
-                    "saved_at": r.saved_at,
-                    "checkpoint": f"{r.resume_dir}/{r.checkpoint}",
-                    "last_metrics": r.last_metrics,
-                }
-                for r in remote
-            ]
+        known = {r.run_id for r in local}
+        try:
+            remote = [r for r in find_remote_runs(self.store) if r.run_id not in known]
+        except (UploadError, OSError) as exc:
+            logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
+            remote = []
+        rows += [
+            {
+                "run_id": r.run_id,
+                "where": "Team Files",
+                "model": r.model_name,
+                "epoch": r.epoch,
+                "max_epochs": r.max_epochs,
+                "iteration": r.iteration,
+                "mid_epoch": not r.checkpoint.startswith("epoch_"),
+                "saved_at": r.saved_at,
+                "checkpoint": f"{r.resume_dir}/{r.checkpoint}",
+                "last_metrics": r.last_metrics,
+            }
+            for r in remote
+        ]
         return rows
 
-    def remote_runs(self) -> list[RemoteRun]:
-        """Runs resumable from the store (Team Files), not counting those in app data."""
-        local = {r.run_id for r in find_resumable_runs(self.app_data_dir)}
-        return [r for r in find_remote_runs(self.store) if r.run_id not in local]
-
-    # ------------------------------------------------------------------ commands
     def fetch(self, path: str, purpose: str) -> str:
         """A local path for ``path``: itself when it is a local file, else downloaded from the
         store (Team Files) into ``<app data>/_custom/``."""
@@ -263,16 +258,12 @@ class TrainingController:
     def locate(self, target: str | None) -> ResumableRun:
         """The resumable run ``target`` names (None: the newest) in app data; a run that is only
         in the store (Team Files) is downloaded into app data first."""
-        local = {r.run_id for r in find_resumable_runs(self.app_data_dir)}
-        if target is not None and target not in local and not target.endswith(".pth"):
-            remote = {r.run_id: r for r in find_remote_runs(self.store)}
-            if target in remote:
-                logger.info("fetching run %s from %s", target, remote[target].remote_dir)
-                try:
-                    fetch_remote_run(self.store, remote[target], self.app_data_dir)
-                except (UploadError, OSError, CheckpointError) as exc:
-                    raise RequestError([f"cannot fetch run {target}: {exc}"]) from None
-        return resolve_resumable(self.app_data_dir, target)
+        return locate_run(
+            self.app_data_dir,
+            self.store,
+            target,
+            on_fetch=lambda run: logger.info("fetching run %s from %s", target, run.remote_dir),
+        )
 
     def stop(self) -> bool:
         """Ask the current run to stop at the next batch; False when nothing is running."""

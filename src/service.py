@@ -43,7 +43,8 @@ from src.config_builder import (
 )
 from src.dataset import DatasetError
 from src.project import LocalProject, Split, default_split, open_local_project
-from src.storage import ArtifactStore, artifacts_dir, run_dir_name
+from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
+from src.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +353,27 @@ def resolve_resumable(app_data_dir: str | Path, target: str | None) -> Resumable
         )
     known = ", ".join(r.run_id for r in runs) or "none"
     raise RequestError([f"no resumable run {target!r} in {app_data_dir} (runs: {known})"])
+
+
+def locate_run(
+    app_data_dir: str | Path,
+    store: ArtifactStore,
+    target: str | None,
+    on_fetch: Callable[[RemoteRun], None] | None = None,
+) -> ResumableRun:
+    """:func:`resolve_resumable`, but a run id that is only in the store (Team Files) is first
+    downloaded into app data (``on_fetch`` is told before)."""
+    if target and not target.endswith(".pth"):
+        local = {r.run_id for r in find_resumable_runs(app_data_dir)}
+        remote = {r.run_id: r for r in find_remote_runs(store)} if target not in local else {}
+        if target in remote:
+            if on_fetch is not None:
+                on_fetch(remote[target])
+            try:
+                fetch_remote_run(store, remote[target], app_data_dir)
+            except (UploadError, OSError, CheckpointError) as exc:
+                raise RequestError([f"cannot fetch run {target}: {exc}"]) from None
+    return resolve_resumable(app_data_dir, target)
 
 
 ProjectResolver = Callable[[int | None, str], LocalProject]
