@@ -50,7 +50,6 @@ class CheckpointSync:
         self.status = SyncStatus()
         self._pending: tuple[Path, str] | None = None  # (snapshot dir, checkpoint name)
         self._cond = threading.Condition()
-        self._busy = False
         self._closed = False
         self._counter = 0
         self._last_key: tuple[str, float] | None = None
@@ -100,7 +99,6 @@ class CheckpointSync:
                 if self._pending is None:
                     return
                 (snapshot, checkpoint), self._pending = self._pending, None
-                self._busy = True
             try:
                 state = write_state(snapshot, checkpoint, self.run_id)
                 publish_state(self.store, snapshot, self.remote_run_dir)
@@ -114,5 +112,3 @@ class CheckpointSync:
                 logger.warning("checkpoint sync to %s failed: %s", self.remote_run_dir, exc)
             finally:
                 shutil.rmtree(snapshot, ignore_errors=True)
-                with self._cond:
-                    self._busy = False
