@@ -8,6 +8,7 @@ non-zero with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -15,6 +16,7 @@ import signal
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 DEFAULT_APP_DATA = "artifacts/app_data"
@@ -33,10 +35,17 @@ def _fail(message: str) -> int:
 
 
 def cmd_demo_project(args: argparse.Namespace) -> int:
-    from src.demo_project import DemoOptions, make_demo_project
+    from src.demo_project import DemoOptions, make_demo_project, make_real_world_project
 
-    path = make_demo_project(args.dir, DemoOptions(images=args.images, seed=args.seed))
-    print(f"demo project with {args.images} images written to {path}")
+    try:
+        if args.real_world:
+            path = make_real_world_project(args.dir, seed=args.seed)
+        else:
+            options = DemoOptions(images=args.images, seed=args.seed, mixed_sizes=not args.square)
+            path = make_demo_project(args.dir, options)
+    except FileExistsError as exc:
+        return _fail(str(exc))
+    print(f"demo project ready in {path}")
     return 0
 
 
@@ -178,6 +187,10 @@ def _print_summary(summary: dict) -> None:
             print(f"{'':<12} {s['images_without_objects']} images without objects ({kept})")
         for reason, n in (s.get("skipped") or {}).items():
             print(f"{'':<12} skipped {n} objects: {reason}")
+    for i, line in enumerate(summary.get("input_shapes") or []):
+        print(f"{'input shapes' if i == 0 else '':<12} {line}")
+    for warning in summary.get("warnings") or []:
+        print(f"warning      {warning}")
     print(f"work dir     {summary['work_dir']}")
 
 
@@ -398,6 +411,39 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- probe
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from src import zoo
+    from src.zoo_probe import probe_in_subprocess
+
+    tasks = [args.task] if args.task else list(zoo.TASKS)
+    wanted = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    jobs = []
+    for task in tasks:
+        if wanted:
+            jobs += [(m, task) for m in wanted if m in {e.model for e in zoo.list_models(task)}]
+        else:
+            jobs += [(e.model, task) for e in zoo.default_models(task)]
+    if not jobs:
+        return _fail(f"no zoo model of {', '.join(tasks)} matches {args.models!r}")
+    print("| architecture | model | passes | needs GPU | why not |")
+    print("|---|---|---|---|---|")
+    results = []
+    for model, task in jobs:
+        result = probe_in_subprocess(model, task, args.project, args.input_size)
+        results.append(result)
+        print(result.row(), flush=True)
+    passed = sum(r.passes for r in results)
+    print(f"\n{passed} of {len(results)} models pass on {args.project}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return (
+        0 if all(r.passes or r.needs_gpu or r.why_not.startswith("needs ") for r in results) else 1
+    )
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -405,10 +451,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    probe = sub.add_parser(
+        "probe",
+        help="check which zoo models train, validate and predict on a project here (one short "
+        "real run per model; a markdown table)",
+    )
+    probe.add_argument("--project", required=True)
+    probe.add_argument(
+        "--task", choices=["object-detection", "instance-segmentation"], help="default: both"
+    )
+    probe.add_argument("--models", help="comma-separated model names (default: each "
+                       "architecture's default model)")  # fmt: skip
+    probe.add_argument("--input-size", type=int, default=160)
+    probe.add_argument("--json", help="also write the results to this file")
+    probe.set_defaults(func=cmd_probe)
+
     demo = sub.add_parser("demo-project", help="write a synthetic Supervisely project")
     demo.add_argument("dir")
     demo.add_argument("--images", type=int, default=160)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--square", action="store_true", help="square 256 px images (default: photo-like sizes)"
+    )
+    demo.add_argument(
+        "--real-world",
+        action="store_true",
+        help="the real-world-shaped project: 1080p to 2048 px, portrait, tiny, grayscale, RGBA, "
+        "EXIF-rotated JPEGs, nested datasets (--images is ignored)",
+    )
     demo.set_defaults(func=cmd_demo_project)
 
     zoo_p = sub.add_parser("zoo", help="list the model zoo")

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from mmengine.config import Config
 
+from src.input_shapes import ensure_stride_padding
 from src.zoo import TASKS, ZooEntry
 
 logger = logging.getLogger(__name__)
@@ -441,7 +442,9 @@ def _set_model(cfg: Config, params: TrainParams) -> None:
     if isinstance(preprocessor, dict) and preprocessor.get("batch_augments"):
         # BatchFixedSizePad / BatchSyncRandomResize assume COCO-sized inputs and large batches.
         preprocessor.pop("batch_augments")
-        preprocessor.setdefault("pad_size_divisor", 32)
+    # Every batch of every pipeline padded to the stride the neck needs (see src.input_shapes):
+    # the zoo's own fixed-size Pad steps are COCO-specific and our pipelines replace them.
+    ensure_stride_padding(model, with_masks=params.task == "instance-segmentation")
     # HTC / SCNet: the semantic branch needs stuff segmentation ground truth we do not have.
     roi_head = model.get("roi_head")
     if isinstance(roi_head, dict):
@@ -501,25 +504,37 @@ def _substitute(node: Any, size: tuple[int, int]) -> Any:
     return node
 
 
+def _fixed_input_size(model_test_pipeline: list[dict]) -> bool:
+    """Whether the zoo model resizes to an exact size (SSD: its last layers need the full input
+    size on both sides, which keep-ratio resizing of a 16:9 photo does not give)."""
+    return any(
+        t.get("type") == "Resize" and t.get("keep_ratio") is False for t in model_test_pipeline
+    )
+
+
 def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool) -> None:
     size = tuple(int(v) for v in params.input_size)
     load_ann = dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True)
     augment = [_substitute(t, size) for t in load_augmentations(params.augmentation)]
+    model_test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or []
+    keep_ratio = not _fixed_input_size(model_test)
+    if not keep_ratio and augment:
+        # crops and down-scaling make images smaller than the size the model needs: pad back
+        augment.append(dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114))))
     train_pipeline = [
         dict(type="LoadImageFromFile"),
         load_ann,
-        dict(type="Resize", scale=size, keep_ratio=True),
+        dict(type="Resize", scale=size, keep_ratio=keep_ratio),
         *augment,
         dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
         dict(type="PackDetInputs"),
     ]
-    model_test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or []
     if any(t.get("type") in _KEEP_MODEL_TEST_PIPELINE_IF for t in model_test):
         test_pipeline = copy.deepcopy(model_test)
     else:
         test_pipeline = [
             dict(type="LoadImageFromFile"),
-            dict(type="Resize", scale=size, keep_ratio=True),
+            dict(type="Resize", scale=size, keep_ratio=keep_ratio),
             dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm),
             dict(
                 type="PackDetInputs",

@@ -42,6 +42,7 @@ from src.config_builder import (
     task_of,
 )
 from src.dataset import DatasetError
+from src.input_shapes import check_input_shapes, padding_problems
 from src.project import LocalProject, Split, default_split, open_local_project
 from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
 from src.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
@@ -258,6 +259,7 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
         "work_dir": str(prepared.work_dir),
     }
     problems = []
+    datasets = {}
     for split in ("train", "val"):
         dataset_cfg = prepared.cfg[f"{split}_dataloader"].dataset
         try:
@@ -267,13 +269,28 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
                 problems.append(f"the {split} split has no images")
             elif dataset.stats.objects == 0:
                 problems.append(f"the {split} split has no objects of the selected classes")
+            else:
+                datasets[split] = dataset
         except Exception as exc:
             problems.append(f"{split} dataset: {exc}")
+    model = None
     try:
         model = MODELS.build(prepared.cfg.model)
         summary["parameters"] = sum(p.numel() for p in model.parameters())
     except Exception as exc:
         problems.append(f"model: {type(exc).__name__}: {exc}")
+    summary["warnings"] = padding_problems(prepared.cfg)
+    if model is not None and not problems:
+        # the project's extreme images through the real pipelines and model, before any training
+        checks = check_input_shapes(model, datasets)
+        summary["input_shapes"] = [check.describe() for check in checks]
+        failed = [check for check in checks if check.error]
+        problems.extend(
+            f"the model cannot take {check.split} image {check.item}: {check.describe()}"
+            for check in failed
+        )
+        if failed:
+            problems.extend(summary["warnings"])  # the likely cause, with what to set
     if problems:
         raise RequestError(problems)
     return summary

@@ -146,6 +146,36 @@ def test_invalid_settings_get_clear_messages_and_start_nothing(ui):
     assert "nothing to stop" in data(client)["train_status"]["text"]
 
 
+def test_editor_warns_when_an_edit_drops_the_stride_padding(ui):
+    """Valid Python, but images that are not stride multiples would crash the model: say so."""
+    client, _, _ = ui
+    choose_rtmdet(client)
+    st = set_small_run(state(client))
+    st["classes_select"]["value"] = ["square", "circle", "triangle"]
+    post(client, "/compose/button_clicked_cb", st)
+    st = state(client)
+    st["cfg_advanced"]["value"] = True
+    post(client, "/cfg_advanced/value_changed", st)
+    post(client, "/cfg_validate/button_clicked_cb")
+    assert data(client)["cfg_result"]["text"] == "the config is valid"
+    st = state(client)
+    assert "pad_size_divisor=32" in st["cfg_editor"]["text"]
+    st["cfg_editor"]["text"] = st["cfg_editor"]["text"].replace(
+        "pad_size_divisor=32", "pad_size_divisor=1"
+    )
+    post(client, "/cfg_validate/button_clicked_cb", st)
+    result = data(client)["cfg_result"]
+    assert result["status"] == "warning"
+    assert result["text"].startswith("the config is valid, but")
+    assert "train_dataloader: images reach the model padded to multiples of 1 px" in result["text"]
+    assert "pad_size_divisor=32" in result["text"]
+    post(client, "/cfg_discard/button_clicked_cb")
+    st = state(client)
+    assert "pad_size_divisor=32" in st["cfg_editor"]["text"]
+    st["cfg_advanced"]["value"] = False
+    post(client, "/cfg_advanced/value_changed", st)
+
+
 def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     client, app, root = ui
     choose_rtmdet(client)

@@ -6,6 +6,7 @@ from supervisely.app.widgets import Button, Card, Container, Editor, Flexbox, Sw
 
 from src.config_builder import ConfigError, parse_config_text
 from src.config_editor import ConfigDraft
+from src.input_shapes import padding_problems
 
 OWNED_NOTE = (
     "The text below is exactly what trains. The app re-applies only what it must own: dataset "
@@ -120,11 +121,16 @@ class ConfigStep:
             self.result.set("nothing composed yet", "warning")
             return False
         try:
-            parse_config_text(self.draft.text)
+            parsed = parse_config_text(self.draft.text)
         except ConfigError as exc:
             self.result.set(f"invalid config: {exc}", "error")
             return False
-        self.result.set("the config is valid", "success")
+        warnings = padding_problems(parsed)
+        if warnings:
+            # it may still train on images that happen to fit: warn, do not refuse
+            self.result.set("the config is valid, but:<br>" + "<br>".join(warnings), "warning")
+        else:
+            self.result.set("the config is valid", "success")
         return True
 
     @property
