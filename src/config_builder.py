@@ -285,8 +285,13 @@ def build_config(
     model_name: str,
     architecture: str,
     weights_url: str | None = None,
+    min_input_size: int = 32,
 ) -> Config:
-    """Compose a trainable config from a model's config (zoo or user) and the user's settings."""
+    """Compose a trainable config from a model's config (zoo or user) and the user's settings.
+
+    ``min_input_size``: the smallest side the model takes (the zoo entry's); above 32, every image
+    is padded to the full input size, so panoramas and tiny images reach it large enough.
+    """
     problems = params.validate()
     if problems:
         raise ConfigError("; ".join(problems))
@@ -294,7 +299,7 @@ def build_config(
     is_segm = params.task == "instance-segmentation"
 
     _set_model(cfg, params)
-    _set_pipelines(cfg, params, is_segm)
+    _set_pipelines(cfg, params, is_segm, min_input_size)
     _set_data(cfg, params, data, run, is_segm)
     _set_schedule(cfg, params)
     _set_hooks(cfg, params, is_segm)
@@ -307,6 +312,7 @@ def build_config(
     metadata = {
         "model_name": model_name,
         "architecture": architecture,
+        "min_input_size": min_input_size,
         "task_type": params.task,
         "project_id": data.project_id,
         "project_name": data.project_name,
@@ -512,20 +518,26 @@ def _fixed_input_size(model_test_pipeline: list[dict]) -> bool:
     )
 
 
-def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool) -> None:
+def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_size: int) -> None:
     size = tuple(int(v) for v in params.input_size)
     load_ann = dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True)
     augment = [_substitute(t, size) for t in load_augmentations(params.augmentation)]
     model_test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or []
     keep_ratio = not _fixed_input_size(model_test)
-    if not keep_ratio and augment:
-        # crops and down-scaling make images smaller than the size the model needs: pad back
-        augment.append(dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114))))
+    # Models with a smallest side (SSD, DDOD, DINO) see the full input size on both sides: a
+    # panorama or a crop would otherwise reach them too small. Every step before it yields at
+    # most the input size (keep-ratio resize into it; crops to it), as Pad(size) requires.
+    pad_to_input = (
+        [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))]
+        if min_input_size > 32 or not keep_ratio
+        else []
+    )
     train_pipeline = [
         dict(type="LoadImageFromFile"),
         load_ann,
         dict(type="Resize", scale=size, keep_ratio=keep_ratio),
         *augment,
+        *pad_to_input,
         dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
         dict(type="PackDetInputs"),
     ]
@@ -535,6 +547,7 @@ def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool) -> None:
         test_pipeline = [
             dict(type="LoadImageFromFile"),
             dict(type="Resize", scale=size, keep_ratio=keep_ratio),
+            *pad_to_input,
             dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm),
             dict(
                 type="PackDetInputs",
@@ -760,6 +773,7 @@ def compose_from_zoo(
         model_name=entry.model,
         architecture=entry.architecture,
         weights_url=entry.weights_url,
+        min_input_size=entry.min_input_size,
     )
 
 

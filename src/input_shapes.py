@@ -181,6 +181,12 @@ def check_input_shapes(model: Any, datasets: dict[str, Any]) -> list[ShapeCheck]
 
 
 def _check_splits(model, datasets, checks: list[ShapeCheck], collate, torch) -> None:
+    from mmengine.logging import MessageHub
+
+    hub = MessageHub.get_current_instance()  # heads that read the epoch (TOOD) need one
+    for key in ("epoch", "iter"):
+        if hub.get_info(key) is None:
+            hub.update_info(key, 0)
     for split, dataset in datasets.items():
         training = split == "train"
         model.train(training)

@@ -7,6 +7,7 @@ anything is written.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -217,6 +218,7 @@ def prepare(request: TrainRequest) -> Prepared:
                 run,
                 model_name=str(previous.get("model_name", Path(request.base_config_file).stem)),
                 architecture=str(previous.get("architecture", "custom")),
+                min_input_size=int(previous.get("min_input_size", 32)),
             )
             model_name = cfg.sly_metadata.model_name
         elif user_cfg is not None:
@@ -275,7 +277,8 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
             problems.append(f"{split} dataset: {exc}")
     model = None
     try:
-        model = MODELS.build(prepared.cfg.model)
+        # a copy: some detectors (Deformable DETR) write into the config they are built from
+        model = MODELS.build(copy.deepcopy(prepared.cfg.model))
         summary["parameters"] = sum(p.numel() for p in model.parameters())
     except Exception as exc:
         problems.append(f"model: {type(exc).__name__}: {exc}")

@@ -43,14 +43,20 @@ class ProbeResult:
         )
 
 
-def _extremes(project_dir: Path) -> list[str]:
-    """Item names of the two images most likely to break a model's train step."""
+def _extremes(project_dir: Path, task: str) -> list[str]:
+    """Item names of the two images most likely to break a model's train step (among those with
+    objects the task can train on: instance segmentation needs polygons or bitmaps)."""
     from src.dataset import list_items
     from src.input_shapes import extreme_images
 
+    usable = {"polygon", "bitmap"} if task == "instance-segmentation" else None
     infos = []
     for name, ann_path in list_items(project_dir):
-        size = json.loads(ann_path.read_text(encoding="utf-8"))["size"]
+        ann = json.loads(ann_path.read_text(encoding="utf-8"))
+        kinds = {obj.get("geometryType") for obj in ann.get("objects") or []}
+        if not kinds or (usable and not kinds & usable):
+            continue
+        size = ann["size"]
         infos.append({"item_name": name, "width": size["width"], "height": size["height"]})
     picked = extreme_images(infos)
     return [p["item_name"] for p in picked[1:3]]  # the largest and the widest
@@ -85,7 +91,7 @@ def probe_model(
         return result
 
     project_dir = Path(project_dir)
-    train_items = _extremes(project_dir)
+    train_items = _extremes(project_dir, task)
     params = TrainParams(
         task=task,
         epochs=1,
@@ -115,10 +121,8 @@ def probe_model(
     session = TrainingSession(prepared.cfg, prepared.run_id, console_log_level="ERROR")
     session.start()
     status = session.wait()
-    if status.state != SessionState.FINISHED:
+    if status.state != SessionState.FINISHED:  # validation runs before a run can finish
         raise RuntimeError(f"training ended {status.state.value}: {status.error}")
-    if not status.metrics:
-        raise RuntimeError("validation reported no metrics")
     checkpoint = best_checkpoint(prepared.work_dir) or last_checkpoint(prepared.work_dir)
     exported = export_for_inference(checkpoint, Path(work_root) / "probe_export.pth")
     config_file = Path(work_root) / "probe_config.py"
