@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from src import zoo
@@ -14,6 +15,12 @@ from src.config_builder import DatasetSpec, RunSpec, TrainParams, compose_from_z
 from src.trainer import SessionState, TrainingSession
 
 CLASSES = ("square", "circle", "triangle")
+# Every architecture's default model, as pytest params named task:architecture.
+ALL_DEFAULTS = [
+    pytest.param(entry, id=f"{entry.task}:{entry.architecture}")
+    for task in zoo.TASKS
+    for entry in zoo.default_models(task)
+]
 RTMDET = "rtmdet_tiny_8xb32-300e_coco"
 FASTER_RCNN = "faster-rcnn_r50_fpn_1x_coco"
 

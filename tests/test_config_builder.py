@@ -20,6 +20,7 @@ from src.config_builder import (
     parse_config_text,
     task_of,
 )
+from tests.helpers import ALL_DEFAULTS
 
 CLASSES = ("square", "circle", "triangle")
 
@@ -46,13 +47,6 @@ def _num_classes_values(node, path=""):
         for i, value in enumerate(node):
             found.extend(_num_classes_values(value, f"{path}[{i}]"))
     return found
-
-
-ALL_DEFAULTS = [
-    pytest.param(entry, id=f"{entry.task}:{entry.architecture}")
-    for task in zoo.TASKS
-    for entry in zoo.default_models(task)
-]
 
 
 @pytest.mark.parametrize("entry", ALL_DEFAULTS)

@@ -26,6 +26,7 @@ from src.config_builder import (
     parse_config_text,
 )
 from src.input_shapes import padding_problems, required_divisor
+from tests.helpers import ALL_DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("square", "circle", "triangle")
@@ -45,14 +46,7 @@ def _compose(entry, tmp_path, **overrides):
     return compose_from_zoo(entry, params, data, RunSpec(work_dir=str(tmp_path / "run")))
 
 
-DEFAULTS = [
-    pytest.param(entry, id=f"{entry.task}:{entry.architecture}")
-    for task in zoo.TASKS
-    for entry in zoo.default_models(task)
-]
-
-
-@pytest.mark.parametrize("entry", DEFAULTS)
+@pytest.mark.parametrize("entry", ALL_DEFAULTS)
 def test_every_default_model_pads_every_batch_to_its_stride(entry, tmp_path):
     if entry.missing_packages():  # its config imports them (ConvNeXt: mmpretrain)
         pytest.skip(f"{entry.architecture} needs {entry.missing_packages()} (Docker image only)")
