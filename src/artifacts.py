@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from src.checkpoints import CheckpointError, best_checkpoint, export_for_inference, last_checkpoint
 from src.remote_runs import RESUME_DIR, snapshot_run_state
@@ -34,6 +37,58 @@ class RunSummary:
     state: str  # finished | stopped | failed
     best_metric: dict[str, float] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)  # {"train": [...], "val": [...]}
+    # what the platform's Experiments page reads (experiment_info.json)
+    remote_dir: str = ""  # where the run's artifacts are in Team Files
+    project_id: int | None = None
+    task_id: int | None = None  # the app's task on the platform; None headless
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # TrainParams
+    split: dict[str, list[str]] = field(default_factory=dict)  # {"train": items, "val": items}
+    class_colors: dict[str, list[int]] = field(default_factory=dict)
+    started_at: float | None = None  # when the run started (unix time)
+
+
+FRAMEWORK_NAME = "MMDetection 3.0"  # the platform's name for runs of this framework
+EXPERIMENT_INFO = "experiment_info.json"
+
+
+def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | None) -> dict:
+    """The run as the platform's Experiments page reads it (the SDK's
+    ``supervisely.nn.experiments.ExperimentInfo``; file paths relative to ``artifacts_dir``)."""
+    started = time.localtime(summary.started_at) if summary.started_at else time.localtime()
+    return {
+        "experiment_name": f"{summary.run_id} {summary.project_name} {summary.model_name}",
+        "framework_name": FRAMEWORK_NAME,
+        "model_name": summary.model_name,
+        "task_type": summary.task.replace("-", " "),
+        "project_id": summary.project_id,
+        "task_id": summary.task_id,
+        "model_files": {"config": "config.py"},
+        "model_meta": "model_meta.json",
+        "checkpoints": checkpoints,
+        "best_checkpoint": best,
+        "hyperparameters": "hyperparameters.yaml",
+        "artifacts_dir": summary.remote_dir.rstrip("/") + "/",
+        "train_val_split": "train_val_split.json",
+        "train_size": len(summary.split.get("train", [])),
+        "val_size": len(summary.split.get("val", [])),
+        "datetime": time.strftime("%Y-%m-%d %H:%M:%S", started),
+        "evaluation_report_id": None,
+        "evaluation_report_link": None,
+        "evaluation_metrics": {},
+        "primary_metric": None,
+        "logs": {"type": "mmengine", "link": summary.remote_dir.rstrip("/") + "/logs/"},
+    }
+
+
+def _model_meta(summary: RunSummary) -> dict:
+    """The classes as the serving app presents them: boxes, or bitmaps for segmentation."""
+    import supervisely as sly
+
+    shape = sly.Bitmap if summary.task == "instance-segmentation" else sly.Rectangle
+    classes = [
+        sly.ObjClass(name, shape, color=summary.class_colors.get(name)) for name in summary.classes
+    ]
+    return sly.ProjectMeta(obj_classes=sly.ObjClassCollection(classes)).to_json()
 
 
 def pack_run(
@@ -83,7 +138,19 @@ def pack_run(
     (out_dir / "README.md").write_text(
         _readme(summary, [p.name for p in exported]), encoding="utf-8"
     )
+    _write_json(out_dir / "model_meta.json", _model_meta(summary))
+    _write_json(out_dir / "train_val_split.json", summary.split)
+    (out_dir / "hyperparameters.yaml").write_text(
+        yaml.safe_dump(summary.hyperparameters, sort_keys=False), encoding="utf-8"
+    )
+    best_name = best.name if best is not None else exported[-1].name
+    info = experiment_info(summary, [p.name for p in exported], best_name)
+    _write_json(out_dir / EXPERIMENT_INFO, info)
     return out_dir
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1), encoding="utf-8")
 
 
 def _readme(summary: RunSummary, checkpoints: list[str]) -> str:

@@ -342,6 +342,7 @@ def _train(prepared, resume_from, args: argparse.Namespace) -> int:
             state=status.state.value,
             history=session.history,
             staging_root=Path(_app_data(args)) / "_upload",
+            started_at=status.started_at,
         )
     except (UploadError, FileNotFoundError) as exc:
         return _fail(f"upload failed: {exc}; checkpoints stay in {prepared.work_dir}")

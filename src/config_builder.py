@@ -357,8 +357,15 @@ def apply_owned_settings(
     cfg.resume = bool(run.resume_from)
     if run.resume_from:
         cfg.load_from = run.resume_from
+    # Serve MMDetection 3.0 reads cfg.dataset_type (anything but its own SuperviselyDatasetSplit:
+    # the classes then come from the checkpoint's dataset_meta) and
+    # sly_metadata.architecture_name (see tests/test_serving_contract.py)
+    cfg.dataset_type = "SuperviselyDataset"
     previous = cfg.pop("sly_metadata", None) or {}
-    cfg.sly_metadata = dict(previous, **(metadata or {}))
+    merged = dict(previous, **(metadata or {}))
+    if merged.get("architecture") is not None:
+        merged["architecture_name"] = merged["architecture"]
+    cfg.sly_metadata = merged
     return cfg
 
 
@@ -580,6 +587,7 @@ def _dataset_cfg(
         keep_empty_images=data.keep_empty_images if split == "train" else True,
         cache_dir=data.cache_dir,
         coco_gt_file=str(Path(run.work_dir) / f"coco_gt_{split}.json") if split == "val" else None,
+        selected_classes=list(params.classes),  # where the serving app reads them
         test_mode=split != "train",
         pipeline=pipeline or [],
         **_split_kwargs(data, split),

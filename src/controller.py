@@ -79,6 +79,7 @@ class TrainingController:
         on_run_end: called with the outcome after the upload (``app.stop()`` on the platform).
         run_id_base: how new runs are named (on the platform: the task id, so artifacts go to
             ``/mmdetection-3/<task_id>_<project>``); default a timestamp.
+        task_id: the app's task on the platform, recorded in each run's ``experiment_info.json``.
     """
 
     def __init__(
@@ -95,8 +96,10 @@ class TrainingController:
         run_context: Callable[[], AbstractContextManager] | None = None,
         on_run_end: Callable[[RunOutcome], None] | None = None,
         run_id_base: str | None = None,
+        task_id: int | None = None,
     ) -> None:
         self.run_id_base = run_id_base
+        self.task_id = task_id
         self.stop_signals = list(stop_signals)
         self.run_context = run_context
         self.on_run_end = on_run_end
@@ -356,8 +359,9 @@ class TrainingController:
         staging = self.app_data_dir / "_upload"
         try:
             remote = upload_run(
-                prepared, self.store, state=state, history=session.history, staging_root=staging
-            )
+                prepared, self.store, state=state, history=session.history, staging_root=staging,
+                task_id=self.task_id, started_at=session.status().started_at,
+            )  # fmt: skip
         except (UploadError, FileNotFoundError, OSError) as exc:
             outcome.upload_error = str(exc)
             outcome.local_dir = str(prepared.work_dir)

@@ -455,6 +455,8 @@ def _register() -> type:
             keep_empty_images: keep images without objects (as negatives) or drop them.
             cache_dir: where parsed splits are cached; None: no cache.
             coco_gt_file: where to write this split's COCO ground truth for ``CocoMetric``.
+            selected_classes: the same names as ``classes``; Supervisely's serving app reads the
+                class list of a custom model from ``train_dataloader.dataset.selected_classes``.
         """
 
         def __init__(
@@ -467,10 +469,16 @@ def _register() -> type:
             keep_empty_images: bool = True,
             cache_dir: str | None = None,
             coco_gt_file: str | None = None,
+            selected_classes: list[str] | None = None,
             **kwargs: Any,
         ) -> None:
             if not classes:
                 raise DatasetError("no classes selected: choose at least one class to train on")
+            if selected_classes is not None and list(selected_classes) != list(classes):
+                raise DatasetError(
+                    f"selected_classes {list(selected_classes)} differ from classes "
+                    f"{list(classes)}: they name the same labels, in the same order"
+                )
             self.project_dir = project_dir
             self.task = task
             self.datasets = datasets

@@ -85,6 +85,7 @@ def create_app() -> sly.Application:
             run_context=lambda: holder["app"].handle_stop(graceful=True),
             on_run_end=end_app,
             run_id_base=str(task_id),
+            task_id=task_id,
         )
     else:
         project_dir = os.environ.get("PROJECT_DIR")

@@ -2,17 +2,20 @@
 
 Team Files as the artifact store, the project resolver that downloads a run's project (cached by
 id and update time), and the step after a verified upload that shows the run's folder as the
-task's output, as the platform's guide for training apps does it.
+task's output: the run as an experiment, which the platform's Experiments page lists.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.artifacts import EXPERIMENT_INFO
 from src.dataset import DatasetError
 from src.project import LocalProject, download_project, open_local_project
 from src.storage import TeamFilesArtifactStore
@@ -56,12 +59,17 @@ def platform_services(
             raise DatasetError(f"downloading project {project_id} failed: {exc}") from None
 
     def set_output(remote_dir: str) -> None:
-        """``set_output_directory`` with the id of the run's ``config.py``, as the seed does."""
+        """The task's output is the run as an experiment (``set_output_experiment`` with the
+        ``experiment_info.json`` read back from Team Files: what the Experiments page lists and
+        its deploy button serves)."""
         if task_id is None:
             return
-        file_id = store.file_id(f"{remote_dir}/config.py")
-        if file_id is None:
+        if store.file_id(f"{remote_dir}/config.py") is None:
             raise RuntimeError(f"{remote_dir}/config.py is not in Team Files")
-        api.task.set_output_directory(task_id, file_id, remote_dir)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = store.download(f"{remote_dir}/{EXPERIMENT_INFO}", Path(tmp) / EXPERIMENT_INFO)
+            info = json.loads(local.read_text(encoding="utf-8"))
+        info["task_id"] = task_id
+        api.task.set_output_experiment(task_id, info)
 
     return PlatformServices(store, resolve_project, set_output)

@@ -193,6 +193,20 @@ def default_split(project: LocalProject, val_fraction: float = 0.2, seed: int = 
     return random_split(project, val_fraction, seed)
 
 
+def split_items(project: LocalProject, split: Split) -> dict[str, list[str]]:
+    """The item names (``dataset/item``) each side of a split trains or validates on."""
+    result = {}
+    for side, items, datasets in (
+        ("train", split.train_items, split.train_datasets),
+        ("val", split.val_items, split.val_datasets),
+    ):
+        if items is not None:
+            result[side] = sorted(items)
+        else:
+            result[side] = [name for name, _ in list_items(project.directory, datasets)]
+    return result
+
+
 def random_split(project: LocalProject, val_fraction: float, seed: int) -> Split:
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val fraction must be between 0 and 1, got {val_fraction}")

@@ -8,10 +8,11 @@ anything is written.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,9 @@ from src.config_builder import (
     replan_epochs,
     task_of,
 )
-from src.dataset import DatasetError
+from src.dataset import DatasetError, class_colors
 from src.input_shapes import check_input_shapes, padding_problems
-from src.project import LocalProject, Split, default_split, open_local_project
+from src.project import LocalProject, Split, default_split, open_local_project, split_items
 from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
 from src.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
 
@@ -306,11 +307,16 @@ def upload_run(
     state: str,
     history: dict[str, Any],
     staging_root: str | Path,
+    task_id: int | None = None,
+    started_at: float | None = None,
 ) -> str:
-    """Pack the run's artifacts and upload them; returns the remote folder."""
+    """Pack the run's artifacts and upload them; returns the remote folder.
+
+    ``task_id``: the app's task on the platform (recorded in ``experiment_info.json``)."""
     val = history.get("val") or []
     key = "segm_mAP" if prepared.params.task == "instance-segmentation" else "bbox_mAP"
     best = max(val, key=lambda v: v.get(key, float("-inf")), default=None)
+    remote = artifacts_dir(prepared.run_id, prepared.project.name)
     summary = RunSummary(
         run_id=prepared.run_id,
         model_name=prepared.model_name,
@@ -323,10 +329,16 @@ def upload_run(
             k: v for k, v in (best or {}).items() if k.endswith(("mAP", "mAP_50", "mAP_75"))
         },
         history=history,
+        remote_dir=remote,
+        project_id=prepared.project.project_id,
+        task_id=task_id,
+        hyperparameters=json.loads(json.dumps(asdict(prepared.params))),
+        split=split_items(prepared.project, prepared.split),
+        class_colors={k: list(v) for k, v in class_colors(prepared.project.directory).items()},
+        started_at=started_at,
     )
     local = Path(staging_root) / run_dir_name(prepared.run_id, prepared.project.name)
     pack_run(prepared.work_dir, prepared.config_text, local, summary)
-    remote = artifacts_dir(prepared.run_id, prepared.project.name)
     store.upload_dir(local, remote)
     return remote
 

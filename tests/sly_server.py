@@ -231,23 +231,33 @@ class _Handler(BaseHTTPRequestHandler):
         return self.state.projects[int(project_id)]
 
     def m_projects_info(self, body: dict) -> None:
-        p = self._project(body["id"])
-        self._json(
-            {
-                "id": p.id,
-                "name": p.name,
-                "type": "images",
-                "workspaceId": 1,
-                "teamId": 1,
-                "imagesCount": len(p.images),
-                "itemsCount": len(p.images),
-                "datasetsCount": len(p.datasets),
-                "settings": {},
-                "customData": {},
-                "createdAt": p.updated_at,
-                "updatedAt": p.updated_at,
-            }
-        )
+        self._json(self._project_json(self._project(body["id"])))
+
+    def m_projects_list(self, body: dict) -> None:
+        """Projects of a workspace, filtered by name (``api.project.get_info_by_name``)."""
+        names = [f["value"] for f in body.get("filter") or [] if f.get("field") == "name"]
+        rows = [
+            self._project_json(p)
+            for p in self.state.projects.values()
+            if not names or p.name in names
+        ]
+        self._page(rows, body)
+
+    def _project_json(self, p: RemoteProject) -> dict:
+        return {
+            "id": p.id,
+            "name": p.name,
+            "type": "images",
+            "workspaceId": 1,
+            "teamId": 1,
+            "imagesCount": len(p.images),
+            "itemsCount": len(p.images),
+            "datasetsCount": len(p.datasets),
+            "settings": {},
+            "customData": {},
+            "createdAt": p.updated_at,
+            "updatedAt": p.updated_at,
+        }
 
     def m_projects_meta(self, body: dict) -> None:
         self._json(self._project(body["id"]).meta)
@@ -378,6 +388,13 @@ class _Handler(BaseHTTPRequestHandler):
         """The running app pushes its widgets' state and data to the platform."""
         self.state.app_content_updates += 1
         self._json({"success": True})
+
+    def m_tasks_info(self, body: dict) -> None:
+        """What the SDK's artifacts classes read of a training task."""
+        self._json(
+            {"id": int(body["id"]), "workspaceId": 1, "teamId": 1,
+             "startedAt": "2026-11-27T10:00:00.000Z", "status": "finished"}
+        )  # fmt: skip
 
     def m_tasks_output_set(self, body: dict) -> None:
         self.state.outputs[int(body["taskId"])] = body["output"]

@@ -104,10 +104,29 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     state = json.loads((run_dir / "resume" / "state.json").read_text())
     assert state["epoch"] == 2 and state["project_id"] == PROJECT_ID
 
-    output = platform.state.outputs[TASK_ID]["general"]
+    # the task's output is the run as an experiment, as the uploaded experiment_info.json says
+    from supervisely.nn.experiments import ExperimentInfo
+
     remote_dir = f"/mmdetection-3/{run_dir.name}"
-    assert output["title"] == remote_dir
-    assert output["titleUrl"].endswith(f"/{platform.state.file_id(remote_dir + '/config.py')}")
+    output = platform.state.outputs[TASK_ID]["experiment"]["data"]
+    assert output == dict(
+        json.loads((run_dir / "experiment_info.json").read_text()), task_id=TASK_ID
+    )
+    experiment = ExperimentInfo(**output)  # the SDK's own reader of it
+    assert experiment.framework_name == "MMDetection 3.0"
+    assert experiment.artifacts_dir == remote_dir + "/" and experiment.task_id == TASK_ID
+    assert experiment.project_id == PROJECT_ID and experiment.task_type == "object detection"
+    assert experiment.best_checkpoint in experiment.checkpoints
+    for name in [
+        *experiment.checkpoints,
+        experiment.model_files["config"],
+        experiment.model_meta,
+        experiment.hyperparameters,
+        experiment.train_val_split,
+    ]:
+        assert (run_dir / name).is_file(), name  # fmt: skip
+    assert experiment.train_size == 12 and experiment.val_size == 4
+    assert experiment.evaluation_metrics == {}
     assert not (tmp_path / "app_data" / str(TASK_ID)).exists()  # verified upload: freed
     # the project came from the server, into the cache keyed by id and update time
     assert list((tmp_path / "cache" / "train-mmdet3" / "projects").glob("77_*/meta.json"))
@@ -124,6 +143,12 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     assert info.config_path == f"{remote_dir}/config.py"
     assert {c.name for c in info.checkpoints} >= {"epoch_2.pth"}
     assert all(c.path.count("/") == 3 for c in info.checkpoints)  # not resume/'s full state
+    # and the SDK's conversion of such a run into the Experiments page's record
+    converted = MMDetection3(TEAM_ID).convert_train_to_experiment_info(info)
+    assert converted is not None
+    assert converted.project_id == PROJECT_ID and converted.task_id == str(TASK_ID)
+    assert converted.model_files == {"config": "/config.py"}
+    assert converted.best_checkpoint in {c.name for c in info.checkpoints}
 
 
 @pytest.mark.slow

@@ -81,6 +81,15 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     assert len(metrics["history"]["val"]) == 2
     # resumable checkpoints stay in the synced app-data dir
     assert (app_data / "e2e" / "last_checkpoint").is_file()
+    # a local run is an experiment too, as the SDK reads one
+    from supervisely.nn.experiments import ExperimentInfo
+
+    experiment = ExperimentInfo(**json.loads((run_dir / "experiment_info.json").read_text()))
+    assert experiment.framework_name == "MMDetection 3.0" and experiment.task_id is None
+    assert experiment.best_checkpoint == best[-1].name and experiment.train_size == 72
+    assert experiment.artifacts_dir == "/mmdetection-3/e2e_demo/"
+    split = json.loads((run_dir / experiment.train_val_split).read_text())
+    assert len(split["val"]) == experiment.val_size == 24
 
     # the serving side: mmdet's own API on torch's default weights_only=True loading
     from mmdet.apis import inference_detector, init_detector

@@ -289,9 +289,9 @@ def test_agent_dies_then_run_resumes_from_team_files_bit_exactly(fake_demo, tmp_
     assert config_text.rstrip().splitlines()[-1].startswith("sly_metadata") or (
         "sly_metadata" in config_text.rstrip().rsplit("\n\n", 1)[-1]
     )
-    output = fake.state.outputs[TASK_ID]["general"]
-    assert output["title"] == remote_dir
-    assert output["titleUrl"].endswith(str(fake.state.file_id(f"{remote_dir}/config.py")))
+    output = fake.state.outputs[TASK_ID]["experiment"]["data"]
+    assert output["artifacts_dir"] == remote_dir.rstrip("/") + "/"
+    assert output["task_id"] == TASK_ID and output["framework_name"] == "MMDetection 3.0"
     assert not (tmp_path / "agent2" / run_id).exists()  # verified upload: app data freed
     state = json.loads((remote / "resume" / "state.json").read_text())
     assert state["epoch"] == HYPER["epochs"]
