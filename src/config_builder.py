@@ -550,6 +550,14 @@ def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_si
     ]
     if any(t.get("type") in _KEEP_MODEL_TEST_PIPELINE_IF for t in model_test):
         test_pipeline = copy.deepcopy(model_test)
+        if not any(t.get("type") == "Resize" for t in test_pipeline):
+            # CenterNet/CornerNet test at the original size; a 4K photo then takes minutes on
+            # Hourglass-104. The input size applies (their heads undo border and scale factor).
+            test_pipeline.insert(1, dict(type="Resize", scale=size, keep_ratio=True))
+            for step in test_pipeline:  # the heads rescale boxes only when this is packed
+                keys = step.get("meta_keys") if step.get("type") == "PackDetInputs" else None
+                if keys is not None and "scale_factor" not in keys:
+                    step["meta_keys"] = (*keys, "scale_factor")
     else:
         test_pipeline = [
             dict(type="LoadImageFromFile"),

@@ -214,3 +214,21 @@ def test_demo_project_is_reused_regenerated_or_refused(tmp_path):
     with pytest.raises(FileExistsError, match="not a generated demo project"):
         make_demo_project(other, DemoOptions(images=4))
     assert (other / "notes.txt").read_text() == "my data"
+
+
+def test_centernet_validates_at_the_input_size_and_maps_boxes_back(real_project, tmp_path):
+    """CenterNet/CornerNet keep their own test padding (the heads read its border); their zoo
+    pipelines test at the original size, which the app resizes to the input size first."""
+    from mmcv.transforms import Compose
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmdet")
+    cfg = _compose(
+        zoo.get_model("centernet_r18_8xb16-crop512-140e_coco"), tmp_path, input_size=(160, 160)
+    )
+    photo = next(real_project.rglob("*1920x1080*.jpg"))
+    sample = Compose(cfg.test_pipeline)(dict(img_path=str(photo), img_id=0, instances=[]))
+    meta = sample["data_samples"].metainfo
+    assert meta["ori_shape"] == (1080, 1920)
+    assert max(meta["img_shape"]) <= 192 and "border" in meta  # its own padding kept
+    assert meta["scale_factor"] == pytest.approx((160 / 1920, 90 / 1080), rel=0.01)
