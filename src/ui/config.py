@@ -10,8 +10,9 @@ from src.input_shapes import padding_problems
 
 OWNED_NOTE = (
     "The text below is exactly what trains. The app re-applies only what it must own: dataset "
-    "paths and split, the class count, the work dir (app data), resume, and the loop/sampler that "
-    "make stop-and-resume exact."
+    "paths and split, the class count, the work dir (app data), resume, the loop/sampler that "
+    "make stop-and-resume exact, and what the platform's serving app reads (dataset_type, "
+    "selected_classes, sly_metadata)."
 )
 
 
