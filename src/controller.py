@@ -20,6 +20,7 @@ from typing import Any
 from src.checkpoints import ResumableRun, find_resumable_runs
 from src.hooks.metrics import MetricsSink
 from src.remote_runs import find_remote_runs
+from src.run_ids import is_run_dir
 from src.service import (
     Prepared,
     ProjectResolver,
@@ -378,7 +379,7 @@ class TrainingController:
             except Exception as exc:
                 outcome.output_error = f"the artifacts are in {remote}, but: {exc}"
                 logger.error("setting the output of run %s failed: %s", prepared.run_id, exc)
-        if self.cleanup_after_upload:
+        if self.cleanup_after_upload and is_run_dir(self.app_data_dir, prepared.work_dir):
             shutil.rmtree(prepared.work_dir, ignore_errors=True)
             logger.info("run %s uploaded and verified: removed %s", prepared.run_id,
                         prepared.work_dir)  # fmt: skip

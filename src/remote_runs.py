@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from src.checkpoints import RUN_CONFIG, CheckpointError, newest_resumable_checkpoint
+from src.run_ids import check_file_name, check_run_id, run_dir
 from src.storage import ARTIFACTS_ROOT, ArtifactStore, UploadError
 
 logger = logging.getLogger(__name__)
@@ -142,9 +143,10 @@ def find_remote_runs(store: ArtifactStore, root: str = ARTIFACTS_ROOT) -> list[R
                 state = json.loads(local.read_text(encoding="utf-8"))
                 runs.append(
                     RemoteRun(
-                        run_id=str(state["run_id"]),
+                        # ids and names become local paths: plain names only
+                        run_id=check_run_id(state["run_id"]),
                         remote_dir=path.rsplit("/", 2)[0],
-                        checkpoint=str(state["checkpoint"]),
+                        checkpoint=check_file_name(state["checkpoint"]),
                         model_name=str(state.get("model_name", "?")),
                         epoch=int(state.get("epoch", 0)),
                         iteration=int(state.get("iteration", 0)),
@@ -155,7 +157,7 @@ def find_remote_runs(store: ArtifactStore, root: str = ARTIFACTS_ROOT) -> list[R
                         last_metrics=dict(state.get("last_metrics") or {}),
                     )
                 )
-            except (OSError, ValueError, KeyError, UploadError) as exc:
+            except (OSError, ValueError, KeyError, UploadError) as exc:  # RunIdError too
                 logger.warning("skipping %s: unreadable run state (%s)", path, exc)
     return sorted(runs, key=lambda r: r.saved_at, reverse=True)
 
@@ -166,7 +168,7 @@ def fetch_remote_run(store: ArtifactStore, run: RemoteRun, app_data_dir: str | P
     The folder is assembled beside its final place and renamed when complete. A local folder of
     the same run is replaced only when the remote state is newer than its newest checkpoint.
     """
-    work_dir = Path(app_data_dir) / run.run_id
+    work_dir = run_dir(app_data_dir, run.run_id)
     if work_dir.exists():
         try:
             _, meta, _ = newest_resumable_checkpoint(work_dir)

@@ -47,6 +47,7 @@ from src.dataset import DatasetError, class_colors
 from src.input_shapes import check_input_shapes, padding_problems
 from src.project import LocalProject, Split, default_split, open_local_project, split_items
 from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
+from src.run_ids import RunIdError, run_dir
 from src.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,11 @@ def prepare(request: TrainRequest) -> Prepared:
             split = request.split or default_split(project, seed=params.seed)
         except DatasetError as exc:
             problems.append(str(exc))
+    if request.run_id is not None:
+        try:
+            run_dir(request.app_data_dir, request.run_id)
+        except RunIdError as exc:
+            problems.append(str(exc))
     if problems:
         raise RequestError(problems)
     assert project is not None and split is not None
@@ -208,7 +214,7 @@ def prepare(request: TrainRequest) -> Prepared:
         project_id=project.project_id,
         project_name=project.name,
     )
-    run = RunSpec(work_dir=str(Path(request.app_data_dir) / run_id))
+    run = RunSpec(work_dir=str(run_dir(request.app_data_dir, run_id)))
     try:
         if base_cfg is not None:
             previous = base_cfg.get("sly_metadata") or {}
