@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -298,6 +299,7 @@ class _CtrlC:
 
 
 def _train(prepared, resume_from, args: argparse.Namespace) -> int:
+    from src.checkpoints import CheckpointError
     from src.service import upload_run
     from src.storage import UploadError
     from src.trainer import SessionState, TrainingSession
@@ -335,17 +337,20 @@ def _train(prepared, resume_from, args: argparse.Namespace) -> int:
         print(f"training finished in {time.time() - started:.0f} s")
 
     store, _ = _store(args)
+    staging = Path(_app_data(args)) / "_upload" / prepared.run_id
     try:
         remote = upload_run(
             prepared,
             store,
             state=status.state.value,
             history=session.history,
-            staging_root=Path(_app_data(args)) / "_upload",
+            staging_root=staging,
             started_at=status.started_at,
         )
-    except (UploadError, FileNotFoundError) as exc:
+    except (UploadError, FileNotFoundError, OSError, CheckpointError) as exc:
         return _fail(f"upload failed: {exc}; checkpoints stay in {prepared.work_dir}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
     final = {k: v for k, v in status.metrics.items() if k.endswith(("mAP", "mAP_50", "mAP_75"))}
     if final:
         print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))

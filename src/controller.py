@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from src.checkpoints import ResumableRun, find_resumable_runs
+from src.checkpoints import CheckpointError, ResumableRun, find_resumable_runs
 from src.hooks.metrics import MetricsSink
 from src.remote_runs import find_remote_runs
 from src.run_ids import is_run_dir
@@ -333,10 +333,19 @@ class TrainingController:
 
     def _after_run(self, session: TrainingSession, prepared: Prepared) -> None:
         context = self.run_context() if self.run_context else contextlib.nullcontext()
-        with context:
-            self._finish_run(session, prepared)
-        if self.on_run_end is not None and self.outcome is not None:
-            self.on_run_end(self.outcome)
+        try:
+            with context:
+                self._finish_run(session, prepared)
+        except Exception as exc:  # whatever broke after training: shown, never silent
+            logger.exception("run %s: the step after training failed", prepared.run_id)
+            self.outcome = RunOutcome(
+                run_id=prepared.run_id, state=session.status().state.value,
+                upload_error=f"{type(exc).__name__}: {exc}", local_dir=str(prepared.work_dir),
+            )  # fmt: skip
+        finally:
+            # the app's end-of-run path always runs (on the platform: app.stop() or stay up)
+            if self.on_run_end is not None and self.outcome is not None:
+                self.on_run_end(self.outcome)
 
     def _finish_run(self, session: TrainingSession, prepared: Prepared) -> None:
         syncer = self._syncer
@@ -363,16 +372,19 @@ class TrainingController:
                 prepared, self.store, state=state, history=session.history, staging_root=staging,
                 task_id=self.task_id, started_at=session.status().started_at,
             )  # fmt: skip
-        except (UploadError, FileNotFoundError, OSError) as exc:
+        except Exception as exc:  # upload, export (CheckpointError), disk: all shown, files kept
             outcome.upload_error = str(exc)
+            if not isinstance(exc, UploadError | FileNotFoundError | OSError | CheckpointError):
+                outcome.upload_error = f"{type(exc).__name__}: {exc}"
             outcome.local_dir = str(prepared.work_dir)
             logger.error(
                 "upload of run %s failed: %s; its files stay in %s",
                 prepared.run_id, exc, prepared.work_dir,
             )  # fmt: skip
             return
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
         outcome.artifacts = self.store.describe(remote)
-        shutil.rmtree(staging, ignore_errors=True)
         if self.after_upload is not None:
             try:
                 self.after_upload(remote)

@@ -124,3 +124,42 @@ def test_invalid_json_body(api):
     )
     assert response.status_code == 400
     assert "not valid JSON" in response.json()["error"]
+
+
+def test_a_failed_export_is_shown_keeps_the_files_and_ends_the_run(
+    demo_project, tmp_path, monkeypatch
+):
+    """A checkpoint that cannot be exported (corrupt, or a torch without the loader's API) is an
+    error the client sees, with the run's files kept and the app's end-of-run step run."""
+    import src.artifacts
+    from src.checkpoints import CheckpointError
+
+    def broken_export(src, dst):
+        raise CheckpointError(f"checkpoint {src} is truncated or corrupt (EOFError)")
+
+    monkeypatch.setattr(src.artifacts, "export_for_inference", broken_export)
+    ended = []
+    app_data = tmp_path / "app_data"
+    controller = TrainingController(
+        app_data, LocalArtifactStore(tmp_path / "team"), cleanup_after_upload=True,
+        on_run_end=ended.append,
+    )  # fmt: skip
+    server = FastAPI()
+    server.include_router(build_router(controller))
+    with TestClient(server) as client:
+        body = _body(demo_project, hyperparameters=dict(HYPER, epochs=1))
+        response = client.post("/api/train", json=body)
+        assert response.status_code == 200, response.text
+        deadline = time.time() + 300
+        while time.time() < deadline and not client.get("/api/status").json()["outcome"]:
+            time.sleep(0.1)
+        status = client.get("/api/status").json()
+    outcome = status["outcome"]
+    assert outcome is not None, status
+    assert "truncated or corrupt" in outcome["upload_error"]
+    assert outcome["artifacts"] is None
+    work_dir = app_data / outcome["run_id"]
+    assert outcome["local_dir"] == str(work_dir.resolve())
+    assert list(work_dir.glob("epoch_1.pth"))  # kept, although cleanup after upload is on
+    assert not any((app_data / "_upload").glob("*"))  # no half-packed copy left
+    assert [o.run_id for o in ended] == [outcome["run_id"]]
