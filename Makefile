@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= artifacts/demo_project
 ARGS ?=
+# The local app answers this machine only; HOST=0.0.0.0 exposes it (its HTTP API can run configs,
+# which are Python: see the README).
+HOST ?= 127.0.0.1
 
 .PHONY: setup train app test test-fast lint format probe bench check-image-deps clean
 
@@ -25,7 +28,7 @@ app: setup
 	$(DEMO_PROJECT)
 	PROJECT_DIR=$(DEMO_DIR) SLY_APP_DATA_DIR=$(CURDIR)/artifacts/app_data \
 		TEAM_FILES_DIR=$(CURDIR)/artifacts/team_files \
-		$(VENV)/bin/python -m uvicorn src.main:app --host 0.0.0.0 --port 8000
+		$(VENV)/bin/python -m uvicorn src.main:app --host $(HOST) --port 8000
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: setup

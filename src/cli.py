@@ -139,7 +139,7 @@ def _train_params(args: argparse.Namespace):
     size = args.input_size
     return TrainParams(
         task=args.task,
-        epochs=args.epochs or 20,
+        epochs=20 if args.epochs is None else args.epochs,  # 0 is refused, not replaced
         train_batch_size=args.batch_size,
         val_batch_size=args.val_batch_size,
         num_workers=args.workers,

@@ -119,3 +119,12 @@ def test_bad_input_fails_with_a_clear_message(case, expected, demo_project, tmp_
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not app_data.exists() or not any(app_data.rglob("*"))
+
+
+def test_zero_epochs_is_refused_not_replaced_by_the_default(demo_project, tmp_path):
+    result = run_cli(
+        "train", "--project", str(demo_project), "--model", MODEL, "--from-scratch",
+        "--epochs", "0", "--dry-run", env_app_data=tmp_path / "app_data",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    assert "epochs must be at least 1, got 0" in result.stderr
