@@ -68,7 +68,9 @@ def _allowed_globals() -> list[Any]:
     return allowed
 
 
-_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch's words for a global outside the allowlist ("Unsupported global: GLOBAL x.y"), and for
+# one from a module it blocks outright ("unsupported GLOBAL posix.system whose module ...").
+_UNSUPPORTED = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 
 def load_checkpoint_file(path: str | Path, map_location: str = "cpu") -> dict:

@@ -98,3 +98,17 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_partial_file(tmp_path):
     assert partial is not None, "the writer never started"
     assert partial.stat().st_size < 600 * 1024 * 1024  # killed mid-write
     assert target.read_bytes() == b"previous complete checkpoint"
+
+
+def test_a_checkpoint_that_would_run_a_command_is_refused_by_name(tmp_path):
+    import os
+
+    class RunsACommand:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "meta": {"x": RunsACommand()}}, path)
+    with pytest.raises(CheckpointError, match=r"posix\.system, which is not among the types"):
+        load_checkpoint_file(path)
+    assert not (tmp_path / "pwned").exists()
