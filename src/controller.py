@@ -140,6 +140,8 @@ class TrainingController:
             else {"state": SessionState.IDLE, "run_id": None, "iteration": 0, "epoch": 0}
         )
         base["state"] = SessionState(base["state"]).value
+        # a one-line error for clients; the traceback (server paths, code) stays in the log
+        base.pop("traceback", None)
         syncer = self._syncer
         base.update(
             sync=asdict(syncer.status) if syncer else None,

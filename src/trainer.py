@@ -308,7 +308,9 @@ class TrainingSession:
         except BaseException as exc:  # report everything, the thread must end cleanly
             self._error = f"{type(exc).__name__}: {exc}"
             self._traceback = traceback.format_exc()
-            logger.error("training run %s failed: %s", self.run_id, self._error)
+            logger.error(
+                "training run %s failed: %s\n%s", self.run_id, self._error, self._traceback
+            )
         finally:
             self._finished_at = time.time()
             self._close_runner()
