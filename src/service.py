@@ -130,11 +130,6 @@ def prepare(request: TrainRequest) -> Prepared:
             base_cfg = load_config_file(request.base_config_file)
         except ConfigError as exc:
             problems.append(f"the custom model's config does not parse: {exc}")
-        if (
-            request.params.weights == "custom"
-            and not Path(request.params.weights_path or "").is_file()
-        ):
-            problems.append(f"checkpoint {request.params.weights_path} does not exist")
     elif request.model and not (request.config_text or request.config_file):
         try:
             entry = zoo.get_model(request.model, request.params.task)
@@ -142,6 +137,14 @@ def prepare(request: TrainRequest) -> Prepared:
             problems.append(str(exc))
     elif not (request.config_text or request.config_file):
         problems.append("no model given: pick a zoo model (see `python -m src.cli zoo`)")
+    weights_path = request.params.weights_path or ""
+    if (
+        request.params.weights == "custom"
+        and weights_path
+        and "://" not in weights_path  # URLs are fetched at load time
+        and not Path(weights_path).is_file()
+    ):
+        problems.append(f"checkpoint {weights_path} does not exist: check the --weights path")
 
     user_cfg = None
     if request.config_text or request.config_file:
