@@ -55,6 +55,7 @@ def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | Non
     """The run as the platform's Experiments page reads it (the SDK's
     ``supervisely.nn.experiments.ExperimentInfo``; file paths relative to ``artifacts_dir``)."""
     started = time.localtime(summary.started_at) if summary.started_at else time.localtime()
+    folder = summary.remote_dir.rstrip("/") + "/"
     return {
         "experiment_name": f"{summary.run_id} {summary.project_name} {summary.model_name}",
         "framework_name": FRAMEWORK_NAME,
@@ -67,7 +68,7 @@ def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | Non
         "checkpoints": checkpoints,
         "best_checkpoint": best,
         "hyperparameters": "hyperparameters.yaml",
-        "artifacts_dir": summary.remote_dir.rstrip("/") + "/",
+        "artifacts_dir": folder,
         "train_val_split": "train_val_split.json",
         "train_size": len(summary.split.get("train", [])),
         "val_size": len(summary.split.get("val", [])),
@@ -76,7 +77,7 @@ def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | Non
         "evaluation_report_link": None,
         "evaluation_metrics": {},
         "primary_metric": None,
-        "logs": {"type": "mmengine", "link": summary.remote_dir.rstrip("/") + "/logs/"},
+        "logs": {"type": "mmengine", "link": folder + "logs/"},
     }
 
 

@@ -429,7 +429,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     jobs = []
     for task in tasks:
         if wanted:
-            jobs += [(m, task) for m in wanted if m in {e.model for e in zoo.list_models(task)}]
+            offered = {e.model for e in zoo.list_models(task)}
+            jobs += [(m, task) for m in wanted if m in offered]
         else:
             jobs += [(e.model, task) for e in zoo.default_models(task)]
     if not jobs:

@@ -549,15 +549,7 @@ def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_si
         dict(type="PackDetInputs"),
     ]
     if any(t.get("type") in _KEEP_MODEL_TEST_PIPELINE_IF for t in model_test):
-        test_pipeline = copy.deepcopy(model_test)
-        if not any(t.get("type") == "Resize" for t in test_pipeline):
-            # CenterNet/CornerNet test at the original size; a 4K photo then takes minutes on
-            # Hourglass-104. The input size applies (their heads undo border and scale factor).
-            test_pipeline.insert(1, dict(type="Resize", scale=size, keep_ratio=True))
-            for step in test_pipeline:  # the heads rescale boxes only when this is packed
-                keys = step.get("meta_keys") if step.get("type") == "PackDetInputs" else None
-                if keys is not None and "scale_factor" not in keys:
-                    step["meta_keys"] = (*keys, "scale_factor")
+        test_pipeline = _resized_model_test_pipeline(model_test, size)
     else:
         test_pipeline = [
             dict(type="LoadImageFromFile"),
@@ -571,6 +563,22 @@ def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_si
         ]
     cfg.train_pipeline = train_pipeline
     cfg.test_pipeline = test_pipeline
+
+
+def _resized_model_test_pipeline(model_test: list[dict], size: tuple[int, ...]) -> list[dict]:
+    """The model's own test pipeline (CenterNet/CornerNet: their heads read its padding border),
+    resized to the input size first: their zoo pipelines test at the original size, and a 4K
+    photo then takes minutes on Hourglass-104. Their heads undo the border and the scale factor,
+    which is packed for that."""
+    pipeline = copy.deepcopy(model_test)
+    if any(t.get("type") == "Resize" for t in pipeline):
+        return pipeline
+    pipeline.insert(1, dict(type="Resize", scale=size, keep_ratio=True))
+    for step in pipeline:
+        keys = step.get("meta_keys") if step.get("type") == "PackDetInputs" else None
+        if keys is not None and "scale_factor" not in keys:
+            step["meta_keys"] = (*keys, "scale_factor")
+    return pipeline
 
 
 def _split_kwargs(data: DatasetSpec, split: str) -> dict[str, Any]:

@@ -375,9 +375,8 @@ class TrainingController:
                 task_id=self.task_id, started_at=session.status().started_at,
             )  # fmt: skip
         except Exception as exc:  # upload, export (CheckpointError), disk: all shown, files kept
-            outcome.upload_error = str(exc)
-            if not isinstance(exc, UploadError | FileNotFoundError | OSError | CheckpointError):
-                outcome.upload_error = f"{type(exc).__name__}: {exc}"
+            expected = isinstance(exc, UploadError | FileNotFoundError | OSError | CheckpointError)
+            outcome.upload_error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
             outcome.local_dir = str(prepared.work_dir)
             logger.error(
                 "upload of run %s failed: %s; its files stay in %s",

@@ -108,6 +108,12 @@ def list_datasets(project_dir: str | Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def image_path(ann_path: Path) -> Path:
+    """The image of an item, from its annotation file (``<dataset>/ann/<name>.json`` describes
+    ``<dataset>/img/<name>``)."""
+    return ann_path.parent.parent / "img" / ann_path.name[: -len(".json")]
+
+
 def list_items(
     project_dir: str | Path, datasets: list[str] | None = None
 ) -> list[tuple[str, Path]]:
@@ -322,10 +328,9 @@ def read_instances(
             if not keep_empty_images:
                 stats.dropped_empty_images += 1
                 continue
-        img_dir = ann_path.parent.parent / "img"
         data_list.append(
             {
-                "img_path": str(img_dir / item_name.rsplit("/", 1)[1]),
+                "img_path": str(image_path(ann_path)),
                 "img_id": len(data_list) + 1,
                 "item_name": item_name,
                 "height": height,

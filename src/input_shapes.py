@@ -100,13 +100,13 @@ def padding_problems(cfg: Any) -> list[str]:
         dataset = (cfg.get(loader) or {}).get("dataset") or {}
         pipeline = dataset.get("pipeline") or (dataset.get("dataset") or {}).get("pipeline") or []
         divisor, fixed = _pipeline_divisor(pipeline)
-        if max(divisor, batch_divisor) % need == 0:
+        have = max(divisor, batch_divisor)
+        if have % need == 0:
             continue
         if fixed and all(side % need == 0 for side in fixed):
             continue
         if any(isinstance(s, dict) and s.get("type") == "RandomCenterCropPad" for s in pipeline):
             continue  # CenterNet/CornerNet pad by their own rule (test_pad_mode)
-        have = max(divisor, batch_divisor)
         problems.append(
             f"{loader}: images reach the model padded to multiples of {have} "
             f"px, but {model.get('type', 'this model')} needs multiples of {need} (its neck merges "
@@ -166,40 +166,36 @@ def check_input_shapes(model: Any, datasets: dict[str, Any]) -> list[ShapeCheck]
     Also checks that the decoded image has the size its annotation claims (a JPEG rotated by its
     EXIF orientation, or a replaced file, would put every box in the wrong place).
     """
-    import torch
-    from mmengine.dataset import pseudo_collate
-
-    checks: list[ShapeCheck] = []
-    was_training = model.training
-    with warnings.catch_warnings():  # mmdet's deprecation chatter would bury the table
-        warnings.simplefilter("ignore")
-        try:
-            _check_splits(model, datasets, checks, pseudo_collate, torch)
-        finally:
-            model.train(was_training)
-    return checks
-
-
-def _check_splits(model, datasets, checks: list[ShapeCheck], collate, torch) -> None:
     from mmengine.logging import MessageHub
 
     hub = MessageHub.get_current_instance()  # heads that read the epoch (TOOD) need one
     for key in ("epoch", "iter"):
         if hub.get_info(key) is None:
             hub.update_info(key, 0)
-    for split, dataset in datasets.items():
-        training = split == "train"
-        model.train(training)
-        for info in extreme_images([dataset.get_data_info(i) for i in range(len(dataset))]):
-            check = ShapeCheck(split, info["item_name"], (info["width"], info["height"]))
-            checks.append(check)
-            try:
-                _check_one(model, dataset, info, check, training, collate, torch)
-            except Exception as exc:  # the model's own error, whatever it is
-                check.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    checks: list[ShapeCheck] = []
+    was_training = model.training
+    with warnings.catch_warnings():  # mmdet's deprecation chatter would bury the table
+        warnings.simplefilter("ignore")
+        try:
+            for split, dataset in datasets.items():
+                model.train(split == "train")
+                infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+                for info in extreme_images(infos):
+                    check = ShapeCheck(split, info["item_name"], (info["width"], info["height"]))
+                    checks.append(check)
+                    try:
+                        _check_one(model, dataset, info, check)
+                    except Exception as exc:  # the model's own error, whatever it is
+                        check.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        finally:
+            model.train(was_training)
+    return checks
 
 
-def _check_one(model, dataset, info, check: ShapeCheck, training: bool, collate, torch) -> None:
+def _check_one(model: Any, dataset: Any, info: dict, check: ShapeCheck) -> None:
+    import torch
+    from mmengine.dataset import pseudo_collate
+
     sample = None
     for _ in range(5):  # a random crop may leave no objects and the pipeline drop the image
         sample = dataset.pipeline(dict(info))
@@ -218,6 +214,6 @@ def _check_one(model, dataset, info, check: ShapeCheck, training: bool, collate,
     img_h, img_w = meta["img_shape"][:2]
     check.resized = (int(img_w), int(img_h))
     with torch.no_grad():
-        data = model.data_preprocessor(collate([sample]), training)
+        data = model.data_preprocessor(pseudo_collate([sample]), model.training)
         check.padded = (int(data["inputs"].shape[-1]), int(data["inputs"].shape[-2]))
-        model(**data, mode="loss" if training else "predict")
+        model(**data, mode="loss" if model.training else "predict")

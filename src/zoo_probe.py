@@ -43,10 +43,10 @@ class ProbeResult:
         )
 
 
-def _extremes(project_dir: Path, task: str) -> list[str]:
-    """Item names of the two images most likely to break a model's train step (among those with
-    objects the task can train on: instance segmentation needs polygons or bitmaps)."""
-    from src.dataset import list_items
+def _extremes(project_dir: Path, task: str) -> list[dict]:
+    """The two images most likely to break a model's train step (``item_name``, ``img_path``),
+    among those with objects the task can train on (instance segmentation: polygons, bitmaps)."""
+    from src.dataset import image_path, list_items
     from src.input_shapes import extreme_images
 
     usable = {"polygon", "bitmap"} if task == "instance-segmentation" else None
@@ -57,9 +57,11 @@ def _extremes(project_dir: Path, task: str) -> list[str]:
         if not kinds or (usable and not kinds & usable):
             continue
         size = ann["size"]
-        infos.append({"item_name": name, "width": size["width"], "height": size["height"]})
-    picked = extreme_images(infos)
-    return [p["item_name"] for p in picked[1:3]]  # the largest and the widest
+        infos.append(
+            {"item_name": name, "img_path": str(image_path(ann_path)),
+             "width": size["width"], "height": size["height"]}
+        )  # fmt: skip
+    return extreme_images(infos)[1:3]  # the largest and the widest
 
 
 def probe_model(
@@ -91,7 +93,7 @@ def probe_model(
         return result
 
     project_dir = Path(project_dir)
-    train_items = _extremes(project_dir, task)
+    extremes = _extremes(project_dir, task)
     params = TrainParams(
         task=task,
         epochs=1,
@@ -110,7 +112,7 @@ def probe_model(
         model=model,
         params=params,
         split=Split(
-            train_items=train_items,
+            train_items=[e["item_name"] for e in extremes],
             val_items=[name for name, _ in list_items(project_dir)],
             description="probe: 2 extreme images / all",
         ),
@@ -128,20 +130,12 @@ def probe_model(
     config_file = Path(work_root) / "probe_config.py"
     config_file.write_text(prepared.config_text, encoding="utf-8")
     detector = init_detector(str(config_file), str(exported), device="cpu", palette=[])
-    images = [str(project_dir / _image_path(project_dir, name)) for name in train_items]
-    for prediction in inference_detector(detector, images):
+    for prediction in inference_detector(detector, [e["img_path"] for e in extremes]):
         labels = prediction.pred_instances.labels
         if len(labels) and int(labels.max()) >= len(prepared.params.classes):
             raise RuntimeError(f"a predicted label {int(labels.max())} indexes no class")
     result.passes = True
     return result
-
-
-def _image_path(project_dir: Path, item: str) -> Path:
-    from src.dataset import list_datasets
-
-    dataset, name = item.rsplit("/", 1)
-    return list_datasets(project_dir)[dataset].relative_to(project_dir) / "img" / name
 
 
 def probe_in_subprocess(
