@@ -8,14 +8,23 @@
     GET  /api/runs    -> resumable runs (app data, then Team Files)
 
 Errors are JSON ``{"error": message, "problems": [...]}`` with a 4xx status: 400 for a bad
-request, 409 when a run is already in progress (or nothing runs to stop).
+request, 401 without the API token, 409 when a run is already in progress (or nothing runs to
+stop).
+
+A request's ``config`` is Python that mmengine executes with the app's rights, so off the platform
+every ``/api/*`` call needs the app's own token (``Authorization: Bearer <token>``; see the
+README's Security section); on the platform the app is reached only through the platform's proxy,
+which authenticates the user, and no token is set.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from src.controller import TrainingController, request_from_json
@@ -28,6 +37,37 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> JSON
     return JSONResponse({"error": message, "problems": problems or [message]}, status_code=status)
 
 
+def mount_api(
+    server: FastAPI,
+    controller: TrainingController,
+    token: str | None,
+    default_project: LocalProject | None = None,
+) -> None:
+    """Add the routes and their guard to ``server``: with ``token``, every ``/api/*`` request
+    must carry it; a POST whose body is not a JSON object is answered 400 here, before the SDK's
+    middleware (which expects an object) turns it into a plain-text 500."""
+
+    @server.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)
+        if token is not None:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _error(401, "this API needs the app's token: Authorization: Bearer <token>")
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                return _error(400, "the request body is not valid JSON")
+            if not isinstance(body, dict):
+                return _error(400, "the request body must be a JSON object")
+        return await call_next(request)
+
+    server.include_router(build_router(controller, default_project))
+
+
 def build_router(
     controller: TrainingController, default_project: LocalProject | None = None
 ) -> APIRouter:
@@ -37,17 +77,15 @@ def build_router(
 
     @router.post("/train")
     async def train(request: Request) -> Any:
+        raw = await request.body()
         try:
-            body = await request.json()
+            body = json.loads(raw) if raw.strip() else {}
         except ValueError:
             return _error(400, "the request body is not valid JSON")
         try:
-            if isinstance(body, dict) and "resume" in body:
-                epochs = (body.get("hyperparameters") or {}).get("epochs")
-                run_id = controller.resume(body.get("resume") or None, epochs=epochs)
-            else:
-                request = request_from_json(body, str(controller.app_data_dir), default_project)
-                run_id = controller.start(request)
+            # parsing the project and executing the config take seconds: off the event loop,
+            # so /sly/state, /api/status and /api/stop keep answering meanwhile
+            run_id = await run_in_threadpool(_start, controller, body, default_project)
         except SessionBusyError as exc:
             return _error(409, str(exc))
         except RequestError as exc:
@@ -69,3 +107,22 @@ def build_router(
         return {"runs": controller.runs()}
 
     return router
+
+
+def _start(controller: TrainingController, body: Any, default_project: LocalProject | None) -> str:
+    """A new run or a resumed one, as the body asks; RequestError names every bad field."""
+    if isinstance(body, dict) and "resume" in body:
+        target, hyper = body["resume"], body.get("hyperparameters") or {}
+        problems = []
+        if target is not None and not isinstance(target, str):
+            problems.append(f"resume must be a run id (a string), not {json.dumps(target)}")
+        if not isinstance(hyper, dict):
+            problems.append("hyperparameters must be an object")
+        epochs = hyper.get("epochs") if isinstance(hyper, dict) else None
+        if epochs is not None and (type(epochs) is not int or epochs < 1):
+            problems.append(f"hyperparameters.epochs must be a whole number >= 1, not {epochs!r}")
+        if problems:
+            raise RequestError(problems)
+        return controller.resume(target or None, epochs=epochs)
+    request = request_from_json(body, str(controller.app_data_dir), default_project)
+    return controller.start(request)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from src.atomic_files import atomic_path, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +128,9 @@ def export_for_inference(src: str | Path, dst: str | Path) -> Path:
         for key in ("epoch", "iter", "dataset_meta", "experiment_name", "seed", "mmengine_version")
         if key in meta
     }
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    torch.save({"state_dict": state, "meta": plain_meta}, tmp)
-    os.replace(tmp, dst)
-    return dst
+    with atomic_path(dst) as tmp:  # a full disk leaves no partial export behind
+        torch.save({"state_dict": state, "meta": plain_meta}, tmp)
+    return Path(dst)
 
 
 def last_checkpoint(work_dir: str | Path) -> Path | None:
@@ -156,25 +154,6 @@ def best_checkpoint(work_dir: str | Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- crash-safe writes
-
-
-def write_bytes_atomic(data: bytes, path: str | Path) -> None:
-    """Write to a temporary file beside ``path``, then rename it: never a partial file.
-
-    The rename is atomic, so a process killed at any moment (SIGKILL, the agent removing the
-    container) leaves either the old file or the complete new one. No fsync: it would cost a
-    checkpoint's worth of disk flush per save and only protects against a host crash.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def _register_atomic_backend() -> dict:

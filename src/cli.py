@@ -206,6 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from src.service import (
         RequestError,
         TrainRequest,
+        check_data,
         dry_run,
         locate_run,
         prepare,
@@ -264,6 +265,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"config       written to {args.dump_config}")
             print("dry run: everything builds; nothing was trained")
             return 0
+        check_data(prepared)  # an empty split, a missing image: now, not mid-epoch
     except RequestError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

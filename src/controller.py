@@ -8,6 +8,7 @@ A service shared by the widgets UI and the HTTP API (they only call it). It owns
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import threading
@@ -26,6 +27,7 @@ from src.service import (
     ProjectResolver,
     RequestError,
     TrainRequest,
+    check_data,
     local_project_resolver,
     locate_run,
     new_run_id,
@@ -239,6 +241,7 @@ class TrainingController:
                 weights = self.fetch(request.params.weights_path, "checkpoint")
                 request.params = replace(request.params, weights_path=weights)
             prepared = prepare(request)
+            check_data(prepared)  # what would fail the run later fails the request now
             return self._launch(prepared, None, self.policy(sync_every_epochs))
 
     def resume(
@@ -398,12 +401,49 @@ class TrainingController:
                         prepared.work_dir)  # fmt: skip
 
 
+def _json_problem(name: str, value: Any, hint: Any) -> str | None:
+    """Why a JSON value does not fit a ``TrainParams`` field's type (None: it fits). JSON has no
+    tuples and no int/float split, so lists stand for tuples and whole numbers for floats;
+    ``true`` is not a number."""
+    import types
+    import typing
+
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if hint is int:
+        ok = type(value) is int
+    elif hint is float:
+        ok = type(value) in (int, float)
+    elif hint in (str, bool):
+        ok = type(value) is hint
+    elif typing.get_origin(hint) is tuple:
+        fixed = Ellipsis not in args
+        ok = (
+            isinstance(value, list)
+            and all(type(v) is int for v in value)
+            and (not fixed or len(value) == len(args))
+        )
+        if not ok:
+            what = f"{len(args)} whole numbers" if fixed else "a list of whole numbers"
+            return f"{name} must be {what}, got {json.dumps(value)}"
+    else:
+        ok = True
+    kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
+    return None if ok else f"{name} must be {kind.get(hint, hint)}, got {json.dumps(value)}"
+
+
 def request_from_json(
     body: dict[str, Any], app_data_dir: str, default_project: Any = None
 ) -> TrainRequest:
-    """The HTTP API's JSON → TrainRequest; unknown or ill-typed fields → RequestError.
+    """The HTTP API's JSON → TrainRequest; unknown or ill-typed fields → RequestError (a 400
+    that names the field), never a TypeError deep in preparation (a 500).
 
     Without ``project`` in the body, ``default_project`` (a ``LocalProject``) trains."""
+    import typing
     from dataclasses import fields
 
     from src.config_builder import TrainParams
@@ -417,27 +457,53 @@ def request_from_json(
     unknown = sorted(set(body) - known)
     if unknown:
         problems.append(f"unknown fields {unknown}; known: {sorted(known)}")
+    top_level = {"project": str | None, "task": str, "model": str | None, "config": str | None,
+                 "keep_empty_images": bool, "run_id": str | None}  # fmt: skip
+    problems += [
+        problem
+        for key, hint in top_level.items()
+        if key in body and (problem := _json_problem(key, body[key], hint))
+    ]
+    for key in ("classes",):
+        value = body.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            problems.append(f"{key} must be a list of class names, got {json.dumps(value)}")
     hyper = body.get("hyperparameters") or {}
+    if not isinstance(hyper, dict):
+        problems.append(f"hyperparameters must be an object, got {json.dumps(hyper)}")
+        hyper = {}
+    hints = typing.get_type_hints(TrainParams)
     param_fields = {f.name for f in fields(TrainParams)} - {"task", "classes"}
     bad = sorted(set(hyper) - param_fields)
     if bad:
         problems.append(f"unknown hyperparameters {bad}; known: {sorted(param_fields)}")
     values = {k: v for k, v in hyper.items() if k in param_fields}
-    for key in ("input_size", "step_epochs"):
-        if key in values and isinstance(values[key], list):
-            values[key] = tuple(values[key])
-        if key == "input_size" and isinstance(values.get(key), int):
-            values[key] = (values[key], values[key])
-    try:
-        params = TrainParams(task=body.get("task", "object-detection"), **values)
-    except TypeError as exc:
-        problems.append(str(exc))
-        params = TrainParams()
+    if type(values.get("input_size")) is int:
+        values["input_size"] = [values["input_size"]] * 2
+    for key, value in list(values.items()):
+        problem = _json_problem(key, value, hints[key])
+        if problem:
+            problems.append(problem)
+            del values[key]
+        elif isinstance(value, list):
+            values[key] = tuple(value)
+    if problems:
+        raise RequestError(problems)
+    params = TrainParams(task=body.get("task", "object-detection"), **values)
     split = None
     spec = body.get("split")
     if spec is not None:
-        if not isinstance(spec, dict):
-            problems.append('split must be an object, e.g. {"train": ["train"], "val": ["val"]}')
+        names = ("train", "val", "train_items", "val_items")
+        if not isinstance(spec, dict) or any(
+            spec.get(k) is not None
+            and not (isinstance(spec[k], list) and all(isinstance(v, str) for v in spec[k]))
+            for k in names
+        ):
+            problems.append(
+                'split must be an object of name lists, e.g. {"train": ["train"], "val": ["val"]}'
+            )
         else:
             split = Split(
                 train_datasets=spec.get("train"),

@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from src.atomic_files import atomic_path, write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 BOX_GEOMETRIES = ("rectangle", "polygon", "bitmap")
@@ -381,23 +383,38 @@ def load_split(
     cache_dir: str | Path | None = None,
 ) -> tuple[list[dict], SplitStats]:
     """:func:`read_instances` through an on-disk cache (when ``cache_dir`` is given)."""
-    if cache_dir is None:
-        return read_instances(project_dir, classes, task, datasets, items, keep_empty_images)
-    key = cache_key(project_dir, classes, task, datasets, items, keep_empty_images)
-    path = Path(cache_dir) / f"split_{key}.pkl"
-    if path.is_file():
-        try:
-            with open(path, "rb") as f:
-                return pickle.load(f)
-        except Exception as exc:  # a broken cache file is rebuilt, never trusted
-            logger.warning("dataset cache %s is unreadable (%s): rebuilding it", path, exc)
-    result = read_instances(project_dir, classes, task, datasets, items, keep_empty_images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    result = None
+    path = None
+    if cache_dir is not None:
+        key = cache_key(project_dir, classes, task, datasets, items, keep_empty_images)
+        path = Path(cache_dir) / f"split_{key}.pkl"
+        if path.is_file():
+            try:
+                with open(path, "rb") as f:
+                    result = pickle.load(f)
+            except Exception as exc:  # a broken cache file is rebuilt, never trusted
+                logger.warning("dataset cache %s is unreadable (%s): rebuilding it", path, exc)
+    if result is None:
+        result = read_instances(project_dir, classes, task, datasets, items, keep_empty_images)
+        if path is not None:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    _check_images_exist(result[0])
     return result
+
+
+def _check_images_exist(data_list: list[dict]) -> None:
+    """Every image of the split is on disk: a missing one is named now (dry run, Start), not
+    mid-epoch when the loader reaches it. (The cache is keyed by annotations, so this is checked
+    on every load; a stat per image.)"""
+    missing = [info["img_path"] for info in data_list if not os.path.isfile(info["img_path"])]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
+        raise DatasetError(
+            f"{len(missing)} image(s) of the split are missing: {shown}; restore them or remove "
+            "their annotations"
+        )
 
 
 # --------------------------------------------------------------------------- COCO ground truth
@@ -431,14 +448,6 @@ def to_coco(data_list: list[dict], classes: list[str]) -> dict:
             annotations.append(ann)
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
     return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def write_json_atomic(data: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _register() -> type:

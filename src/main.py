@@ -9,16 +9,19 @@ a run stopped with the Stop button stays offered for resume until the platform s
 Locally (``make app``): ``PROJECT_DIR`` is the Supervisely project to train on, ``TEAM_FILES_DIR``
 the folder standing in for Team Files (default ``artifacts/team_files``), ``SLY_APP_DATA_DIR``
 the synced app-data folder (default ``artifacts/app_data``); checkpoint sync is off unless one of
-the two variables above is set. The app stays up for the next run.
+the two variables above is set. The app stays up for the next run. The HTTP API needs a token
+there: ``TRAIN_MMDET3_API_TOKEN``, or one generated at start and printed (not the SDK's
+``API_TOKEN``, which is a platform credential).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 
 import supervisely as sly
 
-from src.api import build_router
+from src.api import mount_api
 from src.controller import RunOutcome, SyncPolicy, TrainingController
 from src.platform_services import platform_services
 from src.project import open_local_project
@@ -49,6 +52,26 @@ def _route_logs_to_the_task_log() -> None:
     ours = logging.getLogger("src")
     ours.setLevel(logging.INFO)
     ours.handlers = list(sly.logger.handlers)  # still propagates: test log capture sees them
+
+
+API_TOKEN_VARIABLE = "TRAIN_MMDET3_API_TOKEN"
+
+
+def _api_token() -> str | None:
+    """The token ``/api/*`` requires: none on the platform (its proxy authenticates every
+    request to the app); locally the variable's value, or a fresh one, printed for the user."""
+    given = os.environ.get(API_TOKEN_VARIABLE)
+    if sly.is_production():
+        return given or None
+    if given:
+        return given
+    token = secrets.token_urlsafe(24)
+    print(
+        f"HTTP API token (send 'Authorization: Bearer <token>' to /api/*; set {API_TOKEN_VARIABLE} "
+        f"to choose it): {token}",
+        flush=True,
+    )
+    return token
 
 
 def create_app() -> sly.Application:
@@ -99,7 +122,7 @@ def create_app() -> sly.Application:
     ui = AppUI(project, controller)
     application = sly.Application(layout=ui.layout)
     holder["app"] = application
-    application.get_server().include_router(build_router(controller, default_project=project))
+    mount_api(application.get_server(), controller, _api_token(), default_project=project)
     application.call_before_shutdown(controller.shutdown)
     application.ui = ui  # for tests and debugging
     application.controller = controller

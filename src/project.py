@@ -129,7 +129,7 @@ def _download_into(
     from supervisely.api.api import ApiContext
     from supervisely.project.project import Dataset
 
-    from src.checkpoints import write_bytes_atomic, write_text_atomic
+    from src.atomic_files import write_bytes_atomic, write_text_atomic
 
     root.mkdir(parents=True, exist_ok=True)
     meta_json = api.project.get_meta(project_id)

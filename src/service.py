@@ -47,7 +47,7 @@ from src.dataset import DatasetError, class_colors
 from src.input_shapes import check_input_shapes, padding_problems
 from src.project import LocalProject, Split, default_split, open_local_project, split_items
 from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
-from src.run_ids import RunIdError, run_dir
+from src.run_ids import RunIdError, is_run_dir, run_dir
 from src.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,13 @@ def prepare(request: TrainRequest) -> Prepared:
             )
         except ConfigError as exc:
             problems.append(f"the config does not parse: {exc}")
+        else:
+            model = user_cfg.get("model")
+            if not (isinstance(model, dict) and model.get("type")):
+                problems.append(
+                    "the config defines no model: it needs model = dict(type=..., ...); start "
+                    "from the composed config"
+                )
 
     classes = list(request.classes or [])
     if project is not None:
@@ -248,20 +255,64 @@ def prepare(request: TrainRequest) -> Prepared:
             model_name = entry.model
     except ConfigError as exc:
         raise RequestError([str(exc)]) from None
+    except Exception as exc:  # an edited config of any shape: a message, not a 500
+        if user_cfg is None and base_cfg is None:
+            raise
+        raise RequestError([f"the config cannot be used: {type(exc).__name__}: {exc}"]) from None
     return Prepared(project, params, split, cfg, run_id, model_name)
+
+
+def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Both splits as the run will build them (annotations parsed, through the cache, images
+    checked on disk): ``(stats per split, datasets, problems)``. What fails here would fail the
+    run later: an empty split, no object of the selected classes (e.g. a class whose objects
+    are all points), a missing image."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    import src.dataset  # noqa: F401  (registers SuperviselyDataset)
+
+    init_default_scope(prepared.cfg.get("default_scope", "mmdet"))
+    stats: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}
+    problems: list[str] = []
+    for split in ("train", "val"):
+        dataset_cfg = prepared.cfg[f"{split}_dataloader"].dataset
+        try:
+            dataset = DATASETS.build(dataset_cfg)
+            stats[split] = dataset.stats.as_dict()
+            if len(dataset) == 0:
+                problems.append(f"the {split} split has no images")
+            elif dataset.stats.objects == 0:
+                skipped = dict(dataset.stats.skipped)
+                why = f" (skipped: {skipped})" if skipped else ""
+                problems.append(
+                    f"the {split} split has no usable objects of the selected classes{why}: "
+                    f"{prepared.params.task} needs "
+                    + ("polygons or bitmaps" if prepared.params.task == "instance-segmentation"
+                       else "rectangles, polygons or bitmaps")
+                )  # fmt: skip
+            else:
+                datasets[split] = dataset
+        except Exception as exc:
+            problems.append(f"{split} dataset: {exc}")
+    return stats, datasets, problems
+
+
+def check_data(prepared: Prepared) -> None:
+    """:func:`build_datasets`'s problems as a RequestError, before a run is started."""
+    problems = build_datasets(prepared)[2]
+    if problems:
+        raise RequestError(problems)
 
 
 def dry_run(prepared: Prepared) -> dict[str, Any]:
     """Build both datasets and the model without training: what would train, and how big."""
-    from mmdet.registry import DATASETS, MODELS
-    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
 
-    import src.dataset  # noqa: F401  (registers SuperviselyDataset)
     from src import mmdet_compat
 
     mmdet_compat.apply()
-
-    init_default_scope(prepared.cfg.get("default_scope", "mmdet"))
     summary: dict[str, Any] = {
         "run_id": prepared.run_id,
         "model": prepared.model_name,
@@ -270,21 +321,8 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
         "split": prepared.split.description,
         "work_dir": str(prepared.work_dir),
     }
-    problems = []
-    datasets = {}
-    for split in ("train", "val"):
-        dataset_cfg = prepared.cfg[f"{split}_dataloader"].dataset
-        try:
-            dataset = DATASETS.build(dataset_cfg)
-            summary[split] = dataset.stats.as_dict()
-            if len(dataset) == 0:
-                problems.append(f"the {split} split has no images")
-            elif dataset.stats.objects == 0:
-                problems.append(f"the {split} split has no objects of the selected classes")
-            else:
-                datasets[split] = dataset
-        except Exception as exc:
-            problems.append(f"{split} dataset: {exc}")
+    stats, datasets, problems = build_datasets(prepared)
+    summary.update(stats)
     model = None
     try:
         # a copy: some detectors (Deformable DETR) write into the config they are built from
@@ -367,6 +405,13 @@ def resolve_resumable(app_data_dir: str | Path, target: str | None) -> Resumable
         if not path.is_file():
             raise RequestError([f"checkpoint {path} does not exist"])
         work_dir = path.resolve().parent
+        # a run's config.py is Python that resuming executes: only runs this app wrote in app
+        # data (or fetched there from Team Files) are resumed, never a folder named by a request
+        if not is_run_dir(app_data_dir, work_dir):
+            raise RequestError(
+                [f"{path} is not in a run folder of {app_data_dir}: only runs in app data (or "
+                 "in Team Files, by run id) can be resumed"]
+            )  # fmt: skip
         if not (work_dir / RUN_CONFIG).is_file():
             raise RequestError(
                 [f"{path} is not in a run folder of this app ({RUN_CONFIG} missing)"]

@@ -328,7 +328,8 @@ class TrainingSession:
         import src.loops  # noqa: F401  (registers the resumable loop and sampler)
         from src import mmdet_compat
         from src.app_runner import AppRunner
-        from src.checkpoints import RUN_CONFIG, write_text_atomic
+        from src.atomic_files import write_text_atomic
+        from src.checkpoints import RUN_CONFIG
         from src.config_builder import config_to_text
         from src.hooks.nonfinite import NonFiniteLossHook
         from src.hooks.rng import RngStateHook

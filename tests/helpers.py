@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -128,3 +129,21 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"{len(different)}/{len(wa)} tensors differ, e.g. {different[:3]}"
+
+
+API_TOKEN = "test-token"
+
+
+@contextlib.contextmanager
+def api_client(controller, default_project=None):
+    """A TestClient on the app's HTTP API (routes and guard, as ``src.main`` mounts them),
+    carrying the API token."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from src.api import mount_api
+
+    server = FastAPI()
+    mount_api(server, controller, API_TOKEN, default_project=default_project)
+    with TestClient(server, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
+        yield client

@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
-from src.api import build_router
 from src.controller import TrainingController
 from src.storage import LocalArtifactStore
+from tests.helpers import api_client
 
 HYPER = {
     "epochs": 2,
@@ -27,9 +25,7 @@ HYPER = {
 @pytest.fixture
 def api(tmp_path):
     controller = TrainingController(tmp_path / "app_data", LocalArtifactStore(tmp_path / "team"))
-    server = FastAPI()
-    server.include_router(build_router(controller))
-    with TestClient(server) as client:
+    with api_client(controller) as client:
         yield client, controller, tmp_path
 
 
@@ -144,9 +140,7 @@ def test_a_failed_export_is_shown_keeps_the_files_and_ends_the_run(
         app_data, LocalArtifactStore(tmp_path / "team"), cleanup_after_upload=True,
         on_run_end=ended.append,
     )  # fmt: skip
-    server = FastAPI()
-    server.include_router(build_router(controller))
-    with TestClient(server) as client:
+    with api_client(controller) as client:
         body = _body(demo_project, hyperparameters=dict(HYPER, epochs=1))
         response = client.post("/api/train", json=body)
         assert response.status_code == 200, response.text
@@ -164,3 +158,122 @@ def test_a_failed_export_is_shown_keeps_the_files_and_ends_the_run(
     assert list(work_dir.glob("epoch_1.pth"))  # kept, although cleanup after upload is on
     assert not any((app_data / "_upload").glob("*"))  # no half-packed copy left
     assert [o.run_id for o in ended] == [outcome["run_id"]]
+
+
+M = "rtmdet_tiny_8xb32-300e_coco"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"hyperparameters": {"lr": "0.1"}}, 'lr must be a number, got "0.1"'),
+        ({"hyperparameters": {"epochs": "x"}}, "epochs must be a whole number"),
+        ({"hyperparameters": {"epochs": 1.5}}, "epochs must be a whole number"),
+        ({"hyperparameters": {"input_size": [1, 2, 3]}}, "input_size must be 2 whole numbers"),
+        ({"hyperparameters": {"amp": "yes"}}, "amp must be true or false"),
+        ({"hyperparameters": [1]}, "hyperparameters must be an object"),
+        ({"classes": "square"}, "classes must be a list of class names"),
+        ({"split": {"train": "train"}}, "split must be an object of name lists"),
+        ({"model": 5}, "model must be a string"),
+        ({"keep_empty_images": "no"}, "keep_empty_images must be true or false"),
+        ({"config": "a = 1", "model": None}, "the config defines no model"),
+        ({"resume": 5}, "resume must be a run id"),
+        ({"resume": "x", "hyperparameters": {"epochs": "2"}}, "epochs must be a whole number"),
+    ],
+)  # fmt: skip
+def test_ill_typed_json_is_a_400_naming_the_field(api, demo_project, body, expected):
+    client, _, _ = api
+    full = {"project": str(demo_project), "model": M, **body}
+    response = client.post("/api/train", json=full)
+    assert response.status_code == 400, response.text
+    assert expected in response.json()["error"]
+    assert client.get("/api/status").json()["state"] == "idle"
+
+
+def test_a_body_that_is_not_an_object_is_a_400(api):
+    client, _, _ = api
+    for body in ([1, 2], "train", 3):
+        response = client.post("/api/train", json=body)
+        assert response.status_code == 400, response.text
+        assert "must be a JSON object" in response.json()["error"]
+
+
+def test_every_api_route_needs_the_token(tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from src.api import mount_api
+
+    controller = TrainingController(tmp_path / "app_data", LocalArtifactStore(tmp_path / "team"))
+    server = FastAPI()
+    mount_api(server, controller, "secret")
+    marker = tmp_path / "pwned.txt"
+    with TestClient(server) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}):
+            for method, route in (("get", "/api/status"), ("post", "/api/stop"),
+                                  ("get", "/api/runs"), ("post", "/api/train")):  # fmt: skip
+                body = {"json": {"config": f"open({str(marker)!r}, 'w').write('ran')"}}
+                kwargs = body if method == "post" else {}
+                response = getattr(client, method)(route, headers=headers, **kwargs)
+                assert response.status_code == 401, (route, headers, response.text)
+        assert not marker.exists()
+        ok = client.get("/api/status", headers={"Authorization": "Bearer secret"})
+        assert ok.status_code == 200
+
+
+def _project_copy(demo_project, tmp_path):
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(demo_project, project)
+    return project
+
+
+def test_a_class_whose_objects_are_all_points_is_refused_before_the_run(
+    api, demo_project, tmp_path
+):
+    """The dry run's checks answer the request: a class that has only points cannot train."""
+    import json
+
+    client, _, _ = api
+    project = _project_copy(demo_project, tmp_path)
+    meta = json.loads((project / "meta.json").read_text())
+    meta["classes"].append({"title": "pin", "shape": "point", "color": "#FF0000"})
+    (project / "meta.json").write_text(json.dumps(meta))
+    for ann_path in (project / "train" / "ann").glob("*.json"):
+        ann = json.loads(ann_path.read_text())
+        ann["objects"].append(
+            {"classTitle": "pin", "geometryType": "point",
+             "points": {"exterior": [[10, 10]], "interior": []}}
+        )  # fmt: skip
+        ann_path.write_text(json.dumps(ann))
+    body = _body(project, classes=["pin"])
+    response = client.post("/api/train", json=body)
+    assert response.status_code == 400, response.text
+    assert "no usable objects of the selected classes" in response.json()["error"]
+    assert client.get("/api/status").json()["state"] == "idle"
+
+
+def test_a_missing_image_is_refused_before_the_run_with_its_name(api, demo_project, tmp_path):
+    client, _, _ = api
+    project = _project_copy(demo_project, tmp_path)
+    victim = sorted((project / "val" / "img").iterdir())[0]
+    victim.unlink()
+    response = client.post("/api/train", json=_body(project))
+    assert response.status_code == 400, response.text
+    assert victim.name in response.json()["error"] and "missing" in response.json()["error"]
+    assert client.get("/api/status").json()["state"] == "idle"
+
+
+def test_resume_from_a_folder_outside_app_data_runs_nothing(api, tmp_path):
+    """A run folder's config.py is Python that resuming executes: only app data's runs."""
+    client, _, _ = api
+    outside = tmp_path / "elsewhere" / "run"
+    outside.mkdir(parents=True)
+    marker = tmp_path / "pwned.txt"
+    (outside / "config.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (outside / "epoch_1.pth").write_bytes(b"not really")
+    response = client.post("/api/train", json={"resume": str(outside / "epoch_1.pth")})
+    assert response.status_code == 400, response.text
+    assert "only runs in app data" in response.json()["error"]
+    assert not marker.exists()

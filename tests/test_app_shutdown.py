@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _printed_token(server: subprocess.Popen) -> str:
+    """The API token the app printed at start; the rest of its output is drained in a thread
+    (a full pipe would block the server)."""
+    for line in server.stdout:
+        if "HTTP API token" in line:
+            threading.Thread(target=server.stdout.read, daemon=True).start()
+            return line.rsplit(": ", 1)[1].strip()
+    raise AssertionError("the app printed no API token")
 
 
 @pytest.mark.slow
@@ -41,13 +52,22 @@ def test_shutdown_during_training_saves_and_uploads(demo_project, tmp_path):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
+        # no token given: the app makes one and prints it; /api/* answers 401 without it
+        token = _printed_token(server)
+        auth = {"Authorization": f"Bearer {token}"}
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
-                if httpx.get(f"{base}/api/status", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/api/status", timeout=2).status_code == 401:
                     break
             except httpx.TransportError:
                 time.sleep(0.5)
+        wrong = {"Authorization": "Bearer guess"}
+        assert httpx.get(f"{base}/api/status", headers=wrong, timeout=5).status_code == 401
+        config = "open('pwned.txt', 'w').write('ran')"
+        refused = httpx.post(f"{base}/api/train", json={"config": config}, timeout=30)
+        assert refused.status_code == 401 and not (ROOT / "pwned.txt").exists()
+        assert httpx.get(f"{base}/api/status", headers=auth, timeout=5).status_code == 200
         body = {
             "project": str(demo_project),
             "model": "rtmdet_tiny_8xb32-300e_coco",
@@ -56,8 +76,9 @@ def test_shutdown_during_training_saves_and_uploads(demo_project, tmp_path):
                                 "input_size": 128, "weights": "scratch"},
             "run_id": "shut",
         }  # fmt: skip
-        assert httpx.post(f"{base}/api/train", json=body, timeout=30).status_code == 200
-        while httpx.get(f"{base}/api/status", timeout=5).json()["iteration"] < 3:
+        started = httpx.post(f"{base}/api/train", json=body, headers=auth, timeout=30)
+        assert started.status_code == 200, started.text
+        while httpx.get(f"{base}/api/status", headers=auth, timeout=5).json()["iteration"] < 3:
             time.sleep(0.2)
         httpx.post(f"{base}/sly/shutdown", json={}, timeout=30)
         server.wait(180)

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.atomic_files import write_bytes_atomic
 from src.checkpoints import (
     CheckpointError,
     export_for_inference,
     load_checkpoint_file,
     newest_resumable_checkpoint,
-    write_bytes_atomic,
 )
 from src.service import RequestError, resolve_resumable
 from src.trainer import SessionState
@@ -78,7 +78,7 @@ def test_inference_export_loads_with_plain_torch_load(trained_run, tmp_path):
 WRITER = """
 import sys
 sys.path.insert(0, {root!r})
-from src.checkpoints import write_bytes_atomic
+from src.atomic_files import write_bytes_atomic
 write_bytes_atomic(b"x" * (600 * 1024 * 1024), {path!r})
 """
 

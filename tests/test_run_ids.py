@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from src.run_ids import RunIdError, check_run_id, is_run_dir, run_dir
+from tests.helpers import api_client
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_IDS = [".", "..", "../../x", "/abs/dir", "a/b", "", ".hidden", "x" * 101, "a b", "é"]
@@ -56,7 +55,6 @@ def test_cli_refuses_an_unsafe_run_id_before_writing_anything(run_id, demo_proje
 
 
 def test_api_answers_400_to_an_unsafe_run_id_and_keeps_app_data(demo_project, tmp_path):
-    from src.api import build_router
     from src.controller import TrainingController
     from src.storage import LocalArtifactStore
 
@@ -66,14 +64,12 @@ def test_api_answers_400_to_an_unsafe_run_id_and_keeps_app_data(demo_project, tm
     controller = TrainingController(
         app_data, LocalArtifactStore(tmp_path / "team"), cleanup_after_upload=True
     )
-    server = FastAPI()
-    server.include_router(build_router(controller))
     body = {
         "project": str(demo_project),
         "model": "rtmdet_tiny_8xb32-300e_coco",
         "hyperparameters": {"weights": "scratch", "epochs": 1},
     }
-    with TestClient(server) as client:
+    with api_client(controller) as client:
         for run_id in (".", "../x", "/abs"):
             response = client.post("/api/train", json=dict(body, run_id=run_id))
             assert response.status_code == 400, response.text

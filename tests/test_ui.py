@@ -10,6 +10,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers import API_TOKEN
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, demo_project):
@@ -19,8 +23,9 @@ def ui(tmp_path_factory, demo_project):
     mp.setenv("SLY_APP_DATA_DIR", str(root / "app_data"))
     mp.setenv("TEAM_FILES_DIR", str(root / "team"))
     mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    mp.setenv("TRAIN_MMDET3_API_TOKEN", API_TOKEN)
     main = importlib.import_module("src.main")
-    with TestClient(main.app.get_server()) as client:
+    with TestClient(main.app.get_server(), headers=AUTH) as client:
         yield client, main.app, root
     mp.undo()
 
@@ -83,6 +88,19 @@ def switch_task_there_and_back(client) -> None:
 def locked(client, card: str) -> bool:
     disabled = state(client)[card]["disabled"]  # a bool until the card is first locked
     return bool(disabled["disabled"] if isinstance(disabled, dict) else disabled)
+
+
+def test_the_app_server_guards_its_http_api(ui):
+    """Through the real app (the SDK's middleware included): no token, 401; a JSON array body,
+    a JSON 400 (the SDK's middleware alone would answer a plain-text 500); the page's own
+    routes need no token."""
+    client, _app, _ = ui
+    bare = {"Authorization": ""}
+    assert client.get("/api/status", headers=bare).status_code == 401
+    assert client.post("/api/train", json={"config": "x = 1"}, headers=bare).status_code == 401
+    response = client.post("/api/train", json=[1, 2])
+    assert response.status_code == 400 and "JSON object" in response.json()["error"]
+    assert client.post("/sly/state", json={}, headers=bare).status_code == 200
 
 
 def test_steps_unlock_in_order_and_stay_open(ui):

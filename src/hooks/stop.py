@@ -12,7 +12,8 @@ from typing import Any
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from src.checkpoints import ATOMIC_BACKEND_ARGS, write_text_atomic
+from src.atomic_files import write_text_atomic
+from src.checkpoints import ATOMIC_BACKEND_ARGS
 
 
 class TrainingStopped(Exception):

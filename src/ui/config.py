@@ -12,7 +12,8 @@ OWNED_NOTE = (
     "The text below is exactly what trains. The app re-applies only what it must own: dataset "
     "paths and split, the class count, the work dir (app data), resume, the loop/sampler that "
     "make stop-and-resume exact, and what the platform's serving app reads (dataset_type, "
-    "selected_classes, sly_metadata)."
+    "selected_classes, sly_metadata). A config is Python: Validate and Start run it with the "
+    "app's rights (it can read and write files, start programs), so paste only configs you trust."
 )
 
 
