@@ -3,8 +3,11 @@
     POST /api/train   {project, task, model, classes, split, hyperparameters, config, resume}
                       -> {"run_id": ...}; with "resume": RUN_ID (or "" for the newest) it
                       continues that run (optionally with hyperparameters.epochs)
-    GET  /api/status  -> state, progress, latest losses and metrics, the last run's outcome
-    POST /api/stop    -> {"stopping": true} (409 when nothing runs)
+    GET  /api/status  -> state, progress, latest losses and metrics, the last run's outcome;
+                      state is idle/finished/stopped/failed only once a new POST /api/train can
+                      succeed: preparing, training, validating, stopping and uploading before
+    POST /api/stop    -> {"stopping": true} (409 when nothing runs); a run still being prepared
+                      is not started (its /api/train answers 409)
     GET  /api/runs    -> resumable runs (app data, then Team Files)
 
 Errors are JSON ``{"error": message, "problems": [...]}`` with a 4xx status: 400 for a bad
@@ -27,7 +30,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from src.controller import TrainingController, request_from_json
+from src.controller import StartCancelled, TrainingController, request_from_json
 from src.project import LocalProject
 from src.service import RequestError
 from src.trainer import SessionBusyError
@@ -86,8 +89,8 @@ def build_router(
             # parsing the project and executing the config take seconds: off the event loop,
             # so /sly/state, /api/status and /api/stop keep answering meanwhile
             run_id = await run_in_threadpool(_start, controller, body, default_project)
-        except SessionBusyError as exc:
-            return _error(409, str(exc))
+        except (SessionBusyError, StartCancelled) as exc:
+            return _error(409, "; ".join(getattr(exc, "problems", [str(exc)])))
         except RequestError as exc:
             return _error(400, "; ".join(exc.problems), exc.problems)
         return {"run_id": run_id}

@@ -54,6 +54,10 @@ class RunOutcome:
     output_error: str | None = None  # the upload worked, but showing it as the task output did not
 
 
+class StartCancelled(RequestError):
+    """Stop was asked for while a run was being prepared: the run is not started."""
+
+
 @dataclass(frozen=True)
 class SyncPolicy:
     """When a running run's state is copied to the store (see ``src.sync``)."""
@@ -120,7 +124,9 @@ class TrainingController:
         self._prepared: Prepared | None = None
         self._watcher: threading.Thread | None = None
         self._uploading = False  # the artifacts of the ended run are being uploaded
-        self._active = False  # from start until the run's upload is over
+        self._active = False  # from launch until the run's upload is over
+        self._preparing = False  # a start or resume is being prepared (before launch)
+        self._cancel_start = False  # Stop was asked for during that preparation
         self.outcome: RunOutcome | None = None
 
     # ------------------------------------------------------------------ queries
@@ -131,17 +137,32 @@ class TrainingController:
     @property
     def busy(self) -> bool:
         session = self._session
-        return self._active or bool(session and not session.status().state.is_final)
+        return (
+            self._preparing
+            or self._active
+            or bool(session and not session.status().state.is_final)
+        )
 
     def status(self) -> dict[str, Any]:
-        """The session's status (plain values) plus the model, upload state and outcome."""
+        """The session's status (plain values) plus the model, upload state and outcome.
+
+        ``state`` says what a client can do next: ``idle``, ``finished``, ``stopped`` and
+        ``failed`` only once a new start or resume can succeed. Before that, a run being
+        prepared is ``preparing`` and an ended run whose artifacts are still being uploaded is
+        ``uploading`` (``run_state`` says how the run itself ended).
+        """
         session, prepared = self._session, self._prepared
+        preparing, active = self._preparing, self._active
         base = (
             asdict(session.status())
             if session is not None
             else {"state": SessionState.IDLE, "run_id": None, "iteration": 0, "epoch": 0}
         )
-        base["state"] = SessionState(base["state"]).value
+        base["state"] = base["run_state"] = SessionState(base["state"]).value
+        if preparing:
+            base["state"] = SessionState.PREPARING.value
+        elif active and SessionState(base["run_state"]).is_final:
+            base["state"] = "uploading"
         # a one-line error for clients; the traceback (server paths, code) stays in the log
         base.pop("traceback", None)
         syncer = self._syncer
@@ -233,8 +254,7 @@ class TrainingController:
         request.app_data_dir = str(self.app_data_dir)
         request.run_id = request.run_id or self.new_run_id()
         request.cache_dir = request.cache_dir or self.cache_dir
-        with self._lock:
-            self._refuse_if_busy()
+        with self._preparation():
             if request.base_config_file:  # custom weights: may live in Team Files
                 request.base_config_file = self.fetch(request.base_config_file, "config")
             if request.params.weights == "custom" and request.params.weights_path:
@@ -242,7 +262,7 @@ class TrainingController:
                 request.params = replace(request.params, weights_path=weights)
             prepared = prepare(request)
             check_data(prepared)  # what would fail the run later fails the request now
-            return self._launch(prepared, None, self.policy(sync_every_epochs))
+            return self._launch_unless_cancelled(prepared, None, self.policy(sync_every_epochs))
 
     def resume(
         self,
@@ -255,14 +275,15 @@ class TrainingController:
         ``target`` is a run id or checkpoint in app data, or a run id whose state is only in the
         store (Team Files): then it is downloaded into app data first.
         """
-        with self._lock:
-            self._refuse_if_busy()
+        with self._preparation():
             run = self.locate(target)
             prepared = prepare_resume(
                 run, epochs=epochs, project_resolver=self.project_resolver,
                 cache_dir=self.cache_dir,
             )  # fmt: skip
-            return self._launch(prepared, str(run.checkpoint), self.policy(sync_every_epochs))
+            return self._launch_unless_cancelled(
+                prepared, str(run.checkpoint), self.policy(sync_every_epochs)
+            )
 
     def locate(self, target: str | None) -> ResumableRun:
         """The resumable run ``target`` names (None: the newest) in app data; a run that is only
@@ -275,7 +296,12 @@ class TrainingController:
         )
 
     def stop(self) -> bool:
-        """Ask the current run to stop at the next batch; False when nothing is running."""
+        """Ask the current run to stop at the next batch, or a run being prepared not to start;
+        False when nothing is running."""
+        with self._lock:
+            if self._preparing:
+                self._cancel_start = True
+                return True
         session = self._session
         return bool(session and session.request_stop())
 
@@ -294,11 +320,38 @@ class TrainingController:
 
     # ------------------------------------------------------------------ internals
     def _refuse_if_busy(self) -> None:
+        if self._preparing:
+            raise SessionBusyError("a run is being prepared: stop it or wait for it to start")
         if self.busy:
             run_id = self._session.run_id if self._session else "?"
             raise SessionBusyError(
                 f"run {run_id} is still in progress: stop it or wait for it to finish"
             )
+
+    @contextlib.contextmanager
+    def _preparation(self) -> Any:
+        """One start or resume at a time: refused at once when busy (not queued behind the
+        lock), ``preparing`` meanwhile; the lock is held only to check and to launch, so status
+        and stop answer during the seconds preparation takes."""
+        with self._lock:
+            self._refuse_if_busy()
+            self._preparing, self._cancel_start = True, False
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._preparing = False
+
+    def _launch_unless_cancelled(
+        self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None
+    ) -> str:
+        with self._lock:
+            if self._cancel_start:
+                raise StartCancelled(
+                    [f"run {prepared.run_id} was not started: Stop was asked for while it was "
+                     "being prepared"]
+                )  # fmt: skip
+            return self._launch(prepared, resume_from, sync)
 
     def _launch(self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None) -> str:
         hooks, self._syncer = [], None

@@ -277,7 +277,8 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
     datasets: dict[str, Any] = {}
     problems: list[str] = []
     for split in ("train", "val"):
-        dataset_cfg = prepared.cfg[f"{split}_dataloader"].dataset
+        # a check writes nothing into the run folder (the run writes its COCO ground truth)
+        dataset_cfg = {**prepared.cfg[f"{split}_dataloader"].dataset, "coco_gt_file": None}
         try:
             dataset = DATASETS.build(dataset_cfg)
             stats[split] = dataset.stats.as_dict()

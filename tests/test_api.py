@@ -277,3 +277,73 @@ def test_resume_from_a_folder_outside_app_data_runs_nothing(api, tmp_path):
     assert response.status_code == 400, response.text
     assert "only runs in app data" in response.json()["error"]
     assert not marker.exists()
+
+
+def test_stop_during_preparation_cancels_the_start_and_the_server_keeps_answering(
+    api, demo_project, monkeypatch
+):
+    """Preparation (project parsing, config execution) runs off the event loop: status and
+    stop answer meanwhile, and a Stop then means the run never starts."""
+    import threading
+
+    import src.controller
+
+    client, _, tmp_path = api
+    release = threading.Event()
+    real_prepare = src.controller.prepare
+
+    def slow_prepare(request):
+        release.wait(60)
+        return real_prepare(request)
+
+    monkeypatch.setattr(src.controller, "prepare", slow_prepare)
+    answers = {}
+    starter = threading.Thread(
+        target=lambda: answers.setdefault(
+            "train", client.post("/api/train", json=_body(demo_project, run_id="cancelled"))
+        )
+    )
+    starter.start()
+    status = _wait_state(client, {"preparing"}, timeout=30)  # answered while preparing
+    assert status["busy"]
+    second = client.post("/api/train", json=_body(demo_project, run_id="other"))
+    assert second.status_code == 409 and "being prepared" in second.json()["error"]
+    assert client.post("/api/stop").json() == {"stopping": True}
+    release.set()
+    starter.join(120)
+    response = answers["train"]
+    assert response.status_code == 409, response.text
+    assert "was not started" in response.json()["error"]
+    status = client.get("/api/status").json()
+    assert status["state"] == "idle" and not status["busy"]
+    assert not (tmp_path / "app_data" / "cancelled").exists()
+
+
+def test_stopped_means_a_resume_succeeds_now(api, demo_project, monkeypatch):
+    """The documented flow, with no sleeps: train, stop, poll until "stopped", resume → 200.
+    The upload is made slow; meanwhile the state is "uploading", not "stopped"."""
+    from src.storage import LocalArtifactStore
+
+    client, controller, _ = api
+    real_upload = LocalArtifactStore.upload_dir
+
+    def slow_upload(self, *args, **kwargs):
+        time.sleep(3)
+        return real_upload(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalArtifactStore, "upload_dir", slow_upload)
+    body = _body(demo_project, run_id="flow", hyperparameters=dict(HYPER, epochs=3))
+    assert client.post("/api/train", json=body).status_code == 200
+    while client.get("/api/status").json()["iteration"] < 2:
+        time.sleep(0.05)
+    assert client.post("/api/stop").status_code == 200
+    seen = []
+    while (status := client.get("/api/status").json())["state"] != "stopped":
+        seen.append(status["state"])
+        assert status["state"] != "failed", status
+        time.sleep(0.05)
+    assert "uploading" in seen and status["run_state"] == "stopped"
+    resumed = client.post("/api/train", json={"resume": "flow"})
+    assert resumed.status_code == 200, resumed.text
+    controller.wait(600)
+    assert client.get("/api/status").json()["state"] == "finished"

@@ -127,13 +127,13 @@ class TrainingStep:
         self._poller.start()
 
     def show_status(self, status: dict) -> None:
-        state = status["state"]
+        state = status.get("run_state") or status["state"]  # "uploading": how the run ended
         text = f"{state}"
         if status.get("error"):
             text += f": {status['error']}"
         if state == "stopped" and status.get("stopped_checkpoint"):
             text += f" — resumable from {Path(status['stopped_checkpoint']).name} (Resume tab)"
-        if status.get("uploading") and state in ("finished", "stopped"):
+        if status["state"] == "uploading":
             text += " — uploading artifacts"
         sync = status.get("sync") or {}
         if sync.get("synced_iteration") is not None:
