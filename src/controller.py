@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from src.checkpoints import CheckpointError, ResumableRun, find_resumable_runs
 from src.hooks.metrics import MetricsSink
-from src.remote_runs import find_remote_runs
+from src.remote_runs import RESUME_DIR, STATE_FILE, RemoteRun, find_remote_runs
 from src.run_ids import is_run_dir
 from src.service import (
     Prepared,
@@ -40,6 +41,7 @@ from src.sync import CheckpointSync
 from src.trainer import SessionBusyError, SessionState, TrainingSession
 
 logger = logging.getLogger(__name__)
+REMOTE_RUNS_TTL_S = 60.0  # how long GET /api/runs reuses its reading of Team Files
 
 
 @dataclass
@@ -52,6 +54,7 @@ class RunOutcome:
     upload_error: str | None = None
     local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
     output_error: str | None = None  # the upload worked, but showing it as the task output did not
+    warning: str | None = None  # the upload worked, but something the user should know did not
 
 
 class StartCancelled(RequestError):
@@ -127,6 +130,7 @@ class TrainingController:
         self._active = False  # from launch until the run's upload is over
         self._preparing = False  # a start or resume is being prepared (before launch)
         self._cancel_start = False  # Stop was asked for during that preparation
+        self._remote_runs_cache: tuple[float, list[RemoteRun]] | None = None
         self.outcome: RunOutcome | None = None
 
     # ------------------------------------------------------------------ queries
@@ -197,11 +201,7 @@ class TrainingController:
             for r in local
         ]
         known = {r.run_id for r in local}
-        try:
-            remote = [r for r in find_remote_runs(self.store) if r.run_id not in known]
-        except (UploadError, OSError) as exc:
-            logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
-            remote = []
+        remote = [r for r in self._remote_runs() if r.run_id not in known]
         rows += [
             {
                 "run_id": r.run_id,
@@ -218,6 +218,20 @@ class TrainingController:
             for r in remote
         ]
         return rows
+
+    def _remote_runs(self) -> list[RemoteRun]:
+        """The store's runs, read at most once per ``REMOTE_RUNS_TTL_S`` (each read downloads
+        every run's ``state.json``); an upload of this app clears it at once."""
+        cached = self._remote_runs_cache
+        if cached is not None and time.monotonic() - cached[0] < REMOTE_RUNS_TTL_S:
+            return cached[1]
+        try:
+            runs = find_remote_runs(self.store)
+        except (UploadError, OSError) as exc:
+            logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
+            return []
+        self._remote_runs_cache = (time.monotonic(), runs)
+        return runs
 
     def fetch(self, path: str, purpose: str) -> str:
         """A local path for ``path``: itself when it is a local file, else downloaded from the
@@ -448,7 +462,18 @@ class TrainingController:
             except Exception as exc:
                 outcome.output_error = f"the artifacts are in {remote}, but: {exc}"
                 logger.error("setting the output of run %s failed: %s", prepared.run_id, exc)
+        self._remote_runs_cache = None  # the store changed
         if self.cleanup_after_upload and is_run_dir(self.app_data_dir, prepared.work_dir):
+            # the app-data copy goes only when Team Files holds a resumable state of the run
+            state = f"{remote.rstrip('/')}/{RESUME_DIR}/{STATE_FILE}"
+            if not self.store.exists(state):
+                outcome.warning = (
+                    f"the artifacts hold no resumable state ({state}): the run's files stay in "
+                    f"{prepared.work_dir}"
+                )
+                outcome.local_dir = str(prepared.work_dir)
+                logger.warning("run %s: %s", prepared.run_id, outcome.warning)
+                return
             shutil.rmtree(prepared.work_dir, ignore_errors=True)
             logger.info("run %s uploaded and verified: removed %s", prepared.run_id,
                         prepared.work_dir)  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 logger = logging.getLogger(__name__)
 
 ARTIFACTS_ROOT = "/mmdetection-3"
+INCOMING = ".incoming"  # where a replacement waits in Team Files until it is checked
 
 
 class UploadError(RuntimeError):
@@ -102,15 +103,19 @@ class LocalArtifactStore:
         target = self._local(remote_dir)
         # copy next to the target, then rename: a reader never sees half a run
         staging = target.with_name(f".{target.name}.uploading{os.getpid()}")
+        previous = target.with_name(f".{target.name}.previous{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         try:
             shutil.copytree(local_dir, staging)
-            if target.exists():
-                shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # swapped, never deleted first: the old copy stays until then
+                os.replace(target, previous)
             os.replace(staging, target)
+            shutil.rmtree(previous, ignore_errors=True)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if previous.exists() and not target.exists():
+                os.replace(previous, target)
             raise UploadError(
                 f"copying {local_dir} to {target} failed ({exc}); the files stay in {local_dir}"
             ) from None
@@ -185,6 +190,44 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
+class _RequestsWithTimeout:
+    """The ``requests`` module as the SDK's ``Api`` sees it, with a default timeout.
+
+    ``sly.Api.post``/``get`` call ``requests.post``/``get`` with no timeout, so a stalled
+    connection (an upload the server stopped reading, a download that stopped sending) would
+    hang forever and no retry would ever fire. ``timeout`` is (connect, read) seconds; the read
+    timeout bounds each wait for the socket, not the whole transfer, so a large upload that
+    keeps moving is never cut."""
+
+    def __init__(self, module: Any, timeout: tuple[float, float]) -> None:
+        self._module = module
+        self.timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.timeout)
+        return self._module.post(*args, **kwargs)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.timeout)
+        return self._module.get(*args, **kwargs)
+
+
+def install_request_timeouts(connect_s: float = 10.0, read_s: float = 120.0) -> None:
+    """Give every HTTP call of the SDK's ``Api`` (Team Files, project download, task output) a
+    timeout; a timed-out call is a transient error, retried with backoff by this module."""
+    import importlib
+
+    sdk_api = importlib.import_module("supervisely.api.api")
+
+    if isinstance(sdk_api.requests, _RequestsWithTimeout):
+        sdk_api.requests.timeout = (connect_s, read_s)
+    else:
+        sdk_api.requests = _RequestsWithTimeout(sdk_api.requests, (connect_s, read_s))
+
+
 class TeamFilesArtifactStore:
     """Team Files through the SDK client (``api.file``), with retries that resend the file.
 
@@ -198,11 +241,21 @@ class TeamFilesArtifactStore:
         team_id: the team whose Team Files hold the artifacts.
         attempts: tries per file before an upload fails.
         backoff_s: first wait between tries; doubles each time (capped at 60 s).
+        timeout_s: (connect, read) seconds for every SDK request (see
+            :func:`install_request_timeouts`).
     """
 
-    def __init__(self, api: Any, team_id: int, attempts: int = 5, backoff_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        api: Any,
+        team_id: int,
+        attempts: int = 5,
+        backoff_s: float = 2.0,
+        timeout_s: tuple[float, float] = (10.0, 120.0),
+    ) -> None:
         import supervisely as sly
 
+        install_request_timeouts(*timeout_s)
         if attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {attempts}")
         if backoff_s < 0:
@@ -236,19 +289,28 @@ class TeamFilesArtifactStore:
 
     def upload_dir(self, local_dir: str | Path, remote_dir: str) -> str:
         """Mirror ``local_dir`` into ``remote_dir``: every file uploaded, then verified, then the
-        remote files that are not in ``local_dir`` (left from an earlier upload) removed."""
+        remote files that are not in ``local_dir`` (left from an earlier upload) removed.
+
+        A file already there is replaced upload-then-swap: Team Files cannot rename, so the new
+        version goes to ``.incoming/`` first and is checked; only then is the old one removed and
+        the new one put in its place (then ``.incoming/`` is cleared). If that fails, the old
+        version or the checked new one is always in Team Files. A checkpoint already there with
+        the same size is the same file (mmengine writes each name once) and is kept as it is."""
         local_dir = Path(local_dir)
         if not local_dir.is_dir():
             raise UploadError(f"nothing to upload: {local_dir} is not a folder")
         remote_dir = "/" + remote_dir.strip("/")
-        before = {f.path for f in self.list(remote_dir)}
+        before = {f.path: f.size for f in self.list(remote_dir)}
         local_files = sorted(p for p in local_dir.rglob("*") if p.is_file())
         try:
             for path in local_files:
-                target = f"{remote_dir}/{path.relative_to(local_dir).as_posix()}"
-                if target in before:
-                    self.remove(target)
-                self.upload_file(path, target)
+                relative = path.relative_to(local_dir).as_posix()
+                target = f"{remote_dir}/{relative}"
+                size = path.stat().st_size
+                if target not in before:
+                    self.upload_file(path, target)
+                elif not (path.suffix == ".pth" and before[target] == size):
+                    self._swap_in(path, target, f"{remote_dir}/{INCOMING}/{relative}", size)
             missing = verify_upload(self, local_dir, remote_dir)
         except UploadError as exc:
             raise UploadError(f"{exc}; the files stay in {local_dir}") from None
@@ -258,9 +320,18 @@ class TeamFilesArtifactStore:
                 f"e.g. {missing[0]}); the files stay in {local_dir}"
             )
         wanted = {f"{remote_dir}/{p.relative_to(local_dir).as_posix()}" for p in local_files}
-        for stale in sorted(before - wanted):
+        for stale in sorted(set(before) - wanted):
             self.remove(stale)
         return remote_dir
+
+    def _swap_in(self, path: Path, target: str, incoming: str, size: int) -> None:
+        self.upload_file(path, incoming)
+        arrived = {f.path: f.size for f in self.list(incoming.rsplit("/", 1)[0])}
+        if arrived.get(incoming) != size:
+            raise UploadError(f"the new version of {target} did not arrive complete in {incoming}")
+        self.remove(target)
+        self.upload_file(path, target)
+        self.remove(incoming)
 
     def list(self, remote_dir: str) -> list[RemoteFile]:
         infos = self._retrying(

@@ -122,6 +122,11 @@ class SuperviselyState:
         ``status`` (e.g. 500, 403)."""
         self._faults.setdefault(method, []).extend([None] * after + [status] * times)
 
+    def stall(self, method: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` wait ``seconds`` before answering (a
+        connection that stopped moving)."""
+        self._faults.setdefault(method, []).extend([float(seconds)] * times)
+
     def heal(self) -> None:
         """No more injected failures."""
         with self.lock:
@@ -196,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         method = path[len(PREFIX) :]
         self.state.calls.append(method)
         fault = self.state.take_fault(method)
+        if isinstance(fault, float):
+            time.sleep(fault)  # the client has given up long before
+            return self._error(504, f"stalled {method}")
         if fault is not None:
             return self._error(fault, f"injected failure of {method}")
         handler = getattr(self, "m_" + method.replace(".", "_").replace("-", "_"), None)

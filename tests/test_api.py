@@ -347,3 +347,39 @@ def test_stopped_means_a_resume_succeeds_now(api, demo_project, monkeypatch):
     assert resumed.status_code == 200, resumed.text
     controller.wait(600)
     assert client.get("/api/status").json()["state"] == "finished"
+
+
+def test_app_data_is_kept_when_the_artifacts_hold_no_resumable_state(
+    demo_project, tmp_path, monkeypatch
+):
+    """Cleanup after upload needs the resume snapshot in the store: without it, the app-data
+    copy is the only resumable one and stays, and the outcome says so."""
+    import src.artifacts
+    from src.checkpoints import CheckpointError
+
+    def no_snapshot(*args, **kwargs):
+        raise CheckpointError("no resumable checkpoint (made to fail)")
+
+    monkeypatch.setattr(src.artifacts, "snapshot_run_state", no_snapshot)
+    app_data = tmp_path / "app_data"
+    controller = TrainingController(
+        app_data, LocalArtifactStore(tmp_path / "team"), cleanup_after_upload=True
+    )
+    with api_client(controller) as client:
+        body = _body(demo_project, run_id="keep", hyperparameters=dict(HYPER, epochs=1))
+        assert client.post("/api/train", json=body).status_code == 200
+        controller.wait(300)
+        outcome = client.get("/api/status").json()["outcome"]
+    assert outcome["artifacts"] and "no resumable state" in outcome["warning"]
+    assert (app_data / "keep" / "epoch_1.pth").is_file()
+
+
+def test_the_runs_list_reads_team_files_once_per_interval(api, monkeypatch):
+    import src.controller
+
+    client, _, _ = api
+    reads = []
+    monkeypatch.setattr(src.controller, "find_remote_runs", lambda store: reads.append(1) or [])
+    for _ in range(3):
+        assert client.get("/api/runs").json() == {"runs": []}
+    assert len(reads) == 1

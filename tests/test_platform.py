@@ -19,7 +19,13 @@ from src.platform_services import platform_services
 from src.project import Split, download_project
 from src.remote_runs import find_remote_runs
 from src.service import TrainRequest
-from src.storage import LocalArtifactStore, RemoteFile, TeamFilesArtifactStore, UploadError
+from src.storage import (
+    LocalArtifactStore,
+    RemoteFile,
+    TeamFilesArtifactStore,
+    UploadError,
+    install_request_timeouts,
+)
 from tests.sly_server import FakeSupervisely
 
 PROJECT_ID, TEAM_ID, TASK_ID = 77, 1, 4242
@@ -147,6 +153,53 @@ def test_upload_retries_after_server_errors(fake, tmp_path):
     store.upload_dir(_local_run(tmp_path), "/mmdetection-3/2_p")
     assert fake.state.calls.count("file-storage.bulk.upload") == 3 + 2
     assert fake.state.local("/mmdetection-3/2_p/weights.pth").read_bytes() == b"w" * 5000
+
+
+def test_a_stalled_request_times_out_and_is_retried(fake, tmp_path):
+    """The SDK sends its requests with no timeout; ours have one, so a connection that stops
+    moving fails and the retry fires instead of hanging forever."""
+    import threading
+
+    store = TeamFilesArtifactStore(fake.api(), TEAM_ID, backoff_s=0, timeout_s=(5.0, 1.0))
+    fake.state.stall("file-storage.bulk.upload", seconds=120)
+    done = threading.Thread(
+        target=store.upload_dir, args=(_local_run(tmp_path), "/mmdetection-3/5_p"), daemon=True
+    )
+    done.start()
+    done.join(60)
+    assert not done.is_alive(), "the upload hangs on a stalled connection"
+    assert fake.state.local("/mmdetection-3/5_p/weights.pth").read_bytes() == b"w" * 5000
+    install_request_timeouts()  # the app's defaults again for the other tests
+
+
+def test_a_reupload_never_removes_a_file_before_its_replacement_is_in(fake, tmp_path):
+    """Team Files cannot rename: a changed file goes to .incoming/ first; if putting it in
+    place fails, Team Files still holds a complete copy of it (old or new)."""
+    store = TeamFilesArtifactStore(fake.api(), TEAM_ID, attempts=1, backoff_s=0)
+    remote = "/mmdetection-3/6_p"
+    local = _local_run(tmp_path)
+    store.upload_dir(local, remote)
+    (local / "config.py").write_text("x = 2  # the resumed run's\n")
+    calls = fake.state.calls.count("file-storage.bulk.upload")
+    # the upload into .incoming works, the one into place fails
+    fake.state.fail("file-storage.bulk.upload", 500, times=50, after=1)
+    with pytest.raises(UploadError):
+        store.upload_dir(local, remote)
+    copies = [
+        fake.state.local(f"{remote}/{name}").read_text()
+        for name in ("config.py", ".incoming/config.py")
+        if fake.state.local(f"{remote}/{name}").is_file()
+    ]
+    assert "x = 2  # the resumed run's\n" in copies or "x = 1\n" in copies
+    fake.state.heal()
+    store.upload_dir(local, remote)
+    assert fake.state.local(f"{remote}/config.py").read_text() == "x = 2  # the resumed run's\n"
+    assert not fake.state.local(f"{remote}/.incoming/config.py").exists()
+    uploads = fake.state.calls.count("file-storage.bulk.upload") - calls
+    # failed try: config.py into .incoming and into place; retry: config.py (its old copy is
+    # gone: straight into place), logs/run.log swapped in (2); the unchanged checkpoint (same
+    # name, same size) is not sent again
+    assert uploads == 2 + 1 + 2, fake.state.calls
 
 
 def test_permanent_upload_failure_says_where_the_files_are(fake, tmp_path):

@@ -150,7 +150,8 @@ class TrainingStep:
         outcome = status.get("outcome")
         if outcome:
             if outcome.get("artifacts"):
-                note = f"; {outcome['output_error']}" if outcome.get("output_error") else ""
+                notes = [outcome[k] for k in ("output_error", "warning") if outcome.get(k)]
+                note = "".join(f"; {n}" for n in notes)
                 self.artifacts.set(f"artifacts: {outcome['artifacts']}{note}", "success")
             elif outcome.get("upload_error"):
                 self.artifacts.set(
