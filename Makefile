@@ -8,7 +8,7 @@ ARGS ?=
 # which are Python: see the README).
 HOST ?= 127.0.0.1
 
-.PHONY: setup train app test test-fast lint format probe bench check-image-deps clean
+.PHONY: setup train app test test-fast test-image-torch lint format probe bench check-image-deps clean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,17 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# Opt-in, not in CI: the checkpoint, resume and export tests under the production image's torch
+# (2.1.2, numpy 1.x: docker/requirements-overrides.txt), in a second venv. The first run downloads
+# torch 2.1.2 from PyPI and compiles mmcv's ops against it (see the README for the times).
+IMAGE_VENV := .venv-image-torch
+test-image-torch:
+	mkdir -p .cache && python3.11 docker/image_requirements.py > .cache/requirements-image.txt
+	VENV_DIR=$(CURDIR)/$(IMAGE_VENV) TORCH_SPEC=torch==2.1.2 REQUIREMENTS=.cache/requirements-image.txt \
+		bash scripts/setup.sh
+	$(IMAGE_VENV)/bin/python -m pytest -q tests/test_checkpoints.py tests/test_resume.py \
+		tests/test_serving_contract.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench docker

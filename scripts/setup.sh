@@ -17,7 +17,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PYTHON="${PYTHON:-python3.11}"
-VENV="$ROOT/.venv"
+# VENV_DIR and REQUIREMENTS let `make test-image-torch` build a second venv with the production
+# image's torch and pins (docker/requirements-overrides.txt) beside the main one.
+VENV="${VENV_DIR:-$ROOT/.venv}"
+REQUIREMENTS="${REQUIREMENTS:-requirements.txt}"
 VPY="$VENV/bin/python"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 MMCV_VERSION="2.1.0"
@@ -43,12 +46,12 @@ trap on_error ERR
 
 # The stamp holds a hash of every input that decides what gets installed.
 inputs_hash() {
-    cat requirements.txt requirements-dev.txt scripts/setup.sh | sha256sum | cut -c1-16
+    cat "$REQUIREMENTS" requirements-dev.txt scripts/setup.sh | sha256sum | cut -c1-16
     echo "$TORCH_SPEC"
 }
 WANT_STAMP="$(inputs_hash | tr '\n' ' ')"
 if [[ -x "$VPY" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT_STAMP" ]]; then
-    echo "==> [setup] .venv is up to date (delete .venv/.setup-stamp to force a reinstall)"
+    echo "==> [setup] $VENV is up to date (delete $STAMP to force a reinstall)"
     exit 0
 fi
 
@@ -158,7 +161,7 @@ else
 fi
 
 step "install pinned requirements (mmengine, mmdet, supervisely, ...)"
-quiet_pip install -q -r requirements.txt -r requirements-dev.txt
+quiet_pip install -q -r "$REQUIREMENTS" -r requirements-dev.txt
 "${PIP[@]}" check
 
 step "smoke test the environment"

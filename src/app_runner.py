@@ -17,7 +17,7 @@ from typing import Any
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from src.checkpoints import load_checkpoint_file
+from src.checkpoints import download_checkpoint, load_checkpoint_file
 from src.config_builder import advance_schedulers
 
 logger = logging.getLogger(__name__)
@@ -46,10 +46,8 @@ class AppRunner(Runner):
         strict: bool = False,
         revise_keys: list | None = None,
     ) -> dict:
-        if "://" in str(filename):  # URLs (pretrained zoo weights): mmengine's own loaders
-            return super().load_checkpoint(
-                filename, map_location, strict, revise_keys or [(r"^module.", "")]
-            )
+        if "://" in str(filename):  # pretrained zoo weights, --weights URL: downloaded first
+            filename = str(download_checkpoint(str(filename)))
         location = map_location if isinstance(map_location, str) else "cpu"
         checkpoint = load_checkpoint_file(filename, map_location=location)
         self.call_hook("after_load_checkpoint", checkpoint=checkpoint)

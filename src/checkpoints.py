@@ -1,9 +1,15 @@
-"""Checkpoint loading that is safe under torch >= 2.6, and inference-only exports.
+"""Checkpoint loading through an allowlist on every torch the app runs on, and inference exports.
 
 torch >= 2.6 loads with ``weights_only=True``; mmengine's checkpoints also hold its message hub
 (``HistoryBuffer``) and numpy scalars, which that refuses. Instead of trusting every pickle
 (``weights_only=False``) we allow exactly the types mmengine writes, for this one load, through
-``torch.serialization.safe_globals``. Anything else is refused with its name.
+``torch.serialization.safe_globals``. A torch without it (the production image's 2.1.2) gets the
+same allowlist from a restricted unpickler (``torch.load(pickle_module=...)``): torch's own
+allowed globals plus ours, nothing else. Anything else is refused with its name.
+
+Checkpoints named by URL (pretrained zoo weights, ``--weights https://...``, ``load_from`` in an
+edited config, a backbone's ``init_cfg``) are downloaded to torch's hub cache first and then loaded
+the same way: mmengine's own loaders for ``http(s)://`` and local paths are replaced by ours.
 
 Checkpoints uploaded for serving hold only ``state_dict`` and plain ``meta``, so mmdet's own
 ``init_detector`` (which calls plain ``torch.load``) loads them on any torch.
@@ -74,14 +80,79 @@ def _allowed_globals() -> list[Any]:
 _UNSUPPORTED = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 
+def _global_names(obj: Any) -> set[str]:
+    """The names a pickle may use for ``obj`` (numpy 1 and 2 spell their core module apart)."""
+    names = {f"{obj.__module__}.{obj.__qualname__}"}
+    for old, new in (("numpy.core.", "numpy._core."), ("numpy._core.", "numpy.core.")):
+        names |= {n.replace(old, new, 1) for n in names if n.startswith(old)}
+    return names
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """For a torch without ``safe_globals``: only torch's own allowed globals (tensors, dtypes,
+    OrderedDict, ...) and :func:`_allowed_globals`; torch's loader adds storages itself. The
+    refusal uses torch's wording, so the error names the type the same way on every torch."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        import _compat_pickle
+
+        # torch saves with pickle protocol 2, which spells builtins the Python 2 way
+        # (``__builtin__.getattr``); plain pickle maps those names back, so do we
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        key = f"{module}.{name}"
+        allowed = _restricted_allowlist()
+        if key not in allowed:
+            raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {key}")
+        return allowed[key]
+
+
+def _restricted_allowlist() -> dict[str, Any]:
+    from torch import _weights_only_unpickler
+
+    allowed: dict[str, Any] = dict(_weights_only_unpickler._get_allowed_globals())
+    for entry in _allowed_globals():
+        if isinstance(entry, tuple):  # (stand-in, "module.name")
+            allowed[entry[1]] = entry[0]
+        else:
+            allowed.update(dict.fromkeys(_global_names(entry), entry))
+    return allowed
+
+
+class _RestrictedPickleModule:
+    """What ``torch.load(pickle_module=...)`` needs: an ``Unpickler`` class (and ``load`` for
+    the legacy format)."""
+
+    Unpickler = _RestrictedUnpickler
+    UnpicklingError = pickle.UnpicklingError
+
+    @staticmethod
+    def load(file: Any, **kwargs: Any) -> Any:
+        return _RestrictedUnpickler(file, **kwargs).load()
+
+
+def _torch_load_allowlisted(path: Path, map_location: str, **kwargs: Any) -> Any:
+    if hasattr(torch.serialization, "safe_globals") and not _FORCE_RESTRICTED_UNPICKLER:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True, **kwargs)
+    # torch < 2.4: weights_only cannot be extended; the restricted unpickler does the same job
+    return torch.load(
+        path, map_location=map_location, weights_only=False,
+        pickle_module=_RestrictedPickleModule, **kwargs,
+    )  # fmt: skip
+
+
+_FORCE_RESTRICTED_UNPICKLER = False  # tests run the torch < 2.4 path on any torch
+
+
 def load_checkpoint_file(path: str | Path, map_location: str = "cpu") -> dict:
     """Load an mmengine checkpoint with the allowlist; errors name the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with torch.serialization.safe_globals(_allowed_globals()):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = _torch_load_allowlisted(path, map_location)
     except Exception as exc:
         match = _UNSUPPORTED.search(str(exc))
         if match:
@@ -175,6 +246,54 @@ def _register_atomic_backend() -> dict:
 ATOMIC_BACKEND_ARGS = _register_atomic_backend()
 
 
+# --------------------------------------------------------------------------- checkpoints by URL
+
+
+def download_checkpoint(url: str, model_dir: str | Path | None = None) -> Path:
+    """The file of a checkpoint URL, downloaded once into torch's hub cache (where mmengine
+    keeps its downloads too, so earlier ones are reused); a failed download leaves nothing."""
+    from urllib.parse import urlparse
+
+    from torch.hub import download_url_to_file, get_dir
+
+    name = Path(urlparse(url).path).name
+    if not name:
+        raise CheckpointError(f"checkpoint URL {url} names no file")
+    cached = Path(model_dir or Path(get_dir()) / "checkpoints") / name
+    if not cached.is_file():
+        logger.info("downloading checkpoint %s to %s", url, cached)
+        try:
+            with atomic_path(cached) as tmp:
+                download_url_to_file(url, str(tmp), progress=False)
+        except Exception as exc:
+            raise CheckpointError(f"cannot download checkpoint {url}: {exc}") from None
+    return cached
+
+
+def _register_safe_loaders() -> None:
+    """mmengine's loaders for URLs and local files call ``torch.load`` without an allowlist
+    (``weights_only=False`` for URLs): ours replace them, for every path through mmengine
+    (``load_from``, a backbone's ``init_cfg``, ``open-mmlab://`` names, which resolve to URLs)."""
+    from mmengine.runner import checkpoint as mm_checkpoint
+
+    def load_from_url(filename: str, map_location: Any = None, model_dir: Any = None,
+                      **_: Any) -> dict:  # fmt: skip
+        location = map_location if isinstance(map_location, str) else "cpu"
+        return load_checkpoint_file(download_checkpoint(filename, model_dir), location)
+
+    def load_from_local(filename: str, map_location: Any = None) -> dict:
+        location = map_location if isinstance(map_location, str) else "cpu"
+        return load_checkpoint_file(Path(filename).expanduser(), location)
+
+    mm_checkpoint.load_from_http = load_from_url  # load_from_openmmlab & co call it by name
+    loader = mm_checkpoint.CheckpointLoader
+    loader.register_scheme(prefixes=("http://", "https://"), loader=load_from_url, force=True)
+    loader.register_scheme(prefixes="", loader=load_from_local, force=True)
+
+
+_register_safe_loaders()
+
+
 # --------------------------------------------------------------------------- resumable runs
 
 RUN_CONFIG = "config.py"  # the exact config a run trains with, written by TrainingSession
@@ -221,8 +340,7 @@ def peek_checkpoint(path: str | Path) -> dict:
     """A checkpoint's ``meta`` without reading its tensors (memory-mapped, allowlisted)."""
     path = Path(path)
     try:
-        with torch.serialization.safe_globals(_allowed_globals()):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = _torch_load_allowlisted(path, "cpu", mmap=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc})") from None
     if not isinstance(checkpoint, dict) or "meta" not in checkpoint:

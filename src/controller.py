@@ -142,9 +142,7 @@ class TrainingController:
     def busy(self) -> bool:
         session = self._session
         return (
-            self._preparing
-            or self._active
-            or bool(session and not session.status().state.is_final)
+            self._preparing or self._active or bool(session and not session.status().state.is_final)
         )
 
     def status(self) -> dict[str, Any]:

@@ -32,7 +32,19 @@ def trained_run(tmp_path_factory, demo_project):
     return app
 
 
-def test_mmengine_checkpoints_load_under_weights_only(trained_run):
+@pytest.fixture(params=["safe_globals", "restricted_unpickler"])
+def loader(request, monkeypatch):
+    """Both ways the allowlist is enforced: torch's ``safe_globals`` (torch >= 2.4) and the
+    restricted unpickler the production image's torch 2.1 uses (forced here on any torch)."""
+    import src.checkpoints
+
+    monkeypatch.setattr(
+        src.checkpoints, "_FORCE_RESTRICTED_UNPICKLER", request.param == "restricted_unpickler"
+    )
+    return request.param
+
+
+def test_mmengine_checkpoints_load_under_weights_only(trained_run, loader):
     checkpoint = load_checkpoint_file(trained_run / "r" / "epoch_2.pth")
     assert {"state_dict", "optimizer", "message_hub", "param_schedulers", "rng_state"} <= set(
         checkpoint
@@ -42,14 +54,14 @@ def test_mmengine_checkpoints_load_under_weights_only(trained_run):
         torch.load(trained_run / "r" / "epoch_2.pth", weights_only=True)
 
 
-def test_a_foreign_global_is_refused_by_name(tmp_path):
+def test_a_foreign_global_is_refused_by_name(tmp_path, loader):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "meta": {"x": argparse.Namespace(a=1)}}, path)
     with pytest.raises(CheckpointError, match=r"argparse\.Namespace"):
         load_checkpoint_file(path)
 
 
-def test_truncated_checkpoint_is_reported_and_the_previous_offered(trained_run, tmp_path):
+def test_truncated_checkpoint_is_reported_and_the_previous_offered(trained_run, tmp_path, loader):
     import shutil
 
     app = tmp_path / "app"
@@ -100,7 +112,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_partial_file(tmp_path):
     assert target.read_bytes() == b"previous complete checkpoint"
 
 
-def test_a_checkpoint_that_would_run_a_command_is_refused_by_name(tmp_path):
+def test_a_checkpoint_that_would_run_a_command_is_refused_by_name(tmp_path, loader):
     import os
 
     class RunsACommand:
@@ -112,3 +124,68 @@ def test_a_checkpoint_that_would_run_a_command_is_refused_by_name(tmp_path):
     with pytest.raises(CheckpointError, match=r"posix\.system, which is not among the types"):
         load_checkpoint_file(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_the_restricted_unpickler_is_what_runs_without_safe_globals(trained_run, monkeypatch):
+    """A torch without ``safe_globals`` (2.1) takes the restricted unpickler, not a plain load."""
+    import src.checkpoints
+
+    monkeypatch.delattr(torch.serialization, "safe_globals", raising=False)
+    used = []
+    real = src.checkpoints._RestrictedUnpickler.find_class
+
+    def spy(self, module, name):
+        used.append(f"{module}.{name}")
+        return real(self, module, name)
+
+    monkeypatch.setattr(src.checkpoints._RestrictedUnpickler, "find_class", spy)
+    checkpoint = load_checkpoint_file(trained_run / "r" / "epoch_2.pth")
+    assert "message_hub" in checkpoint
+    assert "mmengine.logging.history_buffer.HistoryBuffer" in used
+
+
+@pytest.fixture
+def http_files(tmp_path):
+    """A local HTTP server for checkpoint URLs (no network is used)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_checkpoints_by_url_are_downloaded_then_loaded_through_the_allowlist(
+    trained_run, tmp_path, http_files, monkeypatch
+):
+    """Pretrained weights, --weights URLs and load_from in an edited config reach mmengine's
+    URL loader, which trusted every pickle: now the file is downloaded and allowlisted."""
+    import os
+    import shutil
+
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root, base = http_files
+    shutil.copy(trained_run / "r" / "epoch_2.pth", root / "good.pth")
+
+    class RunsACommand:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"state_dict": {}, "meta": {"x": RunsACommand()}}, root / "evil.pth")
+    good = CheckpointLoader.load_checkpoint(f"{base}/good.pth", map_location="cpu")
+    assert "state_dict" in good
+    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "good.pth").is_file()  # cached
+    with pytest.raises(CheckpointError, match=r"posix\.system"):
+        CheckpointLoader.load_checkpoint(f"{base}/evil.pth", map_location="cpu")
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(CheckpointError, match="cannot download"):
+        CheckpointLoader.load_checkpoint(f"{base}/missing.pth", map_location="cpu")
+    assert not list((tmp_path / "torch_home" / "hub" / "checkpoints").glob("*missing*"))
