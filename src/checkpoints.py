@@ -65,9 +65,13 @@ def _allowed_globals() -> list[Any]:
         np.ndarray,
         (_history_buffer_getattr, "builtins.getattr"),
     ]
-    core = getattr(np, "_core", None) or np.core
-    allowed.append(core.multiarray.scalar)
-    allowed.append(core.multiarray._reconstruct)
+    # numpy 2 moved its core to numpy._core (numpy 1.26, the image's, has only a stub of it)
+    if int(np.__version__.split(".")[0]) >= 2:
+        from numpy._core import multiarray
+    else:
+        from numpy.core import multiarray
+    allowed.append(multiarray.scalar)
+    allowed.append(multiarray._reconstruct)
     for name in dir(np.dtypes):  # np.dtypes.Float64DType & co: how numpy 2 pickles dtypes
         obj = getattr(np.dtypes, name)
         if isinstance(obj, type) and name.endswith("DType"):
@@ -135,10 +139,10 @@ class _RestrictedPickleModule:
 def _torch_load_allowlisted(path: Path, map_location: str, **kwargs: Any) -> Any:
     if hasattr(torch.serialization, "safe_globals") and not _FORCE_RESTRICTED_UNPICKLER:
         with torch.serialization.safe_globals(_allowed_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True, **kwargs)
+            return torch.load(str(path), map_location=map_location, weights_only=True, **kwargs)
     # torch < 2.4: weights_only cannot be extended; the restricted unpickler does the same job
-    return torch.load(
-        path, map_location=map_location, weights_only=False,
+    return torch.load(  # (torch 2.1 memory-maps only a path given as str)
+        str(path), map_location=map_location, weights_only=False,
         pickle_module=_RestrictedPickleModule, **kwargs,
     )  # fmt: skip
 

@@ -23,6 +23,7 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
+from src.downsample import thin_older
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
 from src.hooks.nonfinite import NonFiniteLossHook
 
@@ -81,7 +82,8 @@ class SessionStatus:
 
 
 class _Recorder:
-    """The session's own sink: latest values and the full history of a run."""
+    """The session's own sink: latest values and the history of a run (training records
+    thinned as they grow, see ``src.downsample``; every validation)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -92,10 +94,13 @@ class _Recorder:
     def on_train_iter(self, progress: TrainProgress) -> None:
         with self.lock:
             self.latest_train = progress
-            self.history["train"].append(
+            train = self.history["train"]
+            train.append(
                 {"epoch": progress.epoch, "iter": progress.iteration, "lr": progress.lr}
                 | progress.losses
             )
+            # bounded: older records thinned out (the validations, one per round, are all kept)
+            self.history["train"] = thin_older(train)
 
     def on_val(self, result: ValResult) -> None:
         with self.lock:

@@ -4,25 +4,44 @@ from __future__ import annotations
 
 import math
 
+from supervisely.app import DataJson
 from supervisely.app.widgets import LinePlot
+
+from src.downsample import MAX_POINTS, thin_older
 
 
 class Chart:
     """A LinePlot fed point by point; non-finite values are left out of the plot (JSON has no
-    NaN), the status line reports them."""
+    NaN), the status line reports them. Each series keeps at most ``MAX_POINTS`` points, the
+    older ones thinned (``src.downsample``)."""
 
     def __init__(self, title: str, widget_id: str) -> None:
         self.plot = LinePlot(title, series=[], widget_id=widget_id, decimals_in_float=4)
         self._names: set[str] = set()
 
-    def add(self, name: str, x: float, y: float | None) -> None:
+    def add(self, name: str, x: float, y: float | None, send: bool = True) -> None:
+        """Add a point; with ``send=False`` it waits for the next :meth:`send` (each send makes
+        the SDK deep-copy and diff the whole page data, which is what a point per iteration
+        must not cost)."""
         if y is None or not math.isfinite(y):
             return
         if name not in self._names:
             self._names.add(name)
-            self.plot.add_series(name, [x], [y])
-        else:
-            self.plot.add_to_series(name, [(x, y)])
+            self.plot.add_series(name, [x], [y])  # (sends)
+            return
+        series_id, _ = self.plot.get_series_by_name(name)
+        data = self.plot._series[series_id]["data"]  # the same list the page data holds
+        if len(data) < MAX_POINTS:
+            data.append((x, y))
+        else:  # full: the older half thinned out (one slice assignment: readers see either)
+            data[:] = thin_older([*data, (x, y)])
+        if send:
+            self.send()
+
+    def send(self) -> None:
+        """Push the points added since the last send to the page."""
+        DataJson()[self.plot.widget_id]["series"] = self.plot._series
+        DataJson().send_changes()
 
     def clear(self) -> None:
         self._names.clear()

@@ -13,6 +13,7 @@ from src.hooks.metrics import TrainProgress, ValResult
 from src.ui.charts import Chart
 
 MAX_CLASS_CHARTS = 20
+PUSH_INTERVAL_S = 0.5  # the page's charts and progress line are updated at most this often
 
 
 class TrainingStep:
@@ -48,9 +49,20 @@ class TrainingStep:
             widget_id="card_training",
         )
         self._poller: threading.Thread | None = None
+        self._pushed_at = 0.0
 
     # ------------------------------------------------------------------ metrics sink
     def on_train_iter(self, p: TrainProgress) -> None:
+        """Points go into the charts at once; the page is updated at most every
+        ``PUSH_INTERVAL_S`` (and at the run's last iteration): each update costs a deep copy
+        and diff of all the page's data in the SDK, under the GIL the training thread needs."""
+        for name, value in p.losses.items():
+            self.losses.add(name, p.iteration, value, send=False)
+        self.lr.add("lr", p.iteration, p.lr, send=False)
+        now = time.monotonic()
+        if now - self._pushed_at < PUSH_INTERVAL_S and p.iteration < p.max_iterations:
+            return
+        self._pushed_at = now
         loss = p.losses.get("loss")
         self.progress.text = (
             f"epoch {p.epoch}/{p.max_epochs}, iteration {p.iteration}/{p.max_iterations}"
@@ -58,9 +70,12 @@ class TrainingStep:
             if loss is not None
             else ""
         )
-        for name, value in p.losses.items():
-            self.losses.add(name, p.iteration, value)
-        self.lr.add("lr", p.iteration, p.lr)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send every chart's pending points to the page."""
+        for chart in (self.losses, self.lr, self.map, self.class_ap):
+            chart.send()
 
     def on_val(self, r: ValResult) -> None:
         for key in (
@@ -72,9 +87,10 @@ class TrainingStep:
             "segm_mAP_75",
         ):
             if key in r.metrics:
-                self.map.add(key, r.epoch, r.metrics[key])
+                self.map.add(key, r.epoch, r.metrics[key], send=False)
         for name, value in list(r.per_class_ap.items())[:MAX_CLASS_CHARTS]:
-            self.class_ap.add(name, r.epoch, value)
+            self.class_ap.add(name, r.epoch, value, send=False)
+        self.flush()
 
     # ------------------------------------------------------------------ run lifecycle
     def reset_charts(self) -> None:
@@ -95,15 +111,16 @@ class TrainingStep:
                     for key, value in record.items():
                         name = key.split("/", 1)[-1]
                         if name.endswith("_precision"):
-                            self.class_ap.add(name[: -len("_precision")], step, value)
+                            self.class_ap.add(name[: -len("_precision")], step, value, False)
                         elif name.endswith(("mAP", "mAP_50", "mAP_75")):
-                            self.map.add(name, step, value)
+                            self.map.add(name, step, value, send=False)
                 else:
                     for key, value in record.items():
                         if "loss" in key:
-                            self.losses.add(key, step, value)
+                            self.losses.add(key, step, value, send=False)
                     if "lr" in record:
-                        self.lr.add("lr", step, record["lr"])
+                        self.lr.add("lr", step, record["lr"], send=False)
+        self.flush()
 
     def watch(self, controller, on_end=None) -> None:
         """Poll the controller until the run and its upload end (status line, log tail);
@@ -118,6 +135,7 @@ class TrainingStep:
                 if status["state"] in ("finished", "stopped", "failed") and not status["busy"]:
                     break
                 time.sleep(1.0)
+            self.flush()  # the points of the last half second
             if on_end is not None:
                 on_end()
             self.start_button.enable()
@@ -145,7 +163,7 @@ class TrainingStep:
         if work_dir:
             logs = sorted(Path(work_dir).glob("*/*.log"))
             if logs:
-                tail = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
+                tail = _tail_lines(logs[-1], 8)
                 self.log_tail.text = "<br>".join(line[:300] for line in tail)
         outcome = status.get("outcome")
         if outcome:
@@ -163,3 +181,15 @@ class TrainingStep:
     def wait(self, timeout: float | None = None) -> None:
         if self._poller is not None:
             self._poller.join(timeout)
+
+
+def _tail_lines(path: Path, count: int, max_bytes: int = 16384) -> list[str]:
+    """The last ``count`` lines of a log that may be hundreds of MB: only its end is read
+    (this runs every second while training)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - max_bytes))
+        text = f.read().decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    return lines[-count:] if size <= max_bytes else lines[1:][-count:]
