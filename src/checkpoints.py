@@ -112,10 +112,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return allowed[key]
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """Stands in for ``_codecs.encode``: how protocol-2 pickles of numpy 1.x arrays and scalars
+    carry their bytes (``encode(text, "latin1")``); nothing else."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"checkpoint asks to encode with {encoding!r}")
+    return text.encode("latin1")
+
+
 def _restricted_allowlist() -> dict[str, Any]:
     from torch import _weights_only_unpickler
 
     allowed: dict[str, Any] = dict(_weights_only_unpickler._get_allowed_globals())
+    allowed["_codecs.encode"] = _latin1_encode  # (torch >= 2.4 allows it too)
     for entry in _allowed_globals():
         if isinstance(entry, tuple):  # (stand-in, "module.name")
             allowed[entry[1]] = entry[0]

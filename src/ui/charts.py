@@ -7,7 +7,9 @@ import math
 from supervisely.app import DataJson
 from supervisely.app.widgets import LinePlot
 
-from src.downsample import MAX_POINTS, thin_older
+from src.downsample import MAX_POINTS
+
+WINDOW = 100  # points thinned at a time in a full series (see Chart._thin)
 
 
 class Chart:
@@ -31,12 +33,26 @@ class Chart:
             return
         series_id, _ = self.plot.get_series_by_name(name)
         data = self.plot._series[series_id]["data"]  # the same list the page data holds
-        if len(data) < MAX_POINTS:
-            data.append((x, y))
-        else:  # full: the older half thinned out (one slice assignment: readers see either)
-            data[:] = thin_older([*data, (x, y)])
+        if len(data) >= MAX_POINTS:
+            self._thin(data)
+        data.append((x, y))
         if send:
             self.send()
+
+    def _thin(self, data: list) -> None:
+        """Halve the densest window of ``WINDOW`` points in the older half of a full series.
+
+        Not :func:`thin_older` on the whole list: the SDK diffs the page data on every send,
+        and its list diff is quadratic in the changed region (a whole-list thinning of 2000
+        points cost 0.25 s under the GIL). So the pending points are sent first (a diff that is
+        a common prefix plus an append), then one window changes and is sent (a common prefix
+        and suffix around a 100-point region). Older windows, already thinned, span more
+        iterations and are picked less: the curve's old part gets evenly sparser."""
+        self.send()
+        starts = range(0, max(1, len(data) // 2 - WINDOW + 1), WINDOW)
+        start = min(starts, key=lambda i: data[i + WINDOW - 1][0] - data[i][0])
+        data[start : start + WINDOW] = data[start : start + WINDOW : 2]
+        self.send()
 
     def send(self) -> None:
         """Push the points added since the last send to the page."""
