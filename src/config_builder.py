@@ -71,6 +71,19 @@ class ConfigError(ValueError):
         super().__init__(f"line {line}: {message}" if line else message)
 
 
+MIN_INPUT, MAX_INPUT = 32, 4096  # px; past 4096 one image alone is ~200 MB as a float tensor
+# Whole-number settings and their allowed ranges (the upper bounds stop a typo such as a batch
+# of 20000 from exhausting memory on the first batch, after the run has started).
+_INT_RANGES = {
+    "epochs": (1, 100_000),
+    "train_batch_size": (1, 1024),
+    "val_batch_size": (1, 1024),
+    "checkpoint_interval": (1, 100_000),
+    "val_interval": (1, 100_000),
+    "num_workers": (0, 64),
+}
+
+
 @dataclass
 class TrainParams:
     """Everything the user chooses besides the model and the data (UI, CLI and API alike)."""
@@ -113,15 +126,17 @@ class TrainParams:
             problems.append("no classes selected: choose at least one class to train on")
         if len(set(self.classes)) != len(self.classes):
             problems.append(f"classes contain duplicates: {list(self.classes)}")
-        for name in ("epochs", "train_batch_size", "val_batch_size", "checkpoint_interval"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.val_interval < 1:
-            problems.append(f"val_interval must be at least 1, got {self.val_interval}")
-        if self.num_workers < 0:
-            problems.append(f"num_workers must be 0 or more, got {self.num_workers}")
-        if len(self.input_size) != 2 or min(self.input_size) < 32:
-            problems.append(f"input size must be two numbers of at least 32, got {self.input_size}")
+        for name, (low, high) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if not low <= int(value) <= high:
+                problems.append(f"{name} must be from {low} to {high}, got {value}")
+        if len(self.input_size) != 2 or not all(
+            MIN_INPUT <= int(v) <= MAX_INPUT for v in self.input_size
+        ):
+            problems.append(
+                f"input size must be two numbers from {MIN_INPUT} to {MAX_INPUT}, got "
+                f"{self.input_size}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"learning rate must be a positive number, got {self.lr}")
         if self.weight_decay < 0:

@@ -127,7 +127,7 @@ def test_zero_epochs_is_refused_not_replaced_by_the_default(demo_project, tmp_pa
         "--epochs", "0", "--dry-run", env_app_data=tmp_path / "app_data",
     )  # fmt: skip
     assert result.returncode == 2, result.stdout
-    assert "epochs must be at least 1, got 0" in result.stderr
+    assert "epochs must be from 1 to 100000, got 0" in result.stderr
 
 
 def test_a_missing_weights_file_fails_the_dry_run(demo_project, tmp_path):
