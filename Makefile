@@ -69,6 +69,7 @@ bench: setup
 	$(PY) bench/dataset_prep.py
 	$(PY) bench/overhead.py
 	$(PY) bench/ui_latency.py
+	$(PY) bench/memory.py
 	$(PY) bench/sync.py
 
 clean:

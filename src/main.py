@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 
 import supervisely as sly
 
@@ -26,6 +27,7 @@ from src.controller import RunOutcome, SyncPolicy, TrainingController
 from src.platform_services import platform_services
 from src.project import open_local_project
 from src.storage import LocalArtifactStore
+from src.trainer import warm_up_imports
 from src.ui.app_ui import AppUI
 
 
@@ -124,6 +126,7 @@ def create_app() -> sly.Application:
     holder["app"] = application
     mount_api(application.get_server(), controller, _api_token(), default_project=project)
     application.call_before_shutdown(controller.shutdown)
+    threading.Thread(target=warm_up_imports, name="warm-up", daemon=True).start()
     application.ui = ui  # for tests and debugging
     application.controller = controller
     return application

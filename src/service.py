@@ -278,7 +278,10 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
     problems: list[str] = []
     for split in ("train", "val"):
         # a check writes nothing into the run folder (the run writes its COCO ground truth)
-        dataset_cfg = {**prepared.cfg[f"{split}_dataloader"].dataset, "coco_gt_file": None}
+        dataset_cfg = {
+            **prepared.cfg[f"{split}_dataloader"].dataset, "coco_gt_file": None,
+            "serialize_data": False,  # a check: no packing for data-loader workers
+        }  # fmt: skip
         try:
             dataset = DATASETS.build(dataset_cfg)
             stats[split] = dataset.stats.as_dict()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import gc
 import logging
 import signal
 import threading
@@ -149,6 +150,26 @@ class _PhaseHook(Hook):
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.session._enter(SessionState.TRAINING)
+
+
+def warm_up_imports() -> None:
+    """Import what the first run imports (about 1200 modules: mmdet's models pull in scikit-learn
+    and scipy, the first optimizer step torch._dynamo). Run by the app in a background thread at
+    start: imported during a run's start instead, C-extension initialisations held the GIL long
+    enough to stall the page and the HTTP API for up to 350 ms (bench/ui_latency.py); so did
+    full garbage collections over them, hence the ``gc.freeze()``."""
+    import importlib
+
+    for name in ("mmdet.models", "mmdet.datasets", "mmdet.evaluation", "mmdet.engine",
+                 "mmdet.visualization", "torch._dynamo"):  # fmt: skip
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an optional extra missing: the run says so, not the app
+            logger.debug("warm-up import of %s failed: %s", name, exc)
+    # The million objects those modules hold are never garbage: out of the collector's sight,
+    # a full collection (triggered by any allocation-heavy step, such as mmengine formatting the
+    # config with yapf) takes milliseconds instead of a 300 ms hold of the GIL.
+    gc.freeze()
 
 
 class TrainingSession:
