@@ -265,22 +265,33 @@ ATOMIC_BACKEND_ARGS = _register_atomic_backend()
 def download_checkpoint(url: str, model_dir: str | Path | None = None) -> Path:
     """The file of a checkpoint URL, downloaded once into torch's hub cache (where mmengine
     keeps its downloads too, so earlier ones are reused); a failed download leaves nothing."""
+    import shutil
+    import urllib.request
     from urllib.parse import urlparse
 
-    from torch.hub import download_url_to_file, get_dir
+    from torch.hub import get_dir
 
-    name = Path(urlparse(url).path).name
-    if not name:
-        raise CheckpointError(f"checkpoint URL {url} names no file")
+    parsed = urlparse(url)
+    name = Path(parsed.path).name
+    if parsed.scheme not in ("http", "https") or not name:
+        raise CheckpointError(f"checkpoint URL {url} is not an http(s) URL of a file")
     cached = Path(model_dir or Path(get_dir()) / "checkpoints") / name
     if not cached.is_file():
         logger.info("downloading checkpoint %s to %s", url, cached)
         try:
-            with atomic_path(cached) as tmp:
-                download_url_to_file(url, str(tmp), progress=False)
+            # a timeout per read (torch.hub's downloader has none): a stalled server fails
+            with (
+                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                atomic_path(cached) as tmp,
+                open(tmp, "wb") as out,
+            ):
+                shutil.copyfileobj(response, out, 1 << 20)
         except Exception as exc:
             raise CheckpointError(f"cannot download checkpoint {url}: {exc}") from None
     return cached
+
+
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 def _register_safe_loaders() -> None:

@@ -189,3 +189,22 @@ def test_checkpoints_by_url_are_downloaded_then_loaded_through_the_allowlist(
     with pytest.raises(CheckpointError, match="cannot download"):
         CheckpointLoader.load_checkpoint(f"{base}/missing.pth", map_location="cpu")
     assert not list((tmp_path / "torch_home" / "hub" / "checkpoints").glob("*missing*"))
+
+
+def test_a_stalled_checkpoint_download_times_out_and_leaves_nothing(tmp_path, monkeypatch):
+    import socket
+
+    import src.checkpoints
+    from src.checkpoints import download_checkpoint
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)  # accepts the connection, never answers
+    monkeypatch.setattr(src.checkpoints, "DOWNLOAD_TIMEOUT_S", 0.5)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/weights.pth"
+    with pytest.raises(CheckpointError, match="cannot download"):
+        download_checkpoint(url, tmp_path / "hub")
+    assert not (tmp_path / "hub").exists() or not any((tmp_path / "hub").iterdir())
+    server.close()
+    with pytest.raises(CheckpointError, match="not an http"):
+        download_checkpoint("file:///etc/passwd", tmp_path / "hub")
