@@ -10,11 +10,14 @@ work dir, resume) on top of a user's edited text.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import logging
 import math
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +241,13 @@ def parse_config_text(text: str) -> Config:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         try:
-            parsed = Config.fromfile(path)
+            with _deadline(CONFIG_TIMEOUT_S):
+                parsed = Config.fromfile(path)
+        except _ConfigTimeout:
+            raise ConfigError(
+                f"the config did not finish executing in {CONFIG_TIMEOUT_S:.0f} s (an endless "
+                "loop?): it was stopped"
+            ) from None
         except Exception as exc:  # exec of user code: anything can go wrong
             raise ConfigError(
                 f"{type(exc).__name__}: {exc}", line=_config_error_line(exc)
@@ -247,6 +256,46 @@ def parse_config_text(text: str) -> Config:
         os.unlink(path)
     # not tied to the temporary file, which is gone (mmengine re-reads a config's filename)
     return Config(parsed.to_dict(), cfg_text=text)
+
+
+CONFIG_TIMEOUT_S = 60.0  # executing a config takes milliseconds; a loop must not wedge the app
+
+
+class _ConfigTimeout(Exception):
+    """Raised inside the thread executing a config that ran past its deadline."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`_ConfigTimeout` in this thread if the block runs longer than ``seconds``.
+
+    A config is Python executed in the app's process: ``while True: pass`` in the Editor would
+    otherwise keep the thread preparing the run, and with it the app ("preparing"), busy for
+    good. CPython can raise an exception in another thread at its next bytecode
+    (``PyThreadState_SetAsyncExc``); a timer thread does that once the time is up. (A call that
+    blocks in C, such as a long ``time.sleep``, is interrupted only when it returns.)"""
+    import ctypes
+
+    target, lock = threading.get_ident(), threading.Lock()
+    state = {"finished": False}
+    done = threading.Event()
+
+    def expire() -> None:
+        if done.wait(seconds):
+            return
+        with lock:
+            if not state["finished"]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(target), ctypes.py_object(_ConfigTimeout)
+                )
+
+    threading.Thread(target=expire, name="config-deadline", daemon=True).start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["finished"] = True
+        done.set()
 
 
 def _config_error_line(exc: BaseException) -> int | None:

@@ -228,3 +228,20 @@ def test_schedule_warmup_clip_amp_and_checkpoints(tmp_path):
         RunSpec(work_dir=str(tmp_path / "w")),
     )
     assert pretrained.load_from == entry.weights_url
+
+
+def test_a_config_that_never_ends_is_stopped_with_a_message(monkeypatch):
+    """``while True: pass`` in the Editor must not keep the app "preparing" for good."""
+    import time
+
+    import src.config_builder
+    from src.config_builder import ConfigError, parse_config_text
+
+    monkeypatch.setattr(src.config_builder, "CONFIG_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="did not finish executing in 1 s"):
+        parse_config_text("x = 0\nwhile True:\n    x += 1\n")
+    assert time.monotonic() - started < 30
+    time.sleep(1.5)  # a config that ends in time is never interrupted later
+    assert parse_config_text("a = 1\n").a == 1
+    time.sleep(1.5)
