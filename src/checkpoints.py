@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from src.atomic_files import atomic_path, write_bytes_atomic
+from src.primary_metric import headline
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ def val_metrics_in(lines: list[str]) -> dict[str, float]:
             continue
         found = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("coco/")}
         if found:
-            metrics = {k: float(v) for k, v in found.items() if k.endswith(("mAP", "_50", "_75"))}
+            metrics = {k: float(v) for k, v in headline(found).items()}
     return metrics
 
 

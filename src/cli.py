@@ -20,6 +20,8 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+from src.primary_metric import headline, primary_value
+
 DEFAULT_APP_DATA = "artifacts/app_data"
 DEFAULT_TEAM_FILES = "artifacts/team_files"
 DEFAULT_CACHE = os.path.join(
@@ -116,11 +118,7 @@ class ProgressBar:
         self.bar.update(progress.iteration - self.bar.n)
 
     def on_val(self, result) -> None:
-        text = "  ".join(
-            f"{k} {v:.3f}"
-            for k, v in result.metrics.items()
-            if k.endswith(("mAP", "mAP_50", "mAP_75"))
-        )
+        text = "  ".join(f"{k} {v:.3f}" for k, v in headline(result.metrics).items())
         line = f"validation after epoch {result.epoch}: {text}"
         if self.bar is not None:
             self.bar.write(line)
@@ -353,7 +351,7 @@ def _train(prepared, resume_from, args: argparse.Namespace) -> int:
         return _fail(f"upload failed: {exc}; checkpoints stay in {prepared.work_dir}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
-    final = {k: v for k, v in status.metrics.items() if k.endswith(("mAP", "mAP_50", "mAP_75"))}
+    final = headline(status.metrics)
     if final:
         print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
     print(f"artifacts: {store.describe(remote)}")
@@ -410,7 +408,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for run in runs:
-        m_ap = run.last_metrics.get("bbox_mAP", run.last_metrics.get("segm_mAP"))
+        m_ap = primary_value(run.last_metrics)
         where = f"{run.epoch}/{run.max_epochs}" + ("*" if run.mid_epoch else "")
         rows.append((run.run_id, run.model_name, where, run.iteration, run.saved_at,
                      "-" if m_ap is None else f"{m_ap:.3f}"))  # fmt: skip

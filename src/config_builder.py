@@ -26,6 +26,7 @@ import yaml
 from mmengine.config import Config
 
 from src.input_shapes import ensure_stride_padding
+from src.primary_metric import primary_metric
 from src.zoo import TASKS, ZooEntry
 
 logger = logging.getLogger(__name__)
@@ -366,7 +367,7 @@ def build_config(
     _set_pipelines(cfg, params, is_segm, min_input_size)
     _set_data(cfg, params, data, run, is_segm)
     _set_schedule(cfg, params)
-    _set_hooks(cfg, params, is_segm)
+    _set_hooks(cfg, params)
     _set_weights(cfg, params, weights_url)
     for key in _STALE_TOP_LEVEL_KEYS:
         cfg.pop(key, None)
@@ -809,9 +810,9 @@ def replan_epochs(cfg: Config, epochs: int) -> Config:
     return cfg
 
 
-def _set_hooks(cfg: Config, params: TrainParams, is_segm: bool) -> None:
+def _set_hooks(cfg: Config, params: TrainParams) -> None:
     hooks = cfg.get("default_hooks") or {}
-    save_best = ("coco/segm_mAP" if is_segm else "coco/bbox_mAP") if params.save_best else None
+    save_best = f"coco/{primary_metric(params.task)}" if params.save_best else None
     hooks["checkpoint"] = dict(
         type="CheckpointHook",
         interval=params.checkpoint_interval,

@@ -45,6 +45,7 @@ from src.config_builder import (
 )
 from src.dataset import DatasetError, class_colors
 from src.input_shapes import check_input_shapes, padding_problems
+from src.primary_metric import headline, primary_metric
 from src.project import LocalProject, Split, default_split, open_local_project, split_items
 from src.remote_runs import RemoteRun, fetch_remote_run, find_remote_runs
 from src.run_ids import RunIdError, is_run_dir, run_dir
@@ -365,7 +366,7 @@ def upload_run(
 
     ``task_id``: the app's task on the platform (recorded in ``experiment_info.json``)."""
     val = history.get("val") or []
-    key = "segm_mAP" if prepared.params.task == "instance-segmentation" else "bbox_mAP"
+    key = primary_metric(prepared.params.task)
     best = max(val, key=lambda v: v.get(key, float("-inf")), default=None)
     remote = artifacts_dir(prepared.run_id, prepared.project.name)
     summary = RunSummary(
@@ -376,9 +377,7 @@ def upload_run(
         classes=list(prepared.params.classes),
         epochs_done=max((v.get("epoch", 0) for v in history.get("train", [])), default=0),
         state=state,
-        best_metric={
-            k: v for k, v in (best or {}).items() if k.endswith(("mAP", "mAP_50", "mAP_75"))
-        },
+        best_metric=headline(best or {}),
         history=history,
         remote_dir=remote,
         project_id=prepared.project.project_id,

@@ -245,3 +245,17 @@ def test_a_config_that_never_ends_is_stopped_with_a_message(monkeypatch):
     time.sleep(1.5)  # a config that ends in time is never interrupted later
     assert parse_config_text("a = 1\n").a == 1
     time.sleep(1.5)
+
+
+def test_one_primary_metric_rule():
+    """Mask mAP for segmentation everywhere (best checkpoint, summary, the runs tables), box mAP
+    for detection; a segmentation run's metrics (which hold both) say which they are."""
+    from src.primary_metric import headline, primary_metric, primary_value
+
+    segm_run = {"bbox_mAP": 0.5, "segm_mAP": 0.4, "segm_mAP_50": 0.6, "bbox_mAP_s": 0.1}
+    assert primary_metric("instance-segmentation") == "segm_mAP"
+    assert primary_metric("object-detection") == "bbox_mAP"
+    assert primary_value(segm_run) == 0.4
+    assert primary_value({"bbox_mAP": 0.5}) == 0.5
+    assert primary_value(segm_run, "object-detection") == 0.5
+    assert headline(segm_run) == {"bbox_mAP": 0.5, "segm_mAP": 0.4, "segm_mAP_50": 0.6}

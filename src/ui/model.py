@@ -16,6 +16,7 @@ from supervisely.app.widgets import (
 )
 
 from src import zoo
+from src.primary_metric import primary_value
 
 COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
 RUN_COLUMNS = ["run", "where", "model", "epoch", "iteration", "saved", "last mAP"]
@@ -117,7 +118,7 @@ class ModelStep:
                 f"{r['epoch']}/{r['max_epochs']}",
                 str(r["iteration"]),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r["saved_at"])),
-                _cell(r["last_metrics"].get("bbox_mAP", r["last_metrics"].get("segm_mAP"))),
+                _cell(primary_value(r["last_metrics"])),
             ]
             for r in self._runs
         ]
