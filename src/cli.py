@@ -137,7 +137,7 @@ def _train_params(args: argparse.Namespace):
     size = args.input_size
     return TrainParams(
         task=args.task,
-        epochs=20 if args.epochs is None else args.epochs,  # 0 is refused, not replaced
+        epochs=TrainParams.epochs if args.epochs is None else args.epochs,  # 0 is refused
         train_batch_size=args.batch_size,
         val_batch_size=args.val_batch_size,
         num_workers=args.workers,
@@ -457,6 +457,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    from src.config_builder import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, TrainParams
+    from src.zoo import TASKS
+
+    d = TrainParams()  # train's defaults and choices: the CLI trains as the app and the API do
 
     probe = sub.add_parser(
         "probe",
@@ -499,28 +503,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model on a local project")
     tr.add_argument("--project", help="local Supervisely project directory")
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
-    tr.add_argument(
-        "--task", default="object-detection", choices=["object-detection", "instance-segmentation"]
-    )
+    tr.add_argument("--task", default=d.task, choices=TASKS)
     tr.add_argument("--classes", help="comma-separated class names (default: all)")
-    tr.add_argument("--epochs", type=int, default=None, help="default 20 (resume: as planned)")
-    tr.add_argument("--batch-size", type=int, default=4)
-    tr.add_argument("--val-batch-size", type=int, default=4)
-    tr.add_argument("--workers", type=int, default=2, help="data loader workers")
-    tr.add_argument("--input-size", type=int, default=640, help="square input size in pixels")
-    tr.add_argument("--augmentation", default="light", choices=["none", "light", "medium", "heavy"])
-    tr.add_argument("--optimizer", default="AdamW", choices=["AdamW", "Adam", "SGD"])
-    tr.add_argument("--lr", type=float, default=1e-4)
-    tr.add_argument("--weight-decay", type=float, default=1e-4)
     tr.add_argument(
-        "--scheduler", default="cosine", choices=["cosine", "step", "linear", "constant"]
+        "--epochs", type=int, default=None, help=f"default {d.epochs} (resume: as planned)"
     )
-    tr.add_argument("--warmup-iters", type=int, default=0)
-    tr.add_argument("--grad-clip", type=float, default=None)
-    tr.add_argument("--checkpoint-interval", type=int, default=1)
-    tr.add_argument("--keep-checkpoints", type=int, default=2)
-    tr.add_argument("--val-interval", type=int, default=1)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--batch-size", type=int, default=d.train_batch_size)
+    tr.add_argument("--val-batch-size", type=int, default=d.val_batch_size)
+    tr.add_argument("--workers", type=int, default=d.num_workers, help="data loader workers")
+    tr.add_argument(
+        "--input-size", type=int, default=d.input_size[0], help="square input size in pixels"
+    )
+    tr.add_argument("--augmentation", default=d.augmentation, choices=AUGMENTATIONS)
+    tr.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    tr.add_argument("--lr", type=float, default=d.lr)
+    tr.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    tr.add_argument("--scheduler", default=d.scheduler, choices=SCHEDULERS)
+    tr.add_argument("--warmup-iters", type=int, default=d.warmup_iters)
+    tr.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    tr.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    tr.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    tr.add_argument("--val-interval", type=int, default=d.val_interval)
+    tr.add_argument("--seed", type=int, default=d.seed)
     tr.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
     tr.add_argument(
         "--config", help="an edited config file: trains as written, plus dataset, classes, work dir"

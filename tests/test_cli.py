@@ -138,3 +138,12 @@ def test_a_missing_weights_file_fails_the_dry_run(demo_project, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stdout
     assert f"checkpoint {missing} does not exist" in result.stderr
+
+
+def test_train_defaults_are_the_apps():
+    """CLI, app and API train the same "by default": the parser's defaults are TrainParams'."""
+    from src.cli import _train_params, build_parser
+    from src.config_builder import TrainParams
+
+    args = build_parser().parse_args(["train", "--project", "p", "--from-scratch"])
+    assert _train_params(args) == TrainParams(weights="scratch")
