@@ -241,7 +241,9 @@ class TrainingController:
         local = self.app_data_dir / "_custom" / Path(path).parent.name / Path(path).name
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.store.download(path, local)
+            remote = {f.path: f.size for f in self.store.list(str(Path(path).parent))}
+            if not (local.is_file() and remote.get(path) == local.stat().st_size):
+                self.store.download(path, local)  # (Compose, then Start: fetched once)
         except (UploadError, OSError) as exc:
             raise RequestError([f"cannot download the {purpose} {path}: {exc}"]) from None
         return str(local)
@@ -258,21 +260,31 @@ class TrainingController:
             return None
         return SyncPolicy(every_epochs=every_epochs or None, every_minutes=minutes)
 
+    def compose(self, request: TrainRequest) -> Prepared:
+        """Validate and compose a request, as Start would (the UI's Compose button): remote
+        inputs (custom weights and their config in Team Files) are fetched into app data
+        first. The request itself is not changed."""
+        from dataclasses import replace
+
+        params = request.params
+        config_file = request.base_config_file
+        if config_file:  # custom weights: may live in Team Files
+            config_file = self.fetch(config_file, "config")
+        if params.weights == "custom" and params.weights_path:
+            params = replace(params, weights_path=self.fetch(params.weights_path, "checkpoint"))
+        return prepare(
+            replace(
+                request, params=params, base_config_file=config_file,
+                app_data_dir=str(self.app_data_dir), run_id=request.run_id or self.new_run_id(),
+                cache_dir=request.cache_dir or self.cache_dir,
+            )
+        )  # fmt: skip
+
     def start(self, request: TrainRequest, sync_every_epochs: int | None = None) -> str:
         """Validate, compose and start a new run; returns its id. ``sync_every_epochs``
         overrides the app's checkpoint-sync interval for this run (0: off)."""
-        from dataclasses import replace
-
-        request.app_data_dir = str(self.app_data_dir)
-        request.run_id = request.run_id or self.new_run_id()
-        request.cache_dir = request.cache_dir or self.cache_dir
         with self._preparation():
-            if request.base_config_file:  # custom weights: may live in Team Files
-                request.base_config_file = self.fetch(request.base_config_file, "config")
-            if request.params.weights == "custom" and request.params.weights_path:
-                weights = self.fetch(request.params.weights_path, "checkpoint")
-                request.params = replace(request.params, weights_path=weights)
-            prepared = prepare(request)
+            prepared = self.compose(request)
             check_data(prepared)  # what would fail the run later fails the request now
             return self._launch_unless_cancelled(prepared, None, self.policy(sync_every_epochs))
 

@@ -270,3 +270,19 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     maps = {s["name"]: s["data"] for s in d["train_map"]["series"]}
     assert len(maps["bbox_mAP"]) >= 1
     assert list((root / "team" / "mmdetection-3").glob(f"{run_id}_*/config.py"))
+
+
+def test_custom_weights_given_as_team_files_paths_compose(ui):
+    """The Model step offers Team Files paths for custom weights: Compose fetches them (as
+    Start does) instead of answering "does not exist"."""
+    client, _app, root = ui
+    run_dir = next((root / "team" / "mmdetection-3").glob("*/config.py")).parent
+    checkpoint = sorted(p.name for p in run_dir.glob("*.pth"))[0]
+    remote = f"/mmdetection-3/{run_dir.name}"
+    st = set_small_run(state(client))
+    st["model_tabs"]["value"] = "Custom weights"
+    st["model_w"]["value"] = f"{remote}/{checkpoint}"
+    st["model_cfg"]["value"] = f"{remote}/config.py"
+    post(client, "/compose/button_clicked_cb", st)
+    message = data(client)["compose_message"]["text"]
+    assert "config composed" in message, message

@@ -17,7 +17,6 @@ from src.project import LocalProject
 from src.service import (
     RequestError,
     TrainRequest,
-    prepare,
 )
 from src.trainer import SessionBusyError
 from src.ui.augmentations import AugmentationsStep
@@ -156,7 +155,7 @@ class AppUI:
         try:
             request = self.request()
             request.run_id = self.next_run_id
-            prepared = prepare(request)
+            prepared = self.controller.compose(request)
         except RequestError as exc:
             self.message.set("cannot compose: " + "; ".join(exc.problems), "error")
             return False
