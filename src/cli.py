@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -200,32 +199,27 @@ def _app_data(args: argparse.Namespace) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
+    through the app's own controller: the same run flow, upload and error policy as the app."""
     _select_device(args.device)
-    from src.service import (
-        RequestError,
-        TrainRequest,
-        check_data,
-        dry_run,
-        locate_run,
-        prepare,
-        prepare_resume,
-    )
+    from src.controller import TrainingController
+    from src.service import RequestError, TrainRequest, dry_run
 
     app_data = _app_data(args)
+    store, resolver = _store(args)
+    bar = ProgressBar()
+    controller = TrainingController(
+        app_data, store, cache_dir=None if args.no_cache else DEFAULT_CACHE, sinks=[bar],
+        project_resolver=resolver, max_nonfinite=args.max_nonfinite,
+        on_fetch=lambda remote: print(
+            f"downloading run {remote.run_id} from {store.describe(remote.resume_dir)}"
+        ),
+    )  # fmt: skip
     resume_from = None
     try:
         if args.resume is not None:
-            store, resolver = _store(args)
-            run = locate_run(
-                app_data,
-                store,
-                args.resume or None,
-                on_fetch=lambda remote: print(
-                    f"downloading run {remote.run_id} from {store.describe(remote.resume_dir)}"
-                ),
-            )
-            prepared = prepare_resume(run, epochs=args.epochs, project_resolver=resolver)
-            resume_from = run.checkpoint
+            prepared, run = controller.prepare_resume(args.resume or None, args.epochs)
+            resume_from = str(run.checkpoint)
             print(
                 f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint.name}: "
                 f"epoch {run.epoch}, iteration {run.iteration}"
@@ -249,10 +243,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 else None,
                 params=_train_params(args),
                 keep_empty_images=not args.drop_empty,
-                cache_dir=None if args.no_cache else DEFAULT_CACHE,
                 run_id=args.run_id,
             )
-            prepared = prepare(request)
+            prepared = controller.compose(request)
         if args.dump_config:
             Path(args.dump_config).parent.mkdir(parents=True, exist_ok=True)
             Path(args.dump_config).write_text(prepared.config_text, encoding="utf-8")
@@ -263,19 +256,54 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"config       written to {args.dump_config}")
             print("dry run: everything builds; nothing was trained")
             return 0
-        check_data(prepared)  # an empty split, a missing image: now, not mid-epoch
+        print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
+        print(f"checkpoints and logs: {prepared.work_dir}")
+        started = time.time()
+        with _CtrlC(controller.stop):
+            # the data check (an empty split, a missing image) fails here, before training
+            controller.start_prepared(prepared, resume_from)
+            while controller.busy:  # training, then the upload
+                time.sleep(0.2)
     except RequestError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    return _train(prepared, resume_from, args)
+    bar.close()
+    return _report(controller, prepared, args, time.time() - started)
+
+
+def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> int:
+    """The ended run as the CLI's output and exit code."""
+    status = controller.status()
+    outcome = status.get("outcome") or {}
+    if status["run_state"] == "failed":
+        if args.verbose and controller.traceback:
+            print(controller.traceback, file=sys.stderr)
+        return _fail(f"training failed: {status['error']} (log: {prepared.work_dir})")
+    if status["run_state"] == "stopped":
+        print(
+            f"stopped at epoch {status['epoch']}, iteration {status['iteration']}; checkpoint "
+            f"{status['stopped_checkpoint']}\nresume with: python -m src.cli train --resume "
+            f"{prepared.run_id}"
+        )
+    else:
+        print(f"training finished in {seconds:.0f} s")
+    if outcome.get("upload_error"):
+        return _fail(
+            f"upload failed: {outcome['upload_error']}; checkpoints stay in {prepared.work_dir}"
+        )
+    final = headline(status.get("metrics") or {})
+    if final:
+        print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
+    print(f"artifacts: {outcome.get('artifacts')}")
+    return 0
 
 
 class _CtrlC:
     """First Ctrl-C: stop gracefully at the next batch. Second: abort."""
 
-    def __init__(self, session) -> None:
-        self.session = session
+    def __init__(self, stop) -> None:
+        self.stop = stop  # asks the run to stop at its next batch; False when nothing runs
         self.count = 0
         self.previous = None
 
@@ -288,7 +316,7 @@ class _CtrlC:
 
     def _handle(self, signum, frame) -> None:
         self.count += 1
-        if self.count == 1 and self.session.request_stop():
+        if self.count == 1 and self.stop():
             print(
                 "\nstopping after the current batch (a checkpoint is saved); Ctrl-C again aborts",
                 file=sys.stderr,
@@ -296,66 +324,6 @@ class _CtrlC:
             return
         print("\naborted", file=sys.stderr)
         os._exit(130)
-
-
-def _train(prepared, resume_from, args: argparse.Namespace) -> int:
-    from src.checkpoints import CheckpointError
-    from src.service import upload_run
-    from src.storage import UploadError
-    from src.trainer import SessionState, TrainingSession
-
-    bar = ProgressBar()
-    session = TrainingSession(
-        prepared.cfg,
-        prepared.run_id,
-        sinks=[bar],
-        resume_from=resume_from,
-        console_log_level="WARNING",
-        max_nonfinite=args.max_nonfinite,
-        app_data_root=_app_data(args),
-    )
-    print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
-    print(f"checkpoints and logs: {prepared.work_dir}")
-    started = time.time()
-    with _CtrlC(session):
-        session.start()
-        status = session.wait(0.2)
-        while not status.state.is_final:
-            status = session.wait(0.5)
-    bar.close()
-    if status.state == SessionState.FAILED:
-        if args.verbose and status.traceback:
-            print(status.traceback, file=sys.stderr)
-        return _fail(f"training failed: {status.error} (log: {prepared.work_dir})")
-    resume_hint = f"python -m src.cli train --resume {prepared.run_id}"
-    if status.state == SessionState.STOPPED:
-        print(
-            f"stopped at epoch {status.epoch}, iteration {status.iteration}; checkpoint "
-            f"{status.stopped_checkpoint}\nresume with: {resume_hint}"
-        )
-    else:
-        print(f"training finished in {time.time() - started:.0f} s")
-
-    store, _ = _store(args)
-    staging = Path(_app_data(args)) / "_upload" / prepared.run_id
-    try:
-        remote = upload_run(
-            prepared,
-            store,
-            state=status.state.value,
-            history=session.history,
-            staging_root=staging,
-            started_at=status.started_at,
-        )
-    except (UploadError, FileNotFoundError, OSError, CheckpointError) as exc:
-        return _fail(f"upload failed: {exc}; checkpoints stay in {prepared.work_dir}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
-    final = headline(status.metrics)
-    if final:
-        print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
-    print(f"artifacts: {store.describe(remote)}")
-    return 0
 
 
 def _store(args: argparse.Namespace):

@@ -90,6 +90,8 @@ class TrainingController:
         run_id_base: how new runs are named (on the platform: the task id, so artifacts go to
             ``/mmdetection-3/<task_id>_<project>``); default a timestamp.
         task_id: the app's task on the platform, recorded in each run's ``experiment_info.json``.
+        max_nonfinite: NaN/Inf losses in a row that end a run.
+        on_fetch: told before a run that is only in the store is downloaded to be resumed.
     """
 
     def __init__(
@@ -107,7 +109,11 @@ class TrainingController:
         on_run_end: Callable[[RunOutcome], None] | None = None,
         run_id_base: str | None = None,
         task_id: int | None = None,
+        max_nonfinite: int = 5,
+        on_fetch: Callable[[RemoteRun], None] | None = None,
     ) -> None:
+        self.max_nonfinite = max_nonfinite
+        self.on_fetch = on_fetch
         self.run_id_base = run_id_base
         self.task_id = task_id
         self.stop_signals = list(stop_signals)
@@ -237,7 +243,9 @@ class TrainingController:
         if not path or Path(path).is_file():
             return path
         if not path.startswith("/") or not self.store.exists(path):
-            raise RequestError([f"{purpose} {path} is neither a local file nor in Team Files"])
+            raise RequestError(
+                [f"{purpose} {path} does not exist: not a local file, nor in Team Files"]
+            )
         local = self.app_data_dir / "_custom" / Path(path).parent.name / Path(path).name
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -300,24 +308,55 @@ class TrainingController:
         store (Team Files): then it is downloaded into app data first.
         """
         with self._preparation():
-            run = self.locate(target)
-            prepared = prepare_resume(
-                run, epochs=epochs, project_resolver=self.project_resolver,
-                cache_dir=self.cache_dir,
-            )  # fmt: skip
+            prepared, run = self.prepare_resume(target, epochs)
             return self._launch_unless_cancelled(
                 prepared, str(run.checkpoint), self.policy(sync_every_epochs)
+            )
+
+    def prepare_resume(
+        self, target: str | None = None, epochs: int | None = None
+    ) -> tuple[Prepared, ResumableRun]:
+        """The run ``target`` names (None: the newest) ready to continue, and where it stands
+        (``run.checkpoint`` is what it continues from); a run only in the store is downloaded
+        into app data first."""
+        run = self.locate(target)
+        prepared = prepare_resume(
+            run, epochs=epochs, project_resolver=self.project_resolver, cache_dir=self.cache_dir
+        )
+        return prepared, run
+
+    def start_prepared(
+        self,
+        prepared: Prepared,
+        resume_from: str | None = None,
+        sync_every_epochs: int | None = None,
+    ) -> str:
+        """Start what :meth:`compose` or :meth:`prepare_resume` returned (the CLI shows it
+        first: a dry run, the config dump); returns the run id."""
+        with self._preparation():
+            if resume_from is None:
+                check_data(prepared)
+            return self._launch_unless_cancelled(
+                prepared, resume_from, self.policy(sync_every_epochs)
             )
 
     def locate(self, target: str | None) -> ResumableRun:
         """The resumable run ``target`` names (None: the newest) in app data; a run that is only
         in the store (Team Files) is downloaded into app data first."""
-        return locate_run(
-            self.app_data_dir,
-            self.store,
-            target,
-            on_fetch=lambda run: logger.info("fetching run %s from %s", target, run.remote_dir),
-        )
+
+        def told(run: RemoteRun) -> None:
+            logger.info("fetching run %s from %s", run.run_id, run.remote_dir)
+            if self.on_fetch is not None:
+                self.on_fetch(run)
+
+        return locate_run(self.app_data_dir, self.store, target, on_fetch=told)
+
+    @property
+    def traceback(self) -> str | None:
+        """The failed run's traceback, for local clients (the CLI's --verbose); never sent
+        over HTTP (``status`` has one line)."""
+        session = self._session
+        return session.status().traceback if session else None
 
     def stop(self) -> bool:
         """Ask the current run to stop at the next batch, or a run being prepared not to start;
@@ -398,6 +437,7 @@ class TrainingController:
             app_data_root=self.app_data_dir,
             extra_hooks=hooks,
             stop_signals=self.stop_signals,
+            max_nonfinite=self.max_nonfinite,
         )
         try:
             session.start()
