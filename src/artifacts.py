@@ -20,6 +20,7 @@ import yaml
 
 from src.checkpoints import CheckpointError, best_checkpoint, export_for_inference, last_checkpoint
 from src.remote_runs import RESUME_DIR, snapshot_run_state
+from src.run_ids import log_files, scalars_files
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +120,9 @@ def pack_run(
 
     logs_dir = out_dir / "logs"
     logs_dir.mkdir()
-    for log in sorted(work_dir.glob("*/*.log")):
+    for log in log_files(work_dir):
         shutil.copy2(log, logs_dir / log.name)
-    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
+    for scalars in scalars_files(work_dir):
         shutil.copy2(scalars, logs_dir / f"{scalars.parent.parent.name}_scalars.json")
 
     (out_dir / "metrics.json").write_text(

@@ -30,6 +30,7 @@ import torch
 
 from src.atomic_files import atomic_path, write_bytes_atomic
 from src.primary_metric import headline
+from src.run_ids import scalars_files
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ def peek_checkpoint(path: str | Path) -> dict:
 def last_val_metrics(work_dir: Path) -> dict[str, float]:
     """The newest validation mAPs a run logged (``*/vis_data/scalars.json``)."""
     lines: list[str] = []
-    for scalars in sorted(Path(work_dir).glob("*/vis_data/scalars.json")):
+    for scalars in scalars_files(work_dir):
         lines += scalars.read_text(encoding="utf-8").splitlines()
     return val_metrics_in(lines)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from src.checkpoints import RUN_CONFIG, CheckpointError, newest_resumable_checkpoint
-from src.run_ids import check_file_name, check_run_id, run_dir
+from src.run_ids import check_file_name, check_run_id, run_dir, scalars_files
 from src.storage import ARTIFACTS_ROOT, ArtifactStore, UploadError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def collect_run_files(work_dir: str | Path, dest: str | Path, checkpoint: Path) 
     dest.mkdir(parents=True)
     _link_or_copy(checkpoint, dest / checkpoint.name)
     shutil.copy2(work_dir / RUN_CONFIG, dest / RUN_CONFIG)
-    scalars = sorted(work_dir.glob("*/vis_data/scalars.json"))
+    scalars = scalars_files(work_dir)
     if scalars:
         with open(dest / SCALARS_FILE, "wb") as out:
             for path in scalars:  # one file per session of the run, oldest first

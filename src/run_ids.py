@@ -1,4 +1,5 @@
-"""Run ids are data, not paths: a safe charset, and a run's folder strictly inside app data.
+"""Run ids are data, not paths: a safe charset, and a run's folder strictly inside app data;
+and what lies where in a run's folder (mmengine's layout), known in this one place.
 
 A run id names a folder that the app writes, renames and (on the platform, after a verified
 upload) deletes. An id like ``.``, ``../x`` or ``/abs`` from a request, the CLI or a Team Files
@@ -52,3 +53,14 @@ def is_run_dir(app_data_dir: str | Path, path: str | Path) -> bool:
     root = Path(app_data_dir).resolve()
     resolved = Path(path).resolve()
     return resolved.parent == root and bool(_RUN_ID.fullmatch(resolved.name))
+
+
+def scalars_files(work_dir: str | Path) -> list[Path]:
+    """mmengine's scalar logs of a run, oldest first: ``<timestamp>/vis_data/scalars.json``,
+    one per session (a resumed run has several)."""
+    return sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
+
+
+def log_files(work_dir: str | Path) -> list[Path]:
+    """mmengine's text logs of a run, oldest first: ``<timestamp>/<timestamp>.log``."""
+    return sorted(Path(work_dir).glob("*/*.log"))

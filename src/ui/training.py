@@ -10,6 +10,7 @@ from pathlib import Path
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Text
 
 from src.hooks.metrics import TrainProgress, ValResult
+from src.run_ids import log_files, scalars_files
 from src.ui.charts import Chart
 
 MAX_CLASS_CHARTS = 20
@@ -100,7 +101,7 @@ class TrainingStep:
     def restore_history(self, work_dir: str | Path) -> None:
         """Charts continue where a resumed run left off: refilled from its logged scalars."""
         self.reset_charts()
-        for scalars in sorted(Path(work_dir).glob("*/vis_data/scalars.json")):
+        for scalars in scalars_files(work_dir):
             for line in scalars.read_text(encoding="utf-8").splitlines():
                 try:
                     record = json.loads(line)
@@ -161,7 +162,7 @@ class TrainingStep:
         self.status.set(text, "error" if state == "failed" else "text")
         work_dir = status.get("work_dir")
         if work_dir:
-            logs = sorted(Path(work_dir).glob("*/*.log"))
+            logs = log_files(work_dir)
             if logs:
                 tail = _tail_lines(logs[-1], 8)
                 self.log_tail.text = "<br>".join(line[:300] for line in tail)
