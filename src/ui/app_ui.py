@@ -56,15 +56,17 @@ class AppUI:
             self.input, self.task, self.model, self.classes, self.split,
             self.augmentations, self.hyper, self.config, self.training,
         ]  # fmt: skip
-        # steps 1-6 end with "Next", step 7 with "Compose config": each unlocks what follows
-        self.next_buttons = [Button("Next", widget_id=f"next_{n}") for n in range(1, 7)]
-        self.next_messages = [Text("", widget_id=f"next_{n}_msg") for n in range(1, 7)]
+        # the steps before Hyperparameters end with "Next", Hyperparameters with "Compose
+        # config": each unlocks what follows
+        with_next = self.steps.index(self.hyper)
+        self.next_buttons = [Button("Next", widget_id=f"next_{n}") for n in range(1, with_next + 1)]
+        self.next_messages = [Text("", widget_id=f"next_{n}_msg") for n in range(1, with_next + 1)]
         cards = []
         for n, step in enumerate(self.steps, start=1):
             cards.append(step.card)
-            if n <= 6:
+            if n <= with_next:
                 cards.append(Container([self.next_buttons[n - 1], self.next_messages[n - 1]]))
-            elif n == 7:
+            elif step is self.hyper:
                 cards.append(Container([self.compose_button, self.message]))
         self.layout = Container(cards, widget_id="layout")
         self.unlocked = 1  # steps 1..unlocked are open; every open step can be changed again
@@ -115,11 +117,12 @@ class AppUI:
     # ------------------------------------------------------------------ actions
     def step_problems(self, n: int) -> list[str]:
         """What keeps step ``n`` (1-based) from being done."""
-        if n == 3:
+        step = self.steps[n - 1]
+        if step is self.model:
             return self.model.problems()
-        if n == 4:
+        if step is self.classes:
             return self.classes.problems()
-        if n == 5:
+        if step is self.split:
             try:
                 self.split.split(seed=int(self.hyper.seed.get_value()))
             except DatasetError as exc:
@@ -134,7 +137,7 @@ class AppUI:
             message.set("; ".join(problems), "error")
             return False
         message.set("", "text")
-        if n == 3 and self.model.mode == TAB_RESUME:
+        if self.steps[n - 1] is self.model and self.model.mode == TAB_RESUME:
             self.training.card.unlock()
             message.set("resuming uses the run's own config: press Start training", "info")
             return True
