@@ -19,7 +19,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from src.primary_metric import headline, primary_value
+from src.primary_metric import headline
 
 DEFAULT_APP_DATA = "artifacts/app_data"
 DEFAULT_TEAM_FILES = "artifacts/team_files"
@@ -343,44 +343,40 @@ def _store(args: argparse.Namespace):
     return services.store, services.resolve_project
 
 
-def _print_runs(rows: list[tuple[str, str, str, int, float, str]], last: str) -> None:
-    """(run, model, epoch/max, iteration, saved at, last column) rows as a table."""
+def _print_runs(rows: list[dict], last: str) -> None:
+    """Runs (:func:`src.remote_runs.run_row`) as a table; ``last``: the folder or the mAP."""
     print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} {last}")
-    for run_id, model, epoch, iteration, saved_at, extra in rows:
-        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved_at))
-        print(f"{run_id:<24} {model:<36} {epoch:>9} {iteration:>7}  {saved:<19} {extra}")
+    for row in rows:
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["saved_at"]))
+        epoch = f"{row['epoch']}/{row['max_epochs']}" + ("*" if row["mid_epoch"] else "")
+        m_ap = "-" if row["mAP"] is None else f"{row['mAP']:.3f}"
+        extra = row["folder"] if last == "folder" else m_ap
+        print(
+            f"{row['run_id']:<24} {row['model']:<36} {epoch:>9} {row['iteration']:>7}  "
+            f"{saved:<19} {extra}"
+        )
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from src.checkpoints import find_resumable_runs
-    from src.remote_runs import find_remote_runs
+    from src.remote_runs import find_remote_runs, run_row
 
     if args.team_files is not None or args.team_id is not None:
         store, _ = _store(args)
-        remote = find_remote_runs(store)
+        remote = [run_row(r) for r in find_remote_runs(store)]
         if not remote:
             print(f"no resumable runs in {store.describe('/mmdetection-3')}")
             return 0
-        _print_runs(
-            [(r.run_id, r.model_name, f"{r.epoch}/{r.max_epochs}", r.iteration, r.saved_at,
-              r.remote_dir) for r in remote],
-            "folder",
-        )  # fmt: skip
+        _print_runs(remote, "folder")
         print(
             "\nresume with: python -m src.cli train --resume RUN_ID [--team-files DIR|--team-id N]"
         )
         return 0
-    runs = find_resumable_runs(_app_data(args))
+    runs = [run_row(r) for r in find_resumable_runs(_app_data(args))]
     if not runs:
         print(f"no resumable runs in {_app_data(args)}")
         return 0
-    rows = []
-    for run in runs:
-        m_ap = primary_value(run.last_metrics)
-        where = f"{run.epoch}/{run.max_epochs}" + ("*" if run.mid_epoch else "")
-        rows.append((run.run_id, run.model_name, where, run.iteration, run.saved_at,
-                     "-" if m_ap is None else f"{m_ap:.3f}"))  # fmt: skip
-    _print_runs(rows, "mAP")
+    _print_runs(runs, "mAP")
     print("\n* stopped mid-epoch; resume with: python -m src.cli train --resume [RUN_ID]")
     return 0
 

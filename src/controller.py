@@ -21,7 +21,7 @@ from typing import Any
 
 from src.checkpoints import CheckpointError, ResumableRun, find_resumable_runs
 from src.hooks.metrics import MetricsSink
-from src.remote_runs import RESUME_DIR, STATE_FILE, RemoteRun, find_remote_runs
+from src.remote_runs import RESUME_DIR, STATE_FILE, RemoteRun, find_remote_runs, run_row
 from src.run_ids import is_run_dir
 from src.service import (
     Prepared,
@@ -189,39 +189,9 @@ class TrainingController:
     def runs(self) -> list[dict[str, Any]]:
         """Resumable runs: those in app data, then those only in the store (Team Files)."""
         local = find_resumable_runs(self.app_data_dir)
-        rows = [
-            {
-                "run_id": r.run_id,
-                "where": "app data",
-                "model": r.model_name,
-                "epoch": r.epoch,
-                "max_epochs": r.max_epochs,
-                "iteration": r.iteration,
-                "mid_epoch": r.mid_epoch,
-                "saved_at": r.saved_at,
-                "checkpoint": str(r.checkpoint),
-                "last_metrics": r.last_metrics,
-            }
-            for r in local
-        ]
         known = {r.run_id for r in local}
         remote = [r for r in self._remote_runs() if r.run_id not in known]
-        rows += [
-            {
-                "run_id": r.run_id,
-                "where": "Team Files",
-                "model": r.model_name,
-                "epoch": r.epoch,
-                "max_epochs": r.max_epochs,
-                "iteration": r.iteration,
-                "mid_epoch": not r.checkpoint.startswith("epoch_"),
-                "saved_at": r.saved_at,
-                "checkpoint": f"{r.resume_dir}/{r.checkpoint}",
-                "last_metrics": r.last_metrics,
-            }
-            for r in remote
-        ]
-        return rows
+        return [run_row(r) for r in [*local, *remote]]
 
     def _remote_runs(self) -> list[RemoteRun]:
         """The store's runs, read at most once per ``REMOTE_RUNS_TTL_S`` (each read downloads

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.checkpoints import RUN_CONFIG, CheckpointError, newest_resumable_checkpoint
+from src.checkpoints import (
+    RUN_CONFIG,
+    CheckpointError,
+    ResumableRun,
+    newest_resumable_checkpoint,
+)
+from src.primary_metric import primary_value
 from src.run_ids import check_file_name, check_run_id, run_dir, scalars_files
 from src.storage import ARTIFACTS_ROOT, ArtifactStore, UploadError
 
@@ -52,6 +58,30 @@ class RemoteRun:
     @property
     def resume_dir(self) -> str:
         return f"{self.remote_dir}/{RESUME_DIR}"
+
+    @property
+    def mid_epoch(self) -> bool:
+        return not self.checkpoint.startswith("epoch_")
+
+
+def run_row(run: ResumableRun | RemoteRun) -> dict[str, Any]:
+    """A resumable run as the runs tables show it (``GET /api/runs``, the Model step's Resume
+    tab, ``cli runs``): the same fields whether it is in app data or only in Team Files."""
+    local = isinstance(run, ResumableRun)
+    return {
+        "run_id": run.run_id,
+        "where": "app data" if local else "Team Files",
+        "model": run.model_name,
+        "epoch": run.epoch,
+        "max_epochs": run.max_epochs,
+        "iteration": run.iteration,
+        "mid_epoch": run.mid_epoch,
+        "saved_at": run.saved_at,
+        "checkpoint": str(run.checkpoint) if local else f"{run.resume_dir}/{run.checkpoint}",
+        "folder": str(run.work_dir) if local else run.remote_dir,
+        "last_metrics": run.last_metrics,
+        "mAP": primary_value(run.last_metrics),
+    }
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

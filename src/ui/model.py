@@ -16,7 +16,6 @@ from supervisely.app.widgets import (
 )
 
 from src import zoo
-from src.primary_metric import primary_value
 
 COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
 RUN_COLUMNS = ["run", "where", "model", "epoch", "iteration", "saved", "last mAP"]
@@ -118,7 +117,7 @@ class ModelStep:
                 f"{r['epoch']}/{r['max_epochs']}",
                 str(r["iteration"]),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r["saved_at"])),
-                _cell(primary_value(r["last_metrics"])),
+                _cell(r["mAP"]),
             ]
             for r in self._runs
         ]
