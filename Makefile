@@ -20,7 +20,7 @@ DEMO_PROJECT = $(PY) -m src.cli demo-project $(DEMO_DIR) --images 128 --seed 0
 train: setup
 	$(DEMO_PROJECT)
 	$(PY) -m src.cli train --project $(DEMO_DIR) --model rtmdet_tiny_8xb32-300e_coco --from-scratch \
-		--epochs 20 --val-interval 5 --batch-size 8 --input-size 224 --lr 0.01 --seed 0 --device cpu $(ARGS)
+		--epochs 20 --val-interval 5 --batch-size 8 --val-batch-size 4 --input-size 224 --lr 0.01 --seed 0 --device cpu $(ARGS)
 
 # Serve the app locally on the demo project (http://localhost:8000). The page loads the platform's
 # widget scripts from the internet; offline, the server and its HTTP API still work.

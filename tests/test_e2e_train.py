@@ -43,6 +43,8 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
             "16",
             "--batch-size",
             "4",
+            "--val-batch-size",
+            "4",
             "--input-size",
             "256",
             "--lr",

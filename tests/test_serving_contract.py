@@ -75,6 +75,7 @@ def _train(project: Path, tmp_path: Path, model: str, task: str) -> Path:
     result = subprocess.run(
         [sys.executable, "-m", "src.cli", "train", "--project", str(project), "--model", model,
          "--task", task, "--from-scratch", "--epochs", "2", "--batch-size", "4",
+         "--val-batch-size", "4",
          "--input-size", "192", "--lr", "0.004", "--workers", "0", "--seed", "0",
          "--classes", "circle,square,triangle", "--team-files", str(team_files),
          "--app-data", str(tmp_path / "app_data"), "--run-id", "7"],
