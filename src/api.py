@@ -68,12 +68,10 @@ def mount_api(
                 return _error(400, "the request body must be a JSON object")
         return await call_next(request)
 
-    server.include_router(build_router(controller, default_project))
+    server.include_router(_router(controller, default_project))
 
 
-def build_router(
-    controller: TrainingController, default_project: LocalProject | None = None
-) -> APIRouter:
+def _router(controller: TrainingController, default_project: LocalProject | None) -> APIRouter:
     """The routes; ``default_project`` trains when a request names no project (on the platform:
     the project the app was started from)."""
     router = APIRouter(prefix="/api")
@@ -81,10 +79,7 @@ def build_router(
     @router.post("/train")
     async def train(request: Request) -> Any:
         raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return _error(400, "the request body is not valid JSON")
+        body = json.loads(raw) if raw.strip() else {}  # a JSON object: the guard checked
         try:
             # parsing the project and executing the config take seconds: off the event loop,
             # so /sly/state, /api/status and /api/stop keep answering meanwhile
@@ -112,9 +107,11 @@ def build_router(
     return router
 
 
-def _start(controller: TrainingController, body: Any, default_project: LocalProject | None) -> str:
+def _start(
+    controller: TrainingController, body: dict[str, Any], default_project: LocalProject | None
+) -> str:
     """A new run or a resumed one, as the body asks; RequestError names every bad field."""
-    if isinstance(body, dict) and "resume" in body:
+    if "resume" in body:
         target, hyper = body["resume"], body.get("hyperparameters") or {}
         problems = []
         if target is not None and not isinstance(target, str):

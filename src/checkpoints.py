@@ -17,6 +17,7 @@ Checkpoints uploaded for serving hold only ``state_dict`` and plain ``meta``, so
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -122,7 +123,9 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+@functools.cache
 def _restricted_allowlist() -> dict[str, Any]:
+    """Built once: ``find_class`` asks for it at every global a checkpoint names."""
     from torch import _weights_only_unpickler
 
     allowed: dict[str, Any] = dict(_weights_only_unpickler._get_allowed_globals())

@@ -212,15 +212,19 @@ class TrainingController:
         store (Team Files) into ``<app data>/_custom/``."""
         if not path or Path(path).is_file():
             return path
-        if not path.startswith("/") or not self.store.exists(path):
-            raise RequestError(
-                [f"{purpose} {path} does not exist: not a local file, nor in Team Files"]
-            )
+        missing = RequestError(
+            [f"{purpose} {path} does not exist: not a local file, nor in Team Files"]
+        )
+        if not path.startswith("/"):
+            raise missing
         local = self.app_data_dir / "_custom" / Path(path).parent.name / Path(path).name
-        local.parent.mkdir(parents=True, exist_ok=True)
         try:
+            # one listing says whether it is there and whether the copy fetched before is it
             remote = {f.path: f.size for f in self.store.list(str(Path(path).parent))}
-            if not (local.is_file() and remote.get(path) == local.stat().st_size):
+            if path not in remote:
+                raise missing
+            if not (local.is_file() and remote[path] == local.stat().st_size):
+                local.parent.mkdir(parents=True, exist_ok=True)
                 self.store.download(path, local)  # (Compose, then Start: fetched once)
         except (UploadError, OSError) as exc:
             raise RequestError([f"cannot download the {purpose} {path}: {exc}"]) from None
@@ -534,6 +538,11 @@ def _json_problem(name: str, value: Any, hint: Any) -> str | None:
     return None if ok else f"{name} must be {kind.get(hint, hint)}, got {json.dumps(value)}"
 
 
+def _is_name_list(value: Any) -> bool:
+    """A JSON list of strings (class, dataset or item names)."""
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def request_from_json(
     body: dict[str, Any], app_data_dir: str, default_project: Any = None
 ) -> TrainRequest:
@@ -562,12 +571,8 @@ def request_from_json(
         for key, hint in top_level.items()
         if key in body and (problem := _json_problem(key, body[key], hint))
     ]
-    for key in ("classes",):
-        value = body.get(key)
-        if value is not None and not (
-            isinstance(value, list) and all(isinstance(v, str) for v in value)
-        ):
-            problems.append(f"{key} must be a list of class names, got {json.dumps(value)}")
+    if body.get("classes") is not None and not _is_name_list(body["classes"]):
+        problems.append(f"classes must be a list of class names, got {json.dumps(body['classes'])}")
     hyper = body.get("hyperparameters") or {}
     if not isinstance(hyper, dict):
         problems.append(f"hyperparameters must be an object, got {json.dumps(hyper)}")
@@ -595,9 +600,7 @@ def request_from_json(
     if spec is not None:
         names = ("train", "val", "train_items", "val_items")
         if not isinstance(spec, dict) or any(
-            spec.get(k) is not None
-            and not (isinstance(spec[k], list) and all(isinstance(v, str) for v in spec[k]))
-            for k in names
+            spec.get(k) is not None and not _is_name_list(spec[k]) for k in names
         ):
             problems.append(
                 'split must be an object of name lists, e.g. {"train": ["train"], "val": ["val"]}'

@@ -5,6 +5,8 @@ session history, each chart's points (whose JSON the page fetches and the SDK di
 change) and ``metrics.json`` grow without end. ``thin_older`` halves the older part of a list
 whenever it passes its limit: the newest points stay dense, older ones get sparser (each halving
 keeps every second one), the first point always stays, and the cost is amortised O(1) per point.
+The session history uses it; the charts keep the same ``MAX_POINTS`` but thin a window at a time
+(``src.ui.charts``), because the SDK's diff of a whole rewritten list is quadratic.
 """
 
 from __future__ import annotations

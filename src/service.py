@@ -43,7 +43,7 @@ from src.config_builder import (
     replan_epochs,
     task_of,
 )
-from src.dataset import DatasetError, class_colors
+from src.dataset import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
 from src.input_shapes import check_input_shapes, padding_problems
 from src.primary_metric import headline, primary_metric
 from src.project import LocalProject, Split, default_split, open_local_project, split_items
@@ -291,12 +291,12 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
             elif dataset.stats.objects == 0:
                 skipped = dict(dataset.stats.skipped)
                 why = f" (skipped: {skipped})" if skipped else ""
+                segm = prepared.params.task == "instance-segmentation"
                 problems.append(
                     f"the {split} split has no usable objects of the selected classes{why}: "
-                    f"{prepared.params.task} needs "
-                    + ("polygons or bitmaps" if prepared.params.task == "instance-segmentation"
-                       else "rectangles, polygons or bitmaps")
-                )  # fmt: skip
+                    f"{prepared.params.task} needs shapes of type "
+                    + ", ".join(MASK_GEOMETRIES if segm else BOX_GEOMETRIES)
+                )
             else:
                 datasets[split] = dataset
         except Exception as exc:

@@ -15,7 +15,7 @@ WINDOW = 100  # points thinned at a time in a full series (see Chart._thin)
 class Chart:
     """A LinePlot fed point by point; non-finite values are left out of the plot (JSON has no
     NaN), the status line reports them. Each series keeps at most ``MAX_POINTS`` points, the
-    older ones thinned (``src.downsample``)."""
+    older ones thinned a window at a time (:meth:`_thin`)."""
 
     def __init__(self, title: str, widget_id: str) -> None:
         self.plot = LinePlot(title, series=[], widget_id=widget_id, decimals_in_float=4)
@@ -56,8 +56,7 @@ class Chart:
 
     def send(self) -> None:
         """Push the points added since the last send to the page."""
-        DataJson()[self.plot.widget_id]["series"] = self.plot._series
-        DataJson().send_changes()
+        send_all([self])
 
     def clear(self) -> None:
         self._names.clear()
@@ -65,3 +64,11 @@ class Chart:
 
     def series(self) -> dict[str, list]:
         return {s["name"]: list(s["data"]) for s in self.plot._series}
+
+
+def send_all(charts: list[Chart]) -> None:
+    """Push the pending points of several charts in one page update (each update deep-copies
+    and diffs the whole page data, however little changed)."""
+    for chart in charts:
+        DataJson()[chart.plot.widget_id]["series"] = chart.plot._series
+    DataJson().send_changes()

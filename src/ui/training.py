@@ -10,8 +10,9 @@ from pathlib import Path
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Text
 
 from src.hooks.metrics import TrainProgress, ValResult
+from src.primary_metric import HEADLINE_SUFFIXES, headline
 from src.run_ids import log_files, scalars_files
-from src.ui.charts import Chart
+from src.ui.charts import Chart, send_all
 
 MAX_CLASS_CHARTS = 20
 PUSH_INTERVAL_S = 0.5  # the page's charts and progress line are updated at most this often
@@ -74,21 +75,12 @@ class TrainingStep:
         self.flush()
 
     def flush(self) -> None:
-        """Send every chart's pending points to the page."""
-        for chart in (self.losses, self.lr, self.map, self.class_ap):
-            chart.send()
+        """Send every chart's pending points to the page, in one update."""
+        send_all([self.losses, self.lr, self.map, self.class_ap])
 
     def on_val(self, r: ValResult) -> None:
-        for key in (
-            "bbox_mAP",
-            "bbox_mAP_50",
-            "bbox_mAP_75",
-            "segm_mAP",
-            "segm_mAP_50",
-            "segm_mAP_75",
-        ):
-            if key in r.metrics:
-                self.map.add(key, r.epoch, r.metrics[key], send=False)
+        for key, value in headline(r.metrics).items():
+            self.map.add(key, r.epoch, value, send=False)
         for name, value in list(r.per_class_ap.items())[:MAX_CLASS_CHARTS]:
             self.class_ap.add(name, r.epoch, value, send=False)
         self.flush()
@@ -112,8 +104,9 @@ class TrainingStep:
                     for key, value in record.items():
                         name = key.split("/", 1)[-1]
                         if name.endswith("_precision"):
-                            self.class_ap.add(name[: -len("_precision")], step, value, False)
-                        elif name.endswith(("mAP", "mAP_50", "mAP_75")):
+                            ap_name = name[: -len("_precision")]
+                            self.class_ap.add(ap_name, step, value, send=False)
+                        elif name.endswith(HEADLINE_SUFFIXES):
                             self.map.add(name, step, value, send=False)
                 else:
                     for key, value in record.items():
