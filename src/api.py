@@ -29,6 +29,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from src.controller import StartCancelled, TrainingController, request_from_json
 from src.project import LocalProject
@@ -48,9 +50,14 @@ def mount_api(
 ) -> None:
     """Add the routes and their guard to ``server``: with ``token``, every ``/api/*`` request
     must carry it; a POST whose body is not a JSON object is answered 400 here, before the SDK's
-    middleware (which expects an object) turns it into a plain-text 500."""
+    middleware (which expects an object) turns it into a plain-text 500.
 
-    @server.middleware("http")
+    The guard goes in as the outermost user middleware and the server's middleware stack is
+    dropped so that its next request rebuilds it: ``add_middleware`` refuses once the stack is
+    built, and in production the SDK's ``Application`` constructor has a worker thread GET "/"
+    (for its offline page) that races with this call. Nothing else is served yet: uvicorn starts
+    listening only after ``src.main`` is imported."""
+
     async def guard(request: Request, call_next: Any) -> Any:
         if not request.url.path.startswith("/api/"):
             return await call_next(request)
@@ -68,6 +75,8 @@ def mount_api(
                 return _error(400, "the request body must be a JSON object")
         return await call_next(request)
 
+    server.user_middleware.insert(0, Middleware(BaseHTTPMiddleware, dispatch=guard))
+    server.middleware_stack = None
     server.include_router(_router(controller, default_project))
 
 

@@ -199,6 +199,9 @@ def test_a_body_that_is_not_an_object_is_a_400(api):
 
 
 def test_every_api_route_needs_the_token(tmp_path):
+    """Also when the server has already served a request before the API is mounted: in production
+    the SDK's Application constructor GETs "/" from a worker thread (for its offline page), which
+    races with ``mount_api`` (CI saw "Cannot add middleware after an application has started")."""
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -206,6 +209,7 @@ def test_every_api_route_needs_the_token(tmp_path):
 
     controller = TrainingController(tmp_path / "app_data", LocalArtifactStore(tmp_path / "team"))
     server = FastAPI()
+    TestClient(server).get("/")  # the middleware stack is built: the server has started
     mount_api(server, controller, "secret")
     marker = tmp_path / "pwned.txt"
     with TestClient(server) as client:
