@@ -45,8 +45,8 @@ test-image-torch:
 	mkdir -p .cache && python3.11 docker/image_requirements.py > .cache/requirements-image.txt
 	VENV_DIR=$(CURDIR)/$(IMAGE_VENV) TORCH_SPEC=torch==2.1.2 REQUIREMENTS=.cache/requirements-image.txt \
 		bash scripts/setup.sh
-	$(IMAGE_VENV)/bin/python -m pytest -q tests/test_checkpoints.py tests/test_resume.py \
-		tests/test_serving_contract.py $(ARGS)
+	$(IMAGE_VENV)/bin/python -m pytest -q tests/runs/test_checkpoints.py tests/engine/test_resume.py \
+		tests/runs/test_serving_contract.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench docker

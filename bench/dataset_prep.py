@@ -4,7 +4,7 @@ Generates a project of 10,000 annotations x 10 objects (rectangles, polygons, bi
 image size; the image files are tiny placeholders, since only annotations are read), then measures
 in fresh child processes (so peak memory is each one's own):
 
-- ours, cold: ``src.dataset.load_split`` for train and val, empty cache
+- ours, cold: ``src.data.reader.load_split`` for train and val, empty cache
 - ours, warm: the same again, cache filled
 - ours vs the reference on the same sample of annotations, side by side: the reference is what the
   older app does — SDK ``Annotation.from_json``, every mask drawn at full image size, RLE of each.
@@ -140,7 +140,7 @@ def reference_prepare(project: Path, ann_files: list[Path], task: str) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """Runs one measurement in this (fresh) process; prints JSON."""
-    from src.dataset import load_split, read_instances
+    from src.data.reader import load_split, read_instances
 
     project = Path(args.project)
     started = time.perf_counter()

@@ -58,8 +58,9 @@ class IterTimes:
 
 
 def make_cfg(project: Path, work_dir: Path, epochs: int):
-    from src import zoo
-    from src.config_builder import DatasetSpec, RunSpec, TrainParams, compose_from_zoo
+    from src.config import zoo
+    from src.config.compose import compose_from_zoo
+    from src.config.params import DatasetSpec, RunSpec, TrainParams
 
     params = TrainParams(
         classes=("square", "circle", "triangle"),
@@ -81,8 +82,8 @@ def make_cfg(project: Path, work_dir: Path, epochs: int):
 def bare(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
     from mmengine.runner import Runner
 
-    import src.dataset
-    import src.loops  # noqa: F401
+    import src.data.mmdet_dataset
+    import src.engine.loops  # noqa: F401
 
     cfg = make_cfg(project, work_dir, epochs)
     # mmengine's own loop and sampler, no app hooks: the plain Runner
@@ -100,7 +101,7 @@ def bare(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
 
 
 def session(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
-    from src.trainer import TrainingSession
+    from src.app.session import TrainingSession
 
     timer = IterTimes()
 
@@ -119,7 +120,7 @@ def session(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
 
 def stop_latency(project: Path, work_dir: Path) -> tuple[int, float]:
     """(iterations between the stop request and the end, seconds from start() to iteration 1)."""
-    from src.trainer import TrainingSession
+    from src.app.session import TrainingSession
 
     class Seen:
         def __init__(self) -> None:
@@ -183,7 +184,7 @@ def main() -> None:
         child(args)
         return
 
-    from src.demo_project import DemoOptions, make_demo_project
+    from src.data.demo import DemoOptions, make_demo_project
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_overhead_"))
     project = make_demo_project(workdir / "project", DemoOptions(images=48, seed=0))

@@ -33,10 +33,10 @@ warnings.filterwarnings("ignore")
 
 
 def train(project: Path, work: Path, epochs: int, warmup: int, upload_s: float | None) -> dict:
+    from src.app.session import TrainingSession
     from src.hooks.sync import CheckpointSyncHook
-    from src.storage import LocalArtifactStore
-    from src.sync import CheckpointSync
-    from src.trainer import TrainingSession
+    from src.runs.checkpoint_sync import CheckpointSync
+    from src.runs.storage import LocalArtifactStore
 
     class SlowStore(LocalArtifactStore):
         def upload_file(self, local_path, remote_path) -> None:
@@ -96,7 +96,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from src.demo_project import DemoOptions, make_demo_project
+    from src.data.demo import DemoOptions, make_demo_project
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_sync_"))
     project = make_demo_project(workdir / "project", DemoOptions(images=48, seed=0))

@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    from src.demo_project import DemoOptions, make_demo_project
+    from src.data.demo import DemoOptions, make_demo_project
 
     work = Path(tempfile.mkdtemp(prefix="bench_ui_"))
     project = make_demo_project(work / "project", DemoOptions(images=48, seed=0))

@@ -32,10 +32,10 @@ from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from src.controller import StartCancelled, TrainingController, request_from_json
-from src.project import LocalProject
-from src.service import RequestError
-from src.trainer import SessionBusyError
+from src.app.controller import StartCancelled, TrainingController, request_from_json
+from src.app.prepare import RequestError
+from src.app.session import SessionBusyError
+from src.data.project import LocalProject
 
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> JSONResponse:
@@ -101,7 +101,7 @@ def _router(controller: TrainingController, default_project: LocalProject | None
 
     @router.get("/status")
     def status() -> Any:
-        return controller.status()
+        return controller.status().to_json()
 
     @router.post("/stop")
     def stop() -> Any:

@@ -1,8 +1,8 @@
-"""Headless entry point: ``python -m src.cli {demo-project,zoo,train}``.
+"""Headless entry point: ``python -m src.cli {demo-project,zoo,train,runs,probe}``.
 
 Like ``src/main.py`` for the app, this module is an entry point: it reads the environment
-(``SLY_APP_DATA_DIR``) and turns arguments into service calls. Exit code 0 on success; otherwise
-non-zero with a one-line reason on stderr.
+(``SLY_APP_DATA_DIR``) and turns arguments into ``TrainingController`` calls. Exit code 0 on
+success; otherwise non-zero with a one-line reason on stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from src.primary_metric import headline
+from src.config.primary_metric import headline
 
 DEFAULT_APP_DATA = "artifacts/app_data"
 DEFAULT_TEAM_FILES = "artifacts/team_files"
@@ -37,7 +37,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_demo_project(args: argparse.Namespace) -> int:
-    from src.demo_project import DemoOptions, make_demo_project, make_real_world_project
+    from src.data.demo import DemoOptions, make_demo_project, make_real_world_project
 
     try:
         if args.real_world:
@@ -63,7 +63,7 @@ def _fmt(value: object) -> str:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from src import zoo
+    from src.config import zoo
 
     entries = zoo.list_models(args.task, args.architecture)
     if not args.all:
@@ -130,7 +130,7 @@ class ProgressBar:
 
 
 def _train_params(args: argparse.Namespace):
-    from src.config_builder import TrainParams
+    from src.config.params import TrainParams
 
     weights = "scratch" if args.from_scratch else "custom" if args.weights else "pretrained"
     size = args.input_size
@@ -202,8 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
     through the app's own controller: the same run flow, upload and error policy as the app."""
     _select_device(args.device)
-    from src.controller import TrainingController
-    from src.service import RequestError, TrainRequest, dry_run
+    from src.app.controller import TrainingController
+    from src.app.prepare import RequestError, TrainRequest
 
     app_data = _app_data(args)
     store, resolver = _store(args)
@@ -212,16 +212,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         app_data, store, cache_dir=None if args.no_cache else DEFAULT_CACHE, sinks=[bar],
         project_resolver=resolver, max_nonfinite=args.max_nonfinite,
         on_fetch=lambda remote: print(
-            f"downloading run {remote.run_id} from {store.describe(remote.resume_dir)}"
+            f"downloading run {remote.run_id} from {store.describe(remote.folder)}"
         ),
     )  # fmt: skip
     resume_from = None
     try:
         if args.resume is not None:
             prepared, run = controller.prepare_resume(args.resume or None, args.epochs)
-            resume_from = str(run.checkpoint)
+            resume_from = run.checkpoint
             print(
-                f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint.name}: "
+                f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint_name}: "
                 f"epoch {run.epoch}, iteration {run.iteration}"
             )
         else:
@@ -250,7 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             Path(args.dump_config).parent.mkdir(parents=True, exist_ok=True)
             Path(args.dump_config).write_text(prepared.config_text, encoding="utf-8")
         if args.dry_run:
-            summary = dry_run(prepared)
+            summary = controller.dry_run(prepared)
             _print_summary(summary)
             if args.dump_config:
                 print(f"config       written to {args.dump_config}")
@@ -275,27 +275,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> int:
     """The ended run as the CLI's output and exit code."""
     status = controller.status()
-    outcome = status.get("outcome") or {}
-    if status["run_state"] == "failed":
+    outcome = status.outcome
+    if status.run_state == "failed":
         if args.verbose and controller.traceback:
             print(controller.traceback, file=sys.stderr)
-        return _fail(f"training failed: {status['error']} (log: {prepared.work_dir})")
-    if status["run_state"] == "stopped":
+        return _fail(f"training failed: {status.error} (log: {prepared.work_dir})")
+    if status.run_state == "stopped":
         print(
-            f"stopped at epoch {status['epoch']}, iteration {status['iteration']}; checkpoint "
-            f"{status['stopped_checkpoint']}\nresume with: python -m src.cli train --resume "
+            f"stopped at epoch {status.epoch}, iteration {status.iteration}; checkpoint "
+            f"{status.stopped_checkpoint}\nresume with: python -m src.cli train --resume "
             f"{prepared.run_id}"
         )
     else:
         print(f"training finished in {seconds:.0f} s")
-    if outcome.get("upload_error"):
+    if outcome is not None and outcome.upload_error:
         return _fail(
-            f"upload failed: {outcome['upload_error']}; checkpoints stay in {prepared.work_dir}"
+            f"upload failed: {outcome.upload_error}; checkpoints stay in {prepared.work_dir}"
         )
-    final = headline(status.get("metrics") or {})
+    final = headline(status.metrics)
     if final:
         print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
-    print(f"artifacts: {outcome.get('artifacts')}")
+    print(f"artifacts: {outcome.artifacts if outcome else None}")
     return 0
 
 
@@ -329,55 +329,44 @@ class _CtrlC:
 def _store(args: argparse.Namespace):
     """(artifact store, project resolver): Team Files of ``--team-id`` through the API
     (``SERVER_ADDRESS``/``API_TOKEN``), else the local folder standing in for it."""
-    from src.service import local_project_resolver
-    from src.storage import LocalArtifactStore
+    from src.app.prepare import local_project_resolver
+    from src.runs.storage import LocalArtifactStore
 
     if getattr(args, "team_id", None) is None:
         return LocalArtifactStore(args.team_files or DEFAULT_TEAM_FILES), local_project_resolver
     import supervisely as sly
 
-    from src.platform_services import platform_services
+    from src.app.platform import platform_services
 
     projects = Path(DEFAULT_CACHE).parent / "projects"
     services = platform_services(sly.Api.from_env(), args.team_id, None, projects)
     return services.store, services.resolve_project
 
 
-def _print_runs(rows: list[dict], last: str) -> None:
-    """Runs (:func:`src.remote_runs.run_row`) as a table; ``last``: the folder or the mAP."""
-    print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} {last}")
+def cmd_runs(args: argparse.Namespace) -> int:
+    """The controller's runs table: app data first, then runs only in Team Files (the local
+    stand-in folder unless ``--team-id``)."""
+    from src.app.controller import TrainingController
+
+    store, _ = _store(args)
+    rows = TrainingController(_app_data(args), store).runs()
+    if not rows:
+        print(f"no resumable runs in {_app_data(args)} or {store.describe('/mmdetection-3')}")
+        return 0
+    print(f"{'run':<24} {'model':<36} {'epoch':>9} {'iter':>7}  {'saved':<19} {'mAP':>6}  folder")
     for row in rows:
         saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["saved_at"]))
         epoch = f"{row['epoch']}/{row['max_epochs']}" + ("*" if row["mid_epoch"] else "")
         m_ap = "-" if row["mAP"] is None else f"{row['mAP']:.3f}"
-        extra = row["folder"] if last == "folder" else m_ap
+        where = "" if row["where"] == "app data" else f"{row['where']}: "
         print(
             f"{row['run_id']:<24} {row['model']:<36} {epoch:>9} {row['iteration']:>7}  "
-            f"{saved:<19} {extra}"
+            f"{saved:<19} {m_ap:>6}  {where}{row['folder']}"
         )
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    from src.checkpoints import find_resumable_runs
-    from src.remote_runs import find_remote_runs, run_row
-
-    if args.team_files is not None or args.team_id is not None:
-        store, _ = _store(args)
-        remote = [run_row(r) for r in find_remote_runs(store)]
-        if not remote:
-            print(f"no resumable runs in {store.describe('/mmdetection-3')}")
-            return 0
-        _print_runs(remote, "folder")
-        print(
-            "\nresume with: python -m src.cli train --resume RUN_ID [--team-files DIR|--team-id N]"
-        )
-        return 0
-    runs = [run_row(r) for r in find_resumable_runs(_app_data(args))]
-    if not runs:
-        print(f"no resumable runs in {_app_data(args)}")
-        return 0
-    _print_runs(runs, "mAP")
-    print("\n* stopped mid-epoch; resume with: python -m src.cli train --resume [RUN_ID]")
+    print(
+        "\n* stopped mid-epoch; resume with: python -m src.cli train --resume [RUN_ID] "
+        "[--team-files DIR|--team-id N]"
+    )
     return 0
 
 
@@ -385,8 +374,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from src import zoo
-    from src.zoo_probe import probe_in_subprocess
+    from src.app.zoo_probe import probe_in_subprocess
+    from src.config import zoo
 
     tasks = [args.task] if args.task else list(zoo.TASKS)
     wanted = [m.strip() for m in (args.models or "").split(",") if m.strip()]
@@ -421,8 +410,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from src.config_builder import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, TrainParams
-    from src.zoo import TASKS
+    from src.config.params import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, TrainParams
+    from src.config.zoo import TASKS
 
     d = TrainParams()  # train's defaults and choices: the CLI trains as the app and the API do
 
@@ -530,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-v", "--verbose", action="store_true", help="print tracebacks")
     tr.set_defaults(func=cmd_train)
 
-    runs_p = sub.add_parser("runs", help="list resumable runs in app data (or Team Files)")
+    runs_p = sub.add_parser(
+        "runs", help="list resumable runs: in app data, then those only in Team Files"
+    )
     runs_p.add_argument(
         "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
     )
@@ -540,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         const=DEFAULT_TEAM_FILES,
         default=None,
         metavar="DIR",
-        help=f"list runs resumable from Team Files (locally: DIR, default {DEFAULT_TEAM_FILES})",
+        help=f"the folder standing in for Team Files (default {DEFAULT_TEAM_FILES})",
     )
     runs_p.add_argument(
         "--team-id", type=int, help="list this team's Team Files (SERVER_ADDRESS, API_TOKEN)"

@@ -23,11 +23,11 @@ import threading
 import supervisely as sly
 
 from src.api import mount_api
-from src.controller import RunOutcome, SyncPolicy, TrainingController
-from src.platform_services import platform_services
-from src.project import open_local_project
-from src.storage import LocalArtifactStore
-from src.trainer import warm_up_imports
+from src.app.controller import RunOutcome, SyncPolicy, TrainingController
+from src.app.platform import platform_services
+from src.app.session import warm_up_imports
+from src.data.project import open_local_project
+from src.runs.storage import LocalArtifactStore
 from src.ui.app_ui import AppUI
 
 

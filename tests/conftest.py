@@ -27,7 +27,7 @@ def _app_data(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def hard_project(tmp_path_factory) -> Path:
     """Small project with every case the reader must handle (nested, border, tiny, empty, point)."""
-    from src.demo_project import DemoOptions, make_demo_project
+    from src.data.demo import DemoOptions, make_demo_project
 
     path = tmp_path_factory.mktemp("hard") / "project"
     return make_demo_project(
@@ -37,7 +37,27 @@ def hard_project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory) -> Path:
-    from src.demo_project import DemoOptions, make_demo_project
+    from src.data.demo import DemoOptions, make_demo_project
 
     path = tmp_path_factory.mktemp("demo") / "project"
     return make_demo_project(path, DemoOptions(images=16, seed=1))
+
+
+@pytest.fixture
+def fake(tmp_path, hard_project):
+    """The platform over real HTTP, serving the project with nested datasets and hard cases."""
+    from tests.sly_server import PROJECT_ID, FakeSupervisely
+
+    with FakeSupervisely(tmp_path / "team_files") as server:
+        server.state.add_project(hard_project, PROJECT_ID)
+        yield server
+
+
+@pytest.fixture
+def fake_demo(tmp_path, demo_project):
+    """The platform over real HTTP, serving the small demo project (train / val datasets)."""
+    from tests.sly_server import PROJECT_ID, FakeSupervisely
+
+    with FakeSupervisely(tmp_path / "team_files") as server:
+        server.state.add_project(demo_project, PROJECT_ID)
+        yield server

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import zoo
-from src.checkpoints import load_checkpoint_file
-from src.config_builder import DatasetSpec, RunSpec, TrainParams, compose_from_zoo
-from src.trainer import SessionState, TrainingSession
+from src.app.session import SessionState, TrainingSession
+from src.config import zoo
+from src.config.compose import compose_from_zoo
+from src.config.params import DatasetSpec, RunSpec, TrainParams
+from src.runs.checkpoints import load_checkpoint_file
 
 CLASSES = ("square", "circle", "triangle")
 # Every architecture's default model, as pytest params named task:architecture.

@@ -27,6 +27,7 @@ from supervisely.annotation.annotation import Annotation
 
 PREFIX = "/public/api/v3/"
 PER_PAGE = 5  # small, so that pagination is exercised with test-sized projects
+PROJECT_ID, TEAM_ID, TASK_ID = 77, 1, 4242  # the ids the platform tests start the app with
 
 
 @dataclass

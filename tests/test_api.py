@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from src.controller import TrainingController
-from src.storage import LocalArtifactStore
+from src.app.controller import TrainingController
+from src.runs.storage import LocalArtifactStore
 from tests.helpers import api_client
 
 HYPER = {
@@ -127,13 +127,13 @@ def test_a_failed_export_is_shown_keeps_the_files_and_ends_the_run(
 ):
     """A checkpoint that cannot be exported (corrupt, or a torch without the loader's API) is an
     error the client sees, with the run's files kept and the app's end-of-run step run."""
-    import src.artifacts
-    from src.checkpoints import CheckpointError
+    import src.runs.artifacts
+    from src.runs.checkpoints import CheckpointError
 
     def broken_export(src, dst):
         raise CheckpointError(f"checkpoint {src} is truncated or corrupt (EOFError)")
 
-    monkeypatch.setattr(src.artifacts, "export_for_inference", broken_export)
+    monkeypatch.setattr(src.runs.artifacts, "export_for_inference", broken_export)
     ended = []
     app_data = tmp_path / "app_data"
     controller = TrainingController(
@@ -290,17 +290,17 @@ def test_stop_during_preparation_cancels_the_start_and_the_server_keeps_answerin
     stop answer meanwhile, and a Stop then means the run never starts."""
     import threading
 
-    import src.controller
+    import src.app.controller
 
     client, _, tmp_path = api
     release = threading.Event()
-    real_prepare = src.controller.prepare
+    real_prepare = src.app.controller.prepare
 
     def slow_prepare(request):
         release.wait(60)
         return real_prepare(request)
 
-    monkeypatch.setattr(src.controller, "prepare", slow_prepare)
+    monkeypatch.setattr(src.app.controller, "prepare", slow_prepare)
     answers = {}
     starter = threading.Thread(
         target=lambda: answers.setdefault(
@@ -326,7 +326,7 @@ def test_stop_during_preparation_cancels_the_start_and_the_server_keeps_answerin
 def test_stopped_means_a_resume_succeeds_now(api, demo_project, monkeypatch):
     """The documented flow, with no sleeps: train, stop, poll until "stopped", resume → 200.
     The upload is made slow; meanwhile the state is "uploading", not "stopped"."""
-    from src.storage import LocalArtifactStore
+    from src.runs.storage import LocalArtifactStore
 
     client, controller, _ = api
     real_upload = LocalArtifactStore.upload_dir
@@ -358,13 +358,13 @@ def test_app_data_is_kept_when_the_artifacts_hold_no_resumable_state(
 ):
     """Cleanup after upload needs the resume snapshot in the store: without it, the app-data
     copy is the only resumable one and stays, and the outcome says so."""
-    import src.artifacts
-    from src.checkpoints import CheckpointError
+    import src.runs.artifacts
+    from src.runs.checkpoints import CheckpointError
 
     def no_snapshot(*args, **kwargs):
         raise CheckpointError("no resumable checkpoint (made to fail)")
 
-    monkeypatch.setattr(src.artifacts, "snapshot_run_state", no_snapshot)
+    monkeypatch.setattr(src.runs.artifacts, "snapshot_run_state", no_snapshot)
     app_data = tmp_path / "app_data"
     controller = TrainingController(
         app_data, LocalArtifactStore(tmp_path / "team"), cleanup_after_upload=True
@@ -379,11 +379,11 @@ def test_app_data_is_kept_when_the_artifacts_hold_no_resumable_state(
 
 
 def test_the_runs_list_reads_team_files_once_per_interval(api, monkeypatch):
-    import src.controller
+    import src.app.controller
 
     client, _, _ = api
     reads = []
-    monkeypatch.setattr(src.controller, "find_remote_runs", lambda store: reads.append(1) or [])
+    monkeypatch.setattr(src.app.controller, "find_remote_runs", lambda store: reads.append(1) or [])
     for _ in range(3):
         assert client.get("/api/runs").json() == {"runs": []}
     assert len(reads) == 1

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.config_builder import TrainParams
-from src.controller import TrainingController
-from src.storage import LocalArtifactStore
+from src.app.controller import TrainingController
+from src.config.params import TrainParams
+from src.runs.storage import LocalArtifactStore
 from tests.helpers import api_client
 
 MODEL = "rtmdet_tiny_8xb32-300e_coco"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from src.checkpoints import find_resumable_runs
+from src.runs.checkpoints import find_resumable_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 

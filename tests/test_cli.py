@@ -66,7 +66,7 @@ def test_dry_run_prints_summary_and_dumps_a_self_contained_config(demo_project, 
     from mmdet.registry import DATASETS
     from mmengine.registry import init_default_scope
 
-    import src.dataset  # noqa: F401
+    import src.data.mmdet_dataset  # noqa: F401
 
     cfg = Config.fromfile(str(dump))
     init_default_scope(cfg.default_scope)
@@ -143,7 +143,7 @@ def test_a_missing_weights_file_fails_the_dry_run(demo_project, tmp_path):
 def test_train_defaults_are_the_apps():
     """CLI, app and API train the same "by default": the parser's defaults are TrainParams'."""
     from src.cli import _train_params, build_parser
-    from src.config_builder import TrainParams
+    from src.config.params import TrainParams
 
     args = build_parser().parse_args(["train", "--project", "p", "--from-scratch"])
     assert _train_params(args) == TrainParams(weights="scratch")

@@ -23,7 +23,7 @@ def _iou(a, b) -> float:
 
 @pytest.mark.slow
 def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
-    from src.demo_project import DemoOptions, make_demo_project
+    from src.data.demo import DemoOptions, make_demo_project
 
     project = make_demo_project(tmp_path / "demo", DemoOptions(images=96, seed=11))
     team_files = tmp_path / "team_files"
@@ -96,7 +96,7 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     # the serving side: mmdet's own API on torch's default weights_only=True loading
     from mmdet.apis import inference_detector, init_detector
 
-    from src.dataset import read_instances
+    from src.data.reader import read_instances
 
     model = init_detector(str(config), str(best[-1]), device="cpu")
     assert list(model.dataset_meta["classes"]) == ["square", "circle", "triangle"]

@@ -103,6 +103,18 @@ def test_the_app_server_guards_its_http_api(ui):
     assert client.post("/sly/state", json={}, headers=bare).status_code == 200
 
 
+def test_step_titles_are_numbered_in_the_order_of_the_step_list(ui):
+    """The page numbers its cards from ``AppUI.steps`` (one list), not from numbers written
+    into each step's title: what the page shows is the order the steps unlock in."""
+    client, app, _ = ui
+    page = data(client)
+    titles = [page[step.card.widget_id]["title"] for step in app.ui.steps]
+    assert titles == [
+        "1. Input project", "2. Task", "3. Model", "4. Classes", "5. Train/val split",
+        "6. Augmentations", "7. Hyperparameters", "8. Config", "9. Training",
+    ]  # fmt: skip
+
+
 def test_steps_unlock_in_order_and_stay_open(ui):
     client, _, _ = ui
     cards = ["card_task", "card_model", "card_classes", "card_split", "card_aug", "card_hp"]

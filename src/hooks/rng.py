@@ -14,7 +14,7 @@ from typing import Any
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from src.loops import ResumableEpochBasedTrainLoop, get_rng_state, set_rng_state
+from src.engine.loops import ResumableEpochBasedTrainLoop, get_rng_state, set_rng_state
 
 RNG_KEY = "rng_state"
 

@@ -12,8 +12,8 @@ from typing import Any
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from src.atomic_files import write_text_atomic
-from src.checkpoints import ATOMIC_BACKEND_ARGS
+from src.runs.atomic_files import write_text_atomic
+from src.runs.checkpoints import ATOMIC_BACKEND_ARGS
 
 
 class TrainingStopped(Exception):

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import logging
 
-from supervisely.app.widgets import Button, Container, Text
+from supervisely.app.widgets import Button, Card, Container, Text
 
-from src.config_builder import ConfigError
-from src.controller import TrainingController
-from src.dataset import DatasetError
-from src.project import LocalProject
-from src.service import (
+from src.app.controller import TrainingController
+from src.app.prepare import (
     RequestError,
     TrainRequest,
 )
-from src.trainer import SessionBusyError
+from src.app.session import SessionBusyError
+from src.config.params import ConfigError
+from src.data.project import LocalProject
+from src.data.reader import DatasetError
 from src.ui.augmentations import AugmentationsStep
 from src.ui.classes import ClassesStep
 from src.ui.config import ConfigStep
@@ -63,6 +63,7 @@ class AppUI:
         self.next_messages = [Text("", widget_id=f"next_{n}_msg") for n in range(1, with_next + 1)]
         cards = []
         for n, step in enumerate(self.steps, start=1):
+            _number(step.card, n)
             cards.append(step.card)
             if n <= with_next:
                 cards.append(Container([self.next_buttons[n - 1], self.next_messages[n - 1]]))
@@ -228,3 +229,11 @@ class AppUI:
                 self.training.status.set("nothing is running: nothing to stop", "warning")
             else:
                 self.training.status.set("stopping after the current batch…", "warning")
+
+
+def _number(card: Card, n: int) -> None:
+    """Prefix a step's title with its place in ``AppUI.steps`` (the steps title themselves
+    without numbers, so reordering the list renumbers the page). The SDK's Card has no title
+    setter; its title is read from ``_title`` when the widget's data is (re)built."""
+    card._title = f"{n}. {card._title}"
+    card.update_data()

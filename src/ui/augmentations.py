@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from supervisely.app.widgets import Card, Container, Select, Text
 
-from src.config_builder import AUGMENTATIONS, CONFIGS_DIR
+from src.config.params import AUGMENTATIONS, CONFIGS_DIR
 
 
 class AugmentationsStep:
@@ -14,7 +14,7 @@ class AugmentationsStep:
         self.select.set_value("light")
         self.preview = Text("", widget_id="aug_preview")
         self.card = Card(
-            "6. Augmentations",
+            "Augmentations",
             content=Container([self.select, self.preview]),
             widget_id="card_aug",
         )

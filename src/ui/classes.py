@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from supervisely.app.widgets import Button, Card, Checkbox, Container, Flexbox, Select, Table
 
-from src.dataset import class_counts
+from src.data.reader import class_counts
 
 
 class ClassesStep:
@@ -24,7 +24,7 @@ class ClassesStep:
         self.none_button = Button("Select none", button_size="small", widget_id="classes_none")
         self.drop_empty = Checkbox("Drop training images without objects", False, "classes_drop")
         self.card = Card(
-            "4. Classes",
+            "Classes",
             content=Container(
                 [
                     self.table,

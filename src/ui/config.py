@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from supervisely.app.widgets import Button, Card, Container, Editor, Flexbox, Switch, Text
 
-from src.config_builder import ConfigError, parse_config_text
-from src.config_editor import ConfigDraft
-from src.input_shapes import padding_problems
+from src.config.editor import ConfigDraft
+from src.config.input_shapes import padding_problems
+from src.config.params import ConfigError
+from src.config.text import parse_config_text
 
 OWNED_NOTE = (
     "The text below is exactly what trains. The app re-applies only what it must own: dataset "
@@ -45,7 +46,7 @@ class ConfigStep:
         )
         self.pending_box.hide()
         self.card = Card(
-            "8. Config",
+            "Config",
             content=Container(
                 [
                     self.note,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from supervisely.app.widgets import Button, Card, Checkbox, Container, Field, InputNumber, Select
 
-from src.config_builder import OPTIMIZERS, SCHEDULERS, TrainParams, lr_curve
+from src.config.params import OPTIMIZERS, SCHEDULERS, TrainParams
+from src.config.schedule import lr_curve
 from src.ui.charts import Chart
 
 
@@ -69,7 +70,7 @@ class HyperparametersStep:
             (self.sync_epochs, "Copy the newest checkpoint to Team Files every N epochs (0: off)"),
         ]
         self.card = Card(
-            "7. Hyperparameters",
+            "Hyperparameters",
             content=Container(
                 [Field(w, title) for w, title in fields]
                 + [self.save_best, self.save_last, self.amp, self.preview_button, self.chart.plot]

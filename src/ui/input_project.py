@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from supervisely.app.widgets import Card, Text
 
-from src.project import LocalProject
+from src.data.project import LocalProject
 
 
 class InputProjectStep:
@@ -15,7 +15,7 @@ class InputProjectStep:
             f"{', '.join(project.classes) or 'none'}; datasets: {', '.join(project.datasets)}",
             widget_id="project_info",
         )
-        self.card = Card("1. Input project", content=self.info, widget_id="card_project")
+        self.card = Card("Input project", content=self.info, widget_id="card_project")
 
     def get_state(self) -> dict:
         return {"project_dir": str(self.project.directory), "name": self.project.name}

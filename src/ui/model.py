@@ -15,7 +15,7 @@ from supervisely.app.widgets import (
     Text,
 )
 
-from src import zoo
+from src.config import zoo
 
 COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
 RUN_COLUMNS = ["run", "where", "model", "epoch", "iteration", "saved", "last mAP"]
@@ -59,7 +59,7 @@ class ModelStep:
             widget_id="model_tabs",
         )
         self.card = Card(
-            "3. Model", content=Container([self.tabs, self.message]), widget_id="card_model"
+            "Model", content=Container([self.tabs, self.message]), widget_id="card_model"
         )
         self._entries: list[zoo.ZooEntry] = []
         self._runs: list[dict] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from supervisely.app.widgets import Card, Container, Field, InputNumber, RadioTabs, Select
 
-from src.project import LocalProject, Split, dataset_split, random_split, tag_split, tags_of
+from src.data.project import LocalProject, Split, dataset_split, random_split, tag_split, tags_of
 
 TAB_RANDOM, TAB_DATASETS, TAB_TAGS = "Random", "By datasets", "By tags"
 
@@ -32,7 +32,7 @@ class SplitStep:
             ],
             widget_id="split_tabs",
         )
-        self.card = Card("5. Train/val split", content=self.tabs, widget_id="card_split")
+        self.card = Card("Train/val split", content=self.tabs, widget_id="card_split")
 
     def split(self, seed: int = 0) -> Split:
         """The chosen split; raises DatasetError with what is wrong (empty side, overlap)."""

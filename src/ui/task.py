@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from supervisely.app.widgets import Card, RadioGroup
 
-from src.zoo import TASKS
+from src.config.zoo import TASKS
 
 LABELS = {"object-detection": "Object detection", "instance-segmentation": "Instance segmentation"}
 
@@ -14,7 +14,7 @@ class TaskStep:
         self.radio = RadioGroup(
             [RadioGroup.Item(t, LABELS[t]) for t in TASKS], widget_id="task_radio"
         )
-        self.card = Card("2. Task", content=self.radio, widget_id="card_task")
+        self.card = Card("Task", content=self.radio, widget_id="card_task")
 
     @property
     def task(self) -> str:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Text
 
+from src.app.controller import ControllerStatus
+from src.config.primary_metric import HEADLINE_SUFFIXES, headline
 from src.hooks.metrics import TrainProgress, ValResult
-from src.primary_metric import HEADLINE_SUFFIXES, headline
-from src.run_ids import log_files, scalars_files
+from src.runs.layout import log_files, scalars_files
 from src.ui.charts import Chart, send_all
 
 MAX_CLASS_CHARTS = 20
@@ -34,7 +35,7 @@ class TrainingStep:
         self.log_tail = Text("", widget_id="train_log")
         self.artifacts = Text("", widget_id="train_artifacts")
         self.card = Card(
-            "9. Training",
+            "Training",
             content=Container(
                 [
                     Flexbox([self.start_button, self.stop_button]),
@@ -126,7 +127,7 @@ class TrainingStep:
             while True:
                 status = controller.status()
                 self.show_status(status)
-                if status["state"] in ("finished", "stopped", "failed") and not status["busy"]:
+                if status.ended:
                     break
                 time.sleep(1.0)
             self.flush()  # the points of the last half second
@@ -138,39 +139,38 @@ class TrainingStep:
         self._poller = threading.Thread(target=poll, name="ui-poll", daemon=True)
         self._poller.start()
 
-    def show_status(self, status: dict) -> None:
-        state = status.get("run_state") or status["state"]  # "uploading": how the run ended
+    def show_status(self, status: ControllerStatus) -> None:
+        state = status.run_state  # while "uploading": how the run ended
         text = f"{state}"
-        if status.get("error"):
-            text += f": {status['error']}"
-        if state == "stopped" and status.get("stopped_checkpoint"):
-            text += f" — resumable from {Path(status['stopped_checkpoint']).name} (Resume tab)"
-        if status["state"] == "uploading":
+        if status.error:
+            text += f": {status.error}"
+        if state == "stopped" and status.stopped_checkpoint:
+            text += f" — resumable from {Path(status.stopped_checkpoint).name} (Resume tab)"
+        if status.state == "uploading":
             text += " — uploading artifacts"
-        sync = status.get("sync") or {}
-        if sync.get("synced_iteration") is not None:
-            text += f" — Team Files holds the checkpoint of iteration {sync['synced_iteration']}"
-        if sync.get("last_error"):
-            text += f" — checkpoint sync failed (retried next epoch): {sync['last_error']}"
+        sync = status.sync
+        if sync is not None and sync.synced_iteration is not None:
+            text += f" — Team Files holds the checkpoint of iteration {sync.synced_iteration}"
+        if sync is not None and sync.last_error:
+            text += f" — checkpoint sync failed (retried next epoch): {sync.last_error}"
         self.status.set(text, "error" if state == "failed" else "text")
-        work_dir = status.get("work_dir")
-        if work_dir:
-            logs = log_files(work_dir)
+        if status.work_dir:
+            logs = log_files(status.work_dir)
             if logs:
                 tail = _tail_lines(logs[-1], 8)
                 self.log_tail.text = "<br>".join(line[:300] for line in tail)
-        outcome = status.get("outcome")
-        if outcome:
-            if outcome.get("artifacts"):
-                notes = [outcome[k] for k in ("output_error", "warning") if outcome.get(k)]
-                note = "".join(f"; {n}" for n in notes)
-                self.artifacts.set(f"artifacts: {outcome['artifacts']}{note}", "success")
-            elif outcome.get("upload_error"):
-                self.artifacts.set(
-                    f"upload failed: {outcome['upload_error']}; the files stay in "
-                    f"{outcome.get('local_dir')}",
-                    "error",
-                )
+        outcome = status.outcome
+        if outcome is None:
+            return
+        if outcome.artifacts:
+            notes = [n for n in (outcome.output_error, outcome.warning) if n]
+            note = "".join(f"; {n}" for n in notes)
+            self.artifacts.set(f"artifacts: {outcome.artifacts}{note}", "success")
+        elif outcome.upload_error:
+            self.artifacts.set(
+                f"upload failed: {outcome.upload_error}; the files stay in {outcome.local_dir}",
+                "error",
+            )
 
     def wait(self, timeout: float | None = None) -> None:
         if self._poller is not None:

@@ -1,0 +1,75 @@
+"""The platform's services for the controller, built from an ``sly.Api`` (no environment reads).
+
+Team Files as the artifact store, the project resolver that downloads a run's project (cached by
+id and update time), and the step after a verified upload that shows the run's folder as the
+task's output: the run as an experiment, which the platform's Experiments page lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.data.project import LocalProject, download_project, open_local_project
+from src.data.reader import DatasetError
+from src.runs.artifacts import EXPERIMENT_INFO
+from src.runs.storage import TeamFilesArtifactStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PlatformServices:
+    store: TeamFilesArtifactStore
+    resolve_project: Callable[[int | None, str], LocalProject]
+    set_output: Callable[[str], None]
+
+
+def platform_services(
+    api: Any,
+    team_id: int,
+    task_id: int | None,
+    projects_cache: str | Path,
+    backoff_s: float = 2.0,
+) -> PlatformServices:
+    """Args: the client, the team whose Team Files hold artifacts, this app's task id (None
+    headless: no task output to set), where downloaded projects are cached, the first wait
+    between upload retries."""
+    store = TeamFilesArtifactStore(api, team_id, backoff_s=backoff_s)
+
+    def resolve_project(project_id: int | None, project_dir: str) -> LocalProject:
+        if project_id is None:
+            return open_local_project(project_dir)
+        done = [0]
+
+        def progress(n: int) -> None:  # the download's progress in the task log
+            done[0] += n
+            logger.info("project %s: %d images downloaded", project_id, done[0])
+
+        try:
+            return download_project(api, int(project_id), projects_cache, progress=progress)
+        except DatasetError:
+            raise
+        except Exception as exc:  # network, permissions: say which project and why
+            raise DatasetError(f"downloading project {project_id} failed: {exc}") from None
+
+    def set_output(remote_dir: str) -> None:
+        """The task's output is the run as an experiment (``set_output_experiment`` with the
+        ``experiment_info.json`` read back from Team Files: what the Experiments page lists and
+        its deploy button serves)."""
+        if task_id is None:
+            return
+        if store.file_id(f"{remote_dir}/config.py") is None:
+            raise RuntimeError(f"{remote_dir}/config.py is not in Team Files")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = store.download(f"{remote_dir}/{EXPERIMENT_INFO}", Path(tmp) / EXPERIMENT_INFO)
+            info = json.loads(local.read_text(encoding="utf-8"))
+        info["task_id"] = task_id
+        api.task.set_output_experiment(task_id, info)
+
+    return PlatformServices(store, resolve_project, set_output)

@@ -1,0 +1,539 @@
+"""Request preparation: a request in, a composed config out; then the run's artifacts uploaded.
+
+Called through ``TrainingController`` (and by the zoo probe), so the CLI, the widgets UI and the
+HTTP API validate and compose the same way.
+Every problem with a request is collected and reported together (``RequestError``), before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from src.config import zoo
+from src.config.compose import apply_owned_settings, build_config, compose_from_zoo, relocate_run
+from src.config.input_shapes import padding_problems
+from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams
+from src.config.primary_metric import headline, primary_metric
+from src.config.schedule import replan_epochs
+from src.config.text import config_to_text, load_config_file, parse_config_text, task_of
+from src.data.project import LocalProject, Split, default_split, open_local_project, split_items
+from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
+from src.engine.shape_check import check_input_shapes
+from src.runs.artifacts import RunSummary, pack_run
+from src.runs.checkpoints import (
+    RUN_CONFIG,
+    CheckpointError,
+    find_resumable_runs,
+    newest_resumable_checkpoint,
+    peek_checkpoint,
+)
+from src.runs.info import APP_DATA, RunInfo
+from src.runs.layout import RunIdError, is_run_dir, run_dir
+from src.runs.remote import fetch_remote_run, find_remote_runs
+from src.runs.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
+
+logger = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """One or more problems with a training request, each a line a user can act on."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass
+class TrainRequest:
+    project_dir: str
+    app_data_dir: str
+    model: str | None = None  # zoo model name; or config_text / config_file
+    config_text: str | None = None  # an edited config: trains as written, plus owned settings
+    config_file: str | None = None
+    base_config_file: str | None = None  # custom weights: the model's config, composed as a zoo one
+    classes: list[str] | None = None  # None: every class of the project
+    params: TrainParams = field(default_factory=TrainParams)
+    split: Split | None = None  # None: default_split
+    keep_empty_images: bool = True
+    cache_dir: str | None = None
+    run_id: str | None = None
+    project_id: int | None = None  # the platform project it was downloaded from
+    project_name: str | None = None  # its name on the platform (the folder is a cache key)
+
+
+@dataclass
+class Prepared:
+    """A validated request: the project, the composed config and how to name the run."""
+
+    project: LocalProject
+    params: TrainParams
+    split: Split
+    cfg: Config
+    run_id: str
+    model_name: str
+
+    @property
+    def config_text(self) -> str:
+        return config_to_text(self.cfg)
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.cfg.work_dir)
+
+
+def new_run_id(app_data_dir: str | Path | None = None, base: str | None = None) -> str:
+    """``base`` (on the platform: the task id) or a timestamp; with ``app_data_dir``, suffixed
+    (``_2``, ...) until no run folder has it."""
+    base = base or time.strftime("%Y%m%d_%H%M%S")
+    if app_data_dir is None:
+        return base
+    run_id, n = base, 1
+    while (Path(app_data_dir) / run_id).exists():
+        n += 1
+        run_id = f"{base}_{n}"
+    return run_id
+
+
+@dataclass
+class _ModelSource:
+    """Where a request's model comes from: a zoo entry, a custom model's config (composed like a
+    zoo one), or the user's own config text (only what the app owns is applied to it)."""
+
+    entry: zoo.ZooEntry | None = None
+    base_cfg: Config | None = None
+    user_cfg: Config | None = None
+
+
+def _model_source(request: TrainRequest, problems: list[str]) -> _ModelSource:
+    source = _ModelSource()
+    own_config = bool(request.config_text or request.config_file)
+    if request.base_config_file:
+        try:
+            source.base_cfg = load_config_file(request.base_config_file)
+        except ConfigError as exc:
+            problems.append(f"the custom model's config does not parse: {exc}")
+    elif request.model and not own_config:
+        try:
+            source.entry = zoo.get_model(request.model, request.params.task)
+        except zoo.ZooError as exc:
+            problems.append(str(exc))
+    elif not own_config:
+        problems.append("no model given: pick a zoo model (see `python -m src.cli zoo`)")
+    weights_path = request.params.weights_path or ""
+    if (
+        request.params.weights == "custom"
+        and weights_path
+        and "://" not in weights_path  # URLs are fetched at load time
+        and not Path(weights_path).is_file()
+    ):
+        problems.append(f"checkpoint {weights_path} does not exist: check the --weights path")
+    if own_config:
+        try:
+            source.user_cfg = (
+                parse_config_text(request.config_text)
+                if request.config_text
+                else load_config_file(request.config_file)
+            )
+        except ConfigError as exc:
+            problems.append(f"the config does not parse: {exc}")
+        else:
+            model = source.user_cfg.get("model")
+            if not (isinstance(model, dict) and model.get("type")):
+                problems.append(
+                    "the config defines no model: it needs model = dict(type=..., ...); start "
+                    "from the composed config"
+                )
+    return source
+
+
+def _entry_problems(entry: zoo.ZooEntry, params: TrainParams) -> list[str]:
+    """Why this zoo model cannot train with these settings here (empty: it can)."""
+    problems = []
+    if entry.unsupported:
+        problems.append(f"{entry.architecture} cannot be trained here: {entry.unsupported}")
+    if entry.gpu_only and params.device == "cpu":
+        problems.append(f"{entry.architecture} needs a GPU: {entry.gpu_only}")
+    if min(params.input_size) < entry.min_input_size:
+        problems.append(
+            f"{entry.architecture} needs an input size of at least {entry.min_input_size} px, "
+            f"got {min(params.input_size)}"
+        )
+    if entry.missing_packages():
+        problems.append(
+            f"{entry.architecture} needs {', '.join(entry.missing_packages())}, which are not "
+            "installed here (the Docker image has them): pick another architecture"
+        )
+    if params.weights == "pretrained" and not entry.weights_url:
+        problems.append(f"{entry.model} has no pretrained weights: use --from-scratch")
+    return problems
+
+
+def _class_problems(classes: list[str], project: LocalProject) -> list[str]:
+    unknown = [c for c in classes if c not in project.classes]
+    if not unknown:
+        return []
+    return [
+        f"classes {unknown} match nothing in the project; it has: "
+        f"{', '.join(project.classes) or 'no classes'}"
+    ]
+
+
+def prepare(request: TrainRequest) -> Prepared:
+    """Validate and compose; raises :class:`RequestError` listing every problem found."""
+    problems: list[str] = []
+    project = None
+    try:
+        project = open_local_project(
+            request.project_dir, name=request.project_name, project_id=request.project_id
+        )
+    except DatasetError as exc:
+        problems.append(str(exc))
+    source = _model_source(request, problems)
+    classes = list(request.classes or [])
+    if project is not None:
+        classes = classes or list(project.classes)
+        problems.extend(_class_problems(classes, project))
+    params = replace(request.params, classes=tuple(classes))
+    if source.entry is not None:
+        problems.extend(_entry_problems(source.entry, request.params))
+    problems.extend(p for p in params.validate() if p not in problems)
+    split = None
+    if project is not None:
+        try:
+            split = request.split or default_split(project, seed=params.seed)
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if request.run_id is not None:
+        try:
+            run_dir(request.app_data_dir, request.run_id)
+        except RunIdError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RequestError(problems)
+    assert project is not None and split is not None
+
+    run_id = request.run_id or new_run_id(request.app_data_dir)
+    if request.run_id and (Path(request.app_data_dir) / run_id / RUN_CONFIG).exists():
+        raise RequestError(
+            [f"run {run_id} already exists in {request.app_data_dir}: resume it or pick another id"]
+        )
+    data = DatasetSpec(
+        project_dir=str(project.directory),
+        train_datasets=split.train_datasets,
+        val_datasets=split.val_datasets,
+        train_items=split.train_items,
+        val_items=split.val_items,
+        keep_empty_images=request.keep_empty_images,
+        cache_dir=request.cache_dir,
+        project_id=project.project_id,
+        project_name=project.name,
+    )
+    run = RunSpec(work_dir=str(run_dir(request.app_data_dir, run_id)))
+    try:
+        cfg, model_name = _compose(request, source, params, data, run, project)
+    except ConfigError as exc:
+        raise RequestError([str(exc)]) from None
+    except Exception as exc:  # an edited config of any shape: a message, not a 500
+        if source.entry is not None:
+            raise
+        raise RequestError([f"the config cannot be used: {type(exc).__name__}: {exc}"]) from None
+    return Prepared(project, params, split, cfg, run_id, model_name)
+
+
+def _compose(
+    request: TrainRequest,
+    source: _ModelSource,
+    params: TrainParams,
+    data: DatasetSpec,
+    run: RunSpec,
+    project: LocalProject,
+) -> tuple[Config, str]:
+    """The config that trains, and the model's name, from whichever source the request has."""
+    if source.base_cfg is not None:
+        previous = source.base_cfg.get("sly_metadata") or {}
+        cfg = build_config(
+            source.base_cfg,
+            params,
+            data,
+            run,
+            model_name=str(previous.get("model_name", Path(request.base_config_file).stem)),
+            architecture=str(previous.get("architecture", "custom")),
+            min_input_size=int(previous.get("min_input_size", 32)),
+        )
+        return cfg, cfg.sly_metadata.model_name
+    if source.user_cfg is not None:
+        given = source.user_cfg.get("sly_metadata", {})
+        metadata = {
+            "model_name": given.get("model_name", "custom"),
+            "architecture": given.get("architecture", "custom"),
+            "task_type": params.task,
+            "project_id": project.project_id,
+            "project_name": project.name,
+            "classes": list(params.classes),
+        }
+        cfg = apply_owned_settings(source.user_cfg, params, data, run, metadata=metadata)
+        return cfg, metadata["model_name"]
+    assert source.entry is not None
+    return compose_from_zoo(source.entry, params, data, run), source.entry.model
+
+
+def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Both splits as the run will build them (annotations parsed, through the cache, images
+    checked on disk): ``(stats per split, datasets, problems)``. What fails here would fail the
+    run later: an empty split, no object of the selected classes (e.g. a class whose objects
+    are all points), a missing image."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    import src.data.mmdet_dataset  # noqa: F401  (registers SuperviselyDataset)
+
+    init_default_scope(prepared.cfg.get("default_scope", "mmdet"))
+    stats: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}
+    problems: list[str] = []
+    for split in ("train", "val"):
+        # a check writes nothing into the run folder (the run writes its COCO ground truth)
+        dataset_cfg = {
+            **prepared.cfg[f"{split}_dataloader"].dataset, "coco_gt_file": None,
+            "serialize_data": False,  # a check: no packing for data-loader workers
+        }  # fmt: skip
+        try:
+            dataset = DATASETS.build(dataset_cfg)
+            stats[split] = dataset.stats.as_dict()
+            if len(dataset) == 0:
+                problems.append(f"the {split} split has no images")
+            elif dataset.stats.objects == 0:
+                skipped = dict(dataset.stats.skipped)
+                why = f" (skipped: {skipped})" if skipped else ""
+                segm = prepared.params.task == "instance-segmentation"
+                problems.append(
+                    f"the {split} split has no usable objects of the selected classes{why}: "
+                    f"{prepared.params.task} needs shapes of type "
+                    + ", ".join(MASK_GEOMETRIES if segm else BOX_GEOMETRIES)
+                )
+            else:
+                datasets[split] = dataset
+        except Exception as exc:
+            problems.append(f"{split} dataset: {exc}")
+    return stats, datasets, problems
+
+
+def check_data(prepared: Prepared) -> None:
+    """:func:`build_datasets`'s problems as a RequestError, before a run is started."""
+    problems = build_datasets(prepared)[2]
+    if problems:
+        raise RequestError(problems)
+
+
+def dry_run(prepared: Prepared) -> dict[str, Any]:
+    """Build both datasets and the model without training: what would train, and how big."""
+    from mmdet.registry import MODELS
+
+    from src.engine import mmdet_fixes
+
+    mmdet_fixes.apply()
+    summary: dict[str, Any] = {
+        "run_id": prepared.run_id,
+        "model": prepared.model_name,
+        "task": prepared.params.task,
+        "classes": list(prepared.params.classes),
+        "split": prepared.split.description,
+        "work_dir": str(prepared.work_dir),
+    }
+    stats, datasets, problems = build_datasets(prepared)
+    summary.update(stats)
+    model = None
+    try:
+        # a copy: some detectors (Deformable DETR) write into the config they are built from
+        model = MODELS.build(copy.deepcopy(prepared.cfg.model))
+        summary["parameters"] = sum(p.numel() for p in model.parameters())
+    except Exception as exc:
+        problems.append(f"model: {type(exc).__name__}: {exc}")
+    summary["warnings"] = padding_problems(prepared.cfg)
+    if model is not None and not problems:
+        # the project's extreme images through the real pipelines and model, before any training
+        checks = check_input_shapes(model, datasets)
+        summary["input_shapes"] = [check.describe() for check in checks]
+        failed = [check for check in checks if check.error]
+        problems.extend(
+            f"the model cannot take {check.split} image {check.item}: {check.describe()}"
+            for check in failed
+        )
+        if failed:
+            problems.extend(summary["warnings"])  # the likely cause, with what to set
+    if problems:
+        raise RequestError(problems)
+    return summary
+
+
+def upload_run(
+    prepared: Prepared,
+    store: ArtifactStore,
+    *,
+    state: str,
+    history: dict[str, Any],
+    staging_root: str | Path,
+    task_id: int | None = None,
+    started_at: float | None = None,
+) -> str:
+    """Pack the run's artifacts and upload them; returns the remote folder.
+
+    ``task_id``: the app's task on the platform (recorded in ``experiment_info.json``)."""
+    val = history.get("val") or []
+    key = primary_metric(prepared.params.task)
+    best = max(val, key=lambda v: v.get(key, float("-inf")), default=None)
+    remote = artifacts_dir(prepared.run_id, prepared.project.name)
+    summary = RunSummary(
+        run_id=prepared.run_id,
+        model_name=prepared.model_name,
+        task=prepared.params.task,
+        project_name=prepared.project.name,
+        classes=list(prepared.params.classes),
+        epochs_done=max((v.get("epoch", 0) for v in history.get("train", [])), default=0),
+        state=state,
+        best_metric=headline(best or {}),
+        history=history,
+        remote_dir=remote,
+        project_id=prepared.project.project_id,
+        task_id=task_id,
+        hyperparameters=json.loads(json.dumps(asdict(prepared.params))),
+        split=split_items(prepared.project, prepared.split),
+        class_colors={k: list(v) for k, v in class_colors(prepared.project.directory).items()},
+        started_at=started_at,
+    )
+    local = Path(staging_root) / run_dir_name(prepared.run_id, prepared.project.name)
+    pack_run(prepared.work_dir, prepared.config_text, local, summary)
+    store.upload_dir(local, remote)
+    return remote
+
+
+def resolve_resumable(app_data_dir: str | Path, target: str | None) -> RunInfo:
+    """The run to continue: by run id, by checkpoint path, or (None) the newest one."""
+    runs = find_resumable_runs(app_data_dir)
+    if target is None:
+        if not runs:
+            raise RequestError([f"no resumable run in {app_data_dir}: nothing to resume"])
+        return runs[0]
+    for run in runs:
+        if target == run.run_id:
+            return run
+    path = Path(target)
+    if path.suffix == ".pth":
+        if not path.is_file():
+            raise RequestError([f"checkpoint {path} does not exist"])
+        work_dir = path.resolve().parent
+        # a run's config.py is Python that resuming executes: only runs this app wrote in app
+        # data (or fetched there from Team Files) are resumed, never a folder named by a request
+        if not is_run_dir(app_data_dir, work_dir):
+            raise RequestError(
+                [f"{path} is not in a run folder of {app_data_dir}: only runs in app data (or "
+                 "in Team Files, by run id) can be resumed"]
+            )  # fmt: skip
+        if not (work_dir / RUN_CONFIG).is_file():
+            raise RequestError(
+                [f"{path} is not in a run folder of this app ({RUN_CONFIG} missing)"]
+            )
+        try:
+            meta = peek_checkpoint(path)
+        except CheckpointError as exc:
+            hint = ""
+            try:
+                previous, _, _ = newest_resumable_checkpoint(work_dir)
+                if previous.resolve() != path.resolve():
+                    hint = f"; the newest good checkpoint of this run is {previous}"
+            except CheckpointError:
+                pass
+            raise RequestError([f"{exc}{hint}"]) from None
+        return RunInfo(
+            run_id=work_dir.name,
+            where=APP_DATA,
+            folder=str(work_dir),
+            checkpoint=str(path.resolve()),
+            model_name=str((meta.get("sly_metadata") or {}).get("model_name", "?")),
+            epoch=int(meta.get("epoch", 0)),
+            iteration=int(meta.get("iter", 0)),
+            max_epochs=int(meta.get("max_epochs", 0)),
+            saved_at=path.stat().st_mtime,
+        )
+    known = ", ".join(r.run_id for r in runs) or "none"
+    raise RequestError([f"no resumable run {target!r} in {app_data_dir} (runs: {known})"])
+
+
+def locate_run(
+    app_data_dir: str | Path,
+    store: ArtifactStore,
+    target: str | None,
+    on_fetch: Callable[[RunInfo], None] | None = None,
+) -> RunInfo:
+    """:func:`resolve_resumable`, but a run id that is only in the store (Team Files) is first
+    downloaded into app data (``on_fetch`` is told before)."""
+    if target and not target.endswith(".pth"):
+        local = {r.run_id for r in find_resumable_runs(app_data_dir)}
+        remote = {r.run_id: r for r in find_remote_runs(store)} if target not in local else {}
+        if target in remote:
+            if on_fetch is not None:
+                on_fetch(remote[target])
+            try:
+                fetch_remote_run(store, remote[target], app_data_dir)
+            except (UploadError, OSError, CheckpointError) as exc:
+                raise RequestError([f"cannot fetch run {target}: {exc}"]) from None
+    return resolve_resumable(app_data_dir, target)
+
+
+ProjectResolver = Callable[[int | None, str], LocalProject]
+
+
+def local_project_resolver(project_id: int | None, project_dir: str) -> LocalProject:
+    """Headless: the run's project is where it was."""
+    return open_local_project(project_dir, project_id=project_id)
+
+
+def prepare_resume(
+    run: RunInfo,
+    epochs: int | None = None,
+    project_resolver: ProjectResolver = local_project_resolver,
+    cache_dir: str | None = None,
+) -> Prepared:
+    """A stopped/crashed run, ready to continue from its checkpoint (optionally for more epochs).
+
+    ``project_resolver`` finds the run's project (by its platform id, or its recorded folder):
+    on the platform it downloads it when this app session does not have it yet.
+    """
+    try:
+        cfg = load_config_file(run.work_dir / RUN_CONFIG)
+        if epochs is not None and epochs != int(cfg.train_cfg.max_epochs):
+            replan_epochs(cfg, epochs)
+    except ConfigError as exc:
+        raise RequestError([f"cannot read the run's config: {exc}"]) from None
+    if run.epoch >= int(cfg.train_cfg.max_epochs) and epochs is None:
+        raise RequestError(
+            [f"run {run.run_id} already trained all {run.epoch} epochs: pass more epochs"]
+        )
+    metadata = cfg.get("sly_metadata") or {}
+    project_dir = cfg.train_dataloader.dataset.get("project_dir")
+    try:
+        project = project_resolver(metadata.get("project_id"), project_dir)
+    except DatasetError as exc:
+        raise RequestError([f"the run's project is not available: {exc}"]) from None
+    relocate_run(cfg, run.work_dir, project.directory, cache_dir)
+    recorded = metadata.get("train_params") or {}
+    params = TrainParams(
+        task=task_of(metadata),
+        classes=tuple(metadata.get("classes") or ()),
+        epochs=int(cfg.train_cfg.max_epochs),
+        seed=int(recorded.get("seed", 0)),
+    )
+    split = Split(description="as in the resumed run")
+    return Prepared(
+        project, params, split, cfg, run.run_id, str(metadata.get("model_name", "custom"))
+    )

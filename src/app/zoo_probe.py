@@ -1,0 +1,214 @@
+"""Does a zoo model train and predict on this project, here? One short real run per model.
+
+For each model: compose its config exactly as the app does (from scratch), run the dry-run checks
+(datasets, model, the project's extreme images through both pipelines), train one iteration on
+two of the project's most extreme images, validate on every image, then load the exported
+checkpoint with mmdet's own ``init_detector`` and predict on the extreme images. A model passes
+when all of that works. Each model runs in its own process, so a crash or a memory peak of one
+model does not take the others with it.
+
+``python -m src.cli probe --project DIR [--task T] [--models a,b]`` prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ProbeResult:
+    model: str
+    architecture: str
+    task: str
+    passes: bool
+    needs_gpu: bool = False
+    why_not: str = ""
+    seconds: float = 0.0
+    input_size: int = 0
+
+    def row(self) -> str:
+        verdict = "yes" if self.passes else ("GPU only" if self.needs_gpu else "no")
+        return (
+            f"| {self.architecture} | `{self.model}` | {verdict} | "
+            f"{'yes' if self.needs_gpu else 'no'} | {self.why_not or ''} |"
+        )
+
+
+def _extremes(project_dir: Path, task: str) -> list[dict]:
+    """The two images most likely to break a model's train step (``item_name``, ``img_path``),
+    among those with objects the task can train on (instance segmentation: polygons, bitmaps)."""
+    from src.data.reader import image_path, list_items
+    from src.engine.shape_check import extreme_images
+
+    usable = {"polygon", "bitmap"} if task == "instance-segmentation" else None
+    infos = []
+    for name, ann_path in list_items(project_dir):
+        ann = json.loads(ann_path.read_text(encoding="utf-8"))
+        kinds = {obj.get("geometryType") for obj in ann.get("objects") or []}
+        if not kinds or (usable and not kinds & usable):
+            continue
+        size = ann["size"]
+        infos.append(
+            {"item_name": name, "img_path": str(image_path(ann_path)),
+             "width": size["width"], "height": size["height"]}
+        )  # fmt: skip
+    return extreme_images(infos)[1:3]  # the largest and the widest
+
+
+def probe_model(
+    model: str, task: str, project_dir: str | Path, work_root: str | Path, input_size: int = 160
+) -> ProbeResult:
+    """One model, in this process (see :func:`probe_in_subprocess`)."""
+    import torch
+    from mmdet.apis import inference_detector, init_detector
+
+    from src.app.prepare import TrainRequest, dry_run, prepare
+    from src.app.session import SessionState, TrainingSession
+    from src.config import zoo
+    from src.config.params import TrainParams
+    from src.data.project import Split
+    from src.data.reader import list_items
+    from src.runs.checkpoints import best_checkpoint, export_for_inference, last_checkpoint
+
+    entry = zoo.get_model(model, task)
+    size = max(input_size, entry.min_input_size)
+    result = ProbeResult(model, entry.architecture, task, passes=False, input_size=size)
+    if entry.unsupported:
+        result.why_not = entry.unsupported
+        return result
+    if entry.gpu_only and not torch.cuda.is_available():
+        result.needs_gpu, result.why_not = True, entry.gpu_only
+        return result
+    if entry.missing_packages():
+        result.why_not = f"needs {', '.join(entry.missing_packages())} (in the Docker image)"
+        return result
+
+    project_dir = Path(project_dir)
+    extremes = _extremes(project_dir, task)
+    params = TrainParams(
+        task=task,
+        epochs=1,
+        train_batch_size=2,
+        val_batch_size=2,
+        num_workers=0,
+        input_size=(size, size),
+        augmentation="medium",
+        weights="scratch",
+        log_interval=1,
+        lr=1e-4,
+    )
+    request = TrainRequest(
+        project_dir=str(project_dir),
+        app_data_dir=str(work_root),
+        model=model,
+        params=params,
+        split=Split(
+            train_items=[e["item_name"] for e in extremes],
+            val_items=[name for name, _ in list_items(project_dir)],
+            description="probe: 2 extreme images / all",
+        ),
+        run_id="probe",
+    )
+    prepared = prepare(request)
+    dry_run(prepared)
+    session = TrainingSession(prepared.cfg, prepared.run_id, console_log_level="ERROR")
+    session.start()
+    status = session.wait()
+    if status.state != SessionState.FINISHED:  # validation runs before a run can finish
+        raise RuntimeError(f"training ended {status.state.value}: {status.error}")
+    checkpoint = best_checkpoint(prepared.work_dir) or last_checkpoint(prepared.work_dir)
+    exported = export_for_inference(checkpoint, Path(work_root) / "probe_export.pth")
+    config_file = Path(work_root) / "probe_config.py"
+    config_file.write_text(prepared.config_text, encoding="utf-8")
+    detector = init_detector(str(config_file), str(exported), device="cpu", palette=[])
+    for prediction in inference_detector(detector, [e["img_path"] for e in extremes]):
+        labels = prediction.pred_instances.labels
+        if len(labels) and int(labels.max()) >= len(prepared.params.classes):
+            raise RuntimeError(f"a predicted label {int(labels.max())} indexes no class")
+    result.passes = True
+    return result
+
+
+def probe_in_subprocess(
+    model: str, task: str, project_dir: str | Path, input_size: int = 160, timeout: float = 900
+) -> ProbeResult:
+    """:func:`probe_model` in a fresh process with a temporary app-data folder."""
+    from src.config import zoo
+
+    entry = zoo.get_model(model, task)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="probe_") as work:
+        env = dict(os.environ, SLY_APP_DATA_DIR=work)
+        try:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "src.app.zoo_probe",
+                    model,
+                    task,
+                    str(project_dir),
+                    work,
+                    str(input_size),
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return ProbeResult(
+                model,
+                entry.architecture,
+                task,
+                False,
+                why_not=f"over {timeout:.0f} s",
+                seconds=time.monotonic() - start,
+            )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode == 0 and lines:
+        result = ProbeResult(**json.loads(lines[-1]))
+    else:
+        tail = (done.stderr or done.stdout).strip().splitlines()
+        result = ProbeResult(
+            model,
+            entry.architecture,
+            task,
+            False,
+            why_not=(tail[-1] if tail else f"exit {done.returncode}")[:300],
+        )
+    result.seconds = round(time.monotonic() - start, 1)
+    return result
+
+
+def _main(argv: list[str]) -> int:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    model, task, project_dir, work, input_size = argv
+    try:
+        result = probe_model(model, task, project_dir, work, int(input_size))
+    except Exception as exc:  # the model's own failure is the probe's answer
+        from src.config import zoo
+
+        entry = zoo.get_model(model, task)
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        result = ProbeResult(model, entry.architecture, task, False, why_not=message[:300])
+    print(json.dumps(asdict(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

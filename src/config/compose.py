@@ -1,0 +1,477 @@
+"""Compose the mmengine config that trains: zoo entry (or user text) + TrainParams + dataset.
+
+Pure functions: nothing here reads the environment, touches the network or starts training.
+:func:`apply_owned_settings` re-applies only what the app must own (dataset paths, class count,
+work dir, resume) on top of a user's edited text.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mmengine.config import Config
+
+from src.config.input_shapes import ensure_stride_padding
+from src.config.params import CONFIGS_DIR, ConfigError, DatasetSpec, RunSpec, TrainParams, jsonable
+from src.config.primary_metric import primary_metric
+from src.config.schedule import set_schedule
+from src.config.zoo import ZooEntry
+
+logger = logging.getLogger(__name__)
+
+
+# Hooks whose job is to switch to the model's own COCO pipeline late in training; our pipeline
+# replaces that one, so they would silently swap the user's augmentations back.
+_PIPELINE_SWITCH_HOOKS = {"PipelineSwitchHook", "YOLOXModeSwitchHook"}
+# Top-level variables of mmdet's COCO base configs that would only mislead in the Editor.
+_STALE_TOP_LEVEL_KEYS = (
+    "data_root",
+    "dataset_type",
+    "train_pipeline_stage2",
+    "img_scales",
+    "tta_model",
+    "tta_pipeline",
+    "image_size",
+    "batch_augments",
+    "num_things_classes",
+    "num_stuff_classes",
+    "num_classes",
+    "data_preprocessor",
+    "backend_args",
+    "checkpoint",
+    "pretrained",
+    "max_epochs",
+    "base_lr",
+    "interval",
+    "stage2_num_epochs",
+    "lang_model_name",
+)
+# Transforms whose output the heads of some models read (CenterNet/CornerNet need "border").
+_KEEP_MODEL_TEST_PIPELINE_IF = {"RandomCenterCropPad"}
+
+
+def load_base_config(entry: ZooEntry) -> Config:
+    """The zoo model's own config, loaded by file path from the installed mmdet.
+
+    By path, not by ``mmdet::`` scope: mmengine resolves scopes through ``pkg_resources``, which
+    current setuptools no longer ships.
+    """
+    return Config.fromfile(str(entry.config_path))
+
+
+def load_augmentations(preset: str) -> list[dict]:
+    presets = yaml.safe_load((CONFIGS_DIR / "augmentations.yaml").read_text())
+    if preset not in presets:
+        raise ConfigError(f"augmentation preset {preset!r} is unknown: use {', '.join(presets)}")
+    return copy.deepcopy(presets[preset] or [])
+
+
+def build_config(
+    base: Config,
+    params: TrainParams,
+    data: DatasetSpec,
+    run: RunSpec,
+    *,
+    model_name: str,
+    architecture: str,
+    weights_url: str | None = None,
+    min_input_size: int = 32,
+) -> Config:
+    """Compose a trainable config from a model's config (zoo or user) and the user's settings.
+
+    ``min_input_size``: the smallest side the model takes (the zoo entry's); above 32, every image
+    is padded to the full input size, so panoramas and tiny images reach it large enough.
+    """
+    problems = params.validate()
+    if problems:
+        raise ConfigError("; ".join(problems))
+    cfg = Config(copy.deepcopy(base.to_dict()), filename=base.filename)
+    is_segm = params.task == "instance-segmentation"
+
+    _set_model(cfg, params)
+    _set_pipelines(cfg, params, is_segm, min_input_size)
+    _set_data(cfg, params, data, run, is_segm)
+    set_schedule(cfg, params)
+    _set_hooks(cfg, params)
+    _set_weights(cfg, params, weights_url)
+    for key in _STALE_TOP_LEVEL_KEYS:
+        cfg.pop(key, None)
+    cfg.randomness = dict(seed=params.seed, deterministic=False)
+    cfg.default_scope = cfg.get("default_scope", "mmdet")
+    cfg.launcher = "none"
+    metadata = {
+        "model_name": model_name,
+        "architecture": architecture,
+        "min_input_size": min_input_size,
+        "task_type": params.task,
+        "project_id": data.project_id,
+        "project_name": data.project_name,
+        "classes": list(params.classes),
+        "train_params": jsonable(asdict(params)),
+    }
+    metadata.update(run.extra_metadata)
+    apply_owned_settings(cfg, params, data, run, metadata=metadata)
+    return cfg
+
+
+def apply_owned_settings(
+    cfg: Config,
+    params: TrainParams,
+    data: DatasetSpec,
+    run: RunSpec,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> Config:
+    """Re-apply what the app must own on top of any config (an edited one too).
+
+    Dataset locations and splits, the class count, the work dir and resume — nothing else of the
+    user's text is touched. ``sly_metadata`` is (re)placed as the last key, because Supervisely's
+    artifacts parser reads it from the last lines of ``config.py``.
+    """
+    set_num_classes(cfg.model, len(params.classes))
+    for split, loader_key in (("train", "train_dataloader"), ("val", "val_dataloader")):
+        loader = cfg.get(loader_key)
+        if loader is None:
+            raise ConfigError(f"the config has no {loader_key}")
+        loader.dataset = _dataset_cfg(loader.dataset, params, data, split, run)
+    cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    gt_file = cfg.val_dataloader.dataset.coco_gt_file
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(key)
+        if isinstance(evaluator, dict):
+            evaluator.ann_file = gt_file
+    _set_resumable_machinery(cfg)
+    if Path(run.work_dir).resolve() != Path(cfg.get("work_dir", run.work_dir)).resolve():
+        logger.warning("work_dir %r in the config is replaced by %s", cfg.work_dir, run.work_dir)
+    cfg.work_dir = run.work_dir
+    cfg.resume = bool(run.resume_from)
+    if run.resume_from:
+        cfg.load_from = run.resume_from
+    # Serve MMDetection 3.0 reads cfg.dataset_type (anything but its own SuperviselyDatasetSplit:
+    # the classes then come from the checkpoint's dataset_meta) and
+    # sly_metadata.architecture_name (see tests/runs/test_serving_contract.py)
+    cfg.dataset_type = "SuperviselyDataset"
+    previous = cfg.pop("sly_metadata", None) or {}
+    merged = dict(previous, **(metadata or {}))
+    if merged.get("architecture") is not None:
+        merged["architecture_name"] = merged["architecture"]
+    cfg.sly_metadata = merged
+    return cfg
+
+
+def relocate_run(
+    cfg: Config, work_dir: str | Path, project_dir: str | Path, cache_dir: str | None = None
+) -> Config:
+    """Point a run's config at where its folder and project are now (another machine, a new app
+    session). Nothing that changes training is touched."""
+    work_dir = Path(work_dir)
+    cfg.work_dir = str(work_dir)
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        dataset = (cfg.get(key) or {}).get("dataset")
+        if not isinstance(dataset, dict):
+            continue
+        dataset["project_dir"] = str(project_dir)
+        if cache_dir is not None:
+            dataset["cache_dir"] = cache_dir
+        if dataset.get("coco_gt_file"):
+            dataset["coco_gt_file"] = str(work_dir / Path(dataset["coco_gt_file"]).name)
+    gt_file = (cfg.get("val_dataloader") or {}).get("dataset", {}).get("coco_gt_file")
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(key)
+        if isinstance(evaluator, dict) and gt_file:
+            evaluator["ann_file"] = gt_file
+    return cfg
+
+
+def _set_resumable_machinery(cfg: Config) -> None:
+    """The loop, sampler and checkpoint writer that make stop-anywhere/resume-exactly work.
+
+    A mid-epoch resume needs the sampler to skip what was trained; a crash must never leave a
+    half-written checkpoint. Other loop types (iteration-based) are left as the user wrote them.
+    """
+    train_cfg = cfg.get("train_cfg") or {}
+    if train_cfg.get("type", "EpochBasedTrainLoop") in ("EpochBasedTrainLoop", None):
+        train_cfg["type"] = "ResumableEpochBasedTrainLoop"
+        train_cfg.pop("by_epoch", None)
+        cfg.train_cfg = train_cfg
+    sampler = cfg.train_dataloader.get("sampler") or {}
+    if sampler.get("type", "DefaultSampler") == "DefaultSampler":
+        cfg.train_dataloader.sampler = dict(sampler, type="SkippableSampler")
+    checkpoint_hook = (cfg.get("default_hooks") or {}).get("checkpoint")
+    if isinstance(checkpoint_hook, dict):
+        checkpoint_hook["backend_args"] = {"backend": "atomic_local"}
+
+
+def set_num_classes(model: dict, num_classes: int) -> None:
+    """Set the class count in every head of a model config, however deeply nested.
+
+    ``num_classes`` anywhere (except the class-agnostic RPN), ``num_things_classes`` /
+    ``num_stuff_classes`` (Mask2Former, MaskFormer: all things, no stuff) and per-class loss
+    weights (``class_weight`` of length classes + 1: background keeps its weight).
+    """
+
+    def walk(node: Any, parent_key: str | None) -> None:
+        if isinstance(node, dict):
+            if parent_key == "rpn_head":
+                return
+            if "num_things_classes" in node:
+                node["num_things_classes"] = num_classes
+                node["num_stuff_classes"] = 0
+            if "num_classes" in node:
+                old = node["num_classes"]
+                node["num_classes"] = num_classes
+                loss_cls = node.get("loss_cls")
+                if isinstance(loss_cls, dict) and isinstance(loss_cls.get("class_weight"), list):
+                    weights = loss_cls["class_weight"]
+                    if len(weights) == (old or 0) + 1:
+                        loss_cls["class_weight"] = [1.0] * num_classes + [weights[-1]]
+            for key, value in node.items():
+                walk(value, key)
+            # heads that carry class weights without a num_classes key of their own
+            if "num_things_classes" in node and isinstance(node.get("loss_cls"), dict):
+                weights = node["loss_cls"].get("class_weight")
+                if isinstance(weights, list):
+                    node["loss_cls"]["class_weight"] = [1.0] * num_classes + [weights[-1]]
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value, parent_key)
+
+    walk(model, None)
+
+
+def _set_model(cfg: Config, params: TrainParams) -> None:
+    model = cfg.model
+    preprocessor = model.get("data_preprocessor")
+    if isinstance(preprocessor, dict) and preprocessor.get("batch_augments"):
+        # BatchFixedSizePad / BatchSyncRandomResize assume COCO-sized inputs and large batches.
+        preprocessor.pop("batch_augments")
+    # Every batch of every pipeline padded to the stride the neck needs (input_shapes):
+    # the zoo's own fixed-size Pad steps are COCO-specific and our pipelines replace them.
+    ensure_stride_padding(model, with_masks=params.task == "instance-segmentation")
+    # HTC / SCNet: the semantic branch needs stuff segmentation ground truth we do not have.
+    roi_head = model.get("roi_head")
+    if isinstance(roi_head, dict):
+        for key in ("semantic_roi_extractor", "semantic_head"):
+            roi_head.pop(key, None)
+    # Weights come from load_from (or nowhere): a backbone "Pretrained" init would download.
+    _strip_pretrained_init(model)
+    model.pop("pretrained", None)
+    _set_teacher(model, params)
+
+
+def _set_teacher(model: dict, params: TrainParams) -> None:
+    """Distillation models (LD, LAD): inline the teacher's config; its weights only if pretrained.
+
+    mmdet names LD's teacher by a path relative to its source tree, which does not exist in an
+    installed package: the teacher's model config is read from the installed mmdet and inlined,
+    so the composed config stays self-contained. From scratch, the COCO teacher checkpoint (a
+    download) is dropped.
+    """
+    teacher = model.get("teacher_config")
+    if isinstance(teacher, str):
+        from src.config.zoo import mmdet_configs_dir
+
+        path = Path(teacher)
+        if not path.is_file():
+            path = mmdet_configs_dir().parent / teacher
+        teacher_model = Config.fromfile(str(path)).model.to_dict()
+        _strip_pretrained_init(teacher_model)
+        model["teacher_config"] = dict(model=teacher_model)
+    if "teacher_ckpt" in model and params.weights != "pretrained":
+        model["teacher_ckpt"] = None
+
+
+def _strip_pretrained_init(node: Any) -> None:
+    if isinstance(node, dict):
+        init = node.get("init_cfg")
+        # "Pretrained" inits, and inits that name a checkpoint without a type (PVT)
+        if isinstance(init, dict) and (init.get("type") == "Pretrained" or "checkpoint" in init):
+            node["init_cfg"] = None
+        # old-style backbone weights, e.g. DetectoRS's rfp_backbone: "torchvision://resnet50"
+        if isinstance(node.get("pretrained"), str):
+            node["pretrained"] = None
+        for value in node.values():
+            _strip_pretrained_init(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            _strip_pretrained_init(value)
+
+
+def _substitute(node: Any, size: tuple[int, int]) -> Any:
+    if node == "$input_size":
+        return tuple(size)
+    if isinstance(node, dict):
+        return {k: _substitute(v, size) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, size) for v in node]
+    return node
+
+
+def _fixed_input_size(model_test_pipeline: list[dict]) -> bool:
+    """Whether the zoo model resizes to an exact size (SSD: its last layers need the full input
+    size on both sides, which keep-ratio resizing of a 16:9 photo does not give)."""
+    return any(
+        t.get("type") == "Resize" and t.get("keep_ratio") is False for t in model_test_pipeline
+    )
+
+
+def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_size: int) -> None:
+    size = tuple(int(v) for v in params.input_size)
+    load_ann = dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True)
+    augment = [_substitute(t, size) for t in load_augmentations(params.augmentation)]
+    model_test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or []
+    keep_ratio = not _fixed_input_size(model_test)
+    # Models with a smallest side (SSD, DDOD, DINO) see the full input size on both sides: a
+    # panorama or a crop would otherwise reach them too small. Every step before it yields at
+    # most the input size (keep-ratio resize into it; crops to it), as Pad(size) requires.
+    pad_to_input = (
+        [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))]
+        if min_input_size > 32 or not keep_ratio
+        else []
+    )
+    train_pipeline = [
+        dict(type="LoadImageFromFile"),
+        load_ann,
+        dict(type="Resize", scale=size, keep_ratio=keep_ratio),
+        *augment,
+        *pad_to_input,
+        dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
+        dict(type="PackDetInputs"),
+    ]
+    if any(t.get("type") in _KEEP_MODEL_TEST_PIPELINE_IF for t in model_test):
+        test_pipeline = _resized_model_test_pipeline(model_test, size)
+    else:
+        test_pipeline = [
+            dict(type="LoadImageFromFile"),
+            dict(type="Resize", scale=size, keep_ratio=keep_ratio),
+            *pad_to_input,
+            dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm),
+            dict(
+                type="PackDetInputs",
+                meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
+            ),
+        ]
+    cfg.train_pipeline = train_pipeline
+    cfg.test_pipeline = test_pipeline
+
+
+def _resized_model_test_pipeline(model_test: list[dict], size: tuple[int, ...]) -> list[dict]:
+    """The model's own test pipeline (CenterNet/CornerNet: their heads read its padding border),
+    resized to the input size first: their zoo pipelines test at the original size, and a 4K
+    photo then takes minutes on Hourglass-104. Their heads undo the border and the scale factor,
+    which is packed for that."""
+    pipeline = copy.deepcopy(model_test)
+    if any(t.get("type") == "Resize" for t in pipeline):
+        return pipeline
+    pipeline.insert(1, dict(type="Resize", scale=size, keep_ratio=True))
+    for step in pipeline:
+        keys = step.get("meta_keys") if step.get("type") == "PackDetInputs" else None
+        if keys is not None and "scale_factor" not in keys:
+            step["meta_keys"] = (*keys, "scale_factor")
+    return pipeline
+
+
+def _split_kwargs(data: DatasetSpec, split: str) -> dict[str, Any]:
+    return {
+        "datasets": data.train_datasets if split == "train" else data.val_datasets,
+        "items": data.train_items if split == "train" else data.val_items,
+    }
+
+
+def _dataset_cfg(
+    old: dict | None, params: TrainParams, data: DatasetSpec, split: str, run: RunSpec
+) -> dict:
+    """Our dataset for one split; keeps the pipeline of the given loader config."""
+    pipeline = (old or {}).get("pipeline")
+    if old and old.get("type") in {"RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset"}:
+        pipeline = old.get("dataset", {}).get("pipeline") or pipeline
+    return dict(
+        type="SuperviselyDataset",
+        project_dir=str(data.project_dir),
+        task=params.task,
+        classes=list(params.classes),
+        keep_empty_images=data.keep_empty_images if split == "train" else True,
+        cache_dir=data.cache_dir,
+        coco_gt_file=str(Path(run.work_dir) / f"coco_gt_{split}.json") if split == "val" else None,
+        selected_classes=list(params.classes),  # where the serving app reads them
+        test_mode=split != "train",
+        pipeline=pipeline or [],
+        **_split_kwargs(data, split),
+    )
+
+
+def _set_data(
+    cfg: Config, params: TrainParams, data: DatasetSpec, run: RunSpec, is_segm: bool
+) -> None:
+    workers = params.num_workers
+    cfg.train_dataloader = dict(
+        batch_size=params.train_batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        sampler=dict(type="DefaultSampler", shuffle=True),
+        dataset=dict(pipeline=cfg.train_pipeline),
+    )
+    cfg.val_dataloader = dict(
+        batch_size=params.val_batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        drop_last=False,
+        sampler=dict(type="DefaultSampler", shuffle=False),
+        dataset=dict(pipeline=cfg.test_pipeline),
+    )
+    metric = ["bbox", "segm"] if is_segm else ["bbox"]
+    cfg.val_evaluator = dict(type="CocoMetric", metric=metric, classwise=True, format_only=False)
+    cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
+
+
+def _set_hooks(cfg: Config, params: TrainParams) -> None:
+    hooks = cfg.get("default_hooks") or {}
+    save_best = f"coco/{primary_metric(params.task)}" if params.save_best else None
+    hooks["checkpoint"] = dict(
+        type="CheckpointHook",
+        interval=params.checkpoint_interval,
+        by_epoch=True,
+        max_keep_ckpts=params.keep_checkpoints,
+        save_last=params.save_last,
+        save_best=save_best,
+        rule="greater" if save_best else None,
+    )
+    hooks["logger"] = dict(type="LoggerHook", interval=params.log_interval)
+    cfg.default_hooks = hooks
+    custom = [
+        h for h in cfg.get("custom_hooks") or [] if h.get("type") not in _PIPELINE_SWITCH_HOOKS
+    ]
+    cfg.custom_hooks = custom
+    cfg.log_processor = dict(type="LogProcessor", window_size=params.log_interval, by_epoch=True)
+
+
+def _set_weights(cfg: Config, params: TrainParams, weights_url: str | None) -> None:
+    if params.weights == "pretrained":
+        if not weights_url:
+            raise ConfigError("this model has no pretrained weights: train it from scratch")
+        cfg.load_from = weights_url
+    elif params.weights == "custom":
+        cfg.load_from = params.weights_path
+    else:
+        cfg.load_from = None
+
+
+def compose_from_zoo(
+    entry: ZooEntry, params: TrainParams, data: DatasetSpec, run: RunSpec
+) -> Config:
+    """The usual path: a zoo model + the user's settings → trainable config."""
+    return build_config(
+        load_base_config(entry),
+        params,
+        data,
+        run,
+        model_name=entry.model,
+        architecture=entry.architecture,
+        weights_url=entry.weights_url,
+        min_input_size=entry.min_input_size,
+    )

@@ -1,0 +1,157 @@
+"""What a user sets for a training run, with the allowed values and ranges.
+
+``TrainParams`` is the one description of a run's settings shared by the UI, the HTTP API and
+the CLI (their defaults and choices come from here); ``DatasetSpec`` and ``RunSpec`` say where the
+data is and where the run writes. Plain dataclasses: nothing here imports mmengine or mmdet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.config.zoo import TASKS
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+OPTIMIZERS = ("AdamW", "Adam", "SGD")
+SCHEDULERS = ("cosine", "step", "linear", "constant")
+AUGMENTATIONS = ("none", "light", "medium", "heavy")
+WEIGHTS_MODES = ("pretrained", "scratch", "custom")
+
+
+class ConfigError(ValueError):
+    """A config or parameter problem, with the line number when it comes from config text."""
+
+    def __init__(self, message: str, line: int | None = None):
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+MIN_INPUT, MAX_INPUT = 32, 4096  # px; past 4096 one image alone is ~200 MB as a float tensor
+# Whole-number settings and their allowed ranges (the upper bounds stop a typo such as a batch
+# of 20000 from exhausting memory on the first batch, after the run has started).
+_INT_RANGES = {
+    "epochs": (1, 100_000),
+    "train_batch_size": (1, 1024),
+    "val_batch_size": (1, 1024),
+    "checkpoint_interval": (1, 100_000),
+    "val_interval": (1, 100_000),
+    "num_workers": (0, 64),
+}
+
+
+@dataclass
+class TrainParams:
+    """Everything the user chooses besides the model and the data (UI, CLI and API alike)."""
+
+    task: str = "object-detection"
+    classes: tuple[str, ...] = ()
+    epochs: int = 20
+    train_batch_size: int = 2
+    val_batch_size: int = 1
+    num_workers: int = 2
+    input_size: tuple[int, int] = (640, 640)  # (width, height)
+    augmentation: str = "light"
+    optimizer: str = "AdamW"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    scheduler: str = "cosine"
+    step_epochs: tuple[int, ...] = ()  # "step" scheduler milestones; default: 2/3 and 8/9 of epochs
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.001
+    grad_clip: float | None = None  # max L2 norm of gradients
+    checkpoint_interval: int = 1
+    keep_checkpoints: int = 2
+    save_best: bool = True
+    save_last: bool = True
+    val_interval: int = 1
+    log_interval: int = 10
+    seed: int = 0
+    amp: bool = False
+    weights: str = "pretrained"  # one of WEIGHTS_MODES
+    weights_path: str | None = None  # custom weights
+    device: str = "cpu"
+
+    def validate(self) -> list[str]:
+        """Every problem with these parameters, as messages a user can act on (empty: fine)."""
+        problems = []
+        if self.task not in TASKS:
+            problems.append(f"task {self.task!r} is unknown: use one of {', '.join(TASKS)}")
+        if not self.classes:
+            problems.append("no classes selected: choose at least one class to train on")
+        if len(set(self.classes)) != len(self.classes):
+            problems.append(f"classes contain duplicates: {list(self.classes)}")
+        for name, (low, high) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if not low <= int(value) <= high:
+                problems.append(f"{name} must be from {low} to {high}, got {value}")
+        if len(self.input_size) != 2 or not all(
+            MIN_INPUT <= int(v) <= MAX_INPUT for v in self.input_size
+        ):
+            problems.append(
+                f"input size must be two numbers from {MIN_INPUT} to {MAX_INPUT}, got "
+                f"{self.input_size}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"learning rate must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"weight decay must be 0 or more, got {self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer {self.optimizer!r} is unknown: use {', '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler {self.scheduler!r} is unknown: use {', '.join(SCHEDULERS)}")
+        if self.augmentation not in AUGMENTATIONS:
+            problems.append(
+                f"augmentation {self.augmentation!r} is unknown: use {', '.join(AUGMENTATIONS)}"
+            )
+        if self.warmup_iters < 0:
+            problems.append(f"warmup iterations must be 0 or more, got {self.warmup_iters}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            problems.append(f"gradient clipping norm must be positive, got {self.grad_clip}")
+        if self.keep_checkpoints < 1:
+            problems.append(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
+        if self.weights not in WEIGHTS_MODES:
+            problems.append(f"weights {self.weights!r} is unknown: use {', '.join(WEIGHTS_MODES)}")
+        if self.weights == "custom" and not self.weights_path:
+            problems.append("custom weights chosen but no checkpoint path given")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            problems.append(f"device {self.device!r} is unknown: use cpu or cuda:N")
+        return problems
+
+
+@dataclass
+class DatasetSpec:
+    """Where the data is and which part of it each split uses (see ``src.data.reader``)."""
+
+    project_dir: str
+    train_datasets: list[str] | None = None  # dataset paths ("ds/nested"); None: all
+    val_datasets: list[str] | None = None
+    train_items: list[str] | None = None  # "dataset_path/item_name" entries; None: all
+    val_items: list[str] | None = None
+    keep_empty_images: bool = True
+    cache_dir: str | None = None
+    project_id: int | None = None
+    project_name: str = ""
+
+
+@dataclass
+class RunSpec:
+    """Where this run lives and what it resumes."""
+
+    work_dir: str
+    resume_from: str | None = None
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- text round trip
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

@@ -1,0 +1,171 @@
+"""The learning-rate schedule: mmengine param schedulers from ``TrainParams``, and the preview.
+
+:func:`lr_schedule` plans warmup by iteration and the main schedule in epochs, so a resumed run
+with more epochs re-plans it (:func:`replan_epochs`); :func:`lr_curve` steps the same mmengine
+schedulers on a dummy optimizer, so the preview is the schedule a run follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from mmengine.config import Config
+
+from src.config.params import ConfigError, TrainParams, jsonable
+
+
+def set_schedule(cfg: Config, params: TrainParams) -> None:
+    cfg.train_cfg = dict(
+        type="EpochBasedTrainLoop", max_epochs=params.epochs, val_interval=params.val_interval
+    )
+    cfg.val_cfg = dict(type="ValLoop")
+    cfg.test_cfg = dict(type="TestLoop")
+    old_wrapper = cfg.get("optim_wrapper") or {}
+    optimizer: dict[str, Any] = dict(
+        type=params.optimizer, lr=params.lr, weight_decay=params.weight_decay
+    )
+    if params.optimizer == "SGD":
+        optimizer["momentum"] = params.momentum
+    wrapper: dict[str, Any] = dict(
+        type="AmpOptimWrapper" if params.amp else "OptimWrapper", optimizer=optimizer
+    )
+    if params.amp:
+        wrapper["loss_scale"] = "dynamic"
+    for key in ("paramwise_cfg", "constructor"):
+        if old_wrapper.get(key) is not None:
+            wrapper[key] = old_wrapper[key]
+    wrapper["clip_grad"] = (
+        dict(max_norm=params.grad_clip, norm_type=2) if params.grad_clip else None
+    )
+    cfg.optim_wrapper = wrapper
+    cfg.param_scheduler = lr_schedule(params)
+    cfg.auto_scale_lr = dict(enable=False, base_batch_size=params.train_batch_size)
+
+
+def lr_schedule(params: TrainParams) -> list[dict]:
+    """mmengine param schedulers: optional linear warmup by iteration, then the main schedule.
+
+    The main schedule is planned in epochs (``convert_to_iter_based``), so a resumed run with
+    more epochs re-plans it from the new ``params.epochs``.
+    """
+    schedulers: list[dict] = []
+    if params.warmup_iters > 0:
+        schedulers.append(
+            dict(
+                type="LinearLR",
+                start_factor=params.warmup_ratio,
+                by_epoch=False,
+                begin=0,
+                end=params.warmup_iters,
+            )
+        )
+    epochs = params.epochs
+    if params.scheduler == "cosine":
+        schedulers.append(
+            dict(
+                type="CosineAnnealingLR",
+                eta_min=params.lr * 0.01,
+                begin=0,
+                end=epochs,
+                T_max=epochs,
+                by_epoch=True,
+                convert_to_iter_based=True,
+            )
+        )
+    elif params.scheduler == "step":
+        milestones = list(params.step_epochs) or sorted(
+            {max(1, round(epochs * 2 / 3)), max(1, round(epochs * 8 / 9))}
+        )
+        schedulers.append(
+            dict(type="MultiStepLR", milestones=milestones, gamma=0.1, begin=0, end=epochs)
+        )
+    elif params.scheduler == "linear":
+        schedulers.append(
+            dict(
+                type="LinearLR",
+                start_factor=1.0,
+                end_factor=0.01,
+                begin=0,
+                end=epochs,
+                by_epoch=True,
+                convert_to_iter_based=True,
+            )
+        )
+    if not schedulers:
+        schedulers.append(dict(type="ConstantLR", factor=1.0, begin=0, end=epochs))
+    return schedulers
+
+
+def replan_epochs(cfg: Config, epochs: int) -> Config:
+    """The same config planned for ``epochs`` epochs (a resume that trains longer or shorter).
+
+    A config composed by the app is re-planned from its recorded ``TrainParams`` (the LR
+    schedule is rebuilt as if the run had started with ``epochs``). In another config, epoch-based
+    scheduler bounds that equal the old length are moved to the new one.
+    """
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    old = int(cfg.train_cfg.get("max_epochs", epochs))
+    cfg.train_cfg.max_epochs = epochs
+    recorded = (cfg.get("sly_metadata") or {}).get("train_params")
+    if recorded:
+        fields = set(TrainParams.__dataclass_fields__)
+        values = {k: v for k, v in recorded.items() if k in fields}
+        for key in ("classes", "input_size", "step_epochs"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(values[key])
+        params = TrainParams(**dict(values, epochs=epochs))
+        cfg.param_scheduler = lr_schedule(params)
+        cfg.sly_metadata.train_params = jsonable(asdict(params))
+    else:
+        for scheduler in cfg.get("param_scheduler") or []:
+            for key in ("end", "T_max"):
+                if scheduler.get(key) == old and scheduler.get("by_epoch", True):
+                    scheduler[key] = epochs
+    return cfg
+
+
+def lr_curve(params: TrainParams, iters_per_epoch: int) -> list[tuple[int, float]]:
+    """(iteration, LR) over the whole run, as mmengine's schedulers will set it (UI preview)."""
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    iters_per_epoch = max(1, int(iters_per_epoch))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=params.lr)
+    schedulers = []
+    for spec in lr_schedule(params):
+        spec = dict(spec)
+        cls = PARAM_SCHEDULERS.get(spec.pop("type"))
+        if spec.pop("convert_to_iter_based", False):
+            schedulers.append(
+                cls.build_iter_from_epoch(optimizer, epoch_length=iters_per_epoch, **spec)
+            )
+        else:
+            schedulers.append(cls(optimizer, **spec))
+    points: list[tuple[int, float]] = []
+    advance_schedulers(
+        schedulers,
+        params.epochs * iters_per_epoch,
+        iters_per_epoch,
+        before_step=lambda it: points.append((it + 1, float(optimizer.param_groups[0]["lr"]))),
+    )
+    return points
+
+
+def advance_schedulers(
+    schedulers: list, iterations: int, iters_per_epoch: int, before_step=None
+) -> None:
+    """Step mmengine param schedulers through ``iterations`` training iterations, the way
+    ``ParamSchedulerHook`` does: iteration-based ones after every iteration, epoch-based ones
+    after every ``iters_per_epoch``. ``before_step(i)`` sees the LR iteration ``i`` trains with."""
+    for it in range(iterations):
+        if before_step is not None:
+            before_step(it)
+        for scheduler in schedulers:
+            if not scheduler.by_epoch:
+                scheduler.step()
+        if (it + 1) % iters_per_epoch == 0:
+            for scheduler in schedulers:
+                if scheduler.by_epoch:
+                    scheduler.step()

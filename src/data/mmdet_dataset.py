@@ -1,0 +1,110 @@
+"""The Supervisely project as an mmdet dataset: ``SuperviselyDataset`` (registry name unchanged).
+
+Importing this module imports mmdet and registers the dataset; the project reader it wraps
+(:mod:`src.data.reader`) does not, so the UI and the project model stay free of mmdet.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Any
+
+import numpy as np
+from mmdet.datasets import BaseDetDataset
+from mmdet.registry import DATASETS
+
+from src.data.reader import DatasetError, SplitStats, class_colors, load_split, to_coco
+from src.runs.atomic_files import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@DATASETS.register_module(name="SuperviselyDataset", force=True)
+class SuperviselyDataset(BaseDetDataset):
+    """A split of a local Supervisely project as an mmdet detection dataset.
+
+    Args:
+        project_dir: the project (``meta.json`` + datasets with ``ann/`` and ``img/``).
+        classes: class names in label order; objects of other classes are ignored.
+        task: ``object-detection`` (boxes) or ``instance-segmentation`` (boxes + masks;
+            rectangles have no mask and are skipped, counted).
+        datasets: dataset full names to read (``parent/child`` for nested); None: all.
+        items: ``dataset/item_name`` entries to read; None: every item of ``datasets``.
+        keep_empty_images: keep images without objects (as negatives) or drop them.
+        cache_dir: where parsed splits are cached; None: no cache.
+        coco_gt_file: where to write this split's COCO ground truth for ``CocoMetric``.
+        selected_classes: the same names as ``classes``; Supervisely's serving app reads the
+            class list of a custom model from ``train_dataloader.dataset.selected_classes``.
+    """
+
+    def __init__(
+        self,
+        project_dir: str,
+        classes: list[str],
+        task: str = "object-detection",
+        datasets: list[str] | None = None,
+        items: list[str] | None = None,
+        keep_empty_images: bool = True,
+        cache_dir: str | None = None,
+        coco_gt_file: str | None = None,
+        selected_classes: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not classes:
+            raise DatasetError("no classes selected: choose at least one class to train on")
+        if selected_classes is not None and list(selected_classes) != list(classes):
+            raise DatasetError(
+                f"selected_classes {list(selected_classes)} differ from classes "
+                f"{list(classes)}: they name the same labels, in the same order"
+            )
+        self.project_dir = project_dir
+        self.task = task
+        self.datasets = datasets
+        self.items = items
+        self.keep_empty_images = keep_empty_images
+        self.cache_dir = cache_dir
+        self.coco_gt_file = coco_gt_file
+        self.stats = SplitStats()
+        colors = class_colors(project_dir)
+        metainfo = {
+            "classes": tuple(classes),
+            "palette": [colors.get(c, (128, 128, 128)) for c in classes],
+        }
+        kwargs.setdefault("filter_cfg", None)
+        super().__init__(metainfo=metainfo, **kwargs)
+
+    def _serialize_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """mmengine's packing of the data list into one buffer (workers then share it
+        instead of copying Python objects), minus its ``gc.collect()``: a full collection in
+        a process holding torch and mmdet holds the GIL for about 200 ms, which froze the
+        app's page and HTTP API twice at the start of every run (bench/ui_latency.py). The
+        list's plain dicts hold no cycles: clearing it frees them."""
+        packed = [
+            np.frombuffer(pickle.dumps(info, protocol=4), dtype=np.uint8) for info in self.data_list
+        ]
+        address = np.cumsum(np.asarray([len(x) for x in packed], dtype=np.int64))
+        data_bytes = np.concatenate(packed) if packed else np.zeros(0, dtype=np.uint8)
+        self.data_list.clear()
+        return data_bytes, address
+
+    def load_data_list(self) -> list[dict]:
+        classes = list(self.metainfo["classes"])
+        data_list, self.stats = load_split(
+            self.project_dir,
+            classes,
+            self.task,
+            self.datasets,
+            self.items,
+            self.keep_empty_images,
+            self.cache_dir,
+        )
+        if self.stats.skipped:
+            logger.warning(
+                "%s: skipped objects: %s",
+                self.project_dir,
+                ", ".join(f"{n} x {reason}" for reason, n in sorted(self.stats.skipped.items())),
+            )
+        if self.coco_gt_file:
+            write_json_atomic(to_coco(data_list, classes), self.coco_gt_file)
+        return data_list

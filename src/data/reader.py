@@ -1,0 +1,465 @@
+"""Read a local Supervisely project straight into mmdet's instance format (without importing mmdet).
+
+Why not the SDK's ``Annotation.from_json`` + ``Bitmap.draw``: building geometry objects and drawing
+every mask at full image size is what made the older app slow on big projects. Here each annotation
+JSON is read once, boxes come from the points directly, and masks become COCO RLE computed on the
+object's own crop (a bitmap's runs are shifted into the full image, never drawn at full size).
+The result is cached, keyed on the annotation files' sizes and modification times.
+
+Conventions match Supervisely's: pixel coordinates are inclusive, so a rectangle from (left, top)
+to (right, bottom) covers ``[left, right + 1) x [top, bottom + 1)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import pickle
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from src.runs.atomic_files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+BOX_GEOMETRIES = ("rectangle", "polygon", "bitmap")
+MASK_GEOMETRIES = ("polygon", "bitmap")
+_CACHE_VERSION = 3  # bump when the cached data_list format changes
+
+
+class DatasetError(ValueError):
+    """The project cannot be read as asked (missing dir, unreadable file, nothing selected)."""
+
+
+@dataclass
+class SplitStats:
+    """What was read for one split, for the pre-flight summary and the log."""
+
+    images: int = 0
+    images_without_objects: int = 0
+    dropped_empty_images: int = 0
+    objects_per_class: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+
+    @property
+    def objects(self) -> int:
+        return sum(self.objects_per_class.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "objects": self.objects,
+            "images_without_objects": self.images_without_objects,
+            "dropped_empty_images": self.dropped_empty_images,
+            "objects_per_class": dict(self.objects_per_class),
+            "skipped": dict(self.skipped),
+        }
+
+
+# --------------------------------------------------------------------------- project layout
+
+
+def read_meta(project_dir: str | Path) -> dict:
+    """The project's ``meta.json`` (classes with their shapes and colors)."""
+    path = Path(project_dir) / "meta.json"
+    if not Path(project_dir).is_dir():
+        raise DatasetError(f"project directory {project_dir} does not exist")
+    if not path.is_file():
+        raise DatasetError(f"{project_dir} is not a Supervisely project: meta.json is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+
+
+def project_classes(project_dir: str | Path) -> list[str]:
+    return [c["title"] for c in read_meta(project_dir).get("classes", [])]
+
+
+def class_colors(project_dir: str | Path) -> dict[str, tuple[int, int, int]]:
+    colors = {}
+    for c in read_meta(project_dir).get("classes", []):
+        hex_color = (c.get("color") or "#808080").lstrip("#")
+        colors[c["title"]] = tuple(int(hex_color[i : i + 2], 16) for i in (0, 2, 4))
+    return colors
+
+
+def list_datasets(project_dir: str | Path) -> dict[str, Path]:
+    """Every dataset of a project, nested ones included: full name ("parent/child") → directory.
+
+    Nested datasets live in ``<parent>/datasets/<child>``, as the SDK writes them.
+    """
+    root = Path(project_dir)
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, _ in os.walk(root):
+        path = Path(dirpath)
+        if (path / "ann").is_dir() and (path / "img").is_dir():
+            parts = [p for p in path.relative_to(root).parts if p != "datasets"]
+            found["/".join(parts)] = path
+        dirnames[:] = sorted(d for d in dirnames if d not in ("ann", "img", "meta", "img_info"))
+    return dict(sorted(found.items()))
+
+
+def image_path(ann_path: Path) -> Path:
+    """The image of an item, from its annotation file (``<dataset>/ann/<name>.json`` describes
+    ``<dataset>/img/<name>``)."""
+    return ann_path.parent.parent / "img" / ann_path.name[: -len(".json")]
+
+
+def list_items(
+    project_dir: str | Path, datasets: list[str] | None = None
+) -> list[tuple[str, Path]]:
+    """(``dataset/item_name``, annotation path) of every item of the chosen datasets, sorted."""
+    all_datasets = list_datasets(project_dir)
+    if datasets is not None:
+        unknown = sorted(set(datasets) - set(all_datasets))
+        if unknown:
+            raise DatasetError(
+                f"datasets {unknown} are not in {project_dir}; it has: {', '.join(all_datasets)}"
+            )
+    items = []
+    for name, path in all_datasets.items():
+        if datasets is not None and name not in datasets:
+            continue
+        for entry in sorted(os.scandir(path / "ann"), key=lambda e: e.name):
+            if entry.name.endswith(".json"):
+                items.append((f"{name}/{entry.name[:-5]}", Path(entry.path)))
+    return items
+
+
+# --------------------------------------------------------------------------- geometry → instances
+
+
+def decode_bitmap(data: str) -> np.ndarray:
+    """Supervisely's bitmap encoding (base64 of zlib of a PNG) → bool mask."""
+    raw = zlib.decompress(base64.b64decode(data))
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("bitmap data is not a PNG image")
+    if image.ndim == 3:
+        image = image[:, :, 3] if image.shape[2] >= 4 else image[:, :, 0]
+    return image.astype(bool)
+
+
+def crop_to_rle(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
+    """COCO RLE of an image-size mask that is zero except for ``crop`` placed at (x0, y0).
+
+    RLE runs go column by column (Fortran order). Each column of the crop contributes its runs at
+    offset ``x * height + y0``; runs are computed on the crop only, so the cost does not depend on
+    the image size. Parts of the crop outside the image are cut off.
+    """
+    h, w = crop.shape
+    # clip the crop to the image
+    top, left = max(0, -y0), max(0, -x0)
+    bottom, right = min(h, height - y0), min(w, width - x0)
+    if bottom <= top or right <= left:
+        return mask_utils.frPyObjects(
+            {"counts": [height * width], "size": [height, width]}, height, width
+        )
+    crop = crop[top:bottom, left:right]
+    x0, y0 = x0 + left, y0 + top
+    h, w = crop.shape
+    padded = np.zeros((w, h + 2), dtype=np.int8)  # one column per row, zero guard at both ends
+    padded[:, 1:-1] = crop.T
+    changes = np.flatnonzero(np.diff(padded, axis=1).ravel())
+    if changes.size == 0:
+        return mask_utils.frPyObjects(
+            {"counts": [height * width], "size": [height, width]}, height, width
+        )
+    cols, rows = np.divmod(changes, h + 1)
+    positions = (x0 + cols) * height + y0 + rows  # flat Fortran index in the full image
+    starts, ends = positions[0::2], positions[1::2]
+    # merge runs that touch across a column boundary (crop spanning the whole image height)
+    keep = np.ones(starts.size, dtype=bool)
+    keep[1:] = starts[1:] != ends[:-1]
+    run_starts = starts[keep]
+    run_ends = np.append(ends[np.flatnonzero(keep[1:])], ends[-1])
+    counts = np.empty(run_starts.size * 2 + 1, dtype=np.int64)
+    counts[0] = run_starts[0]
+    counts[1:-1:2] = run_ends - run_starts
+    counts[2:-1:2] = run_starts[1:] - run_ends[:-1]
+    counts[-1] = height * width - run_ends[-1]
+    rle = mask_utils.frPyObjects(
+        {"counts": counts.tolist(), "size": [height, width]}, height, width
+    )
+    return rle
+
+
+def polygon_rle(exterior: list, interiors: list, height: int, width: int) -> dict:
+    """COCO RLE of a polygon, rasterized by pycocotools as in the SDK's COCO export; holes cut."""
+    outer = mask_utils.frPyObjects(
+        [np.asarray(exterior, dtype=float).ravel().tolist()], height, width
+    )
+    rle = mask_utils.merge(outer)
+    holes = [np.asarray(h, dtype=float).ravel().tolist() for h in interiors if len(h) >= 3]
+    if holes:
+        full = mask_utils.decode(rle).astype(bool)
+        full &= ~mask_utils.decode(
+            mask_utils.merge(mask_utils.frPyObjects(holes, height, width))
+        ).astype(bool)
+        rle = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
+    return rle
+
+
+def _clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> list[float]:
+    return [
+        float(min(max(x1, 0), width)),
+        float(min(max(y1, 0), height)),
+        float(min(max(x2, 0), width)),
+        float(min(max(y2, 0), height)),
+    ]
+
+
+def object_to_instance(
+    obj: dict, height: int, width: int, with_mask: bool
+) -> tuple[list[float], dict | None] | str:
+    """One Supervisely object → (box [x1, y1, x2, y2], RLE or None), or the reason it is skipped."""
+    geometry = obj.get("geometryType")
+    if geometry not in BOX_GEOMETRIES:
+        return f"geometry '{geometry}' is not used for training"
+    if with_mask and geometry not in MASK_GEOMETRIES:
+        return f"{geometry} has no mask (instance segmentation)"
+    rle = None
+    if geometry == "bitmap":
+        bitmap = obj["bitmap"]
+        mask = decode_bitmap(bitmap["data"])
+        x0, y0 = (int(v) for v in bitmap["origin"])
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            return "empty bitmap"
+        box = _clip_box(
+            x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1, width, height
+        )
+        if with_mask:
+            rle = crop_to_rle(mask, x0, y0, height, width)
+    else:
+        points = obj.get("points") or {}
+        exterior = points.get("exterior") or []
+        if (geometry == "rectangle" and len(exterior) != 2) or (
+            geometry == "polygon" and len(exterior) < 3
+        ):
+            return f"malformed {geometry}"
+        xs = [p[0] for p in exterior]
+        ys = [p[1] for p in exterior]
+        box = _clip_box(min(xs), min(ys), max(xs) + 1, max(ys) + 1, width, height)
+        if with_mask:
+            rle = polygon_rle(exterior, points.get("interior") or [], height, width)
+    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+        return "object outside the image"
+    if rle is not None:
+        if isinstance(rle.get("counts"), bytes):
+            rle["counts"] = rle["counts"].decode("ascii")
+        if mask_utils.area(_rle_bytes(rle)) == 0:
+            return "empty mask"
+    return box, rle
+
+
+def _rle_bytes(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {
+        "size": rle["size"],
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
+
+
+# --------------------------------------------------------------------------- reading a split
+
+
+def read_instances(
+    project_dir: str | Path,
+    classes: list[str],
+    task: str,
+    datasets: list[str] | None = None,
+    items: list[str] | None = None,
+    keep_empty_images: bool = True,
+) -> tuple[list[dict], SplitStats]:
+    """mmdet ``data_list`` of one split + what was skipped. ``img_id`` counts from 1 in order."""
+    project_dir = Path(project_dir)
+    read_meta(project_dir)
+    with_mask = task == "instance-segmentation"
+    label_of = {name: i for i, name in enumerate(classes)}
+    selected = list_items(project_dir, datasets)
+    if items is not None:
+        wanted = set(items)
+        missing = wanted - {name for name, _ in selected}
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} split items are not in the project, e.g. {sorted(missing)[:3]}"
+            )
+        selected = [(name, path) for name, path in selected if name in wanted]
+    stats = SplitStats()
+    data_list = []
+    for item_name, ann_path in selected:
+        try:
+            with open(ann_path, encoding="utf-8") as f:
+                ann = json.load(f)
+            height, width = int(ann["size"]["height"]), int(ann["size"]["width"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"cannot read annotation {ann_path}: {exc}") from None
+        instances = []
+        for obj in ann.get("objects") or []:
+            label = label_of.get(obj.get("classTitle"))
+            if label is None:
+                continue  # a class the user did not select
+            try:
+                result = object_to_instance(obj, height, width, with_mask)
+            except (ValueError, KeyError, TypeError, zlib.error) as exc:
+                raise DatasetError(f"cannot read an object in {ann_path}: {exc}") from None
+            if isinstance(result, str):
+                stats.skipped[result] += 1
+                continue
+            box, rle = result
+            instance: dict[str, Any] = {"bbox": box, "bbox_label": label, "ignore_flag": 0}
+            if rle is not None:
+                instance["mask"] = rle
+            instances.append(instance)
+            stats.objects_per_class[classes[label]] += 1
+        if not instances:
+            stats.images_without_objects += 1
+            if not keep_empty_images:
+                stats.dropped_empty_images += 1
+                continue
+        data_list.append(
+            {
+                "img_path": str(image_path(ann_path)),
+                "img_id": len(data_list) + 1,
+                "item_name": item_name,
+                "height": height,
+                "width": width,
+                "instances": instances,
+            }
+        )
+    stats.images = len(data_list)
+    return data_list, stats
+
+
+def cache_key(
+    project_dir: str | Path,
+    classes: list[str],
+    task: str,
+    datasets: list[str] | None,
+    items: list[str] | None,
+    keep_empty_images: bool,
+) -> str:
+    """Hash of the annotation files (path, size, mtime) and every option that shapes the result."""
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps(
+            [
+                _CACHE_VERSION,
+                str(Path(project_dir).resolve()),
+                classes,
+                task,
+                datasets,
+                items,
+                keep_empty_images,
+            ]
+        ).encode()
+    )
+    for name, path in list_items(project_dir, datasets):
+        st = path.stat()
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def load_split(
+    project_dir: str | Path,
+    classes: list[str],
+    task: str,
+    datasets: list[str] | None = None,
+    items: list[str] | None = None,
+    keep_empty_images: bool = True,
+    cache_dir: str | Path | None = None,
+) -> tuple[list[dict], SplitStats]:
+    """:func:`read_instances` through an on-disk cache (when ``cache_dir`` is given)."""
+    result = None
+    path = None
+    if cache_dir is not None:
+        key = cache_key(project_dir, classes, task, datasets, items, keep_empty_images)
+        path = Path(cache_dir) / f"split_{key}.pkl"
+        if path.is_file():
+            try:
+                with open(path, "rb") as f:
+                    result = pickle.load(f)
+            except Exception as exc:  # a broken cache file is rebuilt, never trusted
+                logger.warning("dataset cache %s is unreadable (%s): rebuilding it", path, exc)
+    if result is None:
+        result = read_instances(project_dir, classes, task, datasets, items, keep_empty_images)
+        if path is not None:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    _check_images_exist(result[0])
+    return result
+
+
+def _check_images_exist(data_list: list[dict]) -> None:
+    """Every image of the split is on disk: a missing one is named now (dry run, Start), not
+    mid-epoch when the loader reaches it. (The cache is keyed by annotations, so this is checked
+    on every load; a stat per image.)"""
+    missing = [info["img_path"] for info in data_list if not os.path.isfile(info["img_path"])]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
+        raise DatasetError(
+            f"{len(missing)} image(s) of the split are missing: {shown}; restore them or remove "
+            "their annotations"
+        )
+
+
+# --------------------------------------------------------------------------- COCO ground truth
+
+
+def to_coco(data_list: list[dict], classes: list[str]) -> dict:
+    """COCO ground truth of a split, built from the very instances the model trains on."""
+    images, annotations = [], []
+    for info in data_list:
+        images.append(
+            {
+                "id": info["img_id"],
+                "file_name": info["item_name"],
+                "height": info["height"],
+                "width": info["width"],
+            }
+        )
+        for inst in info["instances"]:
+            x1, y1, x2, y2 = inst["bbox"]
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": info["img_id"],
+                "category_id": inst["bbox_label"] + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": 0,
+            }
+            if "mask" in inst:
+                ann["segmentation"] = inst["mask"]
+                ann["area"] = float(mask_utils.area(_rle_bytes(inst["mask"])))
+            annotations.append(ann)
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def class_counts(project_dir: str | Path) -> dict[str, tuple[int, int]]:
+    """Per class: (objects, images containing it), over the whole project."""
+    objects: Counter = Counter()
+    images: Counter = Counter()
+    for _, path in list_items(project_dir):
+        try:
+            ann = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot read annotation {path}: {exc}") from None
+        titles = [o.get("classTitle") for o in ann.get("objects") or []]
+        objects.update(titles)
+        images.update(set(titles))
+    return {name: (objects[name], images[name]) for name in project_classes(project_dir)}

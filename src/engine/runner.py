@@ -1,0 +1,150 @@
+"""mmengine's Runner with the app's loading, resuming and logging behaviour.
+
+- Checkpoints load through the allowlist (``src.runs.checkpoints``): mmengine 0.10.7 calls plain
+  ``torch.load``, which torch >= 2.6 refuses for its own checkpoints (``HistoryBuffer``).
+- A resume with a different number of epochs re-plans the LR schedule for the new length: the
+  schedulers of the new config are stepped from iteration 0 to the resume point (so the LR is
+  where the new plan says it is), instead of restoring the old plan's state.
+- The console can be quieter than the log file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+from src.config.schedule import advance_schedulers
+from src.runs.checkpoints import download_checkpoint, load_checkpoint_file
+
+logger = logging.getLogger(__name__)
+
+
+class AppRunner(Runner):
+    """The Runner every TrainingSession uses."""
+
+    console_log_level = "INFO"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.is_resuming = False
+        super().__init__(*args, **kwargs)
+
+    def build_logger(self, log_level="INFO", log_file=None, **kwargs):
+        mm_logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
+        for handler in mm_logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(self.console_log_level)
+        return mm_logger
+
+    def load_checkpoint(
+        self,
+        filename: str,
+        map_location: Any = "cpu",
+        strict: bool = False,
+        revise_keys: list | None = None,
+    ) -> dict:
+        if "://" in str(filename):  # pretrained zoo weights, --weights URL: downloaded first
+            filename = str(download_checkpoint(str(filename)))
+        location = map_location if isinstance(map_location, str) else "cpu"
+        checkpoint = load_checkpoint_file(filename, map_location=location)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        if not self.is_resuming:
+            self._keep_own_shapes(model, checkpoint, filename)
+        checkpoint = _load_checkpoint_to_model(
+            model, checkpoint, strict, revise_keys=revise_keys or [(r"^module.", "")]
+        )
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}")
+        return checkpoint
+
+    def _keep_own_shapes(self, model: Any, checkpoint: dict, filename: str) -> None:
+        """Fine-tuning on other classes: the tensors whose shape differs (the class-dependent
+        layers of the heads) keep this model's fresh initialisation, with one log line, instead
+        of mmengine's page of size-mismatch warnings."""
+        state = checkpoint.get("state_dict", checkpoint)
+        own = model.state_dict()
+        mismatched = []
+        for key, value in state.items():
+            name = key[len("module.") :] if key.startswith("module.") else key
+            if name in own and hasattr(value, "shape") and value.shape != own[name].shape:
+                state[key] = own[name]
+                mismatched.append(name)
+        if not mismatched:
+            return
+        old = ((checkpoint.get("meta") or {}).get("dataset_meta") or {}).get("classes")
+        new = (self.cfg.get("sly_metadata") or {}).get("classes")
+        counts = f" ({len(old)} classes there, {len(new)} here)" if old and new else ""
+        layers = sorted({n.rsplit(".", 1)[0] for n in mismatched})
+        self.logger.warning(
+            f"{Path(filename).name} was trained for other classes{counts}: "
+            f"{len(mismatched)} tensors of {len(layers)} layers are re-initialised "
+            f"({', '.join(layers[:6])}{', ...' if len(layers) > 6 else ''}); "
+            "everything else is loaded"
+        )
+
+    def resume(
+        self,
+        filename: str,
+        resume_optimizer: bool = True,
+        resume_param_scheduler: bool = True,
+        map_location: Any = "default",
+    ) -> None:
+        from src.runs.checkpoints import peek_checkpoint
+
+        self.is_resuming = True
+        meta = peek_checkpoint(filename)
+        old_epochs = meta.get("max_epochs")
+        replan = old_epochs is not None and int(old_epochs) != self.max_epochs
+        try:
+            super().resume(
+                filename,
+                resume_optimizer=resume_optimizer,
+                resume_param_scheduler=resume_param_scheduler and not replan,
+                map_location=map_location,
+            )
+        finally:
+            self.is_resuming = False
+        if replan:
+            self._replan_schedule(int(old_epochs))
+
+    def _replan_schedule(self, old_epochs: int) -> None:
+        """Step the new config's schedulers from the start to the resumed iteration.
+
+        The optimizer state just loaded carries the old plan's LR in its param groups, and
+        mmengine's schedulers compute each value from the previous one: so the LR is reset to
+        each group's initial LR and the schedulers are built afresh before stepping them.
+        """
+        for group in self.optim_wrapper.param_groups:
+            if "initial_lr" in group:
+                group["lr"] = group["initial_lr"]
+        self.param_schedulers = self.build_param_scheduler(self.cfg.param_scheduler)
+        schedulers = self.param_schedulers or []
+        if isinstance(schedulers, dict):
+            schedulers = [s for group in schedulers.values() for s in group]
+        advance_schedulers(schedulers, self.iter, len(self.train_dataloader))
+        self.logger.info(
+            f"resumed a {old_epochs}-epoch run for {self.max_epochs} epochs: the LR schedule was "
+            f"re-planned for {self.max_epochs} epochs and advanced to iteration {self.iter}"
+        )
+
+
+def release_mmengine_instances(name: str) -> None:
+    """Forget mmengine's process-wide instances (logger, message hub, visualizer, scope) of a run.
+
+    They are looked up by the run's experiment name; a finished run's instances would otherwise
+    live (with their open log files) until the process ends.
+    """
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+
+    for cls in (MMLogger, MessageHub, Visualizer, DefaultScope):
+        instance = cls._instance_dict.pop(name, None)
+        if isinstance(instance, logging.Logger):
+            for handler in list(instance.handlers):
+                handler.close()
+                instance.removeHandler(handler)

@@ -1,0 +1,187 @@
+"""Pack a finished (or stopped) run into the layout Supervisely's MMDetection 3 serving app reads.
+
+``config.py`` and the ``*.pth`` files side by side; ``sly_metadata`` is the config's last key. The
+checkpoints are inference exports (``state_dict`` + plain ``meta``), which mmdet's ``init_detector``
+loads on any torch. ``resume/`` holds the run's resumable state (see ``src.runs.remote``), so a
+stopped run can be continued in a later app session even after its app data is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.runs.checkpoints import (
+    CheckpointError,
+    best_checkpoint,
+    export_for_inference,
+    last_checkpoint,
+)
+from src.runs.layout import log_files, scalars_files
+from src.runs.remote import RESUME_DIR, snapshot_run_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What the README of a run says and ``metrics.json`` holds."""
+
+    run_id: str
+    model_name: str
+    task: str
+    project_name: str
+    classes: list[str]
+    epochs_done: int
+    state: str  # finished | stopped | failed
+    best_metric: dict[str, float] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)  # {"train": [...], "val": [...]}
+    # what the platform's Experiments page reads (experiment_info.json)
+    remote_dir: str = ""  # where the run's artifacts are in Team Files
+    project_id: int | None = None
+    task_id: int | None = None  # the app's task on the platform; None headless
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # TrainParams
+    split: dict[str, list[str]] = field(default_factory=dict)  # {"train": items, "val": items}
+    class_colors: dict[str, list[int]] = field(default_factory=dict)
+    started_at: float | None = None  # when the run started (unix time)
+
+
+FRAMEWORK_NAME = "MMDetection 3.0"  # the platform's name for runs of this framework
+EXPERIMENT_INFO = "experiment_info.json"
+
+
+def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | None) -> dict:
+    """The run as the platform's Experiments page reads it (the SDK's
+    ``supervisely.nn.experiments.ExperimentInfo``; file paths relative to ``artifacts_dir``)."""
+    started = time.localtime(summary.started_at) if summary.started_at else time.localtime()
+    folder = summary.remote_dir.rstrip("/") + "/"
+    return {
+        "experiment_name": f"{summary.run_id} {summary.project_name} {summary.model_name}",
+        "framework_name": FRAMEWORK_NAME,
+        "model_name": summary.model_name,
+        "task_type": summary.task.replace("-", " "),
+        "project_id": summary.project_id,
+        "task_id": summary.task_id,
+        "model_files": {"config": "config.py"},
+        "model_meta": "model_meta.json",
+        "checkpoints": checkpoints,
+        "best_checkpoint": best,
+        "hyperparameters": "hyperparameters.yaml",
+        "artifacts_dir": folder,
+        "train_val_split": "train_val_split.json",
+        "train_size": len(summary.split.get("train", [])),
+        "val_size": len(summary.split.get("val", [])),
+        "datetime": time.strftime("%Y-%m-%d %H:%M:%S", started),
+        "evaluation_report_id": None,
+        "evaluation_report_link": None,
+        "evaluation_metrics": {},
+        "primary_metric": None,
+        "logs": {"type": "mmengine", "link": folder + "logs/"},
+    }
+
+
+def _model_meta(summary: RunSummary) -> dict:
+    """The classes as the serving app presents them: boxes, or bitmaps for segmentation."""
+    import supervisely as sly
+
+    shape = sly.Bitmap if summary.task == "instance-segmentation" else sly.Rectangle
+    classes = [
+        sly.ObjClass(name, shape, color=summary.class_colors.get(name)) for name in summary.classes
+    ]
+    return sly.ProjectMeta(obj_classes=sly.ObjClassCollection(classes)).to_json()
+
+
+def pack_run(
+    work_dir: str | Path, config_text: str, out_dir: str | Path, summary: RunSummary
+) -> Path:
+    """Write the artifact folder for a run; returns it. Raises if there is no checkpoint at all."""
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "config.py").write_text(config_text, encoding="utf-8")
+
+    exported = []
+    best = best_checkpoint(work_dir)
+    last = last_checkpoint(work_dir)
+    if best is not None:
+        exported.append(export_for_inference(best, out_dir / best.name))
+    if last is not None and last != best:
+        exported.append(export_for_inference(last, out_dir / last.name))
+    if not exported:
+        raise FileNotFoundError(f"no checkpoint was saved in {work_dir}: nothing to upload")
+
+    try:
+        snapshot_run_state(work_dir, out_dir / RESUME_DIR, summary.run_id)
+    except CheckpointError as exc:
+        logger.warning("the run cannot be resumed from its artifacts: %s", exc)
+
+    logs_dir = out_dir / "logs"
+    logs_dir.mkdir()
+    for log in log_files(work_dir):
+        shutil.copy2(log, logs_dir / log.name)
+    for scalars in scalars_files(work_dir):
+        shutil.copy2(scalars, logs_dir / f"{scalars.parent.parent.name}_scalars.json")
+
+    (out_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "best": summary.best_metric,
+                "epochs_done": summary.epochs_done,
+                "state": summary.state,
+                "history": summary.history,
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    (out_dir / "README.md").write_text(
+        _readme(summary, [p.name for p in exported]), encoding="utf-8"
+    )
+    _write_json(out_dir / "model_meta.json", _model_meta(summary))
+    _write_json(out_dir / "train_val_split.json", summary.split)
+    (out_dir / "hyperparameters.yaml").write_text(
+        yaml.safe_dump(summary.hyperparameters, sort_keys=False), encoding="utf-8"
+    )
+    best_name = best.name if best is not None else exported[-1].name
+    info = experiment_info(summary, [p.name for p in exported], best_name)
+    _write_json(out_dir / EXPERIMENT_INFO, info)
+    return out_dir
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1), encoding="utf-8")
+
+
+def _readme(summary: RunSummary, checkpoints: list[str]) -> str:
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary.best_metric.items()) or "none"
+    lines = [
+        f"# {summary.model_name} on {summary.project_name}",
+        "",
+        f"- run: {summary.run_id} ({summary.state} after {summary.epochs_done} epochs)",
+        f"- task: {summary.task}",
+        f"- classes: {', '.join(summary.classes)}",
+        f"- best validation: {metrics}",
+        f"- checkpoints (inference: state_dict + meta): {', '.join(checkpoints)}",
+        "",
+        "Use outside Supervisely:",
+        "",
+        "```python",
+        "from mmdet.apis import init_detector, inference_detector",
+        f"model = init_detector('config.py', '{checkpoints[0]}', device='cpu')",
+        "result = inference_detector(model, 'image.jpg')",
+        "```",
+        "",
+        "`logs/` holds the training log and the logged scalars; `metrics.json` the metric history.",
+        "`resume/` holds the full training state (optimizer, schedulers, RNG): the app's Resume",
+        "tab, or `python -m src.cli runs --team-files`, continues the run from it.",
+        "",
+    ]
+    return "\n".join(lines)

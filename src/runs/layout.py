@@ -1,0 +1,72 @@
+"""Run ids are data, not paths: a safe charset, and a run's folder strictly inside app data;
+and what lies where in a run's folder (mmengine's layout), known in this one place.
+
+A run id names a folder that the app writes, renames and (on the platform, after a verified
+upload) deletes. An id like ``.``, ``../x`` or ``/abs`` from a request, the CLI or a Team Files
+``state.json`` would point those operations at app data itself or outside it; every id is
+checked here before it becomes a path.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# One path component: starts with a letter or digit (so never "." or ".."), then letters,
+# digits, ".", "_" or "-".
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+class RunIdError(ValueError):
+    """A run id or run file name that is not a safe single folder or file name."""
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` when it is a safe folder name; else :class:`RunIdError` saying what is allowed."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise RunIdError(
+            f"run id {run_id!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def check_file_name(name: object) -> str:
+    """A file name read from outside (a checkpoint named in ``state.json``): one plain name."""
+    if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+        raise RunIdError(f"file name {name!r} is not a plain file name")
+    return name
+
+
+def run_dir(app_data_dir: str | Path, run_id: str) -> Path:
+    """The folder of run ``run_id``: a direct child of ``app_data_dir``, whatever links say."""
+    root = Path(app_data_dir).resolve()
+    path = (root / check_run_id(run_id)).resolve()
+    if path.parent != root:
+        raise RunIdError(f"run {run_id!r} would live outside {root}")
+    return path
+
+
+def is_run_dir(app_data_dir: str | Path, path: str | Path) -> bool:
+    """Whether ``path`` is a run's folder strictly inside ``app_data_dir`` (safe to remove)."""
+    root = Path(app_data_dir).resolve()
+    resolved = Path(path).resolve()
+    return resolved.parent == root and bool(_RUN_ID.fullmatch(resolved.name))
+
+
+def scalars_files(work_dir: str | Path) -> list[Path]:
+    """mmengine's scalar logs of a run, oldest first: ``<timestamp>/vis_data/scalars.json``,
+    one per session (a resumed run has several)."""
+    return sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
+
+
+def scalars_file(work_dir: str | Path, session: str) -> Path:
+    """Where a session named ``session`` (mmengine names them by their start time) keeps its
+    scalar log: what :func:`scalars_files` finds."""
+    return Path(work_dir) / check_file_name(session) / "vis_data" / "scalars.json"
+
+
+def log_files(work_dir: str | Path) -> list[Path]:
+    """mmengine's text logs of a run, oldest first: ``<timestamp>/<timestamp>.log``."""
+    return sorted(Path(work_dir).glob("*/*.log"))

@@ -1,0 +1,67 @@
+"""A project downloaded from the platform over real HTTP (the real ``sly.Api`` against
+``tests/sly_server.py``): its cache, a changed project, an interrupted download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from src.data.project import download_project
+from tests.sly_server import PROJECT_ID
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """The images of a project, by path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("img/*"))}
+
+
+def _anns(root: Path) -> dict[str, dict]:
+    """Annotations and meta, parsed."""
+    found = {
+        p.relative_to(root).as_posix(): json.loads(p.read_text())
+        for p in sorted(root.rglob("ann/*.json"))
+    }
+    return {**found, "meta": json.loads((root / "meta.json").read_text())}
+
+
+def test_download_then_cache_then_changed_project(fake, tmp_path, hard_project):
+    api = fake.api()
+    done = []
+    project = download_project(api, PROJECT_ID, tmp_path / "cache", progress=done.append)
+    assert project.project_id == PROJECT_ID and project.name == hard_project.name
+    assert project.images == 28 and sum(done) == 28
+    assert project.datasets == ["train", "train/extra", "val"]
+    assert _files(project.directory) == _files(hard_project)
+    assert _anns(project.directory) == _anns(hard_project)
+
+    fake.state.calls.clear()
+    again = download_project(api, PROJECT_ID, tmp_path / "cache")
+    assert again.directory == project.directory
+    assert fake.state.calls == ["projects.info"]  # nothing downloaded
+
+    changed = fake.state.projects[PROJECT_ID].images[0]
+    fake.state.touch_project(PROJECT_ID, changed.name, b"new bytes")
+    fake.state.calls.clear()
+    updated = download_project(api, PROJECT_ID, tmp_path / "cache")
+    assert updated.directory != project.directory and not project.directory.exists()
+    assert fake.state.calls.count("images.bulk.download") == 1  # only the changed image
+    img = next(updated.directory.rglob(f"img/{changed.name}"))
+    assert img.read_bytes() == b"new bytes"
+
+
+def test_interrupted_download_is_never_used_and_resumes(fake, tmp_path, hard_project):
+    api = fake.api(retry_count=1)
+    fake.state.fail("images.bulk.download", 403, after=1)  # the second dataset's images fail
+    with pytest.raises(Exception, match="403"):
+        download_project(api, PROJECT_ID, tmp_path / "cache")
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].endswith(".partial")  # never a usable folder
+
+    fake.state.calls.clear()
+    project = download_project(api, PROJECT_ID, tmp_path / "cache")
+    n_datasets_with_images = len({i.dataset_id for i in fake.state.projects[PROJECT_ID].images})
+    assert fake.state.calls.count("images.bulk.download") == n_datasets_with_images - 1
+    assert _files(project.directory) == _files(hard_project)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [project.directory.name]

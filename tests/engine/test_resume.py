@@ -1,0 +1,233 @@
+"""Stop anywhere, resume exactly: bit-identical weights to an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from src.app.session import SessionState
+from src.config.schedule import replan_epochs
+from src.runs.checkpoints import find_resumable_runs, last_checkpoint
+from tests.helpers import (
+    FASTER_RCNN,
+    RTMDET,
+    assert_same_weights,
+    run,
+    run_with_stop_at,
+    small_cfg,
+    stop_during_validation,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _stop_and_resume(project, tmp_path, model, k, epochs=2):
+    app = tmp_path / "app"
+    _, straight = run(small_cfg(project, app / "straight", model, epochs=epochs), "straight")
+    assert straight.state == SessionState.FINISHED, straight.traceback
+    cfg = small_cfg(project, app / "split", model, epochs=epochs)
+    _, stopped = run_with_stop_at(cfg, "split", k)
+    assert stopped.state == SessionState.STOPPED
+    assert stopped.stopped_checkpoint.endswith(f"iter_{k}.pth")
+    _, resumed = run(cfg, "split", resume_from=stopped.stopped_checkpoint)
+    assert resumed.state == SessionState.FINISHED, resumed.traceback
+    last = f"epoch_{epochs}.pth"
+    assert_same_weights(app / "straight" / last, app / "split" / last)
+
+
+def test_rtmdet_resumed_mid_epoch_is_bit_identical(demo_project, tmp_path):
+    # 6 iterations per epoch: iteration 9 is the 3rd batch of epoch 2
+    _stop_and_resume(demo_project, tmp_path, RTMDET, k=9)
+
+
+@pytest.mark.slow
+def test_faster_rcnn_resumed_mid_epoch_is_bit_identical(demo_project, tmp_path):
+    # a two-stage model draws proposals with torch's RNG: the saved torch state matters
+    _stop_and_resume(demo_project, tmp_path, FASTER_RCNN, k=4)
+
+
+def test_stop_during_validation_then_resume_is_bit_identical(demo_project, tmp_path):
+    app = tmp_path / "app"
+    _, _straight = run(small_cfg(demo_project, app / "straight", epochs=2), "straight")
+    cfg = small_cfg(demo_project, app / "split", epochs=2)
+    _, stopped = stop_during_validation(cfg, "split")
+    assert stopped.state == SessionState.STOPPED
+    # validation was abandoned; the epoch's checkpoint, saved before it, is the resume point
+    assert stopped.stopped_checkpoint.endswith("epoch_1.pth")
+    assert last_checkpoint(app / "split").name == "epoch_1.pth"
+    _, resumed = run(cfg, "split", resume_from=stopped.stopped_checkpoint)
+    assert resumed.state == SessionState.FINISHED, resumed.traceback
+    assert_same_weights(app / "straight" / "epoch_2.pth", app / "split" / "epoch_2.pth")
+
+
+def test_resume_with_more_epochs_replans_the_lr_schedule(demo_project, tmp_path):
+    """A 2-epoch run continued to 3 follows the LR of a run planned for 3 from the start."""
+    app = tmp_path / "app"
+    three, status = run(small_cfg(demo_project, app / "three", epochs=3), "three")
+    assert status.state == SessionState.FINISHED
+    two, status = run(small_cfg(demo_project, app / "two", epochs=2), "two")
+    cfg = replan_epochs(small_cfg(demo_project, app / "two", epochs=2), 3)
+    more, status = run(cfg, "two", resume_from=app / "two" / "epoch_2.pth")
+    assert status.state == SessionState.FINISHED, status.traceback
+    assert status.epoch == 3
+    planned = {h["iter"]: h["lr"] for h in three.history["train"]}
+    continued = {h["iter"]: h["lr"] for h in more.history["train"]}
+    assert sorted(continued) == list(range(13, 19))
+    for it, lr in continued.items():
+        assert lr == pytest.approx(planned[it], rel=1e-6), it
+    # the unchanged-length run would have ended at a lower LR: the plan really changed
+    assert two.history["train"][-1]["lr"] < planned[12]
+
+
+def test_runs_lists_resumable_runs(demo_project, tmp_path):
+    app = tmp_path / "app"
+    run_with_stop_at(small_cfg(demo_project, app / "r1"), "r1", k=3)
+    runs = find_resumable_runs(app)
+    assert [r.run_id for r in runs] == ["r1"]
+    info = runs[0]
+    assert info.checkpoint_name == "iter_3.pth" and info.mid_epoch
+    assert info.iteration == 3 and info.epoch == 0 and info.max_epochs == 2
+    assert info.model_name == RTMDET
+
+
+def _cli(*args, cwd=ROOT, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def _cli_train_args(project, app, team, run_id, epochs=2):
+    return [
+        "train", "--project", str(project), "--model", RTMDET, "--from-scratch",
+        "--epochs", str(epochs), "--batch-size", "2", "--val-batch-size", "2",
+        "--input-size", "128", "--lr", "0.002", "--workers", "0", "--seed", "3",
+        "--app-data", str(app), "--team-files", str(team), "--run-id", run_id,
+        "--no-cache",
+    ]  # fmt: skip
+
+
+def _cli_resume(run_id: str | None, app: Path, team: Path) -> subprocess.CompletedProcess:
+    """``train --resume [RUN_ID]`` with today's code, which must succeed."""
+    resume = ["--resume", run_id] if run_id else ["--resume"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "src.cli", "train", *resume, "--app-data", str(app),
+         "--team-files", str(team)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    return resumed
+
+
+def _wait_for(predicate, timeout=300.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture(scope="module")
+def straight_cli_run(demo_project, tmp_path_factory) -> Path:
+    """The final weights of an uninterrupted 2-epoch CLI run (what every resumed run must equal)."""
+    root = tmp_path_factory.mktemp("straight")
+    straight = _cli(*_cli_train_args(demo_project, root / "app", root / "team", "straight"))
+    assert straight.wait(600) == 0, straight.stderr.read()
+    return root / "app" / "straight" / "epoch_2.pth"
+
+
+def _interrupt_after_epoch_1(proc: subprocess.Popen, work_dir: Path) -> str:
+    """Ctrl-C once the first epoch's checkpoint exists (mid-epoch 2); the CLI's stdout."""
+    assert _wait_for(lambda: (work_dir / "epoch_1.pth").is_file())
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "stopped at epoch" in out and "Traceback" not in err
+    return out
+
+
+# The last commit before the source tree was regrouped into packages (issue 12): runs written by
+# it must resume with today's code (registry names, run folder and checkpoint format unchanged).
+BEFORE_RESTRUCTURE = "7a2bf8c"
+
+
+@pytest.mark.slow
+def test_a_run_saved_by_the_code_before_the_restructure_resumes_bit_exactly(
+    demo_project, tmp_path, straight_cli_run
+):
+    has_commit = subprocess.run(
+        ["git", "cat-file", "-e", f"{BEFORE_RESTRUCTURE}^{{commit}}"], cwd=ROOT, check=False
+    )
+    if has_commit.returncode != 0:
+        pytest.skip(f"needs the repository's history (commit {BEFORE_RESTRUCTURE})")
+    old = tmp_path / "old_code"
+    old.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", BEFORE_RESTRUCTURE, "src", "configs"], cwd=ROOT, capture_output=True,
+        check=True,
+    )  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    app, team = tmp_path / "app", tmp_path / "team"
+    proc = _cli(*_cli_train_args(demo_project, app, team, "old"), cwd=old)
+    _interrupt_after_epoch_1(proc, app / "old")
+
+    resumed = _cli_resume("old", app, team)
+    assert "resuming run old" in resumed.stdout
+    assert_same_weights(straight_cli_run, app / "old" / "epoch_2.pth")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_gracefully_and_the_cli_resumes_bit_exactly(
+    demo_project, tmp_path, straight_cli_run
+):
+    app, team = tmp_path / "app", tmp_path / "team"
+    proc = _cli(*_cli_train_args(demo_project, app, team, "split"))
+    out = _interrupt_after_epoch_1(proc, app / "split")
+    assert "--resume split" in out
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "src.cli", "runs", "--app-data", str(app)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "split" in listing.stdout
+    # the stopped run's state was uploaded with its artifacts: with the app data gone (another
+    # machine), `runs --team-files` lists it and `--resume` fetches it from there
+    remote = subprocess.run(
+        [sys.executable, "-m", "src.cli", "runs", "--team-files", str(team)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "split" in remote.stdout and "/mmdetection-3/split_" in remote.stdout
+    shutil.rmtree(app / "split")
+
+    resumed = _cli_resume("split", app, team)
+    assert "downloading run split" in resumed.stdout and "resuming run split" in resumed.stdout
+    assert_same_weights(straight_cli_run, app / "split" / "epoch_2.pth")
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_resumes_from_the_newest_complete_checkpoint(
+    demo_project, tmp_path
+):
+    app, team = tmp_path / "app", tmp_path / "team"
+    proc = _cli(*_cli_train_args(demo_project, app, team, "killed", epochs=3))
+    assert _wait_for(lambda: (app / "killed" / "epoch_1.pth").is_file())
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    runs = find_resumable_runs(app)
+    assert runs and runs[0].run_id == "killed"
+    _cli_resume(None, app, team)  # the newest
+    assert (app / "killed" / "epoch_3.pth").is_file()
