@@ -156,6 +156,7 @@ def _train_params(args: argparse.Namespace):
         weights=weights,
         weights_path=args.weights,
         device=args.device,
+        evaluate=args.evaluate,
     )
 
 
@@ -295,7 +296,46 @@ def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> i
     final = headline(status.metrics)
     if final:
         print("final validation: " + "  ".join(f"{k} {v:.3f}" for k, v in final.items()))
+    if outcome is not None and outcome.evaluation_error:
+        print(f"evaluation failed (the run is uploaded): {outcome.evaluation_error}",
+              file=sys.stderr)  # fmt: skip
+    if outcome is not None and outcome.evaluation:
+        _print_evaluation(outcome.evaluation)
     print(f"artifacts: {outcome.artifacts if outcome else None}")
+    return 0
+
+
+def _print_evaluation(evaluation: dict) -> None:
+    metrics = evaluation["metrics"]
+    shown = "  ".join(
+        f"{name} {metrics[name]:.3f}"
+        for name in ("mAP", "AP50", "AP75", "precision", "recall", "f1")
+        if metrics.get(name) is not None
+    )
+    print(f"evaluation of {evaluation['checkpoint']}: {shown}")
+    for note in evaluation.get("notes") or []:
+        print(f"  {note}")
+    print(f"report: {evaluation['report']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a run in app data (its best checkpoint, or the one named) on a split."""
+    from src.app.controller import TrainingController
+    from src.app.evaluate import EvaluationError
+    from src.runs.storage import LocalArtifactStore
+
+    target = Path(args.target)
+    run_id, checkpoint = args.target, None
+    if target.suffix == ".pth":  # a checkpoint of a run in app data
+        run_id, checkpoint = target.resolve().parent.name, str(target.resolve())
+    controller = TrainingController(_app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))
+    try:
+        evaluation = controller.evaluate(
+            run_id, checkpoint, project_dir=args.project, split=args.split
+        )
+    except EvaluationError as exc:
+        return _fail(str(exc))
+    _print_evaluation(evaluation)
     return 0
 
 
@@ -480,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=d.seed)
     tr.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
     tr.add_argument(
+        "--evaluate",
+        action=argparse.BooleanOptionalAction,
+        default=d.evaluate,
+        help="evaluate the best checkpoint after a finished run (Model Benchmark metrics, report)",
+    )
+    tr.add_argument(
         "--config", help="an edited config file: trains as written, plus dataset, classes, work dir"
     )
     tr.add_argument(
@@ -537,6 +583,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--team-id", type=int, help="list this team's Team Files (SERVER_ADDRESS, API_TOKEN)"
     )
     runs_p.set_defaults(func=cmd_runs)
+
+    ev = sub.add_parser(
+        "evaluate", help="Model Benchmark metrics and report of a run (or one of its checkpoints)"
+    )
+    ev.add_argument("target", help="RUN_ID in app data, or a checkpoint (.pth) of such a run")
+    ev.add_argument("--project", help="the project's folder now (default: where the run read it)")
+    ev.add_argument("--split", choices=("val", "train"), default="val")
+    ev.add_argument(
+        "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
+    )
+    ev.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -40,7 +40,7 @@ from src.config.params import TrainParams
 from src.data.project import Split
 from src.hooks.metrics import MetricsSink
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
-from src.runs.checkpoints import CheckpointError, find_resumable_runs
+from src.runs.checkpoints import RUN_CONFIG, CheckpointError, find_resumable_runs
 from src.runs.info import RunInfo
 from src.runs.layout import is_run_dir
 from src.runs.remote import RESUME_DIR, STATE_FILE, find_remote_runs
@@ -61,6 +61,8 @@ class RunOutcome:
     local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
     output_error: str | None = None  # the upload worked, but showing it as the task output did not
     warning: str | None = None  # the upload worked, but something the user should know did not
+    evaluation: dict[str, Any] | None = None  # src.app.evaluate.Evaluation.summary()
+    evaluation_error: str | None = None  # the evaluation failed; the run was uploaded all the same
 
 
 @dataclass
@@ -70,8 +72,9 @@ class ControllerStatus(SessionStatus):
     the body of ``GET /api/status`` (without the traceback: server paths and code stay in the log).
 
     ``state`` is ``idle``, ``finished``, ``stopped`` or ``failed`` only once a new start or resume
-    can succeed; before that a run being prepared is ``preparing`` and an ended run whose
-    artifacts are still being uploaded is ``uploading`` (``run_state`` says how the run ended).
+    can succeed; before that a run being prepared is ``preparing``, a finished run whose best
+    checkpoint is being evaluated ``evaluating``, and an ended run whose artifacts are still being
+    uploaded ``uploading`` (``run_state`` says how the run ended).
     """
 
     run_state: SessionState = SessionState.IDLE
@@ -169,6 +172,7 @@ class TrainingController:
         self._prepared: Prepared | None = None
         self._watcher: threading.Thread | None = None
         self._uploading = False  # the artifacts of the ended run are being uploaded
+        self._evaluating = False  # the ended run's best checkpoint is being evaluated
         self._active = False  # from launch until the run's upload is over
         self._preparing = False  # a start or resume is being prepared (before launch)
         self._cancel_start = False  # Stop was asked for during that preparation
@@ -201,7 +205,7 @@ class TrainingController:
         if preparing:
             state = SessionState.PREPARING
         elif active and run_state.is_final:
-            state = SessionState.UPLOADING
+            state = SessionState.EVALUATING if self._evaluating else SessionState.UPLOADING
         else:
             state = run_state
         values = {f.name: getattr(progress, f.name) for f in fields(SessionStatus)}
@@ -489,6 +493,8 @@ class TrainingController:
             if syncer is not None:  # the final upload below supersedes the pending sync
                 syncer.close()
             outcome = RunOutcome(run_id=prepared.run_id, state=status.state.value)
+            if status.state == SessionState.FINISHED and prepared.params.evaluate:
+                self._evaluate(prepared.work_dir, outcome)
             if status.state in (SessionState.FINISHED, SessionState.STOPPED):
                 self._uploading = True
                 self._upload(session, prepared, status.state.value, outcome)
@@ -496,6 +502,46 @@ class TrainingController:
         finally:
             self._uploading = False
             self._active = False
+
+    def _evaluate(self, work_dir: Path, outcome: RunOutcome) -> None:
+        """The Model Benchmark evaluation of a run (src.app.evaluate); a failure is shown in the
+        outcome and never stops the upload."""
+        from src.app.evaluate import evaluate_run
+
+        self._evaluating = True
+        try:
+            outcome.evaluation = evaluate_run(work_dir).summary()
+        except Exception as exc:
+            outcome.evaluation_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("evaluation of %s failed; the run is uploaded all the same", work_dir)
+        finally:
+            self._evaluating = False
+
+    def evaluate(
+        self,
+        run_id: str,
+        checkpoint: str | None = None,
+        project_dir: str | None = None,
+        split: str = "val",
+    ) -> dict[str, Any]:
+        """Evaluate a run in app data on request (a stopped run, another checkpoint, the train
+        split): the evaluation's summary; its files go to the run's ``evaluation/`` folder.
+        Only runs in app data: their ``config.py`` is Python this executes."""
+        from src.app.evaluate import evaluate_run
+        from src.runs.layout import RunIdError, run_dir
+
+        try:
+            work_dir = run_dir(self.app_data_dir, run_id)
+        except RunIdError as exc:
+            raise RequestError([str(exc)]) from None
+        if not (work_dir / RUN_CONFIG).is_file():
+            raise RequestError([f"no run {run_id!r} in {self.app_data_dir}"])
+        if checkpoint is not None and Path(checkpoint).resolve().parent != work_dir:
+            raise RequestError([f"{checkpoint} is not a checkpoint of run {run_id}"])
+        with self._lock:
+            if self.busy:
+                raise SessionBusyError("a run is in progress: evaluate when it has ended")
+        return evaluate_run(work_dir, checkpoint, project_dir=project_dir, split=split).summary()
 
     def _upload(
         self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome

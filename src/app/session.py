@@ -42,6 +42,7 @@ class SessionState(enum.StrEnum):
     FAILED = "failed"
     # the controller's, never a session's: the run has ended, its artifacts are being uploaded
     UPLOADING = "uploading"
+    EVALUATING = "evaluating"  # the controller's too: the best checkpoint is being evaluated
 
     @property
     def is_final(self) -> bool:
@@ -358,6 +359,7 @@ class TrainingSession:
         from src.engine import mmdet_fixes
         from src.engine.runner import AppRunner
         from src.hooks.nonfinite import NonFiniteLossHook
+        from src.hooks.predictions import BestPredictionsHook
         from src.hooks.rng import RngStateHook
         from src.hooks.stop import StopHook
         from src.hooks.workdir import WorkDirGuardHook
@@ -394,6 +396,9 @@ class TrainingSession:
         runner.register_hook(_PhaseHook(self))
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
         runner.register_hook(StopHook(self._should_stop))
+        predictions = (cfg.get("val_evaluator") or {}).get("outfile_prefix")
+        if predictions:  # keep the best epoch's for the evaluation after training
+            runner.register_hook(BestPredictionsHook(predictions))
         for hook in self.extra_hooks:
             runner.register_hook(hook)
         return runner

@@ -119,6 +119,18 @@ def build_config(
     return cfg
 
 
+# Where mmdet's CocoMetric keeps each validation's predictions (``<prefix>.bbox.json``, and
+# ``.segm.json`` with masks), relative to the run's folder: the evaluation after training reuses
+# the best epoch's instead of predicting again (``src.hooks.predictions``).
+VAL_PREDICTIONS = "predictions/val"
+
+
+def _set_prediction_files(cfg: Config, work_dir: str | Path) -> None:
+    evaluator = cfg.get("val_evaluator")
+    if isinstance(evaluator, dict) and evaluator.get("type") == "CocoMetric":
+        evaluator["outfile_prefix"] = str(Path(work_dir) / VAL_PREDICTIONS)
+
+
 def apply_owned_settings(
     cfg: Config,
     params: TrainParams,
@@ -146,6 +158,7 @@ def apply_owned_settings(
         if isinstance(evaluator, dict):
             evaluator.ann_file = gt_file
     _set_resumable_machinery(cfg)
+    _set_prediction_files(cfg, run.work_dir)
     if Path(run.work_dir).resolve() != Path(cfg.get("work_dir", run.work_dir)).resolve():
         logger.warning("work_dir %r in the config is replaced by %s", cfg.work_dir, run.work_dir)
     cfg.work_dir = run.work_dir
@@ -185,6 +198,8 @@ def relocate_run(
         evaluator = cfg.get(key)
         if isinstance(evaluator, dict) and gt_file:
             evaluator["ann_file"] = gt_file
+    if (cfg.get("val_evaluator") or {}).get("outfile_prefix"):
+        _set_prediction_files(cfg, work_dir)
     return cfg
 
 

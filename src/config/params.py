@@ -74,6 +74,8 @@ class TrainParams:
     weights: str = "pretrained"  # one of WEIGHTS_MODES
     weights_path: str | None = None  # custom weights
     device: str = "cpu"
+    # the Model Benchmark evaluation of the best checkpoint after a finished run (src.app.evaluate)
+    evaluate: bool = True
 
     def validate(self) -> list[str]:
         """Every problem with these parameters, as messages a user can act on (empty: fine)."""

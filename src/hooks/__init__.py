@@ -2,11 +2,13 @@
 
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
 from src.hooks.nonfinite import NonFiniteLossError, NonFiniteLossHook
+from src.hooks.predictions import BestPredictionsHook
 from src.hooks.rng import RngStateHook
 from src.hooks.stop import StopHook, TrainingStopped
 from src.hooks.workdir import WorkDirError, WorkDirGuardHook
 
 __all__ = [
+    "BestPredictionsHook",
     "MetricsHook",
     "MetricsSink",
     "NonFiniteLossError",

@@ -24,7 +24,13 @@ from src.runs.checkpoints import (
     export_for_inference,
     last_checkpoint,
 )
-from src.runs.layout import log_files, scalars_files
+from src.runs.layout import (
+    EVALUATION_DIR,
+    EVALUATION_METRICS,
+    EVALUATION_REPORT,
+    log_files,
+    scalars_files,
+)
 from src.runs.remote import RESUME_DIR, snapshot_run_state
 
 logger = logging.getLogger(__name__)
@@ -152,8 +158,27 @@ def pack_run(
     )
     best_name = best.name if best is not None else exported[-1].name
     info = experiment_info(summary, [p.name for p in exported], best_name)
+    evaluation = _copy_evaluation(work_dir, out_dir)
+    if evaluation is not None:
+        info["evaluation_metrics"] = evaluation.get("metrics") or {}
+        info["primary_metric"] = evaluation.get("primary_metric")
     _write_json(out_dir / EXPERIMENT_INFO, info)
     return out_dir
+
+
+def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
+    """The run's evaluation (metrics and report, ``src.app.evaluate``) into the artifacts; its
+    summary, or None when the run was not evaluated."""
+    source = work_dir / EVALUATION_DIR
+    metrics = source / EVALUATION_METRICS
+    if not metrics.is_file():
+        return None
+    target = out_dir / EVALUATION_DIR
+    target.mkdir()
+    for name in (EVALUATION_METRICS, EVALUATION_REPORT):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    return json.loads(metrics.read_text(encoding="utf-8"))
 
 
 def _write_json(path: Path, value: Any) -> None:

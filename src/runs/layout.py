@@ -70,3 +70,9 @@ def scalars_file(work_dir: str | Path, session: str) -> Path:
 def log_files(work_dir: str | Path) -> list[Path]:
     """mmengine's text logs of a run, oldest first: ``<timestamp>/<timestamp>.log``."""
     return sorted(Path(work_dir).glob("*/*.log"))
+
+
+# The evaluation after training (``src.app.evaluate``): uploaded with the run.
+EVALUATION_DIR = "evaluation"
+EVALUATION_METRICS = "metrics.json"
+EVALUATION_REPORT = "report.html"

@@ -43,6 +43,11 @@ class HyperparametersStep:
         self.save_last = Checkbox("Save the last checkpoint", True, "hp_last")
         self.val_interval = _number(d.val_interval, "hp_val_interval", 1)
         self.amp = Checkbox("Mixed precision (AMP, GPU)", False, "hp_amp")
+        self.evaluate = Checkbox(
+            "Evaluate the best checkpoint after training (Model Benchmark metrics and report)",
+            d.evaluate,
+            "hp_evaluate",
+        )
         self.device = _select(["cpu", "cuda:0"], "cpu", "hp_device")
         self.seed = _number(d.seed, "hp_seed", 0)
         self.sync_epochs = _number(sync_every_epochs, "hp_sync", 0)
@@ -73,7 +78,8 @@ class HyperparametersStep:
             "Hyperparameters",
             content=Container(
                 [Field(w, title) for w, title in fields]
-                + [self.save_best, self.save_last, self.amp, self.preview_button, self.chart.plot]
+                + [self.save_best, self.save_last, self.amp, self.evaluate]
+                + [self.preview_button, self.chart.plot]
             ),
             widget_id="card_hp",
         )
@@ -118,6 +124,7 @@ class HyperparametersStep:
             weights=weights,
             weights_path=weights_path,
             device=self.device.get_value(),
+            evaluate=self.evaluate.is_checked(),
         )
 
     def sync_every_epochs(self) -> int:

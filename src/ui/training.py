@@ -9,7 +9,7 @@ from pathlib import Path
 
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Text
 
-from src.app.controller import ControllerStatus
+from src.app.controller import ControllerStatus, RunOutcome
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
 from src.hooks.metrics import TrainProgress, ValResult
 from src.runs.layout import log_files, scalars_files
@@ -34,6 +34,7 @@ class TrainingStep:
         self.class_ap = Chart("Per-class AP", "train_class_ap")
         self.log_tail = Text("", widget_id="train_log")
         self.artifacts = Text("", widget_id="train_artifacts")
+        self.evaluation = Text("", widget_id="train_evaluation")
         self.card = Card(
             "Training",
             content=Container(
@@ -47,6 +48,7 @@ class TrainingStep:
                     self.class_ap.plot,
                     self.log_tail,
                     self.artifacts,
+                    self.evaluation,
                 ]
             ),
             widget_id="card_training",
@@ -148,6 +150,8 @@ class TrainingStep:
             text += f" — resumable from {Path(status.stopped_checkpoint).name} (Resume tab)"
         if status.state == "uploading":
             text += " — uploading artifacts"
+        if status.state == "evaluating":
+            text += " — evaluating the best checkpoint (Model Benchmark)"
         sync = status.sync
         if sync is not None and sync.synced_iteration is not None:
             text += f" — Team Files holds the checkpoint of iteration {sync.synced_iteration}"
@@ -162,6 +166,7 @@ class TrainingStep:
         outcome = status.outcome
         if outcome is None:
             return
+        self._show_evaluation(outcome)
         if outcome.artifacts:
             notes = [n for n in (outcome.output_error, outcome.warning) if n]
             note = "".join(f"; {n}" for n in notes)
@@ -171,6 +176,30 @@ class TrainingStep:
                 f"upload failed: {outcome.upload_error}; the files stay in {outcome.local_dir}",
                 "error",
             )
+
+    def _show_evaluation(self, outcome: RunOutcome) -> None:
+        """The key metrics of the evaluation after training and where its report is."""
+        if outcome.evaluation_error:
+            self.evaluation.set(
+                f"evaluation failed (the run is uploaded all the same): {outcome.evaluation_error}",
+                "warning",
+            )
+            return
+        evaluation = outcome.evaluation
+        if not evaluation:
+            return
+        metrics = evaluation["metrics"]
+        shown = "  ".join(
+            f"{name} {metrics[name]:.3f}"
+            for name in ("mAP", "AP50", "AP75", "precision", "recall", "f1")
+            if metrics.get(name) is not None
+        )
+        where = (
+            f"{outcome.artifacts}/evaluation/report.html" if outcome.artifacts
+            else evaluation["report"]
+        )  # fmt: skip
+        self.evaluation.set(f"evaluation of {evaluation['checkpoint']}: {shown}; report: {where}",
+                            "success")  # fmt: skip
 
     def wait(self, timeout: float | None = None) -> None:
         if self._poller is not None:

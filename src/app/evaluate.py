@@ -1,0 +1,280 @@
+"""Evaluation after training: the platform's Model Benchmark metrics and a report a person reads.
+
+The best checkpoint (else the newest) is evaluated on the run's validation split with the SDK's
+own evaluators (``sly.nn.benchmark.ObjectDetectionEvaluator`` / ``InstanceSegmentationEvaluator``),
+given the ground truth and the predictions as local Supervisely projects
+(``src.data.eval_projects``): mAP, AP50, AP75, precision, recall, F1, per-class AP, the confusion
+matrix and calibration are the platform's numbers. The predictions are the ones the best epoch's
+validation already made (``src.hooks.predictions``) when they exist; otherwise the checkpoint
+predicts the split once (``src.engine.predict``).
+
+Results go to ``<run>/evaluation/``: ``metrics.json`` and a self-contained ``report.html``
+(``src.runs.report``). The packer uploads the folder with the run and copies the key metrics into
+``experiment_info.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.config.compose import relocate_run
+from src.config.text import load_config_file
+from src.data.eval_projects import write_eval_projects
+from src.data.reader import load_split
+from src.hooks.predictions import BEST_INFO, BEST_PREFIX
+from src.runs.atomic_files import write_json_atomic, write_text_atomic
+from src.runs.checkpoints import RUN_CONFIG, best_checkpoint, last_checkpoint
+from src.runs.layout import EVALUATION_DIR, EVALUATION_METRICS, EVALUATION_REPORT
+
+logger = logging.getLogger(__name__)
+
+PRIMARY_METRIC = "mAP"  # the SDK evaluators' (``ObjectDetectionEvalResult.PRIMARY_METRIC``)
+
+
+class EvaluationError(RuntimeError):
+    """The run cannot be evaluated (no checkpoint, no predictions matched, ...)."""
+
+
+@dataclass
+class Evaluation:
+    """The outcome the UI, the API and the CLI show, and what ``metrics.json`` holds."""
+
+    checkpoint: str
+    split: str  # val, or train on request
+    metrics: dict[str, float]  # the SDK's key metrics (mAP, AP50, AP75, f1, precision, ...)
+    per_class_ap: dict[str, float]
+    report: str  # path of report.html
+    reused_predictions: bool  # the best epoch's validation predictions (not predicted again)
+    validation_map: float | None = None  # what the validation logged for this checkpoint
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def primary_metric(self) -> str:
+        return PRIMARY_METRIC
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "split": self.split,
+            "primary_metric": PRIMARY_METRIC,
+            "metrics": self.metrics,
+            "per_class_ap": self.per_class_ap,
+            "report": self.report,
+            "reused_predictions": self.reused_predictions,
+            "validation_map": self.validation_map,
+            "seconds": round(self.seconds, 2),
+            "notes": self.notes,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → floats, NaN → None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _split_config(cfg: Any, work_dir: Path, split: str, project_dir: str | None) -> Any:
+    """The run's config with ``split`` as its validation data (the train split keeps the
+    validation pipeline: no augmentation) and the project where it is now."""
+    if project_dir is not None:
+        relocate_run(cfg, work_dir, project_dir)
+    if split == "train":
+        val, train = cfg.val_dataloader.dataset, cfg.train_dataloader.dataset
+        for key in ("datasets", "items"):
+            val[key] = train.get(key)
+        val["coco_gt_file"] = str(work_dir / "coco_gt_train.json")
+        cfg.val_evaluator["ann_file"] = val["coco_gt_file"]
+    elif split != "val":
+        raise EvaluationError(f"split {split!r} is unknown: use val or train")
+    return cfg
+
+
+def _val_split(cfg: Any) -> dict[str, Any]:
+    """The validation dataset's arguments, as the run trained with them."""
+    dataset = cfg.val_dataloader.dataset
+    keys = ("project_dir", "datasets", "items", "keep_empty_images", "cache_dir", "task")
+    return {k: dataset.get(k) for k in keys} | {"classes": list(dataset.classes)}
+
+
+def _kept_predictions(work_dir: Path, checkpoint: Path, segmentation: bool) -> tuple[list, dict]:
+    """The best epoch's validation predictions when they belong to ``checkpoint``."""
+    info_path = work_dir / BEST_INFO
+    if not info_path.is_file():
+        return [], {}
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    kind = "segm" if segmentation else "bbox"
+    path = work_dir / f"{BEST_PREFIX}.{kind}.json"
+    if info.get("checkpoint") != checkpoint.name or not path.is_file():
+        return [], {}
+    return json.loads(path.read_text(encoding="utf-8")), info
+
+
+def _predict(cfg: Any, checkpoint: Path, scratch: Path, segmentation: bool) -> list[dict]:
+    from src.engine.predict import predict_split
+
+    prefix = scratch / "predictions"
+    predict_split(cfg, checkpoint, str(prefix), scratch / "runner")
+    kind = "segm" if segmentation else "bbox"
+    return json.loads(Path(f"{prefix}.{kind}.json").read_text(encoding="utf-8"))
+
+
+class _NoProgress:
+    """The evaluators' progress bar (``with progress(message=..., total=...) as bar``), silent:
+    the app shows its own state, the CLI its own line."""
+
+    def __call__(self, **_: Any) -> _NoProgress:
+        return self
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        return None
+
+    def update(self, *_: Any) -> None:
+        return None
+
+
+def _sdk_evaluation(gt_dir: Path, pred_dir: Path, result_dir: Path, segmentation: bool) -> Any:
+    """The SDK's evaluator over the two projects; its MetricProvider (curves, matrix, tables).
+    pycocotools prints its summary and numpy warns about classes without matches: both quiet."""
+    from supervisely.nn.benchmark import InstanceSegmentationEvaluator, ObjectDetectionEvaluator
+
+    evaluator_cls = InstanceSegmentationEvaluator if segmentation else ObjectDetectionEvaluator
+    evaluator = evaluator_cls(
+        str(gt_dir), str(pred_dir), result_dir=str(result_dir), progress=_NoProgress()
+    )
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        evaluator.evaluate()
+        try:
+            return evaluator.eval_result_cls.from_evaluator(evaluator).mp
+        except RuntimeError as exc:  # "Model predicted no TP matches": no curve to draw
+            if "no TP" not in str(exc):
+                raise
+            return _NoMatches(evaluator.eval_data["coco_metrics"], evaluator.cocoGt)
+
+
+class _NoMatches:
+    """What is known of a model none of whose predictions matches an object (IoU ≥ 0.5): the
+    COCO numbers (all zero or nearly). The SDK's MetricProvider refuses such a model; the report
+    says so instead of drawing curves."""
+
+    def __init__(self, coco_metrics: dict[str, Any], coco_gt: Any) -> None:
+        self.coco_metrics = coco_metrics
+        self.cat_names = [coco_gt.cats[c]["name"] for c in coco_gt.getCatIds()]
+
+    def key_metrics(self) -> dict[str, Any]:
+        metrics = {k: self.coco_metrics[k] for k in ("mAP", "AP50", "AP75")}
+        return metrics | {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+    def AP_per_class(self) -> np.ndarray:
+        return np.zeros(len(self.cat_names))
+
+
+def evaluate_run(
+    work_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    project_dir: str | None = None,
+    split: str = "val",
+) -> Evaluation:
+    """Evaluate a run's best (else newest, or the given) checkpoint on its validation split (or
+    ``split``); writes ``evaluation/metrics.json`` and ``evaluation/report.html`` in its folder.
+    ``project_dir``: where the run's project is now, if it moved."""
+    from src.runs.report import write_report
+
+    started = time.monotonic()
+    work_dir = Path(work_dir)
+    cfg = _split_config(load_config_file(work_dir / RUN_CONFIG), work_dir, split, project_dir)
+    path = Path(checkpoint) if checkpoint else None
+    path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
+    if path is None or not path.is_file():
+        raise EvaluationError(f"run {work_dir.name} has no checkpoint to evaluate")
+    data = _val_split(cfg)
+    segmentation = data.pop("task") == "instance-segmentation"
+    task = "instance-segmentation" if segmentation else "object-detection"
+    data_list, _ = load_split(
+        data["project_dir"], data["classes"], task, data["datasets"], data["items"],
+        data["keep_empty_images"], data["cache_dir"],
+    )  # fmt: skip
+    out = work_dir / EVALUATION_DIR
+    out.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".work_") as scratch:
+        predictions, kept = [], {}
+        if split == "val":
+            predictions, kept = _kept_predictions(work_dir, path, segmentation)
+        if not kept:
+            logger.info("evaluation of %s: predicting the validation split", path.name)
+            predictions = _predict(cfg, path, Path(scratch), segmentation)
+        gt_dir, pred_dir = write_eval_projects(
+            data_list, data["classes"], predictions, Path(scratch) / "projects", segmentation
+        )
+        try:
+            mp = _sdk_evaluation(gt_dir, pred_dir, Path(scratch) / "sdk", segmentation)
+        except (RuntimeError, ValueError) as exc:  # e.g. "Not found any predictions"
+            raise EvaluationError(f"the SDK evaluator cannot evaluate {path.name}: {exc}") from exc
+        metrics = _plain(mp.key_metrics())
+        per_class = _plain(dict(zip(mp.cat_names, mp.AP_per_class().tolist(), strict=True)))
+        key = f"coco/{'segm' if segmentation else 'bbox'}_mAP"
+        validation = (kept.get("metrics") or {}).get(key)
+        result = Evaluation(
+            checkpoint=path.name,
+            split=split,
+            metrics=metrics,
+            per_class_ap=per_class,
+            report=str(out / EVALUATION_REPORT),
+            reused_predictions=bool(kept),
+            validation_map=validation,
+            notes=_agreement_notes(metrics.get("mAP"), validation),
+        )
+        model = (cfg.get("sly_metadata") or {}).get("model_name", "model")
+        title = f"Evaluation of {model}, run {work_dir.name} ({split} split)"
+        report = write_report(
+            _plain(result.summary()), mp, data_list, predictions, data["classes"], title
+        )
+        write_text_atomic(out / EVALUATION_REPORT, report)
+    result.seconds = time.monotonic() - started
+    saved = result.summary() | {"report": EVALUATION_REPORT}  # beside it, wherever it is copied
+    write_json_atomic(_plain(saved), out / EVALUATION_METRICS)
+    return result
+
+
+def _agreement_notes(sdk_map: float | None, validation_map: float | None) -> list[str]:
+    """Say whether the report's mAP is the validation's, and why not when it is not."""
+    if validation_map is None:
+        return ["the checkpoint's validation mAP is not known here: its predictions were made "
+                "for this evaluation"]  # fmt: skip
+    if sdk_map is not None and abs(sdk_map - validation_map) <= 1e-3:
+        return [f"mAP equals the validation mAP of this checkpoint ({validation_map:.4f}): the "
+                "same predictions, the COCO definition"]  # fmt: skip
+    return [f"mAP {sdk_map} differs from the validation mAP {validation_map:.4f}: mmdet's "
+            "CocoMetric and the SDK evaluator disagree on these predictions"]  # fmt: skip
+
+
+def read_evaluation(work_dir: str | Path) -> dict[str, Any] | None:
+    """A run's saved evaluation summary, if it was evaluated."""
+    path = Path(work_dir) / EVALUATION_DIR / EVALUATION_METRICS
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

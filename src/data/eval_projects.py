@@ -1,0 +1,160 @@
+"""Ground truth and predictions as local Supervisely projects: the input of the SDK's evaluators.
+
+The platform's Model Benchmark compares two projects (ground truth, and the model's predictions
+with a ``confidence`` tag on every object) through ``sly.nn.benchmark``'s evaluators, which read
+them back with their own converter (``sly2coco``). Both projects are written here from the very
+instances the model was validated on (``src.data.reader``) and from mmdet's COCO-format
+predictions, so the numbers are the SDK's, computed on what the model saw.
+
+Geometry round-trips exactly. Supervisely pixel coordinates are inclusive (``sly2coco`` reads a
+rectangle as ``width = right - left + 1``), mmdet's are edges (``width = x2 - x1``): a box
+``[x, y, w, h]`` is written as ``left = x``, ``right = x + w - 1``. Coordinates stay floats
+(``sly2coco`` reads them as given), so the SDK's COCO data are the boxes mmdet scored; masks are
+written as bitmaps, which ``sly2coco`` turns back into the same RLE. The images are linked, not
+copied (the evaluators only list them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+CONFIDENCE_TAG = "confidence"  # the tag sly2coco reads a prediction's score from
+
+
+def encode_bitmap(mask: np.ndarray) -> tuple[str, tuple[int, int]] | None:
+    """A full-image bool mask → Supervisely's bitmap (base64 of zlib of a PNG of the mask's
+    bounding crop) and its origin (x, y); None for an empty mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    ok, png = cv2.imencode(".png", mask[y0:y1, x0:x1].astype(np.uint8) * 255)
+    if not ok:
+        raise ValueError("cannot encode a mask as PNG")
+    return base64.b64encode(zlib.compress(png.tobytes())).decode(), (int(x0), int(y0))
+
+
+def _rle(segmentation: dict) -> dict:
+    counts = segmentation["counts"]
+    if isinstance(counts, list):  # uncompressed RLE
+        height, width = segmentation["size"]
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str)
+            else counts}  # fmt: skip
+
+
+def _object(
+    oid: int, class_name: str, box: list[float], segmentation: dict | None, score: float | None
+) -> dict[str, Any] | None:
+    """One Supervisely object: a bitmap when a mask is given, else a rectangle."""
+    tags = [] if score is None else [{"name": CONFIDENCE_TAG, "value": float(score)}]
+    obj: dict[str, Any] = {"id": oid, "classTitle": class_name, "tags": tags}
+    if segmentation is not None:
+        encoded = encode_bitmap(mask_utils.decode(_rle(segmentation)).astype(bool))
+        if encoded is None:
+            return None
+        data, origin = encoded
+        obj.update(geometryType="bitmap", bitmap={"data": data, "origin": list(origin)})
+        return obj
+    x, y, w, h = (float(v) for v in box)
+    obj.update(
+        geometryType="rectangle",
+        points={"exterior": [[x, y], [x + w - 1, y + h - 1]], "interior": []},
+    )
+    return obj
+
+
+def _meta(classes: list[str], segmentation: bool) -> dict[str, Any]:
+    shape = "bitmap" if segmentation else "rectangle"
+    return {
+        "classes": [{"title": c, "shape": shape, "color": "#FF0000"} for c in classes],
+        "tags": [{"name": CONFIDENCE_TAG, "value_type": "any_number", "color": "#00FF00"}],
+    }
+
+
+def _link(source: str, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        target.symlink_to(os.path.abspath(source))
+
+
+def _write_project(
+    root: Path,
+    images: list[dict],
+    objects_of: dict[int, list[dict]],
+    meta: dict[str, Any],
+) -> Path:
+    """``images``: id, item_name (``dataset/name``, nested datasets flattened), size, img_path."""
+    root.mkdir(parents=True)
+    (root / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    for image in images:
+        dataset, name = image["item_name"].rsplit("/", 1)
+        ds = root / dataset.replace("/", "__")
+        for sub in ("ann", "img", "img_info"):
+            (ds / sub).mkdir(parents=True, exist_ok=True)
+        ann = {
+            "size": {"height": image["height"], "width": image["width"]},
+            "tags": [],
+            "description": "",
+            "objects": objects_of.get(image["id"], []),
+        }
+        (ds / "ann" / f"{name}.json").write_text(json.dumps(ann), encoding="utf-8")
+        info = {"id": image["id"], "name": name}
+        (ds / "img_info" / f"{name}.json").write_text(json.dumps(info), encoding="utf-8")
+        _link(image["img_path"], ds / "img" / name)
+    return root
+
+
+def write_eval_projects(
+    data_list: list[dict],
+    classes: list[str],
+    predictions: Iterable[dict],
+    root: str | Path,
+    segmentation: bool,
+) -> tuple[Path, Path]:
+    """(ground truth, predictions) projects under ``root``, from a split's data list (the
+    reader's instances) and mmdet's COCO-format results (``image_id``, ``category_id`` 1-based
+    in ``classes`` order, ``bbox`` [x, y, w, h], ``score``, and ``segmentation`` RLE for masks)."""
+    root = Path(root)
+    images = [
+        {k: info[k] for k in ("item_name", "height", "width", "img_path")} | {"id": info["img_id"]}
+        for info in data_list
+    ]
+    gt: dict[int, list[dict]] = {}
+    oid = 0
+    for info in data_list:
+        for inst in info["instances"]:
+            x1, y1, x2, y2 = inst["bbox"]
+            oid += 1
+            obj = _object(
+                oid, classes[inst["bbox_label"]], [x1, y1, x2 - x1, y2 - y1],
+                inst.get("mask") if segmentation else None, None,
+            )  # fmt: skip
+            if obj is not None:
+                gt.setdefault(info["img_id"], []).append(obj)
+    pred: dict[int, list[dict]] = {}
+    for det in predictions:
+        oid += 1
+        obj = _object(
+            oid, classes[det["category_id"] - 1], det["bbox"],
+            det.get("segmentation") if segmentation else None, det["score"],
+        )  # fmt: skip
+        if obj is not None:
+            pred.setdefault(det["image_id"], []).append(obj)
+    meta = _meta(classes, segmentation)
+    return (
+        _write_project(root / "ground_truth", images, gt, meta),
+        _write_project(root / "predictions", images, pred, meta),
+    )
