@@ -12,6 +12,7 @@ HOST ?= 127.0.0.1
 
 setup:
 	@bash scripts/setup.sh
+	@bash scripts/browser.sh
 
 DEMO_PROJECT = $(PY) -m src.cli demo-project $(DEMO_DIR) --images 128 --seed 0
 
@@ -69,6 +70,7 @@ bench: setup
 	$(PY) bench/dataset_prep.py
 	$(PY) bench/overhead.py
 	$(PY) bench/ui_latency.py
+	$(PY) bench/evaluation.py
 	$(PY) bench/memory.py
 	$(PY) bench/sync.py
 

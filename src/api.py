@@ -3,9 +3,11 @@
     POST /api/train   {project, task, model, classes, split, hyperparameters, config, resume}
                       -> {"run_id": ...}; with "resume": RUN_ID (or "" for the newest) it
                       continues that run (optionally with hyperparameters.epochs)
-    GET  /api/status  -> state, progress, latest losses and metrics, the last run's outcome;
-                      state is idle/finished/stopped/failed only once a new POST /api/train can
-                      succeed: preparing, training, validating, stopping and uploading before
+    GET  /api/status  -> state, progress, latest losses and metrics, the last run's outcome
+                      (with the evaluation after training: outcome.evaluation's key metrics
+                      and report, or outcome.evaluation_error); state is idle/finished/stopped/
+                      failed only once a new POST /api/train can succeed: preparing, training,
+                      validating, stopping, evaluating and uploading before
     POST /api/stop    -> {"stopping": true} (409 when nothing runs); a run still being prepared
                       is not started (its /api/train answers 409)
     GET  /api/runs    -> resumable runs (app data, then Team Files)

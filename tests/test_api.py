@@ -73,6 +73,7 @@ def test_train_stop_runs_resume_finish_and_artifacts(api, demo_project):
     assert status["state"] == "stopped"
     assert status["stopped_checkpoint"].endswith(".pth")
     assert status["outcome"]["artifacts"]  # a stopped run is uploaded too
+    assert status["outcome"]["evaluation"] is None  # and evaluated only on request
 
     runs = client.get("/api/runs").json()["runs"]
     assert [r["run_id"] for r in runs] == ["api1"]
@@ -88,6 +89,9 @@ def test_train_stop_runs_resume_finish_and_artifacts(api, demo_project):
     run_dir = next(artifacts.glob("api1_*"))
     assert (run_dir / "config.py").is_file() and list(run_dir.glob("epoch_2.pth"))
     assert status["outcome"]["artifacts"] == str(run_dir)
+    # the resumed run finished: evaluated, the report uploaded with it, /api/status says so
+    assert status["outcome"]["evaluation"]["metrics"]["mAP"] is not None
+    assert (run_dir / "evaluation" / "report.html").is_file()
 
 
 @pytest.mark.parametrize(

@@ -126,7 +126,9 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     ]:
         assert (run_dir / name).is_file(), name  # fmt: skip
     assert experiment.train_size == 12 and experiment.val_size == 4
-    assert experiment.evaluation_metrics == {}
+    # the finished run was evaluated; its report went up with it
+    assert experiment.evaluation_metrics["mAP"] is not None and output["primary_metric"] == "mAP"
+    assert (run_dir / "evaluation" / "report.html").is_file()
     assert not (tmp_path / "app_data" / str(TASK_ID)).exists()  # verified upload: freed
     # the project came from the server, into the cache keyed by id and update time
     assert list((tmp_path / "cache" / "train-mmdet3" / "projects").glob("77_*/meta.json"))

@@ -93,6 +93,19 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     split = json.loads((run_dir / experiment.train_val_split).read_text())
     assert len(split["val"]) == experiment.val_size == 24
 
+    # the evaluation after training: the SDK's Model Benchmark numbers on the best epoch's own
+    # validation predictions (not predicted again), so its mAP is the validation's
+    evaluation = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    assert evaluation["reused_predictions"] and evaluation["checkpoint"] == best[-1].name
+    best_val = max(metrics["history"]["val"], key=lambda v: v["bbox_mAP"])
+    assert evaluation["metrics"]["mAP"] == pytest.approx(best_val["bbox_mAP"], abs=1e-3)
+    assert experiment.evaluation_metrics["mAP"] == evaluation["metrics"]["mAP"]
+    info = json.loads((run_dir / "experiment_info.json").read_text())
+    assert info["primary_metric"] == "mAP"
+    report = (run_dir / "evaluation" / "report.html").read_text()
+    assert 'id="gallery"' in report and "data:image/jpeg;base64," in report
+    assert "evaluation of " in result.stdout and "report: " in result.stdout
+
     # the serving side: mmdet's own API on torch's default weights_only=True loading
     from mmdet.apis import inference_detector, init_detector
 

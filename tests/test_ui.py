@@ -275,6 +275,9 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     app.ui.training.wait(30)
     d = data(client)
     assert "artifacts:" in d["train_artifacts"]["text"]
+    # the Training step shows the evaluation's key metrics and where its report is
+    assert "evaluation of " in d["train_evaluation"]["text"]
+    assert "/evaluation/report.html" in d["train_evaluation"]["text"]
     losses = {s["name"]: s["data"] for s in d["train_losses"]["series"]}
     # history restored from the run's logged scalars: points from before the stop come first
     xs = [x for x, _ in losses["loss"]]

@@ -33,6 +33,9 @@ def predict_split(
         raise ValueError("the run's val_evaluator is not mmdet's CocoMetric: cannot predict here")
     evaluator["outfile_prefix"] = outfile_prefix
     cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    # one pass: persistent workers would outlive it and cost 10 s when collected (measured:
+    # torch's _shutdown_workers waits out its status-check interval for each worker)
+    cfg.test_dataloader["persistent_workers"] = False
     cfg.test_evaluator = evaluator
     cfg.test_cfg = dict(type="TestLoop")
     cfg.work_dir = str(work_dir)

@@ -174,3 +174,53 @@ def test_evaluating_a_run_twice_reuses_nothing_stale(demo_project, tmp_path):
     saved = json.loads((work_dir / "evaluation" / "metrics.json").read_text())
     assert saved["checkpoint"] == "epoch_1.pth" and saved["report"] == "report.html"
     assert (work_dir / "evaluation" / "report.html").stat().st_size > 10_000
+
+
+def _controller_run(demo_project, tmp_path, **params):
+    from src.app.controller import TrainingController
+    from src.app.prepare import TrainRequest
+    from src.config.params import TrainParams
+    from src.data.project import Split
+    from src.runs.storage import LocalArtifactStore
+
+    controller = TrainingController(tmp_path / "app", LocalArtifactStore(tmp_path / "team"))
+    values = dict(
+        classes=tuple(CLASSES), weights="scratch", epochs=2, train_batch_size=2,
+        val_batch_size=2, num_workers=0, input_size=(128, 128), lr=0.002, seed=3,
+    )  # fmt: skip
+    request = TrainRequest(
+        project_dir=str(demo_project), app_data_dir=str(tmp_path / "app"),
+        model="rtmdet_tiny_8xb32-300e_coco", params=TrainParams(**values | params),
+        split=Split(train_datasets=["train"], val_datasets=["val"]), run_id="ev",
+    )  # fmt: skip
+    controller.start(request)
+    status = controller.wait(600)
+    return status, tmp_path / "team" / "mmdetection-3" / "ev_project"
+
+
+def test_a_finished_run_is_evaluated_and_uploaded_with_its_report(demo_project, tmp_path):
+    status, artifacts = _controller_run(demo_project, tmp_path)
+    outcome = status.outcome
+    assert outcome.state == "finished" and outcome.evaluation_error is None
+    evaluation = outcome.evaluation
+    assert evaluation["reused_predictions"] and evaluation["primary_metric"] == "mAP"
+    assert (artifacts / "evaluation" / "report.html").is_file()
+    info = json.loads((artifacts / "experiment_info.json").read_text())
+    assert info["primary_metric"] == "mAP"
+    assert info["evaluation_metrics"]["mAP"] == pytest.approx(evaluation["metrics"]["mAP"])
+    assert status.to_json()["outcome"]["evaluation"]["metrics"] == evaluation["metrics"]
+
+
+def test_a_failed_evaluation_never_loses_the_run(demo_project, tmp_path, monkeypatch):
+    import src.app.evaluate
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(src.app.evaluate, "_sdk_evaluation", broken)
+    status, artifacts = _controller_run(demo_project, tmp_path)
+    outcome = status.outcome
+    assert outcome.state == "finished" and "disk full" in outcome.evaluation_error
+    assert outcome.artifacts and outcome.upload_error is None
+    assert any(artifacts.glob("best_*.pth")) and not (artifacts / "evaluation").exists()
+    assert json.loads((artifacts / "experiment_info.json").read_text())["evaluation_metrics"] == {}
