@@ -157,15 +157,28 @@ def _train_params(args: argparse.Namespace):
         weights_path=args.weights,
         device=args.device,
         evaluate=args.evaluate,
+        momentum=args.momentum,
+        nesterov=args.nesterov,
+        restart_epochs=args.restart_epochs,
+        early_stopping_patience=args.early_stopping_patience,
+        early_stopping_min_delta=args.early_stopping_min_delta,
+        frozen_stages=args.frozen_stages,
+        max_per_img=args.max_per_img,
+        score_thr=args.score_thr,
+        auto_scale_lr=args.auto_scale_lr,
     )
 
 
-def _select_device(device: str) -> None:
-    """Make mmengine's automatic device choice match ``--device`` (before CUDA initialises)."""
-    if device == "cpu":
+def _select_device(device: str) -> str | None:
+    """Check ``--device`` against what exists here; for the CPU hide the GPUs (before CUDA
+    initialises: mmengine would otherwise pick one). A GPU is chosen by the session
+    (``src.engine.devices.use_device``). Returns the problem, if any."""
+    from src.engine.devices import device_problem
+
+    problem = device_problem(device)
+    if problem is None and device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    elif device.startswith("cuda:"):
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    return problem
 
 
 def _print_summary(summary: dict) -> None:
@@ -202,7 +215,9 @@ def _app_data(args: argparse.Namespace) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
     through the app's own controller: the same run flow, upload and error policy as the app."""
-    _select_device(args.device)
+    problem = _select_device(args.device)
+    if problem:
+        return _fail(problem)
     from src.app.controller import TrainingController
     from src.app.prepare import RequestError, TrainRequest
 
@@ -259,6 +274,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
         print(f"checkpoints and logs: {prepared.work_dir}")
+        if prepared.params.auto_scale_lr:
+            from src.config.schedule import effective_lr
+
+            base = int(prepared.cfg.auto_scale_lr.base_batch_size)
+            print(f"learning rate {effective_lr(prepared.params, base):.3g} "
+                  f"(--lr {prepared.params.lr:g} x batch {prepared.params.train_batch_size} / "
+                  f"the zoo config's base batch {base})")  # fmt: skip
         started = time.time()
         with _CtrlC(controller.stop):
             # the data check (an empty split, a missing image) fails here, before training
@@ -289,6 +311,8 @@ def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> i
         )
     else:
         print(f"training finished in {seconds:.0f} s")
+        if status.ended_early:
+            print(status.ended_early)
     if outcome is not None and outcome.upload_error:
         return _fail(
             f"upload failed: {outcome.upload_error}; checkpoints stay in {prepared.work_dir}"
@@ -447,52 +471,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m src.cli", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``train``'s options: defaults and choices from ``TrainParams`` (the app's and the API's)."""
     from src.config.params import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, TrainParams
     from src.config.zoo import TASKS
 
-    d = TrainParams()  # train's defaults and choices: the CLI trains as the app and the API do
-
-    probe = sub.add_parser(
-        "probe",
-        help="check which zoo models train, validate and predict on a project here (one short "
-        "real run per model; a markdown table)",
-    )
-    probe.add_argument("--project", required=True)
-    probe.add_argument(
-        "--task", choices=["object-detection", "instance-segmentation"], help="default: both"
-    )
-    probe.add_argument("--models", help="comma-separated model names (default: each "
-                       "architecture's default model)")  # fmt: skip
-    probe.add_argument("--input-size", type=int, default=160)
-    probe.add_argument("--json", help="also write the results to this file")
-    probe.set_defaults(func=cmd_probe)
-
-    demo = sub.add_parser("demo-project", help="write a synthetic Supervisely project")
-    demo.add_argument("dir")
-    demo.add_argument("--images", type=int, default=160)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument(
-        "--square", action="store_true", help="square 256 px images (default: photo-like sizes)"
-    )
-    demo.add_argument(
-        "--real-world",
-        action="store_true",
-        help="the real-world-shaped project: 1080p to 2048 px, portrait, tiny, grayscale, RGBA, "
-        "EXIF-rotated JPEGs, nested datasets (--images is ignored)",
-    )
-    demo.set_defaults(func=cmd_demo_project)
-
-    zoo_p = sub.add_parser("zoo", help="list the model zoo")
-    zoo_p.add_argument(
-        "--task", default="object-detection", choices=["object-detection", "instance-segmentation"]
-    )
-    zoo_p.add_argument("--architecture", help="only this architecture (display name)")
-    zoo_p.add_argument("--all", action="store_true", help="every model, not one per architecture")
-    zoo_p.set_defaults(func=cmd_zoo)
-
+    d = TrainParams()
     tr = sub.add_parser("train", help="train a model on a local project")
     tr.add_argument("--project", help="local Supervisely project directory")
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
@@ -519,6 +503,36 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-interval", type=int, default=d.val_interval)
     tr.add_argument("--seed", type=int, default=d.seed)
     tr.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
+    tr.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    tr.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    tr.add_argument(
+        "--restart-epochs", type=int, default=d.restart_epochs,
+        help="cosine_restarts: epochs per cycle (0: a third of the run)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--early-stopping-patience", type=int, default=d.early_stopping_patience,
+        help="stop after N validations without improvement of the primary mAP (0: off)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--early-stopping-min-delta", type=float, default=d.early_stopping_min_delta,
+        help="the smallest mAP gain that counts as an improvement",
+    )  # fmt: skip
+    tr.add_argument(
+        "--frozen-stages", type=int, default=d.frozen_stages,
+        help="backbone stages kept frozen (-1: none; default: the model's own setting)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--max-per-img", type=int, default=d.max_per_img,
+        help="detections kept per image at validation (default: the model's)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--score-thr", type=float, default=d.score_thr,
+        help="their minimum score at validation (default: the model's)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--auto-scale-lr", action="store_true",
+        help="scale --lr by batch size / the zoo config's base batch size (mmengine)",
+    )  # fmt: skip
     tr.add_argument(
         "--evaluate",
         action=argparse.BooleanOptionalAction,
@@ -564,6 +578,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("-v", "--verbose", action="store_true", help="print tracebacks")
     tr.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m src.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    probe = sub.add_parser(
+        "probe",
+        help="check which zoo models train, validate and predict on a project here (one short "
+        "real run per model; a markdown table)",
+    )
+    probe.add_argument("--project", required=True)
+    probe.add_argument(
+        "--task", choices=["object-detection", "instance-segmentation"], help="default: both"
+    )
+    probe.add_argument("--models", help="comma-separated model names (default: each "
+                       "architecture's default model)")  # fmt: skip
+    probe.add_argument("--input-size", type=int, default=160)
+    probe.add_argument("--json", help="also write the results to this file")
+    probe.set_defaults(func=cmd_probe)
+
+    demo = sub.add_parser("demo-project", help="write a synthetic Supervisely project")
+    demo.add_argument("dir")
+    demo.add_argument("--images", type=int, default=160)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--square", action="store_true", help="square 256 px images (default: photo-like sizes)"
+    )
+    demo.add_argument(
+        "--real-world",
+        action="store_true",
+        help="the real-world-shaped project: 1080p to 2048 px, portrait, tiny, grayscale, RGBA, "
+        "EXIF-rotated JPEGs, nested datasets (--images is ignored)",
+    )
+    demo.set_defaults(func=cmd_demo_project)
+
+    zoo_p = sub.add_parser("zoo", help="list the model zoo")
+    zoo_p.add_argument(
+        "--task", default="object-detection", choices=["object-detection", "instance-segmentation"]
+    )
+    zoo_p.add_argument("--architecture", help="only this architecture (display name)")
+    zoo_p.add_argument("--all", action="store_true", help="every model, not one per architecture")
+    zoo_p.set_defaults(func=cmd_zoo)
+
+    _add_train_parser(sub)
 
     runs_p = sub.add_parser(
         "runs", help="list resumable runs: in app data, then those only in Team Files"

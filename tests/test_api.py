@@ -106,6 +106,12 @@ def test_train_stop_runs_resume_finish_and_artifacts(api, demo_project):
          "match nothing"),
         ({"project": "P", "config": "a = dict(\n"}, "line 1"),
         ({"resume": "nope"}, "no resumable run"),
+        ({"project": "P", "model": "rtmdet_tiny_8xb32-300e_coco",
+          "hyperparameters": {"frozen_stages": 9}}, "frozen_stages must be from -1 to 4"),
+        ({"project": "P", "model": "rtmdet_tiny_8xb32-300e_coco",
+          "hyperparameters": {"score_thr": 2.0}}, "score_thr must be from 0 to 1"),
+        ({"project": "P", "model": "rtmdet_tiny_8xb32-300e_coco",
+          "hyperparameters": {"nesterov": True}}, "nesterov applies to the SGD optimizer only"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_json_errors(api, demo_project, body, expected):

@@ -83,6 +83,8 @@ def test_dry_run_prints_summary_and_dumps_a_self_contained_config(demo_project, 
         ("bad_classes", "match nothing"),
         ("unknown_model", "unknown model"),
         ("bad_config", "line 2"),
+        ("bad_patience", "early_stopping_patience must be from 0 to 1000"),
+        ("no_such_gpu", "cuda:9 does not exist here"),
     ],
 )
 def test_bad_input_fails_with_a_clear_message(case, expected, demo_project, tmp_path):
@@ -104,6 +106,10 @@ def test_bad_input_fails_with_a_clear_message(case, expected, demo_project, tmp_
         bad = tmp_path / "bad.py"
         bad.write_text("model = dict(type='RTMDet')\noptim_wrapper = dict(\n")
         extra = ["--config", str(bad)]
+    elif case == "bad_patience":
+        extra = ["--early-stopping-patience", "-3"]
+    elif case == "no_such_gpu":
+        extra = ["--device", "cuda:9"]
     app_data = tmp_path / "app_data"
     result = run_cli(
         "train",

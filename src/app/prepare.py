@@ -178,6 +178,30 @@ def _entry_problems(entry: zoo.ZooEntry, params: TrainParams) -> list[str]:
     return problems
 
 
+def _frozen_stages_problem(cfg: Config) -> str | None:
+    """Whether the model's backbone has ``frozen_stages`` (its class or, through ``**kwargs``,
+    a base class takes it): refused with the reason where it has not."""
+    import inspect
+
+    from mmdet.registry import MODELS
+
+    backbone = (cfg.model.get("backbone") or {}).get("type")
+    cls = MODELS.get(backbone) if isinstance(backbone, str) else None
+    for klass in inspect.getmro(cls) if cls is not None else ():
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        if "frozen_stages" in parameters:
+            return None
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            break
+    return (
+        f"frozen_stages cannot be set for this model: its backbone {backbone} has no frozen "
+        "stages (leave frozen_stages unset)"
+    )
+
+
 def _class_problems(classes: list[str], project: LocalProject) -> list[str]:
     unknown = [c for c in classes if c not in project.classes]
     if not unknown:
@@ -247,6 +271,8 @@ def prepare(request: TrainRequest) -> Prepared:
         if source.entry is not None:
             raise
         raise RequestError([f"the config cannot be used: {type(exc).__name__}: {exc}"]) from None
+    if params.frozen_stages is not None and (problem := _frozen_stages_problem(cfg)):
+        raise RequestError([problem])
     return Prepared(project, params, split, cfg, run_id, model_name)
 
 

@@ -83,6 +83,7 @@ class SessionStatus:
     finished_at: float | None = None
     stopped_checkpoint: str | None = None  # where a stopped run resumes from
     skipped_nonfinite_steps: int = 0
+    ended_early: str | None = None  # why a finished run ended before its last epoch
 
 
 class _Recorder:
@@ -226,6 +227,7 @@ class TrainingSession:
         self._started_at: float | None = None
         self._finished_at: float | None = None
         self._stopped_checkpoint: str | None = None
+        self._ended_early: str | None = None
         self._nonfinite: NonFiniteLossHook | None = None
         self.runner = None
 
@@ -298,6 +300,7 @@ class TrainingSession:
             finished_at=self._finished_at,
             stopped_checkpoint=self._stopped_checkpoint,
             skipped_nonfinite_steps=self._nonfinite.skipped if self._nonfinite else 0,
+            ended_early=self._ended_early,
         )
 
     @property
@@ -323,12 +326,18 @@ class TrainingSession:
         # a graceful stop) instead of killing the workers mid-batch.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
+            from src.engine.devices import use_device
+
+            # the GPU the user chose (train_params.device); mmengine builds on the current one
+            use_device(((self.cfg.get("sly_metadata") or {}).get("train_params") or {}).get(
+                "device", "cpu"))  # fmt: skip
             runner = self._build_runner()
             self.runner = runner
             self._enter(SessionState.TRAINING)
             if self.stop_requested:
                 raise TrainingStopped(self.resume_from, during_validation=False)
             runner.train()
+            self._ended_early = _early_stop_reason(runner)
             final = SessionState.FINISHED
         except TrainingStopped as stop:
             self._stopped_checkpoint = stop.checkpoint or self._latest_checkpoint()
@@ -415,3 +424,20 @@ class TrainingSession:
         except Exception:
             logger.debug("closing visualizer backends failed", exc_info=True)
         release_mmengine_instances(runner.experiment_name)
+
+
+def _early_stop_reason(runner: Any) -> str | None:
+    """Why mmengine's EarlyStoppingHook ended the run before its last epoch (None: it did not)."""
+    from mmengine.hooks import EarlyStoppingHook
+
+    loop = runner.train_loop
+    if not getattr(loop, "stop_training", False) or loop.epoch >= loop.max_epochs:
+        return None
+    hook = next((h for h in runner.hooks if isinstance(h, EarlyStoppingHook)), None)
+    if hook is None:
+        return f"stopped at epoch {loop.epoch} of {loop.max_epochs}"
+    return (
+        f"early stopping at epoch {loop.epoch} of {loop.max_epochs}: {hook.monitor} did not "
+        f"improve by more than {hook.min_delta} in {hook.patience} validations "
+        f"(best {hook.best_score:.3f})"
+    )

@@ -98,6 +98,7 @@ def build_config(
     _set_data(cfg, params, data, run, is_segm)
     set_schedule(cfg, params)
     _set_hooks(cfg, params)
+    _set_visualizer(cfg)
     _set_weights(cfg, params, weights_url)
     for key in _STALE_TOP_LEVEL_KEYS:
         cfg.pop(key, None)
@@ -277,6 +278,25 @@ def _set_model(cfg: Config, params: TrainParams) -> None:
     _strip_pretrained_init(model)
     model.pop("pretrained", None)
     _set_teacher(model, params)
+    _set_test_limits(model, params)
+    if params.frozen_stages is not None:  # whether the backbone has it: src.app.prepare checks
+        model.backbone["frozen_stages"] = params.frozen_stages
+
+
+def _set_test_limits(model: dict, params: TrainParams) -> None:
+    """Detections per image and their minimum score at validation, where each head family
+    reads them: a two-stage or cascade detector's ``test_cfg.rcnn``, else ``test_cfg`` itself
+    (one-stage heads; DETR-like heads read only ``max_per_img``)."""
+    if params.max_per_img is None and params.score_thr is None:
+        return
+    test_cfg = model.get("test_cfg")
+    if test_cfg is None:
+        test_cfg = model["test_cfg"] = {}
+    target = test_cfg.get("rcnn") if isinstance(test_cfg.get("rcnn"), dict) else test_cfg
+    if params.max_per_img is not None:
+        target["max_per_img"] = params.max_per_img
+    if params.score_thr is not None:
+        target["score_thr"] = params.score_thr
 
 
 def _set_teacher(model: dict, params: TrainParams) -> None:
@@ -461,8 +481,31 @@ def _set_hooks(cfg: Config, params: TrainParams) -> None:
     custom = [
         h for h in cfg.get("custom_hooks") or [] if h.get("type") not in _PIPELINE_SWITCH_HOOKS
     ]
+    if params.early_stopping_patience > 0:
+        custom.append(
+            dict(
+                type="EarlyStoppingHook",
+                monitor=f"coco/{primary_metric(params.task)}",
+                rule="greater",
+                patience=params.early_stopping_patience,
+                min_delta=params.early_stopping_min_delta,
+            )
+        )
     cfg.custom_hooks = custom
     cfg.log_processor = dict(type="LogProcessor", window_size=params.log_interval, by_epoch=True)
+
+
+def _set_visualizer(cfg: Config) -> None:
+    """Every run logs its scalars twice: ``vis_data/scalars.json`` (mmengine's local backend: the
+    charts, resume and the artifacts read it) and TensorBoard event files beside it (uploaded
+    under ``logs/``)."""
+    visualizer = cfg.get("visualizer") or dict(type="DetLocalVisualizer", name="visualizer")
+    backends = [b for b in visualizer.get("vis_backends") or [] if isinstance(b, dict)]
+    for kind in ("LocalVisBackend", "TensorboardVisBackend"):
+        if not any(b.get("type") == kind for b in backends):
+            backends.append(dict(type=kind))
+    visualizer["vis_backends"] = backends
+    cfg.visualizer = visualizer
 
 
 def _set_weights(cfg: Config, params: TrainParams, weights_url: str | None) -> None:

@@ -16,7 +16,7 @@ from src.config.zoo import TASKS
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 OPTIMIZERS = ("AdamW", "Adam", "SGD")
-SCHEDULERS = ("cosine", "step", "linear", "constant")
+SCHEDULERS = ("cosine", "step", "linear", "constant", "poly", "onecycle", "cosine_restarts")
 AUGMENTATIONS = ("none", "light", "medium", "heavy")
 WEIGHTS_MODES = ("pretrained", "scratch", "custom")
 
@@ -39,7 +39,11 @@ _INT_RANGES = {
     "checkpoint_interval": (1, 100_000),
     "val_interval": (1, 100_000),
     "num_workers": (0, 64),
+    "restart_epochs": (0, 100_000),
+    "early_stopping_patience": (0, 1000),
 }
+# Optional whole numbers: None keeps the model's own value.
+_OPTIONAL_INT_RANGES = {"frozen_stages": (-1, 4), "max_per_img": (1, 10_000)}
 
 
 @dataclass
@@ -58,8 +62,10 @@ class TrainParams:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
     scheduler: str = "cosine"
     step_epochs: tuple[int, ...] = ()  # "step" scheduler milestones; default: 2/3 and 8/9 of epochs
+    restart_epochs: int = 0  # "cosine_restarts" cycle length in epochs; 0: a third of the run
     warmup_iters: int = 0
     warmup_ratio: float = 0.001
     grad_clip: float | None = None  # max L2 norm of gradients
@@ -76,6 +82,13 @@ class TrainParams:
     device: str = "cpu"
     # the Model Benchmark evaluation of the best checkpoint after a finished run (src.app.evaluate)
     evaluate: bool = True
+    # stop when the primary metric has not improved by min_delta for this many validations (0: off)
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
+    frozen_stages: int | None = None  # backbone stages kept frozen; None: the model's own setting
+    max_per_img: int | None = None  # detections kept per image at validation; None: the model's
+    score_thr: float | None = None  # their minimum score at validation; None: the model's
+    auto_scale_lr: bool = False  # scale lr by (batch size / the zoo config's base batch size)
 
     def validate(self) -> list[str]:
         """Every problem with these parameters, as messages a user can act on (empty: fine)."""
@@ -90,6 +103,18 @@ class TrainParams:
             value = getattr(self, name)
             if not low <= int(value) <= high:
                 problems.append(f"{name} must be from {low} to {high}, got {value}")
+        for name, (low, high) in _OPTIONAL_INT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not low <= int(value) <= high:
+                problems.append(f"{name} must be from {low} to {high} (or unset), got {value}")
+        if self.score_thr is not None and not 0.0 <= self.score_thr < 1.0:
+            problems.append(f"score_thr must be from 0 to 1 (or unset), got {self.score_thr}")
+        if not 0.0 <= self.early_stopping_min_delta <= 1.0:
+            problems.append(
+                f"early_stopping_min_delta must be from 0 to 1, got {self.early_stopping_min_delta}"
+            )
+        if self.nesterov and self.optimizer != "SGD":
+            problems.append("nesterov applies to the SGD optimizer only: choose SGD or turn it off")
         if len(self.input_size) != 2 or not all(
             MIN_INPUT <= int(v) <= MAX_INPUT for v in self.input_size
         ):

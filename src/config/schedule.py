@@ -27,6 +27,8 @@ def set_schedule(cfg: Config, params: TrainParams) -> None:
     )
     if params.optimizer == "SGD":
         optimizer["momentum"] = params.momentum
+        if params.nesterov:
+            optimizer["nesterov"] = True
     wrapper: dict[str, Any] = dict(
         type="AmpOptimWrapper" if params.amp else "OptimWrapper", optimizer=optimizer
     )
@@ -40,7 +42,17 @@ def set_schedule(cfg: Config, params: TrainParams) -> None:
     )
     cfg.optim_wrapper = wrapper
     cfg.param_scheduler = lr_schedule(params)
-    cfg.auto_scale_lr = dict(enable=False, base_batch_size=params.train_batch_size)
+    # the zoo config's base batch size (what its lr was tuned for), else this run's own
+    base = (cfg.get("auto_scale_lr") or {}).get("base_batch_size") or params.train_batch_size
+    cfg.auto_scale_lr = dict(enable=params.auto_scale_lr, base_batch_size=int(base))
+
+
+def effective_lr(params: TrainParams, base_batch_size: int, devices: int = 1) -> float:
+    """The LR a run trains with: mmengine's ``auto_scale_lr`` multiplies the set LR by the
+    effective batch size (per device × devices) over the base batch size."""
+    if not params.auto_scale_lr:
+        return params.lr
+    return params.lr * params.train_batch_size * devices / max(1, base_batch_size)
 
 
 def lr_schedule(params: TrainParams) -> list[dict]:
@@ -92,9 +104,32 @@ def lr_schedule(params: TrainParams) -> list[dict]:
                 convert_to_iter_based=True,
             )
         )
+    else:
+        main = _other_schedule(params)
+        if main is not None:
+            schedulers.append(main)
     if not schedulers:
         schedulers.append(dict(type="ConstantLR", factor=1.0, begin=0, end=epochs))
     return schedulers
+
+
+def _other_schedule(params: TrainParams) -> dict | None:
+    """Polynomial decay, one cycle, cosine with restarts (planned in epochs, stepped by
+    iteration like cosine); None for a constant LR."""
+    epochs = params.epochs
+    by_iter = dict(begin=0, end=epochs, by_epoch=True, convert_to_iter_based=True)
+    if params.scheduler == "poly":
+        return dict(type="PolyLR", eta_min=params.lr * 0.01, power=0.9, **by_iter)
+    if params.scheduler == "onecycle":  # its own warmup: up to lr over 30 %, then down
+        return dict(type="OneCycleLR", eta_max=params.lr, pct_start=0.3, **by_iter)
+    if params.scheduler == "cosine_restarts":
+        period = params.restart_epochs or max(1, epochs // 3)
+        cycles = -(-epochs // period)  # ceil: the last cycle may be cut short by the run's end
+        return dict(
+            type="CosineRestartLR", periods=[period] * cycles, restart_weights=[1.0] * cycles,
+            eta_min=params.lr * 0.01, **by_iter,
+        )  # fmt: skip
+    return None
 
 
 def replan_epochs(cfg: Config, epochs: int) -> Config:
@@ -128,6 +163,7 @@ def replan_epochs(cfg: Config, epochs: int) -> Config:
 
 def lr_curve(params: TrainParams, iters_per_epoch: int) -> list[tuple[int, float]]:
     """(iteration, LR) over the whole run, as mmengine's schedulers will set it (UI preview)."""
+    import mmengine.optim  # noqa: F401  (registers the schedulers: the registry is empty before)
     import torch
     from mmengine.registry import PARAM_SCHEDULERS
 

@@ -39,6 +39,18 @@ class AppRunner(Runner):
                 handler.setLevel(self.console_log_level)
         return mm_logger
 
+    def scale_lr(self, optim_wrapper: Any, auto_scale_lr: dict | None = None) -> None:
+        """mmengine's ``auto_scale_lr``, plus the optimizer wrapper's base LR: with several
+        parameter groups mmengine keeps a base group (``base_param_settings``, what the LR
+        schedulers and the logs read first) that its ``scale_lr`` leaves unscaled, so the logged
+        and charted LR would not be the one training uses."""
+        groups = optim_wrapper.optimizer.param_groups
+        before = groups[0]["lr"] if groups else None
+        super().scale_lr(optim_wrapper, auto_scale_lr)
+        base = getattr(optim_wrapper, "base_param_settings", None)
+        if base is not None and before:
+            base["lr"] = base["lr"] * groups[0]["lr"] / before
+
     def load_checkpoint(
         self,
         filename: str,

@@ -30,6 +30,7 @@ from src.runs.layout import (
     EVALUATION_REPORT,
     log_files,
     scalars_files,
+    tensorboard_files,
 )
 from src.runs.remote import RESUME_DIR, snapshot_run_state
 
@@ -135,6 +136,10 @@ def pack_run(
         shutil.copy2(log, logs_dir / log.name)
     for scalars in scalars_files(work_dir):
         shutil.copy2(scalars, logs_dir / f"{scalars.parent.parent.name}_scalars.json")
+    for events in tensorboard_files(work_dir):  # one TensorBoard run per session
+        target = logs_dir / "tensorboard" / events.parent.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(events, target / events.name)
 
     (out_dir / "metrics.json").write_text(
         json.dumps(

@@ -67,6 +67,12 @@ def scalars_file(work_dir: str | Path, session: str) -> Path:
     return Path(work_dir) / check_file_name(session) / "vis_data" / "scalars.json"
 
 
+def tensorboard_files(work_dir: str | Path) -> list[Path]:
+    """TensorBoard event files of a run, beside each session's scalars (mmengine's
+    ``TensorboardVisBackend`` writes into ``<timestamp>/vis_data/``)."""
+    return sorted(Path(work_dir).glob("*/vis_data/events.out.tfevents.*"))
+
+
 def log_files(work_dir: str | Path) -> list[Path]:
     """mmengine's text logs of a run, oldest first: ``<timestamp>/<timestamp>.log``."""
     return sorted(Path(work_dir).glob("*/*.log"))

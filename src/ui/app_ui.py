@@ -17,6 +17,7 @@ from src.app.prepare import (
 )
 from src.app.session import SessionBusyError
 from src.config.params import ConfigError
+from src.config.schedule import effective_lr
 from src.data.project import LocalProject
 from src.data.reader import DatasetError
 from src.ui.augmentations import AugmentationsStep
@@ -167,7 +168,12 @@ class AppUI:
             1, len(prepared.split.train_items or []) // max(1, prepared.params.train_batch_size)
         )
         self.config.composed(prepared.config_text)
-        self.message.set(f"config composed for {prepared.model_name}", "success")
+        note = ""
+        if prepared.params.auto_scale_lr:  # the LR the run will train with
+            base = int(prepared.cfg.auto_scale_lr.base_batch_size)
+            note = (f"; learning rate {effective_lr(prepared.params, base):.3g} (auto-scaled: "
+                    f"batch {prepared.params.train_batch_size} / base batch {base})")  # fmt: skip
+        self.message.set(f"config composed for {prepared.model_name}{note}", "success")
         self.unlock_through(len(self.steps))  # every setting was just validated
         return True
 

@@ -6,7 +6,10 @@ from supervisely.app.widgets import Button, Card, Checkbox, Container, Field, In
 
 from src.config.params import OPTIMIZERS, SCHEDULERS, TrainParams
 from src.config.schedule import lr_curve
+from src.engine.devices import list_devices
 from src.ui.charts import Chart
+
+MODEL_DEFAULT = "model"  # the frozen-stages choice that keeps the model's own setting
 
 
 def _number(value, widget_id: str, minimum=None, maximum=None, step=1, precision=0):
@@ -43,12 +46,30 @@ class HyperparametersStep:
         self.save_last = Checkbox("Save the last checkpoint", True, "hp_last")
         self.val_interval = _number(d.val_interval, "hp_val_interval", 1)
         self.amp = Checkbox("Mixed precision (AMP, GPU)", False, "hp_amp")
+        self.nesterov = Checkbox("Nesterov momentum (SGD)", d.nesterov, "hp_nesterov")
+        self.momentum = _number(d.momentum, "hp_momentum", 0, 0.999, step=0.01, precision=3)
+        self.restart_epochs = _number(d.restart_epochs, "hp_restart", 0)
+        self.patience = _number(d.early_stopping_patience, "hp_patience", 0, 1000)
+        self.min_delta = _number(d.early_stopping_min_delta, "hp_min_delta", 0, 1, 0.001, 4)
+        self.frozen = Select(
+            [Select.Item(MODEL_DEFAULT, "the model's own setting")]
+            + [Select.Item(str(n), "none" if n < 0 else str(n)) for n in range(-1, 5)],
+            widget_id="hp_frozen",
+        )
+        self.frozen.set_value(MODEL_DEFAULT)
+        self.max_dets = _number(0, "hp_max_dets", 0, 10_000)
+        self.score_thr = _number(0, "hp_score_thr", 0, 0.99, 0.01, 3)
+        self.auto_scale = Checkbox(
+            "Auto-scale the LR by batch size / the model's base batch size", False, "hp_autoscale"
+        )
         self.evaluate = Checkbox(
             "Evaluate the best checkpoint after training (Model Benchmark metrics and report)",
             d.evaluate,
             "hp_evaluate",
         )
-        self.device = _select(["cpu", "cuda:0"], "cpu", "hp_device")
+        devices = list_devices()  # the freest GPU first (preselected); the CPU where none
+        self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
+        self.device.set_value(devices[0].name)
         self.seed = _number(d.seed, "hp_seed", 0)
         self.sync_epochs = _number(sync_every_epochs, "hp_sync", 0)
         self.preview_button = Button(
@@ -65,11 +86,18 @@ class HyperparametersStep:
             (self.lr, "Learning rate"),
             (self.weight_decay, "Weight decay"),
             (self.scheduler, "LR scheduler"),
+            (self.restart_epochs, "Cosine with restarts: epochs per cycle (0: a third of the run)"),
+            (self.momentum, "Momentum (SGD)"),
             (self.warmup, "Warmup iterations"),
             (self.grad_clip, "Gradient clipping, max norm (0: off)"),
             (self.ckpt_interval, "Checkpoint every N epochs"),
             (self.keep, "Keep N checkpoints"),
             (self.val_interval, "Validate every N epochs"),
+            (self.patience, "Early stopping: validations without improvement (0: off)"),
+            (self.min_delta, "Early stopping: smallest mAP gain that counts"),
+            (self.frozen, "Frozen backbone stages"),
+            (self.max_dets, "Validation: max detections per image (0: the model's)"),
+            (self.score_thr, "Validation: min score (0: the model's)"),
             (self.device, "Device"),
             (self.seed, "Seed"),
             (self.sync_epochs, "Copy the newest checkpoint to Team Files every N epochs (0: off)"),
@@ -78,7 +106,8 @@ class HyperparametersStep:
             "Hyperparameters",
             content=Container(
                 [Field(w, title) for w, title in fields]
-                + [self.save_best, self.save_last, self.amp, self.evaluate]
+                + [self.save_best, self.save_last, self.amp, self.nesterov, self.auto_scale]
+                + [self.evaluate]
                 + [self.preview_button, self.chart.plot]
             ),
             widget_id="card_hp",
@@ -98,6 +127,7 @@ class HyperparametersStep:
         weights_path: str | None = None,
     ) -> TrainParams:
         clip = float(self.grad_clip.get_value() or 0)
+        frozen = self.frozen.get_value()
         size = int(self.input_size.get_value())
         return TrainParams(
             task=task,
@@ -125,6 +155,15 @@ class HyperparametersStep:
             weights_path=weights_path,
             device=self.device.get_value(),
             evaluate=self.evaluate.is_checked(),
+            momentum=float(self.momentum.get_value()),
+            nesterov=self.nesterov.is_checked(),
+            restart_epochs=int(self.restart_epochs.get_value() or 0),
+            early_stopping_patience=int(self.patience.get_value() or 0),
+            early_stopping_min_delta=float(self.min_delta.get_value() or 0),
+            frozen_stages=None if frozen == MODEL_DEFAULT else int(frozen),
+            max_per_img=int(self.max_dets.get_value() or 0) or None,
+            score_thr=float(self.score_thr.get_value() or 0) or None,
+            auto_scale_lr=self.auto_scale.is_checked(),
         )
 
     def sync_every_epochs(self) -> int:

@@ -150,6 +150,8 @@ class TrainingStep:
             text += f" — resumable from {Path(status.stopped_checkpoint).name} (Resume tab)"
         if status.state == "uploading":
             text += " — uploading artifacts"
+        if status.ended_early:
+            text += f" — {status.ended_early}"
         if status.state == "evaluating":
             text += " — evaluating the best checkpoint (Model Benchmark)"
         sync = status.sync

@@ -209,6 +209,13 @@ def test_a_finished_run_is_evaluated_and_uploaded_with_its_report(demo_project, 
     assert info["primary_metric"] == "mAP"
     assert info["evaluation_metrics"]["mAP"] == pytest.approx(evaluation["metrics"]["mAP"])
     assert status.to_json()["outcome"]["evaluation"]["metrics"] == evaluation["metrics"]
+    # and its TensorBoard event files, one run per session, with the losses and the mAP
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = list((artifacts / "logs" / "tensorboard").glob("*/events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events.parent))
+    accumulator.Reload()
+    assert {"loss", "lr", "coco/bbox_mAP"} <= set(accumulator.Tags()["scalars"])
 
 
 def test_a_failed_evaluation_never_loses_the_run(demo_project, tmp_path, monkeypatch):
