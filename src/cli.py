@@ -157,15 +157,9 @@ def _train_params(args: argparse.Namespace):
         weights_path=args.weights,
         device=args.device,
         evaluate=args.evaluate,
-        momentum=args.momentum,
         nesterov=args.nesterov,
-        restart_epochs=args.restart_epochs,
-        early_stopping_patience=args.early_stopping_patience,
-        early_stopping_min_delta=args.early_stopping_min_delta,
-        frozen_stages=args.frozen_stages,
-        max_per_img=args.max_per_img,
-        score_thr=args.score_thr,
         auto_scale_lr=args.auto_scale_lr,
+        **{field: getattr(args, field) for field, _, _ in _TRAIN_OPTIONS},
     )
 
 
@@ -471,6 +465,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+# TrainParams fields given as `--field-name VALUE` (defaults: TrainParams'): (field, type, help)
+_TRAIN_OPTIONS = (
+    ("momentum", float, "SGD momentum"),
+    ("restart_epochs", int, "cosine_restarts: epochs per cycle (0: a third of the run)"),
+    ("early_stopping_patience", int,
+     "stop after N validations without improvement of the primary mAP (0: off)"),
+    ("early_stopping_min_delta", float, "the smallest mAP gain that counts as an improvement"),
+    ("frozen_stages", int,
+     "backbone stages kept frozen (-1: none; default: the model's own setting)"),
+    ("max_per_img", int, "detections kept per image at validation (default: the model's)"),
+    ("score_thr", float, "their minimum score at validation (default: the model's)"),
+)  # fmt: skip
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``train``'s options: defaults and choices from ``TrainParams`` (the app's and the API's)."""
     from src.config.params import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, TrainParams
@@ -504,31 +512,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--seed", type=int, default=d.seed)
     tr.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
     tr.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    tr.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    tr.add_argument(
-        "--restart-epochs", type=int, default=d.restart_epochs,
-        help="cosine_restarts: epochs per cycle (0: a third of the run)",
-    )  # fmt: skip
-    tr.add_argument(
-        "--early-stopping-patience", type=int, default=d.early_stopping_patience,
-        help="stop after N validations without improvement of the primary mAP (0: off)",
-    )  # fmt: skip
-    tr.add_argument(
-        "--early-stopping-min-delta", type=float, default=d.early_stopping_min_delta,
-        help="the smallest mAP gain that counts as an improvement",
-    )  # fmt: skip
-    tr.add_argument(
-        "--frozen-stages", type=int, default=d.frozen_stages,
-        help="backbone stages kept frozen (-1: none; default: the model's own setting)",
-    )  # fmt: skip
-    tr.add_argument(
-        "--max-per-img", type=int, default=d.max_per_img,
-        help="detections kept per image at validation (default: the model's)",
-    )  # fmt: skip
-    tr.add_argument(
-        "--score-thr", type=float, default=d.score_thr,
-        help="their minimum score at validation (default: the model's)",
-    )  # fmt: skip
+    for field, kind, text in _TRAIN_OPTIONS:
+        flag = "--" + field.replace("_", "-")
+        tr.add_argument(flag, type=kind, default=getattr(d, field), help=text)
     tr.add_argument(
         "--auto-scale-lr", action="store_true",
         help="scale --lr by batch size / the zoo config's base batch size (mmengine)",
