@@ -161,6 +161,30 @@ def test_steps_show_the_project_zoo_and_classes(ui):
     switch_task_there_and_back(client)
 
 
+def test_the_zoo_leaderboard_lists_every_model_in_the_chosen_order(ui):
+    from src.config import zoo
+    from src.ui.model import LEADERBOARD
+
+    client, _, _ = ui
+    st = state(client)
+    st["model_arch"]["value"] = LEADERBOARD
+    post(client, "/model_arch/value_changed", st)
+    st = state(client)
+    st["model_sort"]["value"] = "box AP"
+    post(client, "/model_sort/value_changed", st)
+    table = data(client)["model_table"]
+    rows = table["raw_rows_data"]
+    assert len(rows) == len(zoo.list_models("object-detection"))
+    assert [h["title"] for h in table["header"][:3]] == ["architecture", "model", "box AP"]
+    aps = [float(r[2]) for r in rows if r[2] != "-"]
+    assert len({r[0] for r in rows}) > 10 and aps == sorted(aps, reverse=True)
+    st = state(client)
+    st["model_sort"]["value"] = "zoo order"
+    st["model_arch"]["value"] = "RTMDet"
+    post(client, "/model_sort/value_changed", st)
+    post(client, "/model_arch/value_changed", st)
+
+
 def test_invalid_settings_get_clear_messages_and_start_nothing(ui):
     client, _app, _ = ui
     st = set_small_run(state(client))

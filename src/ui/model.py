@@ -18,6 +18,15 @@ from supervisely.app.widgets import (
 from src.config import zoo
 
 COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
+LEADERBOARD = "All architectures (leaderboard)"  # every model of the task in one table
+# how the table can be ordered: (label, ZooEntry field, best first is the largest)
+SORTS = {
+    "zoo order": (None, False),
+    "box AP": ("box_ap", True),
+    "mask AP": ("mask_ap", True),
+    "training memory": ("train_memory_gb", False),
+    "inference time": ("inference_ms", False),
+}
 RUN_COLUMNS = ["run", "where", "model", "epoch", "iteration", "saved", "last mAP"]
 TAB_PRETRAINED, TAB_CUSTOM, TAB_RESUME = "Pretrained", "Custom weights", "Resume"
 
@@ -31,6 +40,8 @@ class ModelStep:
         self.runs_provider = runs_provider
         self.architecture = Select([], filterable=True, widget_id="model_arch")
         self.table = RadioTable(COLUMNS, [["-"] * len(COLUMNS)], widget_id="model_table")
+        self.sort = Select([Select.Item(k, k) for k in SORTS], widget_id="model_sort")
+        self.sort.set_value("zoo order")
         self.pretrained = Checkbox("Start from the COCO-pretrained weights", True, "model_pre")
         self.weights_path = Input(
             placeholder="checkpoint (.pth): a local path or a Team Files path (/mmdetection-3/...)",
@@ -45,7 +56,14 @@ class ModelStep:
         self.tabs = RadioTabs(
             titles=[TAB_PRETRAINED, TAB_CUSTOM, TAB_RESUME],
             contents=[
-                Container([Field(self.architecture, "Architecture"), self.table, self.pretrained]),
+                Container(
+                    [
+                        Field(self.architecture, "Architecture"),
+                        Field(self.sort, "Order by"),
+                        self.table,
+                        self.pretrained,
+                    ]
+                ),
                 Container(
                     [Field(self.weights_path, "Checkpoint"), Field(self.config_path, "Config")]
                 ),
@@ -70,6 +88,10 @@ class ModelStep:
         def _architecture_changed(value: str) -> None:
             self.show_architecture(value)
 
+        @self.sort.value_changed
+        def _sort_changed(value: str) -> None:
+            self.show_architecture(self.architecture.get_value())
+
         @self.refresh.click
         def _refresh() -> None:
             self.refresh_runs()
@@ -78,31 +100,34 @@ class ModelStep:
     def set_task(self, task: str) -> None:
         self.task = task
         names = zoo.architectures(task)
-        self.architecture.set([Select.Item(n, n) for n in names])
+        self.architecture.set([Select.Item(n, n) for n in [*names, LEADERBOARD]])
         self.architecture.set_value(names[0])
         self.show_architecture(names[0])
 
     def show_architecture(self, architecture: str) -> None:
-        self._entries = [e for e in zoo.list_models(self.task, architecture)]
+        """One architecture's models, or every model of the task (the leaderboard, with an
+        architecture column), in the chosen order (missing values last)."""
+        everything = architecture == LEADERBOARD
+        entries = zoo.list_models(self.task, None if everything else architecture)
+        field, largest_first = SORTS.get(self.sort.get_value(), (None, False))
+        if field is not None:
+            known = [e for e in entries if getattr(e, field) is not None]
+            known.sort(key=lambda e: getattr(e, field), reverse=largest_first)
+            entries = known + [e for e in entries if getattr(e, field) is None]
+        self._entries = entries
+        columns = ["architecture", *COLUMNS] if everything else COLUMNS
         rows = []
-        for e in self._entries:
+        for e in entries:
             note = (
                 e.unsupported
                 or e.gpu_only
                 or (f"needs {', '.join(e.missing_packages())}" if e.missing_packages() else "")
             )
-            rows.append(
-                [
-                    e.model,
-                    _cell(e.box_ap),
-                    _cell(e.mask_ap),
-                    _cell(e.train_memory_gb),
-                    _cell(e.inference_ms),
-                    note or "-",
-                ]
-            )
-        self.table.set_data(COLUMNS, rows, [None] * len(COLUMNS))
-        default = next((i for i, e in enumerate(self._entries) if e.is_default), 0)
+            cells = [e.model, _cell(e.box_ap), _cell(e.mask_ap), _cell(e.train_memory_gb),
+                     _cell(e.inference_ms), note or "-"]  # fmt: skip
+            rows.append([e.architecture, *cells] if everything else cells)
+        self.table.set_data(columns, rows, [None] * len(columns))
+        default = next((i for i, e in enumerate(entries) if e.is_default), 0)
         self.table.select_row(default)
 
     def refresh_runs(self) -> None:
