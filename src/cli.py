@@ -133,14 +133,14 @@ def _train_params(args: argparse.Namespace):
     from src.config.params import TrainParams
 
     weights = "scratch" if args.from_scratch else "custom" if args.weights else "pretrained"
-    size = args.input_size
+    size = args.input_size  # (longer, shorter) edge
     return TrainParams(
         task=args.task,
         epochs=TrainParams.epochs if args.epochs is None else args.epochs,  # 0 is refused
         train_batch_size=args.batch_size,
         val_batch_size=args.val_batch_size,
         num_workers=args.workers,
-        input_size=(size, size),
+        input_size=size,
         augmentation=args.augmentation,
         optimizer=args.optimizer,
         lr=args.lr,
@@ -479,6 +479,22 @@ _TRAIN_OPTIONS = (
 )  # fmt: skip
 
 
+def _input_size(text: str) -> tuple[int, int]:
+    """``640`` or ``1333x800`` (longer x shorter edge) → (longer, shorter)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give PX or LONGxSHORT, e.g. 1333x800"
+        ) from None
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give PX or LONGxSHORT, e.g. 1333x800")
+    return max(sizes), min(sizes)
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``train``'s options: defaults and choices from ``TrainParams`` (the app's and the API's)."""
     from src.config.params import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, TrainParams
@@ -497,8 +513,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--val-batch-size", type=int, default=d.val_batch_size)
     tr.add_argument("--workers", type=int, default=d.num_workers, help="data loader workers")
     tr.add_argument(
-        "--input-size", type=int, default=d.input_size[0], help="square input size in pixels"
-    )
+        "--input-size", type=_input_size, default=d.input_size, metavar="PX|LONGxSHORT",
+        help="input size: images are resized, keeping their aspect ratio, so that the longer edge "
+        "fits LONG and the shorter SHORT (mmdet's Resize scale); one number: a square "
+        f"(default {d.input_size[0]}x{d.input_size[1]})",
+    )  # fmt: skip
     tr.add_argument("--augmentation", default=d.augmentation, choices=AUGMENTATIONS)
     tr.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     tr.add_argument("--lr", type=float, default=d.lr)

@@ -34,6 +34,7 @@ class HyperparametersStep:
         self.val_batch = _number(d.val_batch_size, "hp_val_bs", 1)
         self.workers = _number(d.num_workers, "hp_workers", 0)
         self.input_size = _number(d.input_size[0], "hp_size", 32, step=32)
+        self.input_short = _number(0, "hp_size_short", 0, step=32)
         self.optimizer = _select(OPTIMIZERS, d.optimizer, "hp_optimizer")
         self.lr = _number(d.lr, "hp_lr", 0, step=1e-5, precision=6)
         self.weight_decay = _number(d.weight_decay, "hp_wd", 0, step=1e-5, precision=6)
@@ -81,7 +82,8 @@ class HyperparametersStep:
             (self.train_batch, "Train batch size"),
             (self.val_batch, "Val batch size"),
             (self.workers, "Data loader workers"),
-            (self.input_size, "Input size (px)"),
+            (self.input_size, "Input size: longer edge (px)"),
+            (self.input_short, "Input size: shorter edge (px; 0: a square), aspect ratio kept"),
             (self.optimizer, "Optimizer"),
             (self.lr, "Learning rate"),
             (self.weight_decay, "Weight decay"),
@@ -129,6 +131,7 @@ class HyperparametersStep:
         clip = float(self.grad_clip.get_value() or 0)
         frozen = self.frozen.get_value()
         size = int(self.input_size.get_value())
+        short = int(self.input_short.get_value() or 0) or size
         return TrainParams(
             task=task,
             classes=classes,
@@ -136,7 +139,7 @@ class HyperparametersStep:
             train_batch_size=int(self.train_batch.get_value()),
             val_batch_size=int(self.val_batch.get_value()),
             num_workers=int(self.workers.get_value()),
-            input_size=(size, size),
+            input_size=(max(size, short), min(size, short)),
             augmentation=augmentation,
             optimizer=self.optimizer.get_value(),
             lr=float(self.lr.get_value()),

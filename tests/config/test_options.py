@@ -129,3 +129,16 @@ def test_a_gpu_that_does_not_exist_is_refused_by_name():
     assert "unknown" in (device_problem("tpu") or "")
     names = [d.name for d in list_devices()]
     assert names == ["cpu"] or all(n.startswith("cuda:") for n in names)
+
+
+def test_input_size_as_mmdet_means_it_longer_by_shorter_edge_keeping_the_ratio(
+    demo_project, tmp_path
+):
+    from src.cli import _input_size
+
+    assert _input_size("1333x800") == _input_size("800x1333") == (1333, 800)
+    assert _input_size("640") == (640, 640)
+    cfg = small_cfg(demo_project, tmp_path / "w", input_size=(320, 256))
+    for pipeline in (cfg.train_pipeline, cfg.test_pipeline, cfg.val_dataloader.dataset.pipeline):
+        [resize] = [t for t in pipeline if t["type"] == "Resize"]
+        assert tuple(resize["scale"]) == (320, 256) and resize["keep_ratio"] is True
