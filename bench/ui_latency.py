@@ -3,8 +3,9 @@
 Starts the app (uvicorn, local mode, a generated project) in a subprocess, measures POST
 /sly/state while idle, from Start until iteration 2 (preparation, the runner's build, the first
 iterations), then while a training run started through the HTTP API trains (RTMDet-tiny, CPU,
-the training thread busy on both cores). Prints p50/p99 of each, side by side.
-Goal (issue 4): p99 under 100 ms while training.
+the training thread busy on both cores), and after the first validation, when the Training
+step shows its validation images; then the sizes of /sly/state and /sly/data. Prints p50/p99 of
+each, side by side. Goal (issues 4 and 14): p99 under 100 ms while training, previews included.
 
     .venv/bin/python bench/ui_latency.py [--requests 300]
 """
@@ -83,7 +84,8 @@ def main() -> None:
                 "project": str(project), "model": "rtmdet_tiny_8xb32-300e_coco",
                 "split": {"train": ["train"], "val": ["val"]},
                 "hyperparameters": {"epochs": 100, "train_batch_size": 4, "num_workers": 0,
-                                    "input_size": 256, "weights": "scratch"},
+                                    "input_size": 256, "weights": "scratch",
+                                    "evaluate": False},
             }  # fmt: skip
             # the start of a run (preparation, building the runner, iteration 0), measured
             # while /api/train is answered in another thread
@@ -97,6 +99,12 @@ def main() -> None:
                 starting += _latencies(client, 5)
             busy = _latencies(client, args.requests)
             iteration = client.get("/api/status").json()["iteration"]
+            # after the first validation: its preview images are in the page data
+            while not client.get("/api/status").json()["metrics"]:
+                time.sleep(0.5)
+            after_val = _latencies(client, args.requests)
+            state_kib = len(client.post("/sly/state", json={}).content) / 1024
+            data_kib = len(client.post("/sly/data", json={}).content) / 1024
             client.post("/api/stop")
     finally:
         server.terminate()
@@ -110,6 +118,10 @@ def main() -> None:
     )
     print(f"  training: p50 {statistics.median(busy):6.1f}   p99 {_p(busy, 99):6.1f}   "
           f"goal p99 < 100 (training reached iteration {iteration})")  # fmt: skip
+    print(f"  after a validation (preview images shown): p50 {statistics.median(after_val):6.1f}"
+          f"   p99 {_p(after_val, 99):6.1f}")  # fmt: skip
+    print(f"page payloads after a validation: /sly/state {state_kib:.1f} KiB, "
+          f"/sly/data {data_kib:.1f} KiB")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -299,6 +299,11 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     app.ui.training.wait(30)
     d = data(client)
     assert "artifacts:" in d["train_artifacts"]["text"]
+    # after each validation: a few validation images, ground truth | predictions, small JPEGs
+    previews = [d[f"train_val_img_{i}"]["url"] for i in range(4)]
+    assert all(url.startswith("data:image/jpeg;base64,") for url in previews)
+    assert max(len(url) for url in previews) < 60_000  # bounded: the page data stays small
+    assert "ground truth | predictions" in d["train_val_caption"]["text"]
     # the Training step shows the evaluation's key metrics and where its report is
     assert "evaluation of " in d["train_evaluation"]["text"]
     assert "/evaluation/report.html" in d["train_evaluation"]["text"]

@@ -371,6 +371,7 @@ class TrainingSession:
         from src.hooks.predictions import BestPredictionsHook
         from src.hooks.rng import RngStateHook
         from src.hooks.stop import StopHook
+        from src.hooks.val_preview import ValPreviewHook
         from src.hooks.workdir import WorkDirGuardHook
         from src.runs.atomic_files import write_text_atomic
         from src.runs.checkpoints import RUN_CONFIG
@@ -408,6 +409,8 @@ class TrainingSession:
         predictions = (cfg.get("val_evaluator") or {}).get("outfile_prefix")
         if predictions:  # keep the best epoch's for the evaluation after training
             runner.register_hook(BestPredictionsHook(predictions))
+            # and show a few of each validation's to the sinks that draw them (the UI)
+            runner.register_hook(ValPreviewHook(self._sink.sinks, predictions))
         for hook in self.extra_hooks:
             runner.register_hook(hook)
         return runner

@@ -113,7 +113,7 @@ def _calibration_plot(mp: Any) -> str:
     return _png(fig)
 
 
-def _draw(image: np.ndarray, detections: list[dict], color: tuple[int, int, int]) -> np.ndarray:
+def draw(image: np.ndarray, detections: list[dict], color: tuple[int, int, int]) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     out = image.copy()
@@ -133,8 +133,8 @@ def _draw(image: np.ndarray, detections: list[dict], color: tuple[int, int, int]
     return out
 
 
-def _jpeg(image: np.ndarray) -> str:
-    scale = PANEL_SIDE / max(image.shape[:2])
+def jpeg_data_url(image: np.ndarray, side: int = PANEL_SIDE) -> str:
+    scale = side / max(image.shape[:2])
     if scale < 1:
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(
@@ -174,10 +174,10 @@ def _gallery(mp: Any, data_list: list[dict], predictions: list[dict], classes: l
                    f"FN {int(row['FN'])}")  # fmt: skip
         parts.append(
             f'<p>{caption}</p><div class="pair">'
-            f'<figure><img alt="ground truth" src="{_jpeg(_draw(image, truth, GT_COLOR))}">'
+            f'<figure><img alt="ground truth" src="{jpeg_data_url(draw(image, truth, GT_COLOR))}">'
             "<figcaption>ground truth</figcaption></figure>"
             f'<figure><img alt="predictions" src="'
-            f'{_jpeg(_draw(image, by_image.get(info["img_id"], []), PRED_COLOR))}">'
+            f'{jpeg_data_url(draw(image, by_image.get(info["img_id"], []), PRED_COLOR))}">'
             f"<figcaption>predictions (confidence ≥ {threshold:.2f})</figcaption></figure></div>"
         )
     return "".join(parts) or "<p>No validation images.</p>"

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from supervisely.app.widgets import Button, Card, Container, Flexbox, Text
+from supervisely.app.widgets import Button, Card, Container, Flexbox, Image, Text
 
 from src.app.controller import ControllerStatus, RunOutcome
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
@@ -17,6 +17,7 @@ from src.ui.charts import Chart, send_all
 
 MAX_CLASS_CHARTS = 20
 PUSH_INTERVAL_S = 0.5  # the page's charts and progress line are updated at most this often
+VAL_IMAGES = 4  # validation images drawn after each validation (each a JPEG of about 20 KB)
 
 
 class TrainingStep:
@@ -35,6 +36,9 @@ class TrainingStep:
         self.log_tail = Text("", widget_id="train_log")
         self.artifacts = Text("", widget_id="train_artifacts")
         self.evaluation = Text("", widget_id="train_evaluation")
+        # a few fixed validation images after each validation: ground truth | predictions
+        self.val_images = [Image(widget_id=f"train_val_img_{i}") for i in range(VAL_IMAGES)]
+        self.val_caption = Text("", widget_id="train_val_caption")
         self.card = Card(
             "Training",
             content=Container(
@@ -46,6 +50,8 @@ class TrainingStep:
                     self.lr.plot,
                     self.map.plot,
                     self.class_ap.plot,
+                    self.val_caption,
+                    Flexbox(self.val_images),
                     self.log_tail,
                     self.artifacts,
                     self.evaluation,
@@ -178,6 +184,13 @@ class TrainingStep:
                 f"upload failed: {outcome.upload_error}; the files stay in {outcome.local_dir}",
                 "error",
             )
+
+    def on_val_images(self, images: list[tuple[str, str]]) -> None:
+        """The validation preview (src.hooks.val_preview): names and small JPEG data URLs."""
+        for widget, (_, url) in zip(self.val_images, images, strict=False):
+            widget.set(url)
+        names = ", ".join(name for name, _ in images[: len(self.val_images)])
+        self.val_caption.text = f"last validation, ground truth | predictions: {names}"
 
     def _show_evaluation(self, outcome: RunOutcome) -> None:
         """The key metrics of the evaluation after training and where its report is."""
