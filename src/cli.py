@@ -269,12 +269,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
         print(f"checkpoints and logs: {prepared.work_dir}")
         if prepared.params.auto_scale_lr:
-            from src.config.schedule import effective_lr
+            from src.config.schedule import effective_lr_note
 
             base = int(prepared.cfg.auto_scale_lr.base_batch_size)
-            print(f"learning rate {effective_lr(prepared.params, base):.3g} "
-                  f"(--lr {prepared.params.lr:g} x batch {prepared.params.train_batch_size} / "
-                  f"the zoo config's base batch {base})")  # fmt: skip
+            print(effective_lr_note(prepared.params, base))
         started = time.time()
         with _CtrlC(controller.stop):
             # the data check (an empty split, a missing image) fails here, before training
@@ -324,13 +322,9 @@ def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> i
 
 
 def _print_evaluation(evaluation: dict) -> None:
-    metrics = evaluation["metrics"]
-    shown = "  ".join(
-        f"{name} {metrics[name]:.3f}"
-        for name in ("mAP", "AP50", "AP75", "precision", "recall", "f1")
-        if metrics.get(name) is not None
-    )
-    print(f"evaluation of {evaluation['checkpoint']}: {shown}")
+    from src.app.evaluate import key_metrics_line
+
+    print(f"evaluation of {evaluation['checkpoint']}: {key_metrics_line(evaluation['metrics'])}")
     for note in evaluation.get("notes") or []:
         print(f"  {note}")
     print(f"report: {evaluation['report']}")

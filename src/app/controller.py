@@ -87,7 +87,7 @@ class ControllerStatus(SessionStatus):
     @property
     def ended(self) -> bool:
         """The run and its upload are over: a new start or resume can succeed."""
-        return self.state in ("idle", "finished", "stopped", "failed") and not self.busy
+        return (self.state == SessionState.IDLE or self.state.is_final) and not self.busy
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)

@@ -61,10 +61,6 @@ class Evaluation:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def primary_metric(self) -> str:
-        return PRIMARY_METRIC
-
     def summary(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint,
@@ -78,6 +74,15 @@ class Evaluation:
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
         }
+
+
+def key_metrics_line(metrics: dict[str, Any]) -> str:
+    """The key metrics as the Training step and the CLI show them."""
+    return "  ".join(
+        f"{name} {metrics[name]:.3f}"
+        for name in ("mAP", "AP50", "AP75", "precision", "recall", "f1")
+        if metrics.get(name) is not None
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -55,6 +55,14 @@ def effective_lr(params: TrainParams, base_batch_size: int, devices: int = 1) ->
     return params.lr * params.train_batch_size * devices / max(1, base_batch_size)
 
 
+def effective_lr_note(params: TrainParams, base_batch_size: int) -> str:
+    """How the auto-scaled LR comes about, as the CLI prints it and the Compose step shows it."""
+    return (
+        f"learning rate {effective_lr(params, base_batch_size):.3g} (auto-scaled: {params.lr:g} x "
+        f"batch {params.train_batch_size} / the zoo config's base batch {base_batch_size})"
+    )
+
+
 def lr_schedule(params: TrainParams) -> list[dict]:
     """mmengine param schedulers: optional linear warmup by iteration, then the main schedule.
 

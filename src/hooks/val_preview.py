@@ -60,7 +60,7 @@ class ValPreviewHook(Hook):
             sink.on_val_images(images)
 
     def _draw(self, dataset: Any) -> list[tuple[str, str]]:
-        from src.runs.report import GT_COLOR, PRED_COLOR, draw, jpeg_data_url
+        from src.runs.report import GT_COLOR, PRED_COLOR, draw, jpeg_data_url, truth
 
         path = Path(f"{self.val_prefix}.bbox.json")
         if not path.is_file():
@@ -75,21 +75,15 @@ class ValPreviewHook(Hook):
             if image is None:
                 continue
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            truth = [
-                {"bbox": [x1, y1, x2 - x1, y2 - y1], "label": classes[inst["bbox_label"]]}
-                for inst in info["instances"]
-                for x1, y1, x2, y2 in [inst["bbox"]]
-            ]
             found = [
                 {"bbox": d["bbox"], "segmentation": d.get("segmentation"),
                  "label": f"{classes[d['category_id'] - 1]} {d['score']:.2f}"}
                 for d in predictions
                 if d["image_id"] == info["img_id"] and d["score"] >= self.score_thr
             ]  # fmt: skip
-            pair = np.concatenate(
-                [draw(image, truth, GT_COLOR), np.full((image.shape[0], 8, 3), 255, np.uint8),
-                 draw(image, found, PRED_COLOR)], axis=1,
-            )  # fmt: skip
+            ground = draw(image, truth(info, classes, with_masks=False), GT_COLOR)
+            gap = np.full((image.shape[0], 8, 3), 255, np.uint8)
+            pair = np.concatenate([ground, gap, draw(image, found, PRED_COLOR)], axis=1)
             scale = self.height / pair.shape[0]
             pair = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             shown.append((str(info.get("item_name", index)), jpeg_data_url(pair)))

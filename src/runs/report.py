@@ -133,6 +133,16 @@ def draw(image: np.ndarray, detections: list[dict], color: tuple[int, int, int])
     return out
 
 
+def truth(info: dict, classes: list[str], with_masks: bool = True) -> list[dict]:
+    """A data-list item's ground truth in the drawing's format (COCO boxes, class labels)."""
+    return [
+        {"bbox": [x1, y1, x2 - x1, y2 - y1], "label": classes[inst["bbox_label"]]}
+        | ({"segmentation": inst.get("mask")} if with_masks else {})
+        for inst in info["instances"]
+        for x1, y1, x2, y2 in [inst["bbox"]]
+    ]
+
+
 def jpeg_data_url(image: np.ndarray, side: int = PANEL_SIDE) -> str:
     scale = side / max(image.shape[:2])
     if scale < 1:
@@ -164,20 +174,15 @@ def _gallery(mp: Any, data_list: list[dict], predictions: list[dict], classes: l
         if image is None:
             continue
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        truth = [
-            {"bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": inst.get("mask"),
-             "label": classes[inst["bbox_label"]]}
-            for inst in info["instances"]
-            for x1, y1, x2, y2 in [inst["bbox"]]
-        ]  # fmt: skip
         caption = (f"{html.escape(info['item_name'])}: TP {int(row['TP'])}, FP {int(row['FP'])}, "
                    f"FN {int(row['FN'])}")  # fmt: skip
+        ground = jpeg_data_url(draw(image, truth(info, classes), GT_COLOR))
+        found = jpeg_data_url(draw(image, by_image.get(info["img_id"], []), PRED_COLOR))
         parts.append(
             f'<p>{caption}</p><div class="pair">'
-            f'<figure><img alt="ground truth" src="{jpeg_data_url(draw(image, truth, GT_COLOR))}">'
+            f'<figure><img alt="ground truth" src="{ground}">'
             "<figcaption>ground truth</figcaption></figure>"
-            f'<figure><img alt="predictions" src="'
-            f'{jpeg_data_url(draw(image, by_image.get(info["img_id"], []), PRED_COLOR))}">'
+            f'<figure><img alt="predictions" src="{found}">'
             f"<figcaption>predictions (confidence ≥ {threshold:.2f})</figcaption></figure></div>"
         )
     return "".join(parts) or "<p>No validation images.</p>"

@@ -17,7 +17,7 @@ from src.app.prepare import (
 )
 from src.app.session import SessionBusyError
 from src.config.params import ConfigError
-from src.config.schedule import effective_lr
+from src.config.schedule import effective_lr_note
 from src.data.project import LocalProject
 from src.data.reader import DatasetError
 from src.ui.augmentations import AugmentationsStep
@@ -171,8 +171,7 @@ class AppUI:
         note = ""
         if prepared.params.auto_scale_lr:  # the LR the run will train with
             base = int(prepared.cfg.auto_scale_lr.base_batch_size)
-            note = (f"; learning rate {effective_lr(prepared.params, base):.3g} (auto-scaled: "
-                    f"batch {prepared.params.train_batch_size} / base batch {base})")  # fmt: skip
+            note = "; " + effective_lr_note(prepared.params, base)
         self.message.set(f"config composed for {prepared.model_name}{note}", "success")
         self.unlock_through(len(self.steps))  # every setting was just validated
         return True

@@ -10,6 +10,7 @@ from pathlib import Path
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Image, Text
 
 from src.app.controller import ControllerStatus, RunOutcome
+from src.app.evaluate import key_metrics_line
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
 from src.hooks.metrics import TrainProgress, ValResult
 from src.runs.layout import log_files, scalars_files
@@ -203,12 +204,7 @@ class TrainingStep:
         evaluation = outcome.evaluation
         if not evaluation:
             return
-        metrics = evaluation["metrics"]
-        shown = "  ".join(
-            f"{name} {metrics[name]:.3f}"
-            for name in ("mAP", "AP50", "AP75", "precision", "recall", "f1")
-            if metrics.get(name) is not None
-        )
+        shown = key_metrics_line(evaluation["metrics"])
         where = (
             f"{outcome.artifacts}/evaluation/report.html" if outcome.artifacts
             else evaluation["report"]
