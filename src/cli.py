@@ -141,7 +141,12 @@ def _train_params(args: argparse.Namespace):
         val_batch_size=args.val_batch_size,
         num_workers=args.workers,
         input_size=size,
-        augmentation=args.augmentation,
+        augmentation="custom" if args.augmentation_file else args.augmentation,
+        augmentation_pipeline=(
+            Path(args.augmentation_file).read_text(encoding="utf-8")
+            if args.augmentation_file
+            else ""
+        ),
         optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=args.weight_decay,
@@ -206,6 +211,23 @@ def _app_data(args: argparse.Namespace) -> str:
     )
 
 
+def _use_the_models_input_size(args: argparse.Namespace) -> str | None:
+    """``--input-size model`` → the zoo model's own size in ``args`` (or the problem)."""
+    from src.config import zoo
+    from src.config.compose import native_input_size
+
+    if not args.model:
+        return "--input-size model needs --model: the zoo model whose input size it is"
+    try:
+        size = native_input_size(zoo.get_model(args.model, args.task))
+    except zoo.ZooError as exc:
+        return str(exc)
+    if size is None:
+        return f"{args.model} has no input size of its own here: give --input-size PX|LONGxSHORT"
+    args.input_size = size
+    return None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
     through the app's own controller: the same run flow, upload and error policy as the app."""
@@ -226,6 +248,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         ),
     )  # fmt: skip
     resume_from = None
+    if args.input_size == MODEL_SIZE:
+        problem = _use_the_models_input_size(args)
+        if problem:
+            return _fail(problem)
     try:
         if args.resume is not None:
             prepared, run = controller.prepare_resume(args.resume or None, args.epochs)
@@ -238,6 +264,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not args.project:
                 return _fail("--project is required (or --resume to continue a run)")
             config_text = None
+            if args.augmentation_file and not Path(args.augmentation_file).is_file():
+                return _fail(f"augmentation file {args.augmentation_file} does not exist")
             if args.config:
                 path = Path(args.config)
                 if not path.is_file():
@@ -473,8 +501,13 @@ _TRAIN_OPTIONS = (
 )  # fmt: skip
 
 
-def _input_size(text: str) -> tuple[int, int]:
-    """``640`` or ``1333x800`` (longer x shorter edge) → (longer, shorter)."""
+MODEL_SIZE = "model"  # --input-size model: the zoo model's own size
+
+
+def _input_size(text: str) -> tuple[int, int] | str:
+    """``640`` or ``1333x800`` (longer x shorter edge) → (longer, shorter); ``model`` stays."""
+    if text.strip().lower() == MODEL_SIZE:
+        return MODEL_SIZE
     parts = text.lower().replace("×", "x").split("x")
     try:
         sizes = [int(p) for p in parts]
@@ -507,12 +540,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--val-batch-size", type=int, default=d.val_batch_size)
     tr.add_argument("--workers", type=int, default=d.num_workers, help="data loader workers")
     tr.add_argument(
-        "--input-size", type=_input_size, default=d.input_size, metavar="PX|LONGxSHORT",
+        "--input-size", type=_input_size, default=d.input_size, metavar="PX|LONGxSHORT|model",
         help="input size: images are resized, keeping their aspect ratio, so that the longer edge "
-        "fits LONG and the shorter SHORT (mmdet's Resize scale); one number: a square "
-        f"(default {d.input_size[0]}x{d.input_size[1]})",
+        "fits LONG and the shorter SHORT (mmdet's Resize scale); one number: a square; model: "
+        f"the zoo model's own, e.g. 1333x800 (default {d.input_size[0]}x{d.input_size[1]})",
     )  # fmt: skip
     tr.add_argument("--augmentation", default=d.augmentation, choices=AUGMENTATIONS)
+    tr.add_argument(
+        "--augmentation-file",
+        help="a custom augmentation pipeline: a YAML or JSON list of mmdet transforms, applied "
+        "after resizing (implies --augmentation custom; see configs/augmentations.yaml)",
+    )
     tr.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     tr.add_argument("--lr", type=float, default=d.lr)
     tr.add_argument("--weight-decay", type=float, default=d.weight_decay)

@@ -112,6 +112,14 @@ def test_train_stop_runs_resume_finish_and_artifacts(api, demo_project):
           "hyperparameters": {"score_thr": 2.0}}, "score_thr must be from 0 to 1"),
         ({"project": "P", "model": "rtmdet_tiny_8xb32-300e_coco",
           "hyperparameters": {"nesterov": True}}, "nesterov applies to the SGD optimizer only"),
+        ({"project": "P", "model": "rtmdet_tiny_8xb32-300e_coco",
+          "hyperparameters": {"augmentation": "custom", "augmentation_pipeline": [
+              {"type": "RandomFlip", "prob": 0.5}, {"type": "Mosaic", "img_scale": [64, 64]}]}},
+         "transform 2 (Mosaic) mixes several images"),
+        ({"project": "P", "model": "rtmdet_tiny_8xb32-300e_coco",
+          "hyperparameters": {"augmentation": "custom", "augmentation_pipeline": [
+              {"type": "RandomCrop", "crop_size": [64, 64], "crop_typ": "absolute"}]}},
+         "unexpected keyword argument 'crop_typ'"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_json_errors(api, demo_project, body, expected):

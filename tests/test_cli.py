@@ -74,6 +74,18 @@ def test_dry_run_prints_summary_and_dumps_a_self_contained_config(demo_project, 
     assert len(dataset) == 12
     assert cfg.sly_metadata.model_name == MODEL
 
+    # that config beside a checkpoint: --weights alone finds it (no --model, no --config)
+    run_dir = tmp_path / "earlier_run"
+    run_dir.mkdir()
+    shutil.copy(dump, run_dir / "config.py")
+    (run_dir / "epoch_3.pth").write_bytes(b"weights")  # a dry run does not load them
+    result = run_cli(
+        "train", "--project", str(demo_project), "--weights", str(run_dir / "epoch_3.pth"),
+        "--input-size", "256", "--dry-run", env_app_data=tmp_path / "app_data",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"model        {MODEL}" in result.stdout, result.stdout
+
 
 @pytest.mark.parametrize(
     ("case", "expected"),
@@ -85,6 +97,8 @@ def test_dry_run_prints_summary_and_dumps_a_self_contained_config(demo_project, 
         ("bad_config", "line 2"),
         ("bad_patience", "early_stopping_patience must be from 0 to 1000"),
         ("no_such_gpu", "cuda:9 does not exist here"),
+        ("bad_augmentation", "transform 2 (RandomFlipp) is not an mmdet or mmcv transform"),
+        ("no_augmentation_file", "augmentation file"),
     ],
 )
 def test_bad_input_fails_with_a_clear_message(case, expected, demo_project, tmp_path):
@@ -110,6 +124,12 @@ def test_bad_input_fails_with_a_clear_message(case, expected, demo_project, tmp_
         extra = ["--early-stopping-patience", "-3"]
     elif case == "no_such_gpu":
         extra = ["--device", "cuda:9"]
+    elif case == "bad_augmentation":
+        pipeline = tmp_path / "augment.yaml"
+        pipeline.write_text("- {type: RandomFlip, prob: 0.5}\n- {type: RandomFlipp}\n")
+        extra = ["--augmentation-file", str(pipeline)]
+    elif case == "no_augmentation_file":
+        extra = ["--augmentation-file", str(tmp_path / "nowhere.yaml")]
     app_data = tmp_path / "app_data"
     result = run_cli(
         "train",
@@ -153,3 +173,17 @@ def test_train_defaults_are_the_apps():
 
     args = build_parser().parse_args(["train", "--project", "p", "--from-scratch"])
     assert _train_params(args) == TrainParams(weights="scratch")
+
+
+def test_input_size_model_is_the_zoo_models_own():
+    from src.cli import _train_params, _use_the_models_input_size, build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["train", "--project", "p", "--model", "faster-rcnn_r50_fpn_1x_coco",
+                  "--input-size", "model"])  # fmt: skip
+    assert _use_the_models_input_size(args) is None
+    assert _train_params(args).input_size == (1333, 800)  # mmdet's test scale for it
+    args = parse(["train", "--project", "p", "--model", "ssd300_coco", "--input-size", "model"])
+    assert _use_the_models_input_size(args) is None and args.input_size == (300, 300)
+    args = parse(["train", "--project", "p", "--input-size", "model"])
+    assert "needs --model" in _use_the_models_input_size(args)

@@ -158,6 +158,14 @@ def test_steps_show_the_project_zoo_and_classes(ui):
         "square", "circle", "triangle",
     ]  # fmt: skip
     assert state(client)["card_config"]["disabled"]["disabled"]  # locked until composed
+    # the picked model brings its own input size (longer x shorter edge, mmdet's test scale)
+    st = state(client)
+    assert (st["hp_size"]["value"], st["hp_size_short"]["value"]) == (640, 0)  # RTMDet: square
+    st["model_arch"]["value"] = "Faster R-CNN"
+    post(client, "/model_arch/value_changed", st)
+    st = state(client)
+    assert (st["hp_size"]["value"], st["hp_size_short"]["value"]) == (1333, 800)
+    choose_rtmdet(client)
     switch_task_there_and_back(client)
 
 
@@ -183,6 +191,53 @@ def test_the_zoo_leaderboard_lists_every_model_in_the_chosen_order(ui):
     st["model_arch"]["value"] = "RTMDet"
     post(client, "/model_sort/value_changed", st)
     post(client, "/model_arch/value_changed", st)
+
+
+def test_augmentation_preview_and_a_custom_pipeline(ui):
+    """A project image before and after the preset's pipeline, another sample on a button; the
+    preset's transforms become an editable custom pipeline; a bad one is named; the custom
+    transforms are in the composed config."""
+    client, _, _ = ui
+    st = set_small_run(state(client))
+    st["classes_select"]["value"] = ["square", "circle", "triangle"]
+    st["aug_preset"]["value"] = "heavy"
+    post(client, "/aug_preset/value_changed", st)
+    st = state(client)
+    assert "PhotoMetricDistortion" in st["aug_pipeline"]["text"]
+    assert data(client)["aug_pipeline"]["editor_options"]["readOnly"] is True
+    post(client, "/aug_preview_btn/button_clicked_cb", st)
+    d = data(client)
+    assert d["aug_message"]["text"] == "", d["aug_message"]
+    first = (d["aug_before"]["url"], d["aug_after"]["url"], d["aug_caption"]["text"])
+    assert all(url.startswith("data:image/jpeg;base64,") and len(url) < 60_000
+               for url in first[:2])  # fmt: skip
+    assert "after the training pipeline: " in first[2]
+    post(client, "/aug_resample/button_clicked_cb")
+    d = data(client)
+    assert d["aug_caption"]["text"] != first[2]  # another sample (a new draw, maybe a new image)
+
+    # custom: the heavy preset's text, now editable; a typo is named, the fix previews
+    st = state(client)
+    st["aug_preset"]["value"] = "custom"
+    post(client, "/aug_preset/value_changed", st)
+    assert data(client)["aug_pipeline"]["editor_options"]["readOnly"] is False
+    st = state(client)
+    assert "PhotoMetricDistortion" in st["aug_pipeline"]["text"]  # started from the preset
+    st["aug_pipeline"]["text"] = "- {type: RandomFlipp, prob: 1.0}\n"
+    post(client, "/aug_preview_btn/button_clicked_cb", st)
+    message = data(client)["aug_message"]
+    assert "transform 1 (RandomFlipp) is not an mmdet or mmcv transform" in message["text"]
+    post(client, "/compose/button_clicked_cb", st)
+    assert "RandomFlipp" in data(client)["compose_message"]["text"]
+    st["aug_pipeline"]["text"] = "- {type: RandomFlip, prob: 1.0, direction: vertical}\n"
+    post(client, "/aug_preview_btn/button_clicked_cb", st)
+    assert data(client)["aug_message"]["text"] == ""
+    post(client, "/compose/button_clicked_cb", st)
+    assert "config composed" in data(client)["compose_message"]["text"]
+    assert "direction='vertical'" in state(client)["cfg_editor"]["text"]
+    st = state(client)
+    st["aug_preset"]["value"] = "light"
+    post(client, "/aug_preset/value_changed", st)
 
 
 def test_invalid_settings_get_clear_messages_and_start_nothing(ui):
@@ -278,6 +333,9 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
             break
         time.sleep(0.1)
     assert len(series["loss"]) >= 3 and "loss_cls" in series
+    # the augmentation preview would draw from the run's random generators: refused meanwhile
+    post(client, "/aug_preview_btn/button_clicked_cb")
+    assert "off while a run is in progress" in data(client)["aug_message"]["text"]
     post(client, "/train_stop/button_clicked_cb")
     status = wait_state(client, {"stopped"})
     stopped_at = status["iteration"]
@@ -330,3 +388,30 @@ def test_custom_weights_given_as_team_files_paths_compose(ui):
     post(client, "/compose/button_clicked_cb", st)
     message = data(client)["compose_message"]["text"]
     assert "config composed" in message, message
+
+
+def test_custom_weights_picked_from_earlier_runs_find_their_config(ui):
+    """The picker lists the checkpoints of runs in (the local) Team Files; picking one fills
+    the path, and Compose uses the config.py beside it. A checkpoint with no config beside it
+    is refused with what to do."""
+    client, _app, root = ui
+    post(client, "/model_ckpt_refresh/button_clicked_cb")
+    items = [i["value"] for i in data(client)["model_ckpt_pick"]["items"]]
+    assert items and all(i.startswith("/mmdetection-3/") and i.endswith(".pth") for i in items)
+    st = set_small_run(state(client))
+    st["model_tabs"]["value"] = "Custom weights"
+    st["model_ckpt_pick"]["value"] = items[-1]
+    post(client, "/model_ckpt_pick/value_changed", st)
+    st = state(client)
+    assert st["model_w"]["value"] == items[-1] and st["model_cfg"]["value"] == ""
+    post(client, "/compose/button_clicked_cb", st)
+    message = data(client)["compose_message"]["text"]
+    assert "config composed" in message, message
+
+    lone = root / "lone" / "weights.pth"
+    lone.parent.mkdir()
+    lone.write_bytes((root / "team" / items[-1].lstrip("/")).read_bytes())
+    st["model_w"]["value"] = str(lone)
+    post(client, "/compose/button_clicked_cb", st)
+    message = data(client)["compose_message"]["text"]
+    assert f"no config.py beside the checkpoint {lone}" in message, message

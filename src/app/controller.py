@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from src.app.augment_preview import AugmentationPreview, AugmentationPreviewer
 from src.app.prepare import (
     Prepared,
     ProjectResolver,
@@ -177,6 +178,7 @@ class TrainingController:
         self._preparing = False  # a start or resume is being prepared (before launch)
         self._cancel_start = False  # Stop was asked for during that preparation
         self._remote_runs_cache: tuple[float, list[RunInfo]] | None = None
+        self._previewer = AugmentationPreviewer(cache_dir)
         self.outcome: RunOutcome | None = None
 
     # ------------------------------------------------------------------ queries
@@ -268,6 +270,47 @@ class TrainingController:
             raise RequestError([f"cannot download the {purpose} {path}: {exc}"]) from None
         return str(local)
 
+    def augmentation_preview(
+        self, project_dir: str, params: TrainParams, sample: int
+    ) -> AugmentationPreview:
+        """One project image before and after the chosen training pipeline (the Augmentations
+        step). Refused while a run trains here: the preview draws from the global random
+        generators that the run's augmentations also draw from (with workers 0), and a
+        preview in between would change what the run sees."""
+        if self.busy:
+            raise SessionBusyError(
+                "the preview is off while a run is in progress: it would draw from the random "
+                "generators the run's augmentations use"
+            )
+        return self._previewer.preview(project_dir, params, sample)
+
+    def companion_config(self, checkpoint: str) -> str | None:
+        """The ``config.py`` beside a checkpoint (a local path or one in the store, as
+        :meth:`fetch` takes them): where this app and mmdet put a run's config."""
+        local = Path(checkpoint)
+        if local.is_file():
+            found = local.parent / RUN_CONFIG
+            return str(found) if found.is_file() else None
+        if not checkpoint.startswith("/"):
+            return None
+        remote = f"{Path(checkpoint).parent.as_posix().rstrip('/')}/{RUN_CONFIG}"
+        try:
+            listed = {f.path for f in self.store.list(str(Path(checkpoint).parent))}
+        except (UploadError, OSError, ValueError):
+            return None
+        return remote if remote in listed else None
+
+    def checkpoint_files(self, root: str = "/mmdetection-3") -> list[str]:
+        """Every ``.pth`` in the store under ``root`` that has a ``config.py`` beside it: the
+        custom-weights picker's choices (Team Files on the platform, the local folder
+        standing in for it elsewhere)."""
+        try:
+            files = [f.path for f in self.store.list(root)]
+        except (UploadError, OSError, ValueError):
+            return []
+        folders = {str(Path(p).parent) for p in files if Path(p).name == RUN_CONFIG}
+        return sorted(p for p in files if p.endswith(".pth") and str(Path(p).parent) in folders)
+
     def new_run_id(self) -> str:
         return new_run_id(self.app_data_dir, base=self.run_id_base)
 
@@ -293,9 +336,20 @@ class TrainingController:
 
         params = request.params
         config_file = request.base_config_file
+        custom = params.weights == "custom" and params.weights_path
+        own_model = request.model or request.config_text or request.config_file
+        if custom and not config_file and not own_model:
+            config_file = self.companion_config(params.weights_path)
+            if config_file is None:
+                raise RequestError(
+                    [
+                        f"no {RUN_CONFIG} beside the checkpoint {params.weights_path}: give the "
+                        "model's config (or a zoo model whose architecture it is)"
+                    ]
+                )
         if config_file:  # custom weights: may live in Team Files
             config_file = self.fetch(config_file, "config")
-        if params.weights == "custom" and params.weights_path:
+        if custom:
             params = replace(params, weights_path=self.fetch(params.weights_path, "checkpoint"))
         return prepare(
             replace(
@@ -600,6 +654,8 @@ def _param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
     if bad:
         problems.append(f"unknown hyperparameters {bad}; known: {sorted(param_fields)}")
     values = {k: v for k, v in hyper.items() if k in param_fields}
+    if isinstance(values.get("augmentation_pipeline"), list):  # the transforms as JSON
+        values["augmentation_pipeline"] = json.dumps(values["augmentation_pipeline"])
     if type(values.get("input_size")) is int:
         values["input_size"] = [values["input_size"]] * 2
     for key, value in list(values.items()):

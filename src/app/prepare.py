@@ -19,10 +19,18 @@ from typing import Any
 
 from mmengine.config import Config
 
+from src.app.augment_preview import check_pipeline_on_an_image
 from src.config import zoo
+from src.config.augmentations import augmentation_steps, substitute_input_size
 from src.config.compose import apply_owned_settings, build_config, compose_from_zoo, relocate_run
 from src.config.input_shapes import padding_problems
-from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams
+from src.config.params import (
+    CUSTOM_AUGMENTATION,
+    ConfigError,
+    DatasetSpec,
+    RunSpec,
+    TrainParams,
+)
 from src.config.primary_metric import headline, primary_metric
 from src.config.schedule import replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text, task_of
@@ -202,6 +210,20 @@ def _frozen_stages_problem(cfg: Config) -> str | None:
     )
 
 
+def _custom_augmentation_problems(params: TrainParams, problems: list[str]) -> list[str]:
+    """A custom pipeline whose text is well formed: does each transform build?"""
+    if params.augmentation != CUSTOM_AUGMENTATION or any("augmentation" in p for p in problems):
+        return []
+    from src.data.mmdet_dataset import transform_problems
+
+    steps = [
+        substitute_input_size(t, params.input_size)
+        for t in augmentation_steps(params.augmentation, params.augmentation_pipeline)
+    ]
+    found = transform_problems(steps)
+    return ["custom augmentation pipeline: " + "; ".join(found)] if found else []
+
+
 def _class_problems(classes: list[str], project: LocalProject) -> list[str]:
     unknown = [c for c in classes if c not in project.classes]
     if not unknown:
@@ -231,6 +253,7 @@ def prepare(request: TrainRequest) -> Prepared:
     if source.entry is not None:
         problems.extend(_entry_problems(source.entry, request.params))
     problems.extend(p for p in params.validate() if p not in problems)
+    problems.extend(_custom_augmentation_problems(params, problems))
     split = None
     if project is not None:
         try:
@@ -351,6 +374,13 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
                 datasets[split] = dataset
         except Exception as exc:
             problems.append(f"{split} dataset: {exc}")
+    if "train" in datasets and prepared.params.augmentation == CUSTOM_AUGMENTATION:
+        try:  # a transform that builds may still fail on an image (wrong keys, sizes)
+            check_pipeline_on_an_image(
+                str(prepared.project.directory), prepared.params, datasets["train"].cache_dir
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
     return stats, datasets, problems
 
 

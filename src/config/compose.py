@@ -8,16 +8,17 @@ work dir, resume) on top of a user's edited text.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mmengine.config import Config
 
+from src.config.augmentations import augmentation_steps, substitute_input_size
 from src.config.input_shapes import ensure_stride_padding
-from src.config.params import CONFIGS_DIR, ConfigError, DatasetSpec, RunSpec, TrainParams, jsonable
+from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams, jsonable
 from src.config.primary_metric import primary_metric
 from src.config.schedule import set_schedule
 from src.config.zoo import ZooEntry
@@ -62,13 +63,6 @@ def load_base_config(entry: ZooEntry) -> Config:
     current setuptools no longer ships.
     """
     return Config.fromfile(str(entry.config_path))
-
-
-def load_augmentations(preset: str) -> list[dict]:
-    presets = yaml.safe_load((CONFIGS_DIR / "augmentations.yaml").read_text())
-    if preset not in presets:
-        raise ConfigError(f"augmentation preset {preset!r} is unknown: use {', '.join(presets)}")
-    return copy.deepcopy(presets[preset] or [])
 
 
 def build_config(
@@ -337,14 +331,25 @@ def _strip_pretrained_init(node: Any) -> None:
             _strip_pretrained_init(value)
 
 
-def _substitute(node: Any, size: tuple[int, int]) -> Any:
-    if node == "$input_size":
-        return tuple(size)
-    if isinstance(node, dict):
-        return {k: _substitute(v, size) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute(v, size) for v in node]
-    return node
+@functools.lru_cache(maxsize=256)
+def native_input_size(entry: ZooEntry) -> tuple[int, int] | None:
+    """The size the zoo model was tested at, as (longer, shorter) edge: the scale of its test
+    pipeline's Resize (RTMDet 640x640, Faster R-CNN 1333x800, SSD 300x300). None where the
+    config cannot be read here (a model that needs a package this machine lacks) or has no
+    Resize. The UI proposes it when a model is picked; the CLI takes it as
+    ``--input-size model``."""
+    try:
+        cfg = load_base_config(entry)
+    except Exception:  # e.g. ImportError of mmpretrain for ConvNeXt: no size to propose
+        return None
+    pipeline = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or []
+    for step in pipeline:
+        scale = step.get("scale") if step.get("type") == "Resize" else None
+        if isinstance(scale, list | tuple) and len(scale) == 2:
+            return max(int(v) for v in scale), min(int(v) for v in scale)
+        if isinstance(scale, int):
+            return scale, scale
+    return None
 
 
 def _fixed_input_size(model_test_pipeline: list[dict]) -> bool:
@@ -355,43 +360,54 @@ def _fixed_input_size(model_test_pipeline: list[dict]) -> bool:
     )
 
 
+def train_pipeline(
+    params: TrainParams, *, keep_ratio: bool = True, pad_to_input: bool = False
+) -> list[dict]:
+    """The training pipeline: load, resize into the input size, the augmentations (preset or
+    custom), optionally pad to the full input size, drop degenerate objects, pack. The
+    augmentation preview runs the same list without the final packing."""
+    size = tuple(int(v) for v in params.input_size)
+    is_segm = params.task == "instance-segmentation"
+    augment = [
+        substitute_input_size(t, size)
+        for t in augmentation_steps(params.augmentation, params.augmentation_pipeline)
+    ]
+    pad = [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))] if pad_to_input else []
+    return [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True),
+        dict(type="Resize", scale=size, keep_ratio=keep_ratio),
+        *augment,
+        *pad,
+        dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
+        dict(type="PackDetInputs"),
+    ]
+
+
 def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_size: int) -> None:
     size = tuple(int(v) for v in params.input_size)
-    load_ann = dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True)
-    augment = [_substitute(t, size) for t in load_augmentations(params.augmentation)]
     model_test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or []
     keep_ratio = not _fixed_input_size(model_test)
     # Models with a smallest side (SSD, DDOD, DINO) see the full input size on both sides: a
     # panorama or a crop would otherwise reach them too small. Every step before it yields at
     # most the input size (keep-ratio resize into it; crops to it), as Pad(size) requires.
-    pad_to_input = (
-        [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))]
-        if min_input_size > 32 or not keep_ratio
-        else []
-    )
-    train_pipeline = [
-        dict(type="LoadImageFromFile"),
-        load_ann,
-        dict(type="Resize", scale=size, keep_ratio=keep_ratio),
-        *augment,
-        *pad_to_input,
-        dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
-        dict(type="PackDetInputs"),
-    ]
+    pad_to_input = min_input_size > 32 or not keep_ratio
+    pad = [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))] if pad_to_input else []
+    train = train_pipeline(params, keep_ratio=keep_ratio, pad_to_input=pad_to_input)
     if any(t.get("type") in _KEEP_MODEL_TEST_PIPELINE_IF for t in model_test):
         test_pipeline = _resized_model_test_pipeline(model_test, size)
     else:
         test_pipeline = [
             dict(type="LoadImageFromFile"),
             dict(type="Resize", scale=size, keep_ratio=keep_ratio),
-            *pad_to_input,
+            *pad,
             dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm),
             dict(
                 type="PackDetInputs",
                 meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
             ),
         ]
-    cfg.train_pipeline = train_pipeline
+    cfg.train_pipeline = train
     cfg.test_pipeline = test_pipeline
 
 

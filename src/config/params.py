@@ -17,7 +17,8 @@ from src.config.zoo import TASKS
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 OPTIMIZERS = ("AdamW", "Adam", "SGD")
 SCHEDULERS = ("cosine", "step", "linear", "constant", "poly", "onecycle", "cosine_restarts")
-AUGMENTATIONS = ("none", "light", "medium", "heavy")
+CUSTOM_AUGMENTATION = "custom"  # the user's own pipeline (src.config.augmentations)
+AUGMENTATIONS = ("none", "light", "medium", "heavy", CUSTOM_AUGMENTATION)
 WEIGHTS_MODES = ("pretrained", "scratch", "custom")
 
 
@@ -58,6 +59,8 @@ class TrainParams:
     num_workers: int = 2
     input_size: tuple[int, int] = (640, 640)  # (width, height)
     augmentation: str = "light"
+    # "custom" augmentation: the transforms as YAML or JSON text (src.config.augmentations)
+    augmentation_pipeline: str = ""
     optimizer: str = "AdamW"
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -133,6 +136,23 @@ class TrainParams:
         if self.augmentation not in AUGMENTATIONS:
             problems.append(
                 f"augmentation {self.augmentation!r} is unknown: use {', '.join(AUGMENTATIONS)}"
+            )
+        elif self.augmentation == CUSTOM_AUGMENTATION and not self.augmentation_pipeline.strip():
+            problems.append(
+                "custom augmentation chosen but its pipeline is empty: give the transforms as "
+                "YAML or JSON (e.g. [{type: RandomFlip, prob: 0.5}]), or choose none"
+            )
+        elif self.augmentation == CUSTOM_AUGMENTATION:
+            from src.config.augmentations import parse_pipeline  # (it imports this module)
+
+            try:
+                parse_pipeline(self.augmentation_pipeline)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        elif self.augmentation_pipeline:
+            problems.append(
+                f"augmentation_pipeline is used by the {CUSTOM_AUGMENTATION!r} augmentation only: "
+                f"set augmentation to {CUSTOM_AUGMENTATION!r} or leave the pipeline empty"
             )
         if self.warmup_iters < 0:
             problems.append(f"warmup iterations must be 0 or more, got {self.warmup_iters}")

@@ -108,3 +108,26 @@ class SuperviselyDataset(BaseDetDataset):
         if self.coco_gt_file:
             write_json_atomic(to_coco(data_list, classes), self.coco_gt_file)
         return data_list
+
+
+def transform_problems(steps: list[dict]) -> list[str]:
+    """Why transforms of a custom augmentation pipeline cannot be built (empty: all can): an
+    unknown type, or arguments its class does not take. Built from mmdet's registry, which
+    falls back to mmcv's, as the run's pipeline is."""
+    from mmdet.registry import TRANSFORMS
+
+    problems = []
+    for n, step in enumerate(steps, start=1):
+        kind = step.get("type")
+        if TRANSFORMS.get(kind) is None:
+            problems.append(
+                f"transform {n} ({kind}) is not an mmdet or mmcv transform: check the name "
+                "(case matters), e.g. RandomFlip, RandomResize, PhotoMetricDistortion"
+            )
+            continue
+        try:
+            TRANSFORMS.build(dict(step))
+        except Exception as exc:  # the transform's own check of its arguments
+            why = str(exc) or "an argument is not of the type or in the range it takes"
+            problems.append(f"transform {n} ({kind}): {type(exc).__name__}: {why}")
+    return problems

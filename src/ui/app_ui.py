@@ -16,8 +16,10 @@ from src.app.prepare import (
     TrainRequest,
 )
 from src.app.session import SessionBusyError
+from src.config.compose import native_input_size
 from src.config.params import ConfigError
 from src.config.schedule import effective_lr_note
+from src.config.zoo import ZooEntry
 from src.data.project import LocalProject
 from src.data.reader import DatasetError
 from src.ui.augmentations import AugmentationsStep
@@ -36,18 +38,24 @@ logger = logging.getLogger(__name__)
 class AppUI:
     """Builds every step's widgets (explicit ids) and wires them to the training controller."""
 
-    def __init__(self, project: LocalProject, controller: TrainingController) -> None:
+    def __init__(
+        self, project: LocalProject, controller: TrainingController, team_id: int | None = None
+    ) -> None:
         self.project = project
         self.controller = controller
         self.input = InputProjectStep(project)
         self.task = TaskStep()
-        self.model = ModelStep(self.task.task, controller.runs)
+        self.model = ModelStep(
+            self.task.task, controller.runs, controller.checkpoint_files, team_id=team_id
+        )
         self.classes = ClassesStep(str(project.directory), project.classes)
         self.split = SplitStep(project)
         self.augmentations = AugmentationsStep()
         default_sync = controller.sync.every_epochs if controller.sync else 0
         self.hyper = HyperparametersStep(sync_every_epochs=default_sync or 0)
         self.config = ConfigStep()
+        self.model.on_model_changed = self.propose_input_size
+        self.propose_input_size(self.model.selected_entry())
         self.training = TrainingStep()
         controller.sinks.append(self.training)
         self.next_run_id = controller.new_run_id()  # the composed work dir's name
@@ -101,6 +109,7 @@ class AppUI:
             self.augmentations.preset,
             weights,
             model["weights_path"] if custom else None,
+            augmentation_pipeline=self.augmentations.pipeline_text,
         )
         return TrainRequest(
             project_dir=str(self.project.directory),
@@ -108,7 +117,7 @@ class AppUI:
             project_name=self.project.name,
             app_data_dir=str(self.controller.app_data_dir),
             model=None if custom else model["model"],
-            base_config_file=model["config_path"] if custom else None,
+            base_config_file=(model["config_path"] or None) if custom else None,
             classes=list(self.classes.selected),
             params=params,
             split=split,
@@ -212,7 +221,43 @@ class AppUI:
         self.training.watch(self.controller, on_end=self.model.refresh_runs)
         return run_id
 
+    def propose_input_size(self, entry: ZooEntry | None) -> None:
+        """A picked zoo model brings its own input size (mmdet's test scale, e.g. 1333x800)
+        into the Hyperparameters step, where the user may change it."""
+        size = native_input_size(entry) if entry is not None else None
+        if size is not None:
+            self.hyper.set_input_size(*size)
+
+    def preview_augmentations(self, another_sample: bool = False) -> bool:
+        """A project image before and after the training pipeline of the chosen preset or
+        custom transforms (with this page's classes, task and input size)."""
+        step = self.augmentations
+        sample = step.next_sample() if another_sample else step.sample
+        params = self.hyper.params(
+            self.task.task, tuple(self.classes.selected), step.preset, "scratch",
+            augmentation_pipeline=step.pipeline_text,
+        )  # fmt: skip
+        problems = params.validate()
+        try:
+            if problems:
+                raise ConfigError("; ".join(problems))
+            project_dir = str(self.project.directory)
+            shown = self.controller.augmentation_preview(project_dir, params, sample)
+        except (ConfigError, SessionBusyError, DatasetError) as exc:
+            step.show_problem(str(exc))
+            return False
+        step.show_preview(shown.before, shown.after, shown.caption())
+        return True
+
     def _wire(self) -> None:
+        @self.augmentations.preview_button.click
+        def _preview_augmentations() -> None:
+            self.preview_augmentations()
+
+        @self.augmentations.resample_button.click
+        def _another_sample() -> None:
+            self.preview_augmentations(another_sample=True)
+
         for n, button in enumerate(self.next_buttons, start=1):
             button.click(lambda n=n: self.next_step(n))
 

@@ -127,6 +127,7 @@ class HyperparametersStep:
         augmentation: str,
         weights: str,
         weights_path: str | None = None,
+        augmentation_pipeline: str = "",
     ) -> TrainParams:
         clip = float(self.grad_clip.get_value() or 0)
         frozen = self.frozen.get_value()
@@ -141,6 +142,7 @@ class HyperparametersStep:
             num_workers=int(self.workers.get_value()),
             input_size=(max(size, short), min(size, short)),
             augmentation=augmentation,
+            augmentation_pipeline=augmentation_pipeline,
             optimizer=self.optimizer.get_value(),
             lr=float(self.lr.get_value()),
             weight_decay=float(self.weight_decay.get_value()),
@@ -168,6 +170,12 @@ class HyperparametersStep:
             score_thr=float(self.score_thr.get_value() or 0) or None,
             auto_scale_lr=self.auto_scale.is_checked(),
         )
+
+    def set_input_size(self, longer: int, shorter: int) -> None:
+        """Show a size (a zoo model's own) in the two fields: 0 for the shorter edge of a
+        square, as the fields mean it."""
+        self.input_size.value = longer
+        self.input_short.value = 0 if shorter == longer else shorter
 
     def sync_every_epochs(self) -> int:
         return int(self.sync_epochs.get_value() or 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from supervisely.app.widgets import (
     Button,
     Card,
@@ -12,6 +14,7 @@ from supervisely.app.widgets import (
     RadioTable,
     RadioTabs,
     Select,
+    TeamFilesSelector,
     Text,
 )
 
@@ -36,8 +39,20 @@ def _cell(value: object) -> str:
 
 
 class ModelStep:
-    def __init__(self, task: str, runs_provider) -> None:
+    """Args:
+    task: the task whose zoo is shown first.
+    runs_provider: the resumable runs (``TrainingController.runs``).
+    checkpoints_provider: checkpoints with a config beside them in the store
+        (``TrainingController.checkpoint_files``): the custom-weights picker's choices.
+    team_id: on the platform, the team whose Team Files the SDK's selector browses (it needs
+        the server at construction, so it exists only there).
+    """
+
+    def __init__(
+        self, task: str, runs_provider, checkpoints_provider, team_id: int | None = None
+    ) -> None:
         self.runs_provider = runs_provider
+        self.checkpoints_provider = checkpoints_provider
         self.architecture = Select([], filterable=True, widget_id="model_arch")
         self.table = RadioTable(COLUMNS, [["-"] * len(COLUMNS)], widget_id="model_table")
         self.sort = Select([Select.Item(k, k) for k in SORTS], widget_id="model_sort")
@@ -48,8 +63,25 @@ class ModelStep:
             widget_id="model_w",
         )
         self.config_path = Input(
-            placeholder="its config.py (local or Team Files)", widget_id="model_cfg"
+            placeholder="its config.py (local or Team Files); empty: the config.py beside it",
+            widget_id="model_cfg",
         )
+        self.picker = Select([], filterable=True, placeholder="a run's checkpoint",
+                             widget_id="model_ckpt_pick")  # fmt: skip
+        self.picker_refresh = Button("Refresh", button_size="small", widget_id="model_ckpt_refresh")
+        self.team_files = (
+            TeamFilesSelector(team_id, selection_file_type="file",
+                              initial_folder="/mmdetection-3/", widget_id="model_tf")
+            if team_id is not None
+            else None
+        )  # fmt: skip
+        custom = [
+            Field(self.picker, "Checkpoints of earlier runs", "in Team Files, with their config"),
+            self.picker_refresh,
+            *([Field(self.team_files, "Or any file in Team Files")] if self.team_files else []),
+            Field(self.weights_path, "Checkpoint path"),
+            Field(self.config_path, "Config path"),
+        ]
         self.runs = RadioTable(RUN_COLUMNS, [["-"] * len(RUN_COLUMNS)], widget_id="model_runs")
         self.refresh = Button("Refresh", button_size="small", widget_id="model_runs_refresh")
         self.message = Text("", widget_id="model_message")
@@ -64,9 +96,7 @@ class ModelStep:
                         self.pretrained,
                     ]
                 ),
-                Container(
-                    [Field(self.weights_path, "Checkpoint"), Field(self.config_path, "Config")]
-                ),
+                Container(custom),
                 Container([self.runs, self.refresh]),
             ],
             descriptions=[
@@ -81,8 +111,11 @@ class ModelStep:
         )
         self._entries: list[zoo.ZooEntry] = []
         self._runs: list[dict] = []
+        # told the zoo model shown as selected after each change (AppUI proposes its input size)
+        self.on_model_changed: Callable[[zoo.ZooEntry | None], None] | None = None
         self.set_task(task)
         self.refresh_runs()
+        self.refresh_checkpoints()
 
         @self.architecture.value_changed
         def _architecture_changed(value: str) -> None:
@@ -92,9 +125,21 @@ class ModelStep:
         def _sort_changed(value: str) -> None:
             self.show_architecture(self.architecture.get_value())
 
+        @self.table.value_changed
+        def _row_changed(_value: object) -> None:
+            self._changed()
+
         @self.refresh.click
         def _refresh() -> None:
             self.refresh_runs()
+
+        @self.picker_refresh.click
+        def _refresh_checkpoints() -> None:
+            self.refresh_checkpoints()
+
+        @self.picker.value_changed
+        def _picked(value: str) -> None:
+            self.pick(value)
 
     # ------------------------------------------------------------------ updates
     def set_task(self, task: str) -> None:
@@ -129,6 +174,11 @@ class ModelStep:
         self.table.set_data(columns, rows, [None] * len(columns))
         default = next((i for i, e in enumerate(entries) if e.is_default), 0)
         self.table.select_row(default)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_model_changed is not None:
+            self.on_model_changed(self.selected_entry())
 
     def refresh_runs(self) -> None:
         import time
@@ -150,7 +200,22 @@ class ModelStep:
             RUN_COLUMNS, rows or [["-"] * len(RUN_COLUMNS)], [None] * len(RUN_COLUMNS)
         )
 
+    def refresh_checkpoints(self) -> None:
+        paths = self.checkpoints_provider()
+        self.picker.set([Select.Item(p, p) for p in paths])
+
+    def pick(self, path: str | None) -> None:
+        """A picked checkpoint fills the path fields (its config is the one beside it)."""
+        if path:
+            self.weights_path.set_value(path)
+            self.config_path.set_value("")
+
     # ------------------------------------------------------------------ values
+    def checkpoint(self) -> str:
+        """The custom checkpoint: a file chosen in the Team Files selector, else the path."""
+        chosen = self.team_files.get_selected_paths() if self.team_files else []
+        return chosen[0] if chosen else self.weights_path.get_value().strip()
+
     @property
     def mode(self) -> str:
         return self.tabs.get_active_tab()
@@ -174,12 +239,7 @@ class ModelStep:
                 return ["select a model in the table"]
             return [f"{entry.model}: {entry.unsupported}"] if entry.unsupported else []
         if self.mode == TAB_CUSTOM:
-            missing = [
-                n
-                for n, w in (("checkpoint", self.weights_path), ("config", self.config_path))
-                if not w.get_value().strip()
-            ]
-            return [f"give the {', '.join(missing)} path"] if missing else []
+            return [] if self.checkpoint() else ["pick a checkpoint or give its path"]
         return [] if self.selected_run() else ["no resumable run selected"]
 
     def get_state(self) -> dict:
@@ -188,7 +248,7 @@ class ModelStep:
             "mode": self.mode,
             "model": entry.model if entry else None,
             "pretrained": self.pretrained.is_checked(),
-            "weights_path": self.weights_path.get_value(),
-            "config_path": self.config_path.get_value(),
+            "weights_path": self.checkpoint(),
+            "config_path": self.config_path.get_value().strip(),
             "resume_run": self.selected_run(),
         }

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from src.config import zoo
+from src.config.augmentations import preset_text
 from src.config.compose import compose_from_zoo
 from src.config.input_shapes import padding_problems, required_divisor
 from src.config.params import AUGMENTATIONS, DatasetSpec, RunSpec, TrainParams
@@ -57,8 +58,12 @@ def test_every_default_model_pads_every_batch_to_its_stride(entry, tmp_path):
 
 @pytest.mark.parametrize("preset", AUGMENTATIONS)
 def test_every_augmentation_preset_keeps_the_padding(preset, tmp_path):
+    # custom: the heaviest preset's transforms, as a user starts from them
+    custom = dict(augmentation_pipeline=preset_text("heavy")) if preset == "custom" else {}
     for model in (RTMDET, "ssd300_coco"):
-        cfg = _compose(zoo.get_model(model), tmp_path, augmentation=preset, input_size=(320, 320))
+        cfg = _compose(
+            zoo.get_model(model), tmp_path, augmentation=preset, input_size=(320, 320), **custom
+        )
         assert padding_problems(cfg) == [], (model, preset)
 
 

@@ -1,0 +1,113 @@
+"""Augmentations: the presets of ``configs/augmentations.yaml`` and the user's own pipeline.
+
+A custom pipeline is YAML or JSON text (JSON is YAML): a list of mmdet/mmcv transforms, each a
+mapping with a ``type``, applied to a training image after it is resized to the input size and
+before it is packed — the same place as a preset's. ``$input_size`` stands for the
+(width, height) the user chose. This module checks the text's shape only (pure); whether each
+transform exists and takes its arguments is checked where mmdet is loaded
+(``src.data.mmdet_dataset.transform_problems``), and the result on a real image by the preview.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from src.config.params import CONFIGS_DIR, CUSTOM_AUGMENTATION, ConfigError
+
+# Transforms the app puts in every training pipeline itself: twice would load or pack twice.
+APP_OWNED_TRANSFORMS = {"LoadImageFromFile", "LoadAnnotations", "PackDetInputs"}
+# Transforms that mix several images: they need ``mix_results`` from mmdet's
+# MultiImageMixDataset, which the app's dataset is not (the cached variants work alone).
+MULTI_IMAGE_TRANSFORMS = {"Mosaic": "CachedMosaic", "MixUp": "CachedMixUp", "CopyPaste": None}
+
+
+def presets() -> dict[str, list[dict]]:
+    return yaml.safe_load((CONFIGS_DIR / "augmentations.yaml").read_text())
+
+
+def preset_text(preset: str) -> str:
+    """A preset as the YAML a user starts a custom pipeline from (one transform per line)."""
+    steps = presets().get(preset) or []
+    if not steps:
+        return "[]  # no augmentation: add transforms, e.g. - {type: RandomFlip, prob: 0.5}\n"
+    return yaml.safe_dump(steps, default_flow_style=None, sort_keys=False, width=100)
+
+
+def parse_pipeline(text: str) -> list[dict]:
+    """The custom pipeline's transforms, or ConfigError saying what is wrong and where."""
+    try:
+        steps = yaml.safe_load(text) if text.strip() else []
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"the custom augmentation pipeline is not YAML/JSON: {problem}", line
+        ) from None
+    if steps is None:
+        steps = []
+    if not isinstance(steps, list):
+        raise ConfigError(
+            "the custom augmentation pipeline must be a list of transforms, e.g. "
+            "[{type: RandomFlip, prob: 0.5}], got a " + type(steps).__name__
+        )
+    problems = []
+    for n, step in enumerate(steps, start=1):
+        kind = step.get("type") if isinstance(step, dict) else None
+        if not isinstance(kind, str) or not kind:
+            problems.append(f"transform {n} must be a mapping with a type, got {step!r}")
+        elif kind in APP_OWNED_TRANSFORMS:
+            problems.append(
+                f"transform {n} ({kind}): the app adds image loading, annotations and packing "
+                "itself; remove it"
+            )
+        elif kind in MULTI_IMAGE_TRANSFORMS:
+            instead = MULTI_IMAGE_TRANSFORMS[kind]
+            problems.append(
+                f"transform {n} ({kind}) mixes several images, which needs mmdet's "
+                "MultiImageMixDataset: "
+                + (f"use {instead}, which works on its own" if instead else "not available here")
+            )
+    if problems:
+        raise ConfigError("custom augmentation pipeline: " + "; ".join(problems))
+    return [_numbers_as_tuples(step) for step in steps]
+
+
+def _numbers_as_tuples(node: Any) -> Any:
+    """YAML and JSON have lists only, while mmdet's transforms check for tuples where they take
+    a size or a range (``assert isinstance(img_scale, tuple)`` in CachedMosaic): a list of
+    numbers becomes a tuple. Lists of strings, pairs or mappings stay lists (RandomFlip's
+    directions, RandomChoiceResize's scales)."""
+    if isinstance(node, dict):
+        return {k: _numbers_as_tuples(v) for k, v in node.items()}
+    if isinstance(node, list):
+        if node and all(isinstance(v, int | float) and not isinstance(v, bool) for v in node):
+            return tuple(node)
+        return [_numbers_as_tuples(v) for v in node]
+    return node
+
+
+def augmentation_steps(augmentation: str, pipeline_text: str = "") -> list[dict]:
+    """The transforms of a preset, or of the custom pipeline (with ``$input_size`` unreplaced)."""
+    if augmentation == CUSTOM_AUGMENTATION:
+        return parse_pipeline(pipeline_text)
+    known = presets()
+    if augmentation not in known:
+        raise ConfigError(
+            f"augmentation preset {augmentation!r} is unknown: use {', '.join(known)} or "
+            f"{CUSTOM_AUGMENTATION}"
+        )
+    return [_numbers_as_tuples(step) for step in known[augmentation] or []]
+
+
+def substitute_input_size(node: Any, size: tuple[int, int]) -> Any:
+    """``$input_size`` replaced by the (width, height) everywhere in a transform."""
+    if node == "$input_size":
+        return tuple(size)
+    if isinstance(node, dict):
+        return {k: substitute_input_size(v, size) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_input_size(v, size) for v in node]
+    return node
