@@ -90,6 +90,10 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     platform, tmp_path, monkeypatch
 ):
     server, base = _start_app(platform, tmp_path)
+    # custom weights on the platform: the SDK's Team Files selector, browsing this team's files
+    page = httpx.post(f"{base}/sly/data", json={}, timeout=10).json()
+    assert page["model_tf"]["teamId"] == TEAM_ID
+    assert page["model_tf"]["options"]["initialFolder"] == {"path": "/mmdetection-3/"}
     _train(base, epochs=2, batch_size=4)
     _ended(server, tmp_path, 600)  # app.stop() after the upload ends the process
 
