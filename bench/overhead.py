@@ -7,6 +7,9 @@ Both measure training iterations only (after a warm-up), with the same timing ho
 
 Prints iterations per second of each, their ratio (goal: B/A >= 0.99, i.e. overhead <= 1%),
 the stop latency in iterations (goal <= 1) and the time from ``start()`` to the first iteration.
+B's sampler hands out ``SampleIndex`` values, so B includes the per-sample seeding of the
+augmentations (issue 15); its cost alone is measured too: the training dataset's samples
+(the "medium" preset) loaded with and without it, alternating, in one process.
 
     .venv/bin/python bench/overhead.py [--pairs 5] [--epochs 6]
 
@@ -118,6 +121,44 @@ def session(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
     return timer.rate(warmup)
 
 
+def sample_seeding(project: Path, work_dir: Path, rounds: int = 7) -> tuple[float, float, float]:
+    """Median seconds per training sample through the "medium" pipeline: unseeded, seeded as
+    in the main process (``num_workers=0``: the generators saved and restored around it), and
+    seeded as in a data-loader worker (not restored), measured alternately."""
+    from dataclasses import replace
+
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    import src.data.mmdet_dataset  # noqa: F401  (registers SuperviselyDataset)
+    from src.config.compose import train_pipeline
+    from src.config.params import TrainParams
+    from src.data.sample_rng import SampleIndex, seeded
+
+    cfg = make_cfg(project, work_dir, 1)
+    params = replace(TrainParams(classes=("square", "circle", "triangle")),
+                     input_size=(160, 160), augmentation="medium")  # fmt: skip
+    init_default_scope("mmdet")
+    dataset = DATASETS.build({**cfg.train_dataloader.dataset, "pipeline": train_pipeline(params)})
+    n = len(dataset)
+    plain, main, worker = [], [], []
+    for r in range(rounds):
+        start = time.perf_counter()
+        for i in range(n):
+            dataset[i]
+        plain.append((time.perf_counter() - start) / n)
+        start = time.perf_counter()
+        for i in range(n):
+            dataset[SampleIndex(i, 0, r)]
+        main.append((time.perf_counter() - start) / n)
+        start = time.perf_counter()
+        for i in range(n):
+            with seeded(0, r, i, restore=False):  # what a worker does
+                dataset[i]
+        worker.append((time.perf_counter() - start) / n)
+    return tuple(statistics.median(x[1:]) for x in (plain, main, worker))
+
+
 def stop_latency(project: Path, work_dir: Path) -> tuple[int, float]:
     """(iterations between the stop request and the end, seconds from start() to iteration 1)."""
     from src.app.session import TrainingSession
@@ -159,6 +200,9 @@ def child(args: argparse.Namespace) -> None:
         print(json.dumps({"rate": bare(project, work, args.epochs, args.warmup)}))
     elif args.child == "session":
         print(json.dumps({"rate": session(project, work, args.epochs, args.warmup)}))
+    elif args.child == "seeding":
+        plain, main, worker = sample_seeding(project, work)
+        print(json.dumps({"plain": plain, "main": main, "worker": worker}))
     else:
         latency, first = stop_latency(project, work)
         print(json.dumps({"latency": latency, "first": first}))
@@ -195,6 +239,7 @@ def main() -> None:
             b_rates.append(measure("session", project, workdir / f"b{i}", args)["rate"])
             print(f"pair {i + 1}: bare {a_rates[-1]:.3f} it/s, session {b_rates[-1]:.3f} it/s")
         stop = measure("latency", project, workdir / "latency", args)
+        seeding = measure("seeding", project, workdir / "seeding", args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ratios = [b / a for a, b in zip(a_rates, b_rates, strict=True)]
@@ -206,6 +251,14 @@ def main() -> None:
     )
     print(f"stop latency:                   {stop['latency']} iteration(s)   goal <= 1")
     print(f"start() to first iteration:     {stop['first']:.2f} s")
+    plain, main, worker = (seeding[k] * 1e3 for k in ("plain", "main", "worker"))
+    batch_ms = 1e3 / statistics.median(b_rates)
+    print(
+        f"per-sample seeding, one sample of the medium preset: unseeded {plain:.3f} ms, seeded "
+        f"{main:.3f} ms in the main process (+{main - plain:.3f} ms), {worker:.3f} ms in a "
+        f"worker (+{worker - plain:.3f} ms); per training iteration of {batch_ms:.0f} ms "
+        f"(batch 2, workers 0): +{100 * 2 * (main - plain) / batch_ms:.2f} %"
+    )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.5)
             idle = _latencies(client, args.requests)
+            # the Augmentations step's preview: two more images in the page data from now on
+            page = client.post("/sly/state", json={}).json()
+            client.post("/aug_preview_btn/button_clicked_cb",
+                        json={"state": page, "context": {}}).raise_for_status()  # fmt: skip
+            shown = client.post("/sly/data", json={}).json()
+            assert shown["aug_after"]["url"].startswith("data:image/jpeg"), shown["aug_message"]
             body = {
                 "project": str(project), "model": "rtmdet_tiny_8xb32-300e_coco",
                 "split": {"train": ["train"], "val": ["val"]},

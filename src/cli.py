@@ -164,6 +164,7 @@ def _train_params(args: argparse.Namespace):
         evaluate=args.evaluate,
         nesterov=args.nesterov,
         auto_scale_lr=args.auto_scale_lr,
+        gpus=args.gpus,
         **{field: getattr(args, field) for field, _, _ in _TRAIN_OPTIONS},
     )
 
@@ -232,6 +233,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
     through the app's own controller: the same run flow, upload and error policy as the app."""
     problem = _select_device(args.device)
+    for gpu in args.gpus or ():
+        problem = problem or _select_device(f"cuda:{gpu}")
     if problem:
         return _fail(problem)
     from src.app.controller import TrainingController
@@ -498,7 +501,16 @@ _TRAIN_OPTIONS = (
      "backbone stages kept frozen (-1: none; default: the model's own setting)"),
     ("max_per_img", int, "detections kept per image at validation (default: the model's)"),
     ("score_thr", float, "their minimum score at validation (default: the model's)"),
+    ("nproc", int, "train in N processes with --device cpu (DDP over gloo; tests, CPU machines)"),
 )  # fmt: skip
+
+
+def _gpu_list(text: str) -> tuple[int, ...]:
+    """``0,1`` → (0, 1): the GPUs to train on, one process each."""
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give GPU indices, e.g. 0,1") from None
 
 
 MODEL_SIZE = "model"  # --input-size model: the zoo model's own size
@@ -584,6 +596,10 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--weights", help="custom checkpoint to start from")
     tr.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    tr.add_argument(
+        "--gpus", type=_gpu_list, default=d.gpus, metavar="0,1",
+        help="train on these GPUs, one process each (DDP; the batch size is per GPU)",
+    )  # fmt: skip
     tr.add_argument(
         "--drop-empty", action="store_true", help="drop training images without objects"
     )

@@ -10,7 +10,6 @@ with its message, not the run at its first batch.
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from src.config.augmentations import augmentation_steps, substitute_input_size
 from src.config.compose import train_pipeline
 from src.config.params import CUSTOM_AUGMENTATION, ConfigError, TrainParams
+from src.data.sample_rng import seeded
 from src.runs.report import draw, jpeg_data_url, truth
 
 PREVIEW_SIDE = 360  # px: the longer side of each preview JPEG (bounded page data)
@@ -97,7 +97,7 @@ class AugmentationPreviewer:
         pipeline = _compose(train_pipeline(params)[:-1])  # all but the packing
         loaded = _compose(train_pipeline(params)[:2])  # load image and annotations only
         before = loaded(dict(info))
-        with _seeded(sample):
+        with seeded(sample):
             try:
                 after = pipeline(dict(info))
             except Exception as exc:
@@ -137,29 +137,6 @@ def _compose(steps: list[dict]) -> Any:
 
     init_default_scope("mmdet")
     return Compose(steps)
-
-
-class _seeded:
-    """Python's, numpy's and torch's global RNGs seeded for one preview, then put back: a run
-    that trains in this process draws its augmentations from the same generators."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.saved = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
-        random.seed(self.seed)
-        np.random.seed(self.seed % 2**32)
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: Any) -> None:
-        import torch
-
-        random.setstate(self.saved[0])
-        np.random.set_state(self.saved[1])
-        torch.random.set_rng_state(self.saved[2])
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

@@ -331,10 +331,15 @@ class TrainingSession:
             # the GPU the user chose (train_params.device); mmengine builds on the current one
             use_device(((self.cfg.get("sly_metadata") or {}).get("train_params") or {}).get(
                 "device", "cpu"))  # fmt: skip
+            if self.world_size > 1:  # worker processes train; this thread relays
+                from src.app.distributed import run_ranks
+
+                final = run_ranks(self)
+                return
             runner = self._build_runner()
             self.runner = runner
             self._enter(SessionState.TRAINING)
-            if self.stop_requested:
+            if self._should_stop():
                 raise TrainingStopped(self.resume_from, during_validation=False)
             runner.train()
             self._ended_early = _early_stop_reason(runner)
@@ -355,11 +360,36 @@ class TrainingSession:
             self._enter(final)
             _RUN_LOCK.release()
 
+    @property
+    def world_size(self) -> int:
+        """Processes this run trains in: its GPUs, or ``nproc`` CPU processes (TrainParams)."""
+        params = (self.cfg.get("sly_metadata") or {}).get("train_params") or {}
+        return max(1, len(params.get("gpus") or ()) or int(params.get("nproc") or 1))
+
     def _latest_checkpoint(self) -> str | None:
         from src.runs.checkpoints import last_checkpoint
 
         path = last_checkpoint(self.cfg.work_dir)
         return str(path) if path else None
+
+    def prepared_config(self) -> Config:
+        """The config as it trains: resume set, and saved as the run's ``config.py`` (for
+        resuming it later, also after an app restart)."""
+        from src.config.text import config_to_text
+        from src.runs.atomic_files import write_text_atomic
+        from src.runs.checkpoints import RUN_CONFIG
+
+        cfg = self.cfg
+        work_dir = Path(cfg.work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume_from:
+            cfg.resume = True
+            cfg.load_from = self.resume_from
+        if self.primary:
+            write_text_atomic(work_dir / RUN_CONFIG, config_to_text(cfg))
+        return cfg
+
+    primary = True  # the process that writes the run's files (rank 0 of several)
 
     def _build_runner(self):
         import src.data.mmdet_dataset
@@ -373,18 +403,10 @@ class TrainingSession:
         from src.hooks.stop import StopHook
         from src.hooks.val_preview import ValPreviewHook
         from src.hooks.workdir import WorkDirGuardHook
-        from src.runs.atomic_files import write_text_atomic
-        from src.runs.checkpoints import RUN_CONFIG
 
         mmdet_fixes.apply()
-        cfg = self.cfg
+        cfg = self.prepared_config()
         work_dir = Path(cfg.work_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if self.resume_from:
-            cfg.resume = True
-            cfg.load_from = self.resume_from
-        # what this run trains with, for resuming it later (also after an app restart)
-        write_text_atomic(work_dir / RUN_CONFIG, config_to_text(cfg))
         cfg.experiment_name = f"{self.run_id}_{id(self):x}"
         # mmdet names its visualizer "visualizer": a process-wide instance that a second run
         # would reuse, writing its scalars into the first run's folder. One name per run.
@@ -407,7 +429,7 @@ class TrainingSession:
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
         runner.register_hook(StopHook(self._should_stop))
         predictions = (cfg.get("val_evaluator") or {}).get("outfile_prefix")
-        if predictions:  # keep the best epoch's for the evaluation after training
+        if predictions and self.primary:  # keep the best epoch's for the evaluation after training
             runner.register_hook(BestPredictionsHook(predictions))
             # and show a few of each validation's to the sinks that draw them (the UI)
             runner.register_hook(ValPreviewHook(self._sink.sinks, predictions))

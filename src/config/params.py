@@ -42,6 +42,7 @@ _INT_RANGES = {
     "num_workers": (0, 64),
     "restart_epochs": (0, 100_000),
     "early_stopping_patience": (0, 1000),
+    "nproc": (1, 64),
 }
 # Optional whole numbers: None keeps the model's own value.
 _OPTIONAL_INT_RANGES = {"frozen_stages": (-1, 4), "max_per_img": (1, 10_000)}
@@ -83,6 +84,9 @@ class TrainParams:
     weights: str = "pretrained"  # one of WEIGHTS_MODES
     weights_path: str | None = None  # custom weights
     device: str = "cpu"
+    # several devices: DDP in one process per GPU (these GPU indices), or nproc CPU processes
+    gpus: tuple[int, ...] = ()
+    nproc: int = 1
     # the Model Benchmark evaluation of the best checkpoint after a finished run (src.app.evaluate)
     evaluate: bool = True
     # stop when the primary metric has not improved by min_delta for this many validations (0: off)
@@ -164,6 +168,13 @@ class TrainParams:
             problems.append(f"weights {self.weights!r} is unknown: use {', '.join(WEIGHTS_MODES)}")
         if self.weights == "custom" and not self.weights_path:
             problems.append("custom weights chosen but no checkpoint path given")
+        if len(set(self.gpus)) != len(self.gpus) or any(int(g) < 0 for g in self.gpus):
+            problems.append(f"gpus must be distinct GPU indices (0, 1, ...), got {list(self.gpus)}")
+        if self.gpus and self.nproc > 1:
+            problems.append(
+                "nproc is the number of CPU processes; with gpus there is one process per GPU: "
+                "give one of them"
+            )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             problems.append(f"device {self.device!r} is unknown: use cpu or cuda:N")
         return problems

@@ -11,10 +11,12 @@ import pickle
 from typing import Any
 
 import numpy as np
+import torch
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
 from src.data.reader import DatasetError, SplitStats, class_colors, load_split, to_coco
+from src.data.sample_rng import SampleIndex, seeded
 from src.runs.atomic_files import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,17 @@ class SuperviselyDataset(BaseDetDataset):
         }
         kwargs.setdefault("filter_cfg", None)
         super().__init__(metainfo=metainfo, **kwargs)
+
+    def __getitem__(self, idx: int) -> Any:
+        """A training sample indexed by the train sampler's ``SampleIndex`` is augmented with
+        the generators seeded from (seed, epoch, index) — the same draws in any worker, with any
+        number of workers, resumed or not (``src.data.sample_rng``); mmengine's re-fetch of a
+        sample the pipeline dropped draws its replacement from them too."""
+        if isinstance(idx, SampleIndex):
+            in_worker = torch.utils.data.get_worker_info() is not None
+            with seeded(idx.seed, idx.epoch, int(idx), restore=not in_worker):
+                return super().__getitem__(int(idx))
+        return super().__getitem__(idx)
 
     def _serialize_data(self) -> tuple[np.ndarray, np.ndarray]:
         """mmengine's packing of the data list into one buffer (workers then share it

@@ -18,6 +18,8 @@ from mmengine.dataset import DefaultSampler
 from mmengine.registry import DATA_SAMPLERS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
+from src.data.sample_rng import SampleIndex
+
 
 def get_rng_state() -> dict[str, Any]:
     """Python, numpy and torch (CPU and CUDA) RNG states, as plain picklable values."""
@@ -47,7 +49,9 @@ def _as_python_state(value: Any) -> tuple:
 
 @DATA_SAMPLERS.register_module()
 class SkippableSampler(DefaultSampler):
-    """``DefaultSampler`` that can leave out the first N samples of its next pass only."""
+    """``DefaultSampler`` that can leave out the first N samples of its next pass only, and
+    whose indices carry the run's seed and the epoch (``SampleIndex``): the dataset seeds each
+    sample's augmentations from them (``src.data.sample_rng``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,7 +63,7 @@ class SkippableSampler(DefaultSampler):
         self._skip_once = samples
 
     def __iter__(self):
-        indices = list(super().__iter__())
+        indices = [SampleIndex(i, self.seed, self.epoch) for i in super().__iter__()]
         skip, self._skip_once = self._skip_once, 0
         return iter(indices[skip:])
 

@@ -6,6 +6,10 @@
   schedulers of the new config are stepped from iteration 0 to the resume point (so the LR is
   where the new plan says it is), instead of restoring the old plan's state.
 - The console can be quieter than the log file.
+- Data loaders draw their worker seeds from a generator of their own, not from torch's global
+  one: with per-sample seeding (``src.data.sample_rng``) those seeds no longer matter, and the
+  global stream (what the model draws: proposal sampling, dropout) is then the same with or
+  without workers, persistent or not, resumed or not.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
+from torch.utils.data import DataLoader
 
 from src.config.schedule import advance_schedulers
 from src.runs.checkpoints import download_checkpoint, load_checkpoint_file
@@ -38,6 +44,13 @@ class AppRunner(Runner):
             if type(handler) is logging.StreamHandler:
                 handler.setLevel(self.console_log_level)
         return mm_logger
+
+    @staticmethod
+    def build_dataloader(dataloader: Any, seed: int | None = None, diff_rank_seed: bool = False):
+        loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+        if isinstance(loader, DataLoader) and loader.generator is None:
+            loader.generator = torch.Generator().manual_seed(seed or 0)
+        return loader
 
     def scale_lr(self, optim_wrapper: Any, auto_scale_lr: dict | None = None) -> None:
         """mmengine's ``auto_scale_lr``, plus the optimizer wrapper's base LR: with several

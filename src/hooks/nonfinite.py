@@ -23,6 +23,20 @@ class NonFiniteLossError(RuntimeError):
     """The loss was NaN/Inf for too many consecutive iterations."""
 
 
+def _finite_on_every_rank(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite here and, with several DDP ranks, on all of them: the ranks
+    must skip a step together (a rank that skipped backward alone would leave the others
+    waiting in the gradient all-reduce)."""
+    finite = bool(torch.isfinite(loss).all())
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor([int(finite)], device=loss.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag.item())
+    return finite
+
+
 @HOOKS.register_module()
 class NonFiniteLossHook(Hook):
     """Guard optimizer steps against NaN/Inf losses.
@@ -45,7 +59,7 @@ class NonFiniteLossHook(Hook):
         original = wrapper.update_params
 
         def guarded_update_params(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-            if torch.isfinite(loss).all():
+            if _finite_on_every_rank(loss):
                 self.consecutive = 0
                 return original(loss, *args, **kwargs)
             self.consecutive += 1

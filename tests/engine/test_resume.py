@@ -28,11 +28,18 @@ from tests.helpers import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stop_and_resume(project, tmp_path, model, k, epochs=2):
+def _stop_and_resume(project, tmp_path, model, k, epochs=2, **values):
+    """An uninterrupted run without data-loader workers, and the same run with 2 workers
+    stopped after iteration ``k`` and resumed: bit-identical final weights. Each sample's
+    augmentations are drawn from (seed, epoch, index) (``src.data.sample_rng``), so neither the
+    workers nor the resume change them."""
     app = tmp_path / "app"
-    _, straight = run(small_cfg(project, app / "straight", model, epochs=epochs), "straight")
+    straight_cfg = small_cfg(project, app / "straight", model, epochs=epochs, **values)
+    _, straight = run(straight_cfg, "straight")
     assert straight.state == SessionState.FINISHED, straight.traceback
-    cfg = small_cfg(project, app / "split", model, epochs=epochs)
+    cfg = small_cfg(project, app / "split", model, epochs=epochs, **{**values, "num_workers": 2})
+    assert straight_cfg.train_dataloader.num_workers == 0
+    assert cfg.train_dataloader.persistent_workers
     _, stopped = run_with_stop_at(cfg, "split", k)
     assert stopped.state == SessionState.STOPPED
     assert stopped.stopped_checkpoint.endswith(f"iter_{k}.pth")
@@ -42,14 +49,20 @@ def _stop_and_resume(project, tmp_path, model, k, epochs=2):
     assert_same_weights(app / "straight" / last, app / "split" / last)
 
 
-def test_rtmdet_resumed_mid_epoch_is_bit_identical(demo_project, tmp_path):
-    # 6 iterations per epoch: iteration 9 is the 3rd batch of epoch 2
-    _stop_and_resume(demo_project, tmp_path, RTMDET, k=9)
+def test_rtmdet_with_two_workers_resumed_mid_epoch_equals_a_run_without_workers(
+    demo_project, tmp_path
+):
+    # 6 iterations per epoch: iteration 9 is the 3rd batch of epoch 2; "medium" draws flips,
+    # resize ratios, crops and colour changes for every sample
+    _stop_and_resume(demo_project, tmp_path, RTMDET, k=9, augmentation="medium")
 
 
 @pytest.mark.slow
-def test_faster_rcnn_resumed_mid_epoch_is_bit_identical(demo_project, tmp_path):
-    # a two-stage model draws proposals with torch's RNG: the saved torch state matters
+def test_faster_rcnn_with_two_workers_resumed_mid_epoch_equals_a_run_without_workers(
+    demo_project, tmp_path
+):
+    # a two-stage model draws proposals with torch's RNG: the saved torch state matters, and
+    # the data loaders' own worker seeds must not draw from it (src.engine.runner)
     _stop_and_resume(demo_project, tmp_path, FASTER_RCNN, k=4)
 
 
@@ -108,13 +121,14 @@ def _cli(*args, cwd=ROOT, **kwargs):
     )
 
 
-def _cli_train_args(project, app, team, run_id, epochs=2):
+def _cli_train_args(project, app, team, run_id, epochs=2, workers=2, augmentation="medium"):
+    """The app's default of 2 data-loader workers, and random augmentations."""
     return [
         "train", "--project", str(project), "--model", RTMDET, "--from-scratch",
         "--epochs", str(epochs), "--batch-size", "2", "--val-batch-size", "2",
-        "--input-size", "128", "--lr", "0.002", "--workers", "0", "--seed", "3",
-        "--app-data", str(app), "--team-files", str(team), "--run-id", run_id,
-        "--no-cache",
+        "--input-size", "128", "--lr", "0.002", "--workers", str(workers), "--seed", "3",
+        "--augmentation", augmentation, "--app-data", str(app), "--team-files", str(team),
+        "--run-id", run_id, "--no-cache",
     ]  # fmt: skip
 
 
@@ -166,8 +180,11 @@ BEFORE_RESTRUCTURE = "7a2bf8c"
 
 @pytest.mark.slow
 def test_a_run_saved_by_the_code_before_the_restructure_resumes_bit_exactly(
-    demo_project, tmp_path, straight_cli_run
+    demo_project, tmp_path
 ):
+    """Without random augmentations and workers: that code drew augmentations from the
+    generators' running state (before per-sample seeding), so only a run without them is the
+    same run under both."""
     has_commit = subprocess.run(
         ["git", "cat-file", "-e", f"{BEFORE_RESTRUCTURE}^{{commit}}"], cwd=ROOT, check=False
     )
@@ -181,12 +198,15 @@ def test_a_run_saved_by_the_code_before_the_restructure_resumes_bit_exactly(
     )  # fmt: skip
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     app, team = tmp_path / "app", tmp_path / "team"
-    proc = _cli(*_cli_train_args(demo_project, app, team, "old"), cwd=old)
+    plain = dict(workers=0, augmentation="none")
+    straight = _cli(*_cli_train_args(demo_project, app, team, "today", **plain))
+    assert straight.wait(600) == 0, straight.stderr.read()
+    proc = _cli(*_cli_train_args(demo_project, app, team, "old", **plain), cwd=old)
     _interrupt_after_epoch_1(proc, app / "old")
 
     resumed = _cli_resume("old", app, team)
     assert "resuming run old" in resumed.stdout
-    assert_same_weights(straight_cli_run, app / "old" / "epoch_2.pth")
+    assert_same_weights(app / "today" / "epoch_2.pth", app / "old" / "epoch_2.pth")
 
 
 @pytest.mark.slow
@@ -219,15 +239,18 @@ def test_ctrl_c_stops_gracefully_and_the_cli_resumes_bit_exactly(
 
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_newest_complete_checkpoint(
-    demo_project, tmp_path
+    demo_project, tmp_path, straight_cli_run
 ):
+    """Killed with 2 workers after epoch 1's checkpoint (an epoch boundary): the newest complete
+    checkpoint resumes, bit-identical to the uninterrupted run."""
     app, team = tmp_path / "app", tmp_path / "team"
-    proc = _cli(*_cli_train_args(demo_project, app, team, "killed", epochs=3))
+    proc = _cli(*_cli_train_args(demo_project, app, team, "killed"))
     assert _wait_for(lambda: (app / "killed" / "epoch_1.pth").is_file())
     time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     runs = find_resumable_runs(app)
     assert runs and runs[0].run_id == "killed"
+    assert not (app / "killed" / "epoch_2.pth").exists()
     _cli_resume(None, app, team)  # the newest
-    assert (app / "killed" / "epoch_3.pth").is_file()
+    assert_same_weights(straight_cli_run, app / "killed" / "epoch_2.pth")

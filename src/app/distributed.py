@@ -1,0 +1,285 @@
+"""Training on several devices: one worker process per GPU (or ``nproc`` CPU processes for tests
+and CPU machines), DDP through mmengine's ``pytorch`` launcher; the app stays one process.
+
+Why ``torch.multiprocessing`` (spawn) rather than ``torch.distributed.run``: the session's
+thread starts the ranks itself and keeps a queue and an event shared with them, so progress,
+metrics and the stop signal need no files, sockets or log parsing; the launcher would only add a
+process between them. Each rank runs the app's own ``TrainingSession`` (the same hooks, stop,
+RNG and checkpoint machinery) on the composed config plus the distributed settings, which are
+not written into the run's ``config.py`` (a single-process resume and the serving app read it).
+
+- Rank 0 relays losses, metrics, validation images and its phase over the queue; the session
+  thread in the app hands them to the sinks (charts, CLI bar, ``metrics.json``).
+- Stop: the app sets the event; every rank's stop predicate all-reduces it (MAX) after each
+  batch, so all ranks stop after the same iteration and rank 0 writes one resumable checkpoint.
+- A rank that dies (killed, out of memory) ends the run: the others are terminated (they would
+  wait in a collective), the error is shown, the checkpoints written so far are kept. Ranks die
+  with the app (``PR_SET_PDEATHSIG``) and a process-group timeout bounds any wait.
+- Each sample's augmentations depend on (seed, epoch, index) only (``src.data.sample_rng``) and
+  each rank's sampler position is restored from the iteration, so a resume on the same number of
+  processes is exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import datetime
+import logging
+import os
+import queue as queue_module
+import signal
+import socket
+import time
+import traceback
+from typing import Any
+
+from mmengine.config import Config
+
+from src.app.session import SessionState, TrainingSession
+
+logger = logging.getLogger(__name__)
+
+PROCESS_GROUP_TIMEOUT_S = 600  # a collective waits at most this long for a rank
+TERMINATE_GRACE_S = 10.0
+
+
+def distributed_config(cfg: Config, on_gpu: bool) -> Config:
+    """``cfg`` for DDP ranks: the pytorch launcher; on GPUs SyncBN for models with BN; on CPUs
+    plain BN (SyncBN has no CPU kernel) and a DDP wrapper without device ids."""
+    cfg = copy.deepcopy(cfg)
+    cfg.launcher = "pytorch"
+    env = cfg.get("env_cfg") or {}
+    env["dist_cfg"] = dict(backend="nccl" if on_gpu else "gloo")
+    cfg.env_cfg = env
+    if on_gpu:
+        cfg.sync_bn = "torch"
+    else:
+        cfg.model = _without_sync_bn(cfg.model)
+        if cfg.model.get("type") == "RTMDet":
+            cfg.model["use_syncbn"] = False
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+    return cfg
+
+
+def _without_sync_bn(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: ("BN" if k == "type" and v == "SyncBN" else _without_sync_bn(v))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_without_sync_bn(v) for v in node]
+    return node
+
+
+class _QueueSink:
+    """Rank 0's sink: what the hooks report goes to the app process."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def on_train_iter(self, progress: Any) -> None:
+        self.queue.put(("train", progress))
+
+    def on_val(self, result: Any) -> None:
+        self.queue.put(("val", result))
+
+    def on_val_images(self, images: list[tuple[str, str]]) -> None:
+        self.queue.put(("images", images))
+
+
+class RankSession(TrainingSession):
+    """One rank's TrainingSession: stops together with the other ranks, relays its phase."""
+
+    def __init__(self, *args: Any, rank: int, queue: Any, stop_event: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.rank = rank
+        self.queue = queue
+        self.stop_event = stop_event
+        self.primary = rank == 0
+
+    @property
+    def world_size(self) -> int:
+        return 1  # this process trains (its session does not launch ranks)
+
+    def prepared_config(self) -> Config:
+        """The app process prepared and saved the config (``run_ranks``); here it only gets
+        the distributed settings, in memory."""
+        import torch
+
+        return distributed_config(self.cfg, on_gpu=torch.cuda.is_available())
+
+    def _should_stop(self) -> bool:
+        """The app's stop, agreed by all ranks after the same batch (one all-reduce)."""
+        import torch
+        import torch.distributed as dist
+
+        local = self.stop_event.is_set() or self._stop_event.is_set()
+        flag = torch.tensor([int(local)], device="cuda" if torch.cuda.is_available() else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not self._stop_event.is_set():
+            self.request_stop()
+        return bool(flag.item())
+
+    def _enter(self, state: SessionState) -> None:
+        super()._enter(state)
+        if self.primary and not state.is_final:
+            self.queue.put(("state", state.value))
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the app process ends, however it ends."""
+    with contextlib.suppress(OSError):  # not Linux: the process-group timeout still bounds it
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _rank_main(rank: int, world: int, port: int, job: dict[str, Any], queue: Any, stop: Any):
+    """A rank's process: join the group, train with a RankSession, report how it ended."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app decides when to stop (the event)
+    gpus = job["gpus"]
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )  # fmt: skip
+    if not gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    end: dict[str, Any] = {"rank": rank}
+    try:
+        import torch
+        import torch.distributed as dist
+
+        if gpus:
+            torch.cuda.set_device(gpus[rank])
+        dist.init_process_group(
+            "nccl" if gpus else "gloo", rank=rank, world_size=world,
+            timeout=datetime.timedelta(seconds=job["timeout_s"]),
+        )  # fmt: skip
+        session = RankSession(
+            Config(job["cfg"]), job["run_id"],
+            sinks=[_QueueSink(queue)] if rank == 0 else [],
+            resume_from=job["resume_from"], max_nonfinite=job["max_nonfinite"],
+            console_log_level=job["console_log_level"] if rank == 0 else "ERROR",
+            app_data_root=job["app_data_root"], rank=rank, queue=queue, stop_event=stop,
+        )  # fmt: skip
+        session.start()
+        status = session.wait()
+        end.update(
+            state=status.state.value, error=status.error, traceback=status.traceback,
+            stopped_checkpoint=status.stopped_checkpoint, ended_early=status.ended_early,
+        )  # fmt: skip
+    except BaseException as exc:
+        end.update(state="failed", error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc())  # fmt: skip
+    queue.put(("end", end))
+    queue.close()
+    queue.join_thread()  # the message is out before the process ends
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(session: TrainingSession) -> SessionState:
+    """Train ``session``'s config in ``session.world_size`` processes; relay what rank 0
+    reports into the session; return the final state (with the session's error, stopped
+    checkpoint and early-stop reason set)."""
+    import torch.multiprocessing as mp
+
+    params = (session.cfg.get("sly_metadata") or {}).get("train_params") or {}
+    gpus = [int(g) for g in params.get("gpus") or ()]
+    world = session.world_size
+    cfg = session.prepared_config()  # saved as the run's config.py, without distributed keys
+    job = {
+        "cfg": cfg.to_dict(), "run_id": session.run_id, "resume_from": session.resume_from,
+        "gpus": gpus, "max_nonfinite": session.max_nonfinite, "timeout_s": PROCESS_GROUP_TIMEOUT_S,
+        "console_log_level": session.console_log_level, "app_data_root": str(session.app_data_root),
+    }  # fmt: skip
+    if session.extra_hooks:
+        logger.warning(
+            "run %s trains in %d processes: the in-run checkpoint sync is off (the run is "
+            "uploaded when it ends)", session.run_id, world,
+        )  # fmt: skip
+    ctx = mp.get_context("spawn")
+    queue, stop = ctx.Queue(), ctx.Event()
+    port = _free_port()
+    ranks = [
+        ctx.Process(
+            target=_rank_main,
+            args=(r, world, port, job, queue, stop),
+            name=f"{session.run_id}-rank{r}",
+        )
+        for r in range(world)
+    ]
+    for process in ranks:
+        process.start()
+    ends: dict[int, dict[str, Any]] = {}
+    dead: str | None = None
+    try:
+        while len(ends) < world:
+            if session._should_stop():
+                stop.set()
+            try:
+                kind, payload = queue.get(timeout=0.2)
+            except queue_module.Empty:
+                dead = dead or _dead_rank(ranks, ends)
+                if dead:
+                    break
+                continue
+            if kind == "train":
+                session._sink.on_train_iter(payload)
+            elif kind == "val":
+                session._sink.on_val(payload)
+            elif kind == "images":
+                for sink in session._sink.sinks:
+                    if hasattr(sink, "on_val_images"):
+                        sink.on_val_images(payload)
+            elif kind == "state":
+                session._enter(SessionState(payload))
+            elif kind == "end":
+                ends[payload["rank"]] = payload
+                if payload["state"] == "failed":  # the others would wait for it
+                    dead = f"rank {payload['rank']} failed: {payload['error']}"
+                    session._traceback = payload.get("traceback")
+                    break
+    finally:
+        _end_all(ranks)
+    if dead:
+        session._error = dead
+        return SessionState.FAILED
+    first = ends[0]
+    session._stopped_checkpoint = first.get("stopped_checkpoint")
+    session._ended_early = first.get("ended_early")
+    session._error, session._traceback = first.get("error"), first.get("traceback")
+    return SessionState(first["state"])
+
+
+def _dead_rank(ranks: list[Any], ends: dict[int, dict]) -> str | None:
+    """A rank that ended without reporting (killed, crashed in C code), if any."""
+    for rank, process in enumerate(ranks):
+        if rank not in ends and process.exitcode is not None:
+            code = process.exitcode
+            how = f"signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"code {code}"
+            return (
+                f"rank {rank} of {len(ranks)} died ({how}); the checkpoints saved so far are kept"
+            )
+    return None
+
+
+def _end_all(ranks: list[Any]) -> None:
+    """Every rank process ended: joined when done, else terminated, then killed."""
+    deadline = time.time() + TERMINATE_GRACE_S
+    for process in ranks:
+        process.join(max(0.0, deadline - time.time()))
+    for process in ranks:
+        if process.is_alive():
+            process.terminate()
+    for process in ranks:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
