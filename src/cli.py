@@ -299,9 +299,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
         print(f"checkpoints and logs: {prepared.work_dir}")
-        if prepared.params.auto_scale_lr:
-            from src.config.schedule import effective_lr_note
+        from src.config.schedule import effective_batch_note, effective_lr_note
 
+        if effective_batch_note(prepared.params):
+            print(effective_batch_note(prepared.params))
+        if prepared.params.auto_scale_lr:
             base = int(prepared.cfg.auto_scale_lr.base_batch_size)
             print(effective_lr_note(prepared.params, base))
         started = time.time()

@@ -243,7 +243,11 @@ def run_ranks(session: TrainingSession) -> SessionState:
             elif kind == "end":
                 ends[payload["rank"]] = payload
                 if payload["state"] == "failed":  # the others would wait for it
-                    dead = f"rank {payload['rank']} failed: {payload['error']}"
+                    # a rank that died without a word makes the others fail ("connection
+                    # closed"): name the cause, not the consequence
+                    cause = _wait_for_dead_rank(ranks, ends, 2.0)
+                    failed = f"rank {payload['rank']} failed: {payload['error']}"
+                    dead = f"{cause}; then {failed}" if cause else failed
                     session._traceback = payload.get("traceback")
                     break
     finally:
@@ -267,6 +271,16 @@ def _dead_rank(ranks: list[Any], ends: dict[int, dict]) -> str | None:
             return (
                 f"rank {rank} of {len(ranks)} died ({how}); the checkpoints saved so far are kept"
             )
+    return None
+
+
+def _wait_for_dead_rank(ranks: list[Any], ends: dict[int, dict], seconds: float) -> str | None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        found = _dead_rank(ranks, ends)
+        if found:
+            return found
+        time.sleep(0.05)
     return None
 
 

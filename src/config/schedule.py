@@ -55,11 +55,29 @@ def effective_lr(params: TrainParams, base_batch_size: int, devices: int = 1) ->
     return params.lr * params.train_batch_size * devices / max(1, base_batch_size)
 
 
+def devices(params: TrainParams) -> int:
+    """How many processes (GPUs, or CPU processes) a run trains in."""
+    return len(params.gpus) or params.nproc
+
+
+def effective_batch_note(params: TrainParams) -> str:
+    """The batch a step sees with several devices (per device x devices); empty for one."""
+    n = devices(params)
+    if n == 1:
+        return ""
+    return (
+        f"effective batch {params.train_batch_size * n} ({params.train_batch_size} per device x "
+        f"{n} devices)"
+    )
+
+
 def effective_lr_note(params: TrainParams, base_batch_size: int) -> str:
     """How the auto-scaled LR comes about, as the CLI prints it and the Compose step shows it."""
+    n = devices(params)
+    batch = f"batch {params.train_batch_size}" + (f" x {n} devices" if n > 1 else "")
     return (
-        f"learning rate {effective_lr(params, base_batch_size):.3g} (auto-scaled: {params.lr:g} x "
-        f"batch {params.train_batch_size} / the zoo config's base batch {base_batch_size})"
+        f"learning rate {effective_lr(params, base_batch_size, n):.3g} (auto-scaled: "
+        f"{params.lr:g} x {batch} / the zoo config's base batch {base_batch_size})"
     )
 
 

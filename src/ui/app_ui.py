@@ -18,7 +18,7 @@ from src.app.prepare import (
 from src.app.session import SessionBusyError
 from src.config.compose import native_input_size
 from src.config.params import ConfigError
-from src.config.schedule import effective_lr_note
+from src.config.schedule import effective_batch_note, effective_lr_note
 from src.config.zoo import ZooEntry
 from src.data.project import LocalProject
 from src.data.reader import DatasetError
@@ -177,10 +177,11 @@ class AppUI:
             1, len(prepared.split.train_items or []) // max(1, prepared.params.train_batch_size)
         )
         self.config.composed(prepared.config_text)
-        note = ""
+        notes = [effective_batch_note(prepared.params)]
         if prepared.params.auto_scale_lr:  # the LR the run will train with
             base = int(prepared.cfg.auto_scale_lr.base_batch_size)
-            note = "; " + effective_lr_note(prepared.params, base)
+            notes.append(effective_lr_note(prepared.params, base))
+        note = "".join(f"; {n}" for n in notes if n)
         self.message.set(f"config composed for {prepared.model_name}{note}", "success")
         self.unlock_through(len(self.steps))  # every setting was just validated
         return True

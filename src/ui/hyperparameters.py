@@ -71,6 +71,10 @@ class HyperparametersStep:
         devices = list_devices()  # the freest GPU first (preselected); the CPU where none
         self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
         self.device.set_value(devices[0].name)
+        # several GPUs: one DDP process each (src.app.distributed); empty: the device above
+        gpus = [d for d in devices if d.name.startswith("cuda:")]
+        self.gpus = Select([Select.Item(d.name, d.label) for d in gpus], multiple=True,
+                           widget_id="hp_gpus")  # fmt: skip
         self.seed = _number(d.seed, "hp_seed", 0)
         self.sync_epochs = _number(sync_every_epochs, "hp_sync", 0)
         self.preview_button = Button(
@@ -101,6 +105,7 @@ class HyperparametersStep:
             (self.max_dets, "Validation: max detections per image (0: the model's)"),
             (self.score_thr, "Validation: min score (0: the model's)"),
             (self.device, "Device"),
+            *([(self.gpus, "Or train on several GPUs (batch size per GPU)")] if gpus else []),
             (self.seed, "Seed"),
             (self.sync_epochs, "Copy the newest checkpoint to Team Files every N epochs (0: off)"),
         ]
@@ -159,6 +164,7 @@ class HyperparametersStep:
             weights=weights,
             weights_path=weights_path,
             device=self.device.get_value(),
+            gpus=self.selected_gpus(),
             evaluate=self.evaluate.is_checked(),
             momentum=float(self.momentum.get_value()),
             nesterov=self.nesterov.is_checked(),
@@ -176,6 +182,12 @@ class HyperparametersStep:
         square, as the fields mean it."""
         self.input_size.value = longer
         self.input_short.value = 0 if shorter == longer else shorter
+
+    def selected_gpus(self) -> tuple[int, ...]:
+        """Two or more GPUs chosen: their indices (one GPU is the device field's job)."""
+        chosen = self.gpus.get_value() or []
+        indices = tuple(sorted(int(name[5:]) for name in chosen))
+        return indices if len(indices) > 1 else ()
 
     def sync_every_epochs(self) -> int:
         return int(self.sync_epochs.get_value() or 0)

@@ -117,3 +117,26 @@ def test_the_app_stop_signal_reaches_the_ranks(demo_project, tmp_path):
     assert status.state == SessionState.STOPPED, status.error
     assert status.stopped_checkpoint and os.path.isfile(status.stopped_checkpoint)
     assert _no_children_left()
+
+
+def test_the_cli_trains_in_two_processes_and_uploads(demo_project, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    team = tmp_path / "team"
+    result = subprocess.run(
+        [sys.executable, "-m", "src.cli", "train", "--project", str(demo_project),
+         "--model", "rtmdet_tiny_8xb32-300e_coco", "--from-scratch", "--epochs", "2",
+         "--batch-size", "2", "--input-size", "128", "--workers", "0", "--nproc", "2",
+         "--app-data", str(tmp_path / "app"), "--team-files", str(team), "--run-id", "two",
+         "--no-evaluate"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "effective batch 4 (2 per device x 2 devices)" in result.stdout
+    assert "validation after epoch 2" in result.stdout  # rank 0's metrics reached the CLI
+    uploaded = next((team / "mmdetection-3").glob("two_*"))
+    assert (uploaded / "epoch_2.pth").is_file() and (uploaded / "experiment_info.json").is_file()
+    assert _no_children_left()

@@ -179,9 +179,7 @@ BEFORE_RESTRUCTURE = "7a2bf8c"
 
 
 @pytest.mark.slow
-def test_a_run_saved_by_the_code_before_the_restructure_resumes_bit_exactly(
-    demo_project, tmp_path
-):
+def test_a_run_saved_by_the_code_before_the_restructure_resumes_bit_exactly(demo_project, tmp_path):
     """Without random augmentations and workers: that code drew augmentations from the
     generators' running state (before per-sample seeding), so only a run without them is the
     same run under both."""
