@@ -8,7 +8,7 @@ ARGS ?=
 # which are Python: see the README).
 HOST ?= 127.0.0.1
 
-.PHONY: setup train app test test-fast test-image-torch lint format probe bench check-image-deps clean
+.PHONY: setup train app test test-fast test-image-torch lint format probe bench bench-gpu check-image-deps clean
 
 setup:
 	@bash scripts/setup.sh
@@ -73,6 +73,9 @@ bench: setup
 	$(PY) bench/evaluation.py
 	$(PY) bench/memory.py
 	$(PY) bench/sync.py
+
+bench-gpu: setup  # on a CUDA machine; elsewhere it says so and exits 0
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache
