@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from src.config.augmentations import augmentation_steps, substitute_input_size
+from src.config.augmentations import augmentation_transforms
 from src.config.compose import train_pipeline
 from src.config.params import CUSTOM_AUGMENTATION, ConfigError, TrainParams
 from src.data.sample_rng import seeded
@@ -81,35 +81,16 @@ class AugmentationPreviewer:
     def preview(self, project_dir: str, params: TrainParams, sample: int) -> AugmentationPreview:
         """Image ``sample % images`` through the pipeline, with the random draws seeded by
         ``sample``. Raises ConfigError with what is wrong with the pipeline."""
-        steps = [
-            substitute_input_size(t, params.input_size)
-            for t in augmentation_steps(params.augmentation, params.augmentation_pipeline)
-        ]
         from src.data.mmdet_dataset import transform_problems
 
-        problems = transform_problems(steps)
+        problems = transform_problems(augmentation_transforms(params))
         if problems:
             raise ConfigError("custom augmentation pipeline: " + "; ".join(problems))
         with self._lock:
             dataset = self._dataset_for(project_dir, params)
             info = dataset.get_data_info(sample % len(dataset))
+        before, after = _through_the_pipeline(info, params, sample)
         classes = list(params.classes)
-        pipeline = _compose(train_pipeline(params)[:-1])  # all but the packing
-        loaded = _compose(train_pipeline(params)[:2])  # load image and annotations only
-        before = loaded(dict(info))
-        with seeded(sample):
-            try:
-                after = pipeline(dict(info))
-            except Exception as exc:
-                raise ConfigError(
-                    f"the training pipeline fails on {info.get('img_path')}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
-        if after is None:  # FilterAnnotations dropped every object: mmdet skips the image
-            raise NothingLeft(
-                "after the pipeline no object is left on this image (training skips such "
-                "samples): try another sample, or a milder crop/resize"
-            )
         before_img = _rgb(before["img"])
         after_img = _rgb(after["img"])
         return AugmentationPreview(
@@ -123,12 +104,37 @@ class AugmentationPreviewer:
         )
 
 
-def check_pipeline_on_an_image(project_dir: str, params: TrainParams, cache_dir: str | None):
-    """A custom pipeline through one real image (see the module's docstring); ConfigError says
-    why it cannot train. Presets are the app's own and are not re-checked."""
-    if params.augmentation == CUSTOM_AUGMENTATION:
-        with contextlib.suppress(NothingLeft):
-            AugmentationPreviewer(cache_dir).preview(project_dir, params, sample=0)
+def _through_the_pipeline(info: dict, params: TrainParams, sample: int) -> tuple[dict, dict]:
+    """A data-list item loaded as it is (image and annotations), and through the training
+    pipeline without the packing, with the random draws seeded by ``sample``."""
+    steps = train_pipeline(params)
+    before = _compose(steps[:2])(dict(info))  # load image and annotations only
+    with seeded(sample):
+        try:
+            after = _compose(steps[:-1])(dict(info))
+        except Exception as exc:
+            raise ConfigError(
+                f"the training pipeline fails on {info.get('img_path')}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+    if after is None:  # FilterAnnotations dropped every object: mmdet skips the image
+        raise NothingLeft(
+            "after the pipeline no object is left on this image (training skips such "
+            "samples): try another sample, or a milder crop/resize"
+        )
+    return before, after
+
+
+def check_pipeline_on_an_image(dataset: Any, params: TrainParams) -> None:
+    """A custom pipeline through one real image of the run's training ``dataset`` (already
+    built by the request's data check; the first with objects): ConfigError says why it cannot
+    train. Presets are the app's own and are not re-checked."""
+    if params.augmentation != CUSTOM_AUGMENTATION or len(dataset) == 0:
+        return
+    infos = (dataset.get_data_info(i) for i in range(len(dataset)))
+    info = next((i for i in infos if i["instances"]), None) or dataset.get_data_info(0)
+    with contextlib.suppress(NothingLeft):
+        _through_the_pipeline(info, params, sample=0)
 
 
 def _compose(steps: list[dict]) -> Any:

@@ -21,7 +21,7 @@ from mmengine.config import Config
 
 from src.app.augment_preview import check_pipeline_on_an_image
 from src.config import zoo
-from src.config.augmentations import augmentation_steps, substitute_input_size
+from src.config.augmentations import augmentation_transforms
 from src.config.compose import apply_owned_settings, build_config, compose_from_zoo, relocate_run
 from src.config.input_shapes import padding_problems
 from src.config.params import (
@@ -216,11 +216,7 @@ def _custom_augmentation_problems(params: TrainParams, problems: list[str]) -> l
         return []
     from src.data.mmdet_dataset import transform_problems
 
-    steps = [
-        substitute_input_size(t, params.input_size)
-        for t in augmentation_steps(params.augmentation, params.augmentation_pipeline)
-    ]
-    found = transform_problems(steps)
+    found = transform_problems(augmentation_transforms(params))
     return ["custom augmentation pipeline: " + "; ".join(found)] if found else []
 
 
@@ -376,9 +372,7 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
             problems.append(f"{split} dataset: {exc}")
     if "train" in datasets and prepared.params.augmentation == CUSTOM_AUGMENTATION:
         try:  # a transform that builds may still fail on an image (wrong keys, sizes)
-            check_pipeline_on_an_image(
-                str(prepared.project.directory), prepared.params, datasets["train"].cache_dir
-            )
+            check_pipeline_on_an_image(datasets["train"], prepared.params)
         except ConfigError as exc:
             problems.append(str(exc))
     return stats, datasets, problems

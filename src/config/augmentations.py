@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from src.config.params import CONFIGS_DIR, CUSTOM_AUGMENTATION, ConfigError
+from src.config.params import CONFIGS_DIR, CUSTOM_AUGMENTATION, ConfigError, TrainParams
 
 # Transforms the app puts in every training pipeline itself: twice would load or pack twice.
 APP_OWNED_TRANSFORMS = {"LoadImageFromFile", "LoadAnnotations", "PackDetInputs"}
@@ -100,6 +100,15 @@ def augmentation_steps(augmentation: str, pipeline_text: str = "") -> list[dict]
             f"{CUSTOM_AUGMENTATION}"
         )
     return [_numbers_as_tuples(step) for step in known[augmentation] or []]
+
+
+def augmentation_transforms(params: TrainParams) -> list[dict]:
+    """The transforms a run with ``params`` applies after the resize, ``$input_size`` filled in
+    (what the training pipeline, the preview and the request's check all use)."""
+    return [
+        substitute_input_size(t, params.input_size)
+        for t in augmentation_steps(params.augmentation, params.augmentation_pipeline)
+    ]
 
 
 def substitute_input_size(node: Any, size: tuple[int, int]) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from src.config.augmentations import augmentation_steps, substitute_input_size
+from src.config.augmentations import augmentation_transforms
 from src.config.input_shapes import ensure_stride_padding
 from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams, jsonable
 from src.config.primary_metric import primary_metric
@@ -368,20 +368,20 @@ def train_pipeline(
     augmentation preview runs the same list without the final packing."""
     size = tuple(int(v) for v in params.input_size)
     is_segm = params.task == "instance-segmentation"
-    augment = [
-        substitute_input_size(t, size)
-        for t in augmentation_steps(params.augmentation, params.augmentation_pipeline)
-    ]
-    pad = [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))] if pad_to_input else []
     return [
         dict(type="LoadImageFromFile"),
         dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True),
         dict(type="Resize", scale=size, keep_ratio=keep_ratio),
-        *augment,
-        *pad,
+        *augmentation_transforms(params),
+        *(_pad_to(size) if pad_to_input else []),
         dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
         dict(type="PackDetInputs"),
     ]
+
+
+def _pad_to(size: tuple[int, ...]) -> list[dict]:
+    """Pad every image to the full input size (grey, as mmdet's YOLO-style pipelines do)."""
+    return [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))]
 
 
 def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_size: int) -> None:
@@ -392,7 +392,6 @@ def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_si
     # panorama or a crop would otherwise reach them too small. Every step before it yields at
     # most the input size (keep-ratio resize into it; crops to it), as Pad(size) requires.
     pad_to_input = min_input_size > 32 or not keep_ratio
-    pad = [dict(type="Pad", size=size, pad_val=dict(img=(114, 114, 114)))] if pad_to_input else []
     train = train_pipeline(params, keep_ratio=keep_ratio, pad_to_input=pad_to_input)
     if any(t.get("type") in _KEEP_MODEL_TEST_PIPELINE_IF for t in model_test):
         test_pipeline = _resized_model_test_pipeline(model_test, size)
@@ -400,7 +399,7 @@ def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_si
         test_pipeline = [
             dict(type="LoadImageFromFile"),
             dict(type="Resize", scale=size, keep_ratio=keep_ratio),
-            *pad,
+            *(_pad_to(size) if pad_to_input else []),
             dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm),
             dict(
                 type="PackDetInputs",
