@@ -401,7 +401,9 @@ def test_the_runs_list_reads_team_files_once_per_interval(api, monkeypatch):
 
     client, _, _ = api
     reads = []
-    monkeypatch.setattr(src.app.controller, "find_remote_runs", lambda store: reads.append(1) or [])
+    monkeypatch.setattr(
+        src.app.controller, "find_remote_runs", lambda store, files=None: reads.append(1) or []
+    )
     for _ in range(3):
         assert client.get("/api/runs").json() == {"runs": []}
     assert len(reads) == 1

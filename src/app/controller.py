@@ -45,7 +45,7 @@ from src.runs.checkpoints import RUN_CONFIG, CheckpointError, find_resumable_run
 from src.runs.info import RunInfo
 from src.runs.layout import is_run_dir
 from src.runs.remote import RESUME_DIR, STATE_FILE, find_remote_runs
-from src.runs.storage import ArtifactStore, UploadError, artifacts_dir
+from src.runs.storage import ARTIFACTS_ROOT, ArtifactStore, RemoteFile, UploadError, artifacts_dir
 
 logger = logging.getLogger(__name__)
 REMOTE_RUNS_TTL_S = 60.0  # how long GET /api/runs reuses its reading of Team Files
@@ -177,7 +177,7 @@ class TrainingController:
         self._active = False  # from launch until the run's upload is over
         self._preparing = False  # a start or resume is being prepared (before launch)
         self._cancel_start = False  # Stop was asked for during that preparation
-        self._remote_runs_cache: tuple[float, list[RunInfo]] | None = None
+        self._remote_runs_cache: tuple[float, list[RemoteFile], list[RunInfo]] | None = None
         self._previewer = AugmentationPreviewer(cache_dir)
         self.outcome: RunOutcome | None = None
 
@@ -234,18 +234,23 @@ class TrainingController:
         return [r.row() for r in [*local, *remote]]
 
     def _remote_runs(self) -> list[RunInfo]:
-        """The store's runs, read at most once per ``REMOTE_RUNS_TTL_S`` (each read downloads
-        every run's ``state.json``); an upload of this app clears it at once."""
+        return self._store_reading()[1]
+
+    def _store_reading(self) -> tuple[list[RemoteFile], list[RunInfo]]:
+        """The store's run folders (one listing) and its resumable runs, read at most once per
+        ``REMOTE_RUNS_TTL_S`` (each read downloads every run's ``state.json``); an upload of
+        this app clears it at once. The Resume tab and the custom-weights picker share it."""
         cached = self._remote_runs_cache
         if cached is not None and time.monotonic() - cached[0] < REMOTE_RUNS_TTL_S:
-            return cached[1]
+            return cached[1], cached[2]
         try:
-            runs = find_remote_runs(self.store)
+            files = self.store.list(ARTIFACTS_ROOT)
+            runs = find_remote_runs(self.store, files=files)
         except (UploadError, OSError) as exc:
             logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
-            return []
-        self._remote_runs_cache = (time.monotonic(), runs)
-        return runs
+            return [], []
+        self._remote_runs_cache = (time.monotonic(), files, runs)
+        return files, runs
 
     def fetch(self, path: str, purpose: str) -> str:
         """A local path for ``path``: itself when it is a local file, else downloaded from the
@@ -300,14 +305,11 @@ class TrainingController:
             return None
         return remote if remote in listed else None
 
-    def checkpoint_files(self, root: str = "/mmdetection-3") -> list[str]:
-        """Every ``.pth`` in the store under ``root`` that has a ``config.py`` beside it: the
+    def checkpoint_files(self) -> list[str]:
+        """Every ``.pth`` of the store's runs that has a ``config.py`` beside it: the
         custom-weights picker's choices (Team Files on the platform, the local folder
         standing in for it elsewhere)."""
-        try:
-            files = [f.path for f in self.store.list(root)]
-        except (UploadError, OSError, ValueError):
-            return []
+        files = [f.path for f in self._store_reading()[0]]
         folders = {str(Path(p).parent) for p in files if Path(p).name == RUN_CONFIG}
         return sorted(p for p in files if p.endswith(".pth") and str(Path(p).parent) in folders)
 

@@ -28,7 +28,7 @@ from src.runs.checkpoints import (
 )
 from src.runs.info import TEAM_FILES, RunInfo
 from src.runs.layout import check_file_name, check_run_id, run_dir, scalars_file, scalars_files
-from src.runs.storage import ARTIFACTS_ROOT, ArtifactStore, UploadError
+from src.runs.storage import ARTIFACTS_ROOT, ArtifactStore, RemoteFile, UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +115,13 @@ def publish_state(store: ArtifactStore, snapshot: str | Path, remote_run_dir: st
             store.remove(old.path)
 
 
-def find_remote_runs(store: ArtifactStore, root: str = ARTIFACTS_ROOT) -> list[RunInfo]:
-    """Runs under ``root`` with a resumable state, the most recently saved first."""
-    states = [f.path for f in store.list(root) if f.path.endswith(f"/{RESUME_DIR}/{STATE_FILE}")]
+def find_remote_runs(
+    store: ArtifactStore, root: str = ARTIFACTS_ROOT, files: list[RemoteFile] | None = None
+) -> list[RunInfo]:
+    """Runs under ``root`` with a resumable state, the most recently saved first. ``files``:
+    the store's listing of ``root`` when the caller has it (else it is listed here)."""
+    listed = store.list(root) if files is None else files
+    states = [f.path for f in listed if f.path.endswith(f"/{RESUME_DIR}/{STATE_FILE}")]
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         for n, path in enumerate(states):
