@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import run_child  # noqa: E402
-from overhead import IterTimes  # noqa: E402
+from overhead import IterTimes, timed_session, train_bare  # noqa: E402
 
 MODELS = {
     "RTMDet-s": ("rtmdet_s_8xb32-300e_coco", "object-detection"),
@@ -73,23 +73,8 @@ def _peak_memory_mib() -> float:
 
 
 def bare(args: argparse.Namespace, model: str, task: str, work: Path) -> dict:
-    from mmengine.runner import Runner
-
-    import src.data.mmdet_dataset
-    import src.engine.loops  # noqa: F401
-
-    cfg = make_cfg(args, model, task, work)
-    cfg.train_cfg.type = "EpochBasedTrainLoop"
-    cfg.train_dataloader.sampler.type = "DefaultSampler"
-    cfg.default_hooks.checkpoint.pop("backend_args", None)
-    cfg.experiment_name = f"bare_{time.time_ns()}"
-    cfg.visualizer["name"] = cfg.experiment_name
-    cfg.log_level = "WARNING"
-    timer = IterTimes()
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(timer.hook)
-    runner.train()
-    return {"rate": timer.rate(WARMUP), "memory": _peak_memory_mib()}
+    rate = train_bare(make_cfg(args, model, task, work), WARMUP)
+    return {"rate": rate, "memory": _peak_memory_mib()}
 
 
 class _Relayed:
@@ -110,17 +95,10 @@ def session(args: argparse.Namespace, model: str, task: str, work: Path, gpus=()
     from src.app.session import TrainingSession
 
     timer = IterTimes()
-
-    class Timed(TrainingSession):
-        def _build_runner(self):
-            runner = super()._build_runner()
-            runner.register_hook(timer.hook)
-            return runner
-
     cfg = make_cfg(args, model, task, work, gpus, nproc)
     several = bool(gpus) or nproc > 1
     relayed = _Relayed()
-    run = (TrainingSession if several else Timed)(
+    run = (TrainingSession if several else timed_session(timer))(
         cfg, work.name, sinks=[relayed], console_log_level="WARNING"
     )
     started = time.perf_counter()

@@ -82,14 +82,14 @@ def make_cfg(project: Path, work_dir: Path, epochs: int):
     )
 
 
-def bare(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
+def train_bare(cfg, warmup: int) -> float:
+    """Train ``cfg`` on mmengine's own Runner, loop and sampler, with none of the app's hooks:
+    iterations per second after ``warmup``."""
     from mmengine.runner import Runner
 
     import src.data.mmdet_dataset
     import src.engine.loops  # noqa: F401
 
-    cfg = make_cfg(project, work_dir, epochs)
-    # mmengine's own loop and sampler, no app hooks: the plain Runner
     cfg.train_cfg.type = "EpochBasedTrainLoop"
     cfg.train_dataloader.sampler.type = "DefaultSampler"
     cfg.default_hooks.checkpoint.pop("backend_args", None)
@@ -103,10 +103,9 @@ def bare(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
     return timer.rate(warmup)
 
 
-def session(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
+def timed_session(timer: IterTimes) -> type:
+    """TrainingSession whose runner also records its iteration times in ``timer``."""
     from src.app.session import TrainingSession
-
-    timer = IterTimes()
 
     class Timed(TrainingSession):
         def _build_runner(self):
@@ -114,7 +113,18 @@ def session(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
             runner.register_hook(timer.hook)
             return runner
 
-    run = Timed(make_cfg(project, work_dir, epochs), work_dir.name, console_log_level="WARNING")
+    return Timed
+
+
+def bare(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
+    return train_bare(make_cfg(project, work_dir, epochs), warmup)
+
+
+def session(project: Path, work_dir: Path, epochs: int, warmup: int) -> float:
+    timer = IterTimes()
+    run = timed_session(timer)(
+        make_cfg(project, work_dir, epochs), work_dir.name, console_log_level="WARNING"
+    )
     run.start()
     status = run.wait()
     assert status.state.value == "finished", status.traceback
