@@ -2,7 +2,9 @@
 
     POST /api/train   {project, task, model, classes, split, hyperparameters, config, resume}
                       -> {"run_id": ...}; with "resume": RUN_ID (or "" for the newest) it
-                      continues that run (optionally with hyperparameters.epochs)
+                      continues that run (optionally with hyperparameters.epochs, and
+                      gpus or nproc to continue on other devices: status.notes then says
+                      what that changes)
     GET  /api/status  -> state, progress, latest losses and metrics, the last run's outcome
                       (with the evaluation after training: outcome.evaluation's key metrics
                       and report, or outcome.evaluation_error); state is idle/finished/stopped/
@@ -129,11 +131,20 @@ def _start(
             problems.append(f"resume must be a run id (a string), not {json.dumps(target)}")
         if not isinstance(hyper, dict):
             problems.append("hyperparameters must be an object")
-        epochs = hyper.get("epochs") if isinstance(hyper, dict) else None
+        hyper = hyper if isinstance(hyper, dict) else {}
+        epochs, gpus, nproc = (hyper.get(k) for k in ("epochs", "gpus", "nproc"))
         if epochs is not None and (type(epochs) is not int or epochs < 1):
             problems.append(f"hyperparameters.epochs must be a whole number >= 1, not {epochs!r}")
+        if nproc is not None and type(nproc) is not int:
+            problems.append(f"hyperparameters.nproc must be a whole number, not {nproc!r}")
+        if gpus is not None and (
+            not isinstance(gpus, list) or any(type(g) is not int for g in gpus)
+        ):
+            problems.append(f"hyperparameters.gpus must be a list of GPU indices, not {gpus!r}")
         if problems:
             raise RequestError(problems)
-        return controller.resume(target or None, epochs=epochs)
+        return controller.resume(
+            target or None, epochs=epochs, gpus=None if gpus is None else tuple(gpus), nproc=nproc
+        )
     request = request_from_json(body, str(controller.app_data_dir), default_project)
     return controller.start(request)

@@ -164,8 +164,8 @@ def _train_params(args: argparse.Namespace):
         evaluate=args.evaluate,
         nesterov=args.nesterov,
         auto_scale_lr=args.auto_scale_lr,
-        gpus=args.gpus,
-        **{field: getattr(args, field) for field, _, _ in _TRAIN_OPTIONS},
+        gpus=args.gpus or (),
+        **{f: getattr(args, f) for f, _, _ in _TRAIN_OPTIONS if getattr(args, f) is not None},
     )
 
 
@@ -257,12 +257,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _fail(problem)
     try:
         if args.resume is not None:
-            prepared, run = controller.prepare_resume(args.resume or None, args.epochs)
+            prepared, run = controller.prepare_resume(
+                args.resume or None, args.epochs, args.gpus, args.nproc
+            )
             resume_from = run.checkpoint
             print(
                 f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint_name}: "
                 f"epoch {run.epoch}, iteration {run.iteration}"
             )
+            for note in prepared.notes:
+                print(f"note: {note}")
         else:
             if not args.project:
                 return _fail("--project is required (or --resume to continue a run)")
@@ -503,7 +507,8 @@ _TRAIN_OPTIONS = (
      "backbone stages kept frozen (-1: none; default: the model's own setting)"),
     ("max_per_img", int, "detections kept per image at validation (default: the model's)"),
     ("score_thr", float, "their minimum score at validation (default: the model's)"),
-    ("nproc", int, "train in N processes with --device cpu (DDP over gloo; tests, CPU machines)"),
+    ("nproc", int, "train in N processes with --device cpu (DDP over gloo; tests, CPU machines); "
+     "with --resume: continue in N"),
 )  # fmt: skip
 
 
@@ -580,6 +585,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     for field, kind, text in _TRAIN_OPTIONS:
         flag = "--" + field.replace("_", "-")
         tr.add_argument(flag, type=kind, default=getattr(d, field), help=text)
+    tr.set_defaults(nproc=None)  # given or not: a resume keeps the run's devices unless given
     tr.add_argument(
         "--auto-scale-lr", action="store_true",
         help="scale --lr by batch size / the zoo config's base batch size (mmengine)",
@@ -599,8 +605,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--weights", help="custom checkpoint to start from")
     tr.add_argument("--device", default="cpu", help="cpu or cuda:N")
     tr.add_argument(
-        "--gpus", type=_gpu_list, default=d.gpus, metavar="0,1",
-        help="train on these GPUs, one process each (DDP; the batch size is per GPU)",
+        "--gpus", type=_gpu_list, default=None, metavar="0,1",
+        help="train on these GPUs, one process each (DDP; the batch size is per GPU); with "
+        "--resume: continue on these (not bit-identical when their number changes)",
     )  # fmt: skip
     tr.add_argument(
         "--drop-empty", action="store_true", help="drop training images without objects"

@@ -197,6 +197,8 @@ M = "rtmdet_tiny_8xb32-300e_coco"
         ({"config": "a = 1", "model": None}, "the config defines no model"),
         ({"resume": 5}, "resume must be a run id"),
         ({"resume": "x", "hyperparameters": {"epochs": "2"}}, "epochs must be a whole number"),
+        ({"resume": "x", "hyperparameters": {"nproc": "2"}}, "nproc must be a whole number"),
+        ({"resume": "x", "hyperparameters": {"gpus": "0,1"}}, "gpus must be a list of GPU"),
     ],
 )  # fmt: skip
 def test_ill_typed_json_is_a_400_naming_the_field(api, demo_project, body, expected):

@@ -17,7 +17,7 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class ControllerStatus(SessionStatus):
     uploading: bool = False
     busy: bool = False
     outcome: RunOutcome | None = None
+    notes: list[str] = field(default_factory=list)  # about this run, e.g. a resume on new devices
 
     @property
     def ended(self) -> bool:
@@ -221,6 +222,7 @@ class TrainingController:
             uploading=self._uploading,
             busy=self.busy,
             outcome=copy.copy(self.outcome) if self.outcome else None,
+            notes=list(prepared.notes) if prepared else [],
         )
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
@@ -374,28 +376,38 @@ class TrainingController:
         target: str | None = None,
         epochs: int | None = None,
         sync_every_epochs: int | None = None,
+        gpus: tuple[int, ...] | None = None,
+        nproc: int | None = None,
     ) -> str:
         """Continue a run (default: the newest); returns its id.
 
         ``target`` is a run id or checkpoint in app data, or a run id whose state is only in the
-        store (Team Files): then it is downloaded into app data first.
+        store (Team Files): then it is downloaded into app data first. ``gpus`` / ``nproc``:
+        train on other devices than the run did (see :func:`prepare_resume`).
         """
         with self._preparation():
-            prepared, run = self.prepare_resume(target, epochs)
+            prepared, run = self.prepare_resume(target, epochs, gpus, nproc)
+            for note in prepared.notes:
+                logger.warning("run %s: %s", prepared.run_id, note)
             return self._launch_unless_cancelled(
                 prepared, run.checkpoint, self.policy(sync_every_epochs)
             )
 
     def prepare_resume(
-        self, target: str | None = None, epochs: int | None = None
+        self,
+        target: str | None = None,
+        epochs: int | None = None,
+        gpus: tuple[int, ...] | None = None,
+        nproc: int | None = None,
     ) -> tuple[Prepared, RunInfo]:
         """The run ``target`` names (None: the newest) ready to continue, and where it stands
         (``run.checkpoint`` is what it continues from); a run only in the store is downloaded
-        into app data first."""
+        into app data first. ``prepared.notes`` says what a change of devices means."""
         run = self.locate(target)
         prepared = prepare_resume(
-            run, epochs=epochs, project_resolver=self.project_resolver, cache_dir=self.cache_dir
-        )
+            run, epochs=epochs, project_resolver=self.project_resolver, cache_dir=self.cache_dir,
+            gpus=gpus, nproc=nproc,
+        )  # fmt: skip
         return prepared, run
 
     def start_prepared(

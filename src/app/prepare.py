@@ -32,7 +32,7 @@ from src.config.params import (
     TrainParams,
 )
 from src.config.primary_metric import headline, primary_metric
-from src.config.schedule import replan_epochs
+from src.config.schedule import devices, recorded_devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text, task_of
 from src.data.project import LocalProject, Split, default_split, open_local_project, split_items
 from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
@@ -89,6 +89,7 @@ class Prepared:
     cfg: Config
     run_id: str
     model_name: str
+    notes: list[str] = field(default_factory=list)  # what the user should know before it runs
 
     @property
     def config_text(self) -> str:
@@ -553,8 +554,11 @@ def prepare_resume(
     epochs: int | None = None,
     project_resolver: ProjectResolver = local_project_resolver,
     cache_dir: str | None = None,
+    gpus: tuple[int, ...] | None = None,
+    nproc: int | None = None,
 ) -> Prepared:
-    """A stopped/crashed run, ready to continue from its checkpoint (optionally for more epochs).
+    """A stopped/crashed run, ready to continue from its checkpoint (optionally for more epochs,
+    or on other devices: ``gpus`` / ``nproc`` replace the recorded ones).
 
     ``project_resolver`` finds the run's project (by its platform id, or its recorded folder):
     on the platform it downloads it when this app session does not have it yet.
@@ -565,6 +569,10 @@ def prepare_resume(
             replan_epochs(cfg, epochs)
     except ConfigError as exc:
         raise RequestError([f"cannot read the run's config: {exc}"]) from None
+    notes = []
+    if gpus is not None or nproc is not None:
+        note = _resume_on_devices(cfg, gpus, nproc)
+        notes += [note] if note else []
     if run.epoch >= int(cfg.train_cfg.max_epochs) and epochs is None:
         raise RequestError(
             [f"run {run.run_id} already trained all {run.epoch} epochs: pass more epochs"]
@@ -585,5 +593,28 @@ def prepare_resume(
     )
     split = Split(description="as in the resumed run")
     return Prepared(
-        project, params, split, cfg, run.run_id, str(metadata.get("model_name", "custom"))
+        project, params, split, cfg, run.run_id, str(metadata.get("model_name", "custom")), notes
+    )
+
+
+def _resume_on_devices(cfg: Config, gpus: tuple[int, ...] | None, nproc: int | None) -> str:
+    """Record the devices a resume trains on in ``cfg``'s train params; what changes, if the
+    number of processes does (the resume continues, but not bit-identically)."""
+    recorded = dict((cfg.get("sly_metadata") or {}).get("train_params") or {})
+    wanted = TrainParams(gpus=tuple(gpus or ()), nproc=1 if nproc is None else nproc)
+    problems = [p for p in wanted.validate() if p.startswith(("gpus", "nproc"))]
+    if problems:
+        raise RequestError(problems)
+    before = recorded_devices(recorded)
+    recorded.update(gpus=list(wanted.gpus), nproc=wanted.nproc)
+    if wanted.gpus and not str(recorded.get("device", "")).startswith("cuda"):
+        recorded["device"] = f"cuda:{wanted.gpus[0]}"
+    cfg.sly_metadata = dict(cfg.get("sly_metadata") or {}, train_params=recorded)
+    after = devices(wanted)
+    if after == before:
+        return ""
+    return (
+        f"the run trained in {before} process(es) and continues in {after}: the same epoch and "
+        "about the same number of its samples, the LR schedule re-counted in the new "
+        "iterations; the result is not bit-identical to an uninterrupted run"
     )

@@ -363,8 +363,9 @@ class TrainingSession:
     @property
     def world_size(self) -> int:
         """Processes this run trains in: its GPUs, or ``nproc`` CPU processes (TrainParams)."""
-        params = (self.cfg.get("sly_metadata") or {}).get("train_params") or {}
-        return max(1, len(params.get("gpus") or ()) or int(params.get("nproc") or 1))
+        from src.config.schedule import recorded_devices
+
+        return recorded_devices((self.cfg.get("sly_metadata") or {}).get("train_params") or {})
 
     def _latest_checkpoint(self) -> str | None:
         from src.runs.checkpoints import last_checkpoint
@@ -423,11 +424,12 @@ class TrainingSession:
         runner = runner_cls.from_cfg(cfg)
         self._nonfinite = NonFiniteLossHook(self.max_nonfinite)
         runner.register_hook(WorkDirGuardHook(self.app_data_root))
-        runner.register_hook(RngStateHook())
+        rng = RngStateHook()
+        runner.register_hook(rng)
         runner.register_hook(self._nonfinite)
         runner.register_hook(_PhaseHook(self))
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
-        runner.register_hook(StopHook(self._should_stop))
+        runner.register_hook(StopHook(self._should_stop, before_save=rng.share_states))
         predictions = (cfg.get("val_evaluator") or {}).get("outfile_prefix")
         if predictions and self.primary:  # keep the best epoch's for the evaluation after training
             runner.register_hook(BestPredictionsHook(predictions))

@@ -60,6 +60,11 @@ def devices(params: TrainParams) -> int:
     return len(params.gpus) or params.nproc
 
 
+def recorded_devices(recorded: dict) -> int:
+    """:func:`devices` of the train params a run's config records (``sly_metadata``)."""
+    return max(1, len(recorded.get("gpus") or ()) or int(recorded.get("nproc") or 1))
+
+
 def effective_batch_note(params: TrainParams) -> str:
     """The batch a step sees with several devices (per device x devices); empty for one."""
     n = devices(params)

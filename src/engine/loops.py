@@ -5,11 +5,14 @@ mid-epoch resume, the sampler skips the samples already trained (without loading
 Python/numpy/torch RNG states saved with the checkpoint are restored at the point where the
 uninterrupted run would have been: for an epoch-boundary checkpoint before the epoch's data
 iterator is created (creating it draws from torch's RNG), for a mid-epoch one right after.
+``BatchGeometry`` is how a run cuts epochs into iterations, recorded in every checkpoint, so that
+a resume on another geometry can re-count where it is (``AppRunner.resume``).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,38 @@ def _as_python_state(value: Any) -> tuple:
     # random.getstate() is (version, tuple_of_ints, gauss); a checkpoint may give lists back
     version, internal, gauss = value
     return (version, tuple(internal), gauss)
+
+
+@dataclass(frozen=True)
+class BatchGeometry:
+    """How a run cuts its epochs into iterations: what a checkpoint records of it (``meta``) and
+    what a resume compares with its own."""
+
+    batches_per_epoch: int  # iterations per epoch, per process
+    samples_per_iteration: int | None  # all processes together (None: an older checkpoint)
+    world_size: int = 1
+
+    @classmethod
+    def of_meta(cls, meta: dict[str, Any]) -> BatchGeometry | None:
+        if "batches_per_epoch" not in meta:
+            return None
+        spi = meta.get("samples_per_iteration")
+        return cls(int(meta["batches_per_epoch"]), None if spi is None else int(spi),
+                   int(meta.get("world_size", 1)))  # fmt: skip
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "batches_per_epoch": self.batches_per_epoch,
+            "samples_per_iteration": self.samples_per_iteration,
+            "world_size": self.world_size,
+        }
+
+
+def geometry_of(runner: Any) -> BatchGeometry:
+    """This run's geometry: its train loader's batches and batch size, times its processes."""
+    loader = runner.train_dataloader
+    world = int(getattr(runner, "world_size", 1) or 1)
+    return BatchGeometry(len(loader), int(loader.batch_size) * world, world)
 
 
 @DATA_SAMPLERS.register_module()

@@ -5,6 +5,11 @@
 - A resume with a different number of epochs re-plans the LR schedule for the new length: the
   schedulers of the new config are stepped from iteration 0 to the resume point (so the LR is
   where the new plan says it is), instead of restoring the old plan's state.
+- A resume on another batch geometry (another number of processes or batch size: the checkpoint
+  records its own, ``BatchGeometry``) is continued, not refused: the iteration is re-counted in
+  this run's batches from the samples already trained in the epoch, and the schedule re-planned
+  the same way, in this run's iterations. Which samples each process trains next differs from
+  the interrupted run, so it is not bit-identical; ``geometry_note`` (logged) says so.
 - The console can be quieter than the log file.
 - Data loaders draw their worker seeds from a generator of their own, not from torch's global
   one: with per-sample seeding (``src.data.sample_rng``) those seeds no longer matter, and the
@@ -15,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from torch.utils.data import DataLoader
 
 from src.config.schedule import advance_schedulers
+from src.engine.loops import BatchGeometry, geometry_of
 from src.runs.checkpoints import download_checkpoint, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
@@ -36,6 +43,7 @@ class AppRunner(Runner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.is_resuming = False
+        self.geometry_note: str | None = None  # how a resume on another geometry went on
         super().__init__(*args, **kwargs)
 
     def build_logger(self, log_level="INFO", log_file=None, **kwargs):
@@ -124,37 +132,91 @@ class AppRunner(Runner):
         meta = peek_checkpoint(filename)
         old_epochs = meta.get("max_epochs")
         replan = old_epochs is not None and int(old_epochs) != self.max_epochs
+        saved, here = BatchGeometry.of_meta(meta), geometry_of(self)
+        regear = (
+            saved is not None
+            and saved.samples_per_iteration is not None
+            and (saved.samples_per_iteration, saved.batches_per_epoch)
+            != (here.samples_per_iteration, here.batches_per_epoch)
+        )
+        # this run's optimizer as built (an auto-scaled LR is scaled for its own batch)
+        fresh = [_initial_values(g) for g in self.optim_wrapper.param_groups]
         try:
             super().resume(
                 filename,
                 resume_optimizer=resume_optimizer,
-                resume_param_scheduler=resume_param_scheduler and not replan,
+                resume_param_scheduler=resume_param_scheduler and not (replan or regear),
                 map_location=map_location,
             )
         finally:
             self.is_resuming = False
+        if regear:
+            self._recount_iterations(saved, here)
+        if replan or regear:
+            self._replan_schedule(fresh if regear else None)
         if replan:
-            self._replan_schedule(int(old_epochs))
+            self.logger.info(
+                f"resumed a {old_epochs}-epoch run for {self.max_epochs} epochs: the LR schedule "
+                f"was re-planned for {self.max_epochs} epochs and advanced to iteration {self.iter}"
+            )
 
-    def _replan_schedule(self, old_epochs: int) -> None:
+    def _recount_iterations(self, saved: BatchGeometry, here: BatchGeometry) -> None:
+        """A checkpoint of another geometry (processes x batch): go on in the same epoch after
+        as many of its samples as were trained, at this run's iteration for them."""
+        loop = self.train_loop
+        done = loop._iter - loop._epoch * saved.batches_per_epoch
+        if not 0 <= done <= saved.batches_per_epoch:
+            raise RuntimeError(
+                f"cannot resume at iteration {loop._iter} of epoch {loop._epoch + 1}: the "
+                f"checkpoint's epochs have {saved.batches_per_epoch} batches"
+            )
+        now_done = min(done * saved.samples_per_iteration // here.samples_per_iteration,
+                       here.batches_per_epoch)  # fmt: skip
+        loop._iter = loop._epoch * here.batches_per_epoch + now_done
+        self.geometry_note = (
+            f"resumed on {_processes(here.world_size)} from a checkpoint of "
+            f"{_processes(saved.world_size)} ({saved.samples_per_iteration} samples per "
+            f"iteration, now {here.samples_per_iteration}): continuing epoch {loop._epoch + 1} "
+            f"after {now_done * here.samples_per_iteration} of its samples, at iteration "
+            f"{loop._iter} of {loop.max_iters}, with the LR schedule in the new iterations; "
+            "not bit-identical to an uninterrupted run (other samples go to each process)"
+        )
+        self.logger.warning(self.geometry_note)
+
+    def _replan_schedule(self, initial: list[dict[str, Any]] | None = None) -> None:
         """Step the new config's schedulers from the start to the resumed iteration.
 
-        The optimizer state just loaded carries the old plan's LR in its param groups, and
-        mmengine's schedulers compute each value from the previous one: so the LR is reset to
-        each group's initial LR and the schedulers are built afresh before stepping them.
+        The optimizer state just loaded carries the old plan's values (LR, momentum) in its
+        param groups, and mmengine's schedulers compute each value from the previous one: so
+        each group's scheduled values are reset to their initial ones (``initial``: these, e.g.
+        this run's auto-scaled LR; None: the checkpoint's) and the schedulers are built afresh
+        before stepping them.
         """
-        for group in self.optim_wrapper.param_groups:
-            if "initial_lr" in group:
-                group["lr"] = group["initial_lr"]
+        groups = self.optim_wrapper.param_groups
+        for group, start in zip(groups, initial or [_initial_values(g) for g in groups],
+                                strict=True):  # fmt: skip
+            group.update(start)
+            for key, value in start.items():
+                name = key[len("initial_") :]
+                group[name] = value
+                if name == "momentum" and "betas" in group:  # Adam's beta_0 (mmengine's mixin)
+                    group["betas"] = (value, group["betas"][1])
         self.param_schedulers = self.build_param_scheduler(self.cfg.param_scheduler)
         schedulers = self.param_schedulers or []
         if isinstance(schedulers, dict):
             schedulers = [s for group in schedulers.values() for s in group]
-        advance_schedulers(schedulers, self.iter, len(self.train_dataloader))
-        self.logger.info(
-            f"resumed a {old_epochs}-epoch run for {self.max_epochs} epochs: the LR schedule was "
-            f"re-planned for {self.max_epochs} epochs and advanced to iteration {self.iter}"
-        )
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()"
+            warnings.simplefilter("ignore")
+            advance_schedulers(schedulers, self.iter, len(self.train_dataloader))
+
+
+def _initial_values(group: dict[str, Any]) -> dict[str, Any]:
+    """A param group's ``initial_*`` entries: where mmengine's schedulers start each value."""
+    return {k: v for k, v in group.items() if k.startswith("initial_")}
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
 
 
 def release_mmengine_instances(name: str) -> None:

@@ -5,45 +5,83 @@ from numpy's global RNG, samplers of two-stage heads from torch's. This hook sav
 numpy and torch RNG states into every checkpoint and hands them to the resumable train loop on
 resume. It also isolates validation: the RNG states are saved before each validation and restored
 after it, so whether (and where) a run validated never changes how it trains.
+
+With several processes only rank 0 writes checkpoints (mmengine's ``save_checkpoint`` is
+``master_only``), yet every rank draws from its own generators (a two-stage head samples its
+proposals on each). So before each checkpoint all ranks hand their states to rank 0
+(``share_states``: after every epoch, and from ``StopHook`` before a stop's checkpoint, points
+all ranks reach together), which saves them by rank; a resume on the same number of processes
+gives each rank its own back.
+
+The checkpoint also records the run's batch geometry (iterations per epoch, samples per
+iteration, processes), from which a resume on another geometry re-counts (``AppRunner.resume``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from src.engine.loops import ResumableEpochBasedTrainLoop, get_rng_state, set_rng_state
+from src.engine.loops import (
+    ResumableEpochBasedTrainLoop,
+    geometry_of,
+    get_rng_state,
+    set_rng_state,
+)
 
 RNG_KEY = "rng_state"
+RANKS_KEY = "rng_state_by_rank"
 
 
 @HOOKS.register_module()
 class RngStateHook(Hook):
-    """Save RNG states with checkpoints, restore them on resume, isolate validation."""
+    """Save RNG states (every rank's) with checkpoints, restore them on resume, isolate
+    validation, record the batch geometry."""
 
     priority = "VERY_HIGH"
 
     def __init__(self) -> None:
         self._before_val: dict[str, Any] | None = None
+        self._shared: list[dict[str, Any]] | None = None
+
+    def share_states(self) -> None:
+        """Every rank's RNG states to rank 0, for its next checkpoint. A collective: all ranks
+        must call it at the same point (nothing to do in a single process)."""
+        if dist.get_world_size() > 1:
+            self._shared = dist.all_gather_object(get_rng_state())
+
+    def after_train_epoch(self, runner) -> None:
+        self.share_states()  # before CheckpointHook (priority VERY_LOW) saves
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[RNG_KEY] = get_rng_state()
-        checkpoint["meta"]["max_epochs"] = runner.max_epochs
-        checkpoint["meta"]["batches_per_epoch"] = len(runner.train_dataloader)
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            checkpoint[RANKS_KEY] = [checkpoint[RNG_KEY], *shared[1:]]
+        meta = checkpoint["meta"]
+        meta["max_epochs"] = runner.max_epochs
+        meta.update(geometry_of(runner).to_meta())
         metadata = runner.cfg.get("sly_metadata")
         if metadata is not None:
-            checkpoint["meta"]["sly_metadata"] = {
+            meta["sly_metadata"] = {
                 k: metadata[k]
                 for k in ("model_name", "architecture", "task_type", "project_id", "project_name")
                 if k in metadata
             }
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = checkpoint.get(RNG_KEY)
         loop = getattr(runner, "_train_loop", None)
-        if state is not None and isinstance(loop, ResumableEpochBasedTrainLoop):
+        if not isinstance(loop, ResumableEpochBasedTrainLoop) or not getattr(
+            runner, "_resume", False
+        ):
+            return  # loading weights only (load_from: a fine-tune seeds itself), an evaluation
+        by_rank = checkpoint.get(RANKS_KEY)
+        world, rank = dist.get_world_size(), dist.get_rank()
+        state = by_rank[rank] if by_rank and len(by_rank) == world else checkpoint.get(RNG_KEY)
+        if state is not None:
             loop.pending_rng_state = state
 
     def before_val_epoch(self, runner) -> None:

@@ -36,6 +36,8 @@ class StopHook(Hook):
 
     Args:
         should_stop: called after every training and validation iteration; must be cheap.
+        before_save: called on every rank before a stop's checkpoint (``RngStateHook``'s
+            ``share_states``: rank 0 saves every rank's RNG states).
 
     A stop after a training iteration saves a resumable checkpoint of that exact iteration
     (model, optimizer, schedulers, message hub, RNG states via ``RngStateHook``) and points
@@ -45,16 +47,21 @@ class StopHook(Hook):
 
     priority = "LOWEST"  # after every other after_train_iter work (scheduler, EMA, logging)
 
-    def __init__(self, should_stop: Callable[[], bool]) -> None:
+    def __init__(
+        self, should_stop: Callable[[], bool], before_save: Callable[[], None] | None = None
+    ) -> None:
         if not callable(should_stop):
             raise TypeError(f"should_stop must be callable, got {should_stop!r}")
         self.should_stop = should_stop
+        self.before_save = before_save
 
     def after_train_iter(
         self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
         if not self.should_stop():
             return
+        if self.before_save is not None:  # every rank is here (the stop is agreed by all)
+            self.before_save()
         filename = mid_epoch_checkpoint_name(runner.iter + 1)
         runner.save_checkpoint(
             runner.work_dir,

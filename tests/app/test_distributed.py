@@ -6,6 +6,7 @@ bit-identical, and a rank that dies ends the run with its error and no process l
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -75,9 +76,22 @@ def test_two_ranks_train_stop_together_and_resume_exactly(demo_project, tmp_path
     name = os.path.basename(stopped.stopped_checkpoint)
     assert name.startswith("iter_") and 8 <= int(name[5:-4]) < 12, name  # mid-epoch, one file
     assert _no_children_left()
+    # the same checkpoint continued in one process: allowed, from the samples trained
+    one = app / "one"
+    one.mkdir()
+    shutil.copy(stopped.stopped_checkpoint, one / name)
     _, resumed = run(cfg, "split", resume_from=stopped.stopped_checkpoint)
     assert resumed.state == SessionState.FINISHED, resumed.traceback
     assert_same_weights(app / "straight" / "epoch_2.pth", app / "split" / "epoch_2.pth")
+
+    single, status = run(_cfg(demo_project, one, nproc=1), "one", resume_from=one / name)
+    assert status.state == SessionState.FINISHED, status.traceback
+    # 2 x (k - 6) samples of epoch 2 were trained; one process has 12 iterations per epoch
+    k = int(name[5:-4])
+    iters = [h["iter"] for h in single.history["train"]]
+    assert iters == list(range(12 + 2 * (k - 6) + 1, 25)), iters
+    assert "not bit-identical" in single.runner.geometry_note
+    assert (one / "epoch_2.pth").is_file()
 
 
 def test_a_killed_rank_ends_the_run_with_its_error_and_no_process_left(demo_project, tmp_path):
@@ -140,3 +154,76 @@ def test_the_cli_trains_in_two_processes_and_uploads(demo_project, tmp_path):
     uploaded = next((team / "mmdetection-3").glob("two_*"))
     assert (uploaded / "epoch_2.pth").is_file() and (uploaded / "experiment_info.json").is_file()
     assert _no_children_left()
+    # continued for a third epoch in one process: allowed, and said not to be exact
+    result = subprocess.run(
+        [sys.executable, "-m", "src.cli", "train", "--resume", "two", "--epochs", "3",
+         "--nproc", "1", "--app-data", str(tmp_path / "app"), "--team-files", str(team),
+         "--no-evaluate"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "continues in 1: the same epoch" in result.stdout, result.stdout[-2000:]
+    assert "not bit-identical" in result.stdout
+    assert (tmp_path / "app" / "two" / "epoch_3.pth").is_file()
+
+
+def _share_and_restore(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of the test below: its own RNG states, handed to rank 0's checkpoint and back."""
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    import torch.distributed as torch_dist
+    from mmengine.config import Config
+
+    from src.engine.loops import BatchGeometry, ResumableEpochBasedTrainLoop, get_rng_state
+    from src.hooks.rng import RngStateHook
+
+    torch_dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    random.seed(rank), np.random.seed(rank), torch.manual_seed(100 + rank)
+    own = get_rng_state()
+    hook = RngStateHook()
+    hook.share_states()  # what StopHook and every epoch's end do on all ranks
+    path = os.path.join(out, "checkpoint.pth")
+    if rank == 0:
+        loader = type("Loader", (list,), {"batch_size": 2})([0, 0, 0])  # 3 batches of 2
+        runner = SimpleNamespace(
+            max_epochs=1, cfg=Config({}), world_size=world, train_dataloader=loader
+        )
+        checkpoint = {"meta": {}}
+        hook.before_save_checkpoint(runner, checkpoint)
+        torch.save(checkpoint, path)
+    torch_dist.barrier()
+    torch.manual_seed(999), random.seed(999), np.random.seed(999)  # the resumed run's seeding
+    loop = ResumableEpochBasedTrainLoop.__new__(ResumableEpochBasedTrainLoop)
+    loop.pending_rng_state = None
+    checkpoint = torch.load(path, weights_only=False)
+    hook.after_load_checkpoint(SimpleNamespace(_train_loop=loop, _resume=True), checkpoint)
+    got = loop.pending_rng_state
+    same = (
+        torch.equal(got["torch"], own["torch"])
+        and got["python"] == own["python"]
+        and all(np.array_equal(a, b) for a, b in zip(got["numpy"], own["numpy"], strict=True))
+    )
+    geometry = BatchGeometry.of_meta(checkpoint["meta"])  # for a resume on another geometry
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(f"{same} {geometry.world_size} {geometry.samples_per_iteration}")
+    torch_dist.destroy_process_group()
+
+
+def test_each_rank_resumes_its_own_rng_states(tmp_path):
+    """Rank 0 writes the checkpoint, yet every rank gets back its own generators (a two-stage
+    head draws its proposals on each rank: rank 0's state on rank 1 would change the run)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_share_and_restore, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "True 2 4", rank

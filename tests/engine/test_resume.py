@@ -99,6 +99,36 @@ def test_resume_with_more_epochs_replans_the_lr_schedule(demo_project, tmp_path)
     assert two.history["train"][-1]["lr"] < planned[12]
 
 
+def test_a_checkpoint_of_another_geometry_continues_at_its_sample_on_the_new_schedule(
+    demo_project, tmp_path
+):
+    """A run stopped with batch 2 and resumed with batch 1 (what a resume on another number of
+    processes amounts to: other samples per iteration) goes on after the samples it trained,
+    re-counted in its own iterations, on the LR schedule of a batch-1 run; it says it is not
+    exact."""
+    app = tmp_path / "app"
+    # a warm-up across the resume point, then a cosine decay: the LR changes every iteration;
+    # auto-scaled: the batch-1 LR is half the batch-2 one, and the resumed run must take it
+    values = dict(epochs=2, warmup_iters=20, scheduler="cosine", auto_scale_lr=True)
+    ones, status = run(small_cfg(demo_project, app / "ones", train_batch_size=1, **values), "1")
+    assert status.state == SessionState.FINISHED
+    # 12 images: batch 2 has 6 iterations per epoch; 9 is the 3rd batch of epoch 2
+    _, stopped = run_with_stop_at(small_cfg(demo_project, app / "split", **values), "split", 9)
+    assert stopped.state == SessionState.STOPPED
+    cfg = small_cfg(demo_project, app / "split", train_batch_size=1, **values)
+    more, status = run(cfg, "split", resume_from=stopped.stopped_checkpoint)
+    assert status.state == SessionState.FINISHED, status.traceback
+    # 6 samples of epoch 2 done: batch 1 goes on at iteration 12 + 6, to 24
+    planned = {h["iter"]: h["lr"] for h in ones.history["train"]}
+    continued = {h["iter"]: h["lr"] for h in more.history["train"]}
+    assert sorted(continued) == list(range(19, 25))
+    for it, lr in continued.items():
+        assert lr == pytest.approx(planned[it], rel=1e-6), it
+    note = more.runner.geometry_note
+    assert "after 6 of its samples" in note and "not bit-identical" in note, note
+    assert (app / "split" / "epoch_2.pth").is_file()
+
+
 def test_runs_lists_resumable_runs(demo_project, tmp_path):
     app = tmp_path / "app"
     run_with_stop_at(small_cfg(demo_project, app / "r1"), "r1", k=3)
