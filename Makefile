@@ -8,7 +8,7 @@ ARGS ?=
 # which are Python: see the README).
 HOST ?= 127.0.0.1
 
-.PHONY: setup train app test test-fast test-image-torch lint format probe bench bench-gpu check-image-deps clean
+.PHONY: setup train app test test-fast test-image-torch lint format probe bench bench-gpu gpu-wheels check-image-deps clean
 
 setup:
 	@bash scripts/setup.sh
@@ -76,6 +76,11 @@ bench: setup
 
 bench-gpu: setup  # on a CUDA machine; elsewhere it says so and exits 0
 	$(PY) bench/gpu.py
+
+# For bench/gpu.py on a bare GPU machine (Python 3.12, torch + CUDA, nvcc, no network): the wheels
+# to carry there, into .whl/. There: bash scripts/gpu_setup.sh && PYTHONPATH=/tmp/site python3 bench/gpu.py
+gpu-wheels: setup
+	bash scripts/gpu_wheels.sh
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache

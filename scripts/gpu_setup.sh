@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Make a bare GPU machine ready for bench/gpu.py (issue 15), offline: Python 3.12 with torch + CUDA
+# and nvcc there, nothing of ours, no network. Needs .whl/ from scripts/gpu_wheels.sh (run where
+# the package registry is reachable) next to this checkout. Then:
+#
+#     bash scripts/gpu_setup.sh && PYTHONPATH=/tmp/site python3 bench/gpu.py
+#
+# Steps (each timed; the summary line says how long each took):
+#   1. check   python 3.12, torch, its CUDA and the card, nvcc
+#   2. wheels  install .whl/*.whl into $SITE (default /tmp/site; PYTHONPATH puts it first), no deps
+#   3. mmcv    compile mmcv 2.1.0's ops from the sdist for THIS card only (TORCH_CUDA_ARCH_LIST from
+#              the card's compute capability), all cores, no debug info; installed into $SITE
+#   4. smoke   import mmcv's ops, mmdet, mmengine, supervisely and the app; NMS and RoIAlign on the GPU
+# Without a CUDA GPU (a CPU rehearsal) step 3 builds the CPU ops and step 4 runs them on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHL="${WHL_DIR:-.whl}"
+SITE="${SITE:-/tmp/site}"
+PY="${PY:-python3}"
+MMCV_VERSION="2.1.0"
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+times=()
+t0=$SECONDS
+step() { printf '\n==> [gpu-setup %s] %s\n' "$(date +%H:%M:%S)" "$1"; }
+took() { times+=("$1 $((SECONDS - t0)) s"); t0=$SECONDS; }
+
+step "check the machine"
+[[ -f "$WHL/mmcv-$MMCV_VERSION.tar.gz" ]] || { echo "no $WHL/mmcv-$MMCV_VERSION.tar.gz: run scripts/gpu_wheels.sh where the registry is reachable and carry $WHL here" >&2; exit 1; }
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 12), f"the wheels are for Python 3.12, not {sys.version}"'
+read -r CUDA ARCH NAME < <("$PY" -W ignore -c '
+import torch
+if torch.cuda.is_available():
+    major, minor = torch.cuda.get_device_capability(0)
+    print(torch.version.cuda, f"{major}.{minor}", torch.cuda.get_device_name(0).replace(" ", "_"))
+else:
+    print("none none CPU")')
+echo "python $("$PY" -V 2>&1 | cut -d" " -f2), torch $("$PY" -W ignore -c 'import torch; print(torch.__version__)'), CUDA $CUDA, card $NAME (sm $ARCH), $(nproc) cores"
+if [[ "$CUDA" != none ]]; then
+    command -v nvcc >/dev/null || [[ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]] \
+        || { echo "torch has CUDA but nvcc is not on PATH (or CUDA_HOME): mmcv's CUDA ops cannot be built" >&2; exit 1; }
+fi
+took check
+
+step "install the carried wheels into $SITE"
+mkdir -p "$SITE"
+"$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target "$SITE" "$WHL"/*.whl
+took wheels
+
+step "compile mmcv $MMCV_VERSION's ops (${ARCH} only, $(nproc) jobs)"
+BUILD="$(mktemp -d)"
+# Python's own CFLAGS without -g (debug info is most of a compile; see scripts/setup.sh)
+CFLAGS_="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS"))' | sed -e 's/ -g / /g') -g0"
+FORCE_CUDA=0
+[[ "$CUDA" != none ]] && FORCE_CUDA=1
+TORCH_CUDA_ARCH_LIST="$ARCH" FORCE_CUDA="$FORCE_CUDA" MMCV_WITH_OPS=1 MAX_JOBS="$(nproc)" \
+    CFLAGS="$CFLAGS_" CXXFLAGS="$CFLAGS_" \
+    "$PY" -m pip wheel -v --disable-pip-version-check --no-index --no-deps --no-build-isolation \
+    --no-cache-dir -w "$BUILD" "$WHL/mmcv-$MMCV_VERSION.tar.gz" > "$BUILD/build.log" 2>&1 \
+    || { tail -n 40 "$BUILD/build.log" >&2; echo "mmcv build failed; log: $BUILD/build.log" >&2; exit 1; }
+"$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-cache-dir --upgrade \
+    --target "$SITE" "$BUILD"/mmcv-*.whl
+took mmcv
+
+step "smoke test"
+"$PY" -W ignore - <<'PY'
+import torch
+import mmcv, mmcv.ops, mmdet, mmengine, supervisely  # noqa: E401
+from mmcv.ops import RoIAlign, nms
+import src.app.session, src.app.distributed, src.app.evaluate  # noqa: E401,F401  the app's modules
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float, device=device)
+kept = nms(boxes, torch.tensor([0.9, 0.8, 0.7], device=device), 0.5)[1]
+assert kept.tolist() == [0, 2], kept
+rois = torch.tensor([[0, 0, 0, 8, 8]], dtype=torch.float, device=device)
+pooled = RoIAlign((2, 2), 1.0, 0)(torch.ones(1, 1, 16, 16, device=device), rois)
+assert pooled.shape == (1, 1, 2, 2) and torch.allclose(pooled, torch.ones_like(pooled))
+print(f"mmcv {mmcv.__version__} ops on {device}, mmdet {mmdet.__version__}, mmengine "
+      f"{mmengine.__version__}, supervisely {supervisely.__version__}, torch {torch.__version__}")
+PY
+took smoke
+echo "gpu-setup done: ${times[*]}"

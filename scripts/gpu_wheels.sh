@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Wheels for running bench/gpu.py on a bare GPU machine (issue 15): one with Python 3.12, torch with
+# CUDA and nvcc, none of our packages and no network. Run HERE, where the package registry is
+# reachable (`make gpu-wheels`); then carry .whl/ there (git-ignored) and run scripts/gpu_setup.sh.
+#
+# .whl/ gets, for CPython 3.12 on manylinux x86_64:
+#   - every pin of requirements.txt that the machine's image does not hold
+#     (scripts/gpu_image_packages.txt), as a wheel: downloaded, or built here from the sdist
+#     (pure-Python ones; a compiled one is downloaded for cp312 or the script fails)
+#   - setuptools<81 (mmcv's setup.py imports pkg_resources, gone from setuptools 81)
+#   - mmcv 2.1.0's sdist: its ops are compiled there, for that card only (scripts/gpu_setup.sh)
+# Left out on purpose: opencv-python (the image's opencv-python-headless gives the same cv2),
+# SimpleITK and debugpy (50 MB; nothing the benchmark runs imports them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT_DIR:-.whl}"
+PY="${PY:-.venv/bin/python}"
+SKIP="opencv-python simpleitk debugpy"
+SETUPTOOLS="setuptools==80.9.0"
+MMCV_VERSION="2.1.0"
+start=$SECONDS
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+norm() { tr 'A-Z_.' 'a-z--' <<<"$1"; }
+declare -A in_image=()
+while read -r name; do [[ -z "$name" || "$name" == \#* ]] || in_image[$(norm "$name")]=1; done \
+    < scripts/gpu_image_packages.txt
+
+platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64)
+for n in $(seq 5 39); do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
+pip_() { "$PY" -m pip --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+
+wanted=()
+while read -r line; do
+    req="${line%%#*}"; req="${req// /}"
+    [[ -z "$req" ]] && continue
+    name="$(norm "${req%%==*}")"
+    [[ -n "${in_image[$name]:-}" || " $SKIP " == *" $name "* ]] && continue
+    wanted+=("$req")
+done < requirements.txt
+wanted+=("$SETUPTOOLS")
+
+for req in "${wanted[@]}"; do
+    if ! pip_ download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --abi cp312 --abi abi3 --abi none "${platforms[@]}" -d "$OUT" "$req" >/dev/null 2>&1; then
+        # no wheel on the index: an sdist, built here; only a pure-Python one can travel
+        pip_ wheel -q --no-deps -w "$OUT" "$req" >/dev/null
+        built="$(ls -t "$OUT"/*.whl | head -n1)"
+        [[ "$built" == *-none-any.whl ]] || { echo "$req: no cp312 wheel and not pure Python ($built)" >&2; exit 1; }
+    fi
+done
+
+# mmcv's sdist from the index's simple page (pip download would build its metadata, which needs torch)
+"$PY" - "$OUT" "$MMCV_VERSION" <<'PY'
+import hashlib, re, sys, urllib.request
+out, version = sys.argv[1], sys.argv[2]
+name = f"mmcv-{version}.tar.gz"
+page = urllib.request.urlopen("https://pypi.org/simple/mmcv/", timeout=60).read().decode()
+link = next(h for h in re.findall(r'href="([^"]+)"', page) if f"/{name}#" in h)
+url, _, sha256 = link.replace("&amp;", "&").partition("#sha256=")
+data = urllib.request.urlopen(url, timeout=300).read()
+assert hashlib.sha256(data).hexdigest() == sha256, f"{name}: sha256 mismatch"
+open(f"{out}/{name}", "wb").write(data)
+PY
+
+count="$(ls "$OUT" | wc -l)"
+size="$(du -sm "$OUT" | cut -f1)"
+echo "gpu-wheels: $count files, $size MiB in $OUT ($((SECONDS - start)) s); carry it to the GPU machine"
+(( size < 60 )) || { echo "gpu-wheels: $size MiB is over the 60 MiB a device call may carry" >&2; exit 1; }
