@@ -13,8 +13,10 @@ Prints one table; without a CUDA GPU it says so and exits 0.
     .venv/bin/python bench/gpu.py [--pairs 2] [--epochs 3] [--images 96]   (make bench-gpu)
     .venv/bin/python bench/gpu.py --smoke     # the same code path on the CPU, tiny and fast
 
-Not run here: no GPU was lent to this project (see the README). The install on a bare GPU
-machine (wheels brought along, mmcv's ops built for that card) is not prepared either.
+On a bare GPU machine (Python 3.12, torch + CUDA, nvcc, no network): ``make gpu-wheels`` here,
+carry ``.whl/`` there, then ``bash scripts/gpu_setup.sh && PYTHONPATH=/tmp/site python3
+bench/gpu.py`` (rehearsed on the CPU with Python 3.12 and torch 2.11; see the README). Not run on
+a GPU: none was lent to this project.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 #
 # Steps (each timed; the summary line says how long each took):
 #   1. check   python 3.12, torch, its CUDA and the card, nvcc
-#   2. wheels  install .whl/*.whl into $SITE (default /tmp/site; PYTHONPATH puts it first), no deps
+#   2. wheels  install .whl/*.whl into $SITE (default /tmp/site; PYTHONPATH puts it first), no deps,
+#              and unpack .whl/*.whl.tar.xz there (wheels too big to carry as they are)
 #   3. mmcv    compile mmcv 2.1.0's ops from the sdist for THIS card only (TORCH_CUDA_ARCH_LIST from
 #              the card's compute capability), all cores, no debug info; installed into $SITE
 #   4. smoke   import mmcv's ops, mmdet, mmengine, supervisely and the app; NMS and RoIAlign on the GPU
@@ -45,19 +46,28 @@ step "install the carried wheels into $SITE"
 mkdir -p "$SITE"
 "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target "$SITE" "$WHL"/*.whl
+for packed in "$WHL"/*.whl.tar.xz; do  # too big to carry as a wheel: its files, unpacked (gpu_wheels.sh)
+    [[ -e "$packed" ]] && tar xJf "$packed" -C "$SITE"
+done
 took wheels
 
 step "compile mmcv $MMCV_VERSION's ops (${ARCH} only, $(nproc) jobs)"
-BUILD="$(mktemp -d)"
-# Python's own CFLAGS without -g (debug info is most of a compile; see scripts/setup.sh)
-CFLAGS_="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS"))' | sed -e 's/ -g / /g') -g0"
-FORCE_CUDA=0
-[[ "$CUDA" != none ]] && FORCE_CUDA=1
-TORCH_CUDA_ARCH_LIST="$ARCH" FORCE_CUDA="$FORCE_CUDA" MMCV_WITH_OPS=1 MAX_JOBS="$(nproc)" \
-    CFLAGS="$CFLAGS_" CXXFLAGS="$CFLAGS_" \
-    "$PY" -m pip wheel -v --disable-pip-version-check --no-index --no-deps --no-build-isolation \
-    --no-cache-dir -w "$BUILD" "$WHL/mmcv-$MMCV_VERSION.tar.gz" > "$BUILD/build.log" 2>&1 \
-    || { tail -n 40 "$BUILD/build.log" >&2; echo "mmcv build failed; log: $BUILD/build.log" >&2; exit 1; }
+# a second run on the same machine reuses the wheel the first one built (kept in $SITE/../)
+BUILD="${SITE%/}.mmcv-$ARCH"
+mkdir -p "$BUILD"
+if compgen -G "$BUILD/mmcv-*.whl" >/dev/null; then
+    echo "reusing $(ls "$BUILD"/mmcv-*.whl)"
+else
+    # Python's own CFLAGS without -g (debug info is most of a compile; see scripts/setup.sh)
+    CFLAGS_="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS"))' | sed -e 's/ -g / /g') -g0"
+    FORCE_CUDA=0
+    [[ "$CUDA" != none ]] && FORCE_CUDA=1
+    TORCH_CUDA_ARCH_LIST="$ARCH" FORCE_CUDA="$FORCE_CUDA" MMCV_WITH_OPS=1 MAX_JOBS="$(nproc)" \
+        CFLAGS="$CFLAGS_" CXXFLAGS="$CFLAGS_" \
+        "$PY" -m pip wheel -v --disable-pip-version-check --no-index --no-deps --no-build-isolation \
+        --no-cache-dir -w "$BUILD" "$WHL/mmcv-$MMCV_VERSION.tar.gz" > "$BUILD/build.log" 2>&1 \
+        || { tail -n 40 "$BUILD/build.log" >&2; echo "mmcv build failed; log: $BUILD/build.log" >&2; exit 1; }
+fi
 "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-cache-dir --upgrade \
     --target "$SITE" "$BUILD"/mmcv-*.whl
 took mmcv

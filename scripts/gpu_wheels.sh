@@ -9,13 +9,16 @@
 #     (pure-Python ones; a compiled one is downloaded for cp312 or the script fails)
 #   - setuptools<81 (mmcv's setup.py imports pkg_resources, gone from setuptools 81)
 #   - mmcv 2.1.0's sdist: its ops are compiled there, for that card only (scripts/gpu_setup.sh)
-# Left out on purpose: opencv-python (the image's opencv-python-headless gives the same cv2),
-# SimpleITK and debugpy (50 MB; nothing the benchmark runs imports them).
+# Left out on purpose: opencv-python (the image's opencv-python-headless gives the same cv2) and
+# debugpy (nothing the benchmark runs imports it). SimpleITK, which `import supervisely` needs, is a
+# 50 MiB wheel: with it .whl/ would pass the 64 MiB a device call carries, so it travels unpacked
+# and xz-compressed (28 MiB; what pip's --target install would write), and gpu_setup.sh unpacks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT_DIR:-.whl}"
 PY="${PY:-.venv/bin/python}"
-SKIP="opencv-python simpleitk debugpy"
+SKIP="opencv-python debugpy"
+PACKED="simpleitk"  # carried as <wheel>.tar.xz of its unpacked files
 SETUPTOOLS="setuptools==80.9.0"
 MMCV_VERSION="2.1.0"
 start=$SECONDS
@@ -48,6 +51,13 @@ for req in "${wanted[@]}"; do
         built="$(ls -t "$OUT"/*.whl | head -n1)"
         [[ "$built" == *-none-any.whl ]] || { echo "$req: no cp312 wheel and not pure Python ($built)" >&2; exit 1; }
     fi
+done
+for name in $PACKED; do
+    wheel="$(ls "$OUT"/*.whl | grep -i "/${name}-" | head -n1)"
+    unpacked="$(mktemp -d)"
+    "$PY" -m zipfile -e "$wheel" "$unpacked"
+    tar cf - -C "$unpacked" . | xz -9 -T0 > "$wheel.tar.xz"
+    rm -rf "$unpacked" "$wheel"
 done
 
 # mmcv's sdist from the index's simple page (pip download would build its metadata, which needs torch)
