@@ -43,6 +43,15 @@ def demo_project(tmp_path_factory) -> Path:
     return make_demo_project(path, DemoOptions(images=16, seed=1))
 
 
+@pytest.fixture(scope="session")
+def mixed_project(tmp_path_factory) -> Path:
+    """The demo project's size (16 images, 12 to train) in photo shapes: 16:9, 4:3, portrait."""
+    from src.data.demo import DemoOptions, make_demo_project
+
+    path = tmp_path_factory.mktemp("mixed") / "project"
+    return make_demo_project(path, DemoOptions(images=16, seed=1, mixed_sizes=True))
+
+
 @pytest.fixture
 def fake(tmp_path, hard_project):
     """The platform over real HTTP, serving the project with nested datasets and hard cases."""

@@ -55,9 +55,9 @@ def _no_children_left() -> bool:
     return False
 
 
-def test_two_ranks_train_stop_together_and_resume_exactly(demo_project, tmp_path):
+def test_two_ranks_train_stop_together_and_resume_exactly(mixed_project, tmp_path):
     app = tmp_path / "app"
-    session, straight = run(_cfg(demo_project, app / "straight"), "straight")
+    session, straight = run(_cfg(mixed_project, app / "straight"), "straight")
     assert straight.state == SessionState.FINISHED, straight.traceback
     # rank 0's reports reached the app process: every iteration, both validations
     assert [h["iter"] for h in session.history["train"]] == list(range(1, 13))
@@ -66,7 +66,7 @@ def test_two_ranks_train_stop_together_and_resume_exactly(demo_project, tmp_path
     text = (app / "straight" / "config.py").read_text()
     assert "launcher = 'none'" in text and "MMDistributedDataParallel" not in text
 
-    cfg = _cfg(demo_project, app / "split")
+    cfg = _cfg(mixed_project, app / "split")
     stopper = _StopAfter(8)  # in epoch 2 (iterations 7-12)
     session = TrainingSession(cfg, "split", sinks=[stopper], console_log_level="WARNING")
     stopper.session = session
@@ -84,7 +84,7 @@ def test_two_ranks_train_stop_together_and_resume_exactly(demo_project, tmp_path
     assert resumed.state == SessionState.FINISHED, resumed.traceback
     assert_same_weights(app / "straight" / "epoch_2.pth", app / "split" / "epoch_2.pth")
 
-    single, status = run(_cfg(demo_project, one, nproc=1), "one", resume_from=one / name)
+    single, status = run(_cfg(mixed_project, one, nproc=1), "one", resume_from=one / name)
     assert status.state == SessionState.FINISHED, status.traceback
     # 2 x (k - 6) samples of epoch 2 were trained; one process has 12 iterations per epoch
     k = int(name[5:-4])
@@ -94,10 +94,10 @@ def test_two_ranks_train_stop_together_and_resume_exactly(demo_project, tmp_path
     assert (one / "epoch_2.pth").is_file()
 
 
-def test_a_killed_rank_ends_the_run_with_its_error_and_no_process_left(demo_project, tmp_path):
+def test_a_killed_rank_ends_the_run_with_its_error_and_no_process_left(mixed_project, tmp_path):
     work = tmp_path / "app" / "killed"
     session = TrainingSession(
-        _cfg(demo_project, work, epochs=50), "killed", console_log_level="WARNING"
+        _cfg(mixed_project, work, epochs=50), "killed", console_log_level="WARNING"
     )
     session.start()
     deadline = time.time() + 300
@@ -115,11 +115,11 @@ def test_a_killed_rank_ends_the_run_with_its_error_and_no_process_left(demo_proj
     assert _no_children_left()
 
 
-def test_the_app_stop_signal_reaches_the_ranks(demo_project, tmp_path):
+def test_the_app_stop_signal_reaches_the_ranks(mixed_project, tmp_path):
     """The platform stopping the app (a stop signal, not the Stop button) stops every rank."""
     flag = threading.Event()
     session = TrainingSession(
-        _cfg(demo_project, tmp_path / "app" / "sig", epochs=50), "sig",
+        _cfg(mixed_project, tmp_path / "app" / "sig", epochs=50), "sig",
         console_log_level="WARNING", stop_signals=[flag.is_set],
     )  # fmt: skip
     session.start()
@@ -133,7 +133,7 @@ def test_the_app_stop_signal_reaches_the_ranks(demo_project, tmp_path):
     assert _no_children_left()
 
 
-def test_the_cli_trains_in_two_processes_and_uploads(demo_project, tmp_path):
+def test_the_cli_trains_in_two_processes_and_uploads(mixed_project, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
@@ -141,7 +141,7 @@ def test_the_cli_trains_in_two_processes_and_uploads(demo_project, tmp_path):
     root = Path(__file__).resolve().parents[2]
     team = tmp_path / "team"
     result = subprocess.run(
-        [sys.executable, "-m", "src.cli", "train", "--project", str(demo_project),
+        [sys.executable, "-m", "src.cli", "train", "--project", str(mixed_project),
          "--model", "rtmdet_tiny_8xb32-300e_coco", "--from-scratch", "--epochs", "2",
          "--batch-size", "2", "--input-size", "128", "--workers", "0", "--nproc", "2",
          "--app-data", str(tmp_path / "app"), "--team-files", str(team), "--run-id", "two",

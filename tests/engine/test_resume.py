@@ -50,11 +50,11 @@ def _stop_and_resume(project, tmp_path, model, k, epochs=2, **values):
 
 
 def test_rtmdet_with_two_workers_resumed_mid_epoch_equals_a_run_without_workers(
-    demo_project, tmp_path
+    mixed_project, tmp_path
 ):
     # 6 iterations per epoch: iteration 9 is the 3rd batch of epoch 2; "medium" draws flips,
-    # resize ratios, crops and colour changes for every sample
-    _stop_and_resume(demo_project, tmp_path, RTMDET, k=9, augmentation="medium")
+    # resize ratios, crops and colour changes for every sample, on 16:9, 4:3 and portrait images
+    _stop_and_resume(mixed_project, tmp_path, RTMDET, k=9, augmentation="medium")
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_resume_with_more_epochs_replans_the_lr_schedule(demo_project, tmp_path)
 
 
 def test_a_checkpoint_of_another_geometry_continues_at_its_sample_on_the_new_schedule(
-    demo_project, tmp_path
+    mixed_project, tmp_path
 ):
     """A run stopped with batch 2 and resumed with batch 1 (what a resume on another number of
     processes amounts to: other samples per iteration) goes on after the samples it trained,
@@ -110,12 +110,12 @@ def test_a_checkpoint_of_another_geometry_continues_at_its_sample_on_the_new_sch
     # a warm-up across the resume point, then a cosine decay: the LR changes every iteration;
     # auto-scaled: the batch-1 LR is half the batch-2 one, and the resumed run must take it
     values = dict(epochs=2, warmup_iters=20, scheduler="cosine", auto_scale_lr=True)
-    ones, status = run(small_cfg(demo_project, app / "ones", train_batch_size=1, **values), "1")
+    ones, status = run(small_cfg(mixed_project, app / "ones", train_batch_size=1, **values), "1")
     assert status.state == SessionState.FINISHED
     # 12 images: batch 2 has 6 iterations per epoch; 9 is the 3rd batch of epoch 2
-    _, stopped = run_with_stop_at(small_cfg(demo_project, app / "split", **values), "split", 9)
+    _, stopped = run_with_stop_at(small_cfg(mixed_project, app / "split", **values), "split", 9)
     assert stopped.state == SessionState.STOPPED
-    cfg = small_cfg(demo_project, app / "split", train_batch_size=1, **values)
+    cfg = small_cfg(mixed_project, app / "split", train_batch_size=1, **values)
     more, status = run(cfg, "split", resume_from=stopped.stopped_checkpoint)
     assert status.state == SessionState.FINISHED, status.traceback
     # 6 samples of epoch 2 done: batch 1 goes on at iteration 12 + 6, to 24
