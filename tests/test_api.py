@@ -409,3 +409,17 @@ def test_the_runs_list_reads_team_files_once_per_interval(api, monkeypatch):
     for _ in range(3):
         assert client.get("/api/runs").json() == {"runs": []}
     assert len(reads) == 1
+
+
+def test_a_custom_pipeline_cannot_run_a_command(api, demo_project):
+    """Replays what an attacker sent: a transform type naming a Python callable (mmengine's
+    registry imports unknown dotted names) was called while the request was checked."""
+    client, _, tmp_path = api
+    target = tmp_path / "pwned"
+    command = {"type": "os.system", "command": f"touch {target}"}
+    for step in (command, {"type": "RandomApply", "transforms": [command]}):
+        hyper = {**HYPER, "augmentation": "custom", "augmentation_pipeline": [step]}
+        response = client.post("/api/train", json=_body(demo_project, hyperparameters=hyper))
+        assert response.status_code == 400, response.text
+        assert "is not a transform's name" in response.json()["error"]
+    assert not target.exists()

@@ -10,6 +10,7 @@ transform exists and takes its arguments is checked where mmdet is loaded
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -21,6 +22,10 @@ APP_OWNED_TRANSFORMS = {"LoadImageFromFile", "LoadAnnotations", "PackDetInputs"}
 # Transforms that mix several images: they need ``mix_results`` from mmdet's
 # MultiImageMixDataset, which the app's dataset is not (the cached variants work alone).
 MULTI_IMAGE_TRANSFORMS = {"Mosaic": "CachedMosaic", "MixUp": "CachedMixUp", "CopyPaste": None}
+# A transform's type is a registered name. mmengine's registry imports any dotted name it does not
+# know (``type: os.system`` would be called with the step's arguments), so a pipeline, which is
+# data and not code, may name nothing but plain identifiers (checked at every depth).
+TRANSFORM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def presets() -> dict[str, list[dict]]:
@@ -58,6 +63,12 @@ def parse_pipeline(text: str) -> list[dict]:
         kind = step.get("type") if isinstance(step, dict) else None
         if not isinstance(kind, str) or not kind:
             problems.append(f"transform {n} must be a mapping with a type, got {step!r}")
+        elif not_names := _types_not_names(step):
+            problems.append(
+                f"transform {n}: type {not_names[0]!r} is not a transform's name (a custom "
+                "pipeline names mmdet/mmcv transforms such as RandomFlip; Python objects belong "
+                "in the config, which is code)"
+            )
         elif kind in APP_OWNED_TRANSFORMS:
             problems.append(
                 f"transform {n} ({kind}): the app adds image loading, annotations and packing "
@@ -73,6 +84,22 @@ def parse_pipeline(text: str) -> list[dict]:
     if problems:
         raise ConfigError("custom augmentation pipeline: " + "; ".join(problems))
     return [_numbers_as_tuples(step) for step in steps]
+
+
+def _types_not_names(node: Any) -> list[Any]:
+    """Every ``type`` value in a transform (nested transforms included) that is not a plain
+    name: a dotted path, a number, a mapping."""
+    found = []
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if "type" in node and not (isinstance(kind, str) and TRANSFORM_NAME.fullmatch(kind)):
+            found.append(kind)
+        for value in node.values():
+            found += _types_not_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _types_not_names(value)
+    return found
 
 
 def _numbers_as_tuples(node: Any) -> Any:

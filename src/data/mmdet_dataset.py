@@ -124,18 +124,22 @@ class SuperviselyDataset(BaseDetDataset):
 
 
 def transform_problems(steps: list[dict]) -> list[str]:
-    """Why transforms of a custom augmentation pipeline cannot be built (empty: all can): an
-    unknown type, or arguments its class does not take. Built from mmdet's registry, which
-    falls back to mmcv's, as the run's pipeline is."""
+    """Why transforms of a custom augmentation pipeline cannot be built (empty: all can): a type
+    that is not a registered transform, or arguments its class does not take. Looked up in
+    mmdet's registry and its parents (mmcv registers into mmengine's), as the run's pipeline is,
+    but never through mmengine's fallback that imports an unknown name: nothing a pipeline names
+    is imported or called unless it is a registered transform (nested ones included)."""
     from mmdet.registry import TRANSFORMS
 
     problems = []
     for n, step in enumerate(steps, start=1):
         kind = step.get("type")
-        if TRANSFORMS.get(kind) is None:
+        unknown = _unregistered_types(step, TRANSFORMS)
+        if unknown:
             problems.append(
-                f"transform {n} ({kind}) is not an mmdet or mmcv transform: check the name "
-                "(case matters), e.g. RandomFlip, RandomResize, PhotoMetricDistortion"
+                f"transform {n} ({kind}): {unknown[0]!r} is not an mmdet or mmcv transform: "
+                "check the name (case matters), e.g. RandomFlip, RandomResize, "
+                "PhotoMetricDistortion"
             )
             continue
         try:
@@ -144,3 +148,37 @@ def transform_problems(steps: list[dict]) -> list[str]:
             why = str(exc) or "an argument is not of the type or in the range it takes"
             problems.append(f"transform {n} ({kind}): {type(exc).__name__}: {why}")
     return problems
+
+
+# Transforms whose nested ``type``s are not registered transforms (Albu's name albumentations
+# classes, looked up in that package alone).
+_FOREIGN_NESTED_TYPES = {"Albu"}
+
+
+def _unregistered_types(node: object, registry) -> list[object]:
+    """The ``type`` names in a transform, nested transforms included, that no registry from
+    ``registry`` up to its root has registered."""
+    if isinstance(node, list):
+        return [kind for value in node for kind in _unregistered_types(value, registry)]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    if "type" in node and not _is_registered(node["type"], registry):
+        found.append(node["type"])
+    if node.get("type") in _FOREIGN_NESTED_TYPES:
+        return found
+    for key, value in node.items():
+        if key != "type":
+            found += _unregistered_types(value, registry)
+    return found
+
+
+def _is_registered(kind: object, registry) -> bool:
+    if not isinstance(kind, str):
+        return False
+    while registry is not None:
+        registry.import_from_location()  # what ``get`` does first: registers lazily
+        if kind in registry.module_dict:
+            return True
+        registry = registry.parent
+    return False

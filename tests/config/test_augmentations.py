@@ -71,3 +71,35 @@ def test_custom_needs_a_pipeline_and_a_pipeline_needs_custom():
                        augmentation_pipeline="[]").validate() == []  # fmt: skip
     stray = TrainParams(classes=("a",), augmentation="light", augmentation_pipeline="[]")
     assert any("used by the 'custom' augmentation only" in p for p in stray.validate())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "- {type: os.system, command: 'touch pwned'}",
+        "- {type: RandomChoice, transforms: [[{type: subprocess.run, args: ['touch', 'x']}]]}",
+        "- {type: RandomApply, transforms: [{type: [1]}]}",
+    ],
+)
+def test_a_pipeline_names_transforms_never_python_objects(text):
+    """mmengine's registry imports any dotted name it does not know and calls it with the step's
+    arguments: a pipeline (data, not code) may name plain identifiers only, nested ones too."""
+    with pytest.raises(ConfigError, match="is not a transform's name"):
+        parse_pipeline(text)
+
+
+def test_an_unregistered_plain_name_is_neither_imported_nor_called(monkeypatch):
+    import sys
+
+    from src.data.mmdet_dataset import transform_problems
+
+    monkeypatch.delitem(sys.modules, "antigravity", raising=False)  # importing it opens a browser
+    steps = [
+        {"type": "antigravity"},
+        {"type": "RandomChoice", "transforms": [[{"type": "antigravity"}]]},
+        {"type": "RandomChoice", "transforms": [[{"type": "RandomFlip", "prob": 0.5}]]},
+    ]
+    problems = transform_problems(steps)
+    assert len(problems) == 2 and all("'antigravity' is not an mmdet or mmcv transform" in p
+                                      for p in problems), problems  # fmt: skip
+    assert "antigravity" not in sys.modules
