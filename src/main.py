@@ -121,7 +121,11 @@ def create_app() -> sly.Application:
             app_data, store, cache_dir=_cache_dir("datasets"), sync=_sync_policy(None)
         )
         project = open_local_project(project_dir)
-    ui = AppUI(project, controller, team_id=sly.env.team_id() if sly.is_production() else None)
+    ui = (
+        AppUI(project, controller, team_id=sly.env.team_id())
+        if sly.is_production()
+        else AppUI(project, controller, local_folder=os.getcwd())
+    )
     application = sly.Application(layout=ui.layout)
     holder["app"] = application
     mount_api(application.get_server(), controller, _api_token(), default_project=project)

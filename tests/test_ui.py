@@ -415,3 +415,43 @@ def test_custom_weights_picked_from_earlier_runs_find_their_config(ui):
     post(client, "/compose/button_clicked_cb", st)
     message = data(client)["compose_message"]["text"]
     assert f"no config.py beside the checkpoint {lone}" in message, message
+
+
+def test_custom_weights_picked_from_a_folder_of_this_machine(ui):
+    """Off the platform the Custom weights tab searches a local folder for checkpoints: each is
+    listed with whether its config.py is beside it, picking fills the path, and Compose uses
+    that config. A folder that does not exist says so."""
+    client, _app, root = ui
+    source = next((root / "team" / "mmdetection-3").glob("*/config.py")).parent
+    mine = root / "downloads" / "old app" / "run 7"
+    mine.mkdir(parents=True)
+    checkpoint = sorted(source.glob("*.pth"))[0]
+    (mine / "model.pth").write_bytes(checkpoint.read_bytes())
+    (mine / "config.py").write_text((source / "config.py").read_text())
+    (mine.parent / "lone.pth").write_bytes(b"x")
+    st = state(client)
+    st["model_local_dir"]["value"] = str(root / "downloads")
+    post(client, "/model_local_find/button_clicked_cb", st)
+    items = {i["value"]: i["label"] for i in data(client)["model_local_pick"]["items"]}
+    assert items == {
+        str(mine.parent / "lone.pth"): str(mine.parent / "lone.pth") + "  (no config.py beside)",
+        str(mine / "model.pth"): str(mine / "model.pth"),
+    }
+    assert data(client)["model_local_message"]["text"] == "2 checkpoints found"
+    st = set_small_run(state(client))
+    st["model_tabs"]["value"] = "Custom weights"
+    st["model_local_pick"]["value"] = str(mine / "model.pth")
+    post(client, "/model_local_pick/value_changed", st)
+    st = state(client)
+    assert st["model_w"]["value"] == str(mine / "model.pth") and st["model_cfg"]["value"] == ""
+    post(client, "/compose/button_clicked_cb", st)
+    message = data(client)["compose_message"]["text"]
+    assert "config composed" in message, message
+
+    st["model_local_dir"]["value"] = str(root / "nowhere")
+    post(client, "/model_local_find/button_clicked_cb", st)
+    assert (
+        "is not a folder: give a folder of this machine"
+        in (data(client)["model_local_message"]["text"])
+    )
+    assert data(client)["model_local_pick"]["items"] == []

@@ -136,10 +136,10 @@ def transform_problems(steps: list[dict]) -> list[str]:
         kind = step.get("type")
         unknown = _unregistered_types(step, TRANSFORMS)
         if unknown:
+            which = f"({kind})" if unknown[0] == kind else f"({kind}): its {unknown[0]!r}"
             problems.append(
-                f"transform {n} ({kind}): {unknown[0]!r} is not an mmdet or mmcv transform: "
-                "check the name (case matters), e.g. RandomFlip, RandomResize, "
-                "PhotoMetricDistortion"
+                f"transform {n} {which} is not an mmdet or mmcv transform: check the name "
+                "(case matters), e.g. RandomFlip, RandomResize, PhotoMetricDistortion"
             )
             continue
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import pickle
 import re
 from pathlib import Path
@@ -427,3 +428,32 @@ def find_resumable_runs(app_data_dir: str | Path) -> list[RunInfo]:
             )
         )
     return sorted(runs, key=lambda r: r.saved_at, reverse=True)
+
+
+# Folders a checkpoint search on this machine does not enter: environments and caches hold
+# thousands of files and no checkpoint a user trained.
+_NOT_SEARCHED = {"site-packages", "node_modules", "__pycache__"}
+
+
+def find_checkpoints_on_disk(
+    folder: str | Path, *, max_depth: int = 5, limit: int = 300
+) -> tuple[list[tuple[Path, bool]], bool]:
+    """The ``.pth`` files under ``folder`` (at most ``max_depth`` folders down, hidden folders
+    and environments skipped), each with whether a ``config.py`` lies beside it: the local
+    custom-weights picker's choices, folder by folder in name order, and whether the search
+    stopped at ``limit`` files. A folder that does not exist raises ``FileNotFoundError``."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    found: list[tuple[Path, bool]] = []
+    for here, dirs, files in os.walk(root):
+        depth = len(Path(here).relative_to(root).parts)
+        dirs[:] = sorted(
+            d for d in dirs
+            if depth < max_depth and not d.startswith(".") and d not in _NOT_SEARCHED
+        )  # fmt: skip
+        for name in sorted(f for f in files if f.endswith(".pth")):
+            if len(found) == limit:
+                return found, True
+            found.append((Path(here) / name, RUN_CONFIG in files))
+    return found, False

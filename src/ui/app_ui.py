@@ -39,14 +39,22 @@ class AppUI:
     """Builds every step's widgets (explicit ids) and wires them to the training controller."""
 
     def __init__(
-        self, project: LocalProject, controller: TrainingController, team_id: int | None = None
+        self,
+        project: LocalProject,
+        controller: TrainingController,
+        team_id: int | None = None,
+        local_folder: str | None = None,
     ) -> None:
         self.project = project
         self.controller = controller
         self.input = InputProjectStep(project)
         self.task = TaskStep()
         self.model = ModelStep(
-            self.task.task, controller.runs, controller.checkpoint_files, team_id=team_id
+            self.task.task,
+            controller.runs,
+            controller.checkpoint_files,
+            team_id=team_id,
+            local_folder=local_folder,
         )
         self.classes = ClassesStep(str(project.directory), project.classes)
         self.split = SplitStep(project)

@@ -19,6 +19,7 @@ from supervisely.app.widgets import (
 )
 
 from src.config import zoo
+from src.runs.checkpoints import find_checkpoints_on_disk
 
 COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
 LEADERBOARD = "All architectures (leaderboard)"  # every model of the task in one table
@@ -46,10 +47,18 @@ class ModelStep:
         (``TrainingController.checkpoint_files``): the custom-weights picker's choices.
     team_id: on the platform, the team whose Team Files the SDK's selector browses (it needs
         the server at construction, so it exists only there).
+    local_folder: off the platform, the folder the local file picker searches first for
+        checkpoints (any folder of this machine can be given in it: the app answers this
+        machine only); None: no local picker.
     """
 
     def __init__(
-        self, task: str, runs_provider, checkpoints_provider, team_id: int | None = None
+        self,
+        task: str,
+        runs_provider,
+        checkpoints_provider,
+        team_id: int | None = None,
+        local_folder: str | None = None,
     ) -> None:
         self.runs_provider = runs_provider
         self.checkpoints_provider = checkpoints_provider
@@ -75,10 +84,23 @@ class ModelStep:
             if team_id is not None
             else None
         )  # fmt: skip
+        self.local_folder = Input(local_folder or "", widget_id="model_local_dir")
+        self.local_find = Button("Find checkpoints", button_size="small",
+                                 widget_id="model_local_find")  # fmt: skip
+        self.local_picker = Select([], filterable=True, placeholder="a .pth file in that folder",
+                                   widget_id="model_local_pick")  # fmt: skip
+        self.local_message = Text("", widget_id="model_local_message")
+        local = [
+            Field(self.local_folder, "Or a checkpoint on this machine", "the folder to search"),
+            self.local_find,
+            self.local_picker,
+            self.local_message,
+        ]
         custom = [
             Field(self.picker, "Checkpoints of earlier runs", "in Team Files, with their config"),
             self.picker_refresh,
             *([Field(self.team_files, "Or any file in Team Files")] if self.team_files else []),
+            *(local if local_folder is not None else []),
             Field(self.weights_path, "Checkpoint path"),
             Field(self.config_path, "Config path"),
         ]
@@ -139,6 +161,14 @@ class ModelStep:
 
         @self.picker.value_changed
         def _picked(value: str) -> None:
+            self.pick(value)
+
+        @self.local_find.click
+        def _find_local() -> None:
+            self.find_local_checkpoints()
+
+        @self.local_picker.value_changed
+        def _picked_local(value: str) -> None:
             self.pick(value)
 
     # ------------------------------------------------------------------ updates
@@ -203,6 +233,27 @@ class ModelStep:
     def refresh_checkpoints(self) -> None:
         paths = self.checkpoints_provider()
         self.picker.set([Select.Item(p, p) for p in paths])
+
+    def find_local_checkpoints(self) -> None:
+        """The ``.pth`` files under the local folder into the local picker, each marked with
+        whether its config.py is beside it (else the Config path must be given)."""
+        folder = self.local_folder.get_value().strip()
+        try:
+            found, more = find_checkpoints_on_disk(folder)
+        except (FileNotFoundError, OSError) as exc:
+            self.local_picker.set([])
+            self.local_message.set(f"{exc}: give a folder of this machine", "warning")
+            return
+        items = [
+            Select.Item(str(path), str(path) + ("" if has_config else "  (no config.py beside)"))
+            for path, has_config in found
+        ]
+        self.local_picker.set(items)
+        if not found:
+            self.local_message.set(f"no .pth file in {folder} (5 folders deep)", "warning")
+        else:
+            cut = f", the first {len(found)}: give a narrower folder" if more else ""
+            self.local_message.set(f"{len(found)} checkpoints found{cut}", "text")
 
     def pick(self, path: str | None) -> None:
         """A picked checkpoint fills the path fields (its config is the one beside it)."""

@@ -100,6 +100,10 @@ def test_an_unregistered_plain_name_is_neither_imported_nor_called(monkeypatch):
         {"type": "RandomChoice", "transforms": [[{"type": "RandomFlip", "prob": 0.5}]]},
     ]
     problems = transform_problems(steps)
-    assert len(problems) == 2 and all("'antigravity' is not an mmdet or mmcv transform" in p
-                                      for p in problems), problems  # fmt: skip
+    assert problems == [
+        "transform 1 (antigravity) is not an mmdet or mmcv transform: check the name (case "
+        "matters), e.g. RandomFlip, RandomResize, PhotoMetricDistortion",
+        "transform 2 (RandomChoice): its 'antigravity' is not an mmdet or mmcv transform: check "
+        "the name (case matters), e.g. RandomFlip, RandomResize, PhotoMetricDistortion",
+    ]
     assert "antigravity" not in sys.modules
