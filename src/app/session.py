@@ -398,12 +398,14 @@ class TrainingSession:
         from src.config.text import config_to_text
         from src.engine import mmdet_fixes
         from src.engine.runner import AppRunner
+        from src.hooks.early_stopping import EarlyStoppingReplayHook
         from src.hooks.nonfinite import NonFiniteLossHook
         from src.hooks.predictions import BestPredictionsHook
         from src.hooks.rng import RngStateHook
         from src.hooks.stop import StopHook
         from src.hooks.val_preview import ValPreviewHook
         from src.hooks.workdir import WorkDirGuardHook
+        from src.runs.checkpoints import logged_validations
 
         mmdet_fixes.apply()
         cfg = self.prepared_config()
@@ -430,6 +432,7 @@ class TrainingSession:
         runner.register_hook(_PhaseHook(self))
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
         runner.register_hook(StopHook(self._should_stop, before_save=rng.share_states))
+        runner.register_hook(EarlyStoppingReplayHook(logged_validations))
         predictions = (cfg.get("val_evaluator") or {}).get("outfile_prefix")
         if predictions and self.primary:  # keep the best epoch's for the evaluation after training
             runner.register_hook(BestPredictionsHook(predictions))

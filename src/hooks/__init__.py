@@ -1,5 +1,6 @@
 """mmengine hooks of the app. Each takes its collaborators (sinks, predicates) in ``__init__``."""
 
+from src.hooks.early_stopping import EarlyStoppingReplayHook
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
 from src.hooks.nonfinite import NonFiniteLossError, NonFiniteLossHook
 from src.hooks.predictions import BestPredictionsHook
@@ -9,6 +10,7 @@ from src.hooks.workdir import WorkDirError, WorkDirGuardHook
 
 __all__ = [
     "BestPredictionsHook",
+    "EarlyStoppingReplayHook",
     "MetricsHook",
     "MetricsSink",
     "NonFiniteLossError",

@@ -457,3 +457,20 @@ def find_checkpoints_on_disk(
                 return found, True
             found.append((Path(here) / name, RUN_CONFIG in files))
     return found, False
+
+
+def logged_validations(work_dir: str | Path) -> dict[int, dict[str, float]]:
+    """Every validation a run logged, by epoch (the log's ``step``): its ``coco/...`` metrics
+    as mmengine logged them. Sessions are read oldest first, so where a resumed session
+    validated an epoch again, its numbers win."""
+    by_epoch: dict[int, dict[str, float]] = {}
+    for scalars in scalars_files(work_dir):
+        for line in scalars.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            found = {k: float(v) for k, v in record.items() if k.startswith("coco/")}
+            if found and isinstance(record.get("step"), int):
+                by_epoch[record["step"]] = found
+    return by_epoch

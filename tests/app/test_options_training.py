@@ -12,7 +12,7 @@ import torch
 from src.app.session import SessionState
 from src.config.params import TrainParams
 from src.config.schedule import lr_curve
-from tests.helpers import CLASSES, run, small_cfg
+from tests.helpers import CLASSES, StopAt, run, small_cfg
 
 
 def test_early_stopping_ends_a_finished_run_at_its_patience(demo_project, tmp_path):
@@ -26,6 +26,24 @@ def test_early_stopping_ends_a_finished_run_at_its_patience(demo_project, tmp_pa
     assert status.epoch == 2 and status.max_epochs == 5
     assert status.ended_early.startswith("early stopping at epoch 2 of 5: coco/bbox_mAP")
     assert not (tmp_path / "w" / "epoch_3.pth").exists()
+
+
+def test_early_stopping_counts_the_validations_before_a_resume(demo_project, tmp_path):
+    """Patience 2, no validation can improve on the first: an uninterrupted run ends at epoch 3.
+    Stopped in epoch 3 and resumed, it must end there too, not count from zero again (it did:
+    mmengine keeps the count in memory only, so the resumed run trained to epoch 5)."""
+    values = dict(epochs=5, early_stopping_patience=2, early_stopping_min_delta=1.0)
+    _, stopped = run(
+        small_cfg(demo_project, tmp_path / "w", **values), "early", sinks=[StopAt(14)]
+    )  # 6 iterations per epoch: iteration 14 is in epoch 3
+    assert stopped.state == SessionState.STOPPED and stopped.epoch == 3, stopped
+    _, resumed = run(
+        small_cfg(demo_project, tmp_path / "w", **values), "early",
+        resume_from=stopped.stopped_checkpoint,
+    )  # fmt: skip
+    assert resumed.state == SessionState.FINISHED, resumed.error
+    assert resumed.epoch == 3, resumed
+    assert resumed.ended_early.startswith("early stopping at epoch 3 of 5: coco/bbox_mAP")
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
