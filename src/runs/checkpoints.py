@@ -32,7 +32,7 @@ import torch
 from src.config.primary_metric import headline
 from src.runs.atomic_files import atomic_path, write_bytes_atomic
 from src.runs.info import APP_DATA, RunInfo
-from src.runs.layout import scalars_files
+from src.runs.layout import logged_scalars, scalars_files
 
 logger = logging.getLogger(__name__)
 
@@ -464,13 +464,8 @@ def logged_validations(work_dir: str | Path) -> dict[int, dict[str, float]]:
     as mmengine logged them. Sessions are read oldest first, so where a resumed session
     validated an epoch again, its numbers win."""
     by_epoch: dict[int, dict[str, float]] = {}
-    for scalars in scalars_files(work_dir):
-        for line in scalars.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            found = {k: float(v) for k, v in record.items() if k.startswith("coco/")}
-            if found and isinstance(record.get("step"), int):
-                by_epoch[record["step"]] = found
+    for record in logged_scalars(work_dir):
+        found = {k: float(v) for k, v in record.items() if k.startswith("coco/")}
+        if found and isinstance(record.get("step"), int):
+            by_epoch[record["step"]] = found
     return by_epoch

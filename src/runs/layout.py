@@ -9,7 +9,9 @@ checked here before it becomes a path.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 # One path component: starts with a letter or digit (so never "." or ".."), then letters,
@@ -59,6 +61,20 @@ def scalars_files(work_dir: str | Path) -> list[Path]:
     """mmengine's scalar logs of a run, oldest first: ``<timestamp>/vis_data/scalars.json``,
     one per session (a resumed run has several)."""
     return sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
+
+
+def logged_scalars(work_dir: str | Path) -> Iterator[dict]:
+    """The records of a run's scalar logs (:func:`scalars_files`, oldest session first), a
+    dict per line as mmengine wrote it (``step`` and its values); lines that do not parse, as
+    the last one of a killed session may, are skipped."""
+    for scalars in scalars_files(work_dir):
+        for line in scalars.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
 
 
 def scalars_file(work_dir: str | Path, session: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from src.app.controller import ControllerStatus, RunOutcome
 from src.app.evaluate import key_metrics_line
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
 from src.hooks.metrics import TrainProgress, ValResult
-from src.runs.layout import log_files, scalars_files
+from src.runs.layout import log_files, logged_scalars
 from src.ui.charts import Chart, send_all
 
 MAX_CLASS_CHARTS = 20
@@ -103,27 +102,22 @@ class TrainingStep:
     def restore_history(self, work_dir: str | Path) -> None:
         """Charts continue where a resumed run left off: refilled from its logged scalars."""
         self.reset_charts()
-        for scalars in scalars_files(work_dir):
-            for line in scalars.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                step = record.get("step")
-                if any(k.startswith("coco/") for k in record):
-                    for key, value in record.items():
-                        name = key.split("/", 1)[-1]
-                        if name.endswith("_precision"):
-                            ap_name = name[: -len("_precision")]
-                            self.class_ap.add(ap_name, step, value, send=False)
-                        elif name.endswith(HEADLINE_SUFFIXES):
-                            self.map.add(name, step, value, send=False)
-                else:
-                    for key, value in record.items():
-                        if "loss" in key:
-                            self.losses.add(key, step, value, send=False)
-                    if "lr" in record:
-                        self.lr.add("lr", step, record["lr"], send=False)
+        for record in logged_scalars(work_dir):
+            step = record.get("step")
+            if any(k.startswith("coco/") for k in record):
+                for key, value in record.items():
+                    name = key.split("/", 1)[-1]
+                    if name.endswith("_precision"):
+                        ap_name = name[: -len("_precision")]
+                        self.class_ap.add(ap_name, step, value, send=False)
+                    elif name.endswith(HEADLINE_SUFFIXES):
+                        self.map.add(name, step, value, send=False)
+            else:
+                for key, value in record.items():
+                    if "loss" in key:
+                        self.losses.add(key, step, value, send=False)
+                if "lr" in record:
+                    self.lr.add("lr", step, record["lr"], send=False)
         self.flush()
 
     def watch(self, controller, on_end=None) -> None:
