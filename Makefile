@@ -72,6 +72,7 @@ bench: setup
 	$(PY) bench/ui_latency.py
 	$(PY) bench/evaluation.py
 	$(PY) bench/memory.py
+	$(PY) bench/consecutive_runs.py
 	$(PY) bench/sync.py
 
 bench-gpu: setup  # on a CUDA machine; elsewhere it says so and exits 0

@@ -446,8 +446,9 @@ class TrainingSession:
         runner = self.runner
         if runner is None:
             return
-        from src.engine.runner import release_mmengine_instances
+        from src.engine.runner import release_mmengine_instances, shut_down_loader_workers
 
+        shut_down_loader_workers(runner)
         try:
             for backend in getattr(runner.visualizer, "_vis_backends", {}).values():
                 backend.close()

@@ -235,3 +235,21 @@ def release_mmengine_instances(name: str) -> None:
             for handler in list(instance.handlers):
                 handler.close()
                 instance.removeHandler(handler)
+
+
+def shut_down_loader_workers(runner: Runner) -> None:
+    """Stop the data-loader worker processes a run's loops keep (persistent workers outlive an
+    epoch by design), now, while the run ends.
+
+    Left to the garbage collector, torch's shutdown of a collected iterator stalled the next
+    run of the same process for ~21 s before its first iteration (measured: every second run
+    with 2 workers; 2 s with this call), the app's resume after a stop included."""
+    for name in ("_train_loop", "_val_loop", "_test_loop"):
+        loop = getattr(runner, name, None)
+        iterator = getattr(getattr(loop, "dataloader", None), "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            try:
+                shutdown()
+            except Exception:  # a worker already gone: nothing left to stop
+                logger.debug("shutting down %s workers failed", name, exc_info=True)

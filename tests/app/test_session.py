@@ -197,3 +197,18 @@ def test_lr_preview_matches_the_lr_of_a_real_run(demo_project, tmp_path):
     # the sink reports the LR after each step; the preview lists the LR each step trains with
     assert preview[1:] == pytest.approx(trained[:-1], rel=1e-6)
     assert preview[0] == pytest.approx(0.002 * 0.001, rel=1e-6)
+
+
+def test_a_run_ends_its_data_loader_workers(demo_project, tmp_path):
+    """Persistent data-loader workers stop when the run ends. Left to the garbage collector,
+    their shutdown stalled the next run of the process for ~21 s (``bench/consecutive_runs.py``)."""
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    _, status = run(small_cfg(demo_project, tmp_path / "w", epochs=1, num_workers=2), "w")
+    assert status.state == SessionState.FINISHED, status.error
+    left = [
+        p for p in psutil.Process().children(recursive=True)
+        if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]  # fmt: skip
+    assert not left, [p.cmdline() for p in left]
