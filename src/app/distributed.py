@@ -29,8 +29,9 @@ import datetime
 import logging
 import os
 import queue as queue_module
+import shutil
 import signal
-import socket
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -42,6 +43,7 @@ from src.app.session import SessionState, TrainingSession
 logger = logging.getLogger(__name__)
 
 PROCESS_GROUP_TIMEOUT_S = 600  # a collective waits at most this long for a rank
+LOOPBACK = "lo"  # the ranks talk over the loopback interface: they are on one machine
 TERMINATE_GRACE_S = 10.0
 
 
@@ -135,15 +137,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _rank_main(rank: int, world: int, port: int, job: dict[str, Any], queue: Any, stop: Any):
-    """A rank's process: join the group, train with a RankSession, report how it ended."""
+def _rank_main(
+    rank: int, world: int, store_file: str, job: dict[str, Any], queue: Any, stop: Any
+) -> None:
+    """A rank's process: join the group, train with a RankSession, report how it ended.
+
+    The group meets through a file (``store_file``, in a folder only this user can read), not
+    torch's TCP store, which listens on every network interface: nothing from the network can
+    join or feed a run's collectives (``all_gather_object`` unpickles what peers send). The
+    ranks' own connections (gloo; NCCL's bootstrap) stay on the loopback interface unless
+    ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` say otherwise: the ranks are on one machine."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app decides when to stop (the event)
     gpus = job["gpus"]
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )  # fmt: skip
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK)
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", LOOPBACK)
     if not gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     end: dict[str, Any] = {"rank": rank}
@@ -154,7 +163,8 @@ def _rank_main(rank: int, world: int, port: int, job: dict[str, Any], queue: Any
         if gpus:
             torch.cuda.set_device(gpus[rank])
         dist.init_process_group(
-            "nccl" if gpus else "gloo", rank=rank, world_size=world,
+            "nccl" if gpus else "gloo", init_method=f"file://{store_file}", rank=rank,
+            world_size=world,
             timeout=datetime.timedelta(seconds=job["timeout_s"]),
         )  # fmt: skip
         session = RankSession(
@@ -176,12 +186,6 @@ def _rank_main(rank: int, world: int, port: int, job: dict[str, Any], queue: Any
     queue.put(("end", end))
     queue.close()
     queue.join_thread()  # the message is out before the process ends
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_ranks(session: TrainingSession) -> SessionState:
@@ -206,11 +210,11 @@ def run_ranks(session: TrainingSession) -> SessionState:
         )  # fmt: skip
     ctx = mp.get_context("spawn")
     queue, stop = ctx.Queue(), ctx.Event()
-    port = _free_port()
+    meeting = tempfile.mkdtemp(prefix="train-mmdet3-ranks-")  # mode 0700: this user only
     ranks = [
         ctx.Process(
             target=_rank_main,
-            args=(r, world, port, job, queue, stop),
+            args=(r, world, os.path.join(meeting, "store"), job, queue, stop),
             name=f"{session.run_id}-rank{r}",
         )
         for r in range(world)
@@ -252,6 +256,7 @@ def run_ranks(session: TrainingSession) -> SessionState:
                     break
     finally:
         _end_all(ranks)
+        shutil.rmtree(meeting, ignore_errors=True)
     if dead:
         session._error = dead
         return SessionState.FAILED
