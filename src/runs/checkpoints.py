@@ -18,11 +18,11 @@ Checkpoints uploaded for serving hold only ``state_dict`` and plain ``meta``, so
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import pickle
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 from src.config.primary_metric import headline
 from src.runs.atomic_files import atomic_path, write_bytes_atomic
 from src.runs.info import APP_DATA, RunInfo
-from src.runs.layout import logged_scalars, scalars_files
+from src.runs.layout import logged_scalars
 
 logger = logging.getLogger(__name__)
 
@@ -362,20 +362,13 @@ def peek_checkpoint(path: str | Path) -> dict:
 
 def last_val_metrics(work_dir: Path) -> dict[str, float]:
     """The newest validation mAPs a run logged (``*/vis_data/scalars.json``)."""
-    lines: list[str] = []
-    for scalars in scalars_files(work_dir):
-        lines += scalars.read_text(encoding="utf-8").splitlines()
-    return val_metrics_in(lines)
+    return val_metrics_in(logged_scalars(work_dir))
 
 
-def val_metrics_in(lines: list[str]) -> dict[str, float]:
-    """The last validation mAPs in mmengine's scalar log lines (unparsable lines skipped)."""
+def val_metrics_in(records: Iterable[dict]) -> dict[str, float]:
+    """The last validation mAPs in mmengine's scalar log records (``layout.scalar_records``)."""
     metrics: dict[str, float] = {}
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
+    for record in records:
         found = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("coco/")}
         if found:
             metrics = {k: float(v) for k, v in headline(found).items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 # One path component: starts with a letter or digit (so never "." or ".."), then letters,
@@ -63,18 +63,22 @@ def scalars_files(work_dir: str | Path) -> list[Path]:
     return sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
 
 
+def scalar_records(lines: Iterable[str]) -> Iterator[dict]:
+    """mmengine's scalar log lines as records, a dict per line (``step`` and its values);
+    lines that do not parse, as the last one of a killed session may, are skipped."""
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
 def logged_scalars(work_dir: str | Path) -> Iterator[dict]:
-    """The records of a run's scalar logs (:func:`scalars_files`, oldest session first), a
-    dict per line as mmengine wrote it (``step`` and its values); lines that do not parse, as
-    the last one of a killed session may, are skipped."""
+    """The records of a run's scalar logs (:func:`scalars_files`, oldest session first)."""
     for scalars in scalars_files(work_dir):
-        for line in scalars.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
+        yield from scalar_records(scalars.read_text(encoding="utf-8").splitlines())
 
 
 def scalars_file(work_dir: str | Path, session: str) -> Path:

@@ -27,7 +27,14 @@ from src.runs.checkpoints import (
     newest_resumable_checkpoint,
 )
 from src.runs.info import TEAM_FILES, RunInfo
-from src.runs.layout import check_file_name, check_run_id, run_dir, scalars_file, scalars_files
+from src.runs.layout import (
+    check_file_name,
+    check_run_id,
+    run_dir,
+    scalar_records,
+    scalars_file,
+    scalars_files,
+)
 from src.runs.storage import ARTIFACTS_ROOT, ArtifactStore, RemoteFile, UploadError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +91,7 @@ def write_state(dest: str | Path, checkpoint_name: str, run_id: str) -> dict[str
         "iteration": int(meta.get("iter", 0)),
         "max_epochs": int(meta.get("max_epochs", 0)),
         "saved_at": checkpoint.stat().st_mtime,
-        "last_metrics": val_metrics_in(lines),
+        "last_metrics": val_metrics_in(scalar_records(lines)),
     }
     (dest / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
     return state
