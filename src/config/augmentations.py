@@ -86,20 +86,32 @@ def parse_pipeline(text: str) -> list[dict]:
     return [_numbers_as_tuples(step) for step in steps]
 
 
-def _types_not_names(node: Any) -> list[Any]:
-    """Every ``type`` value in a transform (nested transforms included) that is not a plain
-    name: a dotted path, a number, a mapping."""
+def transform_types(node: Any, opaque: frozenset[str] = frozenset()) -> list[Any]:
+    """Every ``type`` value in a transform, nested transforms included, in order; the
+    contents of a transform whose type is in ``opaque`` are not entered."""
     found = []
     if isinstance(node, dict):
-        kind = node.get("type")
-        if "type" in node and not (isinstance(kind, str) and TRANSFORM_NAME.fullmatch(kind)):
+        if "type" in node:
+            kind = node["type"]
             found.append(kind)
-        for value in node.values():
-            found += _types_not_names(value)
+            if isinstance(kind, str) and kind in opaque:
+                return found
+        for key, value in node.items():
+            if key != "type":
+                found += transform_types(value, opaque)
     elif isinstance(node, list):
         for value in node:
-            found += _types_not_names(value)
+            found += transform_types(value, opaque)
     return found
+
+
+def _types_not_names(step: dict) -> list[Any]:
+    """The ``type`` values of a transform (at every depth) that are not plain names: a dotted
+    path, a number, a mapping."""
+    return [
+        kind for kind in transform_types(step)
+        if not (isinstance(kind, str) and TRANSFORM_NAME.fullmatch(kind))
+    ]  # fmt: skip
 
 
 def _numbers_as_tuples(node: Any) -> Any:

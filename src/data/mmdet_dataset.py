@@ -15,6 +15,7 @@ import torch
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
+from src.config.augmentations import transform_types
 from src.data.reader import DatasetError, SplitStats, class_colors, load_split, to_coco
 from src.data.sample_rng import SampleIndex, seeded
 from src.runs.atomic_files import write_json_atomic
@@ -152,25 +153,16 @@ def transform_problems(steps: list[dict]) -> list[str]:
 
 # Transforms whose nested ``type``s are not registered transforms (Albu's name albumentations
 # classes, looked up in that package alone).
-_FOREIGN_NESTED_TYPES = {"Albu"}
+_FOREIGN_NESTED_TYPES = frozenset({"Albu"})
 
 
-def _unregistered_types(node: object, registry) -> list[object]:
+def _unregistered_types(step: dict, registry) -> list[object]:
     """The ``type`` names in a transform, nested transforms included, that no registry from
     ``registry`` up to its root has registered."""
-    if isinstance(node, list):
-        return [kind for value in node for kind in _unregistered_types(value, registry)]
-    if not isinstance(node, dict):
-        return []
-    found = []
-    if "type" in node and not _is_registered(node["type"], registry):
-        found.append(node["type"])
-    if node.get("type") in _FOREIGN_NESTED_TYPES:
-        return found
-    for key, value in node.items():
-        if key != "type":
-            found += _unregistered_types(value, registry)
-    return found
+    return [
+        kind for kind in transform_types(step, opaque=_FOREIGN_NESTED_TYPES)
+        if not _is_registered(kind, registry)
+    ]  # fmt: skip
 
 
 def _is_registered(kind: object, registry) -> bool:
