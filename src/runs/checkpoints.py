@@ -426,10 +426,11 @@ def find_resumable_runs(app_data_dir: str | Path) -> list[RunInfo]:
 # Folders a checkpoint search on this machine does not enter: environments and caches hold
 # thousands of files and no checkpoint a user trained.
 _NOT_SEARCHED = {"site-packages", "node_modules", "__pycache__"}
+SEARCH_DEPTH = 5  # folders below the one searched
 
 
 def find_checkpoints_on_disk(
-    folder: str | Path, *, max_depth: int = 5, limit: int = 300
+    folder: str | Path, *, max_depth: int = SEARCH_DEPTH, limit: int = 300
 ) -> tuple[list[tuple[Path, bool]], bool]:
     """The ``.pth`` files under ``folder`` (at most ``max_depth`` folders down, hidden folders
     and environments skipped), each with whether a ``config.py`` lies beside it: the local

@@ -19,7 +19,7 @@ from supervisely.app.widgets import (
 )
 
 from src.config import zoo
-from src.runs.checkpoints import find_checkpoints_on_disk
+from src.runs.checkpoints import SEARCH_DEPTH, find_checkpoints_on_disk
 
 COLUMNS = ["model", "box AP", "mask AP", "memory (GB)", "inference (ms)", "note"]
 LEADERBOARD = "All architectures (leaderboard)"  # every model of the task in one table
@@ -250,7 +250,8 @@ class ModelStep:
         ]
         self.local_picker.set(items)
         if not found:
-            self.local_message.set(f"no .pth file in {folder} (5 folders deep)", "warning")
+            depth = f"{SEARCH_DEPTH} folders deep"
+            self.local_message.set(f"no .pth file in {folder} ({depth})", "warning")
         else:
             cut = f", the first {len(found)}: give a narrower folder" if more else ""
             self.local_message.set(f"{len(found)} checkpoints found{cut}", "text")
