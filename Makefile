@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= artifacts/demo_project
 ARGS ?=
-# The local app answers this machine only; HOST=0.0.0.0 exposes it (its HTTP API can run configs,
-# which are Python: see the README).
+# The local app answers this machine only; HOST=0.0.0.0 exposes it, and then every route (the page
+# included: its Editor runs configs, which are Python) needs the token in the URL it prints.
 HOST ?= 127.0.0.1
 
 .PHONY: setup train app test test-fast test-image-torch lint format probe bench bench-gpu gpu-wheels check-image-deps clean

@@ -19,15 +19,15 @@ request, 401 without the API token, 409 when a run is already in progress (or no
 stop).
 
 A request's ``config`` is Python that mmengine executes with the app's rights, so off the platform
-every ``/api/*`` call needs the app's own token (``Authorization: Bearer <token>``; see the
-README's Security section); on the platform the app is reached only through the platform's proxy,
-which authenticates the user, and no token is set.
+every ``/api/*`` call needs the app's own token (``Authorization: Bearer <token>``), checked by
+``src.access`` in front of every route of the server, the page's included; on the platform the
+app is reached only through the platform's proxy, which authenticates the user, and no token is
+set.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -49,26 +49,19 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> JSON
 def mount_api(
     server: FastAPI,
     controller: TrainingController,
-    token: str | None,
     default_project: LocalProject | None = None,
 ) -> None:
-    """Add the routes and their guard to ``server``: with ``token``, every ``/api/*`` request
-    must carry it; a POST whose body is not a JSON object is answered 400 here, before the SDK's
+    """Add the routes to ``server`` (who may call them is ``src.access.guard_server``'s
+    concern): a POST whose body is not a JSON object is answered 400 here, before the SDK's
     middleware (which expects an object) turns it into a plain-text 500.
 
-    The guard goes in as the outermost user middleware and the server's middleware stack is
-    dropped so that its next request rebuilds it: ``add_middleware`` refuses once the stack is
-    built, and in production the SDK's ``Application`` constructor has a worker thread GET "/"
-    (for its offline page) that races with this call. Nothing else is served yet: uvicorn starts
-    listening only after ``src.main`` is imported."""
+    The check goes in as a user middleware and the server's middleware stack is dropped so that
+    its next request rebuilds it (``add_middleware`` refuses once the stack is built; see
+    ``guard_server``)."""
 
-    async def guard(request: Request, call_next: Any) -> Any:
+    async def check_body(request: Request, call_next: Any) -> Any:
         if not request.url.path.startswith("/api/"):
             return await call_next(request)
-        if token is not None:
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return _error(401, "this API needs the app's token: Authorization: Bearer <token>")
         if request.method == "POST":
             raw = await request.body()
             try:
@@ -79,7 +72,7 @@ def mount_api(
                 return _error(400, "the request body must be a JSON object")
         return await call_next(request)
 
-    server.user_middleware.insert(0, Middleware(BaseHTTPMiddleware, dispatch=guard))
+    server.user_middleware.insert(0, Middleware(BaseHTTPMiddleware, dispatch=check_body))
     server.middleware_stack = None
     server.include_router(_router(controller, default_project))
 

@@ -9,9 +9,11 @@ a run stopped with the Stop button stays offered for resume until the platform s
 Locally (``make app``): ``PROJECT_DIR`` is the Supervisely project to train on, ``TEAM_FILES_DIR``
 the folder standing in for Team Files (default ``artifacts/team_files``), ``SLY_APP_DATA_DIR``
 the synced app-data folder (default ``artifacts/app_data``); checkpoint sync is off unless one of
-the two variables above is set. The app stays up for the next run. The HTTP API needs a token
-there: ``TRAIN_MMDET3_API_TOKEN``, or one generated at start and printed (not the SDK's
-``API_TOKEN``, which is a platform credential).
+the two variables above is set. The app stays up for the next run. Its token
+(``TRAIN_MMDET3_API_TOKEN``, or one generated at start and printed; not the SDK's ``API_TOKEN``,
+which is a platform credential) guards the HTTP API, and every route of the page too once the
+server listens beyond this machine (``src.access``); once it listens, the app prints where and
+the URL to open.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 
 import supervisely as sly
 
+from src.access import guard_server, start_lines, wait_until_listening
 from src.api import mount_api
 from src.app.controller import RunOutcome, SyncPolicy, TrainingController
 from src.app.platform import platform_services
@@ -59,9 +62,9 @@ def _route_logs_to_the_task_log() -> None:
 API_TOKEN_VARIABLE = "TRAIN_MMDET3_API_TOKEN"
 
 
-def _api_token() -> str | None:
-    """The token ``/api/*`` requires: none on the platform (its proxy authenticates every
-    request to the app); locally the variable's value, or a fresh one, printed for the user."""
+def _app_token() -> str | None:
+    """The app's token: none on the platform unless set (its proxy authenticates every request
+    to the app); locally the variable's value, or a fresh one, printed for the user."""
     given = os.environ.get(API_TOKEN_VARIABLE)
     if sly.is_production():
         return given or None
@@ -69,11 +72,18 @@ def _api_token() -> str | None:
         return given
     token = secrets.token_urlsafe(24)
     print(
-        f"HTTP API token (send 'Authorization: Bearer <token>' to /api/*; set {API_TOKEN_VARIABLE} "
-        f"to choose it): {token}",
+        f"HTTP API token (send 'Authorization: Bearer <token>' to /api/*, and to every route when "
+        f"the server listens beyond this machine; set {API_TOKEN_VARIABLE} to choose it): {token}",
         flush=True,
     )
     return token
+
+
+def _announce_when_listening(token: str | None) -> None:
+    """Once uvicorn listens (it binds after this module is imported): where, and the URL to
+    open, with the token when the page needs it."""
+    for line in start_lines(wait_until_listening(), token):
+        print(line, flush=True)
 
 
 def create_app() -> sly.Application:
@@ -128,7 +138,13 @@ def create_app() -> sly.Application:
     )
     application = sly.Application(layout=ui.layout)
     holder["app"] = application
-    mount_api(application.get_server(), controller, _api_token(), default_project=project)
+    token = _app_token()
+    mount_api(application.get_server(), controller, default_project=project)
+    guard_server(application.get_server(), token, on_platform=sly.is_production())
+    if not sly.is_production():
+        threading.Thread(
+            target=_announce_when_listening, args=(token,), name="announce", daemon=True
+        ).start()
     application.call_before_shutdown(controller.shutdown)
     threading.Thread(target=warm_up_imports, name="warm-up", daemon=True).start()
     application.ui = ui  # for tests and debugging

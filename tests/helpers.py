@@ -142,9 +142,64 @@ def api_client(controller, default_project=None):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
+    from src.access import guard_server
     from src.api import mount_api
 
     server = FastAPI()
-    mount_api(server, controller, API_TOKEN, default_project=default_project)
+    mount_api(server, controller, default_project=default_project)
+    guard_server(server, API_TOKEN, on_platform=False)
     with TestClient(server, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
         yield client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    """``uvicorn src.main:app`` in a subprocess (the app ends its process on shutdown, and is a
+    per-process singleton); its output is read in a thread (a full pipe would block it) and kept
+    in ``lines``."""
+
+    def __init__(self, env: dict[str, str], host: str, port: int) -> None:
+        import os
+        import subprocess
+        import sys
+
+        root = Path(__file__).resolve().parent.parent
+        command = [sys.executable, "-m", "uvicorn", "src.main:app", "--host", host,
+                   "--port", str(port)]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=root, env={**os.environ, **env}, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_line(self, text: str, timeout: float = 180) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = [line for line in self.lines if text in line]
+            if found:
+                return found[0]
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"the app printed no {text!r}:\n" + "\n".join(self.lines[-40:]))
+
+    def token(self) -> str:
+        """The token the app generated and printed at start."""
+        return self.wait_for_line("HTTP API token").rsplit(": ", 1)[1].strip()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)

@@ -225,12 +225,14 @@ def test_every_api_route_needs_the_token(tmp_path):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
+    from src.access import guard_server
     from src.api import mount_api
 
     controller = TrainingController(tmp_path / "app_data", LocalArtifactStore(tmp_path / "team"))
     server = FastAPI()
     TestClient(server).get("/")  # the middleware stack is built: the server has started
-    mount_api(server, controller, "secret")
+    mount_api(server, controller)
+    guard_server(server, "secret", on_platform=True)  # on the platform: /api/* only, when set
     marker = tmp_path / "pwned.txt"
     with TestClient(server) as client:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}):

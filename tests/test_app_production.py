@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import free_port
 from tests.sly_server import FakeSupervisely
-from tests.test_app_shutdown import ROOT, _free_port
+from tests.test_app_shutdown import ROOT
 
 TEAM_ID, TASK_ID, PROJECT_ID = 1, 4242, 77
 BODY = {
@@ -35,7 +36,7 @@ def platform(tmp_path, demo_project):
 
 
 def _start_app(fake: FakeSupervisely, tmp_path: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         ENV="production",

@@ -4,11 +4,6 @@ The app process exits, so it runs in a subprocess."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,44 +11,25 @@ import httpx
 import pytest
 
 from src.runs.checkpoints import find_resumable_runs
+from tests.helpers import AppProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _printed_token(server: subprocess.Popen) -> str:
-    """The API token the app printed at start; the rest of its output is drained in a thread
-    (a full pipe would block the server)."""
-    for line in server.stdout:
-        if "HTTP API token" in line:
-            threading.Thread(target=server.stdout.read, daemon=True).start()
-            return line.rsplit(": ", 1)[1].strip()
-    raise AssertionError("the app printed no API token")
-
-
 @pytest.mark.slow
 def test_shutdown_during_training_saves_and_uploads(demo_project, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = dict(
-        os.environ,
         PROJECT_DIR=str(demo_project),
         SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
         TEAM_FILES_DIR=str(tmp_path / "team"),
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "src.main:app", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    app = AppProcess(env, "127.0.0.1", port)
+    server = app.process
     base = f"http://127.0.0.1:{port}"
     try:
         # no token given: the app makes one and prints it; /api/* answers 401 without it
-        token = _printed_token(server)
+        token = app.token()
         auth = {"Authorization": f"Bearer {token}"}
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -83,8 +59,7 @@ def test_shutdown_during_training_saves_and_uploads(demo_project, tmp_path):
         httpx.post(f"{base}/sly/shutdown", json={}, timeout=30)
         server.wait(180)
     finally:
-        if server.poll() is None:
-            server.kill()
+        app.close()
     runs = find_resumable_runs(tmp_path / "app_data")
     assert [r.run_id for r in runs] == ["shut"]
     assert runs[0].iteration >= 3 and runs[0].epoch < 50

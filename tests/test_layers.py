@@ -15,7 +15,7 @@ ORDER = ["entry", "app", "hooks", "engine", "data", "runs", "config"]
 
 def _layer(module: str) -> str:
     part = module.split(".")[1]
-    return "entry" if part in ("main", "cli", "api", "ui") else part
+    return "entry" if part in ("main", "cli", "api", "access", "ui") else part
 
 
 def test_imports_only_point_down_the_layers():

@@ -93,14 +93,22 @@ def locked(client, card: str) -> bool:
 def test_the_app_server_guards_its_http_api(ui):
     """Through the real app (the SDK's middleware included): no token, 401; a JSON array body,
     a JSON 400 (the SDK's middleware alone would answer a plain-text 500); the page's own
-    routes need no token."""
-    client, _app, _ = ui
+    routes need no token from this machine while the server listens here only (an in-process
+    client listens nowhere), and need it from any other address (tests/test_access.py has the
+    rule in full)."""
+    client, app, _ = ui
     bare = {"Authorization": ""}
     assert client.get("/api/status", headers=bare).status_code == 401
     assert client.post("/api/train", json={"config": "x = 1"}, headers=bare).status_code == 401
     response = client.post("/api/train", json=[1, 2])
     assert response.status_code == 400 and "JSON object" in response.json()["error"]
-    assert client.post("/sly/state", json={}, headers=bare).status_code == 200
+    server = app.get_server()
+    local = TestClient(server, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000))
+    assert local.post("/sly/state", json={}).status_code == 200
+    assert local.get("/api/status").status_code == 401
+    remote = TestClient(server, base_url="http://192.0.2.2:8000", client=("192.0.2.9", 50000))
+    assert remote.post("/sly/state", json={}).status_code == 401
+    assert remote.post("/sly/state", json={}, headers=AUTH).status_code == 200
 
 
 def test_step_titles_are_numbered_in_the_order_of_the_step_list(ui):
