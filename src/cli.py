@@ -314,7 +314,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _CtrlC(controller.stop):
             # the data check (an empty split, a missing image) fails here, before training
             controller.start_prepared(prepared, resume_from)
+            shown = len(controller.status().notes)
             while controller.busy:  # training, then the upload
+                notes = controller.status().notes
+                for note in notes[shown:]:  # what the session chose on the device
+                    print(note)
+                shown = len(notes)
                 time.sleep(0.2)
     except RequestError as exc:
         for problem in exc.problems:
@@ -523,6 +528,16 @@ def _gpu_list(text: str) -> tuple[int, ...]:
 MODEL_SIZE = "model"  # --input-size model: the zoo model's own size
 
 
+def _auto_or_int(text: str) -> int | None:
+    """``auto`` (None: the app chooses) or a whole number."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
+
+
 def _input_size(text: str) -> tuple[int, int] | str:
     """``640`` or ``1333x800`` (longer x shorter edge) → (longer, shorter); ``model`` stays."""
     if text.strip().lower() == MODEL_SIZE:
@@ -543,7 +558,14 @@ def _input_size(text: str) -> tuple[int, int] | str:
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``train``'s options: defaults and choices from ``TrainParams`` (the app's and the API's)."""
-    from src.config.params import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, TrainParams
+    from src.config.params import (
+        AUGMENTATIONS,
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_WORKERS,
+        OPTIMIZERS,
+        SCHEDULERS,
+        TrainParams,
+    )
     from src.config.zoo import TASKS
 
     d = TrainParams()
@@ -555,9 +577,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--epochs", type=int, default=None, help=f"default {d.epochs} (resume: as planned)"
     )
-    tr.add_argument("--batch-size", type=int, default=d.train_batch_size)
+    tr.add_argument(
+        "--batch-size", type=_auto_or_int, default=d.train_batch_size, metavar="auto|N",
+        help=f"train batch per device; auto (default): sized on the GPU from its free memory, "
+        f"{DEFAULT_BATCH_SIZE} on the CPU",
+    )  # fmt: skip
     tr.add_argument("--val-batch-size", type=int, default=d.val_batch_size)
-    tr.add_argument("--workers", type=int, default=d.num_workers, help="data loader workers")
+    tr.add_argument(
+        "--workers", type=_auto_or_int, default=d.num_workers, metavar="auto|N",
+        help=f"data-loader workers; auto (default): from the cores per GPU, {DEFAULT_WORKERS} on "
+        "the CPU",
+    )  # fmt: skip
     tr.add_argument(
         "--input-size", type=_input_size, default=d.input_size, metavar="PX|LONGxSHORT|model",
         help="input size: images are resized, keeping their aspect ratio, so that the longer edge "
@@ -580,7 +610,10 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
     tr.add_argument("--val-interval", type=int, default=d.val_interval)
     tr.add_argument("--seed", type=int, default=d.seed)
-    tr.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
+    tr.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None,
+        help="mixed precision (default: on for CUDA, off on the CPU)",
+    )  # fmt: skip
     tr.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     for field, kind, text in _TRAIN_OPTIONS:
         flag = "--" + field.replace("_", "-")

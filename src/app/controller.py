@@ -37,7 +37,7 @@ from src.app.prepare import (
     upload_run,
 )
 from src.app.session import SessionBusyError, SessionState, SessionStatus, TrainingSession
-from src.config.params import TrainParams
+from src.config.params import AUTO_SIZED, TrainParams
 from src.data.project import Split
 from src.hooks.metrics import MetricsSink
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
@@ -222,7 +222,8 @@ class TrainingController:
             uploading=self._uploading,
             busy=self.busy,
             outcome=copy.copy(self.outcome) if self.outcome else None,
-            notes=list(prepared.notes) if prepared else [],
+            notes=(list(prepared.notes) if prepared else [])
+            + (list(session.notes) if session is not None else []),
         )
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
@@ -672,6 +673,9 @@ def _param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
         values["augmentation_pipeline"] = json.dumps(values["augmentation_pipeline"])
     if type(values.get("input_size")) is int:
         values["input_size"] = [values["input_size"]] * 2
+    for key in (*AUTO_SIZED, "amp"):  # "auto" is null: the app chooses on the run's device
+        if values.get(key) == "auto":
+            values[key] = None
     for key, value in list(values.items()):
         problem = _json_problem(key, value, hints[key])
         if problem:

@@ -326,6 +326,7 @@ def _compose(
             "project_id": project.project_id,
             "project_name": project.name,
             "classes": list(params.classes),
+            "auto_size": [],  # the edited text trains as written: its batch size, its workers
         }
         cfg = apply_owned_settings(source.user_cfg, params, data, run, metadata=metadata)
         return cfg, metadata["model_name"]

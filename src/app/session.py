@@ -229,6 +229,7 @@ class TrainingSession:
         self._stopped_checkpoint: str | None = None
         self._ended_early: str | None = None
         self._nonfinite: NonFiniteLossHook | None = None
+        self.notes: list[str] = []  # what the session chose for the run (src.engine.autosize)
         self.runner = None
 
     # ------------------------------------------------------------------ public API
@@ -329,8 +330,9 @@ class TrainingSession:
             from src.engine.devices import use_device
 
             # the GPU the user chose (train_params.device); mmengine builds on the current one
-            use_device(((self.cfg.get("sly_metadata") or {}).get("train_params") or {}).get(
-                "device", "cpu"))  # fmt: skip
+            device = self._device()
+            use_device(device)
+            self._size_the_run(device)
             if self.world_size > 1:  # worker processes train; this thread relays
                 from src.app.distributed import run_ranks
 
@@ -359,6 +361,23 @@ class TrainingSession:
             self._close_runner()
             self._enter(final)
             _RUN_LOCK.release()
+
+    def _device(self) -> str:
+        recorded = (self.cfg.get("sly_metadata") or {}).get("train_params") or {}
+        gpus = recorded.get("gpus") or ()
+        return f"cuda:{gpus[0]}" if gpus else str(recorded.get("device", "cpu"))
+
+    def _size_the_run(self, device: str) -> None:
+        """Batch size and workers the user left to the app, chosen on ``device`` before the
+        Runner (or the ranks) are built; a resumed run keeps what its config says."""
+        if self.resume_from:
+            return
+        from src.engine.autosize import size_the_run
+
+        sized = size_the_run(self.cfg, device, processes=self.world_size)
+        for note in sized.notes:
+            logger.info("session %s: %s", self.run_id, note)
+        self.notes.extend(sized.notes)
 
     @property
     def world_size(self) -> int:

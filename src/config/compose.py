@@ -108,6 +108,8 @@ def build_config(
         "project_name": data.project_name,
         "classes": list(params.classes),
         "train_params": jsonable(asdict(params)),
+        # what the session sizes on the run's device before it trains (src.engine.autosize)
+        "auto_size": params.auto_sized,
     }
     metadata.update(run.extra_metadata)
     apply_owned_settings(cfg, params, data, run, metadata=metadata)
@@ -458,11 +460,13 @@ def _dataset_cfg(
 def _set_data(
     cfg: Config, params: TrainParams, data: DatasetSpec, run: RunSpec, is_segm: bool
 ) -> None:
-    workers = params.num_workers
+    workers = params.workers
+    pin = params.on_cuda  # page-locked batches copy to the GPU asynchronously
     cfg.train_dataloader = dict(
-        batch_size=params.train_batch_size,
+        batch_size=params.batch,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=pin,
         sampler=dict(type="DefaultSampler", shuffle=True),
         dataset=dict(pipeline=cfg.train_pipeline),
     )
@@ -470,6 +474,7 @@ def _set_data(
         batch_size=params.val_batch_size,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=pin,
         drop_last=False,
         sampler=dict(type="DefaultSampler", shuffle=False),
         dataset=dict(pipeline=cfg.test_pipeline),

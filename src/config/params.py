@@ -30,6 +30,12 @@ class ConfigError(ValueError):
         super().__init__(f"line {line}: {message}" if line else message)
 
 
+# What a run has for an unset ("auto") batch size and worker count until the session sizes it
+# on its device (src.engine.autosize): the CPU's values, and what the Editor shows.
+DEFAULT_BATCH_SIZE = 2
+DEFAULT_WORKERS = 2
+AUTO_SIZED = ("train_batch_size", "num_workers")  # None: the app chooses on the run's device
+
 MIN_INPUT, MAX_INPUT = 32, 4096  # px; past 4096 one image alone is ~200 MB as a float tensor
 # Whole-number settings and their allowed ranges (the upper bounds stop a typo such as a batch
 # of 20000 from exhausting memory on the first batch, after the run has started).
@@ -55,9 +61,9 @@ class TrainParams:
     task: str = "object-detection"
     classes: tuple[str, ...] = ()
     epochs: int = 20
-    train_batch_size: int = 2
+    train_batch_size: int | None = None  # None: auto, sized on the run's device
     val_batch_size: int = 1
-    num_workers: int = 2
+    num_workers: int | None = None  # None: auto, from the cores per GPU
     input_size: tuple[int, int] = (640, 640)  # (width, height)
     augmentation: str = "light"
     # "custom" augmentation: the transforms as YAML or JSON text (src.config.augmentations)
@@ -80,7 +86,7 @@ class TrainParams:
     val_interval: int = 1
     log_interval: int = 10
     seed: int = 0
-    amp: bool = False
+    amp: bool | None = None  # mixed precision; None: auto, on for CUDA
     weights: str = "pretrained"  # one of WEIGHTS_MODES
     weights_path: str | None = None  # custom weights
     device: str = "cpu"
@@ -97,6 +103,31 @@ class TrainParams:
     score_thr: float | None = None  # their minimum score at validation; None: the model's
     auto_scale_lr: bool = False  # scale lr by (batch size / the zoo config's base batch size)
 
+    @property
+    def batch(self) -> int:
+        """The train batch the composed config holds (auto: DEFAULT_BATCH_SIZE until sized)."""
+        return DEFAULT_BATCH_SIZE if self.train_batch_size is None else self.train_batch_size
+
+    @property
+    def workers(self) -> int:
+        """The workers the composed config holds (auto: DEFAULT_WORKERS until sized)."""
+        return DEFAULT_WORKERS if self.num_workers is None else self.num_workers
+
+    @property
+    def on_cuda(self) -> bool:
+        return bool(self.gpus) or self.device.startswith("cuda")
+
+    @property
+    def mixed_precision(self) -> bool:
+        """AMP as set, else on for CUDA (fp16 with a dynamic loss scale, which every CUDA card
+        and mmcv's CUDA ops support)."""
+        return self.on_cuda if self.amp is None else self.amp
+
+    @property
+    def auto_sized(self) -> list[str]:
+        """The settings left to the app (sized on the run's device)."""
+        return [name for name in AUTO_SIZED if getattr(self, name) is None]
+
     def validate(self) -> list[str]:
         """Every problem with these parameters, as messages a user can act on (empty: fine)."""
         problems = []
@@ -108,6 +139,8 @@ class TrainParams:
             problems.append(f"classes contain duplicates: {list(self.classes)}")
         for name, (low, high) in _INT_RANGES.items():
             value = getattr(self, name)
+            if value is None and name in AUTO_SIZED:
+                continue
             if not low <= int(value) <= high:
                 problems.append(f"{name} must be from {low} to {high}, got {value}")
         for name, (low, high) in _OPTIONAL_INT_RANGES.items():

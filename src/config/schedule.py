@@ -29,10 +29,11 @@ def set_schedule(cfg: Config, params: TrainParams) -> None:
         optimizer["momentum"] = params.momentum
         if params.nesterov:
             optimizer["nesterov"] = True
+    amp = params.mixed_precision
     wrapper: dict[str, Any] = dict(
-        type="AmpOptimWrapper" if params.amp else "OptimWrapper", optimizer=optimizer
+        type="AmpOptimWrapper" if amp else "OptimWrapper", optimizer=optimizer
     )
-    if params.amp:
+    if amp:
         wrapper["loss_scale"] = "dynamic"
     for key in ("paramwise_cfg", "constructor"):
         if old_wrapper.get(key) is not None:
@@ -43,7 +44,7 @@ def set_schedule(cfg: Config, params: TrainParams) -> None:
     cfg.optim_wrapper = wrapper
     cfg.param_scheduler = lr_schedule(params)
     # the zoo config's base batch size (what its lr was tuned for), else this run's own
-    base = (cfg.get("auto_scale_lr") or {}).get("base_batch_size") or params.train_batch_size
+    base = (cfg.get("auto_scale_lr") or {}).get("base_batch_size") or params.batch
     cfg.auto_scale_lr = dict(enable=params.auto_scale_lr, base_batch_size=int(base))
 
 
@@ -52,7 +53,7 @@ def effective_lr(params: TrainParams, base_batch_size: int, devices: int = 1) ->
     effective batch size (per device × devices) over the base batch size."""
     if not params.auto_scale_lr:
         return params.lr
-    return params.lr * params.train_batch_size * devices / max(1, base_batch_size)
+    return params.lr * params.batch * devices / max(1, base_batch_size)
 
 
 def devices(params: TrainParams) -> int:
@@ -70,16 +71,13 @@ def effective_batch_note(params: TrainParams) -> str:
     n = devices(params)
     if n == 1:
         return ""
-    return (
-        f"effective batch {params.train_batch_size * n} ({params.train_batch_size} per device x "
-        f"{n} devices)"
-    )
+    return f"effective batch {params.batch * n} ({params.batch} per device x {n} devices)"
 
 
 def effective_lr_note(params: TrainParams, base_batch_size: int) -> str:
     """How the auto-scaled LR comes about, as the CLI prints it and the Compose step shows it."""
     n = devices(params)
-    batch = f"batch {params.train_batch_size}" + (f" x {n} devices" if n > 1 else "")
+    batch = f"batch {params.batch}" + (f" x {n} devices" if n > 1 else "")
     return (
         f"learning rate {effective_lr(params, base_batch_size, n):.3g} (auto-scaled: "
         f"{params.lr:g} x {batch} / the zoo config's base batch {base_batch_size})"

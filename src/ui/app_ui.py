@@ -182,7 +182,7 @@ class AppUI:
             self.message.set("cannot compose: " + "; ".join(exc.problems), "error")
             return False
         self.hyper.iters_per_epoch = max(
-            1, len(prepared.split.train_items or []) // max(1, prepared.params.train_batch_size)
+            1, len(prepared.split.train_items or []) // max(1, prepared.params.batch)
         )
         self.config.composed(prepared.config_text)
         notes = [effective_batch_note(prepared.params)]
@@ -227,7 +227,10 @@ class AppUI:
             return None
         self.next_run_id = self.controller.new_run_id()  # names the next run
         self.training.status.set(f"run {run_id} started", "info")
-        self.training.watch(self.controller, on_end=self.model.refresh_runs)
+        self.hyper.sized.set("", "text")
+        self.training.watch(
+            self.controller, on_end=self.model.refresh_runs, on_status=self.hyper.show_sized
+        )
         return run_id
 
     def propose_input_size(self, entry: ZooEntry | None) -> None:

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-from supervisely.app.widgets import Button, Card, Checkbox, Container, Field, InputNumber, Select
+from supervisely.app.widgets import (
+    Button,
+    Card,
+    Checkbox,
+    Container,
+    Field,
+    InputNumber,
+    Select,
+    Text,
+)
 
-from src.config.params import OPTIMIZERS, SCHEDULERS, TrainParams
+from src.config.params import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_WORKERS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    TrainParams,
+)
 from src.config.schedule import lr_curve
 from src.engine.devices import list_devices
 from src.ui.charts import Chart
 
 MODEL_DEFAULT = "model"  # the frozen-stages choice that keeps the model's own setting
+# The widgets' values for "auto" (TrainParams None: the app sizes them on the run's device)
+AUTO_BATCH, AUTO_WORKERS, AUTO_AMP = 0, -1, "auto"
+AMP_CHOICES = {AUTO_AMP: "auto: on for CUDA", "on": "on", "off": "off"}
 
 
 def _number(value, widget_id: str, minimum=None, maximum=None, step=1, precision=0):
     return InputNumber(
         value, min=minimum, max=maximum, step=step, precision=precision, widget_id=widget_id
     )
+
+
+def _unless(value: int, auto: int) -> int | None:
+    """The widget's number, None (auto) for its auto value."""
+    return None if value == auto else value
 
 
 def _select(values, default: str, widget_id: str) -> Select:
@@ -30,9 +53,9 @@ class HyperparametersStep:
     def __init__(self, sync_every_epochs: int = 0) -> None:
         d = TrainParams()
         self.epochs = _number(d.epochs, "hp_epochs", 1)
-        self.train_batch = _number(d.train_batch_size, "hp_train_bs", 1)
+        self.train_batch = _number(AUTO_BATCH, "hp_train_bs", AUTO_BATCH)
         self.val_batch = _number(d.val_batch_size, "hp_val_bs", 1)
-        self.workers = _number(d.num_workers, "hp_workers", 0)
+        self.workers = _number(AUTO_WORKERS, "hp_workers", AUTO_WORKERS)
         self.input_size = _number(d.input_size[0], "hp_size", 32, step=32)
         self.input_short = _number(0, "hp_size_short", 0, step=32)
         self.optimizer = _select(OPTIMIZERS, d.optimizer, "hp_optimizer")
@@ -46,7 +69,9 @@ class HyperparametersStep:
         self.save_best = Checkbox("Save the best checkpoint", True, "hp_best")
         self.save_last = Checkbox("Save the last checkpoint", True, "hp_last")
         self.val_interval = _number(d.val_interval, "hp_val_interval", 1)
-        self.amp = Checkbox("Mixed precision (AMP, GPU)", False, "hp_amp")
+        self.amp = Select([Select.Item(k, v) for k, v in AMP_CHOICES.items()], widget_id="hp_amp")
+        self.amp.set_value(AUTO_AMP)
+        self.sized = Text("", widget_id="hp_sized")  # what the run chose at start (auto)
         self.nesterov = Checkbox("Nesterov momentum (SGD)", d.nesterov, "hp_nesterov")
         self.momentum = _number(d.momentum, "hp_momentum", 0, 0.999, step=0.01, precision=3)
         self.restart_epochs = _number(d.restart_epochs, "hp_restart", 0)
@@ -83,9 +108,18 @@ class HyperparametersStep:
         self.chart = Chart("Learning rate", "hp_lr_chart")
         fields = [
             (self.epochs, "Epochs"),
-            (self.train_batch, "Train batch size"),
+            (
+                self.train_batch,
+                f"Train batch size per device (0: auto, sized on the GPU from "
+                f"its free memory at start; {DEFAULT_BATCH_SIZE} on the CPU)",
+            ),
             (self.val_batch, "Val batch size"),
-            (self.workers, "Data loader workers"),
+            (
+                self.workers,
+                f"Data loader workers (-1: auto, from the cores per GPU; "
+                f"{DEFAULT_WORKERS} on the CPU)",
+            ),
+            (self.amp, "Mixed precision (AMP)"),
             (self.input_size, "Input size: longer edge (px)"),
             (self.input_short, "Input size: shorter edge (px; 0: a square), aspect ratio kept"),
             (self.optimizer, "Optimizer"),
@@ -113,7 +147,7 @@ class HyperparametersStep:
             "Hyperparameters",
             content=Container(
                 [Field(w, title) for w, title in fields]
-                + [self.save_best, self.save_last, self.amp, self.nesterov, self.auto_scale]
+                + [self.sized, self.save_best, self.save_last, self.nesterov, self.auto_scale]
                 + [self.evaluate]
                 + [self.preview_button, self.chart.plot]
             ),
@@ -142,9 +176,9 @@ class HyperparametersStep:
             task=task,
             classes=classes,
             epochs=int(self.epochs.get_value()),
-            train_batch_size=int(self.train_batch.get_value()),
+            train_batch_size=_unless(int(self.train_batch.get_value() or 0), AUTO_BATCH),
             val_batch_size=int(self.val_batch.get_value()),
-            num_workers=int(self.workers.get_value()),
+            num_workers=_unless(int(self.workers.get_value()), AUTO_WORKERS),
             input_size=(max(size, short), min(size, short)),
             augmentation=augmentation,
             augmentation_pipeline=augmentation_pipeline,
@@ -160,7 +194,7 @@ class HyperparametersStep:
             save_last=self.save_last.is_checked(),
             val_interval=int(self.val_interval.get_value()),
             seed=int(self.seed.get_value()),
-            amp=self.amp.is_checked(),
+            amp=None if self.amp.get_value() == AUTO_AMP else self.amp.get_value() == "on",
             weights=weights,
             weights_path=weights_path,
             device=self.device.get_value(),
@@ -191,6 +225,12 @@ class HyperparametersStep:
 
     def sync_every_epochs(self) -> int:
         return int(self.sync_epochs.get_value() or 0)
+
+    def show_sized(self, status) -> None:
+        """What the run chose for the settings left to auto (the controller's status notes)."""
+        chosen = [note for note in status.notes if "(auto" in note]
+        if chosen and self.sized.text != "; ".join(chosen):
+            self.sized.set("chosen for this run: " + "; ".join(chosen), "info")
 
     def preview(self) -> list[tuple[int, float]]:
         params = self.params("object-detection", ("x",), "none", "scratch")

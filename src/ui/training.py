@@ -120,9 +120,10 @@ class TrainingStep:
                     self.lr.add("lr", step, record["lr"], send=False)
         self.flush()
 
-    def watch(self, controller, on_end=None) -> None:
-        """Poll the controller until the run and its upload end (status line, log tail);
-        then call ``on_end`` (the Resume tab refreshes its list)."""
+    def watch(self, controller, on_end=None, on_status=None) -> None:
+        """Poll the controller until the run and its upload end (status line, log tail), passing
+        each status to ``on_status`` too; then call ``on_end`` (the Resume tab refreshes its
+        list)."""
         self.start_button.disable()
         self.stop_button.enable()
 
@@ -130,6 +131,8 @@ class TrainingStep:
             while True:
                 status = controller.status()
                 self.show_status(status)
+                if on_status is not None:
+                    on_status(status)
                 if status.ended:
                     break
                 time.sleep(1.0)

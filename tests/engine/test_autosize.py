@@ -1,0 +1,180 @@
+"""Sizing a run on its device (src/engine/autosize.py): the batch search's steps, an
+out-of-memory it backs off from, the workers per GPU, and the choices reaching the config.
+
+No GPU here: the search runs real training steps of RTMDet-tiny on the CPU while a stand-in
+answers for the card's memory as a GPU would (a base plus so much per image, and an
+out-of-memory error past a size)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, TrainParams
+from src.config.text import config_to_text, parse_config_text
+from src.engine import autosize
+from src.engine.autosize import TrainStepProbe, choose_workers, search_batch_size, size_the_run
+from tests.helpers import run, small_cfg
+
+GIB = 2**30
+
+
+def linear_card(base: float, per_image: float, oom_above: int | None = None):
+    """A measure as a card answers it: peak bytes, None (out of memory) above ``oom_above``."""
+    tried: list[int] = []
+
+    def measure(batch: int) -> int | None:
+        tried.append(batch)
+        if oom_above is not None and batch > oom_above:
+            return None
+        return int((base + per_image * batch) * GIB)
+
+    return measure, tried
+
+
+def test_the_search_doubles_then_bisects_to_the_largest_batch_within_the_budget():
+    measure, tried = linear_card(base=1, per_image=1)
+    search = search_batch_size(measure, budget_bytes=8 * GIB, cap=256)
+    assert search.batch_size == 7  # 1 + 7 x 1 = 8 GiB
+    assert tried == [1, 2, 4, 8, 6, 7]
+    assert search.limited_by == "memory"
+    assert "batch size 7" in search.describe() and "8: 9.0 GiB" in search.describe()
+
+
+def test_an_out_of_memory_below_the_budget_is_backed_off_from():
+    """The card runs out before the budget says it would (fragmentation, another process)."""
+    measure, _ = linear_card(base=1, per_image=0.1, oom_above=37)
+    search = search_batch_size(measure, budget_bytes=100 * GIB, cap=256)
+    assert search.batch_size >= 34 and search.batch_size <= 37  # within 10 % of what fits
+    assert (64, None) in search.trials and all(b <= 37 for b, p in search.trials if p)
+    assert "64: OOM" in search.describe()
+
+
+def test_the_search_stops_at_its_cap_and_when_batch_one_does_not_fit():
+    measure, tried = linear_card(base=1, per_image=0.01)
+    search = search_batch_size(measure, budget_bytes=100 * GIB, cap=12)
+    assert (search.batch_size, search.limited_by) == (12, "cap")
+    assert tried == [1, 2, 4, 8, 12]
+    measure, _ = linear_card(base=10, per_image=1)
+    search = search_batch_size(measure, budget_bytes=8 * GIB, cap=64)
+    assert (search.batch_size, search.limited_by) == (1, "batch 1 does not fit")
+
+
+def test_workers_come_from_the_cores_per_gpu():
+    assert choose_workers(16, processes=1, cuda=True) == 8  # at most 8
+    assert choose_workers(16, processes=4, cuda=True) == 3  # 4 cores each, one for the process
+    assert choose_workers(2, processes=1, cuda=True) == 2
+    assert choose_workers(64, processes=1, cuda=False) == DEFAULT_WORKERS
+
+
+class StandInCuda:
+    """The card's memory as CudaMemory reads it, for a card of ``total`` GiB where a step takes
+    ``base`` plus ``per_image`` GiB per image and runs out of memory above ``oom_above``."""
+
+    def __init__(self, free: float, base: float, per_image: float, oom_above: int) -> None:
+        self.free, self.base, self.per_image, self.oom_above = free, base, per_image, oom_above
+        self.batch = 0
+        self.steps: list[int] = []
+
+    def free_bytes(self) -> int:
+        return int(self.free * GIB)
+
+    def reset_peak(self) -> None:
+        self.batch = 0
+
+    def peak_bytes(self) -> int:
+        return int((self.base + self.per_image * self.batch) * GIB)
+
+    def release(self) -> None:
+        pass
+
+    def probe(self, cfg, device, memory) -> TrainStepProbe:
+        """A real probe on the CPU whose model tells this stand-in each step's batch, and
+        raises the out-of-memory error a card would past ``oom_above``."""
+        probe = TrainStepProbe(cfg, "cpu", memory)
+        preprocess = probe.model.data_preprocessor.forward
+
+        def forward(data, training=False):
+            self.batch = len(data["inputs"])
+            self.steps.append(self.batch)
+            if self.batch > self.oom_above:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return preprocess(data, training)
+
+        probe.model.data_preprocessor.forward = forward
+        return probe
+
+
+def _auto_cfg(demo_project, tmp_path, **overrides):
+    values = dict(train_batch_size=None, num_workers=None)
+    values.update(overrides)
+    return small_cfg(demo_project, tmp_path / "run", **values)
+
+
+def test_a_gpu_run_gets_the_largest_batch_that_fits_and_the_choices_reach_the_config(
+    demo_project, tmp_path, monkeypatch
+):
+    cfg = _auto_cfg(demo_project, tmp_path)
+    assert cfg.sly_metadata.auto_size == ["train_batch_size", "num_workers"]
+    card = StandInCuda(free=10, base=1, per_image=0.5, oom_above=9)  # budget 8 GiB: 14 fit
+    monkeypatch.setattr(autosize.os, "cpu_count", lambda: 16)
+    sized = size_the_run(cfg, "cuda:0", memory=card, probe_factory=card.probe)
+    # 1, 2, 4 fit; 8 fits (5 GiB); 12 (the train split's 12 images cap it) runs out of memory
+    assert card.steps[:5] == [1, 2, 4, 8, 12]
+    assert sized.batch_size == 9 and 10 in card.steps  # backed off from the OOM at 10 and 12
+    assert sized.num_workers == 8
+    text = config_to_text(cfg)  # what config.py says: the run as it trained
+    again = parse_config_text(text)
+    assert again.train_dataloader.batch_size == 9
+    assert again.train_dataloader.num_workers == 8 and again.val_dataloader.num_workers == 8
+    assert again.sly_metadata.auto_size == []
+    assert again.sly_metadata.train_params["train_batch_size"] == 9
+    assert any("batch size 9" in note and "cuda:0" in note for note in sized.notes)
+    assert "12: OOM" in " ".join(sized.notes)
+
+
+def test_on_the_cpu_auto_keeps_the_defaults_and_the_session_reports_them(demo_project, tmp_path):
+    cfg = _auto_cfg(demo_project, tmp_path, epochs=1)
+    session, status = run(cfg, "auto-cpu")
+    assert status.state == "finished", status.error
+    saved = parse_config_text((tmp_path / "run" / "config.py").read_text())
+    assert saved.train_dataloader.batch_size == DEFAULT_BATCH_SIZE
+    assert saved.train_dataloader.num_workers == DEFAULT_WORKERS
+    assert saved.sly_metadata.auto_size == []
+    assert session.notes == [
+        f"data-loader workers: {DEFAULT_WORKERS} (auto, for the CPU)",
+        f"batch size {DEFAULT_BATCH_SIZE} (auto, on the CPU)",
+    ]
+
+
+def test_what_the_user_sets_is_kept_and_cuda_runs_get_pinned_memory_and_amp(demo_project, tmp_path):
+    cfg = small_cfg(demo_project, tmp_path / "run", train_batch_size=3, num_workers=0)
+    assert cfg.sly_metadata.auto_size == []
+    assert size_the_run(cfg, "cuda:0").notes == []  # nothing is left to the app
+    assert cfg.train_dataloader.batch_size == 3
+    assert not cfg.train_dataloader.pin_memory and cfg.optim_wrapper.type == "OptimWrapper"
+    gpu = small_cfg(demo_project, tmp_path / "gpu", device="cuda:0")
+    assert gpu.train_dataloader.pin_memory and gpu.val_dataloader.pin_memory
+    assert gpu.optim_wrapper.type == "AmpOptimWrapper"  # AMP auto: on for CUDA
+    off = small_cfg(demo_project, tmp_path / "off", device="cuda:0", amp=False)
+    assert off.optim_wrapper.type == "OptimWrapper"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("auto", None), (None, None), (8, 8)],
+)
+def test_the_api_and_the_cli_take_auto(given, expected, tmp_path):
+    from src.app.controller import request_from_json
+    from src.cli import build_parser
+
+    request = request_from_json(
+        {"project": "p", "hyperparameters": {"train_batch_size": given, "num_workers": given}},
+        str(tmp_path),
+    )
+    assert request.params.train_batch_size == expected
+    assert request.params.num_workers == expected
+    flag = "auto" if given is None else str(given)
+    args = build_parser().parse_args(["train", "--batch-size", flag, "--workers", flag])
+    assert (args.batch_size, args.workers) == (expected, expected)
+    assert TrainParams(train_batch_size=expected).batch == (expected or DEFAULT_BATCH_SIZE)
