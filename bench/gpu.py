@@ -1,14 +1,23 @@
-"""GPU benchmark (issue 15): our TrainingSession vs the bare mmengine Runner on a CUDA machine.
+"""GPU benchmark (issues 15, 22): what a training iteration is made of, on a CUDA machine.
 
 For RTMDet-s (object detection) and Mask R-CNN R50 (instance segmentation) at 640 px with AMP,
-on a generated project of photo-shaped images (16:9, 4:3, portrait): training iterations per
-second and peak GPU memory of the bare mmengine Runner and of our session (every app hook),
-alternately in fresh processes, and their ratio (goal >= 0.99); the time from ``start()`` to
-the first iteration; the evaluation after training (``src.app.evaluate``); with 2+ GPUs the
-scaling efficiency of the session on all of them (samples/s on N GPUs / (N x on one), from the
-iterations rank 0 relays). ``--smoke`` runs all of it on the CPU, tiny, with 2 CPU processes for
-the scaling: it checks the script, its numbers mean nothing.
-Prints one table; without a CUDA GPU it says so and exits 0.
+on a generated project of photo-shaped images (16:9, 4:3, portrait), at ``--batch-size`` and at
+the batch the app chooses on the card (``src.engine.autosize``), each in fresh processes:
+- *limit*: the model's forward + backward + optimizer step on batches already on the GPU (no
+  loader, no hooks; the run's own shapes and AMP), images/s;
+- *loader*: the train data loader alone, with the workers the app chooses, images/s;
+- bare mmengine Runner vs our session (every app hook), alternately, iterations and images per
+  second and their ratio (goal >= 0.99; session >= 0.9 x the limit's images/s); the true peak of
+  allocated memory (``src.engine.gpu_stats``: read before mmengine's log processor resets it)
+  and the utilisation sampled meanwhile (NVML or nvidia-smi);
+- the time from ``start()`` to the first iteration and the evaluation after training;
+- a ``torch.profiler`` summary of a few limit iterations (top ops by CUDA and by CPU time),
+  written to ``--out`` (default ``bench/out``);
+- with 2+ GPUs the session's scaling on all of them (samples/s on N / (N x on one)).
+Each figure is printed as soon as it is measured (a run cut short keeps what it had), then one
+table. ``--smoke`` runs all of it on the CPU, tiny, with 2 CPU processes for the scaling: it
+checks the script, its numbers mean nothing. Without a CUDA GPU (and no ``--smoke``) it says so
+and exits 0.
 
     .venv/bin/python bench/gpu.py [--pairs 2] [--epochs 3] [--images 96]   (make bench-gpu)
     .venv/bin/python bench/gpu.py --smoke     # the same code path on the CPU, tiny and fast
@@ -44,19 +53,24 @@ MODELS = {
 WARMUP = 5  # iterations left out of the rate (CUDA kernels chosen, allocator warm)
 
 
-def make_cfg(args: argparse.Namespace, model: str, task: str, work_dir: Path, gpus=(), nproc=1):
+def make_cfg(args, model: str, task: str, work_dir: Path, batch: int, gpus=(), nproc=1):
+    import os
+
     from src.config import zoo
     from src.config.compose import compose_from_zoo
     from src.config.params import DatasetSpec, RunSpec, TrainParams
+    from src.engine.autosize import choose_workers
 
     # rectangles have no mask: instance segmentation trains on the other two classes
     classes = ("circle", "triangle") if task == "instance-segmentation" else (
         "square", "circle", "triangle")  # fmt: skip
     # score_thr 0: a model trained for minutes from scratch still predicts, so the evaluation
-    # has every detection to evaluate (its slowest case) instead of failing on none
+    # has every detection to evaluate (its slowest case) instead of failing on none.
+    # Workers: what the app chooses here, set explicitly so that bare and session load alike.
+    workers = choose_workers(os.cpu_count(), max(1, len(gpus), nproc), cuda=not args.smoke)
     params = TrainParams(
         task=task, classes=classes, weights="scratch", epochs=args.epochs, score_thr=0.0,
-        input_size=(args.size, args.size), train_batch_size=args.batch_size, num_workers=2,
+        input_size=(args.size, args.size), train_batch_size=batch, num_workers=workers,
         val_interval=args.epochs, lr=0.001, amp=not args.smoke, gpus=tuple(gpus), nproc=nproc,
         device="cpu" if args.smoke else "cuda:0",
     )  # fmt: skip
@@ -64,19 +78,133 @@ def make_cfg(args: argparse.Namespace, model: str, task: str, work_dir: Path, gp
     return compose_from_zoo(zoo.get_model(model, task), params, data, RunSpec(str(work_dir)))
 
 
-def _peak_memory_mib() -> float:
-    import torch
+def _gpu_stats(args):
+    """The app's GPU watcher (true peak, utilisation) on CUDA; None on the CPU (smoke)."""
+    if args.smoke:
+        return None
+    from src.engine.gpu_stats import GpuStats
 
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
+    return GpuStats("cuda:0", every_s=0.5)
+
+
+def _cpu_peak_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bare(args: argparse.Namespace, model: str, task: str, work: Path) -> dict:
-    rate = train_bare(make_cfg(args, model, task, work), WARMUP)
-    return {"rate": rate, "memory": _peak_memory_mib()}
+def size(args, model: str, task: str, work: Path) -> dict:
+    """The batch the app chooses on this card (CPU: its default)."""
+    from src.engine.autosize import size_the_run
+
+    cfg = make_cfg(args, model, task, work, batch=None)
+    sized = size_the_run(cfg, "cpu" if args.smoke else "cuda:0")
+    return {"batch": sized.batch_size, "notes": sized.notes}
+
+
+def _device_batches(cfg, device: str, count: int) -> list:
+    """``count`` real batches of the run's train loader, moved to ``device`` beforehand."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    import src.data.mmdet_dataset
+    import src.engine.loops  # noqa: F401  (registers the app's sampler)
+
+    init_default_scope("mmdet")
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    batches = []
+    while len(batches) < count:
+        for batch in loader:
+            batch["inputs"] = [t.to(device, non_blocking=True) for t in batch["inputs"]]
+            batch["data_samples"] = [s.to(device) for s in batch["data_samples"]]
+            batches.append(batch)
+            if len(batches) == count:
+                break
+    return batches
+
+
+def limit(args, model: str, task: str, work: Path, batch: int) -> dict:
+    """Forward + backward + step on batches already on the device: the model's own limit; and a
+    profile of a few of those steps."""
+    import copy
+
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+
+    device = "cpu" if args.smoke else "cuda:0"
+    cfg = make_cfg(args, model, task, work, batch)
+    batches = _device_batches(cfg, device, 4)
+    net = MODELS.build(copy.deepcopy(cfg.model)).to(device)
+    net.train()
+    optim = build_optim_wrapper(net, copy.deepcopy(cfg.optim_wrapper))
+
+    def sync() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    def step(i: int) -> None:
+        net.train_step(copy.copy(batches[i % len(batches)]), optim)
+
+    for i in range(WARMUP):
+        step(i)
+    sync()
+    steps = 4 if args.smoke else 30
+    started = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync()
+    rate = steps * batch / (time.perf_counter() - started)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device != "cpu":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for i in range(3):
+            step(i)
+        sync()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / f"profile_{model}_b{batch}.txt"
+    tables = []
+    for key in (["cuda_time_total"] if device != "cpu" else []) + ["cpu_time_total"]:
+        table = prof.key_averages().table(sort_by=key, row_limit=20)
+        tables.append(f"top ops by {key} (3 steps, batch {batch})\n{table}")
+    report.write_text("\n\n".join(tables), encoding="utf-8")
+    return {"images_per_s": rate, "profile": str(report)}
+
+
+def loader(args, model: str, task: str, work: Path, batch: int) -> dict:
+    """The train data loader alone (the app's workers, pinned memory on CUDA): images/s."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    import src.data.mmdet_dataset
+    import src.engine.loops  # noqa: F401
+
+    cfg = make_cfg(args, model, task, work, batch)
+    init_default_scope("mmdet")
+    data = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    images, started, first = 0, None, True
+    for _epoch in range(2 if args.smoke else 3):
+        for item in data:
+            if first:  # workers started, first batch out: time from here
+                started, first = time.perf_counter(), False
+                continue
+            images += len(item["inputs"])
+    return {"images_per_s": images / (time.perf_counter() - started),
+            "workers": cfg.train_dataloader.num_workers}  # fmt: skip
+
+
+def bare(args, model: str, task: str, work: Path, batch: int) -> dict:
+    stats = _gpu_stats(args)
+    hooks = []
+    if stats is not None:
+        from src.hooks.gpu_memory import GpuMemoryHook
+
+        hooks.append(GpuMemoryHook(stats))
+    rate = train_bare(make_cfg(args, model, task, work, batch), WARMUP, hooks)
+    memory = stats.snapshot() if stats else {"peak_gib": _cpu_peak_mib() / 1024}
+    return {"rate": rate, "memory": memory}
 
 
 class _Relayed:
@@ -92,12 +220,12 @@ class _Relayed:
         pass
 
 
-def session(args: argparse.Namespace, model: str, task: str, work: Path, gpus=(), nproc=1) -> dict:
+def session(args, model: str, task: str, work: Path, batch: int, gpus=(), nproc=1) -> dict:
     from src.app.evaluate import EvaluationError, evaluate_run
     from src.app.session import TrainingSession
 
     timer = IterTimes()
-    cfg = make_cfg(args, model, task, work, gpus, nproc)
+    cfg = make_cfg(args, model, task, work, batch, gpus, nproc)
     several = bool(gpus) or nproc > 1
     relayed = _Relayed()
     run = (TrainingSession if several else timed_session(timer))(
@@ -110,7 +238,8 @@ def session(args: argparse.Namespace, model: str, task: str, work: Path, gpus=()
     first = time.perf_counter() - started
     status = run.wait()
     assert status.state.value == "finished", status.traceback
-    result = {"first": first, "memory": _peak_memory_mib()}
+    memory = status.gpu or {"peak_gib": _cpu_peak_mib() / 1024}  # the app's own reading
+    result = {"first": first, "memory": memory}
     if several:  # the ranks train elsewhere: the rate from the iterations rank 0 relays
         times = relayed.times[WARMUP:]
         result["rate"] = (len(times) - 1) / (times[-1] - times[0])
@@ -128,14 +257,82 @@ def session(args: argparse.Namespace, model: str, task: str, work: Path, gpus=()
 def child(args: argparse.Namespace) -> None:
     model, task = MODELS[args.model]
     work = Path(args.work)
-    if args.child == "bare":
-        result = bare(args, model, task, work)
+    batch = args.batch_size
+    if args.child == "size":
+        result = size(args, model, task, work)
+    elif args.child == "limit":
+        result = limit(args, model, task, work, batch)
+    elif args.child == "loader":
+        result = loader(args, model, task, work, batch)
+    elif args.child == "bare":
+        result = bare(args, model, task, work, batch)
     else:
         several = args.child == "all_gpus"
         gpus = tuple(range(args.gpus)) if several and not args.smoke else ()
         nproc = args.gpus if several and args.smoke else 1  # smoke: CPU processes
-        result = session(args, model, task, work, gpus, nproc)
+        result = session(args, model, task, work, batch, gpus, nproc)
     print(json.dumps(result))
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _measure_model(name: str, args, root: Path, base: list[str], gpu_count: int) -> list[dict]:
+    """Every figure of one model, at --batch-size and at the batch the app chooses; each
+    printed as soon as it is measured."""
+
+    def child_run(mode: str, batch: int | None, tag: str, *extra: str) -> dict:
+        batch_args = ["--batch-size", str(batch)] if batch else []
+        return run_child(__file__, "--child", mode, "--model", name, "--work",
+                         str(root / f"{name}_{tag}"), *base, *batch_args, *extra)  # fmt: skip
+
+    chosen = child_run("size", None, "size")
+    _say(f"{name}: the app chooses batch {chosen['batch']} ({'; '.join(chosen['notes'])})")
+    rows = []
+    for batch in sorted({args.batch_size, chosen["batch"]}):
+        row: dict = {"model": name, "batch": batch}
+        limit_ = child_run("limit", batch, f"limit{batch}")
+        row["limit img/s"] = limit_["images_per_s"]
+        _say(f"{name} b{batch}: limit {row['limit img/s']:.1f} img/s (profile {limit_['profile']})")
+        feed = child_run("loader", batch, f"loader{batch}")
+        row["loader img/s"] = feed["images_per_s"]
+        _say(f"{name} b{batch}: loader {row['loader img/s']:.1f} img/s ({feed['workers']} workers)")
+        bares, sessions = [], []
+        for i in range(args.pairs):
+            for mode, results in (("bare", bares), ("session", sessions)):
+                result = child_run(mode, batch, f"{mode}{batch}_{i}")
+                results.append(result)
+                _say(f"{name} b{batch}: {mode} {result['rate']:.3f} it/s, memory "
+                     f"{json.dumps(result['memory'])}")  # fmt: skip
+        row["bare it/s"] = statistics.median(r["rate"] for r in bares)
+        row["session it/s"] = statistics.median(r["rate"] for r in sessions)
+        row["ratio"] = row["session it/s"] / row["bare it/s"]
+        row["session img/s"] = row["session it/s"] * batch
+        row["of limit"] = row["session img/s"] / row["limit img/s"]
+        row["peak GiB"] = max(r["memory"]["peak_gib"] for r in sessions)
+        utils = [r["memory"]["mean_util"] for r in sessions if "mean_util" in r["memory"]]
+        if utils:
+            row["util %"] = statistics.median(utils)
+        row["start s"] = statistics.median(r["first"] for r in sessions)
+        evaluations = [r["evaluation"] for r in sessions if "evaluation" in r]
+        if evaluations:
+            row["evaluation s"] = statistics.median(evaluations)
+        else:
+            row["evaluation error"] = sessions[-1].get("evaluation_error")
+        if gpu_count > 1 or args.smoke:  # smoke: 2 CPU processes
+            many = child_run("all_gpus", batch, f"all{batch}", "--gpus", str(max(gpu_count, 2)))
+            # an iteration on N devices takes N batches: samples/s on N over N x on one
+            row["scaling"] = many["rate"] / row["session it/s"]
+        _say(f"{name} b{batch}: session/bare {row['ratio']:.3f}, session "
+             f"{row['session img/s']:.1f} img/s = {row['of limit']:.2f} x the limit")  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+HEADER = ("model", "batch", "limit img/s", "loader img/s", "bare it/s", "session it/s",
+          "ratio", "session img/s", "of limit", "peak GiB", "util %", "start s",
+          "evaluation s", "scaling")  # fmt: skip
 
 
 def main() -> None:
@@ -145,6 +342,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"), help="profiles go here")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny: checks the script")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -159,7 +358,7 @@ def main() -> None:
 
     gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if not gpu_count and not args.smoke:
-        print("bench/gpu.py: no CUDA GPU here; it measures on a GPU machine (skipped)")
+        _say("bench/gpu.py: no CUDA GPU here; it measures on a GPU machine (skipped)")
         return
     if args.smoke:
         args.pairs, args.epochs, args.images, args.size, args.batch_size = 1, 2, 24, 128, 2
@@ -170,54 +369,26 @@ def main() -> None:
         root / "project", DemoOptions(images=args.images, seed=0, mixed_sizes=True)
     )
     base = ["--project", str(project), "--epochs", str(args.epochs), "--images",
-            str(args.images), "--size", str(args.size), "--batch-size", str(args.batch_size),
+            str(args.images), "--size", str(args.size), "--out", args.out,
             *(["--smoke"] if args.smoke else [])]  # fmt: skip
     device = "CPU (smoke)" if args.smoke else torch.cuda.get_device_name(0)
-    rows, errors = [], []
+    _say(f"device: {device}; {args.size} px, AMP {not args.smoke}, {args.pairs} alternating "
+         f"pair(s); {args.images} images, {args.epochs} epochs")  # fmt: skip
+    rows = []
     try:
-        for name in MODELS:
-            bares, sessions = [], []
-            for i in range(args.pairs):
-                for mode, results in (("bare", bares), ("session", sessions)):
-                    results.append(run_child(__file__, "--child", mode, "--model", name,
-                                             "--work", str(root / f"{name}_{mode}{i}"),
-                                             *base))  # fmt: skip
-            row = {
-                "model": name,
-                "bare it/s": statistics.median(r["rate"] for r in bares),
-                "session it/s": statistics.median(r["rate"] for r in sessions),
-                "bare MiB": max(r["memory"] for r in bares),
-                "session MiB": max(r["memory"] for r in sessions),
-                "start s": statistics.median(r["first"] for r in sessions),
-            }
-            evaluations = [r["evaluation"] for r in sessions if "evaluation" in r]
-            if evaluations:
-                row["evaluation s"] = statistics.median(evaluations)
-            else:
-                errors.append(f"{name}: {sessions[-1].get('evaluation_error')}")
-            row["ratio"] = row["session it/s"] / row["bare it/s"]
-            if gpu_count > 1 or args.smoke:  # smoke: 2 CPU processes
-                many = run_child(
-                    __file__, "--child", "all_gpus", "--model", name,
-                    "--gpus", str(max(gpu_count, 2)),
-                    "--work", str(root / f"{name}_all"), *base,
-                )  # fmt: skip
-                # an iteration on N devices takes N batches: samples/s on N over N x on one
-                row["scaling"] = many["rate"] / row["session it/s"]
-            rows.append(row)
+        for name in args.models.split(","):
+            rows += _measure_model(name, args, root, base, gpu_count)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"device: {device}; {args.size} px, batch {args.batch_size}, AMP {not args.smoke}, "
-          f"{args.pairs} alternating pair(s)")  # fmt: skip
-    header = ("model", "bare it/s", "session it/s", "ratio", "bare MiB", "session MiB",
-              "start s", "evaluation s", "scaling")  # fmt: skip
-    print(" | ".join(header))
-    for row in rows:
-        cells = [row["model"]] + [f"{row[k]:.3f}" if k in row else "-" for k in header[1:]]
-        print(" | ".join(cells))
-    print("goal: ratio >= 0.99" + (f"; scaling on {gpu_count} GPUs" if gpu_count > 1 else ""))
-    for error in errors:
-        print(f"no evaluation time: {error}")
+        _say(" | ".join(HEADER))
+        for row in rows:
+            cells = [str(row.get(k, "-")) if k in ("model", "batch") else
+                     f"{row[k]:.3f}" if k in row else "-" for k in HEADER]  # fmt: skip
+            _say(" | ".join(cells))
+        _say("goals: ratio >= 0.99 over >= 3 pairs; of limit >= 0.9")
+        for row in rows:
+            if row.get("evaluation error"):
+                _say(f"no evaluation time for {row['model']}: {row['evaluation error']}")
 
 
 if __name__ == "__main__":

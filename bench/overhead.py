@@ -82,9 +82,9 @@ def make_cfg(project: Path, work_dir: Path, epochs: int):
     )
 
 
-def train_bare(cfg, warmup: int) -> float:
-    """Train ``cfg`` on mmengine's own Runner, loop and sampler, with none of the app's hooks:
-    iterations per second after ``warmup``."""
+def train_bare(cfg, warmup: int, hooks=()) -> float:
+    """Train ``cfg`` on mmengine's own Runner, loop and sampler, with none of the app's hooks
+    (but ``hooks``, e.g. a measurement's): iterations per second after ``warmup``."""
     from mmengine.runner import Runner
 
     import src.data.mmdet_dataset
@@ -99,6 +99,8 @@ def train_bare(cfg, warmup: int) -> float:
     timer = IterTimes()
     runner = Runner.from_cfg(cfg)
     runner.register_hook(timer.hook)
+    for hook in hooks:
+        runner.register_hook(hook)
     runner.train()
     return timer.rate(warmup)
 

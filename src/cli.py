@@ -113,7 +113,12 @@ class ProgressBar:
         loss = progress.losses.get("loss")
         loss_text = "-" if loss is None else "nan" if not math.isfinite(loss) else f"{loss:.4f}"
         self.bar.set_description(f"epoch {progress.epoch}/{progress.max_epochs}", refresh=False)
-        self.bar.set_postfix_str(f"loss {loss_text}  lr {progress.lr or 0:.2e}", refresh=False)
+        gpu = progress.gpu
+        memory = f"  mem {gpu['peak_gib']:.1f}G" if gpu else ""
+        busy = f" {gpu['util']:.0f}%" if "util" in gpu else ""
+        self.bar.set_postfix_str(
+            f"loss {loss_text}  lr {progress.lr or 0:.2e}{memory}{busy}", refresh=False
+        )
         self.bar.update(progress.iteration - self.bar.n)
 
     def on_val(self, result) -> None:

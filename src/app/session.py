@@ -84,6 +84,7 @@ class SessionStatus:
     stopped_checkpoint: str | None = None  # where a stopped run resumes from
     skipped_nonfinite_steps: int = 0
     ended_early: str | None = None  # why a finished run ended before its last epoch
+    gpu: dict[str, float] = field(default_factory=dict)  # peak memory, utilisation (CUDA runs)
 
 
 class _Recorder:
@@ -293,6 +294,7 @@ class TrainingSession:
             max_iterations=train.max_iterations if train else 0,
             losses=dict(train.losses) if train else {},
             lr=train.lr if train else None,
+            gpu=dict(train.gpu) if train else {},
             metrics=dict(val.metrics) if val else {},
             per_class_ap=dict(val.per_class_ap) if val else {},
             error=self._error,
@@ -449,7 +451,15 @@ class TrainingSession:
         runner.register_hook(rng)
         runner.register_hook(self._nonfinite)
         runner.register_hook(_PhaseHook(self))
-        runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval))
+        gpu = None
+        if self._device().startswith("cuda"):
+            from src.engine.gpu_stats import GpuStats
+            from src.hooks.gpu_memory import GpuMemoryHook
+
+            stats = GpuStats(self._device())
+            runner.register_hook(GpuMemoryHook(stats))
+            gpu = stats.snapshot
+        runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval, gpu=gpu))
         runner.register_hook(StopHook(self._should_stop, before_save=rng.share_states))
         runner.register_hook(EarlyStoppingReplayHook(logged_validations))
         predictions = (cfg.get("val_evaluator") or {}).get("outfile_prefix")

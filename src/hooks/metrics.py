@@ -7,6 +7,7 @@ The hook knows nothing about who listens: the CLI's progress bar, the UI's chart
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ class TrainProgress:
     batches_per_epoch: int
     losses: dict[str, float] = field(default_factory=dict)
     lr: float | None = None
+    gpu: dict[str, float] = field(default_factory=dict)  # src.engine.gpu_stats; empty on the CPU
 
 
 @dataclass
@@ -78,15 +80,19 @@ class MetricsHook(Hook):
         sink: receives :class:`TrainProgress` and :class:`ValResult` objects.
         interval: report every ``interval`` training iterations (and always the last of an
             epoch). Reading losses forces a device sync on GPU, hence the throttle.
+        gpu: the GPU's use so far (``GpuStats.snapshot``), reported with each iteration.
     """
 
     priority = "LOW"  # after the optimizer step and the param scheduler
 
-    def __init__(self, sink: MetricsSink, interval: int = 1) -> None:
+    def __init__(
+        self, sink: MetricsSink, interval: int = 1, gpu: Callable[[], dict] | None = None
+    ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be at least 1, got {interval}")
         self.sink = sink
         self.interval = interval
+        self.gpu = gpu
 
     def after_train_iter(
         self, runner, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
@@ -113,6 +119,7 @@ class MetricsHook(Hook):
                 batches_per_epoch=batches,
                 losses=losses,
                 lr=lr,
+                gpu=self.gpu() if self.gpu is not None else {},
             )
         )
 

@@ -156,6 +156,8 @@ class TrainingStep:
             text += " — uploading artifacts"
         if status.ended_early:
             text += f" — {status.ended_early}"
+        if status.gpu:
+            text += " — " + gpu_text(status.gpu)
         if status.state == "evaluating":
             text += " — evaluating the best checkpoint (Model Benchmark)"
         sync = status.sync
@@ -212,6 +214,14 @@ class TrainingStep:
     def wait(self, timeout: float | None = None) -> None:
         if self._poller is not None:
             self._poller.join(timeout)
+
+
+def gpu_text(gpu: dict) -> str:
+    """``GpuStats.snapshot`` as the status line shows it."""
+    text = f"GPU memory peak {gpu['peak_gib']:.1f} GiB"
+    if "util" in gpu:
+        text += f", {gpu['util']:.0f}% busy (mean {gpu['mean_util']:.0f}%)"
+    return text
 
 
 def _tail_lines(path: Path, count: int, max_bytes: int = 16384) -> list[str]:
