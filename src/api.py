@@ -120,6 +120,14 @@ def _start(
     if "resume" in body:
         target, hyper = body["resume"], body.get("hyperparameters") or {}
         problems = []
+        others = sorted(set(body) - {"resume", "hyperparameters"})
+        fixed = sorted(set(hyper) - {"epochs", "gpus", "nproc"}) if isinstance(hyper, dict) else []
+        if others or fixed:
+            named = others + [f"hyperparameters.{k}" for k in fixed]
+            problems.append(
+                f"resume and {', '.join(named)} contradict: a resumed run keeps its own "
+                "settings; only hyperparameters.epochs, gpus and nproc can change"
+            )
         if target is not None and not isinstance(target, str):
             problems.append(f"resume must be a run id (a string), not {json.dumps(target)}")
         if not isinstance(hyper, dict):

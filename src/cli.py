@@ -234,10 +234,41 @@ def _use_the_models_input_size(args: argparse.Namespace) -> str | None:
     return None
 
 
+# What a resume may change; every other option is the run's own (its config.py).
+_RESUME_OPTIONS = {
+    "resume", "epochs", "nproc", "gpus", "device", "evaluate", "team_files", "team_id",
+    "app_data", "no_cache", "dry_run", "dump_config", "max_nonfinite", "verbose",
+}  # fmt: skip
+
+
+def _contradiction(args: argparse.Namespace) -> str | None:
+    """Two options that cannot both hold, named in one line (None: none)."""
+    if args.from_scratch and args.weights:
+        return (
+            "--from-scratch and --weights contradict: train from scratch, or from the weights "
+            "given (drop one)"
+        )
+    if args.resume is None:
+        return None
+    defaults = vars(build_parser().parse_args(["train"]))
+    changed = [
+        "--" + name.replace("_", "-")
+        for name, value in vars(args).items()
+        if name not in _RESUME_OPTIONS and name in defaults and value != defaults[name]
+    ]
+    if changed:
+        return (
+            f"--resume and {', '.join(changed)} contradict: a resumed run keeps its own "
+            "settings; only --epochs, --gpus, --nproc and --device can change (start a new run "
+            "to change the others)"
+        )
+    return None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
     through the app's own controller: the same run flow, upload and error policy as the app."""
-    problem = _select_device(args.device)
+    problem = _contradiction(args) or _select_device(args.device)
     for gpu in args.gpus or ():
         problem = problem or _select_device(f"cuda:{gpu}")
     if problem:

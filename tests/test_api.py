@@ -425,3 +425,24 @@ def test_a_custom_pipeline_cannot_run_a_command(api, demo_project):
         assert response.status_code == 400, response.text
         assert "is not a transform's name" in response.json()["error"]
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"resume": "x", "model": "rtmdet_tiny_8xb32-300e_coco"}, "resume and model contradict"),
+        ({"resume": "x", "hyperparameters": {"lr": 0.1, "epochs": 3}},
+         "resume and hyperparameters.lr contradict"),
+        (None, "weights 'scratch' and weights_path contradict"),
+    ],
+)  # fmt: skip
+def test_contradicting_fields_are_refused_by_name(api, demo_project, body, named):
+    """A resume keeps its run's settings, and a checkpoint path is for custom weights: a request
+    that asks for both is a 400 naming them, not a silent choice."""
+    client, _, _ = api
+    if body is None:
+        body = _body(demo_project)
+        body["hyperparameters"]["weights_path"] = "w.pth"  # weights: scratch
+    response = client.post("/api/train", json=body)
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]

@@ -187,3 +187,32 @@ def test_input_size_model_is_the_zoo_models_own():
     assert _use_the_models_input_size(args) is None and args.input_size == (300, 300)
     args = parse(["train", "--project", "p", "--input-size", "model"])
     assert "needs --model" in _use_the_models_input_size(args)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--from-scratch", "--weights", "missing.pth", "--dry-run"],
+         ["--from-scratch", "--weights"]),
+        (["--resume", "some_run", "--lr", "0.1"], ["--resume", "--lr"]),
+        (["--resume", "--batch-size", "8", "--augmentation", "heavy"],
+         ["--resume", "--batch-size", "--augmentation"]),
+    ],
+)  # fmt: skip
+def test_contradicting_options_are_refused_in_one_line(argv, named, tmp_path, capsys):
+    """Two options that cannot both hold: refused before anything runs, one line naming both
+    (the weights were silently ignored, and a resume silently kept its own settings)."""
+    from src.cli import main
+
+    code = main(["train", "--project", str(tmp_path), "--app-data", str(tmp_path / "a"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "contradict" in err[0] and all(option in err[0] for option in named), err[0]
+
+
+def test_a_resume_may_change_its_epochs_and_devices():
+    from src.cli import _contradiction, build_parser
+
+    args = build_parser().parse_args(["train", "--resume", "r", "--epochs", "9", "--nproc", "2",
+                                      "--device", "cpu", "--no-evaluate"])  # fmt: skip
+    assert _contradiction(args) is None

@@ -201,6 +201,11 @@ class TrainParams:
             problems.append(f"weights {self.weights!r} is unknown: use {', '.join(WEIGHTS_MODES)}")
         if self.weights == "custom" and not self.weights_path:
             problems.append("custom weights chosen but no checkpoint path given")
+        if self.weights_path and self.weights != "custom":
+            problems.append(
+                f"weights {self.weights!r} and weights_path contradict: a checkpoint path is "
+                "for custom weights; set weights to 'custom' or drop the path"
+            )
         if len(set(self.gpus)) != len(self.gpus) or any(int(g) < 0 for g in self.gpus):
             problems.append(f"gpus must be distinct GPU indices (0, 1, ...), got {list(self.gpus)}")
         if self.gpus and self.nproc > 1:
