@@ -103,6 +103,9 @@ class ProgressBar:
 
     def __init__(self) -> None:
         self.bar = None
+        # the console as it is now: the sink is called from the training thread, whose own
+        # prints go to the run's log file while it trains (src.engine.chatter)
+        self.out = sys.stdout
 
     def on_train_iter(self, progress) -> None:
         from tqdm import tqdm
@@ -123,11 +126,12 @@ class ProgressBar:
 
     def on_val(self, result) -> None:
         text = "  ".join(f"{k} {v:.3f}" for k, v in headline(result.metrics).items())
+        text = text or "no predictions yet (every metric 0)"
         line = f"validation after epoch {result.epoch}: {text}"
         if self.bar is not None:
-            self.bar.write(line)
+            self.bar.write(line, file=self.out)
         else:
-            print(line)
+            print(line, file=self.out, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -281,7 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = ProgressBar()
     controller = TrainingController(
         app_data, store, cache_dir=None if args.no_cache else DEFAULT_CACHE, sinks=[bar],
-        project_resolver=resolver, max_nonfinite=args.max_nonfinite,
+        project_resolver=resolver, max_nonfinite=args.max_nonfinite, verbose=args.verbose,
         on_fetch=lambda remote: print(
             f"downloading run {remote.run_id} from {store.describe(remote.folder)}"
         ),
@@ -350,7 +354,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _CtrlC(controller.stop):
             # the data check (an empty split, a missing image) fails here, before training
             controller.start_prepared(prepared, resume_from)
-            shown = len(controller.status().notes)
+            shown = len(prepared.notes)  # printed above (a resume's); the session's follow
             while controller.busy:  # training, then the upload
                 notes = controller.status().notes
                 for note in notes[shown:]:  # what the session chose on the device
@@ -707,7 +711,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--max-nonfinite", type=int, default=5, help="NaN/Inf losses in a row that end the run"
     )
-    tr.add_argument("-v", "--verbose", action="store_true", help="print tracebacks")
+    tr.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="also print the libraries' output (mmengine's log, pycocotools, warnings; always in "
+        "the run's log file) and tracebacks",
+    )  # fmt: skip
     tr.set_defaults(func=cmd_train)
 
 

@@ -216,3 +216,29 @@ def test_a_resume_may_change_its_epochs_and_devices():
     args = build_parser().parse_args(["train", "--resume", "r", "--epochs", "9", "--nproc", "2",
                                       "--device", "cpu", "--no-evaluate"])  # fmt: skip
     assert _contradiction(args) is None
+
+
+CHATTER = ("loading annotations", "index created", "Average Precision", "is duplicate",
+           "FileClient", "HardDiskBackend", "meshgrid", "Traceback")  # fmt: skip
+
+
+def test_the_console_shows_the_apps_lines_and_the_log_file_the_libraries(demo_project, tmp_path):
+    """A short run's console: progress, one line per validation, the summary, the evaluation —
+    none of pycocotools' prints, mmengine's registry or deprecation warnings, torch's warnings;
+    those are in the run's log file, complete (score_thr 0: the model predicts, so pycocotools
+    prints its whole table)."""
+    app = tmp_path / "app"
+    result = run_cli(
+        "train", "--project", str(demo_project), "--model", MODEL, "--from-scratch",
+        "--epochs", "1", "--batch-size", "4", "--input-size", "128", "--score-thr", "0",
+        "--app-data", str(app), "--team-files", str(tmp_path / "team"), "--run-id", "quiet",
+    )  # fmt: skip
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-3000:]
+    assert [c for c in CHATTER if c in console] == [], console[-3000:]
+    for line in ("validation after epoch 1: bbox_mAP", "training finished in",
+                 "final validation:", "evaluation of", "report:", "artifacts:"):  # fmt: skip
+        assert line in result.stdout, result.stdout
+    log = next((app / "quiet").glob("*/*.log")).read_text()
+    assert "[stdout] " in log and "Average Precision" in log and "is duplicate" in log
+    assert "[warning] UserWarning: torch.meshgrid" in log

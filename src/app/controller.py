@@ -133,6 +133,9 @@ class TrainingController:
         task_id: the app's task on the platform, recorded in each run's ``experiment_info.json``.
         max_nonfinite: NaN/Inf losses in a row that end a run.
         on_fetch: told before a run that is only in the store is downloaded to be resumed.
+        verbose: the console shows the libraries' output too (mmengine's log at INFO,
+            pycocotools' prints, Python warnings); else only errors of mmengine reach it and the
+            rest goes to the run's log file (``src.engine.chatter``).
     """
 
     def __init__(
@@ -151,9 +154,11 @@ class TrainingController:
         run_id_base: str | None = None,
         task_id: int | None = None,
         max_nonfinite: int = 5,
+        verbose: bool = False,
         on_fetch: Callable[[RunInfo], None] | None = None,
     ) -> None:
         self.max_nonfinite = max_nonfinite
+        self.console_log_level = "INFO" if verbose else "ERROR"
         self.on_fetch = on_fetch
         self.run_id_base = run_id_base
         self.task_id = task_id
@@ -519,7 +524,7 @@ class TrainingController:
             prepared.run_id,
             resume_from=resume_from,
             sinks=self.sinks,
-            console_log_level="WARNING",
+            console_log_level=self.console_log_level,
             app_data_root=self.app_data_dir,
             extra_hooks=hooks,
             stop_signals=self.stop_signals,

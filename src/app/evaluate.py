@@ -177,17 +177,24 @@ def _sdk_evaluation(gt_dir: Path, pred_dir: Path, result_dir: Path, segmentation
         except RuntimeError as exc:  # "Model predicted no TP matches": no curve to draw
             if "no TP" not in str(exc):
                 raise
-            return _NoMatches(evaluator.eval_data["coco_metrics"], evaluator.cocoGt)
+            gt = evaluator.cocoGt
+            names = [gt.cats[c]["name"] for c in gt.getCatIds()]
+            return _NoMatches(evaluator.eval_data["coco_metrics"], names)
 
 
 class _NoMatches:
-    """What is known of a model none of whose predictions matches an object (IoU ≥ 0.5): the
-    COCO numbers (all zero or nearly). The SDK's MetricProvider refuses such a model; the report
-    says so instead of drawing curves."""
+    """What is known of a model none of whose predictions matches an object (IoU ≥ 0.5), or that
+    predicted nothing at all: the COCO numbers (all zero or nearly). The SDK's MetricProvider
+    refuses such a model (and its evaluator one without predictions); the report says so
+    instead of drawing curves."""
 
-    def __init__(self, coco_metrics: dict[str, Any], coco_gt: Any) -> None:
+    def __init__(self, coco_metrics: dict[str, Any], cat_names: list[str]) -> None:
         self.coco_metrics = coco_metrics
-        self.cat_names = [coco_gt.cats[c]["name"] for c in coco_gt.getCatIds()]
+        self.cat_names = list(cat_names)
+
+    @classmethod
+    def nothing_predicted(cls, classes: list[str]) -> _NoMatches:
+        return cls({"mAP": 0.0, "AP50": 0.0, "AP75": 0.0}, classes)
 
     def key_metrics(self) -> dict[str, Any]:
         metrics = {k: self.coco_metrics[k] for k in ("mAP", "AP50", "AP75")}
@@ -235,10 +242,15 @@ def evaluate_run(
         gt_dir, pred_dir = write_eval_projects(
             data_list, data["classes"], predictions, Path(scratch) / "projects", segmentation
         )
-        try:
-            mp = _sdk_evaluation(gt_dir, pred_dir, Path(scratch) / "sdk", segmentation)
-        except (RuntimeError, ValueError) as exc:  # e.g. "Not found any predictions"
-            raise EvaluationError(f"the SDK evaluator cannot evaluate {path.name}: {exc}") from exc
+        if predictions:
+            try:
+                mp = _sdk_evaluation(gt_dir, pred_dir, Path(scratch) / "sdk", segmentation)
+            except (RuntimeError, ValueError) as exc:
+                raise EvaluationError(
+                    f"the SDK evaluator cannot evaluate {path.name}: {exc}"
+                ) from exc
+        else:  # the SDK's evaluator refuses this case ("Not found any predictions")
+            mp = _NoMatches.nothing_predicted(data["classes"])
         metrics = _plain(mp.key_metrics())
         per_class = _plain(dict(zip(mp.cat_names, mp.AP_per_class().tolist(), strict=True)))
         key = f"coco/{'segm' if segmentation else 'bbox'}_mAP"
@@ -251,7 +263,8 @@ def evaluate_run(
             report=str(out / EVALUATION_REPORT),
             reused_predictions=bool(kept),
             validation_map=validation,
-            notes=_agreement_notes(metrics.get("mAP"), validation),
+            notes=_agreement_notes(metrics.get("mAP"), validation)
+            + ([] if predictions else [_nothing_predicted_note(len(data_list), cfg)]),
         )
         model = (cfg.get("sly_metadata") or {}).get("model_name", "model")
         title = f"Evaluation of {model}, run {work_dir.name} ({split} split)"
@@ -263,6 +276,19 @@ def evaluate_run(
     saved = result.summary() | {"report": EVALUATION_REPORT}  # beside it, wherever it is copied
     write_json_atomic(_plain(saved), out / EVALUATION_METRICS)
     return result
+
+
+def _nothing_predicted_note(images: int, cfg: Any) -> str:
+    """What a model that predicted nothing means, and what to try."""
+    test_cfg = (cfg.get("model") or {}).get("test_cfg") or {}
+    test_cfg = test_cfg.get("rcnn") if isinstance(test_cfg.get("rcnn"), dict) else test_cfg
+    thr = test_cfg.get("score_thr")
+    above = f" with a score of at least {thr}" if thr else ""
+    return (
+        f"the model predicted nothing{above} on the {images} images of the split, so every "
+        "metric is 0: train longer (more epochs), start from pretrained weights, use a larger "
+        "input size, or lower the score threshold (score_thr)"
+    )
 
 
 def _agreement_notes(sdk_map: float | None, validation_map: float | None) -> list[str]:

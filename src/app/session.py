@@ -25,6 +25,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 from src.app.downsample import thin_older
+from src.engine.chatter import library_chatter_to_log
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
 from src.hooks.nonfinite import NonFiniteLossHook
 
@@ -345,7 +346,10 @@ class TrainingSession:
             self._enter(SessionState.TRAINING)
             if self._should_stop():
                 raise TrainingStopped(self.resume_from, during_validation=False)
-            runner.train()
+            # pycocotools' prints and torch's warnings to the run's log file, unless the console
+            # shows everything (verbose)
+            with library_chatter_to_log(runner.logger, self.console_log_level != "INFO"):
+                runner.train()
             self._ended_early = _early_stop_reason(runner)
             final = SessionState.FINISHED
         except TrainingStopped as stop:

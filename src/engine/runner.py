@@ -36,6 +36,12 @@ from src.runs.checkpoints import download_checkpoint, load_checkpoint_file
 logger = logging.getLogger(__name__)
 
 
+def _said_by_the_app(record: logging.LogRecord) -> bool:
+    """Console filter: mmdet's CocoMetric logs an ERROR when a validation has no predictions;
+    the app's own validation line says so (the log file keeps the record)."""
+    return "results of the whole dataset is empty" not in record.getMessage()
+
+
 class AppRunner(Runner):
     """The Runner every TrainingSession uses."""
 
@@ -51,6 +57,7 @@ class AppRunner(Runner):
         for handler in mm_logger.handlers:
             if type(handler) is logging.StreamHandler:
                 handler.setLevel(self.console_log_level)
+                handler.addFilter(_said_by_the_app)
         return mm_logger
 
     @staticmethod

@@ -11,6 +11,7 @@ from supervisely.app.widgets import Button, Card, Container, Flexbox, Image, Tex
 from src.app.controller import ControllerStatus, RunOutcome
 from src.app.evaluate import key_metrics_line
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
+from src.engine.chatter import is_chatter
 from src.hooks.metrics import TrainProgress, ValResult
 from src.runs.layout import log_files, logged_scalars
 from src.ui.charts import Chart, send_all
@@ -169,7 +170,7 @@ class TrainingStep:
         if status.work_dir:
             logs = log_files(status.work_dir)
             if logs:
-                tail = _tail_lines(logs[-1], 8)
+                tail = [line for line in _tail_lines(logs[-1], 40) if not is_chatter(line)][-8:]
                 self.log_tail.text = "<br>".join(line[:300] for line in tail)
         outcome = status.outcome
         if outcome is None:

@@ -231,3 +231,22 @@ def test_a_failed_evaluation_never_loses_the_run(demo_project, tmp_path, monkeyp
     assert outcome.artifacts and outcome.upload_error is None
     assert any(artifacts.glob("best_*.pth")) and not (artifacts / "evaluation").exists()
     assert json.loads((artifacts / "experiment_info.json").read_text())["evaluation_metrics"] == {}
+
+
+def test_a_model_that_predicts_nothing_gets_zeros_and_a_report_that_says_so(
+    demo_project, tmp_path
+):
+    """One epoch from scratch, keeping only scores of 0.99 or more, predicts nothing: the
+    evaluation is COCO zeros, a note with what to try, and a report — not the SDK evaluator's
+    'Not found any predictions'."""
+    from tests.helpers import run, small_cfg
+
+    cfg = small_cfg(demo_project, tmp_path / "run", epochs=1, score_thr=0.99)
+    _, status = run(cfg, "nothing")
+    assert status.state == "finished", status.error
+    result = evaluate_run(tmp_path / "run")
+    assert result.metrics["mAP"] == 0 and result.metrics["recall"] == 0
+    note = next(n for n in result.notes if "predicted nothing" in n)
+    assert "score of at least 0.99" in note and "train longer" in note
+    page = Path(result.report).read_text(encoding="utf-8")
+    assert "predicted nothing" in page
