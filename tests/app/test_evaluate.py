@@ -233,9 +233,7 @@ def test_a_failed_evaluation_never_loses_the_run(demo_project, tmp_path, monkeyp
     assert json.loads((artifacts / "experiment_info.json").read_text())["evaluation_metrics"] == {}
 
 
-def test_a_model_that_predicts_nothing_gets_zeros_and_a_report_that_says_so(
-    demo_project, tmp_path
-):
+def test_a_model_that_predicts_nothing_gets_zeros_and_a_report_that_says_so(demo_project, tmp_path):
     """One epoch from scratch, keeping only scores of 0.99 or more, predicts nothing: the
     evaluation is COCO zeros, a note with what to try, and a report — not the SDK evaluator's
     'Not found any predictions'."""
