@@ -40,7 +40,7 @@ test-fast: setup
 
 # Opt-in, not in CI: the checkpoint, resume and export tests under the production image's torch
 # (2.1.2, numpy 1.x: docker/requirements-overrides.txt), in a second venv. The first run downloads
-# torch 2.1.2 from PyPI and compiles mmcv's ops against it (see the README for the times).
+# torch 2.1.2 from PyPI and compiles mmcv's ops against it (see docs/development.md for the times).
 IMAGE_VENV := .venv-image-torch
 test-image-torch:
 	mkdir -p .cache && python3.11 docker/image_requirements.py > .cache/requirements-image.txt
@@ -60,7 +60,7 @@ format: setup
 check-image-deps: setup
 	bash scripts/check_image_deps.sh
 
-# Which zoo models train, validate and predict here, on the real-world-shaped project (README table).
+# Which zoo models train, validate and predict here, on the real-world-shaped project (the table in docs/images.md).
 probe: setup
 	$(PY) -m src.cli demo-project artifacts/real_world_project --real-world
 	$(PY) -m src.cli probe --project artifacts/real_world_project $(ARGS)

@@ -1,7 +1,7 @@
 """Who may use the app's HTTP server: one guard in front of every route it serves.
 
 The page's widget routes are as powerful as the HTTP API: the Editor's Validate and Start execute
-config text (Python) with the app's rights. So one rule holds for every door (README, Security):
+config text (Python) with the app's rights. So one rule holds for every door (docs/security.md):
 
 - **Off the platform**, ``/api/*`` always needs the app's token, and so does every other route —
   the page, ``/sly/*``, the widget routes, the websocket, the health checks — as soon as the

@@ -275,98 +275,115 @@ def cmd_train(args: argparse.Namespace) -> int:
     problem = _contradiction(args) or _select_device(args.device)
     for gpu in args.gpus or ():
         problem = problem or _select_device(f"cuda:{gpu}")
+    if not problem and args.input_size == MODEL_SIZE:
+        problem = _use_the_models_input_size(args)
     if problem:
         return _fail(problem)
     from src.app.controller import TrainingController
-    from src.app.prepare import RequestError, TrainRequest
+    from src.app.prepare import RequestError
 
-    app_data = _app_data(args)
     store, resolver = _store(args)
     bar = ProgressBar()
     controller = TrainingController(
-        app_data, store, cache_dir=None if args.no_cache else DEFAULT_CACHE, sinks=[bar],
+        _app_data(args), store, cache_dir=None if args.no_cache else DEFAULT_CACHE, sinks=[bar],
         project_resolver=resolver, max_nonfinite=args.max_nonfinite, verbose=args.verbose,
         on_fetch=lambda remote: print(
             f"downloading run {remote.run_id} from {store.describe(remote.folder)}"
         ),
     )  # fmt: skip
-    resume_from = None
-    if args.input_size == MODEL_SIZE:
-        problem = _use_the_models_input_size(args)
-        if problem:
-            return _fail(problem)
     try:
         if args.resume is not None:
-            prepared, run = controller.prepare_resume(
-                args.resume or None, args.epochs, args.gpus, args.nproc
-            )
-            resume_from = run.checkpoint
-            print(
-                f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint_name}: "
-                f"epoch {run.epoch}, iteration {run.iteration}"
-            )
-            for note in prepared.notes:
-                print(f"note: {note}")
+            prepared, resume_from = _prepare_resume(controller, args)
         else:
-            if not args.project:
-                return _fail("--project is required (or --resume to continue a run)")
-            config_text = None
-            if args.augmentation_file and not Path(args.augmentation_file).is_file():
-                return _fail(f"augmentation file {args.augmentation_file} does not exist")
-            if args.config:
-                path = Path(args.config)
-                if not path.is_file():
-                    return _fail(f"config file {path} does not exist")
-                config_text = path.read_text(encoding="utf-8")
-            request = TrainRequest(
-                project_dir=args.project,
-                app_data_dir=app_data,
-                model=args.model,
-                config_text=config_text,
-                classes=[c.strip() for c in args.classes.split(",") if c.strip()]
-                if args.classes
-                else None,
-                params=_train_params(args),
-                keep_empty_images=not args.drop_empty,
-                run_id=args.run_id,
-            )
-            prepared = controller.compose(request)
+            prepared, resume_from = _compose(controller, args), None
         if args.dump_config:
             Path(args.dump_config).parent.mkdir(parents=True, exist_ok=True)
             Path(args.dump_config).write_text(prepared.config_text, encoding="utf-8")
         if args.dry_run:
-            summary = controller.dry_run(prepared)
-            _print_summary(summary)
+            _print_summary(controller.dry_run(prepared))
             if args.dump_config:
                 print(f"config       written to {args.dump_config}")
             print("dry run: everything builds; nothing was trained")
             return 0
-        print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
-        print(f"checkpoints and logs: {prepared.work_dir}")
-        from src.config.schedule import effective_batch_note, effective_lr_note
-
-        if effective_batch_note(prepared.params):
-            print(effective_batch_note(prepared.params))
-        if prepared.params.auto_scale_lr:
-            base = int(prepared.cfg.auto_scale_lr.base_batch_size)
-            print(effective_lr_note(prepared.params, base))
         started = time.time()
-        with _CtrlC(controller.stop):
-            # the data check (an empty split, a missing image) fails here, before training
-            controller.start_prepared(prepared, resume_from)
-            shown = len(prepared.notes)  # printed above (a resume's); the session's follow
-            while controller.busy:  # training, then the upload
-                notes = controller.status().notes
-                for note in notes[shown:]:  # what the session chose on the device
-                    print(note)
-                shown = len(notes)
-                time.sleep(0.2)
+        _train(controller, prepared, resume_from)
+    except _CliError as exc:
+        return _fail(str(exc))
     except RequestError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     bar.close()
     return _report(controller, prepared, args, time.time() - started)
+
+
+class _CliError(ValueError):
+    """A problem with the command line's own input (a missing file or option)."""
+
+
+def _prepare_resume(controller, args: argparse.Namespace):
+    prepared, run = controller.prepare_resume(
+        args.resume or None, args.epochs, args.gpus, args.nproc
+    )
+    print(
+        f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint_name}: "
+        f"epoch {run.epoch}, iteration {run.iteration}"
+    )
+    for note in prepared.notes:
+        print(f"note: {note}")
+    return prepared, run.checkpoint
+
+
+def _compose(controller, args: argparse.Namespace):
+    """A new run's request from the command line, composed (RequestError lists its problems)."""
+    from src.app.prepare import TrainRequest
+
+    if not args.project:
+        raise _CliError("--project is required (or --resume to continue a run)")
+    if args.augmentation_file and not Path(args.augmentation_file).is_file():
+        raise _CliError(f"augmentation file {args.augmentation_file} does not exist")
+    config_text = None
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise _CliError(f"config file {path} does not exist")
+        config_text = path.read_text(encoding="utf-8")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    request = TrainRequest(
+        project_dir=args.project,
+        app_data_dir=str(controller.app_data_dir),
+        model=args.model,
+        config_text=config_text,
+        classes=classes,
+        params=_train_params(args),
+        keep_empty_images=not args.drop_empty,
+        run_id=args.run_id,
+    )
+    return controller.compose(request)
+
+
+def _train(controller, prepared, resume_from: str | None) -> None:
+    """Start the run and wait for it and its upload, printing what the session chooses; Ctrl-C
+    once stops it gracefully."""
+    from src.config.schedule import effective_batch_note, effective_lr_note
+
+    print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
+    print(f"checkpoints and logs: {prepared.work_dir}")
+    if effective_batch_note(prepared.params):
+        print(effective_batch_note(prepared.params))
+    if prepared.params.auto_scale_lr:
+        base = int(prepared.cfg.auto_scale_lr.base_batch_size)
+        print(effective_lr_note(prepared.params, base))
+    with _CtrlC(controller.stop):
+        # the data check (an empty split, a missing image) fails here, before training
+        controller.start_prepared(prepared, resume_from)
+        shown = len(prepared.notes)  # printed above (a resume's); the session's follow
+        while controller.busy:  # training, then the upload
+            notes = controller.status().notes
+            for note in notes[shown:]:  # what the session chose on the device
+                print(note)
+            shown = len(notes)
+            time.sleep(0.2)
 
 
 def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> int:

@@ -137,6 +137,14 @@ class TrainParams:
             problems.append("no classes selected: choose at least one class to train on")
         if len(set(self.classes)) != len(self.classes):
             problems.append(f"classes contain duplicates: {list(self.classes)}")
+        problems += self._range_problems()
+        problems += self._optimization_problems()
+        problems += self._augmentation_problems()
+        problems += self._weights_and_device_problems()
+        return problems
+
+    def _range_problems(self) -> list[str]:
+        problems = []
         for name, (low, high) in _INT_RANGES.items():
             value = getattr(self, name)
             if value is None and name in AUTO_SIZED:
@@ -153,6 +161,10 @@ class TrainParams:
             problems.append(
                 f"early_stopping_min_delta must be from 0 to 1, got {self.early_stopping_min_delta}"
             )
+        return problems
+
+    def _optimization_problems(self) -> list[str]:
+        problems = []
         if self.nesterov and self.optimizer != "SGD":
             problems.append("nesterov applies to the SGD optimizer only: choose SGD or turn it off")
         if len(self.input_size) != 2 or not all(
@@ -170,6 +182,16 @@ class TrainParams:
             problems.append(f"optimizer {self.optimizer!r} is unknown: use {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler {self.scheduler!r} is unknown: use {', '.join(SCHEDULERS)}")
+        if self.warmup_iters < 0:
+            problems.append(f"warmup iterations must be 0 or more, got {self.warmup_iters}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            problems.append(f"gradient clipping norm must be positive, got {self.grad_clip}")
+        if self.keep_checkpoints < 1:
+            problems.append(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
+        return problems
+
+    def _augmentation_problems(self) -> list[str]:
+        problems = []
         if self.augmentation not in AUGMENTATIONS:
             problems.append(
                 f"augmentation {self.augmentation!r} is unknown: use {', '.join(AUGMENTATIONS)}"
@@ -191,12 +213,10 @@ class TrainParams:
                 f"augmentation_pipeline is used by the {CUSTOM_AUGMENTATION!r} augmentation only: "
                 f"set augmentation to {CUSTOM_AUGMENTATION!r} or leave the pipeline empty"
             )
-        if self.warmup_iters < 0:
-            problems.append(f"warmup iterations must be 0 or more, got {self.warmup_iters}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            problems.append(f"gradient clipping norm must be positive, got {self.grad_clip}")
-        if self.keep_checkpoints < 1:
-            problems.append(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
+        return problems
+
+    def _weights_and_device_problems(self) -> list[str]:
+        problems = []
         if self.weights not in WEIGHTS_MODES:
             problems.append(f"weights {self.weights!r} is unknown: use {', '.join(WEIGHTS_MODES)}")
         if self.weights == "custom" and not self.weights_path:

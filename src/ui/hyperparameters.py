@@ -106,7 +106,26 @@ class HyperparametersStep:
             "Preview LR schedule", button_size="small", widget_id="hp_lr_btn"
         )
         self.chart = Chart("Learning rate", "hp_lr_chart")
-        fields = [
+        fields = self._fields(multi_gpu=bool(gpus))
+        self.card = Card(
+            "Hyperparameters",
+            content=Container(
+                [Field(w, title) for w, title in fields]
+                + [self.sized, self.save_best, self.save_last, self.nesterov, self.auto_scale]
+                + [self.evaluate]
+                + [self.preview_button, self.chart.plot]
+            ),
+            widget_id="card_hp",
+        )
+        self.iters_per_epoch = 1
+
+        @self.preview_button.click
+        def _preview() -> None:
+            self.preview()
+
+    def _fields(self, multi_gpu: bool) -> list[tuple]:
+        """The step's settings with their titles, in the order the page shows them."""
+        return [
             (self.epochs, "Epochs"),
             (
                 self.train_batch,
@@ -139,25 +158,10 @@ class HyperparametersStep:
             (self.max_dets, "Validation: max detections per image (0: the model's)"),
             (self.score_thr, "Validation: min score (0: the model's)"),
             (self.device, "Device"),
-            *([(self.gpus, "Or train on several GPUs (batch size per GPU)")] if gpus else []),
+            *([(self.gpus, "Or train on several GPUs (batch size per GPU)")] if multi_gpu else []),
             (self.seed, "Seed"),
             (self.sync_epochs, "Copy the newest checkpoint to Team Files every N epochs (0: off)"),
         ]
-        self.card = Card(
-            "Hyperparameters",
-            content=Container(
-                [Field(w, title) for w, title in fields]
-                + [self.sized, self.save_best, self.save_last, self.nesterov, self.auto_scale]
-                + [self.evaluate]
-                + [self.preview_button, self.chart.plot]
-            ),
-            widget_id="card_hp",
-        )
-        self.iters_per_epoch = 1
-
-        @self.preview_button.click
-        def _preview() -> None:
-            self.preview()
 
     def params(
         self,

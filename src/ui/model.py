@@ -67,6 +67,46 @@ class ModelStep:
         self.sort = Select([Select.Item(k, k) for k in SORTS], widget_id="model_sort")
         self.sort.set_value("zoo order")
         self.pretrained = Checkbox("Start from the COCO-pretrained weights", True, "model_pre")
+        custom = self._custom_widgets(team_id, local_folder)
+        self.runs = RadioTable(RUN_COLUMNS, [["-"] * len(RUN_COLUMNS)], widget_id="model_runs")
+        self.refresh = Button("Refresh", button_size="small", widget_id="model_runs_refresh")
+        self.message = Text("", widget_id="model_message")
+        self.tabs = RadioTabs(
+            titles=[TAB_PRETRAINED, TAB_CUSTOM, TAB_RESUME],
+            contents=[
+                Container(
+                    [
+                        Field(self.architecture, "Architecture"),
+                        Field(self.sort, "Order by"),
+                        self.table,
+                        self.pretrained,
+                    ]
+                ),
+                Container(custom),
+                Container([self.runs, self.refresh]),
+            ],
+            descriptions=[
+                "a model of mmdet's zoo",
+                "an earlier run's checkpoint and config.py",
+                "continue a stopped or crashed run from app data",
+            ],
+            widget_id="model_tabs",
+        )
+        self.card = Card(
+            "Model", content=Container([self.tabs, self.message]), widget_id="card_model"
+        )
+        self._entries: list[zoo.ZooEntry] = []
+        self._runs: list[dict] = []
+        # told the zoo model shown as selected after each change (AppUI proposes its input size)
+        self.on_model_changed: Callable[[zoo.ZooEntry | None], None] | None = None
+        self.set_task(task)
+        self.refresh_runs()
+        self.refresh_checkpoints()
+
+        self._wire()
+
+    def _custom_widgets(self, team_id: int | None, local_folder: str | None) -> list:
+        """The Custom weights tab: earlier runs' checkpoints, Team Files, this machine, paths."""
         self.weights_path = Input(
             placeholder="checkpoint (.pth): a local path or a Team Files path (/mmdetection-3/...)",
             widget_id="model_w",
@@ -104,41 +144,9 @@ class ModelStep:
             Field(self.weights_path, "Checkpoint path"),
             Field(self.config_path, "Config path"),
         ]
-        self.runs = RadioTable(RUN_COLUMNS, [["-"] * len(RUN_COLUMNS)], widget_id="model_runs")
-        self.refresh = Button("Refresh", button_size="small", widget_id="model_runs_refresh")
-        self.message = Text("", widget_id="model_message")
-        self.tabs = RadioTabs(
-            titles=[TAB_PRETRAINED, TAB_CUSTOM, TAB_RESUME],
-            contents=[
-                Container(
-                    [
-                        Field(self.architecture, "Architecture"),
-                        Field(self.sort, "Order by"),
-                        self.table,
-                        self.pretrained,
-                    ]
-                ),
-                Container(custom),
-                Container([self.runs, self.refresh]),
-            ],
-            descriptions=[
-                "a model of mmdet's zoo",
-                "an earlier run's checkpoint and config.py",
-                "continue a stopped or crashed run from app data",
-            ],
-            widget_id="model_tabs",
-        )
-        self.card = Card(
-            "Model", content=Container([self.tabs, self.message]), widget_id="card_model"
-        )
-        self._entries: list[zoo.ZooEntry] = []
-        self._runs: list[dict] = []
-        # told the zoo model shown as selected after each change (AppUI proposes its input size)
-        self.on_model_changed: Callable[[zoo.ZooEntry | None], None] | None = None
-        self.set_task(task)
-        self.refresh_runs()
-        self.refresh_checkpoints()
+        return custom
 
+    def _wire(self) -> None:
         @self.architecture.value_changed
         def _architecture_changed(value: str) -> None:
             self.show_architecture(value)
