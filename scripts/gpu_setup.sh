@@ -51,13 +51,23 @@ for packed in "$WHL"/*.whl.tar.xz; do  # too big to carry as a wheel: its files,
 done
 took wheels
 
-step "compile mmcv $MMCV_VERSION's ops (${ARCH} only, $(nproc) jobs)"
-# a second run on the same machine reuses the wheel the first one built (kept in $SITE/../)
+step "mmcv $MMCV_VERSION's ops (${ARCH} only)"
+# A wheel compiled for exactly this torch, CUDA and card (a name of letters, digits, '.', '_' and
+# '-' only: what the device tool brings back from $OUT) is installed as it is: carried in
+# $WHL/mmcv-cuda/<KEY>/ (scripts/gpu_wheels.sh copies it there from .cache/gpu-mmcv/ when one
+# was brought back), or left by a first run on this machine. Else it is compiled, and with
+# WHEEL_OUT set, copied to $WHEEL_OUT/mmcv-cuda/<KEY>/ to be carried next time.
+TORCH_TAG="$("$PY" -W ignore -c 'import torch; print(torch.__version__.replace("+", "-"))')"
+KEY="torch$TORCH_TAG-cuda$CUDA-sm${ARCH//./}"
 BUILD="${SITE%/}.mmcv-$ARCH"
 mkdir -p "$BUILD"
-if compgen -G "$BUILD/mmcv-*.whl" >/dev/null; then
+if compgen -G "$WHL/mmcv-cuda/$KEY/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
+    cp "$WHL/mmcv-cuda/$KEY"/mmcv-"$MMCV_VERSION"-*.whl "$BUILD/"
+    echo "prebuilt wheel for $KEY: $(ls "$BUILD"/mmcv-*.whl)"
+elif compgen -G "$BUILD/mmcv-*.whl" >/dev/null; then
     echo "reusing $(ls "$BUILD"/mmcv-*.whl)"
 else
+    echo "no prebuilt wheel for $KEY in $WHL/mmcv-cuda/: compiling ($(nproc) jobs)"
     # Python's own CFLAGS without -g (debug info is most of a compile; see scripts/setup.sh)
     CFLAGS_="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS"))' | sed -e 's/ -g / /g') -g0"
     FORCE_CUDA=0
@@ -67,6 +77,11 @@ else
         "$PY" -m pip wheel -v --disable-pip-version-check --no-index --no-deps --no-build-isolation \
         --no-cache-dir -w "$BUILD" "$WHL/mmcv-$MMCV_VERSION.tar.gz" > "$BUILD/build.log" 2>&1 \
         || { tail -n 40 "$BUILD/build.log" >&2; echo "mmcv build failed; log: $BUILD/build.log" >&2; exit 1; }
+    if [[ -n "${WHEEL_OUT:-}" ]]; then
+        mkdir -p "$WHEEL_OUT/mmcv-cuda/$KEY"
+        cp "$BUILD"/mmcv-*.whl "$WHEEL_OUT/mmcv-cuda/$KEY/"
+        echo "compiled wheel copied to $WHEEL_OUT/mmcv-cuda/$KEY/ (carry it in .cache/gpu-mmcv/$KEY/)"
+    fi
 fi
 "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-cache-dir --upgrade \
     --target "$SITE" "$BUILD"/mmcv-*.whl

@@ -73,6 +73,13 @@ assert hashlib.sha256(data).hexdigest() == sha256, f"{name}: sha256 mismatch"
 open(f"{out}/{name}", "wb").write(data)
 PY
 
+# mmcv wheels compiled on a GPU machine earlier (gpu_setup.sh's WHEEL_OUT, brought back into
+# .cache/gpu-mmcv/<KEY>/): gpu_setup.sh installs the one matching the machine instead of compiling
+if compgen -G ".cache/gpu-mmcv/*/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
+    mkdir -p "$OUT/mmcv-cuda"
+    cp -r .cache/gpu-mmcv/* "$OUT/mmcv-cuda/"
+fi
+
 count="$(ls "$OUT" | wc -l)"
 size="$(du -sm "$OUT" | cut -f1)"
 echo "gpu-wheels: $count files, $size MiB in $OUT ($((SECONDS - start)) s); carry it to the GPU machine"
