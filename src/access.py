@@ -200,8 +200,9 @@ class AccessGuard:
             return self._refuse(conn, 401, _TOKEN_NEEDED)
         if not self.on_platform and not is_loopback(_host_name(conn)):
             return self._refuse(
-                conn, 403, "open the app at http://127.0.0.1 or http://localhost: the page "
-                "answers this machine's names only when it is not guarded by its token",
+                conn, 403, "open the app at http://127.0.0.1 or http://localhost, or with its "
+                "token (the URL it printed, ?token=...): without the token the page answers "
+                "this machine's names only",
             )  # fmt: skip
         return _Verdict()
 
@@ -264,12 +265,13 @@ def _host_name(conn: HTTPConnection) -> str | None:
 
 def _same_origin(conn: HTTPConnection) -> bool:
     """No Origin (not a browser's cross-origin request), or the Origin names the Host the
-    request was sent to."""
+    request was sent to (or, behind a reverse proxy, the host it forwarded: a page elsewhere
+    cannot set that header without a preflight, which this server never grants)."""
     origin = conn.headers.get("origin")
     if origin is None:
         return True
-    host = conn.headers.get("host")
-    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
+    hosts = {conn.headers.get("host"), conn.headers.get("x-forwarded-host")}
+    return urlsplit(origin).netloc.lower() in {h.lower() for h in hosts if h}
 
 
 def guard_server(

@@ -261,3 +261,18 @@ def test_the_real_app_bound_to_every_interface_guards_its_page(demo_project, tmp
         assert script.get("/api/status").status_code == 200
     finally:
         app.close()
+
+
+def test_behind_a_reverse_proxy_the_forwarded_host_is_the_pages_origin():
+    """nginx without ``proxy_set_header Host``: the browser's Origin names the proxy's host,
+    which the proxy forwards as X-Forwarded-Host; the page works with its token there."""
+    server, ran = _server(LOOPBACK_ONLY)
+    proxied = _client(server, cookies={TOKEN_COOKIE: TOKEN})
+    headers = {"Origin": "https://lab.example.com", "X-Forwarded-Host": "lab.example.com"}
+    assert proxied.post(VALIDATE, json={}, headers=headers).status_code == 200
+    forged = {"Origin": "https://evil.example", "X-Forwarded-Host": "lab.example.com"}
+    assert proxied.post(VALIDATE, json={}, headers=forged).status_code == 403
+    assert ran == ["validate"]
+    # without the token, a name that is not this machine's is told how to get in
+    refused = _client(server).get("/", headers={"Host": "lab.example.com"})
+    assert refused.status_code == 403 and "token" in refused.text

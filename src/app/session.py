@@ -232,6 +232,7 @@ class TrainingSession:
         self._ended_early: str | None = None
         self._nonfinite: NonFiniteLossHook | None = None
         self.notes: list[str] = []  # what the session chose for the run (src.engine.autosize)
+        self._gpu_stats = None  # src.engine.gpu_stats.GpuStats of a CUDA run
         self.runner = None
 
     # ------------------------------------------------------------------ public API
@@ -460,7 +461,7 @@ class TrainingSession:
             from src.engine.gpu_stats import GpuStats
             from src.hooks.gpu_memory import GpuMemoryHook
 
-            stats = GpuStats(self._device())
+            stats = self._gpu_stats = GpuStats(self._device())
             runner.register_hook(GpuMemoryHook(stats))
             gpu = stats.snapshot
         runner.register_hook(MetricsHook(self._sink, interval=self.metrics_interval, gpu=gpu))
@@ -476,6 +477,8 @@ class TrainingSession:
         return runner
 
     def _close_runner(self) -> None:
+        if self._gpu_stats is not None:  # a failed run never reaches the hook's after_run
+            self._gpu_stats.stop()
         runner = self.runner
         if runner is None:
             return

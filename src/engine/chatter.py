@@ -62,6 +62,9 @@ class _RoutedStdout(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.original, "encoding", "utf-8")
 
+    def __getattr__(self, name: str) -> Any:  # buffer, errors, ...: the original stream's
+        return getattr(self.original, name)
+
 
 _original_showwarning = warnings.showwarning
 

@@ -1,8 +1,8 @@
 """Models of every padding family train, validate and predict on real-world-shaped images.
 
 The whole zoo (every architecture's default model, ~15 minutes here) is ``make probe``, with its
-table in docs/images.md; the suite runs one model per way a model can fail on odd image shapes: necks
-that upsample by a fixed factor (CSPNeXt-PAFPN, YOLOX-PAFPN, YOLOv3), FPN with two stages and
+table in docs/images.md; the suite runs one model per way a model can fail on odd image shapes:
+necks that upsample by a fixed factor (CSPNeXt-PAFPN, YOLOX-PAFPN, YOLOv3), FPN with two stages and
 masks, a fixed input size (SSD), the model's own test padding (CenterNet), a transformer that masks
 its padding (DETR), and mask heads that read full-size masks (RTMDet-Ins, SOLO).
 """
