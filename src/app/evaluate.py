@@ -301,11 +301,3 @@ def _agreement_notes(sdk_map: float | None, validation_map: float | None) -> lis
                 "same predictions, the COCO definition"]  # fmt: skip
     return [f"mAP {sdk_map} differs from the validation mAP {validation_map:.4f}: mmdet's "
             "CocoMetric and the SDK evaluator disagree on these predictions"]  # fmt: skip
-
-
-def read_evaluation(work_dir: str | Path) -> dict[str, Any] | None:
-    """A run's saved evaluation summary, if it was evaluated."""
-    path = Path(work_dir) / EVALUATION_DIR / EVALUATION_METRICS
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))

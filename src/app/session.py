@@ -271,10 +271,6 @@ class TrainingSession:
             self.request_stop()
         return self._stop_event.is_set()
 
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_event.is_set()
-
     def wait(self, timeout: float | None = None) -> SessionStatus:
         """Block until the run ends (or ``timeout`` seconds pass); returns the status."""
         if self._thread is not None:

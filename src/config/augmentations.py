@@ -2,10 +2,11 @@
 
 A custom pipeline is YAML or JSON text (JSON is YAML): a list of mmdet/mmcv transforms, each a
 mapping with a ``type``, applied to a training image after it is resized to the input size and
-before it is packed — the same place as a preset's. ``$input_size`` stands for the
-(width, height) the user chose. This module checks the text's shape only (pure); whether each
-transform exists and takes its arguments is checked where mmdet is loaded
-(``src.data.mmdet_dataset.transform_problems``), and the result on a real image by the preview.
+before it is packed — the same place as a preset's. ``$input_size`` stands for the input size
+the user chose, (longer, shorter) edge as mmdet's ``Resize`` scale takes it. This module checks
+the text's shape only (pure); whether each transform exists and takes its arguments is checked
+where mmdet is loaded (``src.data.mmdet_dataset.transform_problems``), and the result on a real
+image by the preview.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def augmentation_transforms(params: TrainParams) -> list[dict]:
 
 
 def substitute_input_size(node: Any, size: tuple[int, int]) -> Any:
-    """``$input_size`` replaced by the (width, height) everywhere in a transform."""
+    """``$input_size`` replaced by the input size, (longer, shorter) edge, everywhere in a
+    transform."""
     if node == "$input_size":
         return tuple(size)
     if isinstance(node, dict):

@@ -64,7 +64,7 @@ class TrainParams:
     train_batch_size: int | None = None  # None: auto, sized on the run's device
     val_batch_size: int = 1
     num_workers: int | None = None  # None: auto, from the cores per GPU
-    input_size: tuple[int, int] = (640, 640)  # (width, height)
+    input_size: tuple[int, int] = (640, 640)  # (longer, shorter) edge: mmdet's Resize scale
     augmentation: str = "light"
     # "custom" augmentation: the transforms as YAML or JSON text (src.config.augmentations)
     augmentation_pipeline: str = ""

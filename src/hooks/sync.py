@@ -15,7 +15,8 @@ class StateSyncer(Protocol):
 class CheckpointSyncHook(Hook):
     """After an epoch's checkpoint is written, submit it when the interval has passed.
 
-    Runs after mmengine's CheckpointHook (priority LOWEST), so the epoch's checkpoint exists.
+    Runs after mmengine's CheckpointHook (priority VERY_LOW; this one is LOWEST), so the epoch's
+    checkpoint exists.
     Submitting only takes a snapshot (hard links); the upload runs in the syncer's thread.
 
     Args:

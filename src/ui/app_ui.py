@@ -95,9 +95,6 @@ class AppUI:
         self._wire()
 
     # ------------------------------------------------------------------ state
-    def get_state(self) -> dict:
-        return {type(step).__name__: step.get_state() for step in self.steps}
-
     def request(self) -> TrainRequest:
         """The settings of every step as a training request (raises RequestError)."""
         problems = self.model.problems() + self.classes.problems()
