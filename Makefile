@@ -17,11 +17,12 @@ setup:
 DEMO_PROJECT = $(PY) -m src.cli demo-project $(DEMO_DIR) --images 128 --seed 0
 
 # Generate the demo project (photo-like sizes; reused when it is already there) and train
-# RTMDet-tiny from scratch on CPU: about 2 minutes on 2 cores, 5 on the slowest seen.
+# RTMDet-tiny from scratch on CPU: under 3 minutes on 2 cores, under 6 on the slowest seen; its
+# outcome per CPU instruction set: bench/demo.py (docs/benchmarks.md).
 train: setup
 	$(DEMO_PROJECT)
 	$(PY) -m src.cli train --project $(DEMO_DIR) --model rtmdet_tiny_8xb32-300e_coco --from-scratch \
-		--epochs 20 --val-interval 5 --batch-size 8 --val-batch-size 4 --input-size 224 --lr 0.01 --seed 0 --device cpu $(ARGS)
+		--epochs 24 --val-interval 12 --batch-size 8 --val-batch-size 4 --input-size 224 --lr 0.008 --seed 0 --device cpu $(ARGS)
 
 # Serve the app locally on the demo project (http://localhost:8000). The page loads the platform's
 # widget scripts from the internet; offline, the server and its HTTP API still work.
