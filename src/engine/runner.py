@@ -36,6 +36,18 @@ from src.runs.checkpoints import download_checkpoint, load_checkpoint_file
 logger = logging.getLogger(__name__)
 
 
+def _keep_shapes(state: dict, own: dict) -> list[str]:
+    """Replace, in ``state``, every tensor whose shape differs from ``own``'s (keys may carry
+    mmengine's ``module.`` prefix) by ``own``'s; the names replaced."""
+    replaced = []
+    for key, value in state.items():
+        name = key[len("module.") :] if key.startswith("module.") else key
+        if name in own and hasattr(value, "shape") and value.shape != own[name].shape:
+            state[key] = own[name]
+            replaced.append(name)
+    return replaced
+
+
 def _said_by_the_app(record: logging.LogRecord) -> bool:
     """Console filter: mmdet's CocoMetric logs an ERROR when a validation has no predictions;
     the app's own validation line says so (the log file keeps the record)."""
@@ -90,10 +102,10 @@ class AppRunner(Runner):
             filename = str(download_checkpoint(str(filename)))
         location = map_location if isinstance(map_location, str) else "cpu"
         checkpoint = load_checkpoint_file(filename, map_location=location)
-        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
         model = self.model.module if hasattr(self.model, "module") else self.model
-        if not self.is_resuming:
+        if not self.is_resuming:  # before the hooks: the EMAHook loads the checkpoint's EMA copy
             self._keep_own_shapes(model, checkpoint, filename)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
         checkpoint = _load_checkpoint_to_model(
             model, checkpoint, strict, revise_keys=revise_keys or [(r"^module.", "")]
         )
@@ -105,14 +117,11 @@ class AppRunner(Runner):
         """Fine-tuning on other classes: the tensors whose shape differs (the class-dependent
         layers of the heads) keep this model's fresh initialisation, with one log line, instead
         of mmengine's page of size-mismatch warnings."""
-        state = checkpoint.get("state_dict", checkpoint)
         own = model.state_dict()
-        mismatched = []
-        for key, value in state.items():
-            name = key[len("module.") :] if key.startswith("module.") else key
-            if name in own and hasattr(value, "shape") and value.shape != own[name].shape:
-                state[key] = own[name]
-                mismatched.append(name)
+        mismatched = _keep_shapes(checkpoint.get("state_dict", checkpoint), own)
+        # the EMA copy (RTMDet's EMAHook loads it into its averaged model when fine-tuning)
+        if isinstance(checkpoint.get("ema_state_dict"), dict):
+            _keep_shapes(checkpoint["ema_state_dict"], own)
         if not mismatched:
             return
         old = ((checkpoint.get("meta") or {}).get("dataset_meta") or {}).get("classes")
