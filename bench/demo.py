@@ -31,35 +31,15 @@ def demo_train_command() -> list[str]:
 
 
 def recall_at_50(run_dir: Path, project: Path) -> tuple[int, int]:
-    import numpy as np
-    from mmdet.apis import inference_detector, init_detector
+    """The uploaded run in mmdet's ``init_detector``, counted as the end-to-end test counts."""
+    from mmdet.apis import init_detector
 
-    from src.data.reader import read_instances
+    from tests.helpers import found_at_iou_50
 
-    config = run_dir / "config.py"
     best = sorted(run_dir.glob("best_*.pth")) or sorted(run_dir.glob("epoch_*.pth"))
-    model = init_detector(str(config), str(best[-1]), device="cpu", palette="random")
-    classes = list(model.dataset_meta["classes"])
-    val, _ = read_instances(project, classes, "object-detection", datasets=["val"])
-    matched = total = 0
-    for info in val:
-        pred = inference_detector(model, info["img_path"]).pred_instances
-        keep = pred.scores.numpy() >= 0.3
-        boxes, labels = pred.bboxes.numpy()[keep], pred.labels.numpy()[keep]
-        for gt in info["instances"]:
-            total += 1
-            same = [b for b, lab in zip(boxes, labels, strict=True) if lab == gt["bbox_label"]]
-            matched += any(_iou(gt["bbox"], b) >= 0.5 for b in same)
-    assert np.isfinite(matched)
-    return matched, total
-
-
-def _iou(a, b) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    model = init_detector(str(run_dir / "config.py"), str(best[-1]), device="cpu",
+                          palette="random")  # fmt: skip
+    return found_at_iou_50(model, project)
 
 
 def main() -> None:

@@ -203,3 +203,34 @@ class AppProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(30)
+
+
+def found_at_iou_50(model, project: Path, score_thr: float = 0.3) -> tuple[int, int]:
+    """How many of ``project``'s val objects an mmdet ``model`` (from ``init_detector``, as the
+    serving app loads a run) finds: a prediction of the same class with score >= ``score_thr``
+    at IoU >= 0.5; ``(found, total)``. The end-to-end test asserts it and ``bench/demo.py``
+    quotes it, measured the same way."""
+    from mmdet.apis import inference_detector
+
+    from src.data.reader import read_instances
+
+    classes = list(model.dataset_meta["classes"])
+    val, _ = read_instances(project, classes, "object-detection", datasets=["val"])
+    found = total = 0
+    for info in val:
+        pred = inference_detector(model, info["img_path"]).pred_instances
+        keep = pred.scores.numpy() >= score_thr
+        boxes, labels = pred.bboxes.numpy()[keep], pred.labels.numpy()[keep]
+        for gt in info["instances"]:
+            total += 1
+            same = [b for b, lab in zip(boxes, labels, strict=True) if lab == gt["bbox_label"]]
+            found += any(_iou(gt["bbox"], b) >= 0.5 for b in same)
+    return found, total
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -10,15 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import found_at_iou_50
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @pytest.mark.slow
@@ -107,29 +101,13 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     assert "evaluation of " in result.stdout and "report: " in result.stdout
 
     # the serving side: mmdet's own API on torch's default weights_only=True loading
-    from mmdet.apis import inference_detector, init_detector
-
-    from src.data.reader import read_instances
+    from mmdet.apis import init_detector
 
     # as the run's README says: no code of ours needed (with the default palette, mmdet would
     # build the config's SuperviselyDataset for its colours, registered only by this app)
     model = init_detector(str(config), str(best[-1]), device="cpu", palette="random")
     assert list(model.dataset_meta["classes"]) == ["square", "circle", "triangle"]
-    classes = ["square", "circle", "triangle"]
-    val, _ = read_instances(project, classes, "object-detection", datasets=["val"])
-    matched = total = 0
-    for info in val:
-        pred = inference_detector(model, info["img_path"]).pred_instances
-        keep = pred.scores.numpy() >= 0.3
-        boxes, labels = pred.bboxes.numpy()[keep], pred.labels.numpy()[keep]
-        for gt in info["instances"]:
-            total += 1
-            ious = [
-                _iou(gt["bbox"], b)
-                for b, lab in zip(boxes, labels, strict=True)
-                if lab == gt["bbox_label"]
-            ]
-            matched += bool(ious) and max(ious) >= 0.5
+    matched, total = found_at_iou_50(model, project)
     assert total > 20
     recall = matched / total
     print(f"recall {matched}/{total}")

@@ -280,8 +280,7 @@ def size_the_run(
             sized.notes.append(f"batch size {sized.batch_size} (auto, on the CPU)")
         cfg.train_dataloader.batch_size = sized.batch_size
         params["train_batch_size"] = sized.batch_size
-    metadata["auto_size"] = []
-    metadata["auto_sized"] = [note for note in sized.notes]
+    metadata["auto_size"] = []  # what was chosen is in train_params and the loaders
     return sized
 
 

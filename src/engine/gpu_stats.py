@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 Query = Callable[[int], "tuple[float, float] | None"]  # index -> (utilisation %, used MiB)
 
 
-def nvidia_smi_query(index: int) -> tuple[float, float] | None:
-    """(utilisation %, used MiB) of GPU ``index``; None where nothing answers."""
+def read_utilisation(index: int) -> tuple[float, float] | None:
+    """(utilisation %, used MiB) of GPU ``index``: NVML through torch, else ``nvidia-smi``;
+    None where neither answers."""
     try:
         import torch
 
@@ -57,7 +58,7 @@ class GpuStats:
         self,
         device: str,
         every_s: float = 2.0,
-        query: Query = nvidia_smi_query,
+        query: Query = read_utilisation,
         peak: Callable[[int], int] | None = None,
     ) -> None:
         if not device.startswith("cuda"):
