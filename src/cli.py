@@ -128,8 +128,10 @@ class ProgressBar:
         text = "  ".join(f"{k} {v:.3f}" for k, v in headline(result.metrics).items())
         text = text or "no predictions yet (every metric 0)"
         line = f"validation after epoch {result.epoch}: {text}"
-        if self.bar is not None:
-            self.bar.write(line, file=self.out)
+        if self.bar is not None:  # tqdm.write would not clear the bar: self.out is not
+            self.bar.clear()  # sys.stdout while the training thread's prints are routed
+            print(line, file=self.out, flush=True)
+            self.bar.refresh()
         else:
             print(line, file=self.out, flush=True)
 
