@@ -112,9 +112,11 @@ def _auto_cfg(demo_project, tmp_path, **overrides):
 
 
 def test_a_gpu_run_gets_the_largest_batch_that_fits_and_the_choices_reach_the_config(
-    demo_project, tmp_path, monkeypatch
+    mixed_project, tmp_path, monkeypatch
 ):
-    cfg = _auto_cfg(demo_project, tmp_path)
+    """On photo-shaped images (16:9, 4:3, portrait): the probe's sample is the largest padded
+    one the pipeline makes."""
+    cfg = _auto_cfg(mixed_project, tmp_path)
     assert cfg.sly_metadata.auto_size == ["train_batch_size", "num_workers"]
     card = StandInCuda(free=10, base=1, per_image=0.5, oom_above=9)  # budget 8 GiB: 14 fit
     monkeypatch.setattr(autosize.os, "cpu_count", lambda: 16)
