@@ -39,6 +39,7 @@ from typing import Any
 from mmengine.config import Config
 
 from src.app.session import SessionState, TrainingSession
+from src.config.metadata import RunMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +195,7 @@ def run_ranks(session: TrainingSession) -> SessionState:
     checkpoint and early-stop reason set)."""
     import torch.multiprocessing as mp
 
-    params = (session.cfg.get("sly_metadata") or {}).get("train_params") or {}
-    gpus = [int(g) for g in params.get("gpus") or ()]
+    gpus = [int(g) for g in RunMetadata.of(session.cfg).train_params.get("gpus") or ()]
     world = session.world_size
     cfg = session.prepared_config()  # saved as the run's config.py, without distributed keys
     job = {

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from src.config.compose import relocate_run
+from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.data.eval_projects import write_eval_projects
 from src.data.reader import load_split
@@ -266,7 +267,7 @@ def evaluate_run(
             notes=_agreement_notes(metrics.get("mAP"), validation)
             + ([] if predictions else [_nothing_predicted_note(len(data_list), cfg)]),
         )
-        model = (cfg.get("sly_metadata") or {}).get("model_name", "model")
+        model = RunMetadata.of(cfg).model_name
         title = f"Evaluation of {model}, run {work_dir.name} ({split} split)"
         report = write_report(
             _plain(result.summary()), mp, data_list, predictions, data["classes"], title

@@ -24,6 +24,8 @@ from src.config import zoo
 from src.config.augmentations import augmentation_transforms
 from src.config.compose import apply_owned_settings, build_config, compose_from_zoo, relocate_run
 from src.config.input_shapes import padding_problems
+from src.config.metadata import KEY as METADATA_KEY
+from src.config.metadata import RunMetadata
 from src.config.params import (
     CUSTOM_AUGMENTATION,
     ConfigError,
@@ -32,8 +34,8 @@ from src.config.params import (
     TrainParams,
 )
 from src.config.primary_metric import headline, primary_metric
-from src.config.schedule import devices, recorded_devices, replan_epochs
-from src.config.text import config_to_text, load_config_file, parse_config_text, task_of
+from src.config.schedule import devices, replan_epochs
+from src.config.text import config_to_text, load_config_file, parse_config_text
 from src.data.project import LocalProject, Split, default_split, open_local_project, split_items
 from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
 from src.engine.shape_check import check_input_shapes
@@ -306,30 +308,31 @@ def _compose(
 ) -> tuple[Config, str]:
     """The config that trains, and the model's name, from whichever source the request has."""
     if source.base_cfg is not None:
-        previous = source.base_cfg.get("sly_metadata") or {}
+        previous = RunMetadata.of(source.base_cfg)
         cfg = build_config(
             source.base_cfg,
             params,
             data,
             run,
-            model_name=str(previous.get("model_name", Path(request.base_config_file).stem)),
-            architecture=str(previous.get("architecture", "custom")),
-            min_input_size=int(previous.get("min_input_size", 32)),
+            model_name=(
+                previous.model_name
+                if METADATA_KEY in source.base_cfg
+                else Path(request.base_config_file).stem
+            ),
+            architecture=previous.architecture,
+            min_input_size=previous.min_input_size,
         )
-        return cfg, cfg.sly_metadata.model_name
+        return cfg, RunMetadata.of(cfg).model_name
     if source.user_cfg is not None:
-        given = source.user_cfg.get("sly_metadata", {})
-        metadata = {
-            "model_name": given.get("model_name", "custom"),
-            "architecture": given.get("architecture", "custom"),
-            "task_type": params.task,
-            "project_id": project.project_id,
-            "project_name": project.name,
-            "classes": list(params.classes),
-            "auto_size": [],  # the edited text trains as written: its batch size, its workers
-        }
-        cfg = apply_owned_settings(source.user_cfg, params, data, run, metadata=metadata)
-        return cfg, metadata["model_name"]
+        owned = dict(
+            task_type=params.task,
+            project_id=project.project_id,
+            project_name=project.name,
+            classes=params.classes,
+            auto_size=(),  # the edited text trains as written: its batch size, its workers
+        )
+        cfg = apply_owned_settings(source.user_cfg, params, data, run, metadata=owned)
+        return cfg, RunMetadata.of(cfg).model_name
     assert source.entry is not None
     return compose_from_zoo(source.entry, params, data, run), source.entry.model
 
@@ -511,7 +514,7 @@ def resolve_resumable(app_data_dir: str | Path, target: str | None) -> RunInfo:
             where=APP_DATA,
             folder=str(work_dir),
             checkpoint=str(path.resolve()),
-            model_name=str((meta.get("sly_metadata") or {}).get("model_name", "?")),
+            model_name=RunMetadata.of(meta).model_name,
             epoch=int(meta.get("epoch", 0)),
             iteration=int(meta.get("iter", 0)),
             max_epochs=int(meta.get("max_epochs", 0)),
@@ -578,39 +581,36 @@ def prepare_resume(
         raise RequestError(
             [f"run {run.run_id} already trained all {run.epoch} epochs: pass more epochs"]
         )
-    metadata = cfg.get("sly_metadata") or {}
+    metadata = RunMetadata.of(cfg)
     project_dir = cfg.train_dataloader.dataset.get("project_dir")
     try:
-        project = project_resolver(metadata.get("project_id"), project_dir)
+        project = project_resolver(metadata.project_id, project_dir)
     except DatasetError as exc:
         raise RequestError([f"the run's project is not available: {exc}"]) from None
     relocate_run(cfg, run.work_dir, project.directory, cache_dir)
-    recorded = metadata.get("train_params") or {}
     params = TrainParams(
-        task=task_of(metadata),
-        classes=tuple(metadata.get("classes") or ()),
+        task=metadata.task_type,
+        classes=metadata.classes,
         epochs=int(cfg.train_cfg.max_epochs),
-        seed=int(recorded.get("seed", 0)),
+        seed=int(metadata.train_params.get("seed", 0)),
     )
     split = Split(description="as in the resumed run")
-    return Prepared(
-        project, params, split, cfg, run.run_id, str(metadata.get("model_name", "custom")), notes
-    )
+    return Prepared(project, params, split, cfg, run.run_id, metadata.model_name, notes)
 
 
 def _resume_on_devices(cfg: Config, gpus: tuple[int, ...] | None, nproc: int | None) -> str:
     """Record the devices a resume trains on in ``cfg``'s train params; what changes, if the
     number of processes does (the resume continues, but not bit-identically)."""
-    recorded = dict((cfg.get("sly_metadata") or {}).get("train_params") or {})
+    metadata = RunMetadata.of(cfg)
     wanted = TrainParams(gpus=tuple(gpus or ()), nproc=1 if nproc is None else nproc)
     problems = [p for p in wanted.validate() if p.startswith(("gpus", "nproc"))]
     if problems:
         raise RequestError(problems)
-    before = recorded_devices(recorded)
-    recorded.update(gpus=list(wanted.gpus), nproc=wanted.nproc)
+    before = metadata.devices
+    recorded = dict(metadata.train_params, gpus=list(wanted.gpus), nproc=wanted.nproc)
     if wanted.gpus and not str(recorded.get("device", "")).startswith("cuda"):
         recorded["device"] = f"cuda:{wanted.gpus[0]}"
-    cfg.sly_metadata = dict(cfg.get("sly_metadata") or {}, train_params=recorded)
+    metadata.updated(train_params=recorded).write(cfg)
     after = devices(wanted)
     if after == before:
         return ""

@@ -25,6 +25,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 from src.app.downsample import thin_older
+from src.config.metadata import RunMetadata
 from src.engine.chatter import library_chatter_to_log
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
 from src.hooks.nonfinite import NonFiniteLossHook
@@ -366,9 +367,7 @@ class TrainingSession:
             _RUN_LOCK.release()
 
     def _device(self) -> str:
-        recorded = (self.cfg.get("sly_metadata") or {}).get("train_params") or {}
-        gpus = recorded.get("gpus") or ()
-        return f"cuda:{gpus[0]}" if gpus else str(recorded.get("device", "cpu"))
+        return RunMetadata.of(self.cfg).device
 
     def _size_the_run(self, device: str) -> None:
         """Batch size and workers the user left to the app, chosen on ``device`` before the
@@ -385,9 +384,7 @@ class TrainingSession:
     @property
     def world_size(self) -> int:
         """Processes this run trains in: its GPUs, or ``nproc`` CPU processes (TrainParams)."""
-        from src.config.schedule import recorded_devices
-
-        return recorded_devices((self.cfg.get("sly_metadata") or {}).get("train_params") or {})
+        return RunMetadata.of(self.cfg).devices
 
     def _latest_checkpoint(self) -> str | None:
         from src.runs.checkpoints import last_checkpoint
@@ -438,7 +435,7 @@ class TrainingSession:
         if isinstance(cfg.get("visualizer"), dict):
             cfg.visualizer["name"] = cfg.experiment_name
         # mmengine dumps the config under the name of the file it came from
-        model_name = (cfg.get("sly_metadata") or {}).get("model_name") or "model"
+        model_name = RunMetadata.of(cfg).model_name
         cfg = Config(
             cfg.to_dict(), cfg_text=config_to_text(cfg), filename=str(work_dir / f"{model_name}.py")
         )

@@ -18,6 +18,7 @@ from mmengine.config import Config
 
 from src.config.augmentations import augmentation_transforms
 from src.config.input_shapes import ensure_stride_padding
+from src.config.metadata import RunMetadata
 from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams, jsonable
 from src.config.primary_metric import primary_metric
 from src.config.schedule import set_schedule
@@ -99,19 +100,18 @@ def build_config(
     cfg.randomness = dict(seed=params.seed, deterministic=False)
     cfg.default_scope = cfg.get("default_scope", "mmdet")
     cfg.launcher = "none"
-    metadata = {
-        "model_name": model_name,
-        "architecture": architecture,
-        "min_input_size": min_input_size,
-        "task_type": params.task,
-        "project_id": data.project_id,
-        "project_name": data.project_name,
-        "classes": list(params.classes),
-        "train_params": jsonable(asdict(params)),
+    metadata = dict(
+        model_name=model_name,
+        architecture=architecture,
+        min_input_size=min_input_size,
+        task_type=params.task,
+        project_id=data.project_id,
+        project_name=data.project_name,
+        classes=params.classes,
+        train_params=jsonable(asdict(params)),
         # what the session sizes on the run's device before it trains (src.engine.autosize)
-        "auto_size": params.auto_sized,
-    }
-    metadata.update(run.extra_metadata)
+        auto_size=params.auto_sized,
+    )
     apply_owned_settings(cfg, params, data, run, metadata=metadata)
     return cfg
 
@@ -139,8 +139,9 @@ def apply_owned_settings(
     """Re-apply what the app must own on top of any config (an edited one too).
 
     Dataset locations and splits, the class count, the work dir and resume — nothing else of the
-    user's text is touched. ``sly_metadata`` is (re)placed as the last key, because Supervisely's
-    artifacts parser reads it from the last lines of ``config.py``.
+    user's text is touched. The run's description (``sly_metadata``: :class:`RunMetadata`, the
+    config's own updated with the fields in ``metadata``) is (re)placed as the last key, because
+    Supervisely's artifacts parser reads it from the last lines of ``config.py``.
     """
     set_num_classes(cfg.model, len(params.classes))
     for split, loader_key in (("train", "train_dataloader"), ("val", "val_dataloader")):
@@ -166,12 +167,7 @@ def apply_owned_settings(
     # the classes then come from the checkpoint's dataset_meta) and
     # sly_metadata.architecture_name (see tests/runs/test_serving_contract.py)
     cfg.dataset_type = "SuperviselyDataset"
-    previous = cfg.pop("sly_metadata", None) or {}
-    merged = dict(previous, **(metadata or {}))
-    if merged.get("architecture") is not None:
-        merged["architecture_name"] = merged["architecture"]
-    cfg.sly_metadata = merged
-    return cfg
+    return RunMetadata.of(cfg).updated(**(metadata or {})).write(cfg)
 
 
 def relocate_run(

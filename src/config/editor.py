@@ -154,9 +154,6 @@ class ConfigDraft:
         data = current.to_dict()
         for key, (_, new) in self.pending.changes.items():
             _set_path(data, key, new)
-        metadata = data.pop("sly_metadata", None)
-        if metadata is not None:
-            data["sly_metadata"] = metadata
         self.text = config_to_text(Config(data))
         self.base_text = self.pending.new_base_text
         self.pending = None

@@ -8,7 +8,7 @@ data is and where the run writes. Plain dataclasses: nothing here imports mmengi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +259,6 @@ class RunSpec:
 
     work_dir: str
     resume_from: str | None = None
-    extra_metadata: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- text round trip

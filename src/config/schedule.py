@@ -12,6 +12,7 @@ from typing import Any
 
 from mmengine.config import Config
 
+from src.config.metadata import RunMetadata
 from src.config.params import ConfigError, TrainParams, jsonable
 
 
@@ -59,11 +60,6 @@ def effective_lr(params: TrainParams, base_batch_size: int, devices: int = 1) ->
 def devices(params: TrainParams) -> int:
     """How many processes (GPUs, or CPU processes) a run trains in."""
     return len(params.gpus) or params.nproc
-
-
-def recorded_devices(recorded: dict) -> int:
-    """:func:`devices` of the train params a run's config records (``sly_metadata``)."""
-    return max(1, len(recorded.get("gpus") or ()) or int(recorded.get("nproc") or 1))
 
 
 def effective_batch_note(params: TrainParams) -> str:
@@ -172,7 +168,8 @@ def replan_epochs(cfg: Config, epochs: int) -> Config:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     old = int(cfg.train_cfg.get("max_epochs", epochs))
     cfg.train_cfg.max_epochs = epochs
-    recorded = (cfg.get("sly_metadata") or {}).get("train_params")
+    metadata = RunMetadata.of(cfg)
+    recorded = metadata.train_params
     if recorded:
         fields = set(TrainParams.__dataclass_fields__)
         values = {k: v for k, v in recorded.items() if k in fields}
@@ -181,7 +178,7 @@ def replan_epochs(cfg: Config, epochs: int) -> Config:
                 values[key] = tuple(values[key])
         params = TrainParams(**dict(values, epochs=epochs))
         cfg.param_scheduler = lr_schedule(params)
-        cfg.sly_metadata.train_params = jsonable(asdict(params))
+        metadata.updated(train_params=jsonable(asdict(params))).write(cfg)
     else:
         for scheduler in cfg.get("param_scheduler") or []:
             for key in ("end", "T_max"):

@@ -19,6 +19,7 @@ from typing import Any
 
 from mmengine.config import Config
 
+from src.config.metadata import KEY as METADATA_KEY
 from src.config.params import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def config_to_text(cfg: Config) -> str:
     project name, where the platform's artifacts parser reads them (see ``_METADATA_TAIL``).
     """
     data = cfg.to_dict()
-    metadata = data.pop("sly_metadata", None)
+    metadata = data.pop(METADATA_KEY, None)
     text = Config(data).pretty_text.rstrip("\n") + "\n"
     if metadata is not None:
         text += _metadata_text(dict(metadata))
@@ -51,12 +52,7 @@ def _metadata_text(metadata: dict[str, Any]) -> str:
     order += [k for k in _METADATA_TAIL if k in metadata]
     lines = [f"    {key}={metadata[key]!r}," for key in order]
     lines[-1] = lines[-1][:-1] + ")"
-    return "sly_metadata = dict(\n" + "\n".join(lines) + "\n"
-
-
-def task_of(metadata: dict[str, Any] | None, default: str = "object-detection") -> str:
-    """The task named in ``sly_metadata`` (written as ``object_detection`` for the platform)."""
-    return str((metadata or {}).get("task_type") or default).replace("_", "-")
+    return f"{METADATA_KEY} = dict(\n" + "\n".join(lines) + "\n"
 
 
 def parse_config_text(text: str) -> Config:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from src.config.metadata import RunMetadata
 from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 
 logger = logging.getLogger(__name__)
@@ -248,13 +249,13 @@ def size_the_run(
 ) -> SizedRun:
     """Choose what ``cfg``'s ``sly_metadata.auto_size`` leaves to the app, write it into ``cfg``
     (both loaders' workers, the train loader's batch, ``train_params``), and clear the mark."""
-    metadata = cfg.get("sly_metadata") or {}
-    auto = list(metadata.get("auto_size") or [])
+    metadata = RunMetadata.of(cfg)
+    auto = metadata.auto_size
     sized = SizedRun()
     if not auto:
         return sized
     cuda = device.startswith("cuda")
-    params = metadata.setdefault("train_params", {})
+    params = dict(metadata.train_params)
     if "num_workers" in auto:
         sized.num_workers = choose_workers(os.cpu_count(), processes, cuda)
         for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
@@ -280,7 +281,8 @@ def size_the_run(
             sized.notes.append(f"batch size {sized.batch_size} (auto, on the CPU)")
         cfg.train_dataloader.batch_size = sized.batch_size
         params["train_batch_size"] = sized.batch_size
-    metadata["auto_size"] = []  # what was chosen is in train_params and the loaders
+    # what was chosen is in train_params and the loaders
+    metadata.updated(train_params=params, auto_size=()).write(cfg)
     return sized
 
 

@@ -29,6 +29,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from torch.utils.data import DataLoader
 
+from src.config.metadata import RunMetadata
 from src.config.schedule import advance_schedulers
 from src.engine.loops import BatchGeometry, geometry_of
 from src.runs.checkpoints import download_checkpoint, load_checkpoint_file
@@ -125,7 +126,7 @@ class AppRunner(Runner):
         if not mismatched:
             return
         old = ((checkpoint.get("meta") or {}).get("dataset_meta") or {}).get("classes")
-        new = (self.cfg.get("sly_metadata") or {}).get("classes")
+        new = RunMetadata.of(self.cfg).classes
         counts = f" ({len(old)} classes there, {len(new)} here)" if old and new else ""
         layers = sorted({n.rsplit(".", 1)[0] for n in mismatched})
         self.logger.warning(

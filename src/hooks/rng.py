@@ -25,6 +25,8 @@ from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from src.config.metadata import KEY as METADATA_KEY
+from src.config.metadata import RunMetadata
 from src.engine.loops import (
     ResumableEpochBasedTrainLoop,
     geometry_of,
@@ -64,13 +66,8 @@ class RngStateHook(Hook):
         meta = checkpoint["meta"]
         meta["max_epochs"] = runner.max_epochs
         meta.update(geometry_of(runner).to_meta())
-        metadata = runner.cfg.get("sly_metadata")
-        if metadata is not None:
-            meta["sly_metadata"] = {
-                k: metadata[k]
-                for k in ("model_name", "architecture", "task_type", "project_id", "project_name")
-                if k in metadata
-            }
+        if runner.cfg.get(METADATA_KEY) is not None:
+            meta[METADATA_KEY] = RunMetadata.of(runner.cfg).for_checkpoint()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         loop = getattr(runner, "_train_loop", None)

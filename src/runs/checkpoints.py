@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from src.config.metadata import RunMetadata
 from src.config.primary_metric import headline
 from src.runs.atomic_files import atomic_path, write_bytes_atomic
 from src.runs.info import APP_DATA, RunInfo
@@ -402,20 +403,20 @@ def find_resumable_runs(app_data_dir: str | Path) -> list[RunInfo]:
         except CheckpointError as exc:
             logger.warning("%s", exc)
             continue
-        sly_metadata = meta.get("sly_metadata") or {}
+        metadata = RunMetadata.of(meta)
         runs.append(
             RunInfo(
                 run_id=work_dir.name,
                 where=APP_DATA,
                 folder=str(work_dir),
                 checkpoint=str(checkpoint),
-                model_name=str(sly_metadata.get("model_name", "?")),
+                model_name=metadata.model_name,
                 epoch=int(meta.get("epoch", 0)),
                 iteration=int(meta.get("iter", 0)),
                 max_epochs=int(meta.get("max_epochs", 0)),
                 saved_at=checkpoint.stat().st_mtime,
-                project_id=sly_metadata.get("project_id"),
-                project_name=str(sly_metadata.get("project_name", "")),
+                project_id=metadata.project_id,
+                project_name=metadata.project_name,
                 last_metrics=last_val_metrics(work_dir),
                 skipped=tuple(skipped),
             )

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from src.config.metadata import RunMetadata
 from src.runs.checkpoints import (
     RUN_CONFIG,
     CheckpointError,
@@ -79,14 +80,14 @@ def write_state(dest: str | Path, checkpoint_name: str, run_id: str) -> dict[str
     meta = peek_checkpoint(checkpoint)
     scalars = dest / SCALARS_FILE
     lines = scalars.read_text(encoding="utf-8").splitlines() if scalars.is_file() else []
-    metadata = meta.get("sly_metadata") or {}
+    metadata = RunMetadata.of(meta)
     state = {
         "run_id": run_id,
         "checkpoint": checkpoint_name,
-        "model_name": metadata.get("model_name", "?"),
-        "task": metadata.get("task_type"),
-        "project_id": metadata.get("project_id"),
-        "project_name": metadata.get("project_name", ""),
+        "model_name": metadata.model_name,
+        "task": metadata.task_type,
+        "project_id": metadata.project_id,
+        "project_name": metadata.project_name,
         "epoch": int(meta.get("epoch", 0)),
         "iteration": int(meta.get("iter", 0)),
         "max_epochs": int(meta.get("max_epochs", 0)),

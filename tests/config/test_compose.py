@@ -10,8 +10,9 @@ from mmengine.config import Config
 
 from src.config import zoo
 from src.config.compose import apply_owned_settings, compose_from_zoo
+from src.config.metadata import RunMetadata
 from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams
-from src.config.text import config_to_text, parse_config_text, task_of
+from src.config.text import config_to_text, parse_config_text
 from tests.helpers import ALL_DEFAULTS
 
 CLASSES = ("square", "circle", "triangle")
@@ -109,7 +110,7 @@ def test_sly_metadata_is_the_last_key_of_the_text(tmp_path):
     top_level = [line for line in text.splitlines() if line and not line[0].isspace()]
     assert top_level[-1].startswith("sly_metadata = dict(")
     meta = parse_config_text(text).sly_metadata
-    assert task_of(meta) == "object-detection"
+    assert RunMetadata.of({"sly_metadata": meta}).task_type == "object-detection"
     assert meta.model_name == "rtmdet_tiny_8xb32-300e_coco"
     assert meta.architecture == "RTMDet"
     assert meta.project_name == "demo" and meta.project_id == 7
