@@ -1,5 +1,6 @@
 """The source tree's layers (DESIGN.md): imports only point down the list
-entry points -> app -> hooks -> engine -> data -> runs -> config; and the project model and the
+entry points -> app -> hooks -> engine -> data -> runs -> config -> the run folder's names
+(src/runs/layout.py); and the project model and the
 reader of the project format do not import mmdet (the UI builds on them)."""
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["entry", "app", "hooks", "engine", "data", "runs", "config"]
+ORDER = ["entry", "app", "hooks", "engine", "data", "runs", "config", "layout"]
+# the run folder's names: imports nothing of ours, so that the composition may use them too
+LAYOUT = "src.runs.layout"
 
 
 def _layer(module: str) -> str:
+    if module == LAYOUT:
+        return "layout"
     part = module.split(".")[1]
     return "entry" if part in ("main", "cli", "api", "access", "ui") else part
 
@@ -25,7 +30,7 @@ def test_imports_only_point_down_the_layers():
         if module in ("src.__init__",):
             continue
         mine = _layer(module)
-        for imported in re.findall(r"^\s*(?:from|import) (src\.\w+)", path.read_text(), re.M):
+        for imported in re.findall(r"^\s*(?:from|import) (src(?:\.\w+)+)", path.read_text(), re.M):
             other = _layer(imported)
             if other != mine and ORDER.index(other) < ORDER.index(mine):
                 upward.append(f"{module} ({mine}) imports {imported} ({other})")

@@ -41,11 +41,11 @@ from src.config.params import AUTO_SIZED, TrainParams
 from src.data.project import Split
 from src.hooks.metrics import MetricsSink
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
-from src.runs.checkpoints import RUN_CONFIG, CheckpointError, find_resumable_runs
+from src.runs.checkpoints import CheckpointError, find_resumable_runs
 from src.runs.info import RunInfo
-from src.runs.layout import is_run_dir
-from src.runs.remote import RESUME_DIR, STATE_FILE, find_remote_runs
-from src.runs.storage import ARTIFACTS_ROOT, ArtifactStore, RemoteFile, UploadError, artifacts_dir
+from src.runs.layout import ARTIFACTS_ROOT, RESUME_DIR, RUN_CONFIG, STATE_FILE, is_run_dir
+from src.runs.remote import find_remote_runs
+from src.runs.storage import ArtifactStore, RemoteFile, UploadError, artifacts_dir
 
 logger = logging.getLogger(__name__)
 REMOTE_RUNS_TTL_S = 60.0  # how long GET /api/runs reuses its reading of Team Files

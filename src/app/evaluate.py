@@ -34,10 +34,16 @@ from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.data.eval_projects import write_eval_projects
 from src.data.reader import load_split
-from src.hooks.predictions import BEST_INFO, BEST_PREFIX
 from src.runs.atomic_files import write_json_atomic, write_text_atomic
-from src.runs.checkpoints import RUN_CONFIG, best_checkpoint, last_checkpoint
-from src.runs.layout import EVALUATION_DIR, EVALUATION_METRICS, EVALUATION_REPORT
+from src.runs.checkpoints import best_checkpoint, last_checkpoint
+from src.runs.layout import (
+    BEST_INFO,
+    BEST_PREDICTIONS,
+    EVALUATION_DIR,
+    EVALUATION_METRICS,
+    EVALUATION_REPORT,
+    RUN_CONFIG,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +135,7 @@ def _kept_predictions(work_dir: Path, checkpoint: Path, segmentation: bool) -> t
         return [], {}
     info = json.loads(info_path.read_text(encoding="utf-8"))
     kind = "segm" if segmentation else "bbox"
-    path = work_dir / f"{BEST_PREFIX}.{kind}.json"
+    path = work_dir / f"{BEST_PREDICTIONS}.{kind}.json"
     if info.get("checkpoint") != checkpoint.name or not path.is_file():
         return [], {}
     return json.loads(path.read_text(encoding="utf-8")), info

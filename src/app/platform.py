@@ -17,7 +17,7 @@ from typing import Any
 
 from src.data.project import LocalProject, download_project, open_local_project
 from src.data.reader import DatasetError
-from src.runs.artifacts import EXPERIMENT_INFO
+from src.runs.layout import EXPERIMENT_INFO
 from src.runs.storage import TeamFilesArtifactStore
 
 logger = logging.getLogger(__name__)

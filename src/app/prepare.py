@@ -41,14 +41,13 @@ from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class
 from src.engine.shape_check import check_input_shapes
 from src.runs.artifacts import RunSummary, pack_run
 from src.runs.checkpoints import (
-    RUN_CONFIG,
     CheckpointError,
     find_resumable_runs,
     newest_resumable_checkpoint,
     peek_checkpoint,
 )
 from src.runs.info import APP_DATA, RunInfo
-from src.runs.layout import RunIdError, is_run_dir, run_dir
+from src.runs.layout import RUN_CONFIG, RunIdError, is_run_dir, run_dir
 from src.runs.remote import fetch_remote_run, find_remote_runs
 from src.runs.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
 

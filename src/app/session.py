@@ -397,7 +397,7 @@ class TrainingSession:
         resuming it later, also after an app restart)."""
         from src.config.text import config_to_text
         from src.runs.atomic_files import write_text_atomic
-        from src.runs.checkpoints import RUN_CONFIG
+        from src.runs.layout import RUN_CONFIG
 
         cfg = self.cfg
         work_dir = Path(cfg.work_dir)

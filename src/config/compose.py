@@ -23,6 +23,7 @@ from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams, js
 from src.config.primary_metric import primary_metric
 from src.config.schedule import set_schedule
 from src.config.zoo import ZooEntry
+from src.runs.layout import VAL_PREDICTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,6 @@ def build_config(
     )
     apply_owned_settings(cfg, params, data, run, metadata=metadata)
     return cfg
-
-
-# Where mmdet's CocoMetric keeps each validation's predictions (``<prefix>.bbox.json``, and
-# ``.segm.json`` with masks), relative to the run's folder: the evaluation after training reuses
-# the best epoch's instead of predicting again (``src.hooks.predictions``).
-VAL_PREDICTIONS = "predictions/val"
 
 
 def _set_prediction_files(cfg: Config, work_dir: str | Path) -> None:

@@ -18,9 +18,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from src.runs.atomic_files import atomic_path, write_json_atomic
-
-BEST_PREFIX = "predictions/best"  # relative to the run's folder
-BEST_INFO = "predictions/best.json"
+from src.runs.layout import BEST_INFO, BEST_PREDICTIONS
 
 
 @HOOKS.register_module()
@@ -47,7 +45,7 @@ class BestPredictionsHook(Hook):
         for kind in ("bbox", "segm"):
             source = Path(f"{self.val_prefix}.{kind}.json")
             if source.is_file():
-                with atomic_path(work_dir / f"{BEST_PREFIX}.{kind}.json") as target:
+                with atomic_path(work_dir / f"{BEST_PREDICTIONS}.{kind}.json") as target:
                     shutil.copyfile(source, target)
                 copied.append(kind)
         if copied:

@@ -28,11 +28,21 @@ from src.runs.layout import (
     EVALUATION_DIR,
     EVALUATION_METRICS,
     EVALUATION_REPORT,
+    EXPERIMENT_INFO,
+    HYPERPARAMETERS,
+    LOGS_DIR,
+    MODEL_META,
+    RESUME_DIR,
+    RUN_CONFIG,
+    RUN_METRICS,
+    RUN_README,
+    TENSORBOARD_DIR,
+    TRAIN_VAL_SPLIT,
     log_files,
     scalars_files,
     tensorboard_files,
 )
-from src.runs.remote import RESUME_DIR, snapshot_run_state
+from src.runs.remote import snapshot_run_state
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +71,6 @@ class RunSummary:
 
 
 FRAMEWORK_NAME = "MMDetection 3.0"  # the platform's name for runs of this framework
-EXPERIMENT_INFO = "experiment_info.json"
 
 
 def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | None) -> dict:
@@ -76,13 +85,13 @@ def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | Non
         "task_type": summary.task.replace("-", " "),
         "project_id": summary.project_id,
         "task_id": summary.task_id,
-        "model_files": {"config": "config.py"},
-        "model_meta": "model_meta.json",
+        "model_files": {"config": RUN_CONFIG},
+        "model_meta": MODEL_META,
         "checkpoints": checkpoints,
         "best_checkpoint": best,
-        "hyperparameters": "hyperparameters.yaml",
+        "hyperparameters": HYPERPARAMETERS,
         "artifacts_dir": folder,
-        "train_val_split": "train_val_split.json",
+        "train_val_split": TRAIN_VAL_SPLIT,
         "train_size": len(summary.split.get("train", [])),
         "val_size": len(summary.split.get("val", [])),
         "datetime": time.strftime("%Y-%m-%d %H:%M:%S", started),
@@ -113,7 +122,7 @@ def pack_run(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    (out_dir / "config.py").write_text(config_text, encoding="utf-8")
+    (out_dir / RUN_CONFIG).write_text(config_text, encoding="utf-8")
 
     exported = []
     best = best_checkpoint(work_dir)
@@ -130,18 +139,18 @@ def pack_run(
     except CheckpointError as exc:
         logger.warning("the run cannot be resumed from its artifacts: %s", exc)
 
-    logs_dir = out_dir / "logs"
+    logs_dir = out_dir / LOGS_DIR
     logs_dir.mkdir()
     for log in log_files(work_dir):
         shutil.copy2(log, logs_dir / log.name)
     for scalars in scalars_files(work_dir):
         shutil.copy2(scalars, logs_dir / f"{scalars.parent.parent.name}_scalars.json")
     for events in tensorboard_files(work_dir):  # one TensorBoard run per session
-        target = logs_dir / "tensorboard" / events.parent.parent.name
+        target = out_dir / TENSORBOARD_DIR / events.parent.parent.name
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(events, target / events.name)
 
-    (out_dir / "metrics.json").write_text(
+    (out_dir / RUN_METRICS).write_text(
         json.dumps(
             {
                 "best": summary.best_metric,
@@ -153,12 +162,12 @@ def pack_run(
         ),
         encoding="utf-8",
     )
-    (out_dir / "README.md").write_text(
+    (out_dir / RUN_README).write_text(
         _readme(summary, [p.name for p in exported]), encoding="utf-8"
     )
-    _write_json(out_dir / "model_meta.json", _model_meta(summary))
-    _write_json(out_dir / "train_val_split.json", summary.split)
-    (out_dir / "hyperparameters.yaml").write_text(
+    _write_json(out_dir / MODEL_META, _model_meta(summary))
+    _write_json(out_dir / TRAIN_VAL_SPLIT, summary.split)
+    (out_dir / HYPERPARAMETERS).write_text(
         yaml.safe_dump(summary.hyperparameters, sort_keys=False), encoding="utf-8"
     )
     best_name = best.name if best is not None else exported[-1].name

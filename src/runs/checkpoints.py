@@ -33,7 +33,7 @@ from src.config.metadata import RunMetadata
 from src.config.primary_metric import headline
 from src.runs.atomic_files import atomic_path, write_bytes_atomic
 from src.runs.info import APP_DATA, RunInfo
-from src.runs.layout import logged_scalars
+from src.runs.layout import LAST_CHECKPOINT_POINTER, RUN_CONFIG, logged_scalars
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def last_checkpoint(work_dir: str | Path) -> Path | None:
     mmengine writes an absolute path; only its file name is used, so a run folder that was
     moved or copied (a backup, a download from Team Files) points at its own files.
     """
-    marker = Path(work_dir) / "last_checkpoint"
+    marker = Path(work_dir) / LAST_CHECKPOINT_POINTER
     if not marker.is_file():
         return None
     name = Path(marker.read_text().strip()).name
@@ -326,8 +326,6 @@ _register_safe_loaders()
 
 
 # --------------------------------------------------------------------------- resumable runs
-
-RUN_CONFIG = "config.py"  # the exact config a run trains with, written by TrainingSession
 
 
 def _resumable_candidates(work_dir: Path) -> list[Path]:

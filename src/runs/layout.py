@@ -1,5 +1,9 @@
-"""Run ids are data, not paths: a safe charset, and a run's folder strictly inside app data;
-and what lies where in a run's folder (mmengine's layout), known in this one place.
+"""What lies where in a run's folder, locally and in Team Files, known in this one place; and run
+ids are data, not paths: a safe charset, and a run's folder strictly inside app data.
+
+This module imports nothing of ours, so every layer may use it, the composition (``config``)
+included (tests/test_layers.py treats it as the bottom layer). A name written or read anywhere
+in a run's folder is a constant or a function here.
 
 A run id names a folder that the app writes, renames and (on the platform, after a verified
 upload) deletes. An id like ``.``, ``../x`` or ``/abs`` from a request, the CLI or a Team Files
@@ -98,7 +102,36 @@ def log_files(work_dir: str | Path) -> list[Path]:
     return sorted(Path(work_dir).glob("*/*.log"))
 
 
+# --------------------------------------------------------------------------- the local run folder
+# app data/<run id>/: what the session writes while it trains (mmengine's own names included)
+
+RUN_CONFIG = "config.py"  # the exact config the run trains with (TrainingSession)
+LAST_CHECKPOINT_POINTER = "last_checkpoint"  # mmengine's file naming the newest checkpoint
+# Where mmdet's CocoMetric keeps each validation's predictions (``<prefix>.bbox.json``, and
+# ``.segm.json`` with masks); the best epoch's are copied beside it (src.hooks.predictions) and the
+# evaluation after training reuses them instead of predicting again.
+VAL_PREDICTIONS = "predictions/val"
+BEST_PREDICTIONS = "predictions/best"
+BEST_INFO = "predictions/best.json"
 # The evaluation after training (``src.app.evaluate``): uploaded with the run.
 EVALUATION_DIR = "evaluation"
 EVALUATION_METRICS = "metrics.json"
 EVALUATION_REPORT = "report.html"
+
+# ------------------------------------------------------------------- the uploaded run (Team Files)
+# <ARTIFACTS_ROOT>/<project>/<run id>/ (src.runs.storage.artifacts_dir): what the serving app, the
+# platform's Experiments page and the SDK's lister read (src.runs.artifacts), and what a resume
+# from Team Files fetches (src.runs.remote)
+
+ARTIFACTS_ROOT = "/mmdetection-3"  # where the serving app looks for MMDetection 3 runs
+EXPERIMENT_INFO = "experiment_info.json"
+MODEL_META = "model_meta.json"
+TRAIN_VAL_SPLIT = "train_val_split.json"
+HYPERPARAMETERS = "hyperparameters.yaml"
+RUN_METRICS = "metrics.json"  # the run's best metric and history
+RUN_README = "README.md"
+LOGS_DIR = "logs"
+TENSORBOARD_DIR = "logs/tensorboard"
+RESUME_DIR = "resume"  # the newest resumable checkpoint, with what a resume needs
+STATE_FILE = "state.json"  # in RESUME_DIR: which checkpoint, which epoch, the run's project
+SCALARS_FILE = "scalars.json"  # in RESUME_DIR: the run's scalar log so far

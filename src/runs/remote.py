@@ -23,12 +23,17 @@ from typing import Any
 
 from src.config.metadata import RunMetadata
 from src.runs.checkpoints import (
-    RUN_CONFIG,
     CheckpointError,
     newest_resumable_checkpoint,
 )
 from src.runs.info import TEAM_FILES, RunInfo
 from src.runs.layout import (
+    ARTIFACTS_ROOT,
+    LAST_CHECKPOINT_POINTER,
+    RESUME_DIR,
+    RUN_CONFIG,
+    SCALARS_FILE,
+    STATE_FILE,
     check_file_name,
     check_run_id,
     run_dir,
@@ -36,13 +41,9 @@ from src.runs.layout import (
     scalars_file,
     scalars_files,
 )
-from src.runs.storage import ARTIFACTS_ROOT, ArtifactStore, RemoteFile, UploadError
+from src.runs.storage import ArtifactStore, RemoteFile, UploadError
 
 logger = logging.getLogger(__name__)
-
-RESUME_DIR = "resume"
-STATE_FILE = "state.json"
-SCALARS_FILE = "scalars.json"
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -187,7 +188,7 @@ def fetch_remote_run(store: ArtifactStore, run: RunInfo, app_data_dir: str | Pat
         except (FileNotFoundError, UploadError):
             logger.info("run %s has no logged scalars in Team Files", run.run_id)
         checkpoint = staging / run.checkpoint_name
-        (staging / "last_checkpoint").write_text(str(checkpoint), encoding="utf-8")
+        (staging / LAST_CHECKPOINT_POINTER).write_text(str(checkpoint), encoding="utf-8")
         newest_resumable_checkpoint(staging)  # the downloaded checkpoint must be readable
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

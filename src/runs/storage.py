@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from src.runs.layout import ARTIFACTS_ROOT
+
 logger = logging.getLogger(__name__)
 
-ARTIFACTS_ROOT = "/mmdetection-3"
 INCOMING = ".incoming"  # where a replacement waits in Team Files until it is checked
 
 

@@ -21,7 +21,7 @@ def test_a_config_round_trips_through_its_text_with_unknown_keys_kept():
     again = RunMetadata.of(parse_config_text(config_to_text(cfg)))
     assert again == RunMetadata.of(cfg)
     assert again.classes == ("cat", "dog") and again.auto_size == ("num_workers",)
-    assert again.task_type == "instance-segmentation"  # written instance_segmentation for the platform
+    assert again.task_type == "instance-segmentation"  # written instance_segmentation
     assert again.extra == {"from_a_newer_app": {"kept": True}}
     assert again.devices == 2 and again.device == "cuda:1"
     assert again.to_dict()["architecture_name"] == "RTMDet"  # the serving app's key
