@@ -1,4 +1,4 @@
-"""The source tree's layers (DESIGN.md): imports only point down the list
+"""The source tree's layers (docs/architecture.md): imports only point down the list
 entry points -> app -> hooks -> engine -> data -> runs -> config -> the run folder's names
 (src/runs/layout.py); and the project model and the
 reader of the project format do not import mmdet (the UI builds on them)."""

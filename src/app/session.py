@@ -420,7 +420,7 @@ class TrainingSession:
         from src.hooks.early_stopping import EarlyStoppingReplayHook
         from src.hooks.nonfinite import NonFiniteLossHook
         from src.hooks.predictions import BestPredictionsHook
-        from src.hooks.rng import RngStateHook
+        from src.hooks.resume_state import ResumeStateHook
         from src.hooks.stop import StopHook
         from src.hooks.val_preview import ValPreviewHook
         from src.hooks.workdir import WorkDirGuardHook
@@ -445,7 +445,7 @@ class TrainingSession:
         runner = runner_cls.from_cfg(cfg)
         self._nonfinite = NonFiniteLossHook(self.max_nonfinite)
         runner.register_hook(WorkDirGuardHook(self.app_data_root))
-        rng = RngStateHook()
+        rng = ResumeStateHook()
         runner.register_hook(rng)
         runner.register_hook(self._nonfinite)
         runner.register_hook(_PhaseHook(self))

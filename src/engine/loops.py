@@ -107,7 +107,7 @@ class SkippableSampler(DefaultSampler):
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that continues a half-done epoch at its next batch.
 
-    ``pending_rng_state`` is set by ``RngStateHook`` when a checkpoint is resumed.
+    ``pending_rng_state`` is set by ``ResumeStateHook`` when a checkpoint is resumed.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -17,12 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmengine.hooks import EarlyStoppingHook, Hook
-from mmengine.registry import HOOKS
 
 logger = logging.getLogger(__name__)
 
 
-@HOOKS.register_module()
 class EarlyStoppingReplayHook(Hook):
     """On a resume, gives every ``EarlyStoppingHook`` of the runner the state it had at the
     checkpoint's epoch.

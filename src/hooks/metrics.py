@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 
 @dataclass
@@ -72,7 +71,6 @@ def split_val_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], dict[s
     return overall, per_class
 
 
-@HOOKS.register_module()
 class MetricsHook(Hook):
     """Report training iterations and validation results to a :class:`MetricsSink`.
 

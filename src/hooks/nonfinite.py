@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ def _finite_on_every_rank(loss: torch.Tensor) -> bool:
     return finite
 
 
-@HOOKS.register_module()
 class NonFiniteLossHook(Hook):
     """Guard optimizer steps against NaN/Inf losses.
 

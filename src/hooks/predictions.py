@@ -15,13 +15,11 @@ import shutil
 from pathlib import Path
 
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 from src.runs.atomic_files import atomic_path, write_json_atomic
 from src.runs.layout import BEST_INFO, BEST_PREDICTIONS
 
 
-@HOOKS.register_module()
 class BestPredictionsHook(Hook):
     """Copy the validation predictions of the best checkpoint beside it.
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 from src.runs.atomic_files import write_text_atomic
 from src.runs.checkpoints import ATOMIC_BACKEND_ARGS
@@ -30,17 +29,16 @@ def mid_epoch_checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration}.pth"
 
 
-@HOOKS.register_module()
 class StopHook(Hook):
     """End training when ``should_stop()`` turns true, at the next batch boundary.
 
     Args:
         should_stop: called after every training and validation iteration; must be cheap.
-        before_save: called on every rank before a stop's checkpoint (``RngStateHook``'s
+        before_save: called on every rank before a stop's checkpoint (``ResumeStateHook``'s
             ``share_states``: rank 0 saves every rank's RNG states).
 
     A stop after a training iteration saves a resumable checkpoint of that exact iteration
-    (model, optimizer, schedulers, message hub, RNG states via ``RngStateHook``) and points
+    (model, optimizer, schedulers, message hub, RNG states via ``ResumeStateHook``) and points
     ``last_checkpoint`` at it. A stop during validation abandons the validation: the checkpoint
     saved at the end of that epoch (before validation) is the one to resume from.
     """

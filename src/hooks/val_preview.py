@@ -19,12 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 logger = logging.getLogger(__name__)
 
 
-@HOOKS.register_module()
 class ValPreviewHook(Hook):
     """Draw ``count`` validation images with their predictions for ``sinks``.
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 
 class WorkDirError(RuntimeError):
     """The run's work dir or log dir is outside the allowed root."""
 
 
-@HOOKS.register_module()
 class WorkDirGuardHook(Hook):
     """Check that ``runner.work_dir`` and ``runner.log_dir`` are inside ``root``.
 

@@ -198,14 +198,14 @@ def _share_and_restore(rank: int, world: int, port: int, out: str) -> None:
     from mmengine.config import Config
 
     from src.engine.loops import BatchGeometry, ResumableEpochBasedTrainLoop, get_rng_state
-    from src.hooks.rng import RngStateHook
+    from src.hooks.resume_state import ResumeStateHook
 
     torch_dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     random.seed(rank), np.random.seed(rank), torch.manual_seed(100 + rank)
     own = get_rng_state()
-    hook = RngStateHook()
+    hook = ResumeStateHook()
     hook.share_states()  # what StopHook and every epoch's end do on all ranks
     path = os.path.join(out, "checkpoint.pth")
     if rank == 0:

@@ -1,4 +1,6 @@
-"""Keep training randomness reproducible across checkpoints and validation.
+"""What an exact resume needs, saved into every checkpoint and handed back on resume.
+
+The RNG states first: training randomness stays reproducible across checkpoints and validation.
 
 mmengine seeds the RNGs once, at start, and does not checkpoint them; random augmentations draw
 from numpy's global RNG, samplers of two-stage heads from torch's. This hook saves the Python,
@@ -14,7 +16,9 @@ all ranks reach together), which saves them by rank; a resume on the same number
 gives each rank its own back.
 
 The checkpoint also records the run's batch geometry (iterations per epoch, samples per
-iteration, processes), from which a resume on another geometry re-counts (``AppRunner.resume``).
+iteration, processes), from which a resume on another geometry re-counts (``AppRunner.resume``),
+the planned epochs, and the part of the run's description (``RunMetadata.for_checkpoint``) from
+which the run listers show a run by its newest checkpoint alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from typing import Any
 
 from mmengine import dist
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 from src.config.metadata import KEY as METADATA_KEY
 from src.config.metadata import RunMetadata
@@ -38,10 +41,9 @@ RNG_KEY = "rng_state"
 RANKS_KEY = "rng_state_by_rank"
 
 
-@HOOKS.register_module()
-class RngStateHook(Hook):
-    """Save RNG states (every rank's) with checkpoints, restore them on resume, isolate
-    validation, record the batch geometry."""
+class ResumeStateHook(Hook):
+    """Save RNG states (every rank's), batch geometry, planned epochs and the run's description
+    with checkpoints; restore the RNG states on resume; isolate validation."""
 
     priority = "VERY_HIGH"
 
