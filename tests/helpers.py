@@ -14,7 +14,7 @@ from src.app.session import SessionState, TrainingSession
 from src.config import zoo
 from src.config.compose import compose_from_zoo
 from src.config.params import DatasetSpec, RunSpec, TrainParams
-from src.runs.checkpoints import load_checkpoint_file
+from src.runs.checkpoint_io import load_checkpoint_file
 
 CLASSES = ("square", "circle", "triangle")
 # Every architecture's default model, as pytest params named task:architecture.

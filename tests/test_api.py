@@ -146,7 +146,7 @@ def test_a_failed_export_is_shown_keeps_the_files_and_ends_the_run(
     """A checkpoint that cannot be exported (corrupt, or a torch without the loader's API) is an
     error the client sees, with the run's files kept and the app's end-of-run step run."""
     import src.runs.artifacts
-    from src.runs.checkpoints import CheckpointError
+    from src.runs.checkpoint_io import CheckpointError
 
     def broken_export(src, dst):
         raise CheckpointError(f"checkpoint {src} is truncated or corrupt (EOFError)")
@@ -381,7 +381,7 @@ def test_app_data_is_kept_when_the_artifacts_hold_no_resumable_state(
     """Cleanup after upload needs the resume snapshot in the store: without it, the app-data
     copy is the only resumable one and stays, and the outcome says so."""
     import src.runs.artifacts
-    from src.runs.checkpoints import CheckpointError
+    from src.runs.checkpoint_io import CheckpointError
 
     def no_snapshot(*args, **kwargs):
         raise CheckpointError("no resumable checkpoint (made to fail)")

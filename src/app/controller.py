@@ -40,8 +40,9 @@ from src.app.session import SessionBusyError, SessionState, SessionStatus, Train
 from src.config.params import AUTO_SIZED, TrainParams
 from src.data.project import Split
 from src.hooks.metrics import MetricsSink
+from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
-from src.runs.checkpoints import CheckpointError, find_resumable_runs
+from src.runs.checkpoints import find_resumable_runs
 from src.runs.info import RunInfo
 from src.runs.layout import ARTIFACTS_ROOT, RESUME_DIR, RUN_CONFIG, STATE_FILE, is_run_dir
 from src.runs.remote import find_remote_runs

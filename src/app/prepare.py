@@ -40,12 +40,8 @@ from src.data.project import LocalProject, Split, default_split, open_local_proj
 from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
 from src.engine.shape_check import check_input_shapes
 from src.runs.artifacts import RunSummary, pack_run
-from src.runs.checkpoints import (
-    CheckpointError,
-    find_resumable_runs,
-    newest_resumable_checkpoint,
-    peek_checkpoint,
-)
+from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
+from src.runs.checkpoints import find_resumable_runs, newest_resumable_checkpoint
 from src.runs.info import APP_DATA, RunInfo
 from src.runs.layout import RUN_CONFIG, RunIdError, is_run_dir, run_dir
 from src.runs.remote import fetch_remote_run, find_remote_runs
@@ -393,9 +389,9 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
     """Build both datasets and the model without training: what would train, and how big."""
     from mmdet.registry import MODELS
 
-    from src.engine import mmdet_fixes
+    from src.engine import patches
 
-    mmdet_fixes.apply()
+    patches.apply()
     summary: dict[str, Any] = {
         "run_id": prepared.run_id,
         "model": prepared.model_name,

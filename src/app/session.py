@@ -328,8 +328,10 @@ class TrainingSession:
         # a graceful stop) instead of killing the workers mid-batch.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
+            from src.engine import patches
             from src.engine.devices import use_device
 
+            patches.apply()  # before the sizing probe builds the model (and loads its weights)
             # the GPU the user chose (train_params.device); mmengine builds on the current one
             device = self._device()
             use_device(device)
@@ -415,7 +417,7 @@ class TrainingSession:
         import src.data.mmdet_dataset
         import src.engine.loops  # noqa: F401  (registers the resumable loop and sampler)
         from src.config.text import config_to_text
-        from src.engine import mmdet_fixes
+        from src.engine import patches
         from src.engine.runner import AppRunner
         from src.hooks.early_stopping import EarlyStoppingReplayHook
         from src.hooks.nonfinite import NonFiniteLossHook
@@ -426,7 +428,7 @@ class TrainingSession:
         from src.hooks.workdir import WorkDirGuardHook
         from src.runs.checkpoints import logged_validations
 
-        mmdet_fixes.apply()
+        patches.apply()
         cfg = self.prepared_config()
         work_dir = Path(cfg.work_dir)
         cfg.experiment_name = f"{self.run_id}_{id(self):x}"

@@ -77,7 +77,8 @@ def probe_model(
     from src.config.params import TrainParams
     from src.data.project import Split
     from src.data.reader import list_items
-    from src.runs.checkpoints import best_checkpoint, export_for_inference, last_checkpoint
+    from src.runs.checkpoint_io import export_for_inference
+    from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
     entry = zoo.get_model(model, task)
     size = max(input_size, entry.min_input_size)

@@ -23,10 +23,10 @@ def predict_split(
     ``work_dir`` receives the loop's log (a scratch folder)."""
     import src.data.mmdet_dataset
     import src.engine.loops  # noqa: F401  (the run's config names our loop and sampler)
-    from src.engine import mmdet_fixes
+    from src.engine import patches
     from src.engine.runner import AppRunner, release_mmengine_instances
 
-    mmdet_fixes.apply()
+    patches.apply()
     cfg = copy.deepcopy(cfg)
     evaluator = copy.deepcopy(cfg.val_evaluator)
     if not (isinstance(evaluator, dict) and evaluator.get("type") == "CocoMetric"):

@@ -31,8 +31,9 @@ from torch.utils.data import DataLoader
 
 from src.config.metadata import RunMetadata
 from src.config.schedule import advance_schedulers
+from src.engine import patches
 from src.engine.loops import BatchGeometry, geometry_of
-from src.runs.checkpoints import download_checkpoint, load_checkpoint_file
+from src.runs.checkpoint_io import download_checkpoint, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class AppRunner(Runner):
     console_log_level = "INFO"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        patches.apply()  # our checkpoint loaders and writes in mmengine, mmdet's fixes
         self.is_resuming = False
         self.geometry_note: str | None = None  # how a resume on another geometry went on
         super().__init__(*args, **kwargs)
@@ -143,7 +145,7 @@ class AppRunner(Runner):
         resume_param_scheduler: bool = True,
         map_location: Any = "default",
     ) -> None:
-        from src.runs.checkpoints import peek_checkpoint
+        from src.runs.checkpoint_io import peek_checkpoint
 
         self.is_resuming = True
         meta = peek_checkpoint(filename)

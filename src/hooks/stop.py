@@ -12,7 +12,7 @@ from typing import Any
 from mmengine.hooks import Hook
 
 from src.runs.atomic_files import write_text_atomic
-from src.runs.checkpoints import ATOMIC_BACKEND_ARGS
+from src.runs.checkpoint_io import ATOMIC_BACKEND_ARGS
 
 
 class TrainingStopped(Exception):

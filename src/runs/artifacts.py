@@ -18,12 +18,8 @@ from typing import Any
 
 import yaml
 
-from src.runs.checkpoints import (
-    CheckpointError,
-    best_checkpoint,
-    export_for_inference,
-    last_checkpoint,
-)
+from src.runs.checkpoint_io import CheckpointError, export_for_inference
+from src.runs.checkpoints import best_checkpoint, last_checkpoint
 from src.runs.layout import (
     EVALUATION_DIR,
     EVALUATION_METRICS,

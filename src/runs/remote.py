@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from src.config.metadata import RunMetadata
-from src.runs.checkpoints import (
-    CheckpointError,
-    newest_resumable_checkpoint,
-)
+from src.runs.checkpoint_io import CheckpointError
+from src.runs.checkpoints import newest_resumable_checkpoint
 from src.runs.info import TEAM_FILES, RunInfo
 from src.runs.layout import (
     ARTIFACTS_ROOT,
@@ -74,7 +72,8 @@ def collect_run_files(work_dir: str | Path, dest: str | Path, checkpoint: Path) 
 def write_state(dest: str | Path, checkpoint_name: str, run_id: str) -> dict[str, Any]:
     """Describe a collected snapshot in ``state.json``; raises :class:`CheckpointError` when its
     checkpoint cannot resume."""
-    from src.runs.checkpoints import peek_checkpoint, val_metrics_in
+    from src.runs.checkpoint_io import peek_checkpoint
+    from src.runs.checkpoints import val_metrics_in
 
     dest = Path(dest)
     checkpoint = dest / checkpoint_name

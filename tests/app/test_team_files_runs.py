@@ -16,7 +16,7 @@ from src.app.platform import platform_services
 from src.app.prepare import TrainRequest
 from src.config.params import TrainParams
 from src.data.project import Split, download_project
-from src.runs.checkpoints import load_checkpoint_file
+from src.runs.checkpoint_io import load_checkpoint_file
 from src.runs.remote import find_remote_runs
 from src.runs.storage import (
     LocalArtifactStore,

@@ -16,7 +16,7 @@ import resource, signal, sys
 sys.path.insert(0, {root!r})
 import torch
 from src.runs.atomic_files import write_bytes_atomic, write_json_atomic
-from src.runs.checkpoints import export_for_inference
+from src.runs.checkpoint_io import export_for_inference
 from src.data.reader import load_split
 
 out = {out!r}

@@ -14,12 +14,8 @@ import torch
 from src.app.prepare import RequestError, resolve_resumable
 from src.app.session import SessionState
 from src.runs.atomic_files import write_bytes_atomic
-from src.runs.checkpoints import (
-    CheckpointError,
-    export_for_inference,
-    load_checkpoint_file,
-    newest_resumable_checkpoint,
-)
+from src.runs.checkpoint_io import CheckpointError, export_for_inference, load_checkpoint_file
+from src.runs.checkpoints import newest_resumable_checkpoint
 from tests.helpers import run, small_cfg
 
 
@@ -36,10 +32,12 @@ def trained_run(tmp_path_factory, demo_project):
 def loader(request, monkeypatch):
     """Both ways the allowlist is enforced: torch's ``safe_globals`` (torch >= 2.4) and the
     restricted unpickler the production image's torch 2.1 uses (forced here on any torch)."""
-    import src.runs.checkpoints
+    import src.runs.checkpoint_io
 
     monkeypatch.setattr(
-        src.runs.checkpoints, "_FORCE_RESTRICTED_UNPICKLER", request.param == "restricted_unpickler"
+        src.runs.checkpoint_io,
+        "_FORCE_RESTRICTED_UNPICKLER",
+        request.param == "restricted_unpickler",
     )
     return request.param
 
@@ -128,17 +126,17 @@ def test_a_checkpoint_that_would_run_a_command_is_refused_by_name(tmp_path, load
 
 def test_the_restricted_unpickler_is_what_runs_without_safe_globals(trained_run, monkeypatch):
     """A torch without ``safe_globals`` (2.1) takes the restricted unpickler, not a plain load."""
-    import src.runs.checkpoints
+    import src.runs.checkpoint_io
 
     monkeypatch.delattr(torch.serialization, "safe_globals", raising=False)
     used = []
-    real = src.runs.checkpoints._RestrictedUnpickler.find_class
+    real = src.runs.checkpoint_io._RestrictedUnpickler.find_class
 
     def spy(self, module, name):
         used.append(f"{module}.{name}")
         return real(self, module, name)
 
-    monkeypatch.setattr(src.runs.checkpoints._RestrictedUnpickler, "find_class", spy)
+    monkeypatch.setattr(src.runs.checkpoint_io._RestrictedUnpickler, "find_class", spy)
     checkpoint = load_checkpoint_file(trained_run / "r" / "epoch_2.pth")
     assert "message_hub" in checkpoint
     assert "mmengine.logging.history_buffer.HistoryBuffer" in used
@@ -194,13 +192,13 @@ def test_checkpoints_by_url_are_downloaded_then_loaded_through_the_allowlist(
 def test_a_stalled_checkpoint_download_times_out_and_leaves_nothing(tmp_path, monkeypatch):
     import socket
 
-    import src.runs.checkpoints
-    from src.runs.checkpoints import download_checkpoint
+    import src.runs.checkpoint_io
+    from src.runs.checkpoint_io import download_checkpoint
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)  # accepts the connection, never answers
-    monkeypatch.setattr(src.runs.checkpoints, "DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(src.runs.checkpoint_io, "DOWNLOAD_TIMEOUT_S", 0.5)
     url = f"http://127.0.0.1:{server.getsockname()[1]}/weights.pth"
     with pytest.raises(CheckpointError, match="cannot download"):
         download_checkpoint(url, tmp_path / "hub")
