@@ -36,8 +36,9 @@ from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from src.app.controller import StartCancelled, TrainingController, request_from_json
+from src.app.controller import StartCancelled, TrainingController
 from src.app.prepare import RequestError
+from src.app.requests import ResumeRequest, request_from_body
 from src.app.session import SessionBusyError
 from src.data.project import LocalProject
 
@@ -70,6 +71,7 @@ def mount_api(
                 return _error(400, "the request body is not valid JSON")
             if not isinstance(body, dict):
                 return _error(400, "the request body must be a JSON object")
+            request.state.json_body = body  # the route reads it from here: parsed once
         return await call_next(request)
 
     server.user_middleware.insert(0, Middleware(BaseHTTPMiddleware, dispatch=check_body))
@@ -84,8 +86,7 @@ def _router(controller: TrainingController, default_project: LocalProject | None
 
     @router.post("/train")
     async def train(request: Request) -> Any:
-        raw = await request.body()
-        body = json.loads(raw) if raw.strip() else {}  # a JSON object: the guard checked
+        body = request.state.json_body  # a JSON object: check_body parsed it
         try:
             # parsing the project and executing the config take seconds: off the event loop,
             # so /sly/state, /api/status and /api/stop keep answering meanwhile
@@ -108,7 +109,7 @@ def _router(controller: TrainingController, default_project: LocalProject | None
 
     @router.get("/runs")
     def runs() -> Any:
-        return {"runs": controller.runs()}
+        return {"runs": controller.catalog.runs()}
 
     return router
 
@@ -117,35 +118,9 @@ def _start(
     controller: TrainingController, body: dict[str, Any], default_project: LocalProject | None
 ) -> str:
     """A new run or a resumed one, as the body asks; RequestError names every bad field."""
-    if "resume" in body:
-        target, hyper = body["resume"], body.get("hyperparameters") or {}
-        problems = []
-        others = sorted(set(body) - {"resume", "hyperparameters"})
-        fixed = sorted(set(hyper) - {"epochs", "gpus", "nproc"}) if isinstance(hyper, dict) else []
-        if others or fixed:
-            named = others + [f"hyperparameters.{k}" for k in fixed]
-            problems.append(
-                f"resume and {', '.join(named)} contradict: a resumed run keeps its own "
-                "settings; only hyperparameters.epochs, gpus and nproc can change"
-            )
-        if target is not None and not isinstance(target, str):
-            problems.append(f"resume must be a run id (a string), not {json.dumps(target)}")
-        if not isinstance(hyper, dict):
-            problems.append("hyperparameters must be an object")
-        hyper = hyper if isinstance(hyper, dict) else {}
-        epochs, gpus, nproc = (hyper.get(k) for k in ("epochs", "gpus", "nproc"))
-        if epochs is not None and (type(epochs) is not int or epochs < 1):
-            problems.append(f"hyperparameters.epochs must be a whole number >= 1, not {epochs!r}")
-        if nproc is not None and type(nproc) is not int:
-            problems.append(f"hyperparameters.nproc must be a whole number, not {nproc!r}")
-        if gpus is not None and (
-            not isinstance(gpus, list) or any(type(g) is not int for g in gpus)
-        ):
-            problems.append(f"hyperparameters.gpus must be a list of GPU indices, not {gpus!r}")
-        if problems:
-            raise RequestError(problems)
+    request = request_from_body(body, str(controller.app_data_dir), default_project)
+    if isinstance(request, ResumeRequest):
         return controller.resume(
-            target or None, epochs=epochs, gpus=None if gpus is None else tuple(gpus), nproc=nproc
+            request.target, epochs=request.epochs, gpus=request.gpus, nproc=request.nproc
         )
-    request = request_from_json(body, str(controller.app_data_dir), default_project)
     return controller.start(request)

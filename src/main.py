@@ -26,7 +26,8 @@ import supervisely as sly
 
 from src.access import guard_server, start_lines, wait_until_listening
 from src.api import mount_api
-from src.app.controller import RunOutcome, SyncPolicy, TrainingController
+from src.app.controller import SyncPolicy, TrainingController
+from src.app.end_of_run import RunOutcome
 from src.app.platform import platform_services
 from src.app.session import warm_up_imports
 from src.data.project import open_local_project

@@ -198,7 +198,10 @@ M = "rtmdet_tiny_8xb32-300e_coco"
         ({"resume": 5}, "resume must be a run id"),
         ({"resume": "x", "hyperparameters": {"epochs": "2"}}, "epochs must be a whole number"),
         ({"resume": "x", "hyperparameters": {"nproc": "2"}}, "nproc must be a whole number"),
-        ({"resume": "x", "hyperparameters": {"gpus": "0,1"}}, "gpus must be a list of GPU"),
+        # one style for a field in a new run and in a resume
+        ({"hyperparameters": {"gpus": "0,1"}}, "gpus must be a list of whole numbers"),
+        ({"resume": "x", "hyperparameters": {"gpus": "0,1"}}, "gpus must be a list of whole numbers"),
+        ({"resume": "x", "hyperparameters": {"epochs": 0}}, "epochs must be at least 1"),
     ],
 )  # fmt: skip
 def test_ill_typed_json_is_a_400_naming_the_field(api, demo_project, body, expected):
@@ -401,12 +404,12 @@ def test_app_data_is_kept_when_the_artifacts_hold_no_resumable_state(
 
 
 def test_the_runs_list_reads_team_files_once_per_interval(api, monkeypatch):
-    import src.app.controller
+    import src.app.catalog
 
     client, _, _ = api
     reads = []
     monkeypatch.setattr(
-        src.app.controller, "find_remote_runs", lambda store, files=None: reads.append(1) or []
+        src.app.catalog, "find_remote_runs", lambda store, files=None: reads.append(1) or []
     )
     for _ in range(3):
         assert client.get("/api/runs").json() == {"runs": []}

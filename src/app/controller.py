@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
-import shutil
 import threading
-import time
-import typing
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from src.app.augment_preview import AugmentationPreview, AugmentationPreviewer
+from src.app.catalog import RunCatalog
+from src.app.end_of_run import RunEnding, RunOutcome
 from src.app.prepare import (
     Prepared,
     ProjectResolver,
@@ -34,37 +32,16 @@ from src.app.prepare import (
     new_run_id,
     prepare,
     prepare_resume,
-    upload_run,
 )
 from src.app.session import SessionBusyError, SessionState, SessionStatus, TrainingSession
-from src.config.params import AUTO_SIZED, TrainParams
-from src.data.project import Split
+from src.config.params import TrainParams
 from src.hooks.metrics import MetricsSink
-from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
-from src.runs.checkpoints import find_resumable_runs
 from src.runs.info import RunInfo
-from src.runs.layout import ARTIFACTS_ROOT, RESUME_DIR, RUN_CONFIG, STATE_FILE, is_run_dir
-from src.runs.remote import find_remote_runs
-from src.runs.storage import ArtifactStore, RemoteFile, UploadError, artifacts_dir
+from src.runs.layout import RUN_CONFIG
+from src.runs.storage import ArtifactStore, artifacts_dir
 
 logger = logging.getLogger(__name__)
-REMOTE_RUNS_TTL_S = 60.0  # how long GET /api/runs reuses its reading of Team Files
-
-
-@dataclass
-class RunOutcome:
-    """What happened to the last run after training ended."""
-
-    run_id: str
-    state: str
-    artifacts: str | None = None  # where the uploaded artifacts are (path or Team Files dir)
-    upload_error: str | None = None
-    local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
-    output_error: str | None = None  # the upload worked, but showing it as the task output did not
-    warning: str | None = None  # the upload worked, but something the user should know did not
-    evaluation: dict[str, Any] | None = None  # src.app.evaluate.Evaluation.summary()
-    evaluation_error: str | None = None  # the evaluation failed; the run was uploaded all the same
 
 
 @dataclass
@@ -179,12 +156,14 @@ class TrainingController:
         self._session: TrainingSession | None = None
         self._prepared: Prepared | None = None
         self._watcher: threading.Thread | None = None
-        self._uploading = False  # the artifacts of the ended run are being uploaded
-        self._evaluating = False  # the ended run's best checkpoint is being evaluated
         self._active = False  # from launch until the run's upload is over
         self._preparing = False  # a start or resume is being prepared (before launch)
         self._cancel_start = False  # Stop was asked for during that preparation
-        self._remote_runs_cache: tuple[float, list[RemoteFile], list[RunInfo]] | None = None
+        self.catalog = RunCatalog(self.app_data_dir, store)
+        self._ending = RunEnding(
+            self.app_data_dir, store, self.catalog, task_id=task_id, after_upload=after_upload,
+            cleanup_after_upload=cleanup_after_upload,
+        )  # fmt: skip
         self._previewer = AugmentationPreviewer(cache_dir)
         self.outcome: RunOutcome | None = None
 
@@ -214,7 +193,8 @@ class TrainingController:
         if preparing:
             state = SessionState.PREPARING
         elif active and run_state.is_final:
-            state = SessionState.EVALUATING if self._evaluating else SessionState.UPLOADING
+            stage = self._ending.stage
+            state = SessionState.EVALUATING if stage == "evaluating" else SessionState.UPLOADING
         else:
             state = run_state
         values = {f.name: getattr(progress, f.name) for f in fields(SessionStatus)}
@@ -225,7 +205,7 @@ class TrainingController:
             run_state=run_state,
             sync=copy.copy(syncer.status) if syncer else None,
             model=prepared.model_name if prepared else None,
-            uploading=self._uploading,
+            uploading=self._ending.stage == "uploading",
             busy=self.busy,
             outcome=copy.copy(self.outcome) if self.outcome else None,
             notes=(list(prepared.notes) if prepared else [])
@@ -234,55 +214,6 @@ class TrainingController:
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
         return self._session.history if self._session else {"train": [], "val": []}
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Resumable runs: those in app data, then those only in the store (Team Files)."""
-        local = find_resumable_runs(self.app_data_dir)
-        known = {r.run_id for r in local}
-        remote = [r for r in self._remote_runs() if r.run_id not in known]
-        return [r.row() for r in [*local, *remote]]
-
-    def _remote_runs(self) -> list[RunInfo]:
-        return self._store_reading()[1]
-
-    def _store_reading(self) -> tuple[list[RemoteFile], list[RunInfo]]:
-        """The store's run folders (one listing) and its resumable runs, read at most once per
-        ``REMOTE_RUNS_TTL_S`` (each read downloads every run's ``state.json``); an upload of
-        this app clears it at once. The Resume tab and the custom-weights picker share it."""
-        cached = self._remote_runs_cache
-        if cached is not None and time.monotonic() - cached[0] < REMOTE_RUNS_TTL_S:
-            return cached[1], cached[2]
-        try:
-            files = self.store.list(ARTIFACTS_ROOT)
-            runs = find_remote_runs(self.store, files=files)
-        except (UploadError, OSError) as exc:
-            logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
-            return [], []
-        self._remote_runs_cache = (time.monotonic(), files, runs)
-        return files, runs
-
-    def fetch(self, path: str, purpose: str) -> str:
-        """A local path for ``path``: itself when it is a local file, else downloaded from the
-        store (Team Files) into ``<app data>/_custom/``."""
-        if not path or Path(path).is_file():
-            return path
-        missing = RequestError(
-            [f"{purpose} {path} does not exist: not a local file, nor in Team Files"]
-        )
-        if not path.startswith("/"):
-            raise missing
-        local = self.app_data_dir / "_custom" / Path(path).parent.name / Path(path).name
-        try:
-            # one listing says whether it is there and whether the copy fetched before is it
-            remote = {f.path: f.size for f in self.store.list(str(Path(path).parent))}
-            if path not in remote:
-                raise missing
-            if not (local.is_file() and remote[path] == local.stat().st_size):
-                local.parent.mkdir(parents=True, exist_ok=True)
-                self.store.download(path, local)  # (Compose, then Start: fetched once)
-        except (UploadError, OSError) as exc:
-            raise RequestError([f"cannot download the {purpose} {path}: {exc}"]) from None
-        return str(local)
 
     def augmentation_preview(
         self, project_dir: str, params: TrainParams, sample: int
@@ -297,30 +228,6 @@ class TrainingController:
                 "generators the run's augmentations use"
             )
         return self._previewer.preview(project_dir, params, sample)
-
-    def companion_config(self, checkpoint: str) -> str | None:
-        """The ``config.py`` beside a checkpoint (a local path or one in the store, as
-        :meth:`fetch` takes them): where this app and mmdet put a run's config."""
-        local = Path(checkpoint)
-        if local.is_file():
-            found = local.parent / RUN_CONFIG
-            return str(found) if found.is_file() else None
-        if not checkpoint.startswith("/"):
-            return None
-        remote = f"{Path(checkpoint).parent.as_posix().rstrip('/')}/{RUN_CONFIG}"
-        try:
-            listed = {f.path for f in self.store.list(str(Path(checkpoint).parent))}
-        except (UploadError, OSError, ValueError):
-            return None
-        return remote if remote in listed else None
-
-    def checkpoint_files(self) -> list[str]:
-        """Every ``.pth`` of the store's runs that has a ``config.py`` beside it: the
-        custom-weights picker's choices (Team Files on the platform, the local folder
-        standing in for it elsewhere)."""
-        files = [f.path for f in self._store_reading()[0]]
-        folders = {str(Path(p).parent) for p in files if Path(p).name == RUN_CONFIG}
-        return sorted(p for p in files if p.endswith(".pth") and str(Path(p).parent) in folders)
 
     def new_run_id(self) -> str:
         return new_run_id(self.app_data_dir, base=self.run_id_base)
@@ -350,7 +257,7 @@ class TrainingController:
         custom = params.weights == "custom" and params.weights_path
         own_model = request.model or request.config_text or request.config_file
         if custom and not config_file and not own_model:
-            config_file = self.companion_config(params.weights_path)
+            config_file = self.catalog.companion_config(params.weights_path)
             if config_file is None:
                 raise RequestError(
                     [
@@ -359,9 +266,10 @@ class TrainingController:
                     ]
                 )
         if config_file:  # custom weights: may live in Team Files
-            config_file = self.fetch(config_file, "config")
+            config_file = self.catalog.fetch(config_file, "config")
         if custom:
-            params = replace(params, weights_path=self.fetch(params.weights_path, "checkpoint"))
+            fetched = self.catalog.fetch(params.weights_path, "checkpoint")
+            params = replace(params, weights_path=fetched)
         return prepare(
             replace(
                 request, params=params, base_config_file=config_file,
@@ -567,30 +475,9 @@ class TrainingController:
             status = session.wait()
             if syncer is not None:  # the final upload below supersedes the pending sync
                 syncer.close()
-            outcome = RunOutcome(run_id=prepared.run_id, state=status.state.value)
-            if status.state == SessionState.FINISHED and prepared.params.evaluate:
-                self._evaluate(prepared.work_dir, outcome)
-            if status.state in (SessionState.FINISHED, SessionState.STOPPED):
-                self._uploading = True
-                self._upload(session, prepared, status.state.value, outcome)
-            self.outcome = outcome
+            self.outcome = self._ending.finish(session, prepared, status.state)
         finally:
-            self._uploading = False
             self._active = False
-
-    def _evaluate(self, work_dir: Path, outcome: RunOutcome) -> None:
-        """The Model Benchmark evaluation of a run (src.app.evaluate); a failure is shown in the
-        outcome and never stops the upload."""
-        from src.app.evaluate import evaluate_run
-
-        self._evaluating = True
-        try:
-            outcome.evaluation = evaluate_run(work_dir).summary()
-        except Exception as exc:
-            outcome.evaluation_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("evaluation of %s failed; the run is uploaded all the same", work_dir)
-        finally:
-            self._evaluating = False
 
     def evaluate(
         self,
@@ -617,187 +504,3 @@ class TrainingController:
             if self.busy:
                 raise SessionBusyError("a run is in progress: evaluate when it has ended")
         return evaluate_run(work_dir, checkpoint, project_dir=project_dir, split=split).summary()
-
-    def _upload(
-        self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome
-    ) -> None:
-        """Upload and verify; then set the output and (on the platform) free the app data."""
-        staging = self.app_data_dir / "_upload"
-        try:
-            remote = upload_run(
-                prepared, self.store, state=state, history=session.history, staging_root=staging,
-                task_id=self.task_id, started_at=session.status().started_at,
-            )  # fmt: skip
-        except Exception as exc:  # upload, export (CheckpointError), disk: all shown, files kept
-            expected = isinstance(exc, UploadError | FileNotFoundError | OSError | CheckpointError)
-            outcome.upload_error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
-            outcome.local_dir = str(prepared.work_dir)
-            logger.error(
-                "upload of run %s failed: %s; its files stay in %s",
-                prepared.run_id, exc, prepared.work_dir,
-            )  # fmt: skip
-            return
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
-        outcome.artifacts = self.store.describe(remote)
-        if self.after_upload is not None:
-            try:
-                self.after_upload(remote)
-            except Exception as exc:
-                outcome.output_error = f"the artifacts are in {remote}, but: {exc}"
-                logger.error("setting the output of run %s failed: %s", prepared.run_id, exc)
-        self._remote_runs_cache = None  # the store changed
-        if self.cleanup_after_upload and is_run_dir(self.app_data_dir, prepared.work_dir):
-            # the app-data copy goes only when Team Files holds a resumable state of the run
-            state = f"{remote.rstrip('/')}/{RESUME_DIR}/{STATE_FILE}"
-            if not self.store.exists(state):
-                outcome.warning = (
-                    f"the artifacts hold no resumable state ({state}): the run's files stay in "
-                    f"{prepared.work_dir}"
-                )
-                outcome.local_dir = str(prepared.work_dir)
-                logger.warning("run %s: %s", prepared.run_id, outcome.warning)
-                return
-            shutil.rmtree(prepared.work_dir, ignore_errors=True)
-            logger.info("run %s uploaded and verified: removed %s", prepared.run_id,
-                        prepared.work_dir)  # fmt: skip
-
-
-def _param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
-    """``hyperparameters`` → TrainParams keyword arguments; ill-typed or unknown ones are left
-    out and named in ``problems``."""
-    if not isinstance(hyper, dict):
-        problems.append(f"hyperparameters must be an object, got {json.dumps(hyper)}")
-        return {}
-    hints = typing.get_type_hints(TrainParams)
-    param_fields = {f.name for f in fields(TrainParams)} - {"task", "classes"}
-    bad = sorted(set(hyper) - param_fields)
-    if bad:
-        problems.append(f"unknown hyperparameters {bad}; known: {sorted(param_fields)}")
-    values = {k: v for k, v in hyper.items() if k in param_fields}
-    if isinstance(values.get("augmentation_pipeline"), list):  # the transforms as JSON
-        values["augmentation_pipeline"] = json.dumps(values["augmentation_pipeline"])
-    if type(values.get("input_size")) is int:
-        values["input_size"] = [values["input_size"]] * 2
-    for key in (*AUTO_SIZED, "amp"):  # "auto" is null: the app chooses on the run's device
-        if values.get(key) == "auto":
-            values[key] = None
-    for key, value in list(values.items()):
-        problem = _json_problem(key, value, hints[key])
-        if problem:
-            problems.append(problem)
-            del values[key]
-        elif isinstance(value, list):
-            values[key] = tuple(value)
-    return values
-
-
-def _split_from_json(spec: Any, problems: list[str]) -> Split | None:
-    """``split`` → a ``Split`` (None when the body has none, or it is malformed: then named in
-    ``problems``)."""
-    if spec is None:
-        return None
-    names = ("train", "val", "train_items", "val_items")
-    if not isinstance(spec, dict) or any(
-        spec.get(k) is not None and not _is_name_list(spec[k]) for k in names
-    ):
-        problems.append(
-            'split must be an object of name lists, e.g. {"train": ["train"], "val": ["val"]}'
-        )
-        return None
-    return Split(
-        train_datasets=spec.get("train"),
-        val_datasets=spec.get("val"),
-        train_items=spec.get("train_items"),
-        val_items=spec.get("val_items"),
-        description=str(spec.get("description", "from the request")),
-    )
-
-
-def _json_problem(name: str, value: Any, hint: Any) -> str | None:
-    """Why a JSON value does not fit a ``TrainParams`` field's type (None: it fits). JSON has no
-    tuples and no int/float split, so lists stand for tuples and whole numbers for floats;
-    ``true`` is not a number."""
-    import types
-    import typing
-
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        args = typing.get_args(hint)
-    if hint is int:
-        ok = type(value) is int
-    elif hint is float:
-        ok = type(value) in (int, float)
-    elif hint in (str, bool):
-        ok = type(value) is hint
-    elif typing.get_origin(hint) is tuple:
-        fixed = Ellipsis not in args
-        ok = (
-            isinstance(value, list)
-            and all(type(v) is int for v in value)
-            and (not fixed or len(value) == len(args))
-        )
-        if not ok:
-            what = f"{len(args)} whole numbers" if fixed else "a list of whole numbers"
-            return f"{name} must be {what}, got {json.dumps(value)}"
-    else:
-        ok = True
-    kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
-    return None if ok else f"{name} must be {kind.get(hint, hint)}, got {json.dumps(value)}"
-
-
-def _is_name_list(value: Any) -> bool:
-    """A JSON list of strings (class, dataset or item names)."""
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def request_from_json(
-    body: dict[str, Any], app_data_dir: str, default_project: Any = None
-) -> TrainRequest:
-    """The HTTP API's JSON → TrainRequest; unknown or ill-typed fields → RequestError (a 400
-    that names the field), never a TypeError deep in preparation (a 500).
-
-    Without ``project`` in the body, ``default_project`` (a ``LocalProject``) trains."""
-    problems: list[str] = []
-    if not isinstance(body, dict):
-        raise RequestError(["the request body must be a JSON object"])
-    known = {"project", "task", "model", "classes", "split", "hyperparameters", "config",
-             "keep_empty_images", "run_id"}  # fmt: skip
-    unknown = sorted(set(body) - known)
-    if unknown:
-        problems.append(f"unknown fields {unknown}; known: {sorted(known)}")
-    top_level = {"project": str | None, "task": str, "model": str | None, "config": str | None,
-                 "keep_empty_images": bool, "run_id": str | None}  # fmt: skip
-    problems += [
-        problem
-        for key, hint in top_level.items()
-        if key in body and (problem := _json_problem(key, body[key], hint))
-    ]
-    if body.get("classes") is not None and not _is_name_list(body["classes"]):
-        problems.append(f"classes must be a list of class names, got {json.dumps(body['classes'])}")
-    values = _param_values(body.get("hyperparameters") or {}, problems)
-    if problems:
-        raise RequestError(problems)
-    params = TrainParams(task=body.get("task", "object-detection"), **values)
-    split = _split_from_json(body.get("split"), problems)
-    if not body.get("project") and default_project is None:
-        problems.append("project is required: a local Supervisely project directory")
-    if problems:
-        raise RequestError(problems)
-    use_default = not body.get("project")
-    return TrainRequest(
-        project_dir=str(default_project.directory if use_default else body["project"]),
-        project_id=default_project.project_id if use_default else None,
-        project_name=default_project.name if use_default else None,
-        app_data_dir=app_data_dir,
-        model=body.get("model"),
-        config_text=body.get("config"),
-        classes=body.get("classes"),
-        params=params,
-        split=split,
-        keep_empty_images=bool(body.get("keep_empty_images", True)),
-        run_id=body.get("run_id"),
-    )

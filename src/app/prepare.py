@@ -1,4 +1,4 @@
-"""Request preparation: a request in, a composed config out; then the run's artifacts uploaded.
+"""Request preparation: a request in, a composed config out (a new run, or a resumed one).
 
 Called through ``TrainingController`` (and by the zoo probe), so the CLI, the widgets UI and the
 HTTP API validate and compose the same way.
@@ -9,11 +9,10 @@ anything is written.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +32,17 @@ from src.config.params import (
     RunSpec,
     TrainParams,
 )
-from src.config.primary_metric import headline, primary_metric
 from src.config.schedule import devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text
-from src.data.project import LocalProject, Split, default_split, open_local_project, split_items
-from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
+from src.data.project import LocalProject, Split, default_split, open_local_project
+from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError
 from src.engine.shape_check import check_input_shapes
-from src.runs.artifacts import RunSummary, pack_run
 from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
 from src.runs.checkpoints import find_resumable_runs, newest_resumable_checkpoint
 from src.runs.info import APP_DATA, RunInfo
 from src.runs.layout import RUN_CONFIG, RunIdError, is_run_dir, run_dir
 from src.runs.remote import fetch_remote_run, find_remote_runs
-from src.runs.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
+from src.runs.storage import ArtifactStore, UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -424,47 +421,6 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
     if problems:
         raise RequestError(problems)
     return summary
-
-
-def upload_run(
-    prepared: Prepared,
-    store: ArtifactStore,
-    *,
-    state: str,
-    history: dict[str, Any],
-    staging_root: str | Path,
-    task_id: int | None = None,
-    started_at: float | None = None,
-) -> str:
-    """Pack the run's artifacts and upload them; returns the remote folder.
-
-    ``task_id``: the app's task on the platform (recorded in ``experiment_info.json``)."""
-    val = history.get("val") or []
-    key = primary_metric(prepared.params.task)
-    best = max(val, key=lambda v: v.get(key, float("-inf")), default=None)
-    remote = artifacts_dir(prepared.run_id, prepared.project.name)
-    summary = RunSummary(
-        run_id=prepared.run_id,
-        model_name=prepared.model_name,
-        task=prepared.params.task,
-        project_name=prepared.project.name,
-        classes=list(prepared.params.classes),
-        epochs_done=max((v.get("epoch", 0) for v in history.get("train", [])), default=0),
-        state=state,
-        best_metric=headline(best or {}),
-        history=history,
-        remote_dir=remote,
-        project_id=prepared.project.project_id,
-        task_id=task_id,
-        hyperparameters=json.loads(json.dumps(asdict(prepared.params))),
-        split=split_items(prepared.project, prepared.split),
-        class_colors={k: list(v) for k, v in class_colors(prepared.project.directory).items()},
-        started_at=started_at,
-    )
-    local = Path(staging_root) / run_dir_name(prepared.run_id, prepared.project.name)
-    pack_run(prepared.work_dir, prepared.config_text, local, summary)
-    store.upload_dir(local, remote)
-    return remote
 
 
 def resolve_resumable(app_data_dir: str | Path, target: str | None) -> RunInfo:

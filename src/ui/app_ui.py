@@ -51,8 +51,8 @@ class AppUI:
         self.task = TaskStep()
         self.model = ModelStep(
             self.task.task,
-            controller.runs,
-            controller.checkpoint_files,
+            controller.catalog.runs,
+            controller.catalog.checkpoint_files,
             team_id=team_id,
             local_folder=local_folder,
         )

@@ -44,7 +44,7 @@ class ModelStep:
     task: the task whose zoo is shown first.
     runs_provider: the resumable runs (``TrainingController.runs``).
     checkpoints_provider: checkpoints with a config beside them in the store
-        (``TrainingController.checkpoint_files``): the custom-weights picker's choices.
+        (``RunCatalog.checkpoint_files``): the custom-weights picker's choices.
     team_id: on the platform, the team whose Team Files the SDK's selector browses (it needs
         the server at construction, so it exists only there).
     local_folder: off the platform, the folder the local file picker searches first for

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Image, Text
 
-from src.app.controller import ControllerStatus, RunOutcome
+from src.app.controller import ControllerStatus
+from src.app.end_of_run import RunOutcome
 from src.app.evaluate import key_metrics_line
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
 from src.engine.chatter import is_chatter

@@ -129,7 +129,7 @@ def test_agent_dies_then_run_resumes_from_team_files_bit_exactly(fake_demo, tmp_
     shutil.rmtree(tmp_path / "projects")
 
     second = _platform_controller(fake, tmp_path / "agent2")
-    listed = [r for r in second.runs() if r["run_id"] == run_id]
+    listed = [r for r in second.catalog.runs() if r["run_id"] == run_id]
     assert listed and listed[0]["where"] == "Team Files"
     assert listed[0]["iteration"] == 2 * iters_per_epoch  # the epoch-2 sync
     second.resume(run_id)

@@ -1,0 +1,192 @@
+"""The end of a run: evaluate → pack → upload → verify → clean up.
+
+Runs in the controller's watcher thread once training has ended (finished or stopped), so no
+request handler waits on it. A failure at any step is shown in the run's :class:`RunOutcome` and
+never loses the run's files: an evaluation that fails still uploads, an upload that fails keeps the
+app-data folder, and the app-data copy is removed (on the platform) only when Team Files holds a
+resumable state of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from src.app.catalog import RunCatalog
+from src.app.prepare import Prepared
+from src.app.session import SessionState, TrainingSession
+from src.config.params import jsonable
+from src.config.primary_metric import headline, primary_metric
+from src.data.project import split_items
+from src.data.reader import class_colors
+from src.runs.artifacts import RunSummary, pack_run
+from src.runs.checkpoint_io import CheckpointError
+from src.runs.layout import RESUME_DIR, STATE_FILE, is_run_dir
+from src.runs.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    """What happened to the last run after training ended."""
+
+    run_id: str
+    state: str
+    artifacts: str | None = None  # where the uploaded artifacts are (path or Team Files dir)
+    upload_error: str | None = None
+    local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
+    output_error: str | None = None  # the upload worked, but showing it as the task output did not
+    warning: str | None = None  # the upload worked, but something the user should know did not
+    evaluation: dict[str, Any] | None = None  # src.app.evaluate.Evaluation.summary()
+    evaluation_error: str | None = None  # the evaluation failed; the run was uploaded all the same
+
+
+class RunEnding:
+    """What happens to a run after training, and which step it is at (``stage``: evaluating,
+    uploading, or None), for the controller's status.
+
+    Args:
+        app_data_dir: where runs live; the packed copy is staged in ``<app_data_dir>/_upload``.
+        store: where artifacts go (Team Files or a local folder).
+        catalog: told when the store changed.
+        task_id: the app's task on the platform, recorded in ``experiment_info.json``.
+        after_upload: called with the remote dir after a verified upload (the task output).
+        cleanup_after_upload: remove the app-data folder once the upload is verified.
+    """
+
+    def __init__(
+        self,
+        app_data_dir: Path,
+        store: ArtifactStore,
+        catalog: RunCatalog,
+        *,
+        task_id: int | None = None,
+        after_upload: Callable[[str], None] | None = None,
+        cleanup_after_upload: bool = False,
+    ) -> None:
+        self.app_data_dir = app_data_dir
+        self.store = store
+        self.catalog = catalog
+        self.task_id = task_id
+        self.after_upload = after_upload
+        self.cleanup_after_upload = cleanup_after_upload
+        self.stage: str | None = None
+
+    def finish(
+        self, session: TrainingSession, prepared: Prepared, state: SessionState
+    ) -> RunOutcome:
+        """Evaluate a finished run (when asked), upload a finished or stopped one."""
+        outcome = RunOutcome(run_id=prepared.run_id, state=state.value)
+        try:
+            if state == SessionState.FINISHED and prepared.params.evaluate:
+                self.stage = "evaluating"
+                self._evaluate(prepared.work_dir, outcome)
+            if state in (SessionState.FINISHED, SessionState.STOPPED):
+                self.stage = "uploading"
+                self._upload(session, prepared, state.value, outcome)
+        finally:
+            self.stage = None
+        return outcome
+
+    def _evaluate(self, work_dir: Path, outcome: RunOutcome) -> None:
+        """The Model Benchmark evaluation of a run (src.app.evaluate); a failure is shown in the
+        outcome and never stops the upload."""
+        from src.app.evaluate import evaluate_run
+
+        try:
+            outcome.evaluation = evaluate_run(work_dir).summary()
+        except Exception as exc:
+            outcome.evaluation_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("evaluation of %s failed; the run is uploaded all the same", work_dir)
+
+    def _upload(
+        self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome
+    ) -> None:
+        """Upload and verify; then set the output and (on the platform) free the app data."""
+        staging = self.app_data_dir / "_upload"
+        try:
+            remote = _pack_and_upload(
+                prepared, self.store, state=state, history=session.history, staging_root=staging,
+                task_id=self.task_id, started_at=session.status().started_at,
+            )  # fmt: skip
+        except Exception as exc:  # upload, export (CheckpointError), disk: all shown, files kept
+            expected = isinstance(exc, UploadError | FileNotFoundError | OSError | CheckpointError)
+            outcome.upload_error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+            outcome.local_dir = str(prepared.work_dir)
+            logger.error(
+                "upload of run %s failed: %s; its files stay in %s",
+                prepared.run_id, exc, prepared.work_dir,
+            )  # fmt: skip
+            return
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
+        outcome.artifacts = self.store.describe(remote)
+        if self.after_upload is not None:
+            try:
+                self.after_upload(remote)
+            except Exception as exc:
+                outcome.output_error = f"the artifacts are in {remote}, but: {exc}"
+                logger.error("setting the output of run %s failed: %s", prepared.run_id, exc)
+        self.catalog.forget()  # the store changed
+        if self.cleanup_after_upload and is_run_dir(self.app_data_dir, prepared.work_dir):
+            self._clean_up(prepared, remote, outcome)
+
+    def _clean_up(self, prepared: Prepared, remote: str, outcome: RunOutcome) -> None:
+        """Remove the app-data copy, only when Team Files holds a resumable state of the run."""
+        state = f"{remote.rstrip('/')}/{RESUME_DIR}/{STATE_FILE}"
+        if not self.store.exists(state):
+            outcome.warning = (
+                f"the artifacts hold no resumable state ({state}): the run's files stay in "
+                f"{prepared.work_dir}"
+            )
+            outcome.local_dir = str(prepared.work_dir)
+            logger.warning("run %s: %s", prepared.run_id, outcome.warning)
+            return
+        shutil.rmtree(prepared.work_dir, ignore_errors=True)
+        logger.info("run %s uploaded and verified: removed %s", prepared.run_id, prepared.work_dir)
+
+
+def _pack_and_upload(
+    prepared: Prepared,
+    store: ArtifactStore,
+    *,
+    state: str,
+    history: dict[str, Any],
+    staging_root: str | Path,
+    task_id: int | None = None,
+    started_at: float | None = None,
+) -> str:
+    """Pack the run's artifacts and upload them; returns the remote folder.
+
+    ``task_id``: the app's task on the platform (recorded in ``experiment_info.json``)."""
+    val = history.get("val") or []
+    key = primary_metric(prepared.params.task)
+    best = max(val, key=lambda v: v.get(key, float("-inf")), default=None)
+    remote = artifacts_dir(prepared.run_id, prepared.project.name)
+    summary = RunSummary(
+        run_id=prepared.run_id,
+        model_name=prepared.model_name,
+        task=prepared.params.task,
+        project_name=prepared.project.name,
+        classes=list(prepared.params.classes),
+        epochs_done=max((v.get("epoch", 0) for v in history.get("train", [])), default=0),
+        state=state,
+        best_metric=headline(best or {}),
+        history=history,
+        remote_dir=remote,
+        project_id=prepared.project.project_id,
+        task_id=task_id,
+        hyperparameters=jsonable(asdict(prepared.params)),
+        split=split_items(prepared.project, prepared.split),
+        class_colors={k: list(v) for k, v in class_colors(prepared.project.directory).items()},
+        started_at=started_at,
+    )
+    local = Path(staging_root) / run_dir_name(prepared.run_id, prepared.project.name)
+    pack_run(prepared.work_dir, prepared.config_text, local, summary)
+    store.upload_dir(local, remote)
+    return remote
