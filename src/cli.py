@@ -223,17 +223,16 @@ def _app_data(args: argparse.Namespace) -> str:
     )
 
 
-def _use_the_models_input_size(args: argparse.Namespace) -> str | None:
+def _use_the_models_input_size(controller, args: argparse.Namespace) -> str | None:
     """``--input-size model`` → the zoo model's own size in ``args`` (or the problem)."""
-    from src.config import zoo
-    from src.config.compose import native_input_size
+    from src.app.prepare import RequestError
 
     if not args.model:
         return "--input-size model needs --model: the zoo model whose input size it is"
     try:
-        size = native_input_size(zoo.get_model(args.model, args.task))
-    except zoo.ZooError as exc:
-        return str(exc)
+        size = controller.model_input_size(args.model, args.task)
+    except RequestError as exc:
+        return "; ".join(exc.problems)
     if size is None:
         return f"{args.model} has no input size of its own here: give --input-size PX|LONGxSHORT"
     args.input_size = size
@@ -256,11 +255,11 @@ def _contradiction(args: argparse.Namespace) -> str | None:
         )
     if args.resume is None:
         return None
-    defaults = vars(build_parser().parse_args(["train"]))
+    parser = args.train_parser  # (set by _add_train_parser) its defaults: what was not given
     changed = [
         "--" + name.replace("_", "-")
         for name, value in vars(args).items()
-        if name not in _RESUME_OPTIONS and name in defaults and value != defaults[name]
+        if name not in _RESUME_OPTIONS and name != "command" and value != parser.get_default(name)
     ]
     if changed:
         return (
@@ -277,8 +276,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     problem = _contradiction(args) or _select_device(args.device)
     for gpu in args.gpus or ():
         problem = problem or _select_device(f"cuda:{gpu}")
-    if not problem and args.input_size == MODEL_SIZE:
-        problem = _use_the_models_input_size(args)
     if problem:
         return _fail(problem)
     from src.app.controller import TrainingController
@@ -293,6 +290,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"downloading run {remote.run_id} from {store.describe(remote.folder)}"
         ),
     )  # fmt: skip
+    if args.input_size == MODEL_SIZE and (problem := _use_the_models_input_size(controller, args)):
+        return _fail(problem)
     try:
         if args.resume is not None:
             prepared, resume_from = _prepare_resume(controller, args)
@@ -367,15 +366,10 @@ def _compose(controller, args: argparse.Namespace):
 def _train(controller, prepared, resume_from: str | None) -> None:
     """Start the run and wait for it and its upload, printing what the session chooses; Ctrl-C
     once stops it gracefully."""
-    from src.config.schedule import effective_batch_note, effective_lr_note
-
     print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
     print(f"checkpoints and logs: {prepared.work_dir}")
-    if effective_batch_note(prepared.params):
-        print(effective_batch_note(prepared.params))
-    if prepared.params.auto_scale_lr:
-        base = int(prepared.cfg.auto_scale_lr.base_batch_size)
-        print(effective_lr_note(prepared.params, base))
+    for note in controller.setting_notes(prepared):
+        print(note)
     with _CtrlC(controller.stop):
         # the data check (an empty split, a missing image) fails here, before training
         controller.start_prepared(prepared, resume_from)
@@ -735,7 +729,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="also print the libraries' output (mmengine's log, pycocotools, warnings; always in "
         "the run's log file) and tracebacks",
     )  # fmt: skip
-    tr.set_defaults(func=cmd_train)
+    tr.set_defaults(func=cmd_train, train_parser=tr)
 
 
 def build_parser() -> argparse.ArgumentParser:

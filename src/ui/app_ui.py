@@ -16,9 +16,7 @@ from src.app.prepare import (
     TrainRequest,
 )
 from src.app.session import SessionBusyError
-from src.config.compose import native_input_size
 from src.config.params import ConfigError
-from src.config.schedule import effective_batch_note, effective_lr_note
 from src.config.zoo import ZooEntry
 from src.data.project import LocalProject
 from src.data.reader import DatasetError
@@ -182,11 +180,7 @@ class AppUI:
             1, len(prepared.split.train_items or []) // max(1, prepared.params.batch)
         )
         self.config.composed(prepared.config_text)
-        notes = [effective_batch_note(prepared.params)]
-        if prepared.params.auto_scale_lr:  # the LR the run will train with
-            base = int(prepared.cfg.auto_scale_lr.base_batch_size)
-            notes.append(effective_lr_note(prepared.params, base))
-        note = "".join(f"; {n}" for n in notes if n)
+        note = "".join(f"; {n}" for n in self.controller.setting_notes(prepared))
         self.message.set(f"config composed for {prepared.model_name}{note}", "success")
         self.unlock_through(len(self.steps))  # every setting was just validated
         return True
@@ -233,7 +227,7 @@ class AppUI:
     def propose_input_size(self, entry: ZooEntry | None) -> None:
         """A picked zoo model brings its own input size (mmdet's test scale, e.g. 1333x800)
         into the Hyperparameters step, where the user may change it."""
-        size = native_input_size(entry) if entry is not None else None
+        size = self.controller.model_input_size(entry.model, entry.task) if entry else None
         if size is not None:
             self.hyper.set_input_size(*size)
 
