@@ -141,42 +141,30 @@ class ProgressBar:
 
 
 def _train_params(args: argparse.Namespace):
+    """The command line's ``TrainParams``: the generated options by their field names, the
+    hand-written ones (``src.config.doors``: generated=False) converted here."""
+    from src.config.doors import generated_cli_options
     from src.config.params import TrainParams
 
     weights = "scratch" if args.from_scratch else "custom" if args.weights else "pretrained"
-    size = args.input_size  # (longer, shorter) edge
+    values = {option.dest: getattr(args, option.dest) for option in generated_cli_options()}
+    if args.augmentation_file:
+        values["augmentation"] = "custom"
     return TrainParams(
-        task=args.task,
+        **values,
         epochs=TrainParams.epochs if args.epochs is None else args.epochs,  # 0 is refused
         train_batch_size=args.batch_size,
-        val_batch_size=args.val_batch_size,
         num_workers=args.workers,
-        input_size=size,
-        augmentation="custom" if args.augmentation_file else args.augmentation,
+        input_size=args.input_size,  # (longer, shorter) edge
         augmentation_pipeline=(
             Path(args.augmentation_file).read_text(encoding="utf-8")
             if args.augmentation_file
             else ""
         ),
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        scheduler=args.scheduler,
-        warmup_iters=args.warmup_iters,
-        grad_clip=args.grad_clip,
-        checkpoint_interval=args.checkpoint_interval,
-        keep_checkpoints=args.keep_checkpoints,
-        val_interval=args.val_interval,
-        seed=args.seed,
-        amp=args.amp,
         weights=weights,
         weights_path=args.weights,
-        device=args.device,
-        evaluate=args.evaluate,
-        nesterov=args.nesterov,
-        auto_scale_lr=args.auto_scale_lr,
         gpus=args.gpus or (),
-        **{f: getattr(args, f) for f, _, _ in _TRAIN_OPTIONS if getattr(args, f) is not None},
+        nproc=1 if args.nproc is None else args.nproc,
     )
 
 
@@ -554,22 +542,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-# TrainParams fields given as `--field-name VALUE` (defaults: TrainParams'): (field, type, help)
-_TRAIN_OPTIONS = (
-    ("momentum", float, "SGD momentum"),
-    ("restart_epochs", int, "cosine_restarts: epochs per cycle (0: a third of the run)"),
-    ("early_stopping_patience", int,
-     "stop after N validations without improvement of the primary mAP (0: off)"),
-    ("early_stopping_min_delta", float, "the smallest mAP gain that counts as an improvement"),
-    ("frozen_stages", int,
-     "backbone stages kept frozen (-1: none; default: the model's own setting)"),
-    ("max_per_img", int, "detections kept per image at validation (default: the model's)"),
-    ("score_thr", float, "their minimum score at validation (default: the model's)"),
-    ("nproc", int, "train in N processes with --device cpu (DDP over gloo; tests, CPU machines); "
-     "with --resume: continue in N"),
-)  # fmt: skip
-
-
 def _gpu_list(text: str) -> tuple[int, ...]:
     """``0,1`` → (0, 1): the GPUs to train on, one process each."""
     try:
@@ -610,88 +582,58 @@ def _input_size(text: str) -> tuple[int, int] | str:
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    """``train``'s options: defaults and choices from ``TrainParams`` (the app's and the API's)."""
-    from src.config.params import (
-        AUGMENTATIONS,
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_WORKERS,
-        OPTIMIZERS,
-        SCHEDULERS,
-        TrainParams,
-    )
-    from src.config.zoo import TASKS
+    """``train``'s options. A ``TrainParams`` field's option is declared in ``src.config.doors``
+    (flag, help, default, choices, range): the plain ones are made from it; those that parse more
+    (``auto|N``, ``LONGxSHORT``, a GPU list, a file) are written here under the declared flag."""
+    from src.config.doors import DOORS, generated_cli_options
+    from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, TrainParams
 
     d = TrainParams()
     tr = sub.add_parser("train", help="train a model on a local project")
     tr.add_argument("--project", help="local Supervisely project directory")
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
-    tr.add_argument("--task", default=d.task, choices=TASKS)
-    tr.add_argument("--classes", help="comma-separated class names (default: all)")
+    for option in generated_cli_options():
+        tr.add_argument(option.flag, dest=option.dest, **option.kwargs)
+    tr.add_argument(DOORS["classes"].cli, help="comma-separated class names (default: all)")
     tr.add_argument(
-        "--epochs", type=int, default=None, help=f"default {d.epochs} (resume: as planned)"
+        DOORS["epochs"].cli, type=int, default=None, help=f"default {d.epochs} (resume: as planned)"
     )
     tr.add_argument(
-        "--batch-size", type=_auto_or_int, default=d.train_batch_size, metavar="auto|N",
-        help=f"train batch per device; auto (default): sized on the GPU from its free memory, "
-        f"{DEFAULT_BATCH_SIZE} on the CPU",
+        DOORS["train_batch_size"].cli, type=_auto_or_int, default=d.train_batch_size,
+        metavar="auto|N", help=f"train batch per device; auto (default): sized on the GPU from "
+        f"its free memory, {DEFAULT_BATCH_SIZE} on the CPU",
     )  # fmt: skip
-    tr.add_argument("--val-batch-size", type=int, default=d.val_batch_size)
     tr.add_argument(
-        "--workers", type=_auto_or_int, default=d.num_workers, metavar="auto|N",
+        DOORS["num_workers"].cli, type=_auto_or_int, default=d.num_workers, metavar="auto|N",
         help=f"data-loader workers; auto (default): from the cores per GPU, {DEFAULT_WORKERS} on "
         "the CPU",
     )  # fmt: skip
     tr.add_argument(
-        "--input-size", type=_input_size, default=d.input_size, metavar="PX|LONGxSHORT|model",
+        DOORS["input_size"].cli, type=_input_size, default=d.input_size,
+        metavar="PX|LONGxSHORT|model",
         help="input size: images are resized, keeping their aspect ratio, so that the longer edge "
         "fits LONG and the shorter SHORT (mmdet's Resize scale); one number: a square; model: "
         f"the zoo model's own, e.g. 1333x800 (default {d.input_size[0]}x{d.input_size[1]})",
     )  # fmt: skip
-    tr.add_argument("--augmentation", default=d.augmentation, choices=AUGMENTATIONS)
     tr.add_argument(
-        "--augmentation-file",
+        DOORS["augmentation_pipeline"].cli,
         help="a custom augmentation pipeline: a YAML or JSON list of mmdet transforms, applied "
         "after resizing (implies --augmentation custom; see configs/augmentations.yaml)",
     )
-    tr.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
-    tr.add_argument("--lr", type=float, default=d.lr)
-    tr.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    tr.add_argument("--scheduler", default=d.scheduler, choices=SCHEDULERS)
-    tr.add_argument("--warmup-iters", type=int, default=d.warmup_iters)
-    tr.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    tr.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
-    tr.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    tr.add_argument("--val-interval", type=int, default=d.val_interval)
-    tr.add_argument("--seed", type=int, default=d.seed)
     tr.add_argument(
-        "--amp", action=argparse.BooleanOptionalAction, default=None,
-        help="mixed precision (default: on for CUDA, off on the CPU)",
+        DOORS["nproc"].cli, type=int, default=None,
+        help="train in N processes with --device cpu (DDP over gloo; tests, CPU machines); with "
+        "--resume: continue in N",
     )  # fmt: skip
-    tr.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    for field, kind, text in _TRAIN_OPTIONS:
-        flag = "--" + field.replace("_", "-")
-        tr.add_argument(flag, type=kind, default=getattr(d, field), help=text)
-    tr.set_defaults(nproc=None)  # given or not: a resume keeps the run's devices unless given
-    tr.add_argument(
-        "--auto-scale-lr", action="store_true",
-        help="scale --lr by batch size / the zoo config's base batch size (mmengine)",
-    )  # fmt: skip
-    tr.add_argument(
-        "--evaluate",
-        action=argparse.BooleanOptionalAction,
-        default=d.evaluate,
-        help="evaluate the best checkpoint after a finished run (Model Benchmark metrics, report)",
-    )
     tr.add_argument(
         "--config", help="an edited config file: trains as written, plus dataset, classes, work dir"
     )
     tr.add_argument(
-        "--from-scratch", action="store_true", help="random init, no pretrained weights"
+        DOORS["weights"].cli, action="store_true", help="random init, no pretrained weights"
     )
-    tr.add_argument("--weights", help="custom checkpoint to start from")
-    tr.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    tr.add_argument(DOORS["weights_path"].cli, help="custom checkpoint to start from")
     tr.add_argument(
-        "--gpus", type=_gpu_list, default=None, metavar="0,1",
+        DOORS["gpus"].cli, type=_gpu_list, default=None, metavar="0,1",
         help="train on these GPUs, one process each (DDP; the batch size is per GPU); with "
         "--resume: continue on these (not bit-identical when their number changes)",
     )  # fmt: skip

@@ -39,7 +39,7 @@ AUTO_SIZED = ("train_batch_size", "num_workers")  # None: the app chooses on the
 MIN_INPUT, MAX_INPUT = 32, 4096  # px; past 4096 one image alone is ~200 MB as a float tensor
 # Whole-number settings and their allowed ranges (the upper bounds stop a typo such as a batch
 # of 20000 from exhausting memory on the first batch, after the run has started).
-_INT_RANGES = {
+INT_RANGES = {
     "epochs": (1, 100_000),
     "train_batch_size": (1, 1024),
     "val_batch_size": (1, 1024),
@@ -51,7 +51,7 @@ _INT_RANGES = {
     "nproc": (1, 64),
 }
 # Optional whole numbers: None keeps the model's own value.
-_OPTIONAL_INT_RANGES = {"frozen_stages": (-1, 4), "max_per_img": (1, 10_000)}
+OPTIONAL_INT_RANGES = {"frozen_stages": (-1, 4), "max_per_img": (1, 10_000)}
 
 
 @dataclass
@@ -145,13 +145,13 @@ class TrainParams:
 
     def _range_problems(self) -> list[str]:
         problems = []
-        for name, (low, high) in _INT_RANGES.items():
+        for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
             if value is None and name in AUTO_SIZED:
                 continue
             if not low <= int(value) <= high:
                 problems.append(f"{name} must be from {low} to {high}, got {value}")
-        for name, (low, high) in _OPTIONAL_INT_RANGES.items():
+        for name, (low, high) in OPTIONAL_INT_RANGES.items():
             value = getattr(self, name)
             if value is not None and not low <= int(value) <= high:
                 problems.append(f"{name} must be from {low} to {high} (or unset), got {value}")

@@ -1,0 +1,142 @@
+"""Every TrainParams field is declared once (src.config.doors) and reaches the user through the
+doors it declares: the CLI's flag, the app's widget, the API's hyperparameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.config.doors import _STEP, CHOICES, DOORS, generated_cli_options
+from src.config.params import TrainParams
+
+ROOT = Path(__file__).resolve().parents[2]
+FIELDS = [f.name for f in dataclasses.fields(TrainParams)]
+
+
+def test_every_field_has_one_declaration():
+    assert sorted(DOORS) == sorted(FIELDS), "declare each TrainParams field in src/config/doors.py"
+    for name, door in DOORS.items():
+        assert door.help, name
+        assert door.cli or door.ui or door.api, f"{name} reaches no user: give it a door"
+
+
+def _other_value(name: str):
+    """A valid value of ``name`` other than its default, as the CLI takes it."""
+    default = getattr(TrainParams(), name)
+    if name in CHOICES:
+        return next(c for c in CHOICES[name] if c != default)
+    if isinstance(default, bool):
+        return not default
+    if name == "device":
+        return "cuda:0"
+    if isinstance(default, float):
+        return default / 2 if default else 0.25
+    if isinstance(default, int):
+        return default + 1 if name != "frozen_stages" else 2
+    return {"frozen_stages": 2, "max_per_img": 50, "score_thr": 0.3, "grad_clip": 5.0,
+            "train_batch_size": 8, "num_workers": 3, "amp": True, "input_size": (512, 384),
+            "gpus": (0, 1)}[name]  # fmt: skip
+
+
+def test_each_generated_option_reaches_its_field_from_the_command_line():
+    from src.cli import _train_params, build_parser
+
+    options = generated_cli_options()
+    assert options
+    for option in options:
+        value = _other_value(option.dest)
+        if isinstance(value, bool):
+            argv = [option.flag if value else "--no-" + option.flag[2:]]
+        else:
+            argv = [option.flag, str(value)]
+        params = _train_params(build_parser().parse_args(["train", *argv]))
+        assert getattr(params, option.dest) == value, (option.flag, value)
+
+
+def test_each_declared_flag_is_on_the_parser():
+    from src.cli import build_parser
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {flag for action in train._actions for flag in action.option_strings}
+    missing = {name: door.cli for name, door in DOORS.items() if door.cli and door.cli not in flags}
+    assert not missing
+
+
+def test_the_api_takes_every_field_it_declares():
+    from src.app.requests import request_from_json
+
+    body = {
+        "project": "p",
+        "hyperparameters": {
+            name: _json(_other_value(name))
+            for name, door in DOORS.items()
+            if door.api and name not in ("augmentation_pipeline", "weights_path", "step_epochs")
+        },
+    }
+    body["hyperparameters"] |= {"step_epochs": [3, 6], "weights_path": "w.pth"}
+    params = request_from_json(body, "app_data").params
+    for name, value in body["hyperparameters"].items():
+        got = getattr(params, name)
+        assert (list(got) if isinstance(got, tuple) else got) == value, name
+    refused = [name for name, door in DOORS.items() if not door.api]
+    with pytest.raises(Exception, match="unknown hyperparameters"):
+        request_from_json({"project": "p", "hyperparameters": {refused[0]: "x"}}, "app_data")
+
+
+def _json(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+_UI_CHECK = r"""
+import json, sys
+from src.config.doors import DOORS, _STEP
+from src.ui.hyperparameters import HyperparametersStep
+
+step = HyperparametersStep()
+args = ("object-detection", ("a",), "light", "pretrained")
+before = step.params(*args)
+changed = {}
+for name, door in DOORS.items():
+    if door.ui in (None, _STEP):
+        continue
+    widget = getattr(step, door.ui)
+    if hasattr(widget, "is_checked"):
+        widget.uncheck() if widget.is_checked() else widget.check()
+    elif hasattr(widget, "get_items"):
+        values = [i.value for i in widget.get_items() if i.value != widget.get_value()]
+        if not values:  # one choice here (the CPU; no GPUs): nothing to change it to
+            changed[name] = "single choice"
+            continue
+        widget.set_value([values[0]] if name == "gpus" else values[-1])
+    else:
+        widget.value = (widget.get_value() or 0) + (32 if name == "input_size" else 1)
+    after = step.params(*args)
+    changed[name] = getattr(after, name) != getattr(before, name)
+    before = after
+print(json.dumps(changed))
+"""
+
+
+def test_each_declared_widget_is_read_into_the_params():
+    """Built in a process of its own: the page's widgets are process-wide singletons."""
+    out = subprocess.run(
+        [sys.executable, "-c", _UI_CHECK], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    changed = json.loads(out.stdout.strip().splitlines()[-1])
+    not_read = [name for name, ok in changed.items() if ok is False]
+    assert not not_read, f"widgets not read into TrainParams: {not_read}"
+    assert set(changed) == {n for n, d in DOORS.items() if d.ui not in (None, _STEP)}
+    # the fields other steps own are the params() arguments the app passes
+    import inspect
+
+    from src.ui.hyperparameters import HyperparametersStep
+
+    passed = set(inspect.signature(HyperparametersStep.params).parameters) - {"self"}
+    assert passed == {n for n, d in DOORS.items() if d.ui == _STEP}
