@@ -12,7 +12,9 @@
 #   3. mmcv    compile mmcv 2.1.0's ops from the sdist for THIS card only (TORCH_CUDA_ARCH_LIST from
 #              the card's compute capability), all cores, no debug info; installed into $SITE
 #   4. smoke   import mmcv's ops, mmdet, mmengine, supervisely and the app; NMS and RoIAlign on the GPU
-# Without a CUDA GPU (a CPU rehearsal) step 3 builds the CPU ops and step 4 runs them on the CPU.
+# Without a CUDA GPU (a CPU rehearsal) step 3 builds the CPU ops and step 4 runs them on the CPU;
+# with PRETEND_ARCH=9.0 and a CUDA build of torch, step 3 takes the prebuilt wheel for that card
+# (the path a GPU machine takes; its CUDA kernels cannot run here) and step 4 runs its ops on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHL="${WHL_DIR:-.whl}"
@@ -30,13 +32,16 @@ step "check the machine"
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 12), f"the wheels are for Python 3.12, not {sys.version}"'
 read -r CUDA ARCH NAME < <("$PY" -W ignore -c '
 import torch
+import os
 if torch.cuda.is_available():
     major, minor = torch.cuda.get_device_capability(0)
     print(torch.version.cuda, f"{major}.{minor}", torch.cuda.get_device_name(0).replace(" ", "_"))
+elif os.environ.get("PRETEND_ARCH") and torch.version.cuda:  # a CPU rehearsal of the prebuilt path
+    print(torch.version.cuda, os.environ["PRETEND_ARCH"], "none_(rehearsal)")
 else:
     print("none none CPU")')
 echo "python $("$PY" -V 2>&1 | cut -d" " -f2), torch $("$PY" -W ignore -c 'import torch; print(torch.__version__)'), CUDA $CUDA, card $NAME (sm $ARCH), $(nproc) cores"
-if [[ "$CUDA" != none ]]; then
+if [[ "$NAME" != CPU && -z "${PRETEND_ARCH:-}" ]]; then
     command -v nvcc >/dev/null || [[ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]] \
         || { echo "torch has CUDA but nvcc is not on PATH (or CUDA_HOME): mmcv's CUDA ops cannot be built" >&2; exit 1; }
 fi
@@ -67,6 +72,7 @@ if compgen -G "$WHL/mmcv-cuda/$KEY/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
 elif compgen -G "$BUILD/mmcv-*.whl" >/dev/null; then
     echo "reusing $(ls "$BUILD"/mmcv-*.whl)"
 else
+    [[ -z "${PRETEND_ARCH:-}" ]] || { echo "rehearsal: no prebuilt wheel for $KEY in $WHL/mmcv-cuda/" >&2; exit 1; }
     echo "no prebuilt wheel for $KEY in $WHL/mmcv-cuda/: compiling ($(nproc) jobs)"
     # Python's own CFLAGS without -g (debug info is most of a compile; see scripts/setup.sh)
     CFLAGS_="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS"))' | sed -e 's/ -g / /g') -g0"

@@ -8,7 +8,8 @@
 #     (scripts/gpu_image_packages.txt), as a wheel: downloaded, or built here from the sdist
 #     (pure-Python ones; a compiled one is downloaded for cp312 or the script fails)
 #   - setuptools<81 (mmcv's setup.py imports pkg_resources, gone from setuptools 81)
-#   - mmcv 2.1.0's sdist: its ops are compiled there, for that card only (scripts/gpu_setup.sh)
+#   - mmcv 2.1.0's sdist: its ops are compiled there, for that card only (scripts/gpu_setup.sh),
+#     unless mmcv-cuda/<KEY>/ holds a wheel for that machine (built here: scripts/gpu_mmcv_wheel.sh)
 # Left out on purpose: opencv-python (the image's opencv-python-headless gives the same cv2) and
 # debugpy (nothing the benchmark runs imports it). SimpleITK, which `import supervisely` needs, is a
 # 50 MiB wheel: with it .whl/ would pass the 64 MiB a device call carries, so it travels unpacked
@@ -60,21 +61,13 @@ for name in $PACKED; do
     rm -rf "$unpacked" "$wheel"
 done
 
-# mmcv's sdist from the index's simple page (pip download would build its metadata, which needs torch)
-"$PY" - "$OUT" "$MMCV_VERSION" <<'PY'
-import hashlib, re, sys, urllib.request
-out, version = sys.argv[1], sys.argv[2]
-name = f"mmcv-{version}.tar.gz"
-page = urllib.request.urlopen("https://pypi.org/simple/mmcv/", timeout=60).read().decode()
-link = next(h for h in re.findall(r'href="([^"]+)"', page) if f"/{name}#" in h)
-url, _, sha256 = link.replace("&amp;", "&").partition("#sha256=")
-data = urllib.request.urlopen(url, timeout=300).read()
-assert hashlib.sha256(data).hexdigest() == sha256, f"{name}: sha256 mismatch"
-open(f"{out}/{name}", "wb").write(data)
-PY
+"$PY" scripts/mmcv_sdist.py "$OUT/mmcv-$MMCV_VERSION.tar.gz" "$MMCV_VERSION"
 
-# mmcv wheels compiled on a GPU machine earlier (gpu_setup.sh's WHEEL_OUT, brought back into
-# .cache/gpu-mmcv/<KEY>/): gpu_setup.sh installs the one matching the machine instead of compiling
+# mmcv with its CUDA ops for the image (torch 2.11.0+cu130, sm 9.0), compiled here once and kept in
+# .cache/gpu-mmcv/<KEY>/ (scripts/gpu_mmcv_wheel.sh: about 25 min on 2 cores the first time;
+# SKIP_GPU_MMCV=1 leaves it out), beside any compiled on a GPU machine and brought back there
+# (gpu_setup.sh's WHEEL_OUT): gpu_setup.sh installs the one matching the machine instead of compiling
+[[ -n "${SKIP_GPU_MMCV:-}" ]] || bash scripts/gpu_mmcv_wheel.sh
 if compgen -G ".cache/gpu-mmcv/*/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
     mkdir -p "$OUT/mmcv-cuda"
     cp -r .cache/gpu-mmcv/* "$OUT/mmcv-cuda/"
