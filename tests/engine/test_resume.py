@@ -203,38 +203,51 @@ def _interrupt_after_epoch_1(proc: subprocess.Popen, work_dir: Path) -> str:
     return out
 
 
-# The last commit before the source tree was regrouped into packages (issue 12): runs written by
-# it must resume with today's code (registry names, run folder and checkpoint format unchanged).
-BEFORE_RESTRUCTURE = "7a2bf8c"
+# Runs written by older code must resume bit-identically with today's (registry names, run folder,
+# checkpoint format and run description unchanged):
+# - 7a2bf8c, the last commit before the source tree was regrouped into packages (issue 12). That
+#   code drew augmentations from the generators' running state (before per-sample seeding), so
+#   only a run without random augmentations and workers is the same run under both.
+# - 6378124, the last commit before the run description, the run folder's names and checkpoint
+#   I/O got a module each (issue 24): the app's defaults (2 workers, random augmentations).
+OLD_COMMITS = {"7a2bf8c": dict(workers=0, augmentation="none"), "6378124": {}}
+
+
+def _old_code(commit: str, into: Path) -> Path:
+    """``src`` and ``configs`` as they were at ``commit`` (skips without the history)."""
+    has_commit = subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, check=False
+    )
+    if has_commit.returncode != 0:
+        pytest.skip(f"needs the repository's history (commit {commit})")
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", commit, "src", "configs"], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 @pytest.mark.slow
-def test_a_run_saved_by_the_code_before_the_restructure_resumes_bit_exactly(demo_project, tmp_path):
-    """Without random augmentations and workers: that code drew augmentations from the
-    generators' running state (before per-sample seeding), so only a run without them is the
-    same run under both."""
-    has_commit = subprocess.run(
-        ["git", "cat-file", "-e", f"{BEFORE_RESTRUCTURE}^{{commit}}"], cwd=ROOT, check=False
-    )
-    if has_commit.returncode != 0:
-        pytest.skip(f"needs the repository's history (commit {BEFORE_RESTRUCTURE})")
-    old = tmp_path / "old_code"
-    old.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", BEFORE_RESTRUCTURE, "src", "configs"], cwd=ROOT, capture_output=True,
-        check=True,
-    )  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+@pytest.mark.parametrize("commit", OLD_COMMITS)
+def test_a_run_saved_by_older_code_resumes_bit_exactly(
+    demo_project, tmp_path, straight_cli_run, commit
+):
+    old = _old_code(commit, tmp_path / "old_code")
     app, team = tmp_path / "app", tmp_path / "team"
-    plain = dict(workers=0, augmentation="none")
-    straight = _cli(*_cli_train_args(demo_project, app, team, "today", **plain))
-    assert straight.wait(600) == 0, straight.stderr.read()
-    proc = _cli(*_cli_train_args(demo_project, app, team, "old", **plain), cwd=old)
+    settings = OLD_COMMITS[commit]
+    if settings:  # not the app's defaults: an uninterrupted run of its own to compare with
+        straight = _cli(*_cli_train_args(demo_project, app, team, "today", **settings))
+        assert straight.wait(600) == 0, straight.stderr.read()
+        expected = app / "today" / "epoch_2.pth"
+    else:
+        expected = straight_cli_run
+    proc = _cli(*_cli_train_args(demo_project, app, team, "old", **settings), cwd=old)
     _interrupt_after_epoch_1(proc, app / "old")
 
     resumed = _cli_resume("old", app, team)
     assert "resuming run old" in resumed.stdout
-    assert_same_weights(app / "today" / "epoch_2.pth", app / "old" / "epoch_2.pth")
+    assert_same_weights(expected, app / "old" / "epoch_2.pth")
 
 
 @pytest.mark.slow
