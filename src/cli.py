@@ -484,7 +484,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from src.app.controller import TrainingController
 
     store, _ = _store(args)
-    rows = TrainingController(_app_data(args), store).runs()
+    rows = TrainingController(_app_data(args), store).catalog.runs()
     if not rows:
         print(f"no resumable runs in {_app_data(args)} or {store.describe('/mmdetection-3')}")
         return 0

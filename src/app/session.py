@@ -197,6 +197,10 @@ class TrainingSession:
         stop_signals: more predicates that stop the run gracefully (e.g. ``app.is_stopped``).
     """
 
+    # the process that writes the run's files: this one, or rank 0 of several (a rank's session
+    # sets False: src.app.distributed)
+    primary = True
+
     def __init__(
         self,
         cfg: Config,
@@ -410,8 +414,6 @@ class TrainingSession:
         if self.primary:
             write_text_atomic(work_dir / RUN_CONFIG, config_to_text(cfg))
         return cfg
-
-    primary = True  # the process that writes the run's files (rank 0 of several)
 
     def _build_runner(self):
         import src.data.mmdet_dataset
