@@ -32,12 +32,14 @@ app: setup
 		TEAM_FILES_DIR=$(CURDIR)/artifacts/team_files \
 		$(VENV)/bin/python -m uvicorn src.main:app --host $(HOST) --port 8000
 
-# The whole suite, slow end-to-end tests included (what CI runs).
+# The whole suite, slow end-to-end tests included (what CI runs), in two worker processes with one
+# training thread each (tests/conftest.py): on two cores about twice as fast as one process.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow"
 
 # Opt-in, not in CI: the checkpoint, resume and export tests under the production image's torch
 # (2.1.2, numpy 1.x: docker/requirements-overrides.txt), in a second venv. The first run downloads
@@ -80,7 +82,9 @@ bench-gpu: setup  # on a CUDA machine; elsewhere it says so and exits 0
 	$(PY) bench/gpu.py
 
 # For bench/gpu.py on a bare GPU machine (Python 3.12, torch + CUDA, nvcc, no network): the wheels
-# to carry there, into .whl/. There: bash scripts/gpu_setup.sh && PYTHONPATH=/tmp/site python3 bench/gpu.py
+# to carry there, into .whl/, mmcv with its CUDA ops for that image included (compiled here once:
+# about 30 min on 2 cores, kept in .cache/gpu-mmcv/; SKIP_GPU_MMCV=1 leaves it out).
+# There: bash scripts/gpu_setup.sh && PYTHONPATH=/tmp/site python3 bench/gpu.py
 gpu-wheels: setup
 	bash scripts/gpu_wheels.sh
 

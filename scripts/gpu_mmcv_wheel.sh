@@ -37,7 +37,7 @@ for candidate in "${PY312_BIN:-}" python3.12 "$(pyenv root 2>/dev/null)"/version
 done
 [[ -n "$PY312" ]] || { echo "gpu-mmcv: no Python 3.12 here (set PY312_BIN): the image's wheels are cp312" >&2; exit 1; }
 
-VENV="$BUILD/venv"
+VENV="$(realpath -m "$BUILD/venv")"
 if [[ ! -x "$VENV/bin/python" ]]; then
     say "a Python 3.12 venv with $TORCH_SPEC and $CUDA_SPEC in $VENV (about 5 GB)"
     "$PY312" -m venv "$VENV"
