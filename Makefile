@@ -32,14 +32,12 @@ app: setup
 		TEAM_FILES_DIR=$(CURDIR)/artifacts/team_files \
 		$(VENV)/bin/python -m uvicorn src.main:app --host $(HOST) --port 8000
 
-# The whole suite, slow end-to-end tests included (what CI runs), in two worker processes with one
-# training thread each (tests/conftest.py): on two cores about twice as fast as one process.
-PYTEST_WORKERS ?= 2
+# The whole suite, slow end-to-end tests included (what CI runs).
 test: setup
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow"
+	$(PY) -m pytest -q -m "not slow"
 
 # Opt-in, not in CI: the checkpoint, resume and export tests under the production image's torch
 # (2.1.2, numpy 1.x: docker/requirements-overrides.txt), in a second venv. The first run downloads

@@ -15,8 +15,10 @@ from tests.helpers import API_TOKEN
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ui(tmp_path_factory, demo_project):
+    """The app, built once per process from its environment (read only while src.main is
+    imported, then restored, so that no other test sees it): sly.Application is a singleton."""
     root = tmp_path_factory.mktemp("ui")
     mp = pytest.MonkeyPatch()
     mp.setenv("PROJECT_DIR", str(demo_project))
@@ -24,10 +26,12 @@ def ui(tmp_path_factory, demo_project):
     mp.setenv("TEAM_FILES_DIR", str(root / "team"))
     mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
     mp.setenv("TRAIN_MMDET3_API_TOKEN", API_TOKEN)
-    main = importlib.import_module("src.main")
+    try:
+        main = importlib.import_module("src.main")
+    finally:
+        mp.undo()
     with TestClient(main.app.get_server(), headers=AUTH) as client:
         yield client, main.app, root
-    mp.undo()
 
 
 def state(client) -> dict:

@@ -62,8 +62,9 @@ def test_faster_rcnn_with_two_workers_resumed_mid_epoch_equals_a_run_without_wor
     demo_project, tmp_path
 ):
     # a two-stage model draws proposals with torch's RNG: the saved torch state matters, and
-    # the data loaders' own worker seeds must not draw from it (src.engine.runner)
-    _stop_and_resume(demo_project, tmp_path, FASTER_RCNN, k=4)
+    # the data loaders' own worker seeds must not draw from it (src.engine.runner); one epoch
+    # (6 iterations), stopped after its 4th
+    _stop_and_resume(demo_project, tmp_path, FASTER_RCNN, k=4, epochs=1)
 
 
 def test_stop_during_validation_then_resume_is_bit_identical(demo_project, tmp_path):
@@ -151,14 +152,17 @@ def _cli(*args, cwd=ROOT, **kwargs):
     )
 
 
-def _cli_train_args(project, app, team, run_id, epochs=2, workers=2, augmentation="medium"):
-    """The app's default of 2 data-loader workers, and random augmentations."""
+def _cli_train_args(
+    project, app, team, run_id, epochs=2, workers=2, augmentation="medium", old_code=False
+):
+    """The app's default of 2 data-loader workers, and random augmentations; no evaluation
+    after training (``--no-evaluate``, which the oldest code tested here does not know)."""
     return [
         "train", "--project", str(project), "--model", RTMDET, "--from-scratch",
         "--epochs", str(epochs), "--batch-size", "2", "--val-batch-size", "2",
         "--input-size", "128", "--lr", "0.002", "--workers", str(workers), "--seed", "3",
         "--augmentation", augmentation, "--app-data", str(app), "--team-files", str(team),
-        "--run-id", run_id, "--no-cache",
+        "--run-id", run_id, "--no-cache", *([] if old_code else ["--no-evaluate"]),
     ]  # fmt: skip
 
 
@@ -167,7 +171,7 @@ def _cli_resume(run_id: str | None, app: Path, team: Path) -> subprocess.Complet
     resume = ["--resume", run_id] if run_id else ["--resume"]
     resumed = subprocess.run(
         [sys.executable, "-m", "src.cli", "train", *resume, "--app-data", str(app),
-         "--team-files", str(team)],
+         "--team-files", str(team), "--no-evaluate"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
@@ -242,7 +246,8 @@ def test_a_run_saved_by_older_code_resumes_bit_exactly(
         expected = app / "today" / "epoch_2.pth"
     else:
         expected = straight_cli_run
-    proc = _cli(*_cli_train_args(demo_project, app, team, "old", **settings), cwd=old)
+    args = _cli_train_args(demo_project, app, team, "old", **settings, old_code=True)
+    proc = _cli(*args, cwd=old)  # interrupted before it ends: nothing to evaluate
     _interrupt_after_epoch_1(proc, app / "old")
 
     resumed = _cli_resume("old", app, team)
