@@ -196,8 +196,7 @@ class TrainingController:
         if preparing:
             state = SessionState.PREPARING
         elif active and run_state.is_final:
-            stage = self._ending.stage
-            state = SessionState.EVALUATING if stage == "evaluating" else SessionState.UPLOADING
+            state = self._ending.stage or SessionState.UPLOADING
         else:
             state = run_state
         values = {f.name: getattr(progress, f.name) for f in fields(SessionStatus)}
@@ -208,7 +207,7 @@ class TrainingController:
             run_state=run_state,
             sync=copy.copy(syncer.status) if syncer else None,
             model=prepared.model_name if prepared else None,
-            uploading=self._ending.stage == "uploading",
+            uploading=self._ending.stage == SessionState.UPLOADING,
             busy=self.busy,
             outcome=copy.copy(self.outcome) if self.outcome else None,
             notes=(list(prepared.notes) if prepared else [])

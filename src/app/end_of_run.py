@@ -47,8 +47,8 @@ class RunOutcome:
 
 
 class RunEnding:
-    """What happens to a run after training, and which step it is at (``stage``: evaluating,
-    uploading, or None), for the controller's status.
+    """What happens to a run after training, and which step it is at (``stage``: the
+    controller's state while it works, or None), for the controller's status.
 
     Args:
         app_data_dir: where runs live; the packed copy is staged in ``<app_data_dir>/_upload``.
@@ -75,7 +75,7 @@ class RunEnding:
         self.task_id = task_id
         self.after_upload = after_upload
         self.cleanup_after_upload = cleanup_after_upload
-        self.stage: str | None = None
+        self.stage: SessionState | None = None  # EVALUATING or UPLOADING while it works
 
     def finish(
         self, session: TrainingSession, prepared: Prepared, state: SessionState
@@ -84,10 +84,10 @@ class RunEnding:
         outcome = RunOutcome(run_id=prepared.run_id, state=state.value)
         try:
             if state == SessionState.FINISHED and prepared.params.evaluate:
-                self.stage = "evaluating"
+                self.stage = SessionState.EVALUATING
                 self._evaluate(prepared.work_dir, outcome)
             if state in (SessionState.FINISHED, SessionState.STOPPED):
-                self.stage = "uploading"
+                self.stage = SessionState.UPLOADING
                 self._upload(session, prepared, state.value, outcome)
         finally:
             self.stage = None

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from src.app.prepare import RequestError, TrainRequest
+from src.config.doors import DOORS
 from src.config.params import AUTO_SIZED, TrainParams
 from src.data.project import Split
 
@@ -80,7 +81,7 @@ def _param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
         problems.append(f"hyperparameters must be an object, got {json.dumps(hyper)}")
         return {}
     hints = typing.get_type_hints(TrainParams)
-    param_fields = {f.name for f in fields(TrainParams)} - {"task", "classes"}
+    param_fields = {name for name, door in DOORS.items() if door.api}  # (src.config.doors)
     bad = sorted(set(hyper) - param_fields)
     if bad:
         problems.append(f"unknown hyperparameters {bad}; known: {sorted(param_fields)}")
