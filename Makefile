@@ -32,12 +32,15 @@ app: setup
 		TEAM_FILES_DIR=$(CURDIR)/artifacts/team_files \
 		$(VENV)/bin/python -m uvicorn src.main:app --host $(HOST) --port 8000
 
-# The whole suite, slow end-to-end tests included (what CI runs).
+# The whole suite, slow end-to-end tests included (what CI runs), in two workers (pytest-xdist):
+# a test file stays on one worker; files with slow tests start first (tests/conftest.py).
+# WORKERS=0 runs it in this one process.
+WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 # Opt-in, not in CI: the checkpoint, resume and export tests under the production image's torch
 # (2.1.2, numpy 1.x: docker/requirements-overrides.txt), in a second venv. The first run downloads

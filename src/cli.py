@@ -165,6 +165,7 @@ def _train_params(args: argparse.Namespace):
         weights_path=args.weights,
         gpus=args.gpus or (),
         nproc=1 if args.nproc is None else args.nproc,
+        export=args.export,
     )
 
 
@@ -372,6 +373,8 @@ def _train(controller, prepared, resume_from: str | None) -> None:
 
 def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> int:
     """The ended run as the CLI's output and exit code."""
+    from src.app.end_of_run import export_notes
+
     status = controller.status()
     outcome = status.outcome
     if status.run_state == "failed":
@@ -400,6 +403,8 @@ def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> i
               file=sys.stderr)  # fmt: skip
     if outcome is not None and outcome.evaluation:
         _print_evaluation(outcome.evaluation)
+    for note in export_notes(outcome) if outcome is not None else []:
+        print(note, file=sys.stderr if "export failed" in note else sys.stdout)
     print(f"artifacts: {outcome.artifacts if outcome else None}")
     return 0
 
@@ -431,6 +436,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except EvaluationError as exc:
         return _fail(str(exc))
     _print_evaluation(evaluation)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run in app data (its best checkpoint, or the one named) to ONNX / TensorRT."""
+    from src.app.controller import TrainingController
+    from src.app.prepare import RequestError
+    from src.runs.storage import LocalArtifactStore
+
+    target = Path(args.target)
+    run_id, checkpoint = args.target, None
+    if target.suffix == ".pth":  # a checkpoint of a run in app data
+        run_id, checkpoint = target.resolve().parent.name, str(target.resolve())
+    controller = TrainingController(_app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))
+    try:
+        result = controller.export(run_id, args.format, checkpoint, input_size=args.input_size)
+    except RequestError as exc:
+        return _fail("; ".join(exc.problems))
+    print(f"exported {Path(result.checkpoint).name} in {result.seconds:.0f} s")
+    for fmt, path in result.files.items():
+        print(f"  {fmt}: {path}")
+    for fmt, why in result.skipped.items():
+        print(f"  {fmt} not exported: {why}")
+    return 0 if not result.skipped else 3
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Detect objects in images with an exported ONNX model (onnxruntime only, no mmdet): one
+    line per detection, and each image with its boxes drawn into ``--out``."""
+    import cv2
+
+    from src.engine.onnx_runtime import OnnxDetector, draw
+
+    detector = OnnxDetector(args.onnx)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.images:
+        image = cv2.imread(name)
+        if image is None:
+            return _fail(f"{name} is not an image OpenCV can read")
+        found = detector.predict([image], score_thr=args.score_thr)[0]
+        for box, score, label in zip(found.boxes, found.scores, found.labels, strict=True):
+            x1, y1, x2, y2 = (round(float(v)) for v in box)
+            print(f"{name}: {detector.classes[label]} {score:.2f} at {x1},{y1},{x2},{y2}")
+        print(f"{name}: {len(found.scores)} objects above {args.score_thr}")
+        cv2.imwrite(str(out / (Path(name).stem + ".jpg")), draw(image, found, detector.classes))
+    print(f"drawn: {out}")
     return 0
 
 
@@ -553,6 +605,18 @@ def _gpu_list(text: str) -> tuple[int, ...]:
 MODEL_SIZE = "model"  # --input-size model: the zoo model's own size
 
 
+def _export_formats(text: str) -> tuple[str, ...]:
+    from src.config.params import EXPORT_FORMATS
+
+    formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give one or more of {', '.join(EXPORT_FORMATS)}, comma-separated"
+        )
+    return formats
+
+
 def _auto_or_int(text: str) -> int | None:
     """``auto`` (None: the app chooses) or a whole number."""
     if text.strip().lower() == "auto":
@@ -636,6 +700,10 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         DOORS["gpus"].cli, type=_gpu_list, default=None, metavar="0,1",
         help="train on these GPUs, one process each (DDP; the batch size is per GPU); with "
         "--resume: continue on these (not bit-identical when their number changes)",
+    )  # fmt: skip
+    tr.add_argument(
+        DOORS["export"].cli, type=_export_formats, default=(), metavar="onnx[,tensorrt]",
+        help=DOORS["export"].help,
     )  # fmt: skip
     tr.add_argument(
         "--drop-empty", action="store_true", help="drop training images without objects"
@@ -747,6 +815,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
     )
     ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a run's checkpoint to ONNX (ONNX Runtime) or TensorRT (docs/export.md)",
+    )
+    ex.add_argument("target", help="RUN_ID in app data, or a checkpoint (.pth) of such a run")
+    ex.add_argument(
+        "--format", type=_export_formats, default=("onnx",), metavar="onnx|tensorrt",
+        help="onnx (default), tensorrt (built from the ONNX file: a GPU with TensorRT), or both",
+    )  # fmt: skip
+    ex.add_argument(
+        "--input-size", type=int, metavar="PX",
+        help="resize images to fit this square instead of the run's input size",
+    )  # fmt: skip
+    ex.add_argument(
+        "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
+    )
+    ex.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser(
+        "predict", help="detect objects in images with an exported model (ONNX Runtime only)"
+    )
+    pr.add_argument("--onnx", required=True, help="a model.onnx written by the export command")
+    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--score-thr", type=float, default=0.3, help="the lowest score shown")
+    pr.add_argument("--out", default="artifacts/predictions", help="where the drawn images go")
+    pr.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,27 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: each trains with one thread (the small models of
+    # the suite gain little from a second one, and two workers would otherwise fight over both
+    # cores); the variables reach the CLI and rank processes the tests start.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    # execnet runs a worker's main code as module "__channelexec__" without registering it; the SDK
+    # looks callers' modules up by name in sys.modules while importing.
+    sys.modules.setdefault("__channelexec__", types.ModuleType("__channelexec__"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with the most slow tests first (a stable sort: the order within a file is kept), so
+    that two workers (`--dist loadfile --no-loadscope-reorder`: a file stays on one worker, with its
+    module fixtures and ordered steps) do not end with one of them alone on a long file."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from typing import Any
 from src.app.augment_preview import AugmentationPreview, AugmentationPreviewer
 from src.app.catalog import RunCatalog
 from src.app.end_of_run import RunEnding, RunOutcome
+from src.app.export import ExportResult
 from src.app.prepare import (
     Prepared,
     ProjectResolver,
@@ -38,7 +39,10 @@ from src.config import zoo
 from src.config.compose import native_input_size
 from src.config.params import TrainParams
 from src.config.schedule import effective_batch_note, effective_lr_note
+from src.engine.onnx_export import ExportError
+from src.engine.tensorrt_build import tensorrt_blocker
 from src.hooks.metrics import MetricsSink
+from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
 from src.runs.info import RunInfo
 from src.runs.layout import RUN_CONFIG
@@ -251,6 +255,8 @@ class TrainingController:
         notes = [effective_batch_note(params)]
         if params.auto_scale_lr:
             notes.append(effective_lr_note(params, int(prepared.cfg.auto_scale_lr.base_batch_size)))
+        if "tensorrt" in params.export and (blocker := tensorrt_blocker()):
+            notes.append(f"the TensorRT export will be skipped: {blocker}")
         return [note for note in notes if note]
 
     def model_input_size(self, model: str, task: str) -> tuple[int, int] | None:
@@ -500,17 +506,26 @@ class TrainingController:
         finally:
             self._active = False
 
-    def evaluate(
+    def export(
         self,
         run_id: str,
+        formats: tuple[str, ...],
         checkpoint: str | None = None,
-        project_dir: str | None = None,
-        split: str = "val",
-    ) -> dict[str, Any]:
-        """Evaluate a run in app data on request (a stopped run, another checkpoint, the train
-        split): the evaluation's summary; its files go to the run's ``evaluation/`` folder.
-        Only runs in app data: their ``config.py`` is Python this executes."""
-        from src.app.evaluate import evaluate_run
+        input_size: int | None = None,
+    ) -> ExportResult:
+        """Export a run in app data on request (its best checkpoint, or the one named) into its
+        ``export/`` folder. Only runs in app data: their ``config.py`` is Python this executes."""
+        from src.app.export import export_run
+
+        work_dir = self._run_in_app_data(run_id, checkpoint)
+        try:
+            return export_run(work_dir, formats, checkpoint, input_size=input_size)
+        except (ExportError, CheckpointError) as exc:
+            raise RequestError([str(exc)]) from None
+
+    def _run_in_app_data(self, run_id: str, checkpoint: str | None) -> Path:
+        """The folder of run ``run_id`` in app data, when no run is in progress; ``checkpoint``
+        must be one of its files."""
         from src.runs.layout import RunIdError, run_dir
 
         try:
@@ -523,5 +538,20 @@ class TrainingController:
             raise RequestError([f"{checkpoint} is not a checkpoint of run {run_id}"])
         with self._lock:
             if self.busy:
-                raise SessionBusyError("a run is in progress: evaluate when it has ended")
+                raise SessionBusyError("a run is in progress: try again when it has ended")
+        return work_dir
+
+    def evaluate(
+        self,
+        run_id: str,
+        checkpoint: str | None = None,
+        project_dir: str | None = None,
+        split: str = "val",
+    ) -> dict[str, Any]:
+        """Evaluate a run in app data on request (a stopped run, another checkpoint, the train
+        split): the evaluation's summary; its files go to the run's ``evaluation/`` folder.
+        Only runs in app data: their ``config.py`` is Python this executes."""
+        from src.app.evaluate import evaluate_run
+
+        work_dir = self._run_in_app_data(run_id, checkpoint)
         return evaluate_run(work_dir, checkpoint, project_dir=project_dir, split=split).summary()

@@ -1,10 +1,10 @@
-"""The end of a run: evaluate → pack → upload → verify → clean up.
+"""The end of a run: evaluate → export → pack → upload → verify → clean up.
 
 Runs in the controller's watcher thread once training has ended (finished or stopped), so no
 request handler waits on it. A failure at any step is shown in the run's :class:`RunOutcome` and
-never loses the run's files: an evaluation that fails still uploads, an upload that fails keeps the
-app-data folder, and the app-data copy is removed (on the platform) only when Team Files holds a
-resumable state of the run.
+never loses the run's files: an evaluation or export that fails still uploads, an upload that
+fails keeps the app-data folder, and the app-data copy is removed (on the platform) only when Team
+Files holds a resumable state of the run.
 """
 
 from __future__ import annotations
@@ -44,6 +44,18 @@ class RunOutcome:
     warning: str | None = None  # the upload worked, but something the user should know did not
     evaluation: dict[str, Any] | None = None  # src.app.evaluate.Evaluation.summary()
     evaluation_error: str | None = None  # the evaluation failed; the run was uploaded all the same
+    exports: dict[str, str] | None = None  # format -> local file (src.app.export)
+    export_skipped: dict[str, str] | None = None  # format -> why (TensorRT without a GPU)
+    export_error: str | None = None  # the export failed; the run was uploaded all the same
+
+
+def export_notes(outcome: RunOutcome) -> list[str]:
+    """The export's lines for a user: what was written, skipped, or failed (CLI and UI)."""
+    notes = [f"exported {fmt}: {Path(path).name}" for fmt, path in (outcome.exports or {}).items()]
+    notes += [f"{fmt} not exported: {why}" for fmt, why in (outcome.export_skipped or {}).items()]
+    if outcome.export_error:
+        notes.append(f"export failed (the run is uploaded all the same): {outcome.export_error}")
+    return notes
 
 
 class RunEnding:
@@ -75,17 +87,21 @@ class RunEnding:
         self.task_id = task_id
         self.after_upload = after_upload
         self.cleanup_after_upload = cleanup_after_upload
-        self.stage: SessionState | None = None  # EVALUATING or UPLOADING while it works
+        # EVALUATING, EXPORTING or UPLOADING while it works
+        self.stage: SessionState | None = None
 
     def finish(
         self, session: TrainingSession, prepared: Prepared, state: SessionState
     ) -> RunOutcome:
-        """Evaluate a finished run (when asked), upload a finished or stopped one."""
+        """Evaluate and export a finished run (when asked), upload a finished or stopped one."""
         outcome = RunOutcome(run_id=prepared.run_id, state=state.value)
         try:
             if state == SessionState.FINISHED and prepared.params.evaluate:
                 self.stage = SessionState.EVALUATING
                 self._evaluate(prepared.work_dir, outcome)
+            if state == SessionState.FINISHED and prepared.params.export:
+                self.stage = SessionState.EXPORTING
+                self._export(prepared.work_dir, prepared.params.export_formats, outcome)
             if state in (SessionState.FINISHED, SessionState.STOPPED):
                 self.stage = SessionState.UPLOADING
                 self._upload(session, prepared, state.value, outcome)
@@ -103,6 +119,20 @@ class RunEnding:
         except Exception as exc:
             outcome.evaluation_error = f"{type(exc).__name__}: {exc}"
             logger.exception("evaluation of %s failed; the run is uploaded all the same", work_dir)
+
+    def _export(self, work_dir: Path, formats: tuple[str, ...], outcome: RunOutcome) -> None:
+        """The best checkpoint exported (src.app.export); a failure is shown in the outcome and
+        never stops the upload."""
+        from src.app.export import export_run
+
+        try:
+            result = export_run(work_dir, formats)
+        except Exception as exc:
+            outcome.export_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("export of %s failed; the run is uploaded all the same", work_dir)
+            return
+        outcome.exports = result.files
+        outcome.export_skipped = result.skipped or None
 
     def _upload(
         self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome

@@ -36,6 +36,7 @@ from src.config.schedule import devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text
 from src.data.project import LocalProject, Split, default_split, open_local_project
 from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError
+from src.engine.onnx_export import export_blocker
 from src.engine.shape_check import check_input_shapes
 from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
 from src.runs.checkpoints import find_resumable_runs, newest_resumable_checkpoint
@@ -287,6 +288,8 @@ def prepare(request: TrainRequest) -> Prepared:
         raise RequestError([f"the config cannot be used: {type(exc).__name__}: {exc}"]) from None
     if params.frozen_stages is not None and (problem := _frozen_stages_problem(cfg)):
         raise RequestError([problem])
+    if params.export and (problem := export_blocker(cfg)):
+        raise RequestError([f"export {', '.join(params.export)}: {problem}"])
     return Prepared(project, params, split, cfg, run_id, model_name)
 
 

@@ -45,6 +45,7 @@ class SessionState(enum.StrEnum):
     # the controller's, never a session's: the run has ended, its artifacts are being uploaded
     UPLOADING = "uploading"
     EVALUATING = "evaluating"  # the controller's too: the best checkpoint is being evaluated
+    EXPORTING = "exporting"  # the controller's too: the best checkpoint is being exported
 
     @property
     def is_final(self) -> bool:

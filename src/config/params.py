@@ -20,6 +20,8 @@ SCHEDULERS = ("cosine", "step", "linear", "constant", "poly", "onecycle", "cosin
 CUSTOM_AUGMENTATION = "custom"  # the user's own pipeline (src.config.augmentations)
 AUGMENTATIONS = ("none", "light", "medium", "heavy", CUSTOM_AUGMENTATION)
 WEIGHTS_MODES = ("pretrained", "scratch", "custom")
+# formats the best checkpoint can be exported to after training (src.engine.onnx_export)
+EXPORT_FORMATS = ("onnx", "tensorrt")
 
 
 class ConfigError(ValueError):
@@ -102,6 +104,9 @@ class TrainParams:
     max_per_img: int | None = None  # detections kept per image at validation; None: the model's
     score_thr: float | None = None  # their minimum score at validation; None: the model's
     auto_scale_lr: bool = False  # scale lr by (batch size / the zoo config's base batch size)
+    # after a finished run, the best checkpoint exported to these (EXPORT_FORMATS); TensorRT
+    # builds from the ONNX file, so it implies ONNX
+    export: tuple[str, ...] = ()
 
     @property
     def batch(self) -> int:
@@ -235,7 +240,21 @@ class TrainParams:
             )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             problems.append(f"device {self.device!r} is unknown: use cpu or cuda:N")
+        unknown = [f for f in self.export if f not in EXPORT_FORMATS]
+        if unknown:
+            problems.append(
+                f"export format {', '.join(map(repr, unknown))} is unknown: use "
+                f"{', '.join(EXPORT_FORMATS)}"
+            )
         return problems
+
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """The formats to write, in build order: TensorRT is built from the ONNX file."""
+        wanted = set(self.export)
+        if "tensorrt" in wanted:
+            wanted.add("onnx")
+        return tuple(f for f in EXPORT_FORMATS if f in wanted)
 
 
 @dataclass

@@ -25,6 +25,10 @@ from src.runs.layout import (
     EVALUATION_METRICS,
     EVALUATION_REPORT,
     EXPERIMENT_INFO,
+    EXPORT_CLASSES,
+    EXPORT_DIR,
+    EXPORT_RUNTIMES,
+    EXPORT_SUFFIXES,
     HYPERPARAMETERS,
     LOGS_DIR,
     MODEL_META,
@@ -158,8 +162,9 @@ def pack_run(
         ),
         encoding="utf-8",
     )
+    exports = _copy_exports(work_dir, out_dir)
     (out_dir / RUN_README).write_text(
-        _readme(summary, [p.name for p in exported]), encoding="utf-8"
+        _readme(summary, [p.name for p in exported], exports), encoding="utf-8"
     )
     _write_json(out_dir / MODEL_META, _model_meta(summary))
     _write_json(out_dir / TRAIN_VAL_SPLIT, summary.split)
@@ -168,6 +173,7 @@ def pack_run(
     )
     best_name = best.name if best is not None else exported[-1].name
     info = experiment_info(summary, [p.name for p in exported], best_name)
+    info["export"] = {EXPORT_RUNTIMES[fmt]: path for fmt, path in exports.items()}
     evaluation = _copy_evaluation(work_dir, out_dir)
     if evaluation is not None:
         info["evaluation_metrics"] = evaluation.get("metrics") or {}
@@ -191,11 +197,27 @@ def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     return json.loads(metrics.read_text(encoding="utf-8"))
 
 
+def _copy_exports(work_dir: Path, out_dir: Path) -> dict[str, str]:
+    """The run's exports (``src.app.export``) into the artifacts: {format: path relative to the
+    run folder}, as ``experiment_info.export`` lists them."""
+    source = work_dir / EXPORT_DIR
+    found = {fmt: sorted(source.glob("*" + suffix)) for fmt, suffix in EXPORT_SUFFIXES.items()}
+    found = {fmt: paths[-1] for fmt, paths in found.items() if paths}
+    if not found:
+        return {}
+    target = out_dir / EXPORT_DIR
+    target.mkdir()
+    for path in [*found.values(), source / EXPORT_CLASSES]:
+        if path.is_file():
+            shutil.copy2(path, target / path.name)
+    return {fmt: f"{EXPORT_DIR}/{path.name}" for fmt, path in found.items()}
+
+
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=1), encoding="utf-8")
 
 
-def _readme(summary: RunSummary, checkpoints: list[str]) -> str:
+def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]) -> str:
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary.best_metric.items()) or "none"
     lines = [
         f"# {summary.model_name} on {summary.project_name}",
@@ -216,9 +238,57 @@ def _readme(summary: RunSummary, checkpoints: list[str]) -> str:
         "result = inference_detector(model, 'image.jpg')",
         "```",
         "",
+        *(_onnx_example(exports["onnx"]) if "onnx" in exports else []),
         "`logs/` holds the training log and the logged scalars; `metrics.json` the metric history.",
         "`resume/` holds the full training state (optimizer, schedulers, RNG): the app's Resume",
         "tab, or `python -m src.cli runs --team-files`, continues the run from it.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _onnx_example(onnx_file: str) -> list[str]:
+    """The run README's ONNX section: a complete program that needs onnxruntime, numpy and
+    OpenCV only, and draws what it finds (tests/engine/test_onnx_export.py runs it)."""
+    return [
+        f"Without mmdet: `{onnx_file}` runs with ONNX Runtime alone "
+        "(`pip install onnxruntime numpy opencv-python`):",
+        "",
+        "```python",
+        *ONNX_EXAMPLE.format(onnx_file=onnx_file).splitlines(),
+        "```",
+        "",
+    ]
+
+
+# The pre-processing is mmcv's keep-ratio resize, the image at the top-left of a canvas padded to
+# the model's divisor; the graph normalises, decodes, runs NMS and maps boxes back (src/engine/
+# onnx_export.py). Its parameters are in the file's metadata.
+ONNX_EXAMPLE = """\
+import json, sys
+import cv2, numpy as np, onnxruntime as ort
+
+session = ort.InferenceSession("{onnx_file}", providers=["CPUExecutionProvider"])
+meta = json.loads(session.get_modelmeta().custom_metadata_map["sly_mmdet_export"])
+(long_edge, short_edge), divisor = meta["scale"], meta["divisor"]
+for path in sys.argv[1:]:
+    image = cv2.imread(path)
+    h, w = image.shape[:2]
+    factor = min(long_edge / max(h, w), short_edge / min(h, w))
+    size = (int(w * factor + 0.5), int(h * factor + 0.5))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    canvas_h, canvas_w = (-(-s // divisor) * divisor for s in (size[1], size[0]))
+    canvas = np.zeros((1, 3, canvas_h, canvas_w), np.float32)
+    canvas[0, :, : size[1], : size[0]] = resized.transpose(2, 0, 1)
+    dets, labels = session.run(None, {{"images": canvas,
+                                      "orig_size": np.array([[h, w]], np.float32)}})
+    for (x1, y1, x2, y2, score), label in zip(dets[0], labels[0]):
+        if score < 0.3:
+            continue
+        name = meta["classes"][label]
+        print(f"{{path}}: {{name}} {{score:.2f}} at {{x1:.0f}},{{y1:.0f}},{{x2:.0f}},{{y2:.0f}}")
+        cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
+        cv2.putText(image, f"{{name}} {{score:.2f}}", (int(x1), max(int(y1) - 4, 10)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+    cv2.imwrite(path + ".pred.jpg", image)
+"""

@@ -117,6 +117,13 @@ BEST_INFO = "predictions/best.json"
 EVALUATION_DIR = "evaluation"
 EVALUATION_METRICS = "metrics.json"
 EVALUATION_REPORT = "report.html"
+# Exports of the best checkpoint (``src.app.export``): ``<checkpoint>.onnx`` / ``.engine`` and the
+# class names by index, the SDK's TrainApp layout; uploaded as they are.
+EXPORT_DIR = "export"
+EXPORT_CLASSES = "classes.json"
+# experiment_info.json's ``export`` keys (the SDK's ``supervisely.nn.utils.RuntimeType``)
+EXPORT_RUNTIMES = {"onnx": "ONNXRuntime", "tensorrt": "TensorRT"}
+EXPORT_SUFFIXES = {"onnx": ".onnx", "tensorrt": ".engine"}
 
 # ------------------------------------------------------------------- the uploaded run (Team Files)
 # <ARTIFACTS_ROOT>/<project>/<run id>/ (src.runs.storage.artifacts_dir): what the serving app, the

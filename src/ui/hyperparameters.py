@@ -93,6 +93,12 @@ class HyperparametersStep:
             d.evaluate,
             "hp_evaluate",
         )
+        # after training, the best checkpoint exported (src.app.export; TensorRT implies ONNX)
+        self.export = Select(
+            [Select.Item("onnx", "ONNX (ONNX Runtime)"),
+             Select.Item("tensorrt", "TensorRT (a GPU with TensorRT; built from the ONNX file)")],
+            multiple=True, widget_id="hp_export",
+        )  # fmt: skip
         devices = list_devices()  # the freest GPU first (preselected); the CPU where none
         self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
         self.device.set_value(devices[0].name)
@@ -161,6 +167,7 @@ class HyperparametersStep:
             *([(self.gpus, "Or train on several GPUs (batch size per GPU)")] if multi_gpu else []),
             (self.seed, "Seed"),
             (self.sync_epochs, "Copy the newest checkpoint to Team Files every N epochs (0: off)"),
+            (self.export, "After training, export the best checkpoint to (docs/export.md)"),
         ]
 
     def params(
@@ -213,6 +220,7 @@ class HyperparametersStep:
             max_per_img=int(self.max_dets.get_value() or 0) or None,
             score_thr=float(self.score_thr.get_value() or 0) or None,
             auto_scale_lr=self.auto_scale.is_checked(),
+            export=tuple(self.export.get_value() or ()),
         )
 
     def set_input_size(self, longer: int, shorter: int) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Image, Text
 
 from src.app.controller import ControllerStatus
-from src.app.end_of_run import RunOutcome
+from src.app.end_of_run import RunOutcome, export_notes
 from src.app.evaluate import key_metrics_line
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
 from src.engine.chatter import is_chatter
@@ -162,6 +162,8 @@ class TrainingStep:
             text += " — " + gpu_text(status.gpu)
         if status.state == "evaluating":
             text += " — evaluating the best checkpoint (Model Benchmark)"
+        if status.state == "exporting":
+            text += " — exporting the best checkpoint"
         sync = status.sync
         if sync is not None and sync.synced_iteration is not None:
             text += f" — Team Files holds the checkpoint of iteration {sync.synced_iteration}"
@@ -179,6 +181,7 @@ class TrainingStep:
         self._show_evaluation(outcome)
         if outcome.artifacts:
             notes = [n for n in (outcome.output_error, outcome.warning) if n]
+            notes += export_notes(outcome)
             note = "".join(f"; {n}" for n in notes)
             self.artifacts.set(f"artifacts: {outcome.artifacts}{note}", "success")
         elif outcome.upload_error:

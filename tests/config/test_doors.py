@@ -40,7 +40,7 @@ def _other_value(name: str):
         return default + 1 if name != "frozen_stages" else 2
     return {"frozen_stages": 2, "max_per_img": 50, "score_thr": 0.3, "grad_clip": 5.0,
             "train_batch_size": 8, "num_workers": 3, "amp": True, "input_size": (512, 384),
-            "gpus": (0, 1)}[name]  # fmt: skip
+            "gpus": (0, 1), "export": ("onnx",)}[name]  # fmt: skip
 
 
 def test_each_generated_option_reaches_its_field_from_the_command_line():
@@ -113,7 +113,7 @@ for name, door in DOORS.items():
         if not values:  # one choice here (the CPU; no GPUs): nothing to change it to
             changed[name] = "single choice"
             continue
-        widget.set_value([values[0]] if name == "gpus" else values[-1])
+        widget.set_value([values[0]] if name in ("gpus", "export") else values[-1])
     else:
         widget.value = (widget.get_value() or 0) + (32 if name == "input_size" else 1)
     after = step.params(*args)

@@ -1,0 +1,79 @@
+"""Export a run's checkpoint for deployment without mmdet: ONNX (ONNX Runtime) and TensorRT.
+
+Called after a finished run that asked for it (src.app.end_of_run), and on demand (the CLI's
+``export``, ``TrainingController.export``). The files go to the run's ``export/`` folder with
+``classes.json`` (the SDK's TrainApp layout), and the upload lists them in
+``experiment_info.export``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from src.config.metadata import RunMetadata
+from src.config.text import load_config_file
+from src.runs.checkpoints import best_checkpoint, last_checkpoint
+from src.runs.layout import EXPORT_CLASSES, EXPORT_DIR, EXPORT_SUFFIXES, RUN_CONFIG
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote (paths), and the formats that were skipped with the reason."""
+
+    checkpoint: str
+    files: dict[str, str] = field(default_factory=dict)  # format -> path
+    skipped: dict[str, str] = field(default_factory=dict)  # format -> why
+    seconds: float = 0.0
+
+
+def export_run(
+    work_dir: str | Path,
+    formats: tuple[str, ...] = ("onnx",),
+    checkpoint: str | Path | None = None,
+    *,
+    input_size: int | None = None,
+    fp16: bool = True,
+) -> ExportResult:
+    """Export the run's best (else newest, or the given) checkpoint to ``formats`` in its
+    ``export/`` folder. An architecture the exporter does not cover raises ``ExportError``
+    before anything is written; TensorRT on a machine without it is skipped, with the reason."""
+    from src.engine.onnx_export import ExportError, export_blocker, export_onnx, preprocess_of
+    from src.engine.tensorrt_build import build_engine, tensorrt_blocker
+
+    started = time.monotonic()
+    work_dir = Path(work_dir)
+    cfg = load_config_file(work_dir / RUN_CONFIG)
+    reason = export_blocker(cfg)
+    if reason:
+        raise ExportError(reason)
+    path = Path(checkpoint) if checkpoint else None
+    path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
+    if path is None or not path.is_file():
+        raise ExportError(f"run {work_dir.name} has no checkpoint to export")
+    result = ExportResult(checkpoint=str(path))
+    out = work_dir / EXPORT_DIR
+    classes = list(RunMetadata.of(cfg).classes)
+    onnx_path = out / (path.stem + EXPORT_SUFFIXES["onnx"])
+    export_onnx(cfg, path, onnx_path, input_size=input_size, classes=classes)
+    result.files["onnx"] = str(onnx_path)
+    if "tensorrt" in formats:
+        blocker = tensorrt_blocker()
+        if blocker:
+            result.skipped["tensorrt"] = blocker
+            logger.warning("TensorRT export skipped: %s", blocker)
+        else:
+            prep = preprocess_of(cfg, input_size)
+            engine = out / (path.stem + EXPORT_SUFFIXES["tensorrt"])
+            build_engine(onnx_path, engine, max_side=prep.scale[0], divisor=prep.divisor, fp16=fp16)
+            result.files["tensorrt"] = str(engine)
+    (out / EXPORT_CLASSES).write_text(
+        json.dumps({i: name for i, name in enumerate(classes)}, indent=1), encoding="utf-8"
+    )
+    result.seconds = time.monotonic() - started
+    return result
