@@ -231,7 +231,7 @@ def export_blocker(cfg: Any) -> str | None:
         return None
     if model.get("rpn_head") is not None:
         why = "a two-stage detector (RPN, RoIAlign, a second NMS), not in the exporter yet"
-    elif head and "Ins" in head or model.get("mask_head") is not None:
+    elif (head and "Ins" in head) or model.get("mask_head") is not None:
         why = f"its mask head ({head or model['mask_head'].get('type')}) is not in the exporter yet"
     else:
         why = f"its head ({head or 'none'}) decodes boxes its own way, not in the exporter yet"
