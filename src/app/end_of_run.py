@@ -47,12 +47,14 @@ class RunOutcome:
     exports: dict[str, str] | None = None  # format -> local file (src.app.export)
     export_skipped: dict[str, str] | None = None  # format -> why (TensorRT without a GPU)
     export_error: str | None = None  # the export failed; the run was uploaded all the same
+    export_speed: list[str] | None = None  # the speed test of the export, in words
 
 
 def export_notes(outcome: RunOutcome) -> list[str]:
     """The export's lines for a user: what was written, skipped, or failed (CLI and UI)."""
     notes = [f"exported {fmt}: {Path(path).name}" for fmt, path in (outcome.exports or {}).items()]
     notes += [f"{fmt} not exported: {why}" for fmt, why in (outcome.export_skipped or {}).items()]
+    notes += [f"speed test, {line}" for line in outcome.export_speed or []]
     if outcome.export_error:
         notes.append(f"export failed (the run is uploaded all the same): {outcome.export_error}")
     return notes
@@ -126,13 +128,14 @@ class RunEnding:
         from src.app.export import export_run
 
         try:
-            result = export_run(work_dir, formats)
+            result = export_run(work_dir, formats, speed_test=True)
         except Exception as exc:
             outcome.export_error = f"{type(exc).__name__}: {exc}"
             logger.exception("export of %s failed; the run is uploaded all the same", work_dir)
             return
         outcome.exports = result.files
         outcome.export_skipped = result.skipped or None
+        outcome.export_speed = result.speed or None
 
     def _upload(
         self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome

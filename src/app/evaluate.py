@@ -121,7 +121,7 @@ def _split_config(cfg: Any, work_dir: Path, split: str, project_dir: str | None)
     return cfg
 
 
-def _val_split(cfg: Any) -> dict[str, Any]:
+def val_split_args(cfg: Any) -> dict[str, Any]:
     """The validation dataset's arguments, as the run trained with them."""
     dataset = cfg.val_dataloader.dataset
     keys = ("project_dir", "datasets", "items", "keep_empty_images", "cache_dir", "task")
@@ -230,7 +230,7 @@ def evaluate_run(
     path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
     if path is None or not path.is_file():
         raise EvaluationError(f"run {work_dir.name} has no checkpoint to evaluate")
-    data = _val_split(cfg)
+    data = val_split_args(cfg)
     segmentation = data.pop("task") == "instance-segmentation"
     task = "instance-segmentation" if segmentation else "object-detection"
     data_list, _ = load_split(

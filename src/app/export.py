@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,15 @@ from pathlib import Path
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.runs.checkpoints import best_checkpoint, last_checkpoint
-from src.runs.layout import EXPORT_CLASSES, EXPORT_DIR, EXPORT_SUFFIXES, RUN_CONFIG
+from src.runs.layout import (
+    EVALUATION_DIR,
+    EVALUATION_REPORT,
+    EVALUATION_SPEED,
+    EXPORT_CLASSES,
+    EXPORT_DIR,
+    EXPORT_SUFFIXES,
+    RUN_CONFIG,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +39,7 @@ class ExportResult:
     files: dict[str, str] = field(default_factory=dict)  # format -> path
     skipped: dict[str, str] = field(default_factory=dict)  # format -> why
     seconds: float = 0.0
+    speed: list[str] = field(default_factory=list)  # the speed test, in words (src.engine.speed)
 
 
 def export_run(
@@ -39,10 +49,13 @@ def export_run(
     *,
     input_size: int | None = None,
     fp16: bool = True,
+    speed_test: bool = False,
 ) -> ExportResult:
     """Export the run's best (else newest, or the given) checkpoint to ``formats`` in its
     ``export/`` folder. An architecture the exporter does not cover raises ``ExportError``
-    before anything is written; TensorRT on a machine without it is skipped, with the reason."""
+    before anything is written; TensorRT on a machine without it is skipped, with the reason.
+    ``speed_test``: PyTorch and ONNX Runtime timed side by side on the validation images, into
+    ``evaluation/speed.json`` and the report (a failure there is logged; the export stands)."""
     from src.engine.onnx_export import ExportError, export_blocker, export_onnx, preprocess_of
     from src.engine.tensorrt_build import build_engine, tensorrt_blocker
 
@@ -75,5 +88,50 @@ def export_run(
     (out / EXPORT_CLASSES).write_text(
         json.dumps({i: name for i, name in enumerate(classes)}, indent=1), encoding="utf-8"
     )
+    if speed_test:
+        try:
+            result.speed = _speed_test(cfg, path, onnx_path, work_dir / EVALUATION_DIR)
+        except Exception:
+            logger.exception("the speed test of %s failed; the export stands", onnx_path.name)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _speed_test(cfg, checkpoint: Path, onnx_path: Path, out: Path) -> list[str]:
+    """Up to 8 validation images through PyTorch and ONNX Runtime (batch 1 and 8, on the CPU:
+    ONNX Runtime is the CPU package here); the figures into ``speed.json`` and the report."""
+    import platform
+
+    import cv2
+
+    from src.app.evaluate import val_split_args
+    from src.data.reader import load_split
+    from src.engine.onnx_export import load_model
+    from src.engine.onnx_runtime import OnnxDetector
+    from src.engine.speed import describe, measure, torch_runner
+    from src.runs.report import add_section
+
+    data = val_split_args(cfg)
+    data_list, _ = load_split(
+        data["project_dir"], data["classes"], data["task"], data["datasets"], data["items"],
+        data["keep_empty_images"], data["cache_dir"],
+    )  # fmt: skip
+    images = [cv2.imread(info["img_path"]) for info in data_list[:8]]
+    if not images:
+        return []
+    detector = OnnxDetector(str(onnx_path))
+    runners = {"pytorch": torch_runner(load_model(cfg, checkpoint)),
+               "onnxruntime": lambda batch: detector.predict(batch)}  # fmt: skip
+    rows = measure(runners, images, repeats=3)
+    lines = describe(rows)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    out.mkdir(exist_ok=True)
+    (out / EVALUATION_SPEED).write_text(
+        json.dumps({"device": "cpu", "machine": machine, "rows": rows}, indent=1),
+        encoding="utf-8",
+    )
+    report = out / EVALUATION_REPORT
+    if report.is_file():
+        head = f"On this machine's CPU ({machine}), median of 3:"
+        add_section(report, "Speed test", [head, *lines])
+    return lines

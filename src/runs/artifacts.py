@@ -24,6 +24,7 @@ from src.runs.layout import (
     EVALUATION_DIR,
     EVALUATION_METRICS,
     EVALUATION_REPORT,
+    EVALUATION_SPEED,
     EXPERIMENT_INFO,
     EXPORT_CLASSES,
     EXPORT_DIR,
@@ -187,14 +188,14 @@ def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     summary, or None when the run was not evaluated."""
     source = work_dir / EVALUATION_DIR
     metrics = source / EVALUATION_METRICS
-    if not metrics.is_file():
+    if not metrics.is_file() and not (source / EVALUATION_SPEED).is_file():
         return None
     target = out_dir / EVALUATION_DIR
     target.mkdir()
-    for name in (EVALUATION_METRICS, EVALUATION_REPORT):
+    for name in (EVALUATION_SPEED, EVALUATION_METRICS, EVALUATION_REPORT):
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
-    return json.loads(metrics.read_text(encoding="utf-8"))
+    return json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
 
 
 def _copy_exports(work_dir: Path, out_dir: Path) -> dict[str, str]:

@@ -117,6 +117,7 @@ BEST_INFO = "predictions/best.json"
 EVALUATION_DIR = "evaluation"
 EVALUATION_METRICS = "metrics.json"
 EVALUATION_REPORT = "report.html"
+EVALUATION_SPEED = "speed.json"  # the exported model's speed test (src.app.export)
 # Exports of the best checkpoint (``src.app.export``): ``<checkpoint>.onnx`` / ``.engine`` and the
 # class names by index, the SDK's TrainApp layout; uploaded as they are.
 EXPORT_DIR = "export"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -257,3 +258,11 @@ split ({len(data_list)} images), metrics by the Supervisely SDK's Model Benchmar
 {_analysis(mp, data_list, predictions, classes)}
 </body></html>
 """
+
+
+def add_section(report: Path, title: str, lines: list[str]) -> None:
+    """Append a section of plain lines to a written report (the speed test after an export)."""
+    text = report.read_text(encoding="utf-8")
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    section = f"<h2 id='{html.escape(title.lower().replace(' ', '-'))}'>{html.escape(title)}</h2>"
+    report.write_text(text.replace("</body>", section + body + "\n</body>", 1), encoding="utf-8")

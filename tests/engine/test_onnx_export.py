@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mixed_project) -> dict[str, Path]:
-    """RTMDet-tiny trained from scratch on photo shapes (16:9, 4:3, portrait), exported to ONNX at
-    the end of the run and uploaded."""
+    """RTMDet-tiny trained from scratch on photo shapes (16:9, 4:3, portrait), evaluated, exported
+    to ONNX at the end of the run, speed-tested and uploaded."""
     root = tmp_path_factory.mktemp("onnx")
     code = main([
         "train", "--project", str(mixed_project), "--model", RTMDET, "--from-scratch",
         "--epochs", "6", "--batch-size", "4", "--input-size", "192", "--lr", "0.008",
-        "--val-interval", "3", "--no-evaluate", "--export", "onnx", "--device", "cpu",
+        "--val-interval", "3", "--export", "onnx", "--device", "cpu",
         "--app-data", str(root / "app"), "--team-files", str(root / "tf"), "--run-id", RUN,
         "--no-cache",
     ])  # fmt: skip
@@ -103,6 +103,14 @@ def test_the_export_is_uploaded_where_the_sdk_reads_it(trained):
     classes = json.loads((uploaded / "export" / "classes.json").read_text())
     assert classes == {"0": "square", "1": "circle", "2": "triangle"}
     assert "onnxruntime" in (uploaded / "README.md").read_text()
+    # the speed test: both runtimes at batch 1 and 8, in speed.json and in the report
+    speed = json.loads((uploaded / "evaluation" / "speed.json").read_text())
+    assert {(r["runtime"], r["batch"]) for r in speed["rows"]} == {
+        (runtime, batch) for runtime in ("pytorch", "onnxruntime") for batch in (1, 8)
+    }
+    assert all(r["ms_per_batch"] > 0 for r in speed["rows"])
+    report = (uploaded / "evaluation" / "report.html").read_text()
+    assert "Speed test" in report and "onnxruntime/pytorch speed" in report
 
 
 def test_the_readme_example_runs_with_onnxruntime_numpy_and_opencv_alone(trained, tmp_path):

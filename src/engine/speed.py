@@ -1,0 +1,80 @@
+"""The speed test of an exported run: PyTorch (mmdet) and ONNX Runtime side by side, batch 1 and 8.
+
+Each runtime does the whole job on the same images: pre-processing (mmdet's test pipeline; the
+export's resize and padding), the network, decoding and NMS. Timings alternate between the
+runtimes, after a warm-up, and report the median: a ratio measured in one run is what this machine
+can say, absolute times are this machine's only. Used after a finished run that exports (the run's
+``evaluation/speed.json`` and report) and by ``bench/export.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def torch_runner(model: torch.nn.Module) -> Callable[[list[np.ndarray]], Any]:
+    """mmdet's own inference on a batch of BGR images: the test pipeline, one batch through the
+    data preprocessor, the model and its post-processing (``inference_detector`` loops over images
+    one at a time; this is its batched form)."""
+    from mmcv.transforms import Compose
+    from mmdet.utils import get_test_pipeline_cfg
+    from mmengine.dataset import pseudo_collate
+
+    steps = get_test_pipeline_cfg(model.cfg)
+    steps[0] = dict(steps[0], type="mmdet.LoadImageFromNDArray")
+    steps = [s for s in steps if "LoadAnnotations" not in str(s.get("type"))]
+    pipeline = Compose(steps)
+
+    def run(images: list[np.ndarray]) -> Any:
+        samples = [pipeline(dict(img=image, img_id=i)) for i, image in enumerate(images)]
+        batch = pseudo_collate(samples)
+        with torch.no_grad():
+            return model.test_step(batch)
+
+    return run
+
+
+def measure(
+    runners: dict[str, Callable[[list[np.ndarray]], Any]],
+    images: list[np.ndarray],
+    batch_sizes: tuple[int, ...] = (1, 8),
+    repeats: int = 5,
+) -> list[dict[str, Any]]:
+    """Median milliseconds per batch and images per second of each runner at each batch size
+    (the images cycled to fill a batch); runners alternate so that both see the same machine."""
+    rows = []
+    for size in batch_sizes:
+        batch = [images[i % len(images)] for i in range(size)]
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for run in runners.values():
+            run(batch)  # warm-up: first-call allocations, lazy inits
+        for _ in range(repeats):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run(batch)
+                times[name].append(time.perf_counter() - start)
+        for name, seconds in times.items():
+            median = statistics.median(seconds)
+            rows.append({"runtime": name, "batch": size, "ms_per_batch": round(median * 1000, 2),
+                         "images_per_s": round(size / median, 2), "repeats": repeats})  # fmt: skip
+    return rows
+
+
+def describe(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per batch size: each runtime's figures, and ONNX Runtime's speed-up over PyTorch."""
+    lines = []
+    for size in sorted({r["batch"] for r in rows}):
+        at = {r["runtime"]: r for r in rows if r["batch"] == size}
+        text = ", ".join(f"{n} {r['ms_per_batch']:.1f} ms ({r['images_per_s']:.1f} img/s)"
+                         for n, r in at.items())  # fmt: skip
+        if "pytorch" in at and "onnxruntime" in at:
+            ratio = at["pytorch"]["ms_per_batch"] / at["onnxruntime"]["ms_per_batch"]
+            text += f"; onnxruntime/pytorch speed {ratio:.2f}x"
+        lines.append(f"batch {size}: {text}")
+    return lines
