@@ -1,9 +1,10 @@
 """Export a trained run to ONNX: the network, its box decoding and NMS in one graph.
 
-Why our own wrapper over ``torch.onnx`` instead of mmdeploy 1.3.1: mmdeploy's rewriters patch
-mmdet and torch internals of the versions it was released with (torch <= 2.0, mmdet 3.1), its
-ONNX Runtime NMS and RoIAlign are custom ops in a library compiled for one onnxruntime, and it is
-not installable beside our pins (docs/export.md has what was tried). The TorchScript exporter
+Why our own wrapper over ``torch.onnx`` instead of mmdeploy 1.3.1 (tried here, docs/export.md):
+its package requires protobuf <= 3.20.2, which our pins (protobuf 7, for onnx and the SDK) cannot
+hold; under torch >= 2.9 its export fails unless the TorchScript exporter is forced (torch's default
+became the dynamo exporter, which needs onnxscript and bypasses mmdeploy's rewriters); and its
+graph post-processes with its own settings, not the run's ``test_cfg``. The TorchScript exporter
 (``dynamo=False``) exists in torch 2.1.2 (the production image) and 2.13 (here) alike, and every op
 of the graph below is a standard ONNX op (opset 17), so onnxruntime alone runs it and TensorRT
 parses it.
@@ -142,6 +143,8 @@ class DenseDetectorGraph(nn.Module):
         self.num_classes = int(head.cls_out_channels)
         self.strides = [int(s[0]) for s in head.prior_generator.strides]
         self.offset = float(head.prior_generator.offset)
+        self.with_masks = type(head).__name__ in MASK_HEADS
+        self.mask_thr = float(cfg.get("mask_thr_binary", 0.5))
 
     def _resized(self, orig_size: torch.Tensor) -> torch.Tensor:
         """[B, 2] height and width of each image after mmcv's keep-ratio rescale."""
@@ -150,24 +153,29 @@ class DenseDetectorGraph(nn.Module):
         factor = torch.minimum(long_edge / torch.maximum(h, w), short_edge / torch.minimum(h, w))
         return torch.stack([torch.floor(h * factor + 0.5), torch.floor(w * factor + 0.5)], 1)
 
-    def forward(self, images: torch.Tensor, orig_size: torch.Tensor):
+    def _normalised(self, images: torch.Tensor, resized: torch.Tensor) -> torch.Tensor:
+        """The data preprocessor's work, and the canvas around each image as mmdet pads it."""
         if self.bgr_to_rgb:
             images = images[:, [2, 1, 0]]
         x = (images - self.mean) / self.std
-        resized = self._resized(orig_size)  # [B, 2]
         rows = torch.arange(x.shape[2], dtype=torch.float32).view(1, -1, 1)
         cols = torch.arange(x.shape[3], dtype=torch.float32).view(1, 1, -1)
         inside = (rows < resized[:, 0].view(-1, 1, 1)) & (cols < resized[:, 1].view(-1, 1, 1))
         fill = torch.zeros_like(self.mean)
         if self.preprocess.pad_value is not None:
             fill = (self.preprocess.pad_value - self.mean) / self.std
-        x = torch.where(inside.unsqueeze(1), x, fill)
-        cls_scores, bbox_preds = self.model.bbox_head(self.model.extract_feat(x))
-        boxes, scores, labels = [], [], []
-        for cls_score, bbox_pred, stride in zip(cls_scores, bbox_preds, self.strides, strict=True):
+        return torch.where(inside.unsqueeze(1), x, fill)
+
+    def forward(self, images: torch.Tensor, orig_size: torch.Tensor):
+        resized = self._resized(orig_size)  # [B, 2]
+        outs = self.model.bbox_head(self.model.extract_feat(self._normalised(images, resized)))
+        kernel_preds = outs[2] if self.with_masks else [None] * len(self.strides)
+        boxes, scores, labels, kernels, centres = [], [], [], [], []
+        for cls_score, bbox_pred, kernel_pred, stride in zip(
+            outs[0], outs[1], kernel_preds, self.strides, strict=True
+        ):
             b, _, h, w = cls_score.shape
             level_scores = cls_score.permute(0, 2, 3, 1).reshape(b, -1).sigmoid()
-            dist = bbox_pred.permute(0, 2, 3, 1).reshape(b, -1, 4)
             ys, xs = torch.meshgrid(
                 (torch.arange(h, dtype=torch.float32) + self.offset) * stride,
                 (torch.arange(w, dtype=torch.float32) + self.offset) * stride,
@@ -176,23 +184,67 @@ class DenseDetectorGraph(nn.Module):
             points = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1)  # [A, 2]
             top, flat = self._level_topk(level_scores)
             anchor = torch.div(flat, self.num_classes, rounding_mode="floor")
-            # the filler's indices point past the priors: rows of zeros there
-            extra = -(-self.nms_pre // self.num_classes)
-            dist = torch.cat([dist, dist.new_zeros((b, extra, 4))], 1)
-            points = torch.cat([points, points.new_zeros((extra, 2))], 0)
-            d = torch.gather(dist, 1, anchor.unsqueeze(-1).expand(-1, -1, 4))
-            p = points[anchor]
+            d = self._take(bbox_pred, anchor)
+            p = self._take(points.t().unsqueeze(0).expand(b, -1, -1).reshape(b, 2, h, w), anchor)
             corners = (p[..., 0] - d[..., 0], p[..., 1] - d[..., 1],
                        p[..., 0] + d[..., 2], p[..., 1] + d[..., 3])  # fmt: skip
             boxes.append(torch.stack(corners, -1))
             scores.append(top)
             labels.append(flat - anchor * self.num_classes)
+            if self.with_masks:
+                kernels.append(self._take(kernel_pred, anchor))
+                centres.append(torch.cat([p, torch.full_like(p[..., :1], float(stride))], -1))
         boxes, scores, labels = torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(labels, 1)
         hi = torch.stack([resized[:, 1], resized[:, 0]], 1).repeat(1, 2).unsqueeze(1)
         boxes = torch.minimum(boxes.clamp(min=0), hi)
         factor = (resized / orig_size).flip(1).repeat(1, 2).unsqueeze(1)  # (w, h, w, h) scales
-        boxes = boxes / factor
-        return self._nms(boxes, scores, labels)
+        dets, out_labels, order = self._nms(boxes / factor, scores, labels)
+        if not self.with_masks:
+            return dets, out_labels
+        kernels = self._gather(torch.cat(kernels, 1), order)
+        centres = self._gather(torch.cat(centres, 1), order)
+        return dets, out_labels, self._mask_logits(outs[3], kernels, centres)
+
+    def _take(self, level: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """[B, C, h, w] per-prior values at the top-k's priors: [B, k, C]. The filler's indices
+        point past the priors: rows of zeros are appended for them."""
+        b, c = level.shape[:2]
+        rows = level.reshape(b, c, -1).permute(0, 2, 1)
+        extra = -(-self.nms_pre // self.num_classes)
+        rows = torch.cat([rows, rows.new_zeros((b, extra, c))], 1)
+        return torch.gather(rows, 1, anchor.unsqueeze(-1).expand(-1, -1, c))
+
+    @staticmethod
+    def _gather(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        return torch.gather(values, 1, order.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+    def _mask_logits(
+        self, mask_feat: torch.Tensor, kernels: torch.Tensor, centres: torch.Tensor
+    ) -> torch.Tensor:
+        """RTMDet-Ins's dynamic convolutions for the kept detections, batched as matrix products
+        (mmdet: a grouped conv per image): [B, M, h, w] mask logits at the first level's stride.
+        The caller upsamples them as mmdet does (``src.engine.onnx_runtime``)."""
+        head = self.model.bbox_head
+        b, c, h, w = mask_feat.shape
+        m = kernels.shape[1]
+        stride = self.strides[0]
+        ys = ((torch.arange(h, dtype=torch.float32) + self.offset) * stride).view(1, 1, h, 1)
+        xs = ((torch.arange(w, dtype=torch.float32) + self.offset) * stride).view(1, 1, 1, w)
+        scale = (centres[..., 2] * 8).view(b, m, 1, 1)
+        rel_x = ((centres[..., 0].view(b, m, 1, 1) - xs) / scale).expand(b, m, h, w)
+        rel_y = ((centres[..., 1].view(b, m, 1, 1) - ys) / scale).expand(b, m, h, w)
+        feats = mask_feat.unsqueeze(1).expand(b, m, c, h, w)
+        x = torch.cat([rel_x.unsqueeze(2), rel_y.unsqueeze(2), feats], 2)
+        x = x.reshape(b, m, c + 2, h * w)
+        n_layers = len(head.weight_nums)
+        splits = torch.split(kernels, list(head.weight_nums) + list(head.bias_nums), dim=2)
+        for i in range(n_layers):
+            out_channels = head.dyconv_channels if i < n_layers - 1 else 1
+            weight = splits[i].reshape(b, m, out_channels, -1)
+            x = torch.matmul(weight, x) + splits[n_layers + i].reshape(b, m, out_channels, 1)
+            if i < n_layers - 1:
+                x = torch.relu(x)
+        return x.reshape(b, m, h, w)
 
     def _level_topk(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``nms_pre`` best (prior, class) scores of a level. Its size depends on the input's,
@@ -204,7 +256,8 @@ class DenseDetectorGraph(nn.Module):
         return torch.cat([scores, filler], 1).topk(self.nms_pre, dim=1)
 
     def _nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor):
-        """Class-aware NMS per image, then the ``max_per_img`` best: fixed-size outputs."""
+        """Class-aware NMS per image, then the ``max_per_img`` best: fixed-size outputs, and where
+        each came from among the candidates."""
         n = scores.shape[1]
         classes = torch.arange(self.num_classes).view(1, -1, 1)
         per_class = torch.where(labels.unsqueeze(1) == classes, scores.unsqueeze(1), -1.0)
@@ -212,13 +265,15 @@ class DenseDetectorGraph(nn.Module):
         kept = torch.zeros_like(scores)
         kept[selected[:, 0], selected[:, 2]] = scores[selected[:, 0], selected[:, 2]]
         best, order = kept.topk(min(self.max_per_img, n), dim=1)
-        out_boxes = torch.gather(boxes, 1, order.unsqueeze(-1).expand(-1, -1, 4))
+        out_boxes = self._gather(boxes, order)
         out_labels = torch.gather(labels, 1, order)
         dets = torch.cat([out_boxes * (best > 0).unsqueeze(-1), best.unsqueeze(-1)], -1)
-        return dets, out_labels
+        return dets, out_labels, order
 
 
-EXPORTED_HEADS = ("RTMDetHead", "RTMDetSepBNHead")
+BOX_HEADS = ("RTMDetHead", "RTMDetSepBNHead")
+MASK_HEADS = ("RTMDetInsHead", "RTMDetInsSepBNHead")
+EXPORTED_HEADS = BOX_HEADS + MASK_HEADS
 
 
 def export_blocker(cfg: Any) -> str | None:
@@ -227,7 +282,7 @@ def export_blocker(cfg: Any) -> str | None:
     model = cfg.model
     kind = model.get("type")
     head = (model.get("bbox_head") or {}).get("type")
-    if kind == "RTMDet" and head in EXPORTED_HEADS:
+    if kind in ("RTMDet", "RTMDetIns") and head in EXPORTED_HEADS:
         return None
     if model.get("rpn_head") is not None:
         why = "a two-stage detector (RPN, RoIAlign, a second NMS), not in the exporter yet"
@@ -236,7 +291,7 @@ def export_blocker(cfg: Any) -> str | None:
     else:
         why = f"its head ({head or 'none'}) decodes boxes its own way, not in the exporter yet"
     return (
-        f"{kind} is not exported: {why}. The ONNX export covers RTMDet object detection "
+        f"{kind} is not exported: {why}. The ONNX export covers RTMDet and RTMDet-Ins "
         "(docs/export.md lists each architecture and why)"
     )
 
@@ -301,14 +356,20 @@ def export_onnx(
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
+    outputs = ["dets", "labels"] + (["masks"] if graph.with_masks else [])
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "orig_size": {0: "batch"},
+            "dets": {0: "batch"}, "labels": {0: "batch"},
+            "masks": {0: "batch", 2: "mask_height", 3: "mask_width"}}  # fmt: skip
     with torch.no_grad(), _quiet_tracing():
         torch.onnx.export(
             graph, (images, orig), str(tmp), dynamo=False, opset_version=OPSET,
-            input_names=["images", "orig_size"], output_names=["dets", "labels"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
-                          "orig_size": {0: "batch"}, "dets": {0: "batch"}, "labels": {0: "batch"}},
+            input_names=["images", "orig_size"], output_names=outputs,
+            dynamic_axes={k: v for k, v in axes.items() if k in ["images", "orig_size", *outputs]},
         )  # fmt: skip
-    _write_metadata(tmp, prep, list(classes or []))
+    extra = {"outputs": outputs}
+    if graph.with_masks:  # what the caller does to the mask logits (src.engine.onnx_runtime)
+        extra |= {"mask_stride": graph.strides[0], "mask_thr": graph.mask_thr}
+    _write_metadata(tmp, prep, list(classes or []), extra)
     tmp.replace(dst)
     return dst
 
@@ -325,11 +386,11 @@ def _quiet_tracing():
     return stack
 
 
-def _write_metadata(path: Path, prep: Preprocess, classes: list[str]) -> None:
+def _write_metadata(path: Path, prep: Preprocess, classes: list[str], extra: dict) -> None:
     import onnx
 
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key = META_KEY
-    entry.value = json.dumps({**asdict(prep), "classes": classes, "outputs": ["dets", "labels"]})
+    entry.value = json.dumps({**asdict(prep), "classes": classes, **extra})
     onnx.save(proto, str(path))

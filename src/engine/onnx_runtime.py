@@ -24,6 +24,7 @@ class Detections:
     boxes: np.ndarray  # [N, 4] x1, y1, x2, y2
     scores: np.ndarray  # [N]
     labels: np.ndarray  # [N] class indices into OnnxDetector.classes
+    masks: np.ndarray | None = None  # [N, H, W] bool, instance segmentation only
 
 
 class OnnxDetector:
@@ -35,12 +36,19 @@ class OnnxDetector:
         self.scale = tuple(meta["scale"])  # (long edge, short edge)
         self.divisor = int(meta["divisor"])  # the canvas's sides are multiples of it
         self.classes: list[str] = meta["classes"]
+        self.outputs: list[str] = meta["outputs"]
+        self.mask_stride = int(meta.get("mask_stride", 0))
+        thr = float(meta.get("mask_thr", 0.5))
+        self.mask_logit_thr = float(np.log(thr / (1 - thr)))  # sigmoid(x) > thr
+
+    def resized_size(self, h: int, w: int) -> tuple[int, int]:
+        """(width, height) after mmcv's keep-ratio ``rescale_size``."""
+        factor = min(self.scale[0] / max(h, w), self.scale[1] / min(h, w))
+        return int(w * factor + 0.5), int(h * factor + 0.5)
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """An HxWx3 BGR image resized as mmcv's keep-ratio ``imrescale``."""
-        h, w = image.shape[:2]
-        factor = min(self.scale[0] / max(h, w), self.scale[1] / min(h, w))
-        size = (int(w * factor + 0.5), int(h * factor + 0.5))
+        size = self.resized_size(*image.shape[:2])
         return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
     def batch(self, images: list[np.ndarray]) -> np.ndarray:
@@ -58,11 +66,38 @@ class OnnxDetector:
         """Detections for each BGR image (one batch), those scoring above ``score_thr``."""
         batch = self.batch(images)
         sizes = np.array([image.shape[:2] for image in images], np.float32)
-        dets, labels = self.session.run(["dets", "labels"], {"images": batch, "orig_size": sizes})
+        results = self.session.run(self.outputs, {"images": batch, "orig_size": sizes})
         out = []
-        for d, lab in zip(dets, labels, strict=True):
+        for i, (d, lab) in enumerate(zip(results[0], results[1], strict=True)):
             keep = d[:, 4] > max(score_thr, 0.0)
-            out.append(Detections(d[keep, :4], d[keep, 4], lab[keep]))
+            found = Detections(d[keep, :4], d[keep, 4], lab[keep])
+            if len(results) > 2:
+                found.masks = self.masks(results[2][i][keep], images[i].shape[:2])
+            out.append(found)
+        return out
+
+    def masks(self, logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """[N, h, w] mask logits at the first level's stride as mmdet's RTMDet-Ins finishes them:
+        bilinear to the canvas (x stride), bilinear by the inverse scale factors (as mmdet pairs
+        them), cropped to the image, thresholded."""
+        n, h, w = logits.shape
+        ori_h, ori_w = shape
+        if n == 0:
+            return np.zeros((0, ori_h, ori_w), bool)
+        new_w, new_h = self.resized_size(ori_h, ori_w)
+        w_scale, h_scale = new_w / ori_w, new_h / ori_h
+        canvas_h, canvas_w = h * self.mask_stride, w * self.mask_stride
+        size = (int(np.ceil(canvas_w / h_scale)), int(np.ceil(canvas_h / w_scale)))
+        out = np.empty((n, ori_h, ori_w), bool)
+        for start in range(0, n, 256):  # OpenCV resizes up to 512 channels at once
+            chunk = logits[start : start + 256].transpose(1, 2, 0)
+            chunk = cv2.resize(chunk, (canvas_w, canvas_h), interpolation=cv2.INTER_LINEAR)
+            chunk = cv2.resize(chunk, size, interpolation=cv2.INTER_LINEAR).reshape(
+                size[1], size[0], -1
+            )
+            out[start : start + 256] = (chunk[:ori_h, :ori_w] > self.mask_logit_thr).transpose(
+                2, 0, 1
+            )
         return out
 
 

@@ -281,8 +281,8 @@ for path in sys.argv[1:]:
     canvas_h, canvas_w = (-(-s // divisor) * divisor for s in (size[1], size[0]))
     canvas = np.zeros((1, 3, canvas_h, canvas_w), np.float32)
     canvas[0, :, : size[1], : size[0]] = resized.transpose(2, 0, 1)
-    dets, labels = session.run(None, {{"images": canvas,
-                                      "orig_size": np.array([[h, w]], np.float32)}})
+    sizes = np.array([[h, w]], np.float32)  # masks, for RTMDet-Ins: src/engine/onnx_runtime.py
+    dets, labels = session.run(["dets", "labels"], {{"images": canvas, "orig_size": sizes}})
     for (x1, y1, x2, y2, score), label in zip(dets[0], labels[0]):
         if score < 0.3:
             continue

@@ -92,6 +92,62 @@ def test_the_onnx_models_detections_equal_mmdets_on_photo_shapes(trained):
     assert compared >= 100 * len(_images(trained["project"])) * 0.5
 
 
+@pytest.fixture(scope="module")
+def trained_ins(tmp_path_factory, mixed_project) -> Path:
+    """RTMDet-Ins-tiny after two epochs from scratch on photo shapes: its run folder."""
+    root = tmp_path_factory.mktemp("onnx_ins")
+    code = main([
+        "train", "--project", str(mixed_project), "--task", "instance-segmentation",
+        "--model", "rtmdet-ins_tiny_8xb32-300e_coco", "--from-scratch", "--epochs", "2",
+        "--batch-size", "4", "--input-size", "160", "--lr", "0.002", "--no-evaluate",
+        "--device", "cpu", "--app-data", str(root / "app"), "--team-files", str(root / "tf"),
+        "--run-id", "ins", "--no-cache",
+    ])  # fmt: skip
+    assert code == 0
+    return root / "app" / "ins"
+
+
+def test_rtmdet_ins_masks_equal_mmdets_on_photo_shapes(trained_ins, mixed_project, tmp_path):
+    """Boxes as above, and each matched detection's mask (the graph's logits finished by the
+    helper: upsampled, rescaled, cropped, thresholded as mmdet does) of IoU >= 0.98 with mmdet's.
+    The run's score and mask thresholds are lowered for both (0.001, 0.05): two epochs from
+    scratch score below mmdet's 0.05 and 0.5, and the comparison needs detections and masks."""
+    from mmdet.apis import inference_detector
+
+    from src.config.text import load_config_file
+    from src.engine.onnx_export import export_onnx, load_model
+    from src.engine.onnx_runtime import OnnxDetector
+    from src.runs.checkpoints import last_checkpoint
+
+    cfg = load_config_file(trained_ins / "config.py")
+    cfg.model.test_cfg.score_thr = 0.001
+    cfg.model.test_cfg.mask_thr_binary = 0.05
+    checkpoint = last_checkpoint(trained_ins)
+    detector = OnnxDetector(str(export_onnx(cfg, checkpoint, tmp_path / "ins.onnx")))
+    model = load_model(cfg, checkpoint)
+    mask_pixels = 0
+    for path in _images(mixed_project)[:8]:
+        image = cv2.imread(str(path))
+        ref = inference_detector(model, image).pred_instances
+        got = detector.predict([image])[0]
+        assert got.masks.shape[1:] == image.shape[:2]
+        boxes, scores, labels = ref.bboxes.numpy(), ref.scores.numpy(), ref.labels.numpy()
+        masks = ref.masks.numpy()
+        top = min(100, len(scores))
+        assert top > 0
+        iou = _iou(boxes[:top], got.boxes)
+        for i in range(top):
+            same = np.flatnonzero(
+                (got.labels == labels[i]) & (np.abs(got.scores - scores[i]) < 1e-3)
+            )
+            assert same.size and iou[i, same].max() >= 0.99, (path.name, i)
+            j = same[np.argmax(iou[i, same])]
+            union = (masks[i] | got.masks[j]).sum()
+            assert union == 0 or (masks[i] & got.masks[j]).sum() / union >= 0.98, (path.name, i)
+            mask_pixels += int(masks[i].sum())
+    assert mask_pixels > 0  # some masks were compared, not only empty ones
+
+
 def test_the_export_is_uploaded_where_the_sdk_reads_it(trained):
     from supervisely.nn.experiments import ExperimentInfo
 
