@@ -37,8 +37,10 @@ class OnnxDetector:
         self.divisor = int(meta["divisor"])  # the canvas's sides are multiples of it
         self.classes: list[str] = meta["classes"]
         self.outputs: list[str] = meta["outputs"]
+        self.mask_kind = meta.get("masks")  # None, "dense" (RTMDet-Ins), "roi" (Mask R-CNN)
         self.mask_stride = int(meta.get("mask_stride", 0))
         thr = float(meta.get("mask_thr", 0.5))
+        self.mask_thr = thr
         self.mask_logit_thr = float(np.log(thr / (1 - thr)))  # sigmoid(x) > thr
 
     def resized_size(self, h: int, w: int) -> tuple[int, int]:
@@ -71,7 +73,10 @@ class OnnxDetector:
         for i, (d, lab) in enumerate(zip(results[0], results[1], strict=True)):
             keep = d[:, 4] > max(score_thr, 0.0)
             found = Detections(d[keep, :4], d[keep, 4], lab[keep])
-            if len(results) > 2:
+            if self.mask_kind == "roi":
+                found.masks = paste_masks(results[2][i][keep], found.boxes, images[i].shape[:2],
+                                          self.mask_thr)  # fmt: skip
+            elif self.mask_kind == "dense":
                 found.masks = self.masks(results[2][i][keep], images[i].shape[:2])
             out.append(found)
         return out
@@ -99,6 +104,37 @@ class OnnxDetector:
                 2, 0, 1
             )
         return out
+
+
+def paste_masks(
+    probabilities: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], threshold: float
+) -> np.ndarray:
+    """Mask R-CNN's [N, m, m] mask probabilities pasted into an image of ``shape`` at their boxes
+    as mmdet's ``_do_paste_mask`` does (bilinear ``grid_sample``, align_corners False, zeros
+    outside the grid), then thresholded (>=). The sampling grid is separable, so each paste is two
+    small matrix products: rows x grid x columns."""
+    h, w = shape
+    out = np.zeros((len(probabilities), h, w), bool)
+    for i, (grid, (x0, y0, x1, y1)) in enumerate(zip(probabilities, boxes, strict=True)):
+        rows = _bilinear_weights(np.arange(h) + 0.5, y0, y1, grid.shape[0])
+        cols = _bilinear_weights(np.arange(w) + 0.5, x0, x1, grid.shape[1])
+        out[i] = rows @ grid.astype(np.float32) @ cols.T >= threshold
+    return out
+
+
+def _bilinear_weights(centres: np.ndarray, start: float, end: float, size: int) -> np.ndarray:
+    """[len(centres), size]: each pixel centre's bilinear weights on a grid of ``size`` cells
+    spanning [start, end] (grid_sample's align_corners=False, zero padding)."""
+    span = end - start
+    pos = (centres - start) / span * size - 0.5 if span != 0 else np.full_like(centres, -2.0)
+    low = np.floor(pos)
+    frac = (pos - low).astype(np.float32)
+    weights = np.zeros((len(centres), size), np.float32)
+    for offset, weight in ((0, 1 - frac), (1, frac)):
+        index = low.astype(np.int64) + offset
+        inside = (index >= 0) & (index < size)
+        weights[np.flatnonzero(inside), index[inside]] += weight[inside]
+    return weights
 
 
 def draw(image: np.ndarray, found: Detections, classes: list[str]) -> np.ndarray:
