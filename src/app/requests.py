@@ -143,13 +143,15 @@ def _json_problem(name: str, value: Any, hint: Any) -> str | None:
         ok = type(value) is hint
     elif typing.get_origin(hint) is tuple:
         fixed = Ellipsis not in args
+        item = args[0]  # int (sizes, epochs, GPU indices) or str (export formats)
         ok = (
             isinstance(value, list)
-            and all(type(v) is int for v in value)
+            and all(type(v) is item for v in value)
             and (not fixed or len(value) == len(args))
         )
         if not ok:
-            what = f"{len(args)} whole numbers" if fixed else "a list of whole numbers"
+            kinds = "whole numbers" if item is int else "strings"
+            what = f"{len(args)} {kinds}" if fixed else f"a list of {kinds}"
             return f"{name} must be {what}, got {json.dumps(value)}"
     else:
         ok = True

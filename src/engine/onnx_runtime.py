@@ -41,7 +41,10 @@ class OnnxDetector:
         self.mask_stride = int(meta.get("mask_stride", 0))
         thr = float(meta.get("mask_thr", 0.5))
         self.mask_thr = thr
-        self.mask_logit_thr = float(np.log(thr / (1 - thr)))  # sigmoid(x) > thr
+        # sigmoid(x) > thr; a threshold outside (0, 1) keeps every or no pixel
+        self.mask_logit_thr = (
+            float(np.log(thr / (1 - thr))) if 0 < thr < 1 else -np.inf if thr <= 0 else np.inf
+        )
 
     def resized_size(self, h: int, w: int) -> tuple[int, int]:
         """(width, height) after mmcv's keep-ratio ``rescale_size``."""
@@ -111,14 +114,17 @@ def paste_masks(
 ) -> np.ndarray:
     """Mask R-CNN's [N, m, m] mask probabilities pasted into an image of ``shape`` at their boxes
     as mmdet's ``_do_paste_mask`` does (bilinear ``grid_sample``, align_corners False, zeros
-    outside the grid), then thresholded (>=). The sampling grid is separable, so each paste is two
-    small matrix products: rows x grid x columns."""
+    outside the grid), then thresholded (>=); a negative threshold keeps them soft, as mmdet does
+    (uint8, probability x 255). The sampling grid is separable, so each paste is two small matrix
+    products: rows x grid x columns. Like mmdet on the CPU, pixels more than one past the box's
+    rounded-out edges stay empty (its GPU path pastes the bilinear tail there too)."""
     h, w = shape
-    out = np.zeros((len(probabilities), h, w), bool)
+    out = np.zeros((len(probabilities), h, w), bool if threshold >= 0 else np.uint8)
     for i, (grid, (x0, y0, x1, y1)) in enumerate(zip(probabilities, boxes, strict=True)):
         rows = _bilinear_weights(np.arange(h) + 0.5, y0, y1, grid.shape[0])
         cols = _bilinear_weights(np.arange(w) + 0.5, x0, x1, grid.shape[1])
-        out[i] = rows @ grid.astype(np.float32) @ cols.T >= threshold
+        pasted = rows @ grid.astype(np.float32) @ cols.T
+        out[i] = pasted >= threshold if threshold >= 0 else (pasted * 255).astype(np.uint8)
     return out
 
 
@@ -127,6 +133,9 @@ def _bilinear_weights(centres: np.ndarray, start: float, end: float, size: int) 
     spanning [start, end] (grid_sample's align_corners=False, zero padding)."""
     span = end - start
     pos = (centres - start) / span * size - 0.5 if span != 0 else np.full_like(centres, -2.0)
+    # mmdet's CPU paste covers pixels floor(start) - 1 to ceil(end) + 1 only
+    pixel = np.floor(centres)
+    pos = np.where((pixel >= np.floor(start) - 1) & (pixel < np.ceil(end) + 1), pos, -2.0)
     low = np.floor(pos)
     frac = (pos - low).astype(np.float32)
     weights = np.zeros((len(centres), size), np.float32)

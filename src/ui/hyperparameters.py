@@ -99,6 +99,7 @@ class HyperparametersStep:
              Select.Item("tensorrt", "TensorRT (a GPU with TensorRT; built from the ONNX file)")],
             multiple=True, widget_id="hp_export",
         )  # fmt: skip
+        self.export.set_value([])  # a multiple Select starts with its first item chosen
         devices = list_devices()  # the freest GPU first (preselected); the CPU where none
         self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
         self.device.set_value(devices[0].name)

@@ -92,60 +92,99 @@ def test_the_onnx_models_detections_equal_mmdets_on_photo_shapes(trained):
     assert compared >= 100 * len(_images(trained["project"])) * 0.5
 
 
-@pytest.fixture(scope="module")
-def trained_ins(tmp_path_factory, mixed_project) -> Path:
-    """RTMDet-Ins-tiny after two epochs from scratch on photo shapes: its run folder."""
-    root = tmp_path_factory.mktemp("onnx_ins")
+def _train_briefly(
+    root: Path, project: Path, task: str, model: str, epochs: int, size: int
+) -> Path:
+    """A short run from scratch (parity needs the model's own numbers, not a good model)."""
     code = main([
-        "train", "--project", str(mixed_project), "--task", "instance-segmentation",
-        "--model", "rtmdet-ins_tiny_8xb32-300e_coco", "--from-scratch", "--epochs", "2",
-        "--batch-size", "4", "--input-size", "160", "--lr", "0.002", "--no-evaluate",
-        "--device", "cpu", "--app-data", str(root / "app"), "--team-files", str(root / "tf"),
-        "--run-id", "ins", "--no-cache",
+        "train", "--project", str(project), "--task", task, "--model", model, "--from-scratch",
+        "--epochs", str(epochs), "--batch-size", "2", "--input-size", str(size), "--lr", "0.002",
+        "--no-evaluate", "--device", "cpu", "--app-data", str(root / "app"),
+        "--team-files", str(root / "tf"), "--run-id", "run", "--no-cache",
     ])  # fmt: skip
     assert code == 0
-    return root / "app" / "ins"
+    return root / "app" / "run"
 
 
-def test_rtmdet_ins_masks_equal_mmdets_on_photo_shapes(trained_ins, mixed_project, tmp_path):
-    """Boxes as above, and each matched detection's mask (the graph's logits finished by the
-    helper: upsampled, rescaled, cropped, thresholded as mmdet does) of IoU >= 0.98 with mmdet's.
-    The run's score and mask thresholds are lowered for both (0.001, 0.05): two epochs from
-    scratch score below mmdet's 0.05 and 0.5, and the comparison needs detections and masks."""
+def _assert_parity(cfg, checkpoint: Path, images: list[Path], onnx_file: Path) -> int:
+    """Each of mmdet's 100 best detections per image is in the ONNX model's output (same label,
+    box IoU >= 0.99, score within 1e-3), with its mask of IoU >= 0.98 where there are masks;
+    returns the mask pixels compared."""
     from mmdet.apis import inference_detector
 
-    from src.config.text import load_config_file
     from src.engine.onnx_export import export_onnx, load_model
     from src.engine.onnx_runtime import OnnxDetector
-    from src.runs.checkpoints import last_checkpoint
 
-    cfg = load_config_file(trained_ins / "config.py")
-    cfg.model.test_cfg.score_thr = 0.001
-    cfg.model.test_cfg.mask_thr_binary = 0.05
-    checkpoint = last_checkpoint(trained_ins)
-    detector = OnnxDetector(str(export_onnx(cfg, checkpoint, tmp_path / "ins.onnx")))
+    detector = OnnxDetector(str(export_onnx(cfg, checkpoint, onnx_file)))
     model = load_model(cfg, checkpoint)
     mask_pixels = 0
-    for path in _images(mixed_project)[:8]:
+    for path in images:
         image = cv2.imread(str(path))
         ref = inference_detector(model, image).pred_instances
         got = detector.predict([image])[0]
-        assert got.masks.shape[1:] == image.shape[:2]
         boxes, scores, labels = ref.bboxes.numpy(), ref.scores.numpy(), ref.labels.numpy()
-        masks = ref.masks.numpy()
+        masks = ref.masks.numpy() if "masks" in ref else None
         top = min(100, len(scores))
         assert top > 0
         iou = _iou(boxes[:top], got.boxes)
         for i in range(top):
+            if len(scores) == len(got.scores) and scores[i] - scores[-1] <= 1e-3 * scores[-1]:
+                continue  # a full list's last places: near-ties there may be cut either way
             same = np.flatnonzero(
                 (got.labels == labels[i]) & (np.abs(got.scores - scores[i]) < 1e-3)
             )
-            assert same.size and iou[i, same].max() >= 0.99, (path.name, i)
+            assert same.size and iou[i, same].max() >= 0.99, (path.name, i, scores[i])
+            if masks is None:
+                continue
+            assert got.masks.shape[1:] == image.shape[:2]
             j = same[np.argmax(iou[i, same])]
+            if masks.dtype == np.uint8:  # soft masks (mask_thr_binary < 0): probability x 255
+                assert np.abs(masks[i].astype(int) - got.masks[j].astype(int)).max() <= 1
+                mask_pixels += int((masks[i] > 0).sum())
+                continue
             union = (masks[i] | got.masks[j]).sum()
             assert union == 0 or (masks[i] & got.masks[j]).sum() / union >= 0.98, (path.name, i)
             mask_pixels += int(masks[i].sum())
-    assert mask_pixels > 0  # some masks were compared, not only empty ones
+    return mask_pixels
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "epochs", "size", "thresholds"),
+    [
+        # two epochs from scratch score below mmdet's 0.05 and 0.5: lowered for both, the
+        # comparison needs detections and masks
+        ("instance-segmentation", "rtmdet-ins_tiny_8xb32-300e_coco", 2, 160,
+         {"score_thr": 0.001, "mask_thr_binary": 0.05}),
+        ("object-detection", "faster-rcnn_r50_fpn_1x_coco", 1, 160, {"rcnn.score_thr": 0.0}),
+        # one epoch: background wins every RoI (scores ~1e-8, so the score check says little;
+        # labels and boxes still must match); the masks are compared soft (mmdet's negative
+        # threshold: probability x 255), every pixel within 1
+        ("instance-segmentation", "mask-rcnn_r50_fpn_1x_coco", 1, 224,
+         {"rcnn.score_thr": 0.0, "rcnn.mask_thr_binary": -1.0}),
+    ],
+    ids=["rtmdet-ins", "faster-rcnn", "mask-rcnn"],
+)  # fmt: skip
+def test_the_other_architectures_equal_mmdet_on_photo_shapes(
+    tmp_path, mixed_project, task, model, epochs, size, thresholds
+):
+    """RTMDet-Ins, Faster R-CNN and Mask R-CNN: the same parity as RTMDet's, on 6 images of every
+    shape, masks included (RTMDet-Ins: the graph's logits finished by the helper, IoU >= 0.98;
+    Mask R-CNN: the 28x28 probabilities pasted by the helper as mmdet does)."""
+    from src.config.text import load_config_file
+    from src.runs.checkpoints import last_checkpoint
+
+    work = _train_briefly(tmp_path, mixed_project, task, model, epochs, size)
+    cfg = load_config_file(work / "config.py")
+    for key, value in thresholds.items():
+        target = cfg.model.test_cfg
+        *parents, name = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[name] = value
+    pixels = _assert_parity(
+        cfg, last_checkpoint(work), _images(mixed_project)[:6], tmp_path / "m.onnx"
+    )
+    assert pixels > 0 or task == "object-detection"  # masks were compared, not only empty ones
 
 
 def test_the_export_is_uploaded_where_the_sdk_reads_it(trained):
@@ -180,7 +219,13 @@ def test_the_readme_example_runs_with_onnxruntime_numpy_and_opencv_alone(trained
     assert len(program.splitlines()) <= 30
     run_dir = tmp_path / "run"
     shutil.copytree(uploaded / "export", run_dir / "export")
-    image = _images(trained["project"])[0]
+    detector = OnnxDetector(str(next((run_dir / "export").glob("*.onnx"))))
+    # the image where the model finds the most (the example prints scores >= 0.3)
+    found, image = max(
+        ((detector.predict([cv2.imread(str(p))], score_thr=0.3)[0], p)
+         for p in _images(trained["project"])),
+        key=lambda pair: len(pair[0].scores),
+    )  # fmt: skip
     shutil.copy(image, tmp_path / image.name)
     (tmp_path / "example.py").write_text(program)
     blocker = "import sys; sys.modules.update(torch=None, mmdet=None, mmcv=None, mmengine=None)"
@@ -190,9 +235,6 @@ def test_the_readme_example_runs_with_onnxruntime_numpy_and_opencv_alone(trained
         cwd=run_dir, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    found = OnnxDetector(str(next((run_dir / "export").glob("*.onnx")))).predict(
-        [cv2.imread(str(image))], score_thr=0.3
-    )[0]
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     assert len(lines) == int((found.scores >= 0.3).sum()) > 0
     assert (tmp_path / (image.name + ".pred.jpg")).is_file()
@@ -243,10 +285,10 @@ def test_a_model_that_cannot_be_exported_is_refused_by_name_before_anything_is_w
 ):
     app = tmp_path / "app"
     code = main([
-        "train", "--project", str(demo_project), "--model", "faster-rcnn_r50_fpn_1x_coco",
+        "train", "--project", str(demo_project), "--model", "retinanet_r18_fpn_1x_coco",
         "--from-scratch", "--export", "onnx", "--app-data", str(app), "--dry-run",
     ])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2
-    assert "export onnx: FasterRCNN is not exported: a two-stage detector" in err
+    assert "export onnx: RetinaNet is not exported: its head (RetinaHead)" in err
     assert not any(app.glob("*/config.py"))
