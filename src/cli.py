@@ -742,6 +742,36 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=cmd_train, train_parser=tr)
 
 
+def _add_export_parsers(sub) -> None:
+    """``export`` (a run to ONNX / TensorRT) and ``predict --onnx`` (an exported file)."""
+    ex = sub.add_parser(
+        "export",
+        help="export a run's checkpoint to ONNX (ONNX Runtime) or TensorRT (docs/export.md)",
+    )
+    ex.add_argument("target", help="RUN_ID in app data, or a checkpoint (.pth) of such a run")
+    ex.add_argument(
+        "--format", type=_export_formats, default=("onnx",), metavar="onnx|tensorrt",
+        help="onnx (default), tensorrt (built from the ONNX file: a GPU with TensorRT), or both",
+    )  # fmt: skip
+    ex.add_argument(
+        "--input-size", type=int, metavar="PX",
+        help="resize images to fit this square instead of the run's input size",
+    )  # fmt: skip
+    ex.add_argument(
+        "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
+    )
+    ex.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser(
+        "predict", help="detect objects in images with an exported model (ONNX Runtime only)"
+    )
+    pr.add_argument("--onnx", required=True, help="a model.onnx written by the export command")
+    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--score-thr", type=float, default=0.3, help="the lowest score shown")
+    pr.add_argument("--out", default="artifacts/predictions", help="where the drawn images go")
+    pr.set_defaults(func=cmd_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -816,32 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(func=cmd_evaluate)
 
-    ex = sub.add_parser(
-        "export",
-        help="export a run's checkpoint to ONNX (ONNX Runtime) or TensorRT (docs/export.md)",
-    )
-    ex.add_argument("target", help="RUN_ID in app data, or a checkpoint (.pth) of such a run")
-    ex.add_argument(
-        "--format", type=_export_formats, default=("onnx",), metavar="onnx|tensorrt",
-        help="onnx (default), tensorrt (built from the ONNX file: a GPU with TensorRT), or both",
-    )  # fmt: skip
-    ex.add_argument(
-        "--input-size", type=int, metavar="PX",
-        help="resize images to fit this square instead of the run's input size",
-    )  # fmt: skip
-    ex.add_argument(
-        "--app-data", help="app data dir (default: $SLY_APP_DATA_DIR or ./artifacts/app_data)"
-    )
-    ex.set_defaults(func=cmd_export)
-
-    pr = sub.add_parser(
-        "predict", help="detect objects in images with an exported model (ONNX Runtime only)"
-    )
-    pr.add_argument("--onnx", required=True, help="a model.onnx written by the export command")
-    pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--score-thr", type=float, default=0.3, help="the lowest score shown")
-    pr.add_argument("--out", default="artifacts/predictions", help="where the drawn images go")
-    pr.set_defaults(func=cmd_predict)
+    _add_export_parsers(sub)
     return parser
 
 
