@@ -42,7 +42,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
-# Opt-in, not in CI: the checkpoint, resume and export tests under the production image's torch
+# Opt-in, not in CI: the checkpoint, resume, serving and ONNX export tests under the production image's torch
 # (2.1.2, numpy 1.x: docker/requirements-overrides.txt), in a second venv. The first run downloads
 # torch 2.1.2 from PyPI and compiles mmcv's ops against it (see docs/development.md for the times).
 IMAGE_VENV := .venv-image-torch
@@ -51,7 +51,7 @@ test-image-torch:
 	VENV_DIR=$(CURDIR)/$(IMAGE_VENV) TORCH_SPEC=torch==2.1.2 REQUIREMENTS=.cache/requirements-image.txt \
 		bash scripts/setup.sh
 	$(IMAGE_VENV)/bin/python -m pytest -q tests/runs/test_checkpoints.py tests/engine/test_resume.py \
-		tests/runs/test_serving_contract.py $(ARGS)
+		tests/runs/test_serving_contract.py tests/engine/test_onnx_export.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench docker
