@@ -30,14 +30,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    import cv2
-
-    from src.app.evaluate import val_split_args
+    from src.app.export import speed_runners, validation_images
     from src.config.text import load_config_file
-    from src.data.reader import load_split
-    from src.engine.onnx_export import export_onnx, load_model
+    from src.engine.onnx_export import export_onnx
     from src.engine.onnx_runtime import OnnxDetector
-    from src.engine.speed import describe, measure, torch_runner
+    from src.engine.speed import describe, measure
     from src.engine.tensorrt_build import tensorrt_blocker
     from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
@@ -52,21 +49,14 @@ def main() -> int:
         return 2
     cfg = load_config_file(work / "config.py")
     checkpoint = best_checkpoint(work) or last_checkpoint(work)
-    data = val_split_args(cfg)
-    data_list, _ = load_split(
-        data["project_dir"], data["classes"], data["task"], data["datasets"], data["items"],
-        data["keep_empty_images"], data["cache_dir"],
-    )  # fmt: skip
-    images = [cv2.imread(info["img_path"]) for info in data_list[:8]]
+    images = validation_images(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         onnx_path = export_onnx(cfg, checkpoint, Path(tmp) / "model.onnx")
         exported = time.perf_counter() - started
         size_mb = onnx_path.stat().st_size / 2**20
         detector = OnnxDetector(str(onnx_path))
-        runners = {"pytorch": torch_runner(load_model(cfg, checkpoint)),
-                   "onnxruntime": lambda batch: detector.predict(batch)}  # fmt: skip
-        rows = measure(runners, images, repeats=args.repeats)
+        rows = measure(speed_runners(cfg, checkpoint, detector), images, repeats=args.repeats)
         blocker = tensorrt_blocker()
         if not blocker:  # the engine is built from the ONNX file, in this temporary folder
             rows += _tensorrt_rows(onnx_path, detector, images, args.repeats)

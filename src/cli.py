@@ -418,16 +418,21 @@ def _print_evaluation(evaluation: dict) -> None:
     print(f"report: {evaluation['report']}")
 
 
+def _run_or_checkpoint(target: str) -> tuple[str, str | None]:
+    """A RUN_ID in app data, or a checkpoint (.pth) of such a run: (run id, checkpoint or None)."""
+    path = Path(target)
+    if path.suffix == ".pth":
+        return path.resolve().parent.name, str(path.resolve())
+    return target, None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run in app data (its best checkpoint, or the one named) on a split."""
     from src.app.controller import TrainingController
     from src.app.evaluate import EvaluationError
     from src.runs.storage import LocalArtifactStore
 
-    target = Path(args.target)
-    run_id, checkpoint = args.target, None
-    if target.suffix == ".pth":  # a checkpoint of a run in app data
-        run_id, checkpoint = target.resolve().parent.name, str(target.resolve())
+    run_id, checkpoint = _run_or_checkpoint(args.target)
     controller = TrainingController(_app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))
     try:
         evaluation = controller.evaluate(
@@ -445,10 +450,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from src.app.prepare import RequestError
     from src.runs.storage import LocalArtifactStore
 
-    target = Path(args.target)
-    run_id, checkpoint = args.target, None
-    if target.suffix == ".pth":  # a checkpoint of a run in app data
-        run_id, checkpoint = target.resolve().parent.name, str(target.resolve())
+    run_id, checkpoint = _run_or_checkpoint(args.target)
     controller = TrainingController(_app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))
     try:
         result = controller.export(run_id, args.format, checkpoint, input_size=args.input_size)

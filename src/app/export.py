@@ -102,27 +102,14 @@ def _speed_test(cfg, checkpoint: Path, onnx_path: Path, out: Path) -> list[str]:
     ONNX Runtime is the CPU package here); the figures into ``speed.json`` and the report."""
     import platform
 
-    import cv2
-
-    from src.app.evaluate import val_split_args
-    from src.data.reader import load_split
-    from src.engine.onnx_export import load_model
     from src.engine.onnx_runtime import OnnxDetector
-    from src.engine.speed import describe, measure, torch_runner
+    from src.engine.speed import describe, measure
     from src.runs.report import add_section
 
-    data = val_split_args(cfg)
-    data_list, _ = load_split(
-        data["project_dir"], data["classes"], data["task"], data["datasets"], data["items"],
-        data["keep_empty_images"], data["cache_dir"],
-    )  # fmt: skip
-    images = [cv2.imread(info["img_path"]) for info in data_list[:8]]
+    images = validation_images(cfg)
     if not images:
         return []
-    detector = OnnxDetector(str(onnx_path))
-    runners = {"pytorch": torch_runner(load_model(cfg, checkpoint)),
-               "onnxruntime": lambda batch: detector.predict(batch)}  # fmt: skip
-    rows = measure(runners, images, repeats=3)
+    rows = measure(speed_runners(cfg, checkpoint, OnnxDetector(str(onnx_path))), images, repeats=3)
     lines = describe(rows)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     out.mkdir(exist_ok=True)
@@ -135,3 +122,28 @@ def _speed_test(cfg, checkpoint: Path, onnx_path: Path, out: Path) -> list[str]:
         head = f"On this machine's CPU ({machine}), median of 3:"
         add_section(report, "Speed test", [head, *lines])
     return lines
+
+
+def validation_images(cfg, limit: int = 8) -> list:
+    """The first ``limit`` images of the run's validation split (BGR arrays), for speed tests."""
+    import cv2
+
+    from src.app.evaluate import val_split_args
+    from src.data.reader import load_split
+
+    data = val_split_args(cfg)
+    data_list, _ = load_split(
+        data["project_dir"], data["classes"], data["task"], data["datasets"], data["items"],
+        data["keep_empty_images"], data["cache_dir"],
+    )  # fmt: skip
+    return [cv2.imread(info["img_path"]) for info in data_list[:limit]]
+
+
+def speed_runners(cfg, checkpoint: Path, detector) -> dict:
+    """The speed test's contestants: mmdet's own inference with ``checkpoint``, and
+    ``detector`` (an ``OnnxDetector`` of its export)."""
+    from src.engine.onnx_export import load_model
+    from src.engine.speed import torch_runner
+
+    return {"pytorch": torch_runner(load_model(cfg, checkpoint)),
+            "onnxruntime": lambda batch: detector.predict(batch)}  # fmt: skip
