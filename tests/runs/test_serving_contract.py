@@ -78,7 +78,8 @@ def _train(project: Path, tmp_path: Path, model: str, task: str) -> Path:
          "--val-batch-size", "4",
          "--input-size", "192", "--lr", "0.004", "--workers", "0", "--seed", "0",
          "--classes", "circle,square,triangle", "--team-files", str(team_files),
-         "--app-data", str(tmp_path / "app_data"), "--run-id", "7"],
+         "--app-data", str(tmp_path / "app_data"), "--run-id", "7",
+         "--export", "onnx"],  # the run as uploaded with an export folder (issue 25)
         capture_output=True, text=True, cwd=ROOT, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -107,6 +108,7 @@ def _serve(run_dir: Path, image: Path, tmp_path: Path, custom_path: bool) -> dic
 )
 def test_serve_mmdetection_v3_loads_the_uploaded_run(demo_project, tmp_path, model, task):
     run_dir = _train(demo_project, tmp_path, model, task)
+    assert any((run_dir / "export").glob("*.onnx"))  # the serving app's load path ignores it
     image = next((demo_project / "val" / "img").iterdir())
     order = ["circle", "square", "triangle"]  # the label order the run was given
 
