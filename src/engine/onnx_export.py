@@ -29,6 +29,7 @@ only suppress lower-scored ones, and every box under the threshold is dropped an
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -196,7 +197,7 @@ def export_onnx(
             "masks": {0: "batch", 2: "mask_height", 3: "mask_width"}}  # fmt: skip
     with torch.no_grad(), _quiet_tracing():
         torch.onnx.export(
-            graph, (images, orig), str(tmp), dynamo=False, opset_version=OPSET,
+            graph, (images, orig), str(tmp), **_TORCHSCRIPT_EXPORTER, opset_version=OPSET,
             input_names=["images", "orig_size"], output_names=outputs,
             dynamic_axes={k: v for k, v in axes.items() if k in ["images", "orig_size", *outputs]},
         )  # fmt: skip
@@ -209,6 +210,13 @@ def export_onnx(
     _write_metadata(tmp, prep, list(classes or []), extra)
     tmp.replace(dst)
     return dst
+
+
+# torch >= 2.5 has both exporters (the dynamo one the default from 2.9); torch 2.1 (the production
+# image) has only the TorchScript one, and no ``dynamo`` argument
+_TORCHSCRIPT_EXPORTER = (
+    {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+)
 
 
 def _quiet_tracing():

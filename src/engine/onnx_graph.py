@@ -112,7 +112,10 @@ class _Graph(nn.Module):
         among the candidates [B, M]); scores of rows past the kept ones are 0."""
         n = scores.shape[1]
         ids = torch.arange(num_groups).view(1, -1, 1)
-        per_group = torch.where(groups.unsqueeze(1) == ids, scores.unsqueeze(1), -1.0)
+        # a tensor, not the float -1.0: torch 2.1 exports a Python float as a double constant
+        per_group = torch.where(
+            groups.unsqueeze(1) == ids, scores.unsqueeze(1), scores.new_tensor(-1.0)
+        )
         selected = NMS.apply(boxes, per_group, int(n), iou, score_thr)
         kept = torch.zeros_like(scores)
         kept[selected[:, 0], selected[:, 2]] = scores[selected[:, 0], selected[:, 2]]
