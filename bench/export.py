@@ -32,7 +32,7 @@ def main() -> int:
 
     from src.app.export import speed_runners, validation_images
     from src.config.text import load_config_file
-    from src.engine.onnx_export import export_onnx
+    from src.engine.onnx_export import export_model, load_model
     from src.engine.onnx_runtime import OnnxDetector
     from src.engine.speed import describe, measure
     from src.engine.tensorrt_build import tensorrt_blocker
@@ -52,11 +52,12 @@ def main() -> int:
     images = validation_images(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        onnx_path = export_onnx(cfg, checkpoint, Path(tmp) / "model.onnx")
+        model = load_model(cfg, checkpoint)
+        onnx_path = export_model(cfg, model, Path(tmp) / "model.onnx")
         exported = time.perf_counter() - started
         size_mb = onnx_path.stat().st_size / 2**20
         detector = OnnxDetector(str(onnx_path))
-        rows = measure(speed_runners(cfg, checkpoint, detector), images, repeats=args.repeats)
+        rows = measure(speed_runners(model, detector), images, repeats=args.repeats)
         blocker = tensorrt_blocker()
         if not blocker:  # the engine is built from the ONNX file, in this temporary folder
             rows += _tensorrt_rows(onnx_path, detector, images, args.repeats)

@@ -20,7 +20,7 @@ from typing import Any
 from src.app.augment_preview import AugmentationPreview, AugmentationPreviewer
 from src.app.catalog import RunCatalog
 from src.app.end_of_run import RunEnding, RunOutcome
-from src.app.export import ExportResult
+from src.app.export import ExportResult, export_run
 from src.app.prepare import (
     Prepared,
     ProjectResolver,
@@ -515,8 +515,6 @@ class TrainingController:
     ) -> ExportResult:
         """Export a run in app data on request (its best checkpoint, or the one named) into its
         ``export/`` folder. Only runs in app data: their ``config.py`` is Python this executes."""
-        from src.app.export import export_run
-
         work_dir = self._run_in_app_data(run_id, checkpoint)
         try:
             return export_run(work_dir, formats, checkpoint, input_size=input_size)

@@ -56,7 +56,13 @@ def export_run(
     before anything is written; TensorRT on a machine without it is skipped, with the reason.
     ``speed_test``: PyTorch and ONNX Runtime timed side by side on the validation images, into
     ``evaluation/speed.json`` and the report (a failure there is logged; the export stands)."""
-    from src.engine.onnx_export import ExportError, export_blocker, export_onnx, preprocess_of
+    from src.engine.onnx_export import (
+        ExportError,
+        export_blocker,
+        export_model,
+        load_model,
+        preprocess_of,
+    )
     from src.engine.tensorrt_build import build_engine, tensorrt_blocker
 
     started = time.monotonic()
@@ -73,7 +79,8 @@ def export_run(
     out = work_dir / EXPORT_DIR
     classes = list(RunMetadata.of(cfg).classes)
     onnx_path = out / (path.stem + EXPORT_SUFFIXES["onnx"])
-    export_onnx(cfg, path, onnx_path, input_size=input_size, classes=classes)
+    model = load_model(cfg, path)  # once: the speed test times the same model
+    export_model(cfg, model, onnx_path, input_size=input_size, classes=classes)
     result.files["onnx"] = str(onnx_path)
     if "tensorrt" in formats:
         blocker = tensorrt_blocker()
@@ -90,14 +97,14 @@ def export_run(
     )
     if speed_test:
         try:
-            result.speed = _speed_test(cfg, path, onnx_path, work_dir / EVALUATION_DIR)
+            result.speed = _speed_test(cfg, model, onnx_path, work_dir / EVALUATION_DIR)
         except Exception:
             logger.exception("the speed test of %s failed; the export stands", onnx_path.name)
     result.seconds = time.monotonic() - started
     return result
 
 
-def _speed_test(cfg, checkpoint: Path, onnx_path: Path, out: Path) -> list[str]:
+def _speed_test(cfg, model, onnx_path: Path, out: Path) -> list[str]:
     """Up to 8 validation images through PyTorch and ONNX Runtime (batch 1 and 8, on the CPU:
     ONNX Runtime is the CPU package here); the figures into ``speed.json`` and the report."""
     import platform
@@ -109,7 +116,7 @@ def _speed_test(cfg, checkpoint: Path, onnx_path: Path, out: Path) -> list[str]:
     images = validation_images(cfg)
     if not images:
         return []
-    rows = measure(speed_runners(cfg, checkpoint, OnnxDetector(str(onnx_path))), images, repeats=3)
+    rows = measure(speed_runners(model, OnnxDetector(str(onnx_path))), images, repeats=3)
     lines = describe(rows)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     out.mkdir(exist_ok=True)
@@ -139,11 +146,10 @@ def validation_images(cfg, limit: int = 8) -> list:
     return [cv2.imread(info["img_path"]) for info in data_list[:limit]]
 
 
-def speed_runners(cfg, checkpoint: Path, detector) -> dict:
-    """The speed test's contestants: mmdet's own inference with ``checkpoint``, and
-    ``detector`` (an ``OnnxDetector`` of its export)."""
-    from src.engine.onnx_export import load_model
+def speed_runners(model, detector) -> dict:
+    """The speed test's contestants: mmdet's own inference with ``model`` (``load_model``'s),
+    and ``detector`` (an ``OnnxDetector`` of its export)."""
     from src.engine.speed import torch_runner
 
-    return {"pytorch": torch_runner(load_model(cfg, checkpoint)),
+    return {"pytorch": torch_runner(model),
             "onnxruntime": lambda batch: detector.predict(batch)}  # fmt: skip

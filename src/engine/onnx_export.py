@@ -1,36 +1,21 @@
-"""Export a trained run to ONNX: the network, its box decoding and NMS in one graph.
+"""Export a trained run to ONNX: the network, its box decoding and NMS in one graph
+(src/engine/onnx_graph.py has the graphs and the rules they follow; docs/export.md the file's
+inputs, outputs and metadata).
 
 Why our own wrapper over ``torch.onnx`` instead of mmdeploy 1.3.1 (tried here, docs/export.md):
 its package requires protobuf <= 3.20.2, which our pins (protobuf 7, for onnx and the SDK) cannot
 hold; under torch >= 2.9 its export fails unless the TorchScript exporter is forced (torch's default
 became the dynamo exporter, which needs onnxscript and bypasses mmdeploy's rewriters); and its
-graph post-processes with its own settings, not the run's ``test_cfg``. The TorchScript exporter
-(``dynamo=False``) exists in torch 2.1.2 (the production image) and 2.13 (here) alike, and every op
-of the graph below is a standard ONNX op (opset 17), so onnxruntime alone runs it and TensorRT
-parses it.
-
-The graph reproduces mmdet's test-time post-processing exactly, so that its detections equal
-``inference_detector``'s (tests/engine/test_onnx_export.py):
-
-* input ``images``: float32 ``[B, 3, H, W]``, BGR pixels 0-255 as OpenCV reads them, resized as the
-  run's test pipeline resizes (keep ratio) and placed at the top-left of the ``H x W`` canvas;
-  ``orig_size``: float32 ``[B, 2]``, each image's height and width before the resize. The graph
-  normalises, zeroes the canvas outside the resized image (what mmdet's batch padding holds), and
-  maps the boxes back to the original image.
-* per pyramid level the ``nms_pre`` best (prior, class) scores, decoded and clipped to the resized
-  image, rescaled, class-aware NMS (ONNX ``NonMaxSuppression``: IoU > threshold suppresses, as
-  mmcv's ``nms``), the ``max_per_img`` best kept.
-* outputs ``dets`` ``[B, max_per_img, 5]`` (x1, y1, x2, y2, score) in original-image pixels and
-  ``labels`` ``[B, max_per_img]`` (int64); rows past an image's detections have score 0.
-
-Keeping the scores above ``score_thr`` after NMS instead of before is the same result: a box can
-only suppress lower-scored ones, and every box under the threshold is dropped anyway.
+graph post-processes with its own settings, not the run's ``test_cfg``. Torch's TorchScript
+exporter exists in torch 2.1.2 (the production image) and 2.13 (here) alike, and every op of the
+graphs is a standard ONNX op (opset 17), so onnxruntime alone runs them and TensorRT parses them.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -180,8 +165,24 @@ def export_onnx(
     reason = export_blocker(cfg)
     if reason:
         raise ExportError(reason)
+    return export_model(cfg, load_model(cfg, checkpoint), dst, input_size=input_size,
+                        classes=classes)  # fmt: skip
+
+
+def export_model(
+    cfg: Any,
+    model: nn.Module,
+    dst: str | Path,
+    *,
+    input_size: int | None = None,
+    classes: list[str] | None = None,
+) -> Path:
+    """Write ``dst`` for ``model`` (``load_model``'s, which the caller may go on using: the
+    speed test times the same model)."""
+    reason = export_blocker(cfg)
+    if reason:
+        raise ExportError(reason)
     prep = preprocess_of(cfg, input_size)
-    model = load_model(cfg, checkpoint)
     graph_type = TwoStageGraph if type(model).__name__ in TWO_STAGE else DenseDetectorGraph
     graph = graph_type(model, prep).eval()
     # traced on a 4:3 landscape canvas: equal sides could hide a height used as a width
@@ -195,7 +196,9 @@ def export_onnx(
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "orig_size": {0: "batch"},
             "dets": {0: "batch"}, "labels": {0: "batch"},
             "masks": {0: "batch", 2: "mask_height", 3: "mask_width"}}  # fmt: skip
-    with torch.no_grad(), _quiet_tracing():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer's warnings about Python values in mmdet's code (constants by design here)
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             graph, (images, orig), str(tmp), **_TORCHSCRIPT_EXPORTER, opset_version=OPSET,
             input_names=["images", "orig_size"], output_names=outputs,
@@ -217,18 +220,6 @@ def export_onnx(
 _TORCHSCRIPT_EXPORTER = (
     {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 )
-
-
-def _quiet_tracing():
-    """The tracer's warnings about Python values in mmdet's code (constants by design here) go
-    to the log, not the console."""
-    import contextlib
-    import warnings
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    return stack
 
 
 def _write_metadata(path: Path, prep: Preprocess, classes: list[str], extra: dict) -> None:

@@ -3,7 +3,7 @@
 The pre-processing is mmcv's keep-ratio resize (``rescale_size``: the scale factor that fits the
 long edge into the first number and the short edge into the second, each side rounded half up,
 bilinear) with the image at the top-left of the graph's canvas; the graph does the rest
-(src/engine/onnx_export.py). The parameters travel in the model file's metadata.
+(src/engine/onnx_graph.py). The parameters travel in the model file's metadata.
 """
 
 from __future__ import annotations

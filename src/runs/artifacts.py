@@ -264,7 +264,7 @@ def _onnx_example(onnx_file: str) -> list[str]:
 
 # The pre-processing is mmcv's keep-ratio resize, the image at the top-left of a canvas padded to
 # the model's divisor; the graph normalises, decodes, runs NMS and maps boxes back (src/engine/
-# onnx_export.py). Its parameters are in the file's metadata.
+# onnx_graph.py). Its parameters are in the file's metadata.
 ONNX_EXAMPLE = """\
 import json, sys
 import cv2, numpy as np, onnxruntime as ort
