@@ -1,6 +1,10 @@
 """HTTP API for headless use, served by the app's own server (FastAPI).
 
     POST /api/train   {project, task, model, classes, split, hyperparameters, config, resume}
+                      -> {"run_id": ...}; with "from_run": RUN_ID (an uploaded run of this
+                      app) a new run with that run's settings, the body's fields overriding
+                      them ("from_run_mode": "continue" starts from its best checkpoint):
+                      the answer's "from_run" says what was loaded and what was dropped
                       -> {"run_id": ...}; with "resume": RUN_ID (or "" for the newest) it
                       continues that run (optionally with hyperparameters.epochs, and
                       gpus or nproc to continue on other devices: status.notes then says
@@ -36,11 +40,13 @@ from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from src.app.app_state import LoadedState, from_run_fields, request_from_state
 from src.app.controller import StartCancelled, TrainingController
 from src.app.prepare import RequestError
 from src.app.requests import ResumeRequest, request_from_body
 from src.app.session import SessionBusyError
-from src.data.project import LocalProject
+from src.data.project import LocalProject, open_local_project
+from src.data.reader import DatasetError
 
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> JSONResponse:
@@ -95,6 +101,10 @@ def _router(controller: TrainingController, default_project: LocalProject | None
             return _error(409, "; ".join(getattr(exc, "problems", [str(exc)])))
         except RequestError as exc:
             return _error(400, "; ".join(exc.problems), exc.problems)
+        if isinstance(run_id, tuple):  # from_run: with what was loaded, and what was not
+            run_id, loaded = run_id
+            return {"run_id": run_id, "from_run": {"source": loaded.source, "mode": loaded.mode,
+                                                   "notes": loaded.notes}}  # fmt: skip
         return {"run_id": run_id}
 
     @router.get("/status")
@@ -118,9 +128,33 @@ def _start(
     controller: TrainingController, body: dict[str, Any], default_project: LocalProject | None
 ) -> str:
     """A new run or a resumed one, as the body asks; RequestError names every bad field."""
+    if "from_run" in body:
+        return _start_from_run(controller, body, default_project)
     request = request_from_body(body, str(controller.app_data_dir), default_project)
     if isinstance(request, ResumeRequest):
         return controller.resume(
             request.target, epochs=request.epochs, gpus=request.gpus, nproc=request.nproc
         )
     return controller.start(request)
+
+
+def _start_from_run(
+    controller: TrainingController, body: dict[str, Any], default_project: LocalProject | None
+) -> tuple[str, LoadedState]:
+    """``from_run``: a new run with an uploaded run's settings (``app_state.json``), the body's
+    other fields overriding them; the run id and what was loaded (notes: what was dropped)."""
+    run_id, mode, overrides = from_run_fields(body)
+    if overrides.get("project") is not None:
+        if not isinstance(overrides["project"], str):
+            raise RequestError(["project must be a local Supervisely project directory"])
+        try:
+            project = open_local_project(overrides["project"])
+        except DatasetError as exc:
+            raise RequestError([str(exc)]) from None
+    elif default_project is not None:
+        project = default_project
+    else:
+        raise RequestError(["project is required: a local Supervisely project directory"])
+    loaded = controller.from_run(run_id, project, mode)
+    request = request_from_state(loaded, overrides, str(controller.app_data_dir), project)
+    return controller.start(request), loaded

@@ -230,7 +230,7 @@ def _use_the_models_input_size(controller, args: argparse.Namespace) -> str | No
 
 # What a resume may change; every other option is the run's own (its config.py).
 _RESUME_OPTIONS = {
-    "resume", "epochs", "nproc", "gpus", "device", "evaluate", "team_files", "team_id",
+    "resume", "argv", "epochs", "nproc", "gpus", "device", "evaluate", "team_files", "team_id",
     "app_data", "no_cache", "dry_run", "dump_config", "max_nonfinite", "verbose",
 }  # fmt: skip
 
@@ -242,6 +242,13 @@ def _contradiction(args: argparse.Namespace) -> str | None:
             "--from-scratch and --weights contradict: train from scratch, or from the weights "
             "given (drop one)"
         )
+    if args.from_run is not None and args.resume is not None:
+        return (
+            "--from-run and --resume contradict: --from-run starts a new run from a run's "
+            "settings, --resume continues that run itself (drop one)"
+        )
+    if args.from_run_mode != "new" and args.from_run is None:
+        return "--from-run-mode needs --from-run: the run whose settings to start from"
     if args.resume is None:
         return None
     parser = args.train_parser  # (set by _add_train_parser) its defaults: what was not given
@@ -328,6 +335,8 @@ def _compose(controller, args: argparse.Namespace):
     """A new run's request from the command line, composed (RequestError lists its problems)."""
     from src.app.prepare import TrainRequest
 
+    if args.from_run:
+        return controller.compose(_request_from_run(controller, args))
     if not args.project:
         raise _CliError("--project is required (or --resume to continue a run)")
     if args.augmentation_file and not Path(args.augmentation_file).is_file():
@@ -350,6 +359,80 @@ def _compose(controller, args: argparse.Namespace):
         run_id=args.run_id,
     )
     return controller.compose(request)
+
+
+def _request_from_run(controller, args: argparse.Namespace):
+    """``--from-run``: the run's settings (``app_state.json``) with the options given here over
+    them, on ``--project`` or the project the run trained on."""
+    from src.app.app_state import load_app_state, read_state_folder, request_from_state
+
+    _, resolver = _store(args)
+    if Path(args.from_run).is_dir():
+        state, best = read_state_folder(args.from_run)
+    else:
+        state, best = controller.run_state(args.from_run)
+    origin = state.get("project") if isinstance(state.get("project"), dict) else {}
+    project_dir = args.project or origin.get("dir")
+    if not project_dir and getattr(args, "team_id", None) is None:
+        raise _CliError(
+            f"run {args.from_run} trained on a platform project: give --project (a local copy) "
+            "or --team-id (to download it)"
+        )
+    remote_id = origin.get("id") if getattr(args, "team_id", None) and not args.project else None
+    project = resolver(remote_id, project_dir or "")
+    loaded = load_app_state(state, project, args.from_run_mode, best)
+    print(f"settings from {loaded.source}" + (" (continue: from its best checkpoint)"
+          if loaded.mode == "continue" else ""))  # fmt: skip
+    for note in loaded.notes:
+        print(f"note: {note}")
+    return request_from_state(loaded, _given_settings(args), str(controller.app_data_dir), project)
+
+
+# hand-written options and the TrainParams fields they set (the generated ones: their own name)
+_FIELDS_OF = {"batch_size": ("train_batch_size",), "workers": ("num_workers",),
+              "augmentation_file": ("augmentation", "augmentation_pipeline"),
+              "from_scratch": ("weights",), "weights": ("weights", "weights_path")}  # fmt: skip
+
+
+def _given_settings(args: argparse.Namespace) -> dict:
+    """The options the command line gave (not their defaults), as an API body's fields: what
+    overrides a run's settings under ``--from-run``."""
+    from dataclasses import fields
+
+    from src.config.doors import DOORS
+    from src.config.params import TrainParams, jsonable
+
+    parser, saved = args.train_parser, {}
+    try:  # parsed again with no defaults: only what was typed is in the namespace
+        for action in parser._actions:
+            saved[action] = action.default
+            action.default = argparse.SUPPRESS
+        tokens = args.argv[args.argv.index("train") + 1 :]
+        given = set(vars(parser.parse_args(tokens)))
+    finally:
+        for action, default in saved.items():
+            action.default = default
+    params = _train_params(args)
+    names = {f.name for f in fields(TrainParams)}
+    changed = {name for dest in given for name in _FIELDS_OF.get(dest, (dest,)) if name in names}
+    body: dict = {
+        "hyperparameters": {
+            name: jsonable(getattr(params, name)) for name in changed if DOORS[name].api
+        }
+    }
+    if "model" in given:
+        body["model"] = args.model
+    if "config" in given:
+        body["config"] = Path(args.config).read_text(encoding="utf-8")
+    if "classes" in given:
+        body["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if "task" in given:
+        body["task"] = args.task
+    if "drop_empty" in given:
+        body["keep_empty_images"] = False
+    if "run_id" in given:
+        body["run_id"] = args.run_id
+    return body
 
 
 def _train(controller, prepared, resume_from: str | None) -> None:
@@ -734,6 +817,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="continue a run from app data (default: the newest)",
     )
     tr.add_argument(
+        "--from-run", metavar="RUN_ID|FOLDER",
+        help="a new run with the settings of an earlier one: the id of a run uploaded by this app "
+        "(to --team-files or --team-id), or its folder (with app_state.json); the options given "
+        "here override them",
+    )  # fmt: skip
+    tr.add_argument(
+        "--from-run-mode", choices=("new", "continue"), default="new",
+        help="with --from-run: new (default) trains from the weights that run started from; "
+        "continue, from that run's best checkpoint (a new run, unlike --resume)",
+    )  # fmt: skip
+    tr.add_argument(
         "--max-nonfinite", type=int, default=5, help="NaN/Inf losses in a row that end the run"
     )
     tr.add_argument(
@@ -857,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     # mmdet 3.3 calls torch.cuda.amp.autocast, deprecated in torch >= 2.4: noise, not news
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was given (--from-run)
     try:
         return args.func(args)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

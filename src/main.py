@@ -28,7 +28,7 @@ from src.access import guard_server, start_lines, wait_until_listening
 from src.api import mount_api
 from src.app.controller import SyncPolicy, TrainingController
 from src.app.end_of_run import RunOutcome
-from src.app.platform import platform_services
+from src.app.platform import Experiment, platform_services
 from src.app.session import warm_up_imports
 from src.data.project import open_local_project
 from src.runs.storage import LocalArtifactStore
@@ -87,16 +87,44 @@ def _announce_when_listening(token: str | None) -> None:
         print(line, flush=True)
 
 
+TRAIN_TASK_VARIABLE = "modal.state.trainTaskId"  # the Experiments page's "train again"
+TRAIN_MODE_VARIABLE = "modal.state.trainMode"  # "new" or "continue" (its best checkpoint)
+
+
+def _train_mode() -> str:
+    return os.environ.get(TRAIN_MODE_VARIABLE) or "new"
+
+
+def _experiment_to_start_from(services) -> tuple[Experiment | None, str]:
+    """The experiment the platform's Experiments page started the app from (its training task
+    in ``modal.state.trainTaskId``), or why it cannot be read (the app starts without it)."""
+    from src.app.prepare import RequestError
+
+    task = os.environ.get(TRAIN_TASK_VARIABLE)
+    if not task:
+        return None, ""
+    try:
+        return services.experiment_of_task(int(task)), ""
+    except (ValueError, RequestError) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        return None, f"cannot start from task {task}'s experiment: {'; '.join(problems)}"
+
+
 def create_app() -> sly.Application:
     _route_logs_to_the_task_log()
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
     app_data = sly.app.get_synced_data_dir()
     holder: dict[str, sly.Application] = {}
+    experiment, experiment_problem = None, ""
     if sly.is_production():
         api = sly.Api.from_env()
         task_id = sly.env.task_id()
         services = platform_services(api, sly.env.team_id(), task_id, _cache_dir("projects"))
-        project = services.resolve_project(sly.env.project_id(), "")
+        experiment, experiment_problem = _experiment_to_start_from(services)
+        project_id = sly.env.project_id(raise_not_found=False)
+        if project_id is None and experiment is not None:  # the Experiments page: its project
+            project_id = experiment.project_id
+        project = services.resolve_project(project_id, "")
 
         def end_app(outcome: RunOutcome) -> None:
             """A finished run, or any run when the platform is stopping the app: app.stop().
@@ -137,6 +165,12 @@ def create_app() -> sly.Application:
         if sly.is_production()
         else AppUI(project, controller, local_folder=os.getcwd())
     )
+    if sly.is_production() and (experiment is not None or experiment_problem):
+        if experiment is not None:  # started from the Experiments page: every step filled
+            ui.load_experiment(folder=experiment.folder, best=experiment.best_checkpoint,
+                               mode=_train_mode())  # fmt: skip
+        else:
+            ui.experiment.show_problem(experiment_problem)
     application = sly.Application(layout=ui.layout)
     holder["app"] = application
     token = _app_token()

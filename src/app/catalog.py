@@ -1,5 +1,6 @@
 """The runs the app can show and use: resumable runs in app data and in the store (Team Files),
-the custom-weights picker's checkpoints, and files of the store fetched into app data.
+the custom-weights picker's checkpoints, the uploaded runs a new run can start from (their
+``app_state.json``), and files of the store fetched into app data.
 
 One reading of the store serves the Resume tab and the weights picker: listing Team Files and
 downloading every run's ``state.json`` takes seconds, so it is kept for ``REMOTE_RUNS_TTL_S`` and
@@ -8,15 +9,25 @@ forgotten at once when this app uploads a run (:meth:`RunCatalog.forget`).
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from src.app.app_state import parse_app_state
 from src.app.prepare import RequestError
 from src.runs.checkpoints import find_resumable_runs
 from src.runs.info import RunInfo
-from src.runs.layout import ARTIFACTS_ROOT, RUN_CONFIG
+from src.runs.layout import (
+    APP_STATE,
+    ARTIFACTS_ROOT,
+    EXPERIMENT_INFO,
+    HYPERPARAMETERS,
+    RUN_CONFIG,
+    check_run_id,
+)
 from src.runs.remote import find_remote_runs
 from src.runs.storage import ArtifactStore, RemoteFile, UploadError
 
@@ -46,6 +57,99 @@ class RunCatalog:
         files = [f.path for f in self._store_reading()[0]]
         folders = {str(Path(p).parent) for p in files if Path(p).name == RUN_CONFIG}
         return sorted(p for p in files if p.endswith(".pth") and str(Path(p).parent) in folders)
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """The store's uploaded runs (those with ``experiment_info.json``): what a new run can
+        start from, newest first (run id, model, project, when, folder, best checkpoint)."""
+        rows = []
+        root_depth = ARTIFACTS_ROOT.count("/") + 2
+        suffix = f"/{EXPERIMENT_INFO}"
+        for f in self._store_reading()[0]:
+            if not (f.path.endswith(suffix) and f.path.count("/") == root_depth):
+                continue
+            folder = f.path[: -len(suffix)]
+            info = self._read_json(f.path) or {}
+            run_id = str(info.get("experiment_name") or "").split(" ")[0]
+            best = info.get("best_checkpoint")
+            if not run_id or not Path(folder).name.startswith(f"{run_id}_"):
+                continue  # not a run of this app
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "model": str(info.get("model_name") or "?"),
+                    "project": Path(folder).name[len(run_id) + 1 :],
+                    "datetime": str(info.get("datetime") or ""),
+                    "folder": folder,
+                    "best_checkpoint": f"{folder}/{best}" if isinstance(best, str) else None,
+                }
+            )
+        return sorted(rows, key=lambda r: r["datetime"], reverse=True)
+
+    def experiment_state(self, run_id: str) -> tuple[dict[str, Any], str | None]:
+        """The settings of the uploaded run ``run_id`` and its best checkpoint in the store
+        (None: none there); a ``RequestError`` saying which runs there are when it is not."""
+        check_run_id(run_id)
+        rows = self.experiments()
+        found = [row for row in rows if row["run_id"] == run_id]
+        if not found:
+            known = ", ".join(sorted({r["run_id"] for r in rows})) or "none"
+            raise RequestError(
+                [f"no uploaded run {run_id!r} in {self.store.describe(ARTIFACTS_ROOT)} (runs "
+                 f"there: {known})"]
+            )  # fmt: skip
+        return self.read_state(found[0]["folder"]), found[0]["best_checkpoint"]
+
+    def read_state(self, folder: str) -> dict[str, Any]:
+        """The settings of a run folder in the store: its ``app_state.json``; for a run of an
+        older version without one, what its ``experiment_info.json`` and ``hyperparameters.yaml``
+        hold (``app_state_version`` 0: no split, no edited config)."""
+        folder = folder.rstrip("/")
+        listed = {f.path for f in self.store.list(folder)}
+        if f"{folder}/{APP_STATE}" in listed:
+            path = f"{folder}/{APP_STATE}"
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    local = self.store.download(path, Path(tmp) / APP_STATE)
+                except (UploadError, OSError) as exc:
+                    raise RequestError([f"cannot read {path}: {exc}"]) from None
+                return parse_app_state(local.read_text(encoding="utf-8"), path)
+        info = self._read_json(f"{folder}/{EXPERIMENT_INFO}")
+        hyper = self._read_yaml(f"{folder}/{HYPERPARAMETERS}")
+        if info is None or hyper is None:
+            raise RequestError(
+                [f"{folder} has neither {APP_STATE} nor {EXPERIMENT_INFO} with "
+                 f"{HYPERPARAMETERS}: not a run this app uploaded"]
+            )  # fmt: skip
+        return {
+            "app_state_version": 0,
+            "run_id": str(info.get("experiment_name", "?")).split(" ")[0],
+            "model_name": info.get("model_name"),
+            "project": {"id": info.get("project_id"), "name": None},
+            "task": str(info.get("task_type", "object detection")).replace(" ", "-"),
+            "model": info.get("model_name"),
+            "classes": hyper.pop("classes", None),
+            "hyperparameters": {k: v for k, v in hyper.items() if k != "task"},
+        }
+
+    def _read_yaml(self, path: str) -> dict[str, Any] | None:
+        import yaml
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.store.download(path, Path(tmp) / "file.yaml")
+                value = yaml.safe_load(local.read_text(encoding="utf-8"))
+            except (UploadError, OSError, yaml.YAMLError):
+                return None
+        return value if isinstance(value, dict) else None
+
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.store.download(path, Path(tmp) / "file.json")
+                value = json.loads(local.read_text(encoding="utf-8"))
+            except (UploadError, OSError, ValueError):
+                return None
+        return value if isinstance(value, dict) else None
 
     def forget(self) -> None:
         """The store changed (this app uploaded a run): read it again next time."""

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from src.app.app_state import LoadedState, app_state_of, load_app_state, write_app_state
 from src.app.augment_preview import AugmentationPreview, AugmentationPreviewer
 from src.app.catalog import RunCatalog
 from src.app.end_of_run import RunEnding, RunOutcome
@@ -39,6 +40,7 @@ from src.config import zoo
 from src.config.compose import native_input_size
 from src.config.params import TrainParams
 from src.config.schedule import effective_batch_note, effective_lr_note
+from src.data.project import LocalProject
 from src.engine.onnx_export import ExportError
 from src.engine.tensorrt_build import tensorrt_blocker
 from src.hooks.metrics import MetricsSink
@@ -118,6 +120,8 @@ class TrainingController:
         task_id: the app's task on the platform, recorded in each run's ``experiment_info.json``.
         max_nonfinite: NaN/Inf losses in a row that end a run.
         on_fetch: told before a run that is only in the store is downloaded to be resumed.
+        record_inputs: called before a new run trains (on the platform: the project version
+            and the workflow's inputs); returns the project version id its settings record.
         verbose: the console shows the libraries' output too (mmengine's log at INFO,
             pycocotools' prints, Python warnings); else only errors of mmengine reach it and the
             rest goes to the run's log file (``src.engine.chatter``).
@@ -141,7 +145,9 @@ class TrainingController:
         max_nonfinite: int = 5,
         verbose: bool = False,
         on_fetch: Callable[[RunInfo], None] | None = None,
+        record_inputs: Callable[[Prepared], int | None] | None = None,
     ) -> None:
+        self.record_inputs = record_inputs
         self.max_nonfinite = max_nonfinite
         self.console_log_level = "INFO" if verbose else "ERROR"
         self.on_fetch = on_fetch
@@ -297,13 +303,34 @@ class TrainingController:
         if custom:
             fetched = self.catalog.fetch(params.weights_path, "checkpoint")
             params = replace(params, weights_path=fetched)
-        return prepare(
+        prepared = prepare(
             replace(
                 request, params=params, base_config_file=config_file,
                 app_data_dir=str(self.app_data_dir), run_id=request.run_id or self.new_run_id(),
                 cache_dir=request.cache_dir or self.cache_dir,
             )
         )  # fmt: skip
+        prepared.app_state = app_state_of(request, prepared)
+        return prepared
+
+    def from_run(self, run_id: str, project: LocalProject, mode: str = "new") -> LoadedState:
+        """The settings of run ``run_id`` (uploaded to the store with its ``app_state.json``)
+        against ``project``; ``mode`` ``continue`` starts from its best checkpoint. What does not
+        hold in ``project`` is dropped and named in ``notes``."""
+        state, best = self.run_state(run_id)
+        return load_app_state(state, project, mode, best)
+
+    def from_folder(
+        self, folder: str, best: str | None, project: LocalProject, mode: str = "new"
+    ) -> LoadedState:
+        """:meth:`from_run` for a run folder of the store (the platform's Experiments page
+        names the run by its task: ``experiment_info.artifacts_dir``)."""
+        return load_app_state(self.catalog.read_state(folder), project, mode, best)
+
+    def run_state(self, run_id: str) -> tuple[dict[str, Any], str | None]:
+        """The raw ``app_state.json`` of uploaded run ``run_id`` and its best checkpoint in the
+        store (the CLI reads the project from it before :func:`load_app_state`)."""
+        return self.catalog.experiment_state(run_id)
 
     def start(self, request: TrainRequest, sync_every_epochs: int | None = None) -> str:
         """Validate, compose and start a new run; returns its id. ``sync_every_epochs``
@@ -444,6 +471,8 @@ class TrainingController:
             return self._launch(prepared, resume_from, sync)
 
     def _launch(self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None) -> str:
+        if resume_from is None and prepared.app_state is not None:
+            self._record_inputs(prepared)
         hooks, self._syncer = [], None
         if sync is not None:
             from src.hooks.sync import CheckpointSyncHook
@@ -479,6 +508,17 @@ class TrainingController:
         )
         self._watcher.start()
         return prepared.run_id
+
+    def _record_inputs(self, prepared: Prepared) -> None:
+        """The run's settings into its folder, with the project version the platform made for
+        it (recording the inputs never fails a run: a warning says what went wrong)."""
+        state = copy.deepcopy(prepared.app_state)
+        if self.record_inputs is not None:
+            try:
+                state["project"]["version_id"] = self.record_inputs(prepared)
+            except Exception as exc:
+                logger.warning("run %s: its inputs were not recorded: %s", prepared.run_id, exc)
+        write_app_state(prepared.work_dir, state)
 
     def _after_run(self, session: TrainingSession, prepared: Prepared) -> None:
         context = self.run_context() if self.run_context else contextlib.nullcontext()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.app.prepare import RequestError
 from src.data.project import LocalProject, download_project, open_local_project
 from src.data.reader import DatasetError
 from src.runs.layout import EXPERIMENT_INFO
@@ -23,11 +24,23 @@ from src.runs.storage import TeamFilesArtifactStore
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """A finished training task as the platform's Experiments page names it."""
+
+    task_id: int
+    folder: str  # its artifacts in Team Files
+    best_checkpoint: str | None  # Team Files path
+    project_id: int | None
+    name: str
+
+
 @dataclass
 class PlatformServices:
     store: TeamFilesArtifactStore
     resolve_project: Callable[[int | None, str], LocalProject]
     set_output: Callable[[str], None]
+    experiment_of_task: Callable[[int], Experiment]
 
 
 def platform_services(
@@ -72,4 +85,17 @@ def platform_services(
         info["task_id"] = task_id
         api.task.set_output_experiment(task_id, info)
 
-    return PlatformServices(store, resolve_project, set_output)
+    def experiment_of_task(train_task_id: int) -> Experiment:
+        """The experiment a training task set as its output, read as the platform's training
+        apps read it (the SDK's ``api.nn.get_experiment_info``)."""
+        try:
+            info = api.nn.get_experiment_info(train_task_id)
+        except Exception as exc:  # not found, no experiment output, network
+            raise RequestError(
+                [f"task {train_task_id} has no experiment to start from: {exc}"]
+            ) from None
+        folder = str(info.artifacts_dir).rstrip("/")
+        best = f"{folder}/{info.best_checkpoint}" if info.best_checkpoint else None
+        return Experiment(train_task_id, folder, best, info.project_id, info.experiment_name)
+
+    return PlatformServices(store, resolve_project, set_output, experiment_of_task)

@@ -85,6 +85,8 @@ class Prepared:
     run_id: str
     model_name: str
     notes: list[str] = field(default_factory=list)  # what the user should know before it runs
+    # a new run's settings as the request gave them (src.app.app_state); None for a resume
+    app_state: dict[str, Any] | None = None
 
     @property
     def config_text(self) -> str:

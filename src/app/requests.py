@@ -74,7 +74,7 @@ def resume_from_json(body: dict[str, Any]) -> ResumeRequest:
     return ResumeRequest(target or None, **changes)
 
 
-def _param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
+def param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
     """``hyperparameters`` → TrainParams keyword arguments; ill-typed or unknown ones are left
     out and named in ``problems``."""
     if not isinstance(hyper, dict):
@@ -103,9 +103,10 @@ def _param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
     return values
 
 
-def _split_from_json(spec: Any, problems: list[str]) -> Split | None:
+def split_from_json(spec: Any, problems: list[str] | None = None) -> Split | None:
     """``split`` → a ``Split`` (None when the body has none, or it is malformed: then named in
     ``problems``)."""
+    problems = [] if problems is None else problems
     if spec is None:
         return None
     names = ("train", "val", "train_items", "val_items")
@@ -188,11 +189,11 @@ def request_from_json(
     ]
     if body.get("classes") is not None and not _is_name_list(body["classes"]):
         problems.append(f"classes must be a list of class names, got {json.dumps(body['classes'])}")
-    values = _param_values(body.get("hyperparameters") or {}, problems)
+    values = param_values(body.get("hyperparameters") or {}, problems)
     if problems:
         raise RequestError(problems)
     params = TrainParams(task=body.get("task", "object-detection"), **values)
-    split = _split_from_json(body.get("split"), problems)
+    split = split_from_json(body.get("split"), problems)
     if not body.get("project") and default_project is None:
         problems.append("project is required: a local Supervisely project directory")
     if problems:

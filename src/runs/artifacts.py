@@ -21,6 +21,7 @@ import yaml
 from src.runs.checkpoint_io import CheckpointError, export_for_inference
 from src.runs.checkpoints import best_checkpoint, last_checkpoint
 from src.runs.layout import (
+    APP_STATE,
     EVALUATION_DIR,
     EVALUATION_METRICS,
     EVALUATION_REPORT,
@@ -174,6 +175,11 @@ def pack_run(
     )
     best_name = best.name if best is not None else exported[-1].name
     info = experiment_info(summary, [p.name for p in exported], best_name)
+    if (work_dir / APP_STATE).is_file():  # what "train again" reads (src.app.app_state)
+        shutil.copy2(work_dir / APP_STATE, out_dir / APP_STATE)
+        info["app_state"] = APP_STATE
+        state = json.loads((work_dir / APP_STATE).read_text(encoding="utf-8"))
+        info["project_version"] = (state.get("project") or {}).get("version_id")
     info["export"] = {EXPORT_RUNTIMES[fmt]: path for fmt, path in exports.items()}
     evaluation = _copy_evaluation(work_dir, out_dir)
     if evaluation is not None:

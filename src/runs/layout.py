@@ -136,6 +136,7 @@ EXPERIMENT_INFO = "experiment_info.json"
 MODEL_META = "model_meta.json"
 TRAIN_VAL_SPLIT = "train_val_split.json"
 HYPERPARAMETERS = "hyperparameters.yaml"
+APP_STATE = "app_state.json"  # what a new run needs to be set up as this one (src.app.app_state)
 RUN_METRICS = "metrics.json"  # the run's best metric and history
 RUN_README = "README.md"
 LOGS_DIR = "logs"

@@ -26,6 +26,7 @@ from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoints import newest_resumable_checkpoint
 from src.runs.info import TEAM_FILES, RunInfo
 from src.runs.layout import (
+    APP_STATE,
     ARTIFACTS_ROOT,
     LAST_CHECKPOINT_POINTER,
     RESUME_DIR,
@@ -55,13 +56,16 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def collect_run_files(work_dir: str | Path, dest: str | Path, checkpoint: Path) -> None:
     """The files of a snapshot into ``dest`` (cleared first): the checkpoint (hard-linked), the
-    run's config and its logged scalars. Cheap enough for the training thread."""
+    run's config, its settings (``app_state.json``, when it has them) and its logged scalars.
+    Cheap enough for the training thread."""
     work_dir, dest = Path(work_dir), Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     _link_or_copy(checkpoint, dest / checkpoint.name)
     shutil.copy2(work_dir / RUN_CONFIG, dest / RUN_CONFIG)
+    if (work_dir / APP_STATE).is_file():
+        shutil.copy2(work_dir / APP_STATE, dest / APP_STATE)
     scalars = scalars_files(work_dir)
     if scalars:
         with open(dest / SCALARS_FILE, "wb") as out:
@@ -186,6 +190,8 @@ def fetch_remote_run(store: ArtifactStore, run: RunInfo, app_data_dir: str | Pat
             store.download(f"{resume_dir}/{SCALARS_FILE}", scalars)
         except (FileNotFoundError, UploadError):
             logger.info("run %s has no logged scalars in Team Files", run.run_id)
+        if f"{resume_dir}/{APP_STATE}" in {f.path for f in store.list(resume_dir)}:
+            store.download(f"{resume_dir}/{APP_STATE}", staging / APP_STATE)
         checkpoint = staging / run.checkpoint_name
         (staging / LAST_CHECKPOINT_POINTER).write_text(str(checkpoint), encoding="utf-8")
         newest_resumable_checkpoint(staging)  # the downloaded checkpoint must be readable

@@ -10,19 +10,22 @@ import logging
 
 from supervisely.app.widgets import Button, Card, Container, Text
 
+from src.app.app_state import LoadedState
 from src.app.controller import TrainingController
 from src.app.prepare import (
     RequestError,
     TrainRequest,
 )
+from src.app.requests import split_from_json
 from src.app.session import SessionBusyError
-from src.config.params import ConfigError
+from src.config.params import ConfigError, TrainParams
 from src.config.zoo import ZooEntry
 from src.data.project import LocalProject
 from src.data.reader import DatasetError
 from src.ui.augmentations import AugmentationsStep
 from src.ui.classes import ClassesStep
 from src.ui.config import ConfigStep
+from src.ui.experiment import ExperimentStep
 from src.ui.hyperparameters import HyperparametersStep
 from src.ui.input_project import InputProjectStep
 from src.ui.model import TAB_CUSTOM, TAB_RESUME, ModelStep
@@ -46,6 +49,8 @@ class AppUI:
         self.project = project
         self.controller = controller
         self.input = InputProjectStep(project)
+        self.experiment = ExperimentStep(controller.catalog.experiments)
+        self.pending_config: tuple[str, str] | None = None  # an experiment's edited config
         self.task = TaskStep()
         self.model = ModelStep(
             self.task.task,
@@ -76,7 +81,7 @@ class AppUI:
         with_next = self.steps.index(self.hyper)
         self.next_buttons = [Button("Next", widget_id=f"next_{n}") for n in range(1, with_next + 1)]
         self.next_messages = [Text("", widget_id=f"next_{n}_msg") for n in range(1, with_next + 1)]
-        cards = []
+        cards = [self.experiment.card]  # before the numbered steps: optional
         for n, step in enumerate(self.steps, start=1):
             _number(step.card, n)
             cards.append(step.card)
@@ -180,6 +185,9 @@ class AppUI:
             1, len(prepared.split.train_items or []) // max(1, prepared.params.batch)
         )
         self.config.composed(prepared.config_text)
+        if self.pending_config is not None:  # after the first compose: the draft exists
+            self.config.load_edit(*self.pending_config)
+            self.pending_config = None
         note = "".join(f"; {n}" for n in self.controller.setting_notes(prepared))
         self.message.set(f"config composed for {prepared.model_name}{note}", "success")
         self.unlock_through(len(self.steps))  # every setting was just validated
@@ -224,6 +232,49 @@ class AppUI:
         )
         return run_id
 
+    def load_experiment(
+        self, run_id: str | None = None, mode: str | None = None, folder: str | None = None,
+        best: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Fill every step with an uploaded run's settings: the one chosen in the card, or
+        ``run_id``, or the run ``folder`` of the store (the platform's Experiments page: its
+        best checkpoint ``best``)."""
+        chosen, chosen_mode = self.experiment.chosen
+        mode = mode or chosen_mode
+        try:
+            if folder is not None:
+                loaded = self.controller.from_folder(folder, best, self.project, mode)
+            elif run_id or chosen:
+                loaded = self.controller.from_run(run_id or chosen, self.project, mode)
+            else:
+                raise RequestError(["choose an experiment first"])
+        except RequestError as exc:
+            self.experiment.show_problem("; ".join(exc.problems))
+            return False
+        self.load_state(loaded)
+        return True
+
+    def load_state(self, loaded: LoadedState) -> None:
+        """Every step from ``loaded`` (what did not hold in this project was dropped, and the
+        experiment card says so); the steps through Hyperparameters open, each editable."""
+        body, hyper = loaded.body, loaded.body.get("hyperparameters", {})
+        params = TrainParams(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in hyper.items()})  # fmt: skip
+        task = body.get("task", self.task.task)
+        self.task.set_task(task)
+        self.model.set_task(task)
+        if params.weights == "custom" and params.weights_path:
+            self.model.set_custom(params.weights_path, loaded.base_config)
+        elif body.get("model"):
+            self.model.select_model(body["model"], pretrained=params.weights == "pretrained")
+        self.classes.set_classes(body.get("classes"), not body.get("keep_empty_images", True))
+        self.split.set_split(split_from_json(body.get("split")), loaded.source)
+        self.augmentations.set_augmentation(params.augmentation, params.augmentation_pipeline)
+        self.hyper.set_params(params)  # after the model: its own input size is not proposed
+        self.pending_config = (body["config"], loaded.source) if body.get("config") else None
+        self.experiment.show_loaded(loaded)
+        self.unlock_through(self.steps.index(self.hyper) + 1)
+
     def propose_input_size(self, entry: ZooEntry | None) -> None:
         """A picked zoo model brings its own input size (mmdet's test scale, e.g. 1333x800)
         into the Hyperparameters step, where the user may change it."""
@@ -253,6 +304,10 @@ class AppUI:
         return True
 
     def _wire(self) -> None:
+        @self.experiment.load_button.click
+        def _load_experiment() -> None:
+            self.load_experiment()
+
         @self.augmentations.preview_button.click
         def _preview_augmentations() -> None:
             self.preview_augmentations()

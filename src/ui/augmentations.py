@@ -77,6 +77,13 @@ class AugmentationsStep:
             self.editor.set_text(preset_text(preset), language_mode="yaml")
             self.editor.readonly = True
 
+    def set_augmentation(self, preset: str, pipeline: str = "") -> None:
+        """An experiment's preset; for ``custom``, its transforms in the editor."""
+        self.select.set_value(preset)
+        if preset == CUSTOM_AUGMENTATION:
+            self.editor.set_text(pipeline, language_mode="yaml")
+        self.show(preset)
+
     def next_sample(self) -> int:
         self.sample = random.randrange(1 << 30)
         return self.sample

@@ -50,6 +50,12 @@ class ClassesStep:
         chosen = set(value if isinstance(value, list) else [value])
         return [c for c in self.all_classes if c in chosen]
 
+    def set_classes(self, classes: list[str] | None, drop_empty: bool) -> None:
+        """Select these classes (None: every class) and the empty-images choice."""
+        chosen = set(self.all_classes if classes is None else classes)
+        self.select.set_value([c for c in self.all_classes if c in chosen])
+        self.drop_empty.check() if drop_empty else self.drop_empty.uncheck()
+
     def problems(self) -> list[str]:
         return [] if self.selected else ["no classes selected: choose at least one class"]
 

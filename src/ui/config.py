@@ -106,6 +106,14 @@ class ConfigStep:
             self.editor.set_text(self.draft.text)
         self._show_pending()
 
+    def load_edit(self, text: str, source: str) -> None:
+        """An experiment's edited config over the composed one: the user's text, trained as
+        written (kept, like any edit, when the settings change)."""
+        self.sync_from_editor()
+        self.draft.edit(text)
+        self.editor.set_text(text)
+        self.result.set(f"the edited config of {source}: it trains as written", "info")
+
     def _show_pending(self) -> None:
         pending = self.draft.pending if self.draft else None
         if pending is None:

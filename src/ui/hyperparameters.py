@@ -224,6 +224,39 @@ class HyperparametersStep:
             export=tuple(self.export.get_value() or ()),
         )
 
+    def set_params(self, p: TrainParams) -> None:
+        """Show ``p`` (an experiment's settings): the inverse of :meth:`params`, so that
+        ``params()`` then reads ``p`` back (tests/ui/test_from_experiment.py changes every
+        field). A device this machine does not have keeps the one shown."""
+        for widget, value in (
+            (self.epochs, p.epochs), (self.val_batch, p.val_batch_size),
+            (self.train_batch, AUTO_BATCH if p.train_batch_size is None else p.train_batch_size),
+            (self.workers, AUTO_WORKERS if p.num_workers is None else p.num_workers),
+            (self.lr, p.lr), (self.weight_decay, p.weight_decay), (self.warmup, p.warmup_iters),
+            (self.grad_clip, p.grad_clip or 0), (self.ckpt_interval, p.checkpoint_interval),
+            (self.keep, p.keep_checkpoints), (self.val_interval, p.val_interval),
+            (self.seed, p.seed), (self.momentum, p.momentum),
+            (self.restart_epochs, p.restart_epochs), (self.patience, p.early_stopping_patience),
+            (self.min_delta, p.early_stopping_min_delta), (self.max_dets, p.max_per_img or 0),
+            (self.score_thr, p.score_thr or 0),
+        ):  # fmt: skip
+            widget.value = value
+        self.set_input_size(*p.input_size)
+        for select, value in ((self.optimizer, p.optimizer), (self.scheduler, p.scheduler)):
+            select.set_value(value)
+        self.amp.set_value(AUTO_AMP if p.amp is None else "on" if p.amp else "off")
+        self.frozen.set_value(MODEL_DEFAULT if p.frozen_stages is None else str(p.frozen_stages))
+        self.export.set_value(list(p.export))
+        for box, on in ((self.save_best, p.save_best), (self.save_last, p.save_last),
+                        (self.nesterov, p.nesterov), (self.auto_scale, p.auto_scale_lr),
+                        (self.evaluate, p.evaluate)):  # fmt: skip
+            box.check() if on else box.uncheck()
+        devices = {item.value for item in self.device.get_items()}
+        if p.device in devices:
+            self.device.set_value(p.device)
+        gpus = {item.value for item in self.gpus.get_items()}
+        self.gpus.set_value([f"cuda:{g}" for g in p.gpus if f"cuda:{g}" in gpus])
+
     def set_input_size(self, longer: int, shorter: int) -> None:
         """Show a size (a zoo model's own) in the two fields: 0 for the shorter edge of a
         square, as the fields mean it."""

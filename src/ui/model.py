@@ -264,6 +264,27 @@ class ModelStep:
             cut = f", the first {len(found)}: give a narrower folder" if more else ""
             self.local_message.set(f"{len(found)} checkpoints found{cut}", "text")
 
+    def select_model(self, name: str, pretrained: bool) -> bool:
+        """Show zoo model ``name`` selected in its architecture's table (False: not in this
+        task's zoo, the selection is left as it was)."""
+        entry = next((e for e in zoo.list_models(self.task) if e.model == name), None)
+        if entry is None:
+            return False
+        self.tabs.set_active_tab(TAB_PRETRAINED)
+        self.architecture.set_value(entry.architecture)
+        self.show_architecture(entry.architecture)
+        index = next(i for i, e in enumerate(self._entries) if e.model == name)
+        self.table.select_row(index)
+        self.pretrained.check() if pretrained else self.pretrained.uncheck()
+        self._changed()
+        return True
+
+    def set_custom(self, weights_path: str, config_path: str | None) -> None:
+        """The Custom weights tab with this checkpoint (and its config, when not beside it)."""
+        self.tabs.set_active_tab(TAB_CUSTOM)
+        self.weights_path.set_value(weights_path)
+        self.config_path.set_value(config_path or "")
+
     def pick(self, path: str | None) -> None:
         """A picked checkpoint fills the path fields (its config is the one beside it)."""
         if path:

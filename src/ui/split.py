@@ -1,12 +1,22 @@
-"""Step 5: train/val split: a random percentage, by datasets, or by tags."""
+"""Step 5: train/val split: a random percentage, by datasets, by tags, or an experiment's."""
 
 from __future__ import annotations
 
-from supervisely.app.widgets import Card, Container, Field, InputNumber, RadioTabs, Select
+from supervisely.app.widgets import Card, Container, Field, InputNumber, RadioTabs, Select, Text
 
-from src.data.project import LocalProject, Split, dataset_split, random_split, tag_split, tags_of
+from src.data.project import (
+    LocalProject,
+    Split,
+    dataset_split,
+    random_split,
+    split_items,
+    tag_split,
+    tags_of,
+)
+from src.data.reader import DatasetError
 
 TAB_RANDOM, TAB_DATASETS, TAB_TAGS = "Random", "By datasets", "By tags"
+TAB_EXPERIMENT = "As in an experiment"
 
 
 class SplitStep:
@@ -23,12 +33,17 @@ class SplitStep:
             self.val_datasets.set_value([d for d in project.datasets if d.startswith("val")])
         self.train_tag = Select(tags, widget_id="split_train_tag")
         self.val_tag = Select(tags, widget_id="split_val_tag")
+        # an experiment's own images (Start from an experiment): its split exactly
+        self.fixed: Split | None = None
+        self.fixed_text = Text("Load an experiment first (Start from an experiment, above)",
+                               widget_id="split_fixed")  # fmt: skip
         self.tabs = RadioTabs(
-            titles=[TAB_RANDOM, TAB_DATASETS, TAB_TAGS],
+            titles=[TAB_RANDOM, TAB_DATASETS, TAB_TAGS, TAB_EXPERIMENT],
             contents=[
                 Field(self.percent, "Train %"),
                 Container([Field(self.train_datasets, "Train"), Field(self.val_datasets, "Val")]),
                 Container([Field(self.train_tag, "Train tag"), Field(self.val_tag, "Val tag")]),
+                self.fixed_text,
             ],
             widget_id="split_tabs",
         )
@@ -45,7 +60,31 @@ class SplitStep:
                 _as_list(self.train_datasets.get_value()),
                 _as_list(self.val_datasets.get_value()),
             )
-        return tag_split(self.project, self.train_tag.get_value(), self.val_tag.get_value())
+        if mode == TAB_TAGS:
+            return tag_split(self.project, self.train_tag.get_value(), self.val_tag.get_value())
+        if self.fixed is None:
+            raise DatasetError("no experiment loaded: load one above, or choose another split")
+        return self.fixed
+
+    def set_split(self, split: Split | None, source: str) -> None:
+        """An experiment's split (None: it has none left here; the tab says so): by datasets
+        in that tab, by images in the experiment's own tab."""
+        if split is not None and split.train_items is None and split.val_items is None:
+            self.train_datasets.set_value(list(split.train_datasets or []))
+            self.val_datasets.set_value(list(split.val_datasets or []))
+            self.tabs.set_active_tab(TAB_DATASETS)
+            return
+        self.fixed = split
+        if split is None:
+            self.fixed_text.set(f"{source}: its split has nothing left in this project", "warning")
+            return
+        sides = split_items(self.project, split)
+        self.fixed_text.set(
+            f"{source}: {split.description}, {len(sides['train'])} train and "
+            f"{len(sides['val'])} val images, as it trained",
+            "info",
+        )
+        self.tabs.set_active_tab(TAB_EXPERIMENT)
 
     def get_state(self) -> dict:
         return {

@@ -20,5 +20,8 @@ class TaskStep:
     def task(self) -> str:
         return self.radio.get_value() or TASKS[0]
 
+    def set_task(self, task: str) -> None:
+        self.radio.set_value(task)
+
     def get_state(self) -> dict:
         return {"task": self.task}
