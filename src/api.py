@@ -156,5 +156,7 @@ def _start_from_run(
     else:
         raise RequestError(["project is required: a local Supervisely project directory"])
     loaded = controller.from_run(run_id, project, mode)
-    request = request_from_state(loaded, overrides, str(controller.app_data_dir), project)
+    request = request_from_state(
+        loaded, overrides, str(controller.app_data_dir), project, controller.compose
+    )
     return controller.start(request), loaded

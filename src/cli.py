@@ -186,6 +186,8 @@ def _print_summary(summary: dict) -> None:
         f"model        {summary['model']} ({summary.get('parameters', 0) / 1e6:.2f} M parameters)"
     )
     print(f"task         {summary['task']}")
+    print(f"weights      {summary['weights']}")
+    print(f"schedule     {summary['schedule']}")
     print(f"classes      {', '.join(summary['classes'])}")
     print(f"split        {summary['split']}")
     for split in ("train", "val"):
@@ -381,11 +383,15 @@ def _request_from_run(controller, args: argparse.Namespace):
     remote_id = origin.get("id") if getattr(args, "team_id", None) and not args.project else None
     project = resolver(remote_id, project_dir or "")
     loaded = load_app_state(state, project, args.from_run_mode, best)
+    app_data = str(controller.app_data_dir)
+    request = request_from_state(
+        loaded, _given_settings(args), app_data, project, controller.compose
+    )
     print(f"settings from {loaded.source}" + (" (continue: from its best checkpoint)"
           if loaded.mode == "continue" else ""))  # fmt: skip
     for note in loaded.notes:
         print(f"note: {note}")
-    return request_from_state(loaded, _given_settings(args), str(controller.app_data_dir), project)
+    return request
 
 
 # hand-written options and the TrainParams fields they set (the generated ones: their own name)

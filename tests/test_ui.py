@@ -5,6 +5,7 @@ whole flow is one module with its steps in order."""
 from __future__ import annotations
 
 import importlib
+import json
 import time
 
 import pytest
@@ -384,6 +385,50 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     maps = {s["name"]: s["data"] for s in d["train_map"]["series"]}
     assert len(maps["bbox_mAP"]) >= 1
     assert list((root / "team" / "mmdetection-3").glob(f"{run_id}_*/config.py"))
+
+
+def test_start_from_an_experiment_fills_every_step_and_keeps_its_edited_config(ui):
+    """The run above, uploaded with its settings (app_state.json), chosen in "Start from an
+    experiment": every step shows what it trained with, still editable; its edited config comes
+    back as the user's edit; "continue" puts its best checkpoint in the Custom weights tab."""
+    client, app, root = ui
+    run_dir = next((root / "team" / "mmdetection-3").glob("*/app_state.json")).parent
+    run_id = json.loads((run_dir / "app_state.json").read_text())["run_id"]
+    post(client, "/exp_refresh/button_clicked_cb")
+    assert run_id in [item["value"] for item in data(client)["exp_select"]["items"]]
+    st = state(client)  # other values first: the load must replace them
+    st["hp_epochs"]["value"], st["hp_lr"]["value"], st["hp_seed"]["value"] = 20, 0.01, 0
+    st["classes_select"]["value"] = ["square"]
+    st["split_tabs"]["value"] = "Random"
+    st["model_pre"]["checked"] = True
+    st["exp_select"]["value"], st["exp_mode"]["value"] = run_id, "new"
+    post(client, "/exp_load/button_clicked_cb", st)
+    st, d = state(client), data(client)
+    assert f"Loaded its settings from run {run_id}" in d["exp_message"]["text"], d["exp_message"]
+    assert (st["hp_epochs"]["value"], st["hp_lr"]["value"], st["hp_seed"]["value"]) == (6, 0.002, 3)
+    assert (st["hp_train_bs"]["value"], st["hp_size"]["value"]) == (3, 128)
+    assert st["classes_select"]["value"] == ["square", "circle", "triangle"]
+    assert st["split_tabs"]["value"] == "By datasets" and st["model_pre"]["checked"] is False
+    assert st["model_tabs"]["value"] == "Pretrained"
+    rows = d["model_table"]["raw_rows_data"]
+    assert rows[st["model_table"]["selectedRow"]][0] == "rtmdet_tiny_8xb32-300e_coco"
+    assert not locked(client, "card_hp")
+    post(client, "/compose/button_clicked_cb")
+    text = state(client)["cfg_editor"]["text"]
+    assert "max_keep_ckpts=7" in text and "batch_size=3" in text  # its edit, as it trained
+    assert "trains as written" in data(client)["cfg_result"]["text"]
+    assert app.ui.request().params.lr == 0.002
+
+    st = state(client)
+    st["exp_mode"]["value"] = "continue"
+    post(client, "/exp_load/button_clicked_cb", st)
+    st = state(client)
+    best = json.loads((run_dir / "experiment_info.json").read_text())["best_checkpoint"]
+    assert st["model_tabs"]["value"] == "Custom weights"
+    assert st["model_w"]["value"] == f"/mmdetection-3/{run_dir.name}/{best}"
+    post(client, "/compose/button_clicked_cb")
+    assert "config composed" in data(client)["compose_message"]["text"]
+    post(client, "/cfg_discard/button_clicked_cb")  # the next tests compose their own
 
 
 def test_custom_weights_given_as_team_files_paths_compose(ui):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from src.app.prepare import Prepared, RequestError, TrainRequest
 from src.app.requests import param_values, request_from_json
 from src.config import zoo
 from src.config.doors import DOORS
+from src.config.editor import ConfigDraft
 from src.config.params import jsonable
 from src.data.project import LocalProject
 from src.data.reader import list_items
@@ -135,15 +137,27 @@ class LoadedState:
     notes: list[str] = field(default_factory=list)
     project_id: int | None = None  # the experiment's project
     project_dir: str | None = None  # headless: where its project was
+    continue_from: str | None = None  # mode continue: the run's best checkpoint
 
-    def with_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        """The body with what a door gave besides (its hyperparameters merged key by key)."""
+    def with_overrides(
+        self, overrides: dict[str, Any] | None = None, as_trained: bool = False
+    ) -> dict[str, Any]:
+        """The body to train: the run's settings, its best checkpoint as custom weights
+        (continue), then what a door gave besides (hyperparameters merged key by key);
+        ``as_trained``: the run's settings alone."""
+        overrides = {} if as_trained else dict(overrides or {})
         body = {**self.body, **{k: v for k, v in overrides.items() if k != "hyperparameters"}}
-        body["hyperparameters"] = {
-            **self.body.get("hyperparameters", {}),
-            **(overrides.get("hyperparameters") or {}),
-        }
+        body["hyperparameters"] = dict(self.body.get("hyperparameters", {}))
+        if self.continue_from and not as_trained:
+            body["hyperparameters"].update(weights="custom", weights_path=self.continue_from)
+        body["hyperparameters"].update(overrides.get("hyperparameters") or {})
         return body
+
+    @property
+    def weights_config(self) -> str | None:
+        """The config of the weights it trains from: the run's own beside its best checkpoint
+        (continue: None, found there), else the custom weights' config as the run had it."""
+        return None if self.continue_from else self.base_config
 
 
 def load_app_state(
@@ -187,14 +201,11 @@ def load_app_state(
         notes.append(f"model {model!r} is not in this app's zoo: choose a model")
         body["model"] = None
     base_config = state.get("base_config") if isinstance(state.get("base_config"), str) else None
-    if mode == "continue":
-        if not best_checkpoint:
-            raise RequestError(
-                [f"run {run_id} has no best checkpoint in the store: continue needs one "
-                 "(start a new run from its settings instead)"]
-            )  # fmt: skip
-        body["hyperparameters"].update(weights="custom", weights_path=best_checkpoint)
-        base_config = None  # the run's own config.py lies beside its checkpoint
+    if mode == "continue" and not best_checkpoint:
+        raise RequestError(
+            [f"run {run_id} has no best checkpoint in the store: continue needs one "
+             "(start a new run from its settings instead)"]
+        )  # fmt: skip
     return LoadedState(
         body={k: v for k, v in body.items() if v is not None},
         source=source,
@@ -204,6 +215,7 @@ def load_app_state(
         notes=notes,
         project_id=origin.get("id"),
         project_dir=origin.get("dir") if isinstance(origin.get("dir"), str) else None,
+        continue_from=best_checkpoint if mode == "continue" else None,
     )
 
 
@@ -294,11 +306,37 @@ def from_run_fields(body: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 def request_from_state(
-    loaded: LoadedState, overrides: dict[str, Any], app_data_dir: str, project: LocalProject
+    loaded: LoadedState,
+    overrides: dict[str, Any],
+    app_data_dir: str,
+    project: LocalProject,
+    compose: Callable[[TrainRequest], Prepared],
 ) -> TrainRequest:
     """The new run's request: the state's settings with ``overrides`` (an API body's fields,
-    checked as the API checks them) on ``project``."""
-    body = loaded.with_overrides({k: v for k, v in overrides.items() if k != "project"})
-    request = request_from_json(body, app_data_dir, default_project=project)
+    checked as the API checks them) on ``project``.
+
+    A state with an edited config trains that text. What changes its settings (the fields given
+    besides, continue's weights) is put into it as the Editor's "Apply these changes" does
+    (``ConfigDraft``): the change it makes to the config composed from the state's settings is
+    applied to the edited text, the other edits kept, and ``loaded.notes`` lists each key.
+    ``compose`` is the controller's."""
+    overrides = {k: v for k, v in overrides.items() if k != "project"}
+    request = request_from_json(loaded.with_overrides(overrides), app_data_dir, project)
     own_model = any(overrides.get(k) for k in ("model", "config"))
-    return replace(request, base_config_file=None if own_model else loaded.base_config)
+    request = replace(request, base_config_file=None if own_model else loaded.weights_config)
+    settings = [v for k, v in overrides.items() if k not in ("run_id", "config")]
+    edited = loaded.body.get("config")
+    if edited is None or "config" in overrides:
+        return request
+    if not loaded.continue_from and all(v in (None, {}) for v in settings):
+        return request
+    trained = request_from_json(loaded.with_overrides(as_trained=True), app_data_dir, project)
+    base = compose(replace(trained, base_config_file=loaded.base_config, config_text=None))
+    draft = ConfigDraft(base.config_text, edited)
+    draft.settings_changed(compose(replace(request, config_text=None)).config_text)
+    if draft.pending is not None:
+        loaded.notes.extend(
+            f"the experiment's edited config changed by the settings given: {line}"
+            for line in draft.pending.describe()
+        )
+    return replace(request, config_text=draft.apply_pending())

@@ -26,6 +26,7 @@ from src.runs.layout import (
     EXPERIMENT_INFO,
     HYPERPARAMETERS,
     RUN_CONFIG,
+    RunIdError,
     check_run_id,
 )
 from src.runs.remote import find_remote_runs
@@ -88,7 +89,10 @@ class RunCatalog:
     def experiment_state(self, run_id: str) -> tuple[dict[str, Any], str | None]:
         """The settings of the uploaded run ``run_id`` and its best checkpoint in the store
         (None: none there); a ``RequestError`` saying which runs there are when it is not."""
-        check_run_id(run_id)
+        try:
+            check_run_id(run_id)
+        except RunIdError as exc:
+            raise RequestError([str(exc)]) from None
         rows = self.experiments()
         found = [row for row in rows if row["run_id"] == run_id]
         if not found:

@@ -387,6 +387,21 @@ def check_data(prepared: Prepared) -> None:
         raise RequestError(problems)
 
 
+def _weights_line(params: TrainParams) -> str:
+    if params.weights == "custom":
+        return f"custom: {params.weights_path}"
+    return "random (from scratch)" if params.weights == "scratch" else "pretrained (the zoo's)"
+
+
+def _schedule_line(params: TrainParams) -> str:
+    batch = "auto" if params.train_batch_size is None else params.train_batch_size
+    return (
+        f"{params.epochs} epochs, batch {batch}, {params.optimizer} lr {params.lr:g} "
+        f"({params.scheduler}), input {params.input_size[0]}x{params.input_size[1]}, "
+        f"seed {params.seed}"
+    )
+
+
 def dry_run(prepared: Prepared) -> dict[str, Any]:
     """Build both datasets and the model without training: what would train, and how big."""
     from mmdet.registry import MODELS
@@ -401,6 +416,8 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
         "classes": list(prepared.params.classes),
         "split": prepared.split.description,
         "work_dir": str(prepared.work_dir),
+        "weights": _weights_line(prepared.params),
+        "schedule": _schedule_line(prepared.params),
     }
     stats, datasets, problems = build_datasets(prepared)
     summary.update(stats)

@@ -58,7 +58,9 @@ def _set_path(root: dict, key: str, value: Any) -> None:
 
 
 # Keys the app re-applies at start whatever the text says: not worth a question to the user.
-_OWNED_SUFFIXES = ("work_dir", "coco_gt_file", "ann_file", "project_dir", "load_from", "resume")
+# (``load_from`` is not one: an edited text trains from the weights it names, so a change of the
+# weights setting is a change to apply or keep, like any other; a resume sets it itself.)
+_OWNED_SUFFIXES = ("work_dir", "coco_gt_file", "ann_file", "project_dir", "resume")
 
 
 def _app_owned(key: str) -> bool:

@@ -257,14 +257,15 @@ class AppUI:
     def load_state(self, loaded: LoadedState) -> None:
         """Every step from ``loaded`` (what did not hold in this project was dropped, and the
         experiment card says so); the steps through Hyperparameters open, each editable."""
-        body, hyper = loaded.body, loaded.body.get("hyperparameters", {})
+        body = loaded.with_overrides()  # continue: its best checkpoint as custom weights
+        hyper = body["hyperparameters"]
         params = TrainParams(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in hyper.items()})  # fmt: skip
         task = body.get("task", self.task.task)
         self.task.set_task(task)
         self.model.set_task(task)
         if params.weights == "custom" and params.weights_path:
-            self.model.set_custom(params.weights_path, loaded.base_config)
+            self.model.set_custom(params.weights_path, loaded.weights_config)
         elif body.get("model"):
             self.model.select_model(body["model"], pretrained=params.weights == "pretrained")
         self.classes.set_classes(body.get("classes"), not body.get("keep_empty_images", True))
