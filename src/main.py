@@ -144,6 +144,7 @@ def create_app() -> sly.Application:
             project_resolver=services.resolve_project,
             sync=_sync_policy(default_epochs=1),
             after_upload=services.set_output,
+            record_inputs=services.record_inputs,
             cleanup_after_upload=True,
             stop_signals=[lambda: holder["app"].is_stopped()],
             run_context=lambda: holder["app"].handle_stop(graceful=True),

@@ -70,6 +70,10 @@ class SuperviselyState:
         self.team_files_root.mkdir(parents=True, exist_ok=True)
         self.projects: dict[int, RemoteProject] = {}
         self.outputs: dict[int, dict] = {}  # task id -> output set with tasks.output.set
+        self.workflow: list[tuple[str, dict]] = []  # ("input" | "output", the node's body)
+        # projects.versions.reserve: the platform's answer when nothing changed since the
+        # project's current version (this id), so the SDK creates none and the app uses it
+        self.project_version = {"id": 31, "version": 3}
         self.calls: list[str] = []  # every method called, in order
         self.app_content_updates = 0
         self._faults: dict[str, list[int]] = {}
@@ -266,7 +270,25 @@ class _Handler(BaseHTTPRequestHandler):
             "customData": {},
             "createdAt": p.updated_at,
             "updatedAt": p.updated_at,
+            "version": self.state.project_version,
         }
+
+    def m_projects_versions_reserve(self, body: dict) -> None:
+        """No change since the current version: the platform's 400 with ``useExistingVersion``
+        (the SDK then returns the version its map in Team Files names, or none)."""
+        self._json(
+            {"details": {"useExistingVersion": True, "version": self.state.project_version,
+                         "message": "no changes since the last version"}}, status=400,
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- workflow
+    def m_workflow_node_add_input(self, body: dict) -> None:
+        self.state.workflow.append(("input", body))
+        self._json({"success": True})
+
+    def m_workflow_node_add_output(self, body: dict) -> None:
+        self.state.workflow.append(("output", body))
+        self._json({"success": True})
 
     def m_projects_meta(self, body: dict) -> None:
         self._json(self._project(body["id"]).meta)
@@ -400,8 +422,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def m_tasks_info(self, body: dict) -> None:
         """What the SDK's artifacts classes read of a training task."""
+        task_id = int(body["id"])
+        meta = {"app": {"id": 555}}  # the app (module) the task runs: the workflow's link
+        if task_id in self.state.outputs:
+            meta["output"] = self.state.outputs[task_id]  # api.nn.get_experiment_info reads it
         self._json(
-            {"id": int(body["id"]), "workspaceId": 1, "teamId": 1,
+            {"id": task_id, "workspaceId": 1, "teamId": 1, "meta": meta,
              "startedAt": "2026-11-27T10:00:00.000Z", "status": "finished"}
         )  # fmt: skip
 

@@ -35,7 +35,10 @@ def platform(tmp_path, demo_project):
         yield fake
 
 
-def _start_app(fake: FakeSupervisely, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+def _start_app(
+    fake: FakeSupervisely, tmp_path: Path, log_name: str = "app.log", **variables: str | None
+) -> tuple[subprocess.Popen, str]:
+    """The app as the platform starts it; ``variables`` change its environment (None: unset)."""
     port = free_port()
     env = dict(
         os.environ,
@@ -50,7 +53,9 @@ def _start_app(fake: FakeSupervisely, tmp_path: Path) -> tuple[subprocess.Popen,
         SUPERVISELY_PUBLIC_API_RETRY_SLEEP_SEC="0",
     )
     env.pop("PROJECT_DIR", None)
-    log = open(tmp_path / "app.log", "w")  # noqa: SIM115 (closed with the process)
+    for name, value in variables.items():
+        env.pop(name, None) if value is None else env.update({name: value})
+    log = open(tmp_path / log_name, "w")  # noqa: SIM115 (closed with the process)
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "src.main:app", "--host", "127.0.0.1",
          "--port", str(port)],
@@ -65,7 +70,7 @@ def _start_app(fake: FakeSupervisely, tmp_path: Path) -> tuple[subprocess.Popen,
         except httpx.TransportError:
             time.sleep(0.5)
     server.kill()
-    raise AssertionError((tmp_path / "app.log").read_text()[-3000:])
+    raise AssertionError((tmp_path / log_name).read_text()[-3000:])
 
 
 def _ended(server: subprocess.Popen, tmp_path: Path, timeout: float) -> None:
@@ -95,6 +100,8 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     page = httpx.post(f"{base}/sly/data", json={}, timeout=10).json()
     assert page["model_tf"]["teamId"] == TEAM_ID
     assert page["model_tf"]["options"]["initialFolder"] == {"path": "/mmdetection-3/"}
+    # the platform's workflow refuses the inputs: a warning (the SDK's error line), not a failure
+    platform.state.fail("workflow.node.add-input", 500, times=20)
     _train(base, epochs=2, batch_size=4)
     _ended(server, tmp_path, 600)  # app.stop() after the upload ends the process
 
@@ -156,6 +163,44 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     assert converted.project_id == PROJECT_ID and converted.task_id == str(TASK_ID)
     assert converted.model_files == {"config": "/config.py"}
     assert converted.best_checkpoint in {c.name for c in info.checkpoints}
+
+    # the project version the run trained on (the platform's answer: unchanged since version
+    # 31) is in its settings and its experiment; the workflow has the run's folder as output
+    app_state = json.loads((run_dir / "app_state.json").read_text())
+    assert experiment.app_state == "app_state.json" and experiment.project_version == 31
+    assert app_state["project"] == dict(app_state["project"], id=PROJECT_ID, version_id=31)
+    assert "projects.versions.reserve" in platform.state.calls
+    assert "Failed to add input" in (tmp_path / "app.log").read_text()
+    [(kind, node)] = platform.state.workflow
+    assert (kind, node["type"], node["id"]) == ("output", "folder", remote_dir)
+    assert node["node"] == {"type": "task", "id": TASK_ID}
+    best = platform.state.file_id(f"{remote_dir}/{experiment.best_checkpoint}")
+    relation, card = node["meta"]["customRelationSettings"], node["meta"]["customNodeSettings"]
+    assert relation["mainLink"]["url"] == f"/files/{best}/true"  # the checkpoints' folder
+    assert card["mainLink"]["url"] == f"/apps/555/sessions/{TASK_ID}"  # this app session
+
+    # the Experiments page's "train again", continue: a new task of the app with the finished
+    # task's id (no project in its context: the experiment's), every step filled from the run
+    server, base = _start_app(
+        platform, tmp_path, "again.log", TASK_ID="4243", PROJECT_ID=None,
+        **{"modal.state.trainTaskId": str(TASK_ID), "modal.state.trainMode": "continue"},
+    )  # fmt: skip
+    try:
+        st = httpx.post(f"{base}/sly/state", json={}, timeout=10).json()
+        page = httpx.post(f"{base}/sly/data", json={}, timeout=10).json()
+        assert f"from run {TASK_ID}" in page["exp_message"]["text"], page["exp_message"]
+        assert (st["hp_epochs"]["value"], st["hp_train_bs"]["value"]) == (2, 4)
+        assert (st["hp_size"]["value"], st["hp_workers"]["value"]) == (128, 0)
+        assert st["split_tabs"]["value"] == "By datasets"
+        assert st["model_tabs"]["value"] == "Custom weights"
+        assert st["model_w"]["value"] == f"{remote_dir}/{experiment.best_checkpoint}"
+        assert not st["card_hp"]["disabled"]["disabled"]  # filled and open, still editable
+        httpx.post(f"{base}/compose/button_clicked_cb", json={"state": st, "context": {}},
+                   timeout=120)  # fmt: skip
+        text = httpx.post(f"{base}/sly/state", json={}, timeout=10).json()["cfg_editor"]["text"]
+        assert f"/{experiment.best_checkpoint}'" in text.split("load_from = ")[1].split("\n")[0]
+    finally:
+        server.kill()
 
 
 @pytest.mark.slow

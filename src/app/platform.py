@@ -1,8 +1,10 @@
 """The platform's services for the controller, built from an ``sly.Api`` (no environment reads).
 
 Team Files as the artifact store, the project resolver that downloads a run's project (cached by
-id and update time), and the step after a verified upload that shows the run's folder as the
-task's output: the run as an experiment, which the platform's Experiments page lists.
+id and update time), the experiment a training task left (the Experiments page's "train again"),
+the project version and workflow inputs before a run (``src.app.workflow``), and the step after a
+verified upload that shows the run's folder as the task's output (the run as an experiment, which
+the Experiments page lists) and as the workflow's output.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.app.prepare import RequestError
+from src.app.prepare import Prepared, RequestError
+from src.app.workflow import PlatformWorkflow
 from src.data.project import LocalProject, download_project, open_local_project
 from src.data.reader import DatasetError
 from src.runs.layout import EXPERIMENT_INFO
@@ -41,6 +44,7 @@ class PlatformServices:
     resolve_project: Callable[[int | None, str], LocalProject]
     set_output: Callable[[str], None]
     experiment_of_task: Callable[[int], Experiment]
+    record_inputs: Callable[[Prepared], int | None]
 
 
 def platform_services(
@@ -54,6 +58,7 @@ def platform_services(
     headless: no task output to set), where downloaded projects are cached, the first wait
     between upload retries."""
     store = TeamFilesArtifactStore(api, team_id, backoff_s=backoff_s)
+    workflow = PlatformWorkflow(api, team_id, task_id or 0)
 
     def resolve_project(project_id: int | None, project_dir: str) -> LocalProject:
         if project_id is None:
@@ -84,6 +89,15 @@ def platform_services(
             info = json.loads(local.read_text(encoding="utf-8"))
         info["task_id"] = task_id
         api.task.set_output_experiment(task_id, info)
+        workflow.record_output(remote_dir, info.get("best_checkpoint"))
+
+    def record_inputs(prepared: Prepared) -> int | None:
+        """A new run's project version and workflow inputs (headless: none)."""
+        if task_id is None:
+            return None
+        state = prepared.app_state or {}
+        weights = (state.get("hyperparameters") or {}).get("weights_path")  # as the user chose
+        return workflow.record_inputs(prepared.project.project_id, weights)
 
     def experiment_of_task(train_task_id: int) -> Experiment:
         """The experiment a training task set as its output, read as the platform's training
@@ -98,4 +112,4 @@ def platform_services(
         best = f"{folder}/{info.best_checkpoint}" if info.best_checkpoint else None
         return Experiment(train_task_id, folder, best, info.project_id, info.experiment_name)
 
-    return PlatformServices(store, resolve_project, set_output, experiment_of_task)
+    return PlatformServices(store, resolve_project, set_output, experiment_of_task, record_inputs)
