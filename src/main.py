@@ -30,6 +30,7 @@ from src.app.controller import SyncPolicy, TrainingController
 from src.app.end_of_run import RunOutcome
 from src.app.platform import Experiment, platform_services
 from src.app.session import warm_up_imports
+from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
 from src.data.project import open_local_project
 from src.runs.storage import LocalArtifactStore
 from src.ui.app_ui import AppUI
@@ -110,11 +111,22 @@ def _experiment_to_start_from(services) -> tuple[Experiment | None, str]:
         return None, f"cannot start from task {task}'s experiment: {'; '.join(problems)}"
 
 
+def _tensorboard_link(api: sly.Api, task_id: int) -> str:
+    """Where the page's TensorBoard button points on the platform: this session's address
+    (``/net/<session token>``, as the SDK's TrainApp builds it)."""
+    try:
+        token = api.task.get_info_by_id(task_id)["meta"]["sessionToken"]
+        return f"{api.server_address}/net/{token}{PREFIX}/"
+    except Exception:  # an older instance: the link relative to the page
+        return PREFIX.lstrip("/") + "/"
+
+
 def create_app() -> sly.Application:
     _route_logs_to_the_task_log()
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
     app_data = sly.app.get_synced_data_dir()
     holder: dict[str, sly.Application] = {}
+    board = TensorBoard(log_file=os.path.join(app_data, "tensorboard.log"))
     experiment, experiment_problem = None, ""
     if sly.is_production():
         api = sly.Api.from_env()
@@ -145,6 +157,7 @@ def create_app() -> sly.Application:
             sync=_sync_policy(default_epochs=1),
             after_upload=services.set_output,
             record_inputs=services.record_inputs,
+            on_run_start=board.serve,
             cleanup_after_upload=True,
             stop_signals=[lambda: holder["app"].is_stopped()],
             run_context=lambda: holder["app"].handle_stop(graceful=True),
@@ -158,14 +171,16 @@ def create_app() -> sly.Application:
             raise RuntimeError("set PROJECT_DIR to a local Supervisely project (make app does)")
         store = LocalArtifactStore(os.environ.get("TEAM_FILES_DIR", "artifacts/team_files"))
         controller = TrainingController(
-            app_data, store, cache_dir=_cache_dir("datasets"), sync=_sync_policy(None)
-        )
+            app_data, store, cache_dir=_cache_dir("datasets"), sync=_sync_policy(None),
+            on_run_start=board.serve,
+        )  # fmt: skip
         project = open_local_project(project_dir)
     ui = (
-        AppUI(project, controller, team_id=sly.env.team_id())
+        AppUI(project, controller, team_id=sly.env.team_id(),
+              tensorboard_link=_tensorboard_link(api, task_id))
         if sly.is_production()
-        else AppUI(project, controller, local_folder=os.getcwd())
-    )
+        else AppUI(project, controller, local_folder=os.getcwd(), tensorboard_link=PREFIX + "/")
+    )  # fmt: skip
     if sly.is_production() and (experiment is not None or experiment_problem):
         if experiment is not None:  # started from the Experiments page: every step filled
             ui.load_experiment(folder=experiment.folder, best=experiment.best_checkpoint,
@@ -176,12 +191,14 @@ def create_app() -> sly.Application:
     holder["app"] = application
     token = _app_token()
     mount_api(application.get_server(), controller, default_project=project)
+    mount_tensorboard(application.get_server(), board)
     guard_server(application.get_server(), token, on_platform=sly.is_production())
     if not sly.is_production():
         threading.Thread(
             target=_announce_when_listening, args=(token,), name="announce", daemon=True
         ).start()
     application.call_before_shutdown(controller.shutdown)
+    application.call_before_shutdown(board.stop)
     threading.Thread(target=warm_up_imports, name="warm-up", daemon=True).start()
     application.ui = ui  # for tests and debugging
     application.controller = controller

@@ -392,6 +392,15 @@ def test_start_from_an_experiment_fills_every_step_and_keeps_its_edited_config(u
     experiment": every step shows what it trained with, still editable; its edited config comes
     back as the user's edit; "continue" puts its best checkpoint in the Custom weights tab."""
     client, app, root = ui
+    # the run's TensorBoard, served by the app beside its charts (the button opens it)
+    assert data(client)["train_tensorboard"]["link"] == "/tensorboard/"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        tags = client.get("/tensorboard/data/plugin/scalars/tags")
+        if tags.status_code == 200 and tags.json():
+            break
+        time.sleep(0.5)
+    assert any("loss" in run_tags for run_tags in tags.json().values()), tags.text
     run_dir = next((root / "team" / "mmdetection-3").glob("*/app_state.json")).parent
     run_id = json.loads((run_dir / "app_state.json").read_text())["run_id"]
     post(client, "/exp_refresh/button_clicked_cb")

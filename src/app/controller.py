@@ -122,6 +122,7 @@ class TrainingController:
         on_fetch: told before a run that is only in the store is downloaded to be resumed.
         record_inputs: called before a new run trains (on the platform: the project version
             and the workflow's inputs); returns the project version id its settings record.
+        on_run_start: told each run's folder once it trains (a resume too): TensorBoard.
         verbose: the console shows the libraries' output too (mmengine's log at INFO,
             pycocotools' prints, Python warnings); else only errors of mmengine reach it and the
             rest goes to the run's log file (``src.engine.chatter``).
@@ -146,8 +147,10 @@ class TrainingController:
         verbose: bool = False,
         on_fetch: Callable[[RunInfo], None] | None = None,
         record_inputs: Callable[[Prepared], int | None] | None = None,
+        on_run_start: Callable[[Path], None] | None = None,
     ) -> None:
         self.record_inputs = record_inputs
+        self.on_run_start = on_run_start
         self.max_nonfinite = max_nonfinite
         self.console_log_level = "INFO" if verbose else "ERROR"
         self.on_fetch = on_fetch
@@ -507,6 +510,11 @@ class TrainingController:
             target=self._after_run, args=(session, prepared), name="upload", daemon=True
         )
         self._watcher.start()
+        if self.on_run_start is not None:
+            try:
+                self.on_run_start(prepared.work_dir)
+            except Exception as exc:  # a viewer of the run must not fail it
+                logger.warning("run %s: %s", prepared.run_id, exc)
         return prepared.run_id
 
     def _record_inputs(self, prepared: Prepared) -> None:

@@ -45,6 +45,7 @@ class AppUI:
         controller: TrainingController,
         team_id: int | None = None,
         local_folder: str | None = None,
+        tensorboard_link: str | None = None,
     ) -> None:
         self.project = project
         self.controller = controller
@@ -67,7 +68,7 @@ class AppUI:
         self.config = ConfigStep()
         self.model.on_model_changed = self.propose_input_size
         self.propose_input_size(self.model.selected_entry())
-        self.training = TrainingStep()
+        self.training = TrainingStep(tensorboard_link)
         controller.sinks.append(self.training)
         self.next_run_id = controller.new_run_id()  # the composed work dir's name
         self.compose_button = Button("Compose config", widget_id="compose")

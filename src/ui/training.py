@@ -25,10 +25,17 @@ VAL_IMAGES = 4  # validation images drawn after each validation (each a JPEG of 
 class TrainingStep:
     """Widgets of the run, fed by the session's metrics sink (this object) and a status poller."""
 
-    def __init__(self) -> None:
+    def __init__(self, tensorboard_link: str | None = None) -> None:
         self.start_button = Button("Start training", widget_id="train_start")
         self.stop_button = Button("Stop", button_type="danger", widget_id="train_stop")
         self.stop_button.disable()
+        # the current run's TensorBoard, served inside the app (src.app.tensorboard)
+        self.tensorboard_button = Button(
+            "Open TensorBoard", button_type="info", plain=True, icon="zmdi zmdi-chart",
+            link=tensorboard_link, widget_id="train_tensorboard",
+        )  # fmt: skip
+        if not tensorboard_link:
+            self.tensorboard_button.hide()
         self.progress = Text("", widget_id="train_progress")
         self.status = Text("not started", widget_id="train_status")
         self.losses = Chart("Losses", "train_losses")
@@ -45,7 +52,7 @@ class TrainingStep:
             "Training",
             content=Container(
                 [
-                    Flexbox([self.start_button, self.stop_button]),
+                    Flexbox([self.start_button, self.stop_button, self.tensorboard_button]),
                     self.progress,
                     self.status,
                     self.losses.plot,
