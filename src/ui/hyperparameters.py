@@ -226,8 +226,8 @@ class HyperparametersStep:
 
     def set_params(self, p: TrainParams) -> None:
         """Show ``p`` (an experiment's settings): the inverse of :meth:`params`, so that
-        ``params()`` then reads ``p`` back (tests/ui/test_from_experiment.py changes every
-        field). A device this machine does not have keeps the one shown."""
+        ``params()`` then reads ``p`` back (tests/config/test_doors.py sets every field away
+        from its default). A device this machine does not have keeps the one shown."""
         for widget, value in (
             (self.epochs, p.epochs), (self.val_batch, p.val_batch_size),
             (self.train_batch, AUTO_BATCH if p.train_batch_size is None else p.train_batch_size),

@@ -140,3 +140,38 @@ def test_each_declared_widget_is_read_into_the_params():
 
     passed = set(inspect.signature(HyperparametersStep.params).parameters) - {"self"}
     assert passed == {n for n, d in DOORS.items() if d.ui == _STEP}
+
+
+_UI_ROUND_TRIP = r"""
+import dataclasses, json
+from src.config.doors import DOORS, _STEP
+from src.config.params import TrainParams
+from src.ui.hyperparameters import HyperparametersStep
+
+# every setting of the step away from its default (a loaded experiment's), valid on a CPU
+wanted = TrainParams(
+    epochs=33, train_batch_size=5, val_batch_size=3, num_workers=1, input_size=(480, 352),
+    optimizer="SGD", lr=0.0123, weight_decay=0.002, momentum=0.8, nesterov=True,
+    scheduler="step", restart_epochs=4, warmup_iters=50, grad_clip=2.5, checkpoint_interval=2,
+    keep_checkpoints=3, save_best=False, save_last=False, val_interval=3, seed=7, amp=False,
+    evaluate=False, early_stopping_patience=4, early_stopping_min_delta=0.01, frozen_stages=2,
+    max_per_img=50, score_thr=0.05, auto_scale_lr=True, export=("onnx",),
+)
+step = HyperparametersStep()
+step.set_params(wanted)
+got = step.params("object-detection", (), "light", "pretrained")
+shown = {n: d.ui for n, d in DOORS.items() if d.ui not in (None, _STEP)}
+print(json.dumps({n: [repr(getattr(got, n)), repr(getattr(wanted, n))] for n in shown
+                  if getattr(got, n) != getattr(wanted, n) and n not in ("device", "gpus")}))
+"""
+
+
+def test_an_experiments_settings_shown_in_the_step_are_read_back_unchanged():
+    """``set_params`` (Start from an experiment) is the inverse of ``params``: every setting the
+    step shows comes back as loaded (the device: this machine's; no GPUs here)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _UI_ROUND_TRIP], cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {}
