@@ -5,6 +5,9 @@ by project id and update time), artifacts go to Team Files, the newest checkpoin
 every ``CHECKPOINT_SYNC_EPOCHS`` epochs (default 1) and/or ``CHECKPOINT_SYNC_MINUTES`` minutes,
 and after a run is uploaded the task output is set; a finished run ends the app (``app.stop()``),
 a run stopped with the Stop button stays offered for resume until the platform stops the app.
+Started from the Experiments page (``modal.state.trainTaskId``, ``modal.state.trainMode``), every
+step comes up filled with that task's experiment (``src.app.app_state``; its project when the
+context has none). Each run's TensorBoard is served under ``/tensorboard/`` (both places).
 
 Locally (``make app``): ``PROJECT_DIR`` is the Supervisely project to train on, ``TEAM_FILES_DIR``
 the folder standing in for Team Files (default ``artifacts/team_files``), ``SLY_APP_DATA_DIR``
