@@ -168,6 +168,8 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     # 31) is in its settings and its experiment; the workflow has the run's folder as output
     app_state = json.loads((run_dir / "app_state.json").read_text())
     assert experiment.app_state == "app_state.json" and experiment.project_version == 31
+    # what the Experiments page and TrainApp read of a task: the SDK's own call
+    assert platform.api().nn.get_experiment_info(TASK_ID).app_state == "app_state.json"
     assert app_state["project"] == dict(app_state["project"], id=PROJECT_ID, version_id=31)
     assert "projects.versions.reserve" in platform.state.calls
     assert "Failed to add input" in (tmp_path / "app.log").read_text()

@@ -19,3 +19,13 @@ def test_manifest_has_the_platform_fields():
     assert manifest["port"] == 8000
     assert "images_project" in manifest["context_menu"]["target"]
     assert manifest.get("gpu") == "preferred"
+
+
+def test_the_experiments_page_finds_this_app_for_its_runs_experiments():
+    """The platform looks up a run's training app by ``["train", "framework:<its experiment's
+    framework_name>"]`` (the SDK's ``ExperimentGenerator._get_app_train_serve_app_info``): that
+    is how the Experiments page's "train again" opens this app with the run's task."""
+    from src.runs.artifacts import FRAMEWORK_NAME
+
+    manifest = json.loads((Path(__file__).parent.parent / "config.json").read_text())
+    assert {"train", f"framework:{FRAMEWORK_NAME}"} <= set(manifest["categories"])
