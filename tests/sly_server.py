@@ -56,6 +56,7 @@ class RemoteProject:
     updated_at: str
     datasets: list[RemoteDataset] = field(default_factory=list)
     images: list[RemoteImage] = field(default_factory=list)
+    workspace_id: int = 1
 
 
 def _now() -> str:
@@ -71,6 +72,7 @@ class SuperviselyState:
         self.projects: dict[int, RemoteProject] = {}
         self.outputs: dict[int, dict] = {}  # task id -> output set with tasks.output.set
         self.workflow: list[tuple[str, dict]] = []  # ("input" | "output", the node's body)
+        self.workspaces: dict[int, dict] = {1: {"id": 1, "name": "workspace", "teamId": 1}}
         # projects.versions.reserve: the platform's answer when nothing changed since the
         # project's current version (this id), so the SDK creates none and the app uses it
         self.project_version = {"id": 31, "version": 3}
@@ -100,6 +102,8 @@ class SuperviselyState:
                     ann = json.loads((path / "ann" / f"{img.name}.json").read_text())
                     # stored as the server stores what the SDK uploads (subpixel coordinates)
                     ann = Annotation._to_subpixel_coordinate_system_json(ann)
+                    for obj in ann.get("objects", []):  # each a figure with its id
+                        obj["id"] = self.new_id()
                     project.images.append(
                         RemoteImage(self.new_id(), img.name, ds.id, img.read_bytes(), ann, _now())
                     )
@@ -261,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
             "id": p.id,
             "name": p.name,
             "type": "images",
-            "workspaceId": 1,
+            "workspaceId": p.workspace_id,
             "teamId": 1,
             "imagesCount": len(p.images),
             "itemsCount": len(p.images),
@@ -281,7 +285,95 @@ class _Handler(BaseHTTPRequestHandler):
                          "message": "no changes since the last version"}}, status=400,
         )  # fmt: skip
 
-    # ---------------------------------------------------------------- workflow
+    # ------------------------------------------ what the SDK's Model Benchmark creates
+    def m_workspaces_list(self, body: dict) -> None:
+        names = [f["value"] for f in body.get("filter") or [] if f.get("field") == "name"]
+        rows = [w for w in self.state.workspaces.values() if not names or w["name"] in names]
+        self._page(rows, body)
+
+    def m_workspaces_add(self, body: dict) -> None:
+        workspace = {"id": self.state.new_id(), "name": body["name"], "teamId": body["teamId"],
+                     "description": body.get("description", "")}  # fmt: skip
+        self.state.workspaces[workspace["id"]] = workspace
+        self._json(workspace)
+
+    def m_workspaces_visibility_set(self, body: dict) -> None:
+        self._json({"success": True})
+
+    def m_projects_add(self, body: dict) -> None:
+        project = RemoteProject(self.state.new_id(), body["name"], {"classes": [], "tags": []},
+                                _now(), workspace_id=int(body["workspaceId"]))  # fmt: skip
+        self.state.projects[project.id] = project
+        self._json(self._project_json(project))
+
+    def m_projects_archive(self, body: dict) -> None:  # api.project.remove
+        self.state.projects.pop(int(body["id"]), None)
+        self._json({"success": True})
+
+    def m_projects_settings_update(self, body: dict) -> None:
+        self._json({"success": True})
+
+    def m_projects_meta_update(self, body: dict) -> None:
+        """Classes and tags get their ids, as the server gives them."""
+        meta = json.loads(json.dumps(body["meta"]))
+        for entry in [*meta.get("classes", []), *meta.get("tags", [])]:
+            entry.setdefault("id", self.state.new_id())
+        self._project(body["id"]).meta = meta
+        self._json(meta)
+
+    def m_users_me(self, body: dict) -> None:
+        me = {"id": 1, "login": "tester", "role": "admin", "name": "Tester", "email": "t@x.org"}
+        self._json(dict(me, createdAt=_now(), updatedAt=_now()))
+
+    def m_figures_tags_bulk_add(self, body: dict) -> None:
+        """Tags on figures (``api.image.tag.add_to_objects``), by tag meta id and figure id."""
+        p = self._project(body["projectId"])
+        names = {t["id"]: t["name"] for t in p.meta.get("tags", []) if "id" in t}
+        figures = {o["id"]: o for i in p.images for o in i.ann.get("objects", []) if "id" in o}
+        added = []
+        for tag in body["tags"]:
+            entry = {
+                "id": self.state.new_id(),
+                "name": names[tag["tagId"]],
+                "value": tag.get("value"),
+            }
+            figures[tag["figureId"]].setdefault("tags", []).append(entry)
+            added.append({"id": entry["id"], "tagId": tag["tagId"], "figureId": tag["figureId"],
+                          "value": tag.get("value")})  # fmt: skip
+        self._json(added)
+
+    def m_datasets_add(self, body: dict) -> None:
+        p = self._project(body["projectId"])
+        ds = RemoteDataset(self.state.new_id(), body["name"], body.get("parentId"), p.id)
+        p.datasets.append(ds)
+        self._json(self._dataset_json(p, ds))
+
+    def _image_by_id(self, image_id: int) -> RemoteImage:
+        for p in self.state.projects.values():
+            for image in p.images:
+                if image.id == int(image_id):
+                    return image
+        raise KeyError(f"image {image_id}")
+
+    def _project_of_dataset(self, dataset_id: int) -> RemoteProject:
+        for p in self.state.projects.values():
+            if any(d.id == int(dataset_id) for d in p.datasets):
+                return p
+        raise KeyError(f"dataset {dataset_id}")
+
+    def m_images_bulk_add(self, body: dict) -> None:
+        """Images added by id (``api.image.upload_ids``): the same bytes, no annotation."""
+        p = self._project_of_dataset(body["datasetId"])
+        added = []
+        for entry in body["images"]:
+            source = self._image_by_id(entry["imageId"])
+            image = RemoteImage(self.state.new_id(), entry["title"], int(body["datasetId"]),
+                                source.data, {"size": source.ann.get("size", {}), "tags": [],
+                                              "objects": []}, _now())  # fmt: skip
+            p.images.append(image)
+            added.append(image)
+        self._json([self._image_json(i) for i in added])
+
     def m_workflow_node_add_input(self, body: dict) -> None:
         self.state.workflow.append(("input", body))
         self._json({"success": True})
@@ -293,22 +385,27 @@ class _Handler(BaseHTTPRequestHandler):
     def m_projects_meta(self, body: dict) -> None:
         self._json(self._project(body["id"]).meta)
 
+    def _dataset_json(self, p: RemoteProject, d: RemoteDataset) -> dict:
+        return {
+            "id": d.id,
+            "name": d.name,
+            "projectId": p.id,
+            "parentId": d.parent_id,
+            "workspaceId": p.workspace_id,
+            "teamId": 1,
+            "imagesCount": sum(i.dataset_id == d.id for i in p.images),
+            "itemsCount": sum(i.dataset_id == d.id for i in p.images),
+            "createdAt": p.updated_at,
+            "updatedAt": p.updated_at,
+        }
+
     def m_datasets_list(self, body: dict) -> None:
         p = self._project(body["projectId"])
-        rows = [
-            {
-                "id": d.id,
-                "name": d.name,
-                "projectId": p.id,
-                "parentId": d.parent_id,
-                "imagesCount": sum(i.dataset_id == d.id for i in p.images),
-                "itemsCount": sum(i.dataset_id == d.id for i in p.images),
-                "createdAt": p.updated_at,
-                "updatedAt": p.updated_at,
-            }
-            for d in p.datasets
-        ]
-        self._page(rows, body)
+        self._page([self._dataset_json(p, d) for d in p.datasets], body)
+
+    def m_datasets_info(self, body: dict) -> None:
+        p = self._project_of_dataset(body["id"])
+        self._json(self._dataset_json(p, next(d for d in p.datasets if d.id == int(body["id"]))))
 
     def _images_of(self, dataset_id: int) -> list[RemoteImage]:
         for p in self.state.projects.values():
@@ -317,29 +414,31 @@ class _Handler(BaseHTTPRequestHandler):
                 return found
         raise KeyError(f"dataset {dataset_id}")
 
+    def _image_json(self, i: RemoteImage) -> dict:
+        size = i.ann.get("size", {})
+        return {
+            "id": i.id,
+            "name": i.name,
+            "datasetId": i.dataset_id,
+            "projectId": self._project_of_dataset(i.dataset_id).id,
+            "ext": Path(i.name).suffix.lstrip("."),
+            "mime": "image/png",
+            "size": len(i.data),
+            "width": size.get("width"),
+            "height": size.get("height"),
+            "labelsCount": len(i.ann.get("objects", [])),
+            "hash": f"h{i.id}-{i.updated_at}",
+            "tags": [],
+            "meta": {},
+            "createdAt": i.updated_at,
+            "updatedAt": i.updated_at,
+        }
+
+    def m_images_info(self, body: dict) -> None:
+        self._json(self._image_json(self._image_by_id(body["id"])))
+
     def m_images_list(self, body: dict) -> None:
-        rows = []
-        for i in self._images_of(body["datasetId"]):
-            size = i.ann.get("size", {})
-            rows.append(
-                {
-                    "id": i.id,
-                    "name": i.name,
-                    "datasetId": i.dataset_id,
-                    "ext": Path(i.name).suffix.lstrip("."),
-                    "mime": "image/png",
-                    "size": len(i.data),
-                    "width": size.get("width"),
-                    "height": size.get("height"),
-                    "labelsCount": len(i.ann.get("objects", [])),
-                    "hash": f"h{i.id}-{i.updated_at}",
-                    "tags": [],
-                    "meta": {},
-                    "createdAt": i.updated_at,
-                    "updatedAt": i.updated_at,
-                }
-            )
-        self._page(rows, body)
+        self._page([self._image_json(i) for i in self._images_of(body["datasetId"])], body)
 
     def m_images_bulk_download(self, body: dict) -> None:
         by_id = {i.id: i for i in self._images_of(body["datasetId"])}
@@ -349,6 +448,15 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         encoder = MultipartEncoder(fields=fields)
         self._send(200, encoder.to_string(), encoder.content_type)
+
+    def m_annotations_bulk_add(self, body: dict) -> None:
+        """Each object gets a figure id, as the server gives it."""
+        for entry in body["annotations"]:
+            ann = json.loads(json.dumps(entry["annotation"]))
+            for obj in ann.get("objects", []):
+                obj["id"] = self.state.new_id()
+            self._image_by_id(entry["imageId"]).ann = ann
+        self._json({"success": True})
 
     def m_annotations_bulk_info(self, body: dict) -> None:
         by_id = {i.id: i for i in self._images_of(body["datasetId"])}
@@ -377,6 +485,21 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             files = []
         self._json([self.state.file_json(f) for f in files if f.is_file()])
+
+    def m_file_storage_v2_list(self, body: dict) -> None:
+        """``api.storage.list``: files and folders under a path (one page)."""
+        base = self.state.local(body["path"])
+        entries = []
+        if base.is_dir():
+            found = sorted(base.rglob("*") if body.get("recursive") else base.iterdir())
+            for path in found:
+                if path.is_file() and body.get("files", True):
+                    entries.append(dict(self.state.file_json(path), type="file"))
+                elif path.is_dir() and body.get("folders", True):
+                    remote = "/" + path.relative_to(self.state.team_files_root.resolve()).as_posix()
+                    entries.append({"type": "folder", "name": path.name, "path": remote + "/",
+                                    "teamId": 1, "meta": {}})  # fmt: skip
+        self._json({"entities": entries})
 
     def m_file_storage_bulk_upload(self, decoder: MultipartDecoder, query: dict) -> None:
         infos, pending = [], {}

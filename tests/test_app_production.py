@@ -181,6 +181,12 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     assert relation["mainLink"]["url"] == f"/files/{best}/true"  # the checkpoints' folder
     assert card["mainLink"]["url"] == f"/apps/555/sessions/{TASK_ID}"  # this app session
 
+    # the platform's own Model Benchmark report (tests/app/test_platform_report.py builds one):
+    # this two-epoch model finds nothing, so the report is a warning, and nothing is left behind
+    assert "Model Benchmark report was not built" in (tmp_path / "app.log").read_text()
+    assert experiment.evaluation_report_id is None and experiment.evaluation_report_link is None
+    assert set(platform.state.projects) == {PROJECT_ID}
+
     # the Experiments page's "train again", continue: a new task of the app with the finished
     # task's id (no project in its context: the experiment's), every step filled from the run
     server, base = _start_app(

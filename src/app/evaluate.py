@@ -41,6 +41,7 @@ from src.runs.layout import (
     BEST_PREDICTIONS,
     EVALUATION_DIR,
     EVALUATION_METRICS,
+    EVALUATION_PREDICTIONS,
     EVALUATION_REPORT,
     RUN_CONFIG,
 )
@@ -247,8 +248,9 @@ def evaluate_run(
             logger.info("evaluation of %s: predicting the validation split", path.name)
             predictions = _predict(cfg, path, Path(scratch), segmentation)
         gt_dir, pred_dir = write_eval_projects(
-            data_list, data["classes"], predictions, Path(scratch) / "projects", segmentation
-        )
+            data_list, data["classes"], predictions, Path(scratch) / "projects", segmentation,
+            predictions_file=out / EVALUATION_PREDICTIONS,
+        )  # fmt: skip
         if predictions:
             try:
                 mp = _sdk_evaluation(gt_dir, pred_dir, Path(scratch) / "sdk", segmentation)

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.app.platform_report import PlatformReport, build_platform_report
 from src.app.prepare import Prepared, RequestError
 from src.app.workflow import PlatformWorkflow
 from src.data.project import LocalProject, download_project, open_local_project
 from src.data.reader import DatasetError
-from src.runs.layout import EXPERIMENT_INFO
+from src.runs.layout import EVALUATION_DIR, EVALUATION_PREDICTIONS, EXPERIMENT_INFO
 from src.runs.storage import TeamFilesArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,40 @@ def platform_services(
         with tempfile.TemporaryDirectory() as tmp:
             local = store.download(f"{remote_dir}/{EXPERIMENT_INFO}", Path(tmp) / EXPERIMENT_INFO)
             info = json.loads(local.read_text(encoding="utf-8"))
+            report = platform_report(remote_dir, info, Path(tmp))
+            if report is not None:  # the experiment names it, as TrainApp's do
+                info["evaluation_report_id"] = report.report_id
+                info["evaluation_report_link"] = report.link
+                local.write_text(json.dumps(info, indent=1), encoding="utf-8")
+                store.upload_file(local, f"{remote_dir}/{EXPERIMENT_INFO}")
         info["task_id"] = task_id
         api.task.set_output_experiment(task_id, info)
-        workflow.record_output(remote_dir, info.get("best_checkpoint"))
+        workflow.record_output(remote_dir, info.get("best_checkpoint"), report)
+
+    def platform_report(remote_dir: str, info: dict, scratch: Path) -> PlatformReport | None:
+        """The platform's Model Benchmark report of an evaluated run (its predictions are in
+        ``evaluation/``); None when the run was not evaluated or the report failed (a
+        warning: the run, its metrics and its own report stand)."""
+        predictions = f"{remote_dir}/{EVALUATION_DIR}/{EVALUATION_PREDICTIONS}"
+        if info.get("project_id") is None or not store.exists(predictions):
+            return None
+        try:
+            local = store.download(predictions, scratch / EVALUATION_PREDICTIONS)
+            data = json.loads(local.read_text(encoding="utf-8"))
+            project = resolve_project(int(info["project_id"]), "")
+            report = build_platform_report(
+                api, team_id, int(task_id or 0), project_id=int(info["project_id"]),
+                project_dir=project.directory, predictions=data,
+                segmentation=info.get("task_type") == "instance segmentation",
+                model_name=str(info.get("model_name")),
+                checkpoint_name=str(info.get("best_checkpoint")), remote_run_dir=remote_dir,
+                work_dir=scratch / "model_benchmark",
+            )  # fmt: skip
+        except Exception as exc:
+            logger.warning("the platform's Model Benchmark report was not built: %s", exc)
+            return None
+        logger.info("Model Benchmark report: %s", report.link)
+        return report
 
     def record_inputs(prepared: Prepared) -> int | None:
         """A new run's project version and workflow inputs (headless: none)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 APP_NAME = "Train MMDetection 3"
+REPORT_LINK_FILE = "Model Evaluation Report.lnk"  # what the SDK's benchmark writes beside a run
 
 
 class PlatformWorkflow:
@@ -80,9 +81,12 @@ class PlatformWorkflow:
             )
         return version_id
 
-    def record_output(self, remote_dir: str, best_checkpoint: str | None) -> None:
+    def record_output(
+        self, remote_dir: str, best_checkpoint: str | None, report: Any = None
+    ) -> None:
         """After a verified upload: the run's folder as the workflow's output, its card linking
-        the checkpoints' folder and this app session."""
+        the checkpoints' folder and this app session; and the platform's Model Benchmark
+        report (``report``: a ``PlatformReport``) as an output of its own, as TrainApp adds it."""
         from supervisely.api.app_api import WorkflowMeta, WorkflowSettings
 
         try:
@@ -110,5 +114,22 @@ class PlatformWorkflow:
             )
             meta = WorkflowMeta(relation_settings=relation, node_settings=node)
             self.api.app.workflow.add_output_folder(remote_dir, task_id=self.task_id, meta=meta)
+            if report is not None:
+                link = self.api.file.get_info_by_path(
+                    self.team_id, f"{remote_dir.rstrip('/')}/{REPORT_LINK_FILE}"
+                )
+                benchmark = WorkflowSettings(
+                    title="Model Benchmark",
+                    icon="assignment",
+                    icon_color="#674EA7",
+                    icon_bg_color="#CCCCFF",
+                    url=f"/model-benchmark?id={report.report_id}",
+                    url_title="Open Report",
+                )
+                if link is not None:
+                    self.api.app.workflow.add_output_file(
+                        link, task_id=self.task_id,
+                        meta=WorkflowMeta(relation_settings=benchmark, node_settings=node),
+                    )  # fmt: skip
         except Exception as exc:
             logger.warning("the platform's workflow did not record this run's output: %s", exc)

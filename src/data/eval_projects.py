@@ -123,10 +123,14 @@ def write_eval_projects(
     predictions: Iterable[dict],
     root: str | Path,
     segmentation: bool,
+    predictions_file: str | Path | None = None,
 ) -> tuple[Path, Path]:
     """(ground truth, predictions) projects under ``root``, from a split's data list (the
     reader's instances) and mmdet's COCO-format results (``image_id``, ``category_id`` 1-based
-    in ``classes`` order, ``bbox`` [x, y, w, h], ``score``, and ``segmentation`` RLE for masks)."""
+    in ``classes`` order, ``bbox`` [x, y, w, h], ``score``, and ``segmentation`` RLE for masks).
+    ``predictions_file``: both also as one JSON, ``{"meta": ..., "annotations": {item_name:
+    prediction}, "ground_truth": {item_name: annotation}}`` (what the platform's report uploads:
+    ``src.app.platform_report``)."""
     root = Path(root)
     images = [
         {k: info[k] for k in ("item_name", "height", "width", "img_path")} | {"id": info["img_id"]}
@@ -154,6 +158,21 @@ def write_eval_projects(
         if obj is not None:
             pred.setdefault(det["image_id"], []).append(obj)
     meta = _meta(classes, segmentation)
+    if predictions_file is not None:
+
+        def annotations(objects_of: dict[int, list[dict]]) -> dict[str, dict]:
+            return {
+                image["item_name"]: {
+                    "size": {"height": image["height"], "width": image["width"]},
+                    "tags": [],
+                    "description": "",
+                    "objects": objects_of.get(image["id"], []),
+                }
+                for image in images
+            }
+
+        both = {"meta": meta, "annotations": annotations(pred), "ground_truth": annotations(gt)}
+        Path(predictions_file).write_text(json.dumps(both), encoding="utf-8")
     return (
         _write_project(root / "ground_truth", images, gt, meta),
         _write_project(root / "predictions", images, pred, meta),

@@ -24,6 +24,7 @@ from src.runs.layout import (
     APP_STATE,
     EVALUATION_DIR,
     EVALUATION_METRICS,
+    EVALUATION_PREDICTIONS,
     EVALUATION_REPORT,
     EVALUATION_SPEED,
     EXPERIMENT_INFO,
@@ -198,7 +199,7 @@ def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
         return None
     target = out_dir / EVALUATION_DIR
     target.mkdir()
-    for name in (EVALUATION_SPEED, EVALUATION_METRICS, EVALUATION_REPORT):
+    for name in (EVALUATION_SPEED, EVALUATION_METRICS, EVALUATION_REPORT, EVALUATION_PREDICTIONS):
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
     return json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None

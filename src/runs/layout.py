@@ -118,6 +118,8 @@ EVALUATION_DIR = "evaluation"
 EVALUATION_METRICS = "metrics.json"
 EVALUATION_REPORT = "report.html"
 EVALUATION_SPEED = "speed.json"  # the exported model's speed test (src.app.export)
+# the evaluated predictions as Supervisely annotations by item (the platform's report uploads them)
+EVALUATION_PREDICTIONS = "predictions.json"
 # Exports of the best checkpoint (``src.app.export``): ``<checkpoint>.onnx`` / ``.engine`` and the
 # class names by index, the SDK's TrainApp layout; uploaded as they are.
 EXPORT_DIR = "export"
