@@ -43,6 +43,8 @@ class RunCatalog:
         self.app_data_dir = app_data_dir
         self.store = store
         self._reading: tuple[float, list[RemoteFile], list[RunInfo]] | None = None
+        # experiment_info.json of each uploaded run, by its (path, size) in the store's listing
+        self._infos: dict[tuple[str, int], dict[str, Any]] = {}
 
     def runs(self) -> list[dict[str, Any]]:
         """Resumable runs: those in app data, then those only in the store (Team Files)."""
@@ -61,7 +63,8 @@ class RunCatalog:
 
     def experiments(self) -> list[dict[str, Any]]:
         """The store's uploaded runs (those with ``experiment_info.json``): what a new run can
-        start from, newest first (run id, model, project, when, folder, best checkpoint)."""
+        start from, newest first (run id, model, project, when, folder, best checkpoint). Each
+        run's file is downloaded once (again when its size changes), not on every call."""
         rows = []
         root_depth = ARTIFACTS_ROOT.count("/") + 2
         suffix = f"/{EXPERIMENT_INFO}"
@@ -69,7 +72,9 @@ class RunCatalog:
             if not (f.path.endswith(suffix) and f.path.count("/") == root_depth):
                 continue
             folder = f.path[: -len(suffix)]
-            info = self._read_json(f.path) or {}
+            if (f.path, f.size) not in self._infos:  # read once per version of the file
+                self._infos[(f.path, f.size)] = self._read_json(f.path) or {}
+            info = self._infos[(f.path, f.size)]
             run_id = str(info.get("experiment_name") or "").split(" ")[0]
             best = info.get("best_checkpoint")
             if not run_id or not Path(folder).name.startswith(f"{run_id}_"):
