@@ -201,6 +201,12 @@ def _print_summary(summary: dict) -> None:
             print(f"{'':<12} {s['images_without_objects']} images without objects ({kept})")
         for reason, n in (s.get("skipped") or {}).items():
             print(f"{'':<12} skipped {n} objects: {reason}")
+        if balance := s.get("class_balance"):
+            per_class = balance["images_per_class"].items()
+            shown = ", ".join(f"{c} {a} -> {b}" for c, (a, b) in per_class)
+            (before, after), thr = balance["images"], balance["oversample_thr"]
+            print(f"{'':<12} class balance {thr:g}: {before} -> {after} images an epoch; "
+                  f"images per class: {shown}")  # fmt: skip
     for i, line in enumerate(summary.get("input_shapes") or []):
         print(f"{'input shapes' if i == 0 else '':<12} {line}")
     for warning in summary.get("warnings") or []:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from src.config.compose import relocate_run
+from src.config.compose import relocate_run, train_dataset_cfg
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.data.eval_projects import write_eval_projects
@@ -112,7 +112,7 @@ def _split_config(cfg: Any, work_dir: Path, split: str, project_dir: str | None)
     if project_dir is not None:
         relocate_run(cfg, work_dir, project_dir)
     if split == "train":
-        val, train = cfg.val_dataloader.dataset, cfg.train_dataloader.dataset
+        val, train = cfg.val_dataloader.dataset, train_dataset_cfg(cfg)
         for key in ("datasets", "items"):
             val[key] = train.get(key)
         val["coco_gt_file"] = str(work_dir / "coco_gt_train.json")

@@ -21,7 +21,13 @@ from mmengine.config import Config
 from src.app.augment_preview import check_pipeline_on_an_image
 from src.config import zoo
 from src.config.augmentations import augmentation_transforms
-from src.config.compose import apply_owned_settings, build_config, compose_from_zoo, relocate_run
+from src.config.compose import (
+    apply_owned_settings,
+    build_config,
+    compose_from_zoo,
+    relocate_run,
+    train_dataset_cfg,
+)
 from src.config.input_shapes import padding_problems
 from src.config.metadata import KEY as METADATA_KEY
 from src.config.metadata import RunMetadata
@@ -350,8 +356,13 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
     problems: list[str] = []
     for split in ("train", "val"):
         # a check writes nothing into the run folder (the run writes its COCO ground truth)
+        own = (
+            train_dataset_cfg(prepared.cfg)
+            if split == "train"
+            else prepared.cfg.val_dataloader.dataset
+        )
         dataset_cfg = {
-            **prepared.cfg[f"{split}_dataloader"].dataset, "coco_gt_file": None,
+            **own, "coco_gt_file": None,
             "serialize_data": False,  # a check: no packing for data-loader workers
         }  # fmt: skip
         try:
@@ -370,6 +381,10 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
                 )
             else:
                 datasets[split] = dataset
+            if split == "train" and len(dataset):
+                balance = class_balance_stats(prepared.cfg, dataset)
+                if balance is not None:
+                    stats[split]["class_balance"] = balance
         except Exception as exc:
             problems.append(f"{split} dataset: {exc}")
     if "train" in datasets and prepared.params.augmentation == CUSTOM_AUGMENTATION:
@@ -378,6 +393,34 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
         except ConfigError as exc:
             problems.append(str(exc))
     return stats, datasets, problems
+
+
+def class_balance_stats(cfg: Config, dataset: Any) -> dict[str, Any] | None:
+    """With class balance (mmdet's ``ClassBalancedDataset`` around the train set): images per
+    class before and after the repeats, and the images in all (None without it)."""
+    wrapper = cfg.train_dataloader.dataset
+    if wrapper.get("type") != "ClassBalancedDataset":
+        return None
+    from collections import Counter
+
+    from mmengine.dataset import ClassBalancedDataset
+
+    from src.engine import patches
+
+    patches.apply()
+    balanced = ClassBalancedDataset(dataset=dataset, oversample_thr=wrapper.oversample_thr)
+    repeats = Counter(balanced.repeat_indices)
+    classes = list(dataset.metainfo["classes"])
+    before, after = Counter(), Counter()
+    for index in range(len(dataset)):
+        for label in set(dataset.get_cat_ids(index)):
+            before[classes[label]] += 1
+            after[classes[label]] += repeats[index]
+    return {
+        "oversample_thr": float(wrapper.oversample_thr),
+        "images": [len(dataset), len(balanced)],
+        "images_per_class": {c: [before[c], after[c]] for c in classes},
+    }
 
 
 def check_data(prepared: Prepared) -> None:
@@ -555,7 +598,7 @@ def prepare_resume(
             [f"run {run.run_id} already trained all {run.epoch} epochs: pass more epochs"]
         )
     metadata = RunMetadata.of(cfg)
-    project_dir = cfg.train_dataloader.dataset.get("project_dir")
+    project_dir = train_dataset_cfg(cfg).get("project_dir")
     try:
         project = project_resolver(metadata.project_id, project_dir)
     except DatasetError as exc:

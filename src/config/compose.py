@@ -174,6 +174,8 @@ def relocate_run(
     cfg.work_dir = str(work_dir)
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
         dataset = (cfg.get(key) or {}).get("dataset")
+        if isinstance(dataset, dict) and dataset.get("type") == "ClassBalancedDataset":
+            dataset = dataset.get("dataset")
         if not isinstance(dataset, dict):
             continue
         dataset["project_dir"] = str(project_dir)
@@ -429,10 +431,36 @@ def _split_kwargs(data: DatasetSpec, split: str) -> dict[str, Any]:
 def _dataset_cfg(
     old: dict | None, params: TrainParams, data: DatasetSpec, split: str, run: RunSpec
 ) -> dict:
-    """Our dataset for one split; keeps the pipeline of the given loader config."""
+    """Our dataset for one split; keeps the pipeline of the given loader config, and for the
+    train split mmdet's ``ClassBalancedDataset`` around it when the config has one (class
+    balance: the settings put it there, or the user's text does). Other wrappers are dropped.
+
+    The wrapper carries ``selected_classes`` too: the serving app reads the run's classes from
+    ``train_dataloader.dataset.selected_classes`` (``src.engine.patches`` lets the wrapper take
+    it)."""
     pipeline = (old or {}).get("pipeline")
     if old and old.get("type") in {"RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset"}:
         pipeline = old.get("dataset", {}).get("pipeline") or pipeline
+    ours = _our_dataset_cfg(pipeline, params, data, split, run)
+    if split == "train" and old and old.get("type") == "ClassBalancedDataset":
+        return dict(
+            type="ClassBalancedDataset",
+            oversample_thr=float(old.get("oversample_thr", params.class_balance)),
+            selected_classes=list(params.classes),
+            dataset=ours,
+        )
+    return ours
+
+
+def train_dataset_cfg(cfg: Any) -> dict:
+    """The run's own train dataset config: inside the class-balance wrapper when it has one."""
+    dataset = cfg.train_dataloader.dataset
+    return dataset.dataset if dataset.get("type") == "ClassBalancedDataset" else dataset
+
+
+def _our_dataset_cfg(
+    pipeline: list | None, params: TrainParams, data: DatasetSpec, split: str, run: RunSpec
+) -> dict:
     return dict(
         type="SuperviselyDataset",
         project_dir=str(data.project_dir),
@@ -461,6 +489,11 @@ def _set_data(
         sampler=dict(type="DefaultSampler", shuffle=True),
         dataset=dict(pipeline=cfg.train_pipeline),
     )
+    if params.class_balance > 0:  # mmdet's repeat-factor sampling, as mmdet spells it
+        cfg.train_dataloader.dataset = dict(
+            type="ClassBalancedDataset", oversample_thr=params.class_balance,
+            dataset=cfg.train_dataloader.dataset,
+        )  # fmt: skip
     cfg.val_dataloader = dict(
         batch_size=params.val_batch_size,
         num_workers=workers,

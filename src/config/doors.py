@@ -126,6 +126,9 @@ DOORS: dict[str, Door] = {
                       "score_thr"),
     "auto_scale_lr": Door("scale the learning rate by batch size / the zoo config's base batch "
                           "size (mmengine)", "--auto-scale-lr", "auto_scale"),
+    "class_balance": Door("repeat the images of rare classes (mmdet's ClassBalancedDataset): a "
+                          "class in fewer than this fraction of the images gets its images "
+                          "repeated; 0: off", "--class-balance", "class_balance"),
     "export": Door("after a finished run, export the best checkpoint: onnx (ONNX Runtime), "
                    "tensorrt (an engine built from the ONNX file; needs a GPU with TensorRT)",
                    "--export", "export", generated=False),

@@ -107,6 +107,9 @@ class TrainParams:
     # after a finished run, the best checkpoint exported to these (EXPORT_FORMATS); TensorRT
     # builds from the ONNX file, so it implies ONNX
     export: tuple[str, ...] = ()
+    # repeat-factor sampling of the images of rare classes (mmdet's ClassBalancedDataset): its
+    # oversample_thr, the image frequency under which a class's images repeat; 0: off
+    class_balance: float = 0.0
 
     @property
     def batch(self) -> int:
@@ -162,6 +165,11 @@ class TrainParams:
                 problems.append(f"{name} must be from {low} to {high} (or unset), got {value}")
         if self.score_thr is not None and not 0.0 <= self.score_thr < 1.0:
             problems.append(f"score_thr must be from 0 to 1 (or unset), got {self.score_thr}")
+        if not 0.0 <= self.class_balance <= 1.0:
+            problems.append(
+                f"class_balance must be from 0 (off) to 1 (the image frequency under which a "
+                f"class's images are repeated), got {self.class_balance}"
+            )
         if not 0.0 <= self.early_stopping_min_delta <= 1.0:
             problems.append(
                 f"early_stopping_min_delta must be from 0 to 1, got {self.early_stopping_min_delta}"

@@ -84,7 +84,7 @@ class SuperviselyDataset(BaseDetDataset):
         sample the pipeline dropped draws its replacement from them too."""
         if isinstance(idx, SampleIndex):
             in_worker = torch.utils.data.get_worker_info() is not None
-            with seeded(idx.seed, idx.epoch, int(idx), restore=not in_worker):
+            with seeded(idx.seed, idx.epoch, idx.draw, restore=not in_worker):
                 return super().__getitem__(int(idx))
         return super().__getitem__(idx)
 

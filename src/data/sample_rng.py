@@ -28,18 +28,20 @@ class SampleIndex(int):
 
     seed: int
     epoch: int
+    draw: int  # what the draws are seeded with: the sampler's index (a repeat's own)
 
-    def __new__(cls, index: int, seed: int, epoch: int) -> SampleIndex:
+    def __new__(cls, index: int, seed: int, epoch: int, draw: int | None = None) -> SampleIndex:
         value = super().__new__(cls, index)
         value.seed = int(seed)
         value.epoch = int(epoch)
+        value.draw = int(index if draw is None else draw)
         return value
 
     def __reduce__(self):
-        return (SampleIndex, (int(self), self.seed, self.epoch))
+        return (SampleIndex, (int(self), self.seed, self.epoch, self.draw))
 
     def __repr__(self) -> str:
-        return f"SampleIndex({int(self)}, seed={self.seed}, epoch={self.epoch})"
+        return f"SampleIndex({int(self)}, seed={self.seed}, epoch={self.epoch}, draw={self.draw})"
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from src.config.compose import train_dataset_cfg
 from src.config.metadata import RunMetadata
 from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 
@@ -176,7 +177,7 @@ class TrainStepProbe:
         init_default_scope(cfg.get("default_scope", "mmdet"))
         self.memory = memory
         if dataset is None:
-            dataset_cfg = {**cfg.train_dataloader.dataset, "coco_gt_file": None,
+            dataset_cfg = {**train_dataset_cfg(cfg), "coco_gt_file": None,
                            "serialize_data": False}  # fmt: skip
             dataset = DATASETS.build(dataset_cfg)
         self.sample = worst_case_sample(dataset)

@@ -6,6 +6,10 @@ shape check, the evaluation, the zoo probe). Importing our modules patches nothi
   crash-safely (:func:`src.runs.checkpoint_io.install_into_mmengine`).
 - mmdet 3.3.0: the smallest change to its classes that restores the documented behaviour of an
   offered architecture, each naming its upstream report.
+- mmengine's ``ClassBalancedDataset`` (class balance): it hands the train sampler's
+  ``SampleIndex`` on (an image's repeats are seeded by their own sampler index, so each repeat
+  draws its own augmentation, and a resumed run draws the same ones), and it takes the serving
+  app's ``selected_classes`` key (``src.config.compose``), which it ignores.
 """
 
 from __future__ import annotations
@@ -29,4 +33,27 @@ def apply() -> None:
     # With no loss_cls the check falls through to softmax scores, as in mmdet 3.0.
     if not hasattr(SSDHead, "loss_cls"):
         SSDHead.loss_cls = None
+    _patch_class_balanced_dataset()
     _applied = True
+
+
+def _patch_class_balanced_dataset() -> None:
+    from mmengine.dataset import ClassBalancedDataset
+
+    from src.data.sample_rng import SampleIndex
+
+    original_init = ClassBalancedDataset.__init__
+
+    def __init__(self, *args, selected_classes=None, **kwargs):
+        original_init(self, *args, **kwargs)
+
+    def __getitem__(self, idx):
+        if not self._fully_initialized:
+            self.full_init()
+        ori_index = self._get_ori_dataset_idx(int(idx))
+        if isinstance(idx, SampleIndex):
+            ori_index = SampleIndex(ori_index, idx.seed, idx.epoch, draw=int(idx))
+        return self.dataset[ori_index]
+
+    ClassBalancedDataset.__init__ = __init__
+    ClassBalancedDataset.__getitem__ = __getitem__

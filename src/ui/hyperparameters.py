@@ -85,6 +85,7 @@ class HyperparametersStep:
         self.frozen.set_value(MODEL_DEFAULT)
         self.max_dets = _number(0, "hp_max_dets", 0, 10_000)
         self.score_thr = _number(0, "hp_score_thr", 0, 0.99, 0.01, 3)
+        self.class_balance = _number(d.class_balance, "hp_class_balance", 0, 1, 0.01, 3)
         self.auto_scale = Checkbox(
             "Auto-scale the LR by batch size / the model's base batch size", False, "hp_autoscale"
         )
@@ -164,6 +165,11 @@ class HyperparametersStep:
             (self.frozen, "Frozen backbone stages"),
             (self.max_dets, "Validation: max detections per image (0: the model's)"),
             (self.score_thr, "Validation: min score (0: the model's)"),
+            (
+                self.class_balance,
+                "Class balance: repeat the images of classes in fewer than "
+                "this fraction of the images (mmdet's ClassBalancedDataset; 0: off)",
+            ),
             (self.device, "Device"),
             *([(self.gpus, "Or train on several GPUs (batch size per GPU)")] if multi_gpu else []),
             (self.seed, "Seed"),
@@ -220,6 +226,7 @@ class HyperparametersStep:
             frozen_stages=None if frozen == MODEL_DEFAULT else int(frozen),
             max_per_img=int(self.max_dets.get_value() or 0) or None,
             score_thr=float(self.score_thr.get_value() or 0) or None,
+            class_balance=float(self.class_balance.get_value() or 0),
             auto_scale_lr=self.auto_scale.is_checked(),
             export=tuple(self.export.get_value() or ()),
         )
@@ -238,7 +245,7 @@ class HyperparametersStep:
             (self.seed, p.seed), (self.momentum, p.momentum),
             (self.restart_epochs, p.restart_epochs), (self.patience, p.early_stopping_patience),
             (self.min_delta, p.early_stopping_min_delta), (self.max_dets, p.max_per_img or 0),
-            (self.score_thr, p.score_thr or 0),
+            (self.score_thr, p.score_thr or 0), (self.class_balance, p.class_balance),
         ):  # fmt: skip
             widget.value = value
         self.set_input_size(*p.input_size)

@@ -155,7 +155,7 @@ wanted = TrainParams(
     scheduler="step", restart_epochs=4, warmup_iters=50, grad_clip=2.5, checkpoint_interval=2,
     keep_checkpoints=3, save_best=False, save_last=False, val_interval=3, seed=7, amp=False,
     evaluate=False, early_stopping_patience=4, early_stopping_min_delta=0.01, frozen_stages=2,
-    max_per_img=50, score_thr=0.05, auto_scale_lr=True, export=("onnx",),
+    max_per_img=50, score_thr=0.05, auto_scale_lr=True, export=("onnx",), class_balance=0.3,
 )
 step = HyperparametersStep()
 step.set_params(wanted)

@@ -300,3 +300,10 @@ def test_sigkill_during_training_resumes_from_the_newest_complete_checkpoint(
     assert not (app / "killed" / "epoch_2.pth").exists()
     _cli_resume(None, app, team)  # the newest
     assert_same_weights(straight_cli_run, app / "killed" / "epoch_2.pth")
+
+
+def test_class_balance_resumed_mid_epoch_equals_a_run_without_workers(mixed_project, tmp_path):
+    """With mmdet's ClassBalancedDataset around the train set (12 images repeated to 17: 9
+    iterations an epoch), a run stopped in its 2nd epoch and resumed with 2 workers ends
+    bit-identical: the sampler's index reaches each repeat through the wrapper."""
+    _stop_and_resume(mixed_project, tmp_path, RTMDET, k=12, class_balance=0.5)
