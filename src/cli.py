@@ -166,6 +166,7 @@ def _train_params(args: argparse.Namespace):
         gpus=args.gpus or (),
         nproc=1 if args.nproc is None else args.nproc,
         export=args.export,
+        ignore=tuple(n.strip() for n in (args.ignore or "").split(",") if n.strip()),
     )
 
 
@@ -201,6 +202,9 @@ def _print_summary(summary: dict) -> None:
             print(f"{'':<12} {s['images_without_objects']} images without objects ({kept})")
         for reason, n in (s.get("skipped") or {}).items():
             print(f"{'':<12} skipped {n} objects: {reason}")
+        if ignored := s.get("ignore_regions"):
+            regions = ", ".join(f"{name} {n}" for name, n in ignored.items())
+            print(f"{'':<12} {sum(ignored.values())} ignore regions ({regions})")
         if balance := s.get("class_balance"):
             per_class = balance["images_per_class"].items()
             shown = ", ".join(f"{c} {a} -> {b}" for c, (a, b) in per_class)
@@ -756,6 +760,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     for option in generated_cli_options():
         tr.add_argument(option.flag, dest=option.dest, **option.kwargs)
     tr.add_argument(DOORS["classes"].cli, help="comma-separated class names (default: all)")
+    tr.add_argument(
+        DOORS["ignore"].cli, metavar="NAME[,NAME]",
+        help="comma-separated class or tag names whose objects are ignore regions (crowds, areas "
+        "that must not count): not trained as objects, never a miss or a false positive",
+    )  # fmt: skip
     tr.add_argument(
         DOORS["epochs"].cli, type=int, default=None, help=f"default {d.epochs} (resume: as planned)"
     )

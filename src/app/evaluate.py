@@ -126,7 +126,9 @@ def val_split_args(cfg: Any) -> dict[str, Any]:
     """The validation dataset's arguments, as the run trained with them."""
     dataset = cfg.val_dataloader.dataset
     keys = ("project_dir", "datasets", "items", "keep_empty_images", "cache_dir", "task")
-    return {k: dataset.get(k) for k in keys} | {"classes": list(dataset.classes)}
+    return {k: dataset.get(k) for k in keys} | {
+        "classes": list(dataset.classes), "ignore": list(dataset.get("ignore_regions") or []),
+    }  # fmt: skip
 
 
 def _kept_predictions(work_dir: Path, checkpoint: Path, segmentation: bool) -> tuple[list, dict]:
@@ -236,7 +238,7 @@ def evaluate_run(
     task = "instance-segmentation" if segmentation else "object-detection"
     data_list, _ = load_split(
         data["project_dir"], data["classes"], task, data["datasets"], data["items"],
-        data["keep_empty_images"], data["cache_dir"],
+        data["keep_empty_images"], data["cache_dir"], ignore=data["ignore"],
     )  # fmt: skip
     out = work_dir / EVALUATION_DIR
     out.mkdir(exist_ok=True)

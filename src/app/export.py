@@ -141,7 +141,7 @@ def validation_images(cfg, limit: int = 8) -> list:
     data = val_split_args(cfg)
     data_list, _ = load_split(
         data["project_dir"], data["classes"], data["task"], data["datasets"], data["items"],
-        data["keep_empty_images"], data["cache_dir"],
+        data["keep_empty_images"], data["cache_dir"], ignore=data["ignore"],
     )  # fmt: skip
     return [cv2.imread(info["img_path"]) for info in data_list[:limit]]
 

@@ -234,6 +234,20 @@ def _class_problems(classes: list[str], project: LocalProject) -> list[str]:
     ]
 
 
+def _ignore_problems(ignore: tuple[str, ...], project: LocalProject) -> list[str]:
+    """Ignore-region names must be classes or tags of the project (a typo would ignore nothing)."""
+    from src.data.project import tags_of
+
+    known = set(project.classes) | set(tags_of(project))
+    unknown = [n for n in ignore if n not in known]
+    if not unknown:
+        return []
+    return [
+        f"ignore regions {unknown} are neither classes nor tags of the project; it has classes "
+        f"{', '.join(project.classes) or 'none'} and tags {', '.join(tags_of(project)) or 'none'}"
+    ]
+
+
 def prepare(request: TrainRequest) -> Prepared:
     """Validate and compose; raises :class:`RequestError` listing every problem found."""
     problems: list[str] = []
@@ -247,8 +261,10 @@ def prepare(request: TrainRequest) -> Prepared:
     source = _model_source(request, problems)
     classes = list(request.classes or [])
     if project is not None:
-        classes = classes or list(project.classes)
+        # every class by default, but for the classes named as ignore regions
+        classes = classes or [c for c in project.classes if c not in request.params.ignore]
         problems.extend(_class_problems(classes, project))
+        problems.extend(_ignore_problems(request.params.ignore, project))
     params = replace(request.params, classes=tuple(classes))
     if source.entry is not None:
         problems.extend(_entry_problems(source.entry, request.params))

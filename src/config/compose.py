@@ -473,6 +473,7 @@ def _our_dataset_cfg(
         test_mode=split != "train",
         pipeline=pipeline or [],
         **_split_kwargs(data, split),
+        **({"ignore_regions": list(params.ignore)} if params.ignore else {}),
     )
 
 

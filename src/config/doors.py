@@ -126,6 +126,9 @@ DOORS: dict[str, Door] = {
                       "score_thr"),
     "auto_scale_lr": Door("scale the learning rate by batch size / the zoo config's base batch "
                           "size (mmengine)", "--auto-scale-lr", "auto_scale"),
+    "ignore": Door("class or tag names whose objects are ignore regions (crowds, areas that "
+                   "must not count): not trained as objects, never a miss or a false positive",
+                   "--ignore", _STEP, generated=False),
     "class_balance": Door("repeat the images of rare classes (mmdet's ClassBalancedDataset): a "
                           "class in fewer than this fraction of the images gets its images "
                           "repeated; 0: off", "--class-balance", "class_balance"),

@@ -110,6 +110,10 @@ class TrainParams:
     # repeat-factor sampling of the images of rare classes (mmdet's ClassBalancedDataset): its
     # oversample_thr, the image frequency under which a class's images repeat; 0: off
     class_balance: float = 0.0
+    # class or object-tag names whose objects are regions that must not count (crowds, "ignore"
+    # areas): mmdet's ignore_flag / COCO's iscrowd, never trained as objects, never a miss or a
+    # false positive in validation and the evaluation (src.data.reader)
+    ignore: tuple[str, ...] = ()
 
     @property
     def batch(self) -> int:
@@ -145,6 +149,12 @@ class TrainParams:
             problems.append("no classes selected: choose at least one class to train on")
         if len(set(self.classes)) != len(self.classes):
             problems.append(f"classes contain duplicates: {list(self.classes)}")
+        both = sorted(set(self.ignore) & set(self.classes))
+        if both:
+            problems.append(
+                f"classes and ignore regions contradict: {', '.join(both)} cannot be trained as a "
+                "class and ignored (drop it from one)"
+            )
         problems += self._range_problems()
         problems += self._optimization_problems()
         problems += self._augmentation_problems()

@@ -117,6 +117,18 @@ def _write_project(
     return root
 
 
+def _in_ignore_region(det: dict, ignored: dict[int, list]) -> bool:
+    """Whether a prediction lies in an ignore region of its image (half of its box or more, as
+    COCO matches a detection to a crowd region): then it is neither a match nor a false
+    positive, and it is left out of the SDK evaluators' input, which know no ignore regions."""
+    x, y, w, h = det["bbox"]
+    for x1, y1, x2, y2 in ignored.get(det["image_id"], ()):
+        overlap = max(0.0, min(x + w, x2) - max(x, x1)) * max(0.0, min(y + h, y2) - max(y, y1))
+        if w > 0 and h > 0 and overlap >= 0.5 * w * h:
+            return True
+    return False
+
+
 def write_eval_projects(
     data_list: list[dict],
     classes: list[str],
@@ -138,8 +150,13 @@ def write_eval_projects(
     ]
     gt: dict[int, list[dict]] = {}
     oid = 0
+    ignored = {info["img_id"]: [i["bbox"] for i in info["instances"] if i.get("ignore_flag")]
+               for info in data_list}  # fmt: skip
+    predictions = [d for d in predictions if not _in_ignore_region(d, ignored)]
     for info in data_list:
         for inst in info["instances"]:
+            if inst.get("ignore_flag"):  # not an object to find (COCO's iscrowd)
+                continue
             x1, y1, x2, y2 = inst["bbox"]
             oid += 1
             obj = _object(

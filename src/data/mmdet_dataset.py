@@ -39,6 +39,8 @@ class SuperviselyDataset(BaseDetDataset):
         coco_gt_file: where to write this split's COCO ground truth for ``CocoMetric``.
         selected_classes: the same names as ``classes``; Supervisely's serving app reads the
             class list of a custom model from ``train_dataloader.dataset.selected_classes``.
+        ignore_regions: class or tag names whose objects are ignore regions
+            (``src.data.reader.read_instances``).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class SuperviselyDataset(BaseDetDataset):
         cache_dir: str | None = None,
         coco_gt_file: str | None = None,
         selected_classes: list[str] | None = None,
+        ignore_regions: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if not classes:
@@ -68,6 +71,7 @@ class SuperviselyDataset(BaseDetDataset):
         self.keep_empty_images = keep_empty_images
         self.cache_dir = cache_dir
         self.coco_gt_file = coco_gt_file
+        self.ignore_regions = list(ignore_regions or [])
         self.stats = SplitStats()
         colors = class_colors(project_dir)
         metainfo = {
@@ -112,6 +116,7 @@ class SuperviselyDataset(BaseDetDataset):
             self.items,
             self.keep_empty_images,
             self.cache_dir,
+            ignore=self.ignore_regions,
         )
         if self.stats.skipped:
             logger.warning(

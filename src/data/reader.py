@@ -50,6 +50,7 @@ class SplitStats:
     dropped_empty_images: int = 0
     objects_per_class: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)  # reason -> count
+    ignore_regions: Counter = field(default_factory=Counter)  # the name that made each one
 
     @property
     def objects(self) -> int:
@@ -63,6 +64,7 @@ class SplitStats:
             "dropped_empty_images": self.dropped_empty_images,
             "objects_per_class": dict(self.objects_per_class),
             "skipped": dict(self.skipped),
+            "ignore_regions": dict(self.ignore_regions),
         }
 
 
@@ -276,6 +278,15 @@ def _rle_bytes(rle: dict) -> dict:
 # --------------------------------------------------------------------------- reading a split
 
 
+def _ignored_by(obj: dict, ignore: tuple[str, ...] | list[str]) -> str | None:
+    """The ignore name that makes ``obj`` an ignore region: its class, or one of its tags."""
+    if not ignore:
+        return None
+    if obj.get("classTitle") in ignore:
+        return str(obj["classTitle"])
+    return next((t.get("name") for t in obj.get("tags") or [] if t.get("name") in ignore), None)
+
+
 def read_instances(
     project_dir: str | Path,
     classes: list[str],
@@ -283,8 +294,15 @@ def read_instances(
     datasets: list[str] | None = None,
     items: list[str] | None = None,
     keep_empty_images: bool = True,
+    ignore: tuple[str, ...] | list[str] = (),
 ) -> tuple[list[dict], SplitStats]:
-    """mmdet ``data_list`` of one split + what was skipped. ``img_id`` counts from 1 in order."""
+    """mmdet ``data_list`` of one split + what was skipped. ``img_id`` counts from 1 in order.
+
+    ``ignore``: class or object-tag names whose objects are regions that must not count (crowds,
+    "ignore" areas): instances with ``ignore_flag`` 1 in mmdet's sense (``PackDetInputs`` puts
+    them apart, so they are never trained as objects; the COCO ground truth marks them
+    ``iscrowd``). An ignore class keeps label 0 (a label it never trains), a tagged object its
+    own class's."""
     project_dir = Path(project_dir)
     read_meta(project_dir)
     with_mask = task == "instance-segmentation"
@@ -310,7 +328,8 @@ def read_instances(
         instances = []
         for obj in ann.get("objects") or []:
             label = label_of.get(obj.get("classTitle"))
-            if label is None:
+            ignored_by = _ignored_by(obj, ignore)
+            if label is None and ignored_by is None:
                 continue  # a class the user did not select
             try:
                 result = object_to_instance(obj, height, width, with_mask)
@@ -320,12 +339,17 @@ def read_instances(
                 stats.skipped[result] += 1
                 continue
             box, rle = result
-            instance: dict[str, Any] = {"bbox": box, "bbox_label": label, "ignore_flag": 0}
+            instance: dict[str, Any] = {
+                "bbox": box, "bbox_label": label or 0, "ignore_flag": int(ignored_by is not None)
+            }  # fmt: skip
             if rle is not None:
                 instance["mask"] = rle
             instances.append(instance)
-            stats.objects_per_class[classes[label]] += 1
-        if not instances:
+            if ignored_by is not None:
+                stats.ignore_regions[ignored_by] += 1
+            else:
+                stats.objects_per_class[classes[label]] += 1
+        if not any(not inst["ignore_flag"] for inst in instances):
             stats.images_without_objects += 1
             if not keep_empty_images:
                 stats.dropped_empty_images += 1
@@ -351,6 +375,7 @@ def cache_key(
     datasets: list[str] | None,
     items: list[str] | None,
     keep_empty_images: bool,
+    ignore: tuple[str, ...] | list[str] = (),
 ) -> str:
     """Hash of the annotation files (path, size, mtime) and every option that shapes the result."""
     digest = hashlib.sha256()
@@ -364,6 +389,7 @@ def cache_key(
                 datasets,
                 items,
                 keep_empty_images,
+                *([sorted(ignore)] if ignore else []),  # (the key of a run without is unchanged)
             ]
         ).encode()
     )
@@ -381,12 +407,13 @@ def load_split(
     items: list[str] | None = None,
     keep_empty_images: bool = True,
     cache_dir: str | Path | None = None,
+    ignore: tuple[str, ...] | list[str] = (),
 ) -> tuple[list[dict], SplitStats]:
     """:func:`read_instances` through an on-disk cache (when ``cache_dir`` is given)."""
     result = None
     path = None
     if cache_dir is not None:
-        key = cache_key(project_dir, classes, task, datasets, items, keep_empty_images)
+        key = cache_key(project_dir, classes, task, datasets, items, keep_empty_images, ignore)
         path = Path(cache_dir) / f"split_{key}.pkl"
         if path.is_file():
             try:
@@ -395,7 +422,9 @@ def load_split(
             except Exception as exc:  # a broken cache file is rebuilt, never trusted
                 logger.warning("dataset cache %s is unreadable (%s): rebuilding it", path, exc)
     if result is None:
-        result = read_instances(project_dir, classes, task, datasets, items, keep_empty_images)
+        result = read_instances(
+            project_dir, classes, task, datasets, items, keep_empty_images, ignore
+        )
         if path is not None:
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -440,7 +469,7 @@ def to_coco(data_list: list[dict], classes: list[str]) -> dict:
                 "category_id": inst["bbox_label"] + 1,
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
                 "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": 0,
+                "iscrowd": int(inst.get("ignore_flag", 0)),  # COCO: never a miss nor a match
             }
             if "mask" in inst:
                 ann["segmentation"] = inst["mask"]

@@ -20,7 +20,7 @@ from src.app.requests import split_from_json
 from src.app.session import SessionBusyError
 from src.config.params import ConfigError, TrainParams
 from src.config.zoo import ZooEntry
-from src.data.project import LocalProject
+from src.data.project import LocalProject, tags_of
 from src.data.reader import DatasetError
 from src.ui.augmentations import AugmentationsStep
 from src.ui.classes import ClassesStep
@@ -60,7 +60,7 @@ class AppUI:
             team_id=team_id,
             local_folder=local_folder,
         )
-        self.classes = ClassesStep(str(project.directory), project.classes)
+        self.classes = ClassesStep(str(project.directory), project.classes, tags_of(project))
         self.split = SplitStep(project)
         self.augmentations = AugmentationsStep()
         default_sync = controller.sync.every_epochs if controller.sync else 0
@@ -119,6 +119,7 @@ class AppUI:
             weights,
             model["weights_path"] if custom else None,
             augmentation_pipeline=self.augmentations.pipeline_text,
+            ignore=self.classes.ignored,
         )
         return TrainRequest(
             project_dir=str(self.project.directory),
@@ -269,7 +270,9 @@ class AppUI:
             self.model.set_custom(params.weights_path, loaded.weights_config)
         elif body.get("model"):
             self.model.select_model(body["model"], pretrained=params.weights == "pretrained")
-        self.classes.set_classes(body.get("classes"), not body.get("keep_empty_images", True))
+        self.classes.set_classes(
+            body.get("classes"), not body.get("keep_empty_images", True), params.ignore
+        )
         self.split.set_split(split_from_json(body.get("split")), loaded.source)
         self.augmentations.set_augmentation(params.augmentation, params.augmentation_pipeline)
         self.hyper.set_params(params)  # after the model: its own input size is not proposed

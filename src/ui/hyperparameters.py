@@ -185,6 +185,7 @@ class HyperparametersStep:
         weights: str,
         weights_path: str | None = None,
         augmentation_pipeline: str = "",
+        ignore: tuple[str, ...] = (),
     ) -> TrainParams:
         clip = float(self.grad_clip.get_value() or 0)
         frozen = self.frozen.get_value()
@@ -227,6 +228,7 @@ class HyperparametersStep:
             max_per_img=int(self.max_dets.get_value() or 0) or None,
             score_thr=float(self.score_thr.get_value() or 0) or None,
             class_balance=float(self.class_balance.get_value() or 0),
+            ignore=tuple(ignore),
             auto_scale_lr=self.auto_scale.is_checked(),
             export=tuple(self.export.get_value() or ()),
         )
