@@ -17,7 +17,7 @@ setup:
 DEMO_PROJECT = $(PY) -m src.cli demo-project $(DEMO_DIR) --images 128 --seed 0
 
 # Generate the demo project (photo-like sizes; reused when it is already there) and train
-# RTMDet-tiny from scratch on CPU: under 3 minutes on 2 cores, under 6 on the slowest seen; its
+# RTMDet-tiny from scratch on CPU: about 3 minutes on 2 cores, about 7 on the slowest seen; its
 # outcome per CPU instruction set: bench/demo.py (docs/benchmarks.md).
 train: setup
 	$(DEMO_PROJECT)
