@@ -108,7 +108,8 @@ class TrainingController:
         project_resolver: finds a resumed run's project (downloads it on the platform).
         sync: copy the newest checkpoint to the store while training (None: off).
         after_upload: called with the remote dir after a verified upload (sets the task output
-            on the platform); an error there is reported, the upload stands.
+            on the platform, builds its report: returns the report's link); an error there is
+            reported, the upload stands.
         cleanup_after_upload: remove the run's app-data folder once its upload is verified (on
             the platform: the agent's disk is not kept; the run resumes from Team Files).
         stop_signals: predicates that stop a run gracefully (the platform stopping the app).
@@ -136,7 +137,7 @@ class TrainingController:
         sinks: Sequence[MetricsSink] = (),
         project_resolver: ProjectResolver = local_project_resolver,
         sync: SyncPolicy | None = None,
-        after_upload: Callable[[str], None] | None = None,
+        after_upload: Callable[[str], str | None] | None = None,
         cleanup_after_upload: bool = False,
         stop_signals: Sequence[Callable[[], bool]] = (),
         run_context: Callable[[], AbstractContextManager] | None = None,

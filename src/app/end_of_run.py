@@ -48,6 +48,7 @@ class RunOutcome:
     export_skipped: dict[str, str] | None = None  # format -> why (TensorRT without a GPU)
     export_error: str | None = None  # the export failed; the run was uploaded all the same
     export_speed: list[str] | None = None  # the speed test of the export, in words
+    platform_report: str | None = None  # the platform's Model Benchmark report (its link)
 
 
 def export_notes(outcome: RunOutcome) -> list[str]:
@@ -69,7 +70,8 @@ class RunEnding:
         store: where artifacts go (Team Files or a local folder).
         catalog: told when the store changed.
         task_id: the app's task on the platform, recorded in ``experiment_info.json``.
-        after_upload: called with the remote dir after a verified upload (the task output).
+        after_upload: called with the remote dir after a verified upload (the task output);
+            what it returns is the platform's report link, when it built one.
         cleanup_after_upload: remove the app-data folder once the upload is verified.
     """
 
@@ -80,7 +82,7 @@ class RunEnding:
         catalog: RunCatalog,
         *,
         task_id: int | None = None,
-        after_upload: Callable[[str], None] | None = None,
+        after_upload: Callable[[str], str | None] | None = None,
         cleanup_after_upload: bool = False,
     ) -> None:
         self.app_data_dir = app_data_dir
@@ -161,7 +163,7 @@ class RunEnding:
         outcome.artifacts = self.store.describe(remote)
         if self.after_upload is not None:
             try:
-                self.after_upload(remote)
+                outcome.platform_report = self.after_upload(remote)
             except Exception as exc:
                 outcome.output_error = f"the artifacts are in {remote}, but: {exc}"
                 logger.error("setting the output of run %s failed: %s", prepared.run_id, exc)

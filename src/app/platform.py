@@ -43,7 +43,7 @@ class Experiment:
 class PlatformServices:
     store: TeamFilesArtifactStore
     resolve_project: Callable[[int | None, str], LocalProject]
-    set_output: Callable[[str], None]
+    set_output: Callable[[str], str | None]
     experiment_of_task: Callable[[int], Experiment]
     record_inputs: Callable[[Prepared], int | None]
 
@@ -77,12 +77,13 @@ def platform_services(
         except Exception as exc:  # network, permissions: say which project and why
             raise DatasetError(f"downloading project {project_id} failed: {exc}") from None
 
-    def set_output(remote_dir: str) -> None:
+    def set_output(remote_dir: str) -> str | None:
         """The task's output is the run as an experiment (``set_output_experiment`` with the
         ``experiment_info.json`` read back from Team Files: what the Experiments page lists and
-        its deploy button serves)."""
+        its deploy button serves), with the platform's report of an evaluated run first; the
+        workflow's output after. Returns the report's link (None: no report)."""
         if task_id is None:
-            return
+            return None
         if store.file_id(f"{remote_dir}/config.py") is None:
             raise RuntimeError(f"{remote_dir}/config.py is not in Team Files")
         with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +98,7 @@ def platform_services(
         info["task_id"] = task_id
         api.task.set_output_experiment(task_id, info)
         workflow.record_output(remote_dir, info.get("best_checkpoint"), report)
+        return report.link if report is not None else None
 
     def platform_report(remote_dir: str, info: dict, scratch: Path) -> PlatformReport | None:
         """The platform's Model Benchmark report of an evaluated run (its predictions are in

@@ -220,8 +220,9 @@ class TrainingStep:
             f"{outcome.artifacts}/evaluation/report.html" if outcome.artifacts
             else evaluation["report"]
         )  # fmt: skip
-        self.evaluation.set(f"evaluation of {evaluation['checkpoint']}: {shown}; report: {where}",
-                            "success")  # fmt: skip
+        platform = f"; the platform's report: {outcome.platform_report}"
+        self.evaluation.set(f"evaluation of {evaluation['checkpoint']}: {shown}; report: {where}"
+                            + (platform if outcome.platform_report else ""), "success")  # fmt: skip
 
     def wait(self, timeout: float | None = None) -> None:
         if self._poller is not None:

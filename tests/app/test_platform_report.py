@@ -66,10 +66,11 @@ def test_an_evaluated_run_gets_the_platforms_report_named_in_its_experiment(
 ):
     services, project = services
     _run_folder(fake_demo, tmp_path, project, score_shift=0.0)
-    services.set_output(RUN)
+    link = services.set_output(RUN)  # the outcome shows it (src.app.end_of_run)
     state = fake_demo.state
     output = state.outputs[TASK_ID]["experiment"]["data"]
     report_id = output["evaluation_report_id"]
+    assert link == output["evaluation_report_link"]
     assert output["evaluation_report_link"] == f"{fake_demo.address}/model-benchmark?id={report_id}"
     uploaded = json.loads((state.local(RUN) / "experiment_info.json").read_text())
     assert uploaded["evaluation_report_id"] == report_id  # the file in Team Files says so too
@@ -110,7 +111,7 @@ def test_a_report_that_cannot_be_built_is_a_warning_and_leaves_no_project(
     _run_folder(fake_demo, tmp_path, project, score_shift=2.0)  # no box matches
     before = set(fake_demo.state.projects)
     with caplog.at_level(logging.WARNING, logger="src.app.platform"):
-        services.set_output(RUN)
+        assert services.set_output(RUN) is None
     assert "Model Benchmark report was not built" in caplog.text
     assert set(fake_demo.state.projects) == before  # its predictions project removed
     output = fake_demo.state.outputs[TASK_ID]["experiment"]["data"]
