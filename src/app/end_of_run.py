@@ -102,7 +102,7 @@ class RunEnding:
         try:
             if state == SessionState.FINISHED and prepared.params.evaluate:
                 self.stage = SessionState.EVALUATING
-                self._evaluate(prepared.work_dir, outcome)
+                self._evaluate(prepared.work_dir, outcome, prepared.params.speed_test)
             if state == SessionState.FINISHED and prepared.params.export:
                 self.stage = SessionState.EXPORTING
                 self._export(prepared.work_dir, prepared.params.export_formats, outcome)
@@ -113,16 +113,23 @@ class RunEnding:
             self.stage = None
         return outcome
 
-    def _evaluate(self, work_dir: Path, outcome: RunOutcome) -> None:
-        """The Model Benchmark evaluation of a run (src.app.evaluate); a failure is shown in the
-        outcome and never stops the upload."""
-        from src.app.evaluate import evaluate_run
+    def _evaluate(self, work_dir: Path, outcome: RunOutcome, speed_test: bool = False) -> None:
+        """The Model Benchmark evaluation of a run (src.app.evaluate), and its speed test when
+        asked; a failure is shown in the outcome and never stops the upload."""
+        from src.app.evaluate import evaluate_run, speed_test_run
 
         try:
             outcome.evaluation = evaluate_run(work_dir).summary()
         except Exception as exc:
             outcome.evaluation_error = f"{type(exc).__name__}: {exc}"
             logger.exception("evaluation of %s failed; the run is uploaded all the same", work_dir)
+            return
+        if speed_test:
+            try:
+                speed_test_run(work_dir)
+            except Exception as exc:
+                outcome.warning = f"the speed test failed: {type(exc).__name__}: {exc}"
+                logger.exception("the speed test of %s failed", work_dir)
 
     def _export(self, work_dir: Path, formats: tuple[str, ...], outcome: RunOutcome) -> None:
         """The best checkpoint exported (src.app.export); a failure is shown in the outcome and

@@ -43,6 +43,7 @@ from src.runs.layout import (
     EVALUATION_METRICS,
     EVALUATION_PREDICTIONS,
     EVALUATION_REPORT,
+    EVALUATION_SPEEDTEST,
     RUN_CONFIG,
 )
 
@@ -312,3 +313,37 @@ def _agreement_notes(sdk_map: float | None, validation_map: float | None) -> lis
                 "same predictions, the COCO definition"]  # fmt: skip
     return [f"mAP {sdk_map} differs from the validation mAP {validation_map:.4f}: mmdet's "
             "CocoMetric and the SDK evaluator disagree on these predictions"]  # fmt: skip
+
+
+def speed_test_run(work_dir: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """The platform's Model Benchmark speed test of the run's best (else newest) checkpoint, on
+    its validation images, on the GPU when there is one: ``evaluation/speedtest.json`` in the
+    SDK's form (``src.engine.speed.benchmark_speedtest``; the platform's report shows it)."""
+    import os
+    import platform
+
+    import torch
+
+    from src.app.export import validation_images
+    from src.engine.onnx_export import load_model
+    from src.engine.speed import benchmark_speedtest
+
+    work_dir = Path(work_dir)
+    cfg = load_config_file(work_dir / RUN_CONFIG)
+    path = (
+        Path(checkpoint) if checkpoint else best_checkpoint(work_dir) or last_checkpoint(work_dir)
+    )
+    if path is None:
+        raise EvaluationError(f"run {work_dir.name} has no checkpoint to time")
+    images = validation_images(cfg)
+    if not images:
+        raise EvaluationError(f"run {work_dir.name} has no validation image to time")
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    hardware = (
+        torch.cuda.get_device_name(0) if device != "cpu"
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )  # fmt: skip
+    model = load_model(cfg, path).to(device).eval()
+    result = benchmark_speedtest(model, images, device, hardware)
+    write_json_atomic(result, work_dir / EVALUATION_DIR / EVALUATION_SPEEDTEST)
+    return result

@@ -22,7 +22,12 @@ from src.app.prepare import Prepared, RequestError
 from src.app.workflow import PlatformWorkflow
 from src.data.project import LocalProject, download_project, open_local_project
 from src.data.reader import DatasetError
-from src.runs.layout import EVALUATION_DIR, EVALUATION_PREDICTIONS, EXPERIMENT_INFO
+from src.runs.layout import (
+    EVALUATION_DIR,
+    EVALUATION_PREDICTIONS,
+    EVALUATION_SPEEDTEST,
+    EXPERIMENT_INFO,
+)
 from src.runs.storage import TeamFilesArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -110,6 +115,11 @@ def platform_services(
         try:
             local = store.download(predictions, scratch / EVALUATION_PREDICTIONS)
             data = json.loads(local.read_text(encoding="utf-8"))
+            timed = f"{remote_dir}/{EVALUATION_DIR}/{EVALUATION_SPEEDTEST}"
+            speedtest = None
+            if store.exists(timed):  # the run was timed (--speed-test)
+                local = store.download(timed, scratch / EVALUATION_SPEEDTEST)
+                speedtest = json.loads(local.read_text(encoding="utf-8"))
             project = resolve_project(int(info["project_id"]), "")
             report = build_platform_report(
                 api, team_id, int(task_id or 0), project_id=int(info["project_id"]),
@@ -117,7 +127,7 @@ def platform_services(
                 segmentation=info.get("task_type") == "instance segmentation",
                 model_name=str(info.get("model_name")),
                 checkpoint_name=str(info.get("best_checkpoint")), remote_run_dir=remote_dir,
-                work_dir=scratch / "model_benchmark",
+                work_dir=scratch / "model_benchmark", speedtest=speedtest,
             )  # fmt: skip
         except Exception as exc:
             logger.warning("the platform's Model Benchmark report was not built: %s", exc)

@@ -63,11 +63,14 @@ def build_platform_report(
     checkpoint_name: str,
     remote_run_dir: str,
     work_dir: str | Path,
+    speedtest: dict[str, Any] | None = None,
 ) -> PlatformReport:
     """The report of ``predictions`` (``evaluation/predictions.json``: ``{"meta": project meta
     JSON, "annotations": {"dataset/name": annotation JSON}, "ground_truth": {...}}``, the
     validation images') against project ``project_id``; its link file goes into
-    ``remote_run_dir``. Raises on any failure (the caller warns), its projects removed."""
+    ``remote_run_dir``. ``speedtest``: the run's speed test in the SDK's form
+    (``evaluation/speedtest.json``), shown in the report's "Inference Speed" section. Raises on
+    any failure (the caller warns), its projects removed."""
     import supervisely as sly
     import yaml
     from supervisely.nn.benchmark import InstanceSegmentationBenchmark, ObjectDetectionBenchmark
@@ -114,6 +117,9 @@ def build_platform_report(
         eval_dir = f"/model-benchmark/{project_id}_{gt.name}/{task_id}_{APP_NAME}/"
         eval_dir = api.storage.get_free_dir_name(team_id, eval_dir).rstrip("/") + "/"
         bm.upload_eval_results(eval_dir + "evaluation/")
+        if speedtest:  # where TrainApp's speed test puts its results
+            bm._dump_speedtest(speedtest)
+            bm.upload_speedtest_results(eval_dir + "speedtest/")
         bm.visualize()
         bm.upload_visualizations(eval_dir + "visualizations/")
         report_id = bm.report.id

@@ -129,6 +129,9 @@ DOORS: dict[str, Door] = {
     "ignore": Door("class or tag names whose objects are ignore regions (crowds, areas that "
                    "must not count): not trained as objects, never a miss or a false positive",
                    "--ignore", _STEP, generated=False),
+    "speed_test": Door("with the evaluation, time the best checkpoint at batch 1, 8 and 16 (the "
+                       "platform's Model Benchmark report shows it)", "--speed-test",
+                       "speed_test"),
     "class_balance": Door("repeat the images of rare classes (mmdet's ClassBalancedDataset): a "
                           "class in fewer than this fraction of the images gets its images "
                           "repeated; 0: off", "--class-balance", "class_balance"),

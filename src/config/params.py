@@ -110,6 +110,8 @@ class TrainParams:
     # repeat-factor sampling of the images of rare classes (mmdet's ClassBalancedDataset): its
     # oversample_thr, the image frequency under which a class's images repeat; 0: off
     class_balance: float = 0.0
+    # with the evaluation: the best checkpoint timed at batch 1, 8 and 16 (the platform's report)
+    speed_test: bool = False
     # class or object-tag names whose objects are regions that must not count (crowds, "ignore"
     # areas): mmdet's ignore_flag / COCO's iscrowd, never trained as objects, never a miss or a
     # false positive in validation and the evaluation (src.data.reader)

@@ -78,3 +78,39 @@ def describe(rows: list[dict[str, Any]]) -> list[str]:
             text += f"; onnxruntime/pytorch speed {ratio:.2f}x"
         lines.append(f"batch {size}: {text}")
     return lines
+
+
+def benchmark_speedtest(
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    device: str,
+    hardware: str,
+    batch_sizes: tuple[int, ...] = (1, 8, 16),
+    iterations: int = 10,
+    warmup: int = 3,
+) -> dict[str, Any]:
+    """The platform's Model Benchmark speed test of ``model`` (mmdet's inference, batched), in the
+    form the SDK's benchmark writes (``speedtest/speedtest.json``: what its report's "Inference
+    Speed" section reads): per batch size the mean and deviation of the milliseconds per batch,
+    over ``iterations`` after ``warmup`` (the SDK's own test runs 100 through a served model;
+    here the model times itself, whole: pre-processing, network, post-processing)."""
+    run = torch_runner(model)
+    info = {"device": device, "runtime": "PyTorch", "hardware": hardware}
+    tests = []
+    for size in batch_sizes:
+        batch = [images[i % len(images)] for i in range(size)]
+        for _ in range(warmup):
+            run(batch)
+        times = []
+        for _ in range(iterations):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run(batch)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1000)
+        tests.append({"benchmark": {"total": statistics.fmean(times)},
+                      "benchmark_std": {"total": statistics.pstdev(times)},
+                      "batch_size": size, "num_iterations": iterations, **info})  # fmt: skip
+    return {"model_info": info, "speedtest": tests}

@@ -27,6 +27,7 @@ from src.runs.layout import (
     EVALUATION_PREDICTIONS,
     EVALUATION_REPORT,
     EVALUATION_SPEED,
+    EVALUATION_SPEEDTEST,
     EXPERIMENT_INFO,
     EXPORT_CLASSES,
     EXPORT_DIR,
@@ -199,7 +200,9 @@ def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
         return None
     target = out_dir / EVALUATION_DIR
     target.mkdir()
-    for name in (EVALUATION_SPEED, EVALUATION_METRICS, EVALUATION_REPORT, EVALUATION_PREDICTIONS):
+    names = (EVALUATION_SPEED, EVALUATION_METRICS, EVALUATION_REPORT, EVALUATION_PREDICTIONS,
+             EVALUATION_SPEEDTEST)  # fmt: skip
+    for name in names:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
     return json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None

@@ -120,6 +120,8 @@ EVALUATION_REPORT = "report.html"
 EVALUATION_SPEED = "speed.json"  # the exported model's speed test (src.app.export)
 # the evaluated predictions as Supervisely annotations by item (the platform's report uploads them)
 EVALUATION_PREDICTIONS = "predictions.json"
+# the Model Benchmark speed test of the best checkpoint, in the SDK's form (the platform's report)
+EVALUATION_SPEEDTEST = "speedtest.json"
 # Exports of the best checkpoint (``src.app.export``): ``<checkpoint>.onnx`` / ``.engine`` and the
 # class names by index, the SDK's TrainApp layout; uploaded as they are.
 EXPORT_DIR = "export"

@@ -94,6 +94,10 @@ class HyperparametersStep:
             d.evaluate,
             "hp_evaluate",
         )
+        self.speed_test = Checkbox(
+            "With the evaluation, time the best checkpoint at batch 1, 8 and 16 (the platform's "
+            "report shows it)", d.speed_test, "hp_speed_test",
+        )  # fmt: skip
         # after training, the best checkpoint exported (src.app.export; TensorRT implies ONNX)
         self.export = Select(
             [Select.Item("onnx", "ONNX (ONNX Runtime)"),
@@ -120,7 +124,7 @@ class HyperparametersStep:
             content=Container(
                 [Field(w, title) for w, title in fields]
                 + [self.sized, self.save_best, self.save_last, self.nesterov, self.auto_scale]
-                + [self.evaluate]
+                + [self.evaluate, self.speed_test]
                 + [self.preview_button, self.chart.plot]
             ),
             widget_id="card_hp",
@@ -219,6 +223,7 @@ class HyperparametersStep:
             device=self.device.get_value(),
             gpus=self.selected_gpus(),
             evaluate=self.evaluate.is_checked(),
+            speed_test=self.speed_test.is_checked(),
             momentum=float(self.momentum.get_value()),
             nesterov=self.nesterov.is_checked(),
             restart_epochs=int(self.restart_epochs.get_value() or 0),
@@ -258,7 +263,7 @@ class HyperparametersStep:
         self.export.set_value(list(p.export))
         for box, on in ((self.save_best, p.save_best), (self.save_last, p.save_last),
                         (self.nesterov, p.nesterov), (self.auto_scale, p.auto_scale_lr),
-                        (self.evaluate, p.evaluate)):  # fmt: skip
+                        (self.evaluate, p.evaluate), (self.speed_test, p.speed_test)):  # fmt: skip
             box.check() if on else box.uncheck()
         devices = {item.value for item in self.device.get_items()}
         if p.device in devices:

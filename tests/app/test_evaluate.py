@@ -199,7 +199,7 @@ def _controller_run(demo_project, tmp_path, **params):
 
 
 def test_a_finished_run_is_evaluated_and_uploaded_with_its_report(demo_project, tmp_path):
-    status, artifacts = _controller_run(demo_project, tmp_path)
+    status, artifacts = _controller_run(demo_project, tmp_path, speed_test=True)
     outcome = status.outcome
     assert outcome.state == "finished" and outcome.evaluation_error is None
     evaluation = outcome.evaluation
@@ -209,6 +209,12 @@ def test_a_finished_run_is_evaluated_and_uploaded_with_its_report(demo_project, 
     assert info["primary_metric"] == "mAP"
     assert info["evaluation_metrics"]["mAP"] == pytest.approx(evaluation["metrics"]["mAP"])
     assert status.to_json()["outcome"]["evaluation"]["metrics"] == evaluation["metrics"]
+    # the speed test asked for: the SDK's form, what the platform's report shows
+    speedtest = json.loads((artifacts / "evaluation" / "speedtest.json").read_text())
+    assert [t["batch_size"] for t in speedtest["speedtest"]] == [1, 8, 16]
+    assert all(t["benchmark"]["total"] > 0 and t["num_iterations"] == 10
+               for t in speedtest["speedtest"])  # fmt: skip
+    assert speedtest["model_info"]["runtime"] == "PyTorch" and outcome.warning is None
     # and its TensorBoard event files, one run per session, with the losses and the mAP
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

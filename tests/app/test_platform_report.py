@@ -50,6 +50,11 @@ def _run_folder(fake, tmp_path: Path, project, score_shift: float) -> None:
             "hyperparameters": "hyperparameters.yaml", "artifacts_dir": RUN + "/",
             "evaluation_report_id": None, "evaluation_report_link": None}  # fmt: skip
     (folder / "experiment_info.json").write_text(json.dumps(info))
+    timing = {"device": "cpu", "runtime": "PyTorch", "hardware": "test CPU"}
+    speedtest = {"model_info": timing, "speedtest": [
+        {"benchmark": {"total": 12.5}, "benchmark_std": {"total": 0.5}, "batch_size": size,
+         "num_iterations": 10, **timing} for size in (1, 8)]}  # fmt: skip
+    (folder / "evaluation" / "speedtest.json").write_text(json.dumps(speedtest))
 
 
 @pytest.fixture
@@ -82,6 +87,9 @@ def test_an_evaluated_run_gets_the_platforms_report_named_in_its_experiment(
     metrics = {row["id"]: row["row"][1] for row in json.loads(table.read_text())["content"]}
     assert metrics["mAP"] == pytest.approx(1.0)  # the predictions are the ground truth
     assert metrics["precision"] == metrics["recall"] == pytest.approx(1.0)
+    # the run's speed test, in the report's "Inference Speed" section, as TrainApp's
+    assert list((template.parent / "data").glob("speedtest_table_widget_*.json"))
+    assert (template.parent.parent / "speedtest" / "speedtest.json").is_file()
     assert (state.local(RUN) / "Model Evaluation Report.lnk").read_text() == (
         f"/model-benchmark?id={report_id}"
     )

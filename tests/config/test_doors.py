@@ -156,6 +156,7 @@ wanted = TrainParams(
     keep_checkpoints=3, save_best=False, save_last=False, val_interval=3, seed=7, amp=False,
     evaluate=False, early_stopping_patience=4, early_stopping_min_delta=0.01, frozen_stages=2,
     max_per_img=50, score_thr=0.05, auto_scale_lr=True, export=("onnx",), class_balance=0.3,
+    speed_test=True,
 )
 step = HyperparametersStep()
 step.set_params(wanted)
