@@ -18,11 +18,14 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _anns(root: Path) -> dict[str, dict]:
-    """Annotations and meta, parsed."""
-    found = {
-        p.relative_to(root).as_posix(): json.loads(p.read_text())
-        for p in sorted(root.rglob("ann/*.json"))
-    }
+    """Annotations and meta, parsed; without the objects' ids, which the server gives each
+    figure (a local project has none)."""
+    found = {}
+    for path in sorted(root.rglob("ann/*.json")):
+        ann = json.loads(path.read_text())
+        for obj in ann.get("objects", []):
+            obj.pop("id", None)
+        found[path.relative_to(root).as_posix()] = ann
     return {**found, "meta": json.loads((root / "meta.json").read_text())}
 
 
