@@ -106,6 +106,12 @@ class SuperviselyDataset(BaseDetDataset):
         self.data_list.clear()
         return data_bytes, address
 
+    def get_cat_ids(self, idx: int) -> list[int]:
+        """The labels of an image's objects, its ignore regions left out: what class balance
+        (mmdet's ``ClassBalancedDataset``) counts an image's classes by."""
+        instances = self.get_data_info(idx)["instances"]
+        return [i["bbox_label"] for i in instances if not i.get("ignore_flag")]
+
     def load_data_list(self) -> list[dict]:
         classes = list(self.metainfo["classes"])
         data_list, self.stats = load_split(

@@ -80,6 +80,9 @@ def test_mmdet_keeps_them_apart_from_the_objects_it_trains_on(crowd_project):
     info = infos[index]
     assert len(sample.ignored_instances) == sum(i["ignore_flag"] for i in info["instances"])
     assert len(sample.gt_instances) == sum(not i["ignore_flag"] for i in info["instances"])
+    # class balance counts an image's classes without its ignore regions
+    labels = [i["bbox_label"] for i in info["instances"] if not i["ignore_flag"]]
+    assert dataset.get_cat_ids(index) == labels
 
 
 def _coco(ignore_flag: int, detect_the_region: bool) -> tuple[float, float]:
