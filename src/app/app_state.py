@@ -32,6 +32,7 @@ from src.config.editor import ConfigDraft
 from src.config.params import jsonable
 from src.data.project import LocalProject
 from src.data.reader import list_items
+from src.runs.atomic_files import write_json_atomic
 from src.runs.layout import APP_STATE, EXPERIMENT_INFO
 
 STATE_VERSION = 1
@@ -84,10 +85,23 @@ def app_state_of(
 
 
 def write_app_state(work_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Into the run's folder, whole or not at all (a crash leaves the previous file)."""
     path = Path(work_dir) / APP_STATE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    write_json_atomic(state, path)
     return path
+
+
+def record_epochs(work_dir: str | Path, epochs: int) -> None:
+    """A resume for other epochs: the run's settings say what it trains for now (a run of an
+    older version without ``app_state.json`` stays without)."""
+    path = Path(work_dir) / APP_STATE
+    if not path.is_file():
+        return
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if state.get("hyperparameters", {}).get("epochs") != epochs:
+        state.setdefault("hyperparameters", {})["epochs"] = int(epochs)
+        write_app_state(work_dir, state)
 
 
 class StateError(RequestError):

@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from src.app.app_state import LoadedState, app_state_of, load_app_state, write_app_state
+from src.app.app_state import (
+    LoadedState,
+    app_state_of,
+    load_app_state,
+    record_epochs,
+    write_app_state,
+)
 from src.app.augment_preview import AugmentationPreview, AugmentationPreviewer
 from src.app.catalog import RunCatalog
 from src.app.end_of_run import RunEnding, RunOutcome
@@ -477,6 +483,8 @@ class TrainingController:
     def _launch(self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None) -> str:
         if resume_from is None and prepared.app_state is not None:
             self._record_inputs(prepared)
+        elif resume_from is not None:
+            record_epochs(prepared.work_dir, prepared.params.epochs)
         hooks, self._syncer = [], None
         if sync is not None:
             from src.hooks.sync import CheckpointSyncHook

@@ -198,3 +198,13 @@ def test_a_run_of_an_older_version_without_app_state_loads_its_hyperparameters(u
     assert loaded.body["classes"] == ["square", "circle"] and loaded.body["model"] == MODEL
     shutil.rmtree(old)
     controller.catalog.forget()
+
+
+def test_a_resume_for_more_epochs_records_them_in_the_runs_settings(uploaded):
+    root, controller, _, _ = uploaded
+    controller.resume("first", epochs=2)
+    _wait(controller)
+    folder = next((root / "team" / "mmdetection-3").glob("first_*"))
+    state = json.loads((folder / "app_state.json").read_text())
+    assert state["hyperparameters"]["epochs"] == 2  # train again: as long as it trained
+    assert state["hyperparameters"]["lr"] == 0.003  # the rest as it was
