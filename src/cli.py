@@ -37,11 +37,14 @@ def _fail(message: str) -> int:
 
 
 def cmd_demo_project(args: argparse.Namespace) -> int:
-    from src.data.demo import DemoOptions, make_demo_project, make_real_world_project
+    from src.data.demo import LARGE_OPTIONS, DemoOptions, make_demo_project, make_real_world_project
 
     try:
         if args.real_world:
             path = make_real_world_project(args.dir, seed=args.seed)
+        elif args.large:
+            options = DemoOptions(images=args.images, seed=args.seed, **LARGE_OPTIONS)
+            path = make_demo_project(args.dir, options)
         else:
             options = DemoOptions(images=args.images, seed=args.seed, mixed_sizes=not args.square)
             path = make_demo_project(args.dir, options)
@@ -182,6 +185,17 @@ def _select_device(device: str) -> str | None:
     return problem
 
 
+def _print_slicing(tiles: dict) -> None:
+    """The dry run's line on a sliced split (src.data.tiles.TileStats)."""
+    whole = f" + {tiles['full_images']} whole images" if tiles["full_images"] else ""
+    dropped = f", {tiles['empty_dropped']} empty tiles left out" if tiles["empty_dropped"] else ""
+    print(f"{'':<12} sliced: {tiles['images']} images -> {tiles['tiles']} tiles of "
+          f"{tiles['size']} px (overlap {tiles['overlap']:g}){whole}{dropped}")  # fmt: skip
+    for what, n in (tiles.get("cut_objects") or {}).items():
+        became = "ignore regions" if what == "ignore" else "dropped"
+        print(f"{'':<12} {n} objects cut by a tile border below the visible fraction: {became}")
+
+
 def _print_summary(summary: dict) -> None:
     print(
         f"model        {summary['model']} ({summary.get('parameters', 0) / 1e6:.2f} M parameters)"
@@ -205,6 +219,8 @@ def _print_summary(summary: dict) -> None:
         if ignored := s.get("ignore_regions"):
             regions = ", ".join(f"{name} {n}" for name, n in ignored.items())
             print(f"{'':<12} {sum(ignored.values())} ignore regions ({regions})")
+        if tiles := s.get("slicing"):
+            _print_slicing(tiles)
         if balance := s.get("class_balance"):
             per_class = balance["images_per_class"].items()
             shown = ", ".join(f"{c} {a} -> {b}" for c, (a, b) in per_class)
@@ -921,6 +937,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the real-world-shaped project: 1080p to 2048 px, portrait, tiny, grayscale, RGBA, "
         "EXIF-rotated JPEGs, nested datasets (--images is ignored)",
     )
+    demo.add_argument(
+        "--large", action="store_true",
+        help="4000x3000 JPEGs with 20 to 40 objects of 12 to 30 px each: for sliced training "
+        "(--slice-size); use a few --images",
+    )  # fmt: skip
     demo.set_defaults(func=cmd_demo_project)
 
     zoo_p = sub.add_parser("zoo", help="list the model zoo")

@@ -133,6 +133,8 @@ def check_pipeline_on_an_image(dataset: Any, params: TrainParams) -> None:
         return
     infos = (dataset.get_data_info(i) for i in range(len(dataset)))
     info = next((i for i in infos if i["instances"]), None) or dataset.get_data_info(0)
+    if hasattr(dataset, "ensure_image"):  # a tile is cut when first needed
+        dataset.ensure_image(info)
     with contextlib.suppress(NothingLeft):
         _through_the_pipeline(info, params, sample=0)
 

@@ -384,6 +384,10 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
         try:
             dataset = DATASETS.build(dataset_cfg)
             stats[split] = dataset.stats.as_dict()
+            if dataset.tile_stats is not None:
+                stats[split]["slicing"] = dataset.tile_stats.as_dict() | {
+                    "size": dataset.slicing.size, "overlap": dataset.slicing.overlap,
+                }  # fmt: skip
             if len(dataset) == 0:
                 problems.append(f"the {split} split has no images")
             elif dataset.stats.objects == 0:

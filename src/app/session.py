@@ -418,7 +418,8 @@ class TrainingSession:
 
     def _build_runner(self):
         import src.data.mmdet_dataset
-        import src.engine.loops  # noqa: F401  (registers the resumable loop and sampler)
+        import src.engine.loops
+        import src.engine.sliced_metric  # noqa: F401  (the resumable loop, sampler; the metric)
         from src.config.text import config_to_text
         from src.engine import patches
         from src.engine.runner import AppRunner

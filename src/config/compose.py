@@ -117,9 +117,28 @@ def build_config(
     return cfg
 
 
+COCO_METRICS = ("CocoMetric", "SlicedCocoMetric")  # mmdet's, and ours for sliced validation
+
+
+def _set_tile_merging(evaluator: dict, sliced: bool, params: TrainParams) -> None:
+    """A sliced validation set is scored on whole images: mmdet's ``CocoMetric`` becomes
+    ``SlicedCocoMetric`` (src.engine.sliced_metric), which merges the tiles' predictions first;
+    and back when slicing is off. Another metric the user chose is left alone."""
+    if evaluator.get("type") not in COCO_METRICS:
+        return
+    if sliced:
+        evaluator["type"] = "SlicedCocoMetric"
+        evaluator.setdefault("merge_thr", 0.5)
+        evaluator.setdefault("max_per_img", params.max_per_img or 100)
+    else:
+        evaluator["type"] = "CocoMetric"
+        for key in ("merge_thr", "max_per_img"):
+            evaluator.pop(key, None)
+
+
 def _set_prediction_files(cfg: Config, work_dir: str | Path) -> None:
     evaluator = cfg.get("val_evaluator")
-    if isinstance(evaluator, dict) and evaluator.get("type") == "CocoMetric":
+    if isinstance(evaluator, dict) and evaluator.get("type") in COCO_METRICS:
         evaluator["outfile_prefix"] = str(Path(work_dir) / VAL_PREDICTIONS)
 
 
@@ -150,6 +169,7 @@ def apply_owned_settings(
         evaluator = cfg.get(key)
         if isinstance(evaluator, dict):
             evaluator.ann_file = gt_file
+            _set_tile_merging(evaluator, bool(cfg.val_dataloader.dataset.get("slicing")), params)
     _set_resumable_machinery(cfg)
     _set_prediction_files(cfg, run.work_dir)
     if Path(run.work_dir).resolve() != Path(cfg.get("work_dir", run.work_dir)).resolve():
@@ -439,9 +459,18 @@ def _dataset_cfg(
     ``train_dataloader.dataset.selected_classes`` (``src.engine.patches`` lets the wrapper take
     it)."""
     pipeline = (old or {}).get("pipeline")
+    inner = old
     if old and old.get("type") in {"RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset"}:
-        pipeline = old.get("dataset", {}).get("pipeline") or pipeline
+        inner = old.get("dataset") or {}
+        pipeline = inner.get("pipeline") or pipeline
     ours = _our_dataset_cfg(pipeline, params, data, split, run)
+    # slicing is the text's own once it names our dataset (an Editor edit is kept, as the class
+    # balance wrapper is); a config composed from the settings gets theirs
+    slicing = (
+        inner.get("slicing") if inner and inner.get("type") == ours["type"] else params.slicing
+    )
+    if slicing:
+        ours["slicing"] = dict(slicing)
     if split == "train" and old and old.get("type") == "ClassBalancedDataset":
         return dict(
             type="ClassBalancedDataset",

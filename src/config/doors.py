@@ -30,6 +30,7 @@ from src.config.params import (
     OPTIMIZERS,
     OPTIONAL_INT_RANGES,
     SCHEDULERS,
+    SLICE_PARTIAL,
     WEIGHTS_MODES,
     TrainParams,
 )
@@ -135,6 +136,20 @@ DOORS: dict[str, Door] = {
     "class_balance": Door("repeat the images of rare classes (mmdet's ClassBalancedDataset): a "
                           "class in fewer than this fraction of the images gets its images "
                           "repeated; 0: off", "--class-balance", "class_balance"),
+    "slice_size": Door("sliced training and evaluation: cut the images into tiles of this "
+                       "size, for large images with small objects (0: off)", "--slice-size",
+                       "slice_size", unit="px"),
+    "slice_overlap": Door("how much neighbouring tiles overlap, a fraction of the tile",
+                          "--slice-overlap", "slice_overlap"),
+    "slice_full_image": Door("with slicing, train and validate on each whole image too "
+                             "(downscaled)", "--slice-full-image", "slice_full_image"),
+    "slice_empty": Door("with slicing, the fraction of tiles without objects kept for training",
+                        "--slice-empty", "slice_empty"),
+    "slice_min_visible": Door("with slicing, an object cut so that less than this fraction of it "
+                              "is in a tile is not trained as an object there",
+                              "--slice-min-visible", "slice_min_visible"),
+    "slice_partial": Door("with slicing, what such a cut object becomes: an ignore region, or "
+                          "nothing (dropped)", "--slice-partial", "slice_partial"),
     "export": Door("after a finished run, export the best checkpoint: onnx (ONNX Runtime), "
                    "tensorrt (an engine built from the ONNX file; needs a GPU with TensorRT)",
                    "--export", "export", generated=False),
@@ -146,6 +161,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
     "weights": WEIGHTS_MODES,
+    "slice_partial": SLICE_PARTIAL,
 }
 
 

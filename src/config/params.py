@@ -51,6 +51,7 @@ INT_RANGES = {
     "restart_epochs": (0, 100_000),
     "early_stopping_patience": (0, 1000),
     "nproc": (1, 64),
+    "slice_size": (0, 16384),
 }
 # Optional whole numbers: None keeps the model's own value.
 OPTIONAL_INT_RANGES = {"frozen_stages": (-1, 4), "max_per_img": (1, 10_000)}
@@ -116,6 +117,16 @@ class TrainParams:
     # areas): mmdet's ignore_flag / COCO's iscrowd, never trained as objects, never a miss or a
     # false positive in validation and the evaluation (src.data.reader)
     ignore: tuple[str, ...] = ()
+    # sliced training and evaluation (src.data.tiles): the images cut into tiles of this many px
+    # (0: off) overlapping by a fraction; the whole image kept besides, downscaled; the fraction
+    # of tiles without objects kept for training; an object cut below the visible fraction is
+    # an ignore region or dropped; validation merges the tiles' predictions per image
+    slice_size: int = 0
+    slice_overlap: float = 0.2
+    slice_full_image: bool = True
+    slice_empty: float = 0.1
+    slice_min_visible: float = 0.5
+    slice_partial: str = "ignore"
 
     @property
     def batch(self) -> int:
@@ -160,6 +171,7 @@ class TrainParams:
         problems += self._range_problems()
         problems += self._optimization_problems()
         problems += self._augmentation_problems()
+        problems += self._slicing_problems()
         problems += self._weights_and_device_problems()
         return problems
 
@@ -214,6 +226,20 @@ class TrainParams:
         if self.keep_checkpoints < 1:
             problems.append(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
         return problems
+
+    @property
+    def slicing(self) -> dict[str, Any] | None:
+        """The dataset's ``slicing`` (``src.data.tiles.Slicing``'s fields), None when off."""
+        if not self.slice_size:
+            return None
+        return dict(
+            size=int(self.slice_size), overlap=float(self.slice_overlap),
+            full_image=bool(self.slice_full_image), empty=float(self.slice_empty),
+            min_visible=float(self.slice_min_visible), partial=self.slice_partial,
+        )  # fmt: skip
+
+    def _slicing_problems(self) -> list[str]:
+        return slicing_problems(self.slicing) if self.slicing else []
 
     def _augmentation_problems(self) -> list[str]:
         problems = []
@@ -301,6 +327,35 @@ class RunSpec:
 
 
 # --------------------------------------------------------------------------- text round trip
+
+
+SLICE_PARTIAL = ("ignore", "drop")  # what becomes of an object cut below the visible fraction
+
+
+def slicing_problems(slicing: dict[str, Any]) -> list[str]:
+    """What is wrong with a ``slicing`` (``src.data.tiles.Slicing``'s fields), in words."""
+    found = []
+    size, overlap = slicing.get("size"), slicing.get("overlap", 0.2)
+    empty, visible = slicing.get("empty", 0.1), slicing.get("min_visible", 0.5)
+    partial = slicing.get("partial", "ignore")
+    if not isinstance(size, int) or not 32 <= size <= 16384:
+        found.append(f"the tile size (slice_size) must be from 32 to 16384 px, got {size}")
+    if not isinstance(overlap, (int, float)) or not 0.0 <= overlap <= 0.9:
+        found.append(f"the tile overlap (slice_overlap) must be from 0 to 0.9, got {overlap}")
+    if not isinstance(empty, (int, float)) or not 0.0 <= empty <= 1.0:
+        found.append(
+            f"the fraction of empty tiles kept (slice_empty) must be from 0 to 1, got {empty}"
+        )
+    if not isinstance(visible, (int, float)) or not 0.0 < visible <= 1.0:
+        found.append(
+            "the visible fraction under which a cut object is not trained as one "
+            f"(slice_min_visible) must be above 0 and at most 1, got {visible}"
+        )
+    if partial not in SLICE_PARTIAL:
+        found.append(
+            f"a cut object (slice_partial) is one of {', '.join(SLICE_PARTIAL)}, got {partial!r}"
+        )
+    return found
 
 
 def jsonable(value: Any) -> Any:

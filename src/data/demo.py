@@ -76,6 +76,14 @@ class DemoOptions:
     max_objects: int = 4
     nested: bool = False  # add a nested dataset "train/extra"
     hard_cases: bool = False  # border-touching and tiny objects, empty images, a point object
+    # objects' radius range in px (None: from the image's size), and the image files' format
+    radius: tuple[int, int] | None = None
+    ext: str = ".png"
+
+
+# Large aerial-like images with small objects, for sliced training (``demo-project --large``):
+# 4000x3000 JPEGs, 12 to 30 px objects.
+LARGE_OPTIONS = dict(size=(4000, 3000), radius=(6, 15), min_objects=20, max_objects=40, ext=".jpg")
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -167,7 +175,7 @@ def make_demo_project(directory: str | Path, options: DemoOptions | None = None)
         size = MIXED_SIZES[index % len(MIXED_SIZES)] if opts.mixed_sizes else opts.size
         image, labels = _image_with_objects(rng, meta, size, opts, index)
         ann = sly.Annotation((size[1], size[0]), labels=labels)
-        datasets[split].add_item_np(f"img_{index:05d}.png", image, ann=ann)
+        datasets[split].add_item_np(f"img_{index:05d}{opts.ext}", image, ann=ann)
     (directory / DEMO_MARKER).write_text(json.dumps(marker))  # last: marks it complete
     logger.info("demo project with %d images written to %s", len(plan), directory)
     return directory
@@ -186,7 +194,8 @@ def _image_with_objects(rng: np.random.Generator, meta, size: tuple[int, int], o
     short = min(width, height)
     for k in range(n_objects):
         kind = CLASSES[int(rng.integers(0, 3))]
-        r = int(rng.integers(max(6, short // 14), max(7, short // 6)))
+        low, high = opts.radius or (max(6, short // 14), max(7, short // 6))
+        r = int(rng.integers(low, high + 1)) if opts.radius else int(rng.integers(low, high))
         r = min(r, max(3, short // 2 - 3))  # fits tiny images too
         if opts.hard_cases and k == 0 and index % 3 == 0:
             cx, cy = r // 2, int(rng.integers(r, max(r + 1, height - r)))  # cut by the border

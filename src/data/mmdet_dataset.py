@@ -7,6 +7,7 @@ Importing this module imports mmdet and registers the dataset; the project reade
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from typing import Any
 
@@ -16,8 +17,16 @@ from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
 from src.config.augmentations import transform_types
-from src.data.reader import DatasetError, SplitStats, class_colors, load_split, to_coco
+from src.data.reader import (
+    DatasetError,
+    SplitStats,
+    cache_key,
+    class_colors,
+    load_split,
+    to_coco,
+)
 from src.data.sample_rng import SampleIndex, seeded
+from src.data.tiles import Slicing, TileStats, cut_tiles, load_tiled_split
 from src.runs.atomic_files import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -41,6 +50,9 @@ class SuperviselyDataset(BaseDetDataset):
             class list of a custom model from ``train_dataloader.dataset.selected_classes``.
         ignore_regions: class or tag names whose objects are ignore regions
             (``src.data.reader.read_instances``).
+        slicing: cut the images into overlapping tiles (``src.data.tiles.Slicing``'s fields;
+            None: whole images). The COCO ground truth stays the whole images' and names each
+            tile's image and offset (``tiles``) for ``SlicedCocoMetric``.
     """
 
     def __init__(
@@ -55,6 +67,7 @@ class SuperviselyDataset(BaseDetDataset):
         coco_gt_file: str | None = None,
         selected_classes: list[str] | None = None,
         ignore_regions: list[str] | None = None,
+        slicing: dict | None = None,
         **kwargs: Any,
     ) -> None:
         if not classes:
@@ -72,6 +85,12 @@ class SuperviselyDataset(BaseDetDataset):
         self.cache_dir = cache_dir
         self.coco_gt_file = coco_gt_file
         self.ignore_regions = list(ignore_regions or [])
+        try:
+            self.slicing = Slicing.of(slicing)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(str(exc)) from None
+        self.tile_stats: TileStats | None = None
+        self._cuts: dict[str, tuple[str, list[list[int]]]] = {}
         self.stats = SplitStats()
         colors = class_colors(project_dir)
         metainfo = {
@@ -91,6 +110,19 @@ class SuperviselyDataset(BaseDetDataset):
             with seeded(idx.seed, idx.epoch, idx.draw, restore=not in_worker):
                 return super().__getitem__(int(idx))
         return super().__getitem__(idx)
+
+    def prepare_data(self, idx: int) -> Any:
+        info = self.get_data_info(idx)
+        self.ensure_image(info)
+        return self.pipeline(info)
+
+    def ensure_image(self, info: dict) -> None:
+        """A tile whose file is not written yet is cut now, with its image's other tiles
+        (``src.data.tiles.cut_tiles``): the first epoch cuts, the next ones read. Whoever runs
+        an item of the data list through the pipeline calls it first."""
+        source = info.get("source_path")
+        if source and source in self._cuts and not os.path.isfile(info["img_path"]):
+            cut_tiles(source, *self._cuts[source])
 
     def _serialize_data(self) -> tuple[np.ndarray, np.ndarray]:
         """mmengine's packing of the data list into one buffer (workers then share it
@@ -130,8 +162,20 @@ class SuperviselyDataset(BaseDetDataset):
                 self.project_dir,
                 ", ".join(f"{n} x {reason}" for reason, n in sorted(self.stats.skipped.items())),
             )
-        if self.coco_gt_file:
-            write_json_atomic(to_coco(data_list, classes), self.coco_gt_file)
+        ground_truth = to_coco(data_list, classes) if self.coco_gt_file else None
+        if self.slicing is not None:
+            key = cache_key(
+                self.project_dir, classes, self.task, self.datasets, self.items,
+                self.keep_empty_images, self.ignore_regions,
+            )  # fmt: skip
+            tiled = load_tiled_split(
+                data_list, self.slicing, self.cache_dir, key, train=not self.test_mode
+            )
+            self.tile_stats, self._cuts, data_list = tiled.stats, tiled.cuts, tiled.data_list
+            if ground_truth is not None:
+                ground_truth["tiles"] = {str(k): v for k, v in tiled.sources.items()}
+        if ground_truth is not None:
+            write_json_atomic(ground_truth, self.coco_gt_file)
         return data_list
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from mmengine.config import Config
 
+from src.config.compose import COCO_METRICS
+
 
 def predict_split(
     cfg: Config, checkpoint: str | Path, outfile_prefix: str, work_dir: str | Path
@@ -22,14 +24,15 @@ def predict_split(
     """Run the test loop over the validation split with ``checkpoint``; returns its metrics.
     ``work_dir`` receives the loop's log (a scratch folder)."""
     import src.data.mmdet_dataset
-    import src.engine.loops  # noqa: F401  (the run's config names our loop and sampler)
+    import src.engine.loops
+    import src.engine.sliced_metric  # noqa: F401  (the run's config names our loop and metric)
     from src.engine import patches
     from src.engine.runner import AppRunner, release_mmengine_instances
 
     patches.apply()
     cfg = copy.deepcopy(cfg)
     evaluator = copy.deepcopy(cfg.val_evaluator)
-    if not (isinstance(evaluator, dict) and evaluator.get("type") == "CocoMetric"):
+    if not (isinstance(evaluator, dict) and evaluator.get("type") in COCO_METRICS):
         raise ValueError("the run's val_evaluator is not mmdet's CocoMetric: cannot predict here")
     evaluator["outfile_prefix"] = outfile_prefix
     cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)

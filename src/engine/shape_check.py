@@ -92,6 +92,8 @@ def _check_one(model: Any, dataset: Any, info: dict, check: ShapeCheck) -> None:
     from mmengine.dataset import pseudo_collate
 
     sample = None
+    if hasattr(dataset, "ensure_image"):  # a tile is cut when first needed
+        dataset.ensure_image(info)
     for _ in range(5):  # a random crop may leave no objects and the pipeline drop the image
         sample = dataset.pipeline(dict(info))
         if sample is not None:

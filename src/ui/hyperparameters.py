@@ -18,6 +18,7 @@ from src.config.params import (
     DEFAULT_WORKERS,
     OPTIMIZERS,
     SCHEDULERS,
+    SLICE_PARTIAL,
     TrainParams,
 )
 from src.config.schedule import lr_curve
@@ -86,6 +87,18 @@ class HyperparametersStep:
         self.max_dets = _number(0, "hp_max_dets", 0, 10_000)
         self.score_thr = _number(0, "hp_score_thr", 0, 0.99, 0.01, 3)
         self.class_balance = _number(d.class_balance, "hp_class_balance", 0, 1, 0.01, 3)
+        # sliced training and evaluation (src.data.tiles)
+        self.slice_size = _number(d.slice_size, "hp_slice_size", 0, 16384, 32)
+        self.slice_overlap = _number(d.slice_overlap, "hp_slice_overlap", 0, 0.9, 0.05, 2)
+        self.slice_empty = _number(d.slice_empty, "hp_slice_empty", 0, 1, 0.05, 2)
+        self.slice_min_visible = _number(
+            d.slice_min_visible, "hp_slice_min_visible", 0.01, 1, 0.05, 2
+        )
+        self.slice_partial = _select(SLICE_PARTIAL, d.slice_partial, "hp_slice_partial")
+        self.slice_full_image = Checkbox(
+            "With slicing, train and validate on each whole image too (downscaled)",
+            d.slice_full_image, "hp_slice_full_image",
+        )  # fmt: skip
         self.auto_scale = Checkbox(
             "Auto-scale the LR by batch size / the model's base batch size", False, "hp_autoscale"
         )
@@ -124,7 +137,7 @@ class HyperparametersStep:
             content=Container(
                 [Field(w, title) for w, title in fields]
                 + [self.sized, self.save_best, self.save_last, self.nesterov, self.auto_scale]
-                + [self.evaluate, self.speed_test]
+                + [self.slice_full_image, self.evaluate, self.speed_test]
                 + [self.preview_button, self.chart.plot]
             ),
             widget_id="card_hp",
@@ -174,6 +187,19 @@ class HyperparametersStep:
                 "Class balance: repeat the images of classes in fewer than "
                 "this fraction of the images (mmdet's ClassBalancedDataset; 0: off)",
             ),
+            (
+                self.slice_size,
+                "Sliced training and evaluation: tile size (px; 0: off), for large images with "
+                "small objects (docs/options.md)",
+            ),
+            (self.slice_overlap, "Slicing: overlap of neighbouring tiles (a fraction)"),
+            (self.slice_empty, "Slicing: fraction of tiles without objects kept for training"),
+            (
+                self.slice_min_visible,
+                "Slicing: an object less visible than this fraction in a tile is not an object "
+                "there",
+            ),
+            (self.slice_partial, "Slicing: such a cut object becomes"),
             (self.device, "Device"),
             *([(self.gpus, "Or train on several GPUs (batch size per GPU)")] if multi_gpu else []),
             (self.seed, "Seed"),
@@ -234,6 +260,12 @@ class HyperparametersStep:
             score_thr=float(self.score_thr.get_value() or 0) or None,
             class_balance=float(self.class_balance.get_value() or 0),
             ignore=tuple(ignore),
+            slice_size=int(self.slice_size.get_value() or 0),
+            slice_overlap=float(self.slice_overlap.get_value() or 0),
+            slice_full_image=self.slice_full_image.is_checked(),
+            slice_empty=float(self.slice_empty.get_value() or 0),
+            slice_min_visible=float(self.slice_min_visible.get_value() or 0),
+            slice_partial=self.slice_partial.get_value(),
             auto_scale_lr=self.auto_scale.is_checked(),
             export=tuple(self.export.get_value() or ()),
         )
@@ -253,17 +285,23 @@ class HyperparametersStep:
             (self.restart_epochs, p.restart_epochs), (self.patience, p.early_stopping_patience),
             (self.min_delta, p.early_stopping_min_delta), (self.max_dets, p.max_per_img or 0),
             (self.score_thr, p.score_thr or 0), (self.class_balance, p.class_balance),
+            (self.slice_size, p.slice_size), (self.slice_overlap, p.slice_overlap),
+            (self.slice_empty, p.slice_empty), (self.slice_min_visible, p.slice_min_visible),
         ):  # fmt: skip
             widget.value = value
         self.set_input_size(*p.input_size)
-        for select, value in ((self.optimizer, p.optimizer), (self.scheduler, p.scheduler)):
+        for select, value in (
+            (self.optimizer, p.optimizer), (self.scheduler, p.scheduler),
+            (self.slice_partial, p.slice_partial),
+        ):  # fmt: skip
             select.set_value(value)
         self.amp.set_value(AUTO_AMP if p.amp is None else "on" if p.amp else "off")
         self.frozen.set_value(MODEL_DEFAULT if p.frozen_stages is None else str(p.frozen_stages))
         self.export.set_value(list(p.export))
         for box, on in ((self.save_best, p.save_best), (self.save_last, p.save_last),
                         (self.nesterov, p.nesterov), (self.auto_scale, p.auto_scale_lr),
-                        (self.evaluate, p.evaluate), (self.speed_test, p.speed_test)):  # fmt: skip
+                        (self.evaluate, p.evaluate), (self.speed_test, p.speed_test),
+                        (self.slice_full_image, p.slice_full_image)):  # fmt: skip
             box.check() if on else box.uncheck()
         devices = {item.value for item in self.device.get_items()}
         if p.device in devices:

@@ -1,0 +1,95 @@
+"""``SlicedCocoMetric``: mmdet's ``CocoMetric`` on whole images for a split cut into tiles.
+
+The validation dataset of a sliced run yields tiles (``src.data.tiles``); its COCO ground truth
+is the whole images', with a ``tiles`` table naming each tile's image and offset. Each tile's
+predictions are moved into its image's pixels (masks re-encoded at the image's size from the
+tile's crop), an image's predictions from all its tiles (and the whole image, when kept) are
+merged (``src.engine.tile_merge``), and ``CocoMetric`` scores them against the whole images: the
+mAP is the whole images', and the predictions it writes (``outfile_prefix``) are too — what the
+evaluation after training hands to the platform's evaluators, on the original project.
+
+Without a ``tiles`` table it is ``CocoMetric``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from mmdet.evaluation.metrics import CocoMetric
+from mmdet.registry import METRICS
+
+from src.engine.tile_merge import merge_tiles, shift_boxes, tile_rle_to_image
+
+
+@METRICS.register_module(name="SlicedCocoMetric", force=True)
+class SlicedCocoMetric(CocoMetric):
+    """Args:
+    merge_thr: the intersection over the smaller box at which detections of one class from
+        two tiles are one object.
+    max_per_img: detections kept per image after the merge.
+    **kwargs: ``CocoMetric``'s.
+    """
+
+    def __init__(self, merge_thr: float = 0.5, max_per_img: int = 100, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.merge_thr = float(merge_thr)
+        self.max_per_img = int(max_per_img)
+        dataset = self._coco_api.dataset if self._coco_api is not None else {}
+        self.tiles = {int(k): v for k, v in (dataset.get("tiles") or {}).items()}
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        start = len(self.results)
+        super().process(data_batch, data_samples)
+        if not self.tiles:
+            return
+        for gt, result in self.results[start:]:
+            tile_id = int(result["img_id"])
+            image_id, dx, dy = self.tiles.get(tile_id, (tile_id, 0, 0))
+            info = self._coco_api.imgs[image_id]
+            result["tile"] = tile_id
+            result["img_id"] = gt["img_id"] = image_id
+            gt["width"], gt["height"] = info["width"], info["height"]
+            if dx or dy:
+                result["bboxes"] = shift_boxes(result["bboxes"], dx, dy).astype(np.float32)
+            if "masks" in result:
+                result["masks"] = [
+                    tile_rle_to_image(rle, dx, dy, info["height"], info["width"])
+                    for rle in result["masks"]
+                ]
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        if not self.tiles:
+            return super().compute_metrics(results)
+        by_image: dict[int, list] = defaultdict(list)
+        for gt, result in results:
+            by_image[int(result["img_id"])].append((gt, result))
+        return super().compute_metrics([self._merged(parts) for parts in by_image.values()])
+
+    def _merged(self, parts: list) -> tuple[dict, dict]:
+        gt = parts[0][0]
+        results = [r for _, r in parts]
+        tiles = np.concatenate([np.full(len(r["scores"]), r["tile"]) for r in results])
+        with_masks = "masks" in results[0]
+        merged = merge_tiles(
+            np.concatenate([np.asarray(r["bboxes"]).reshape(-1, 4) for r in results]),
+            np.concatenate([r["scores"] for r in results]),
+            np.concatenate([r["labels"] for r in results]),
+            tiles,
+            thr=self.merge_thr,
+            max_dets=self.max_per_img,
+            masks=[m for r in results for m in r["masks"]] if with_masks else None,
+        )
+        out = {
+            "img_id": results[0]["img_id"],
+            "bboxes": merged.boxes.astype(np.float32),
+            "scores": merged.scores.astype(np.float32),
+            "labels": merged.labels.astype(np.int64),
+        }
+        if with_masks:
+            out["masks"] = merged.masks
+        if "mask_scores" in results[0]:
+            mask_scores = np.concatenate([r["mask_scores"] for r in results])
+            out["mask_scores"] = mask_scores[merged.index].astype(np.float32)
+        return gt, out

@@ -1,0 +1,115 @@
+"""Put the detections of an image's tiles back together (numpy and pycocotools, no torch: the
+validation metric and the ONNX ``predict`` share it).
+
+Tiles overlap, so an object near a border is found in two or four tiles, whole in one and cut in
+the others. Plain NMS keeps a cut box beside the whole one when they overlap less than its IoU
+threshold (a box a third inside the tile has IoU 0.33 with the whole). So the merge is greedy
+non-maximum *merging*, as SAHI's: best score first, each detection absorbs the lower ones of the
+same class from *other* tiles whose intersection over the smaller box is at least ``thr``; the
+merged box is their union, the mask their union, the score the best. Two detections of one tile
+never merge: the model's own NMS already decided between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from src.data.reader import crop_to_rle
+
+
+@dataclass
+class Merged:
+    """An image's merged detections, best first."""
+
+    boxes: np.ndarray  # [N, 4] x1, y1, x2, y2 in the image's pixels
+    scores: np.ndarray  # [N]
+    labels: np.ndarray  # [N]
+    masks: list[dict] | None = None  # COCO RLE at the image's size, with masks
+    index: np.ndarray | None = None  # [N] each one's best detection, an index into the input
+
+
+def shift_boxes(boxes: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    return np.asarray(boxes, np.float64).reshape(-1, 4) + np.array([dx, dy, dx, dy], np.float64)
+
+
+def merge_tiles(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    tiles: np.ndarray,
+    thr: float = 0.5,
+    max_dets: int = 100,
+    masks: list[dict] | None = None,
+) -> Merged:
+    """Merge an image's detections (already in its pixels); ``tiles`` says which tile (any id;
+    the whole image is one more) each came from. At most ``max_dets`` are kept."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    tiles = np.asarray(tiles).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, labels, tiles = boxes[order], scores[order], labels[order], tiles[order]
+    masks = [masks[i] for i in order] if masks is not None else None
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0, None
+    )
+    taken = np.zeros(len(scores), bool)
+    out_boxes, out_idx, out_masks = [], [], []
+    for i in range(len(scores)):
+        if taken[i]:
+            continue
+        taken[i] = True
+        rest = np.flatnonzero(~taken & (labels == labels[i]) & (tiles != tiles[i]))
+        group = rest[
+            _intersection_over_smaller(boxes[i], areas[i], boxes[rest], areas[rest]) >= thr
+        ]
+        taken[group] = True
+        members = np.concatenate([[i], group])
+        out_boxes.append([*boxes[members, :2].min(axis=0), *boxes[members, 2:].max(axis=0)])
+        out_idx.append(i)
+        if masks is not None:
+            out_masks.append(_union([masks[m] for m in members]))
+        if len(out_idx) == max_dets:
+            break
+    idx = np.asarray(out_idx, int)
+    return Merged(
+        boxes=np.asarray(out_boxes, np.float64).reshape(-1, 4),
+        scores=scores[idx],
+        labels=labels[idx],
+        masks=out_masks if masks is not None else None,
+        index=order[idx],
+    )
+
+
+def _intersection_over_smaller(
+    box: np.ndarray, area: float, others: np.ndarray, other_areas: np.ndarray
+) -> np.ndarray:
+    w = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
+    h = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    return inter / np.maximum(np.minimum(area, other_areas), 1e-9)
+
+
+def _union(rles: list[dict]) -> dict:
+    if len(rles) == 1:
+        return rles[0]
+    merged = mask_utils.merge([_as_bytes(r) for r in rles], intersect=False)
+    return merged
+
+
+def _as_bytes(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {
+        "size": rle["size"],
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
+
+
+def tile_rle_to_image(rle: dict, dx: int, dy: int, height: int, width: int) -> dict:
+    """A tile's mask (COCO RLE at the tile's size) as an RLE of the whole image: the runs are
+    computed on the tile's crop, never on a full-size array."""
+    mask = mask_utils.decode(_as_bytes(rle)).astype(bool)
+    return crop_to_rle(mask, dx, dy, height, width)
