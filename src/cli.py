@@ -581,19 +581,33 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in images with an exported ONNX model (onnxruntime only, no mmdet): one
-    line per detection, and each image with its boxes drawn into ``--out``."""
+    line per detection, and each image with its boxes drawn into ``--out``. A model of a sliced
+    run slices large images as it was validated (its tile size travels in the model file);
+    ``--slice-size`` sets another, 0 turns it off."""
     import cv2
 
-    from src.engine.onnx_runtime import OnnxDetector, draw
+    from src.engine.onnx_runtime import Detections, OnnxDetector, draw
 
     detector = OnnxDetector(args.onnx)
+    slicing = dict(detector.slicing or {})
+    if args.slice_size is not None:
+        slicing = {**slicing, "size": args.slice_size} if args.slice_size else {}
+    if args.slice_overlap is not None and slicing:
+        slicing["overlap"] = args.slice_overlap
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.images:
         image = cv2.imread(name)
         if image is None:
             return _fail(f"{name} is not an image OpenCV can read")
-        found = detector.predict([image], score_thr=args.score_thr)[0]
+        if slicing and max(image.shape[:2]) > slicing["size"]:
+            found = _predict_sliced(detector, image, slicing)
+            print(f"{name}: sliced into tiles of {slicing['size']} px (boxes only)")
+        else:
+            found = detector.predict([image], score_thr=0.0)[0]
+        keep = found.scores >= args.score_thr
+        found = Detections(found.boxes[keep], found.scores[keep], found.labels[keep],
+                           found.masks[keep] if found.masks is not None else None)  # fmt: skip
         for box, score, label in zip(found.boxes, found.scores, found.labels, strict=True):
             x1, y1, x2, y2 = (round(float(v)) for v in box)
             print(f"{name}: {detector.classes[label]} {score:.2f} at {x1},{y1},{x2},{y2}")
@@ -601,6 +615,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         cv2.imwrite(str(out / (Path(name).stem + ".jpg")), draw(image, found, detector.classes))
     print(f"drawn: {out}")
     return 0
+
+
+def _predict_sliced(detector, image, slicing: dict):
+    """The ONNX model over the image's tiles, merged as a sliced run's validation merges them."""
+    from src.engine.onnx_runtime import Detections
+    from src.engine.tile_merge import predict_sliced
+
+    def detect(images):
+        return [(d.boxes, d.scores, d.labels) for d in detector.predict(images, score_thr=0.0)]
+
+    merged = predict_sliced(
+        detect, image, int(slicing["size"]), float(slicing.get("overlap", 0.2)),
+        bool(slicing.get("full_image", True)),
+    )  # fmt: skip
+    return Detections(merged.boxes, merged.scores, merged.labels.astype(int))
 
 
 class _CtrlC:
@@ -902,6 +931,12 @@ def _add_export_parsers(sub) -> None:
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--score-thr", type=float, default=0.3, help="the lowest score shown")
     pr.add_argument("--out", default="artifacts/predictions", help="where the drawn images go")
+    pr.add_argument(
+        "--slice-size", type=int, metavar="PX",
+        help="slice images larger than this into tiles, predict each and merge (default: the "
+        "tile size of a sliced run's model, else off; 0: off)",
+    )  # fmt: skip
+    pr.add_argument("--slice-overlap", type=float, help="the tiles' overlap (default: the run's)")
     pr.set_defaults(func=cmd_predict)
 
 

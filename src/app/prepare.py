@@ -42,6 +42,7 @@ from src.config.schedule import devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text
 from src.data.project import LocalProject, Split, default_split, open_local_project
 from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError
+from src.data.tiles import Slicing
 from src.engine.onnx_export import export_blocker
 from src.engine.shape_check import check_input_shapes
 from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
@@ -312,9 +313,32 @@ def prepare(request: TrainRequest) -> Prepared:
         raise RequestError([f"the config cannot be used: {type(exc).__name__}: {exc}"]) from None
     if params.frozen_stages is not None and (problem := _frozen_stages_problem(cfg)):
         raise RequestError([problem])
+    if problem := _slicing_problem(cfg):
+        raise RequestError([problem])
     if params.export and (problem := export_blocker(cfg)):
         raise RequestError([f"export {', '.join(params.export)}: {problem}"])
     return Prepared(project, params, split, cfg, run_id, model_name)
+
+
+def _slicing_problem(cfg: Config) -> str | None:
+    """A sliced config (the settings', or the Editor's text) that cannot train: a ``slicing``
+    that does not hold, or a sliced validation set scored by a metric that does not merge the
+    tiles' predictions on whole images (then every tile would count as an image)."""
+    for key in ("train_dataloader", "val_dataloader"):
+        dataset = train_dataset_cfg(cfg) if key == "train_dataloader" else cfg[key].dataset
+        try:
+            Slicing.of(dataset.get("slicing"))
+        except (TypeError, ValueError) as exc:
+            return f"{key}.dataset.slicing: {exc}"
+    evaluator = cfg.get("val_evaluator") or {}
+    kind = evaluator.get("type") if isinstance(evaluator, dict) else type(evaluator).__name__
+    if cfg.val_dataloader.dataset.get("slicing") and kind != "SlicedCocoMetric":
+        return (
+            f"sliced validation needs SlicedCocoMetric (it merges the tiles' predictions on whole "
+            f"images) but the config's val_evaluator is {kind}: use CocoMetric (the app turns it "
+            "into SlicedCocoMetric) or turn slicing off (slice_size 0)"
+        )
+    return None
 
 
 def _compose(

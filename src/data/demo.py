@@ -79,6 +79,8 @@ class DemoOptions:
     # objects' radius range in px (None: from the image's size), and the image files' format
     radius: tuple[int, int] | None = None
     ext: str = ".png"
+    # where objects are placed: (x1, y1, x2, y2) of each image (None: anywhere), e.g. a cluster
+    region: tuple[int, int, int, int] | None = None
 
 
 # Large aerial-like images with small objects, for sliced training (``demo-project --large``):
@@ -203,8 +205,9 @@ def _image_with_objects(rng: np.random.Generator, meta, size: tuple[int, int], o
             r = 3  # tiny
             cx, cy = int(rng.integers(10, width - 10)), int(rng.integers(10, height - 10))
         else:
-            cx = int(rng.integers(r + 2, max(r + 3, width - r - 2)))
-            cy = int(rng.integers(r + 2, max(r + 3, height - r - 2)))
+            x1, y1, x2, y2 = opts.region or (0, 0, width, height)
+            cx = int(rng.integers(x1 + r + 2, max(x1 + r + 3, x2 - r - 2)))
+            cy = int(rng.integers(y1 + r + 2, max(y1 + r + 3, y2 - r - 2)))
         mask, points = _shape_mask(kind, cx, cy, r, height, width, float(rng.uniform(0, np.pi)))
         if (mask & occupied).sum() > 0.1 * mask.sum() or not mask.any():
             continue  # keep objects mostly apart so every one stays visible

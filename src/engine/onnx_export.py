@@ -205,6 +205,12 @@ def export_model(
             dynamic_axes={k: v for k, v in axes.items() if k in ["images", "orig_size", *outputs]},
         )  # fmt: skip
     extra = {"outputs": outputs}
+    # a sliced run's tiles: predict --onnx slices large images the same way by default
+    slicing = ((cfg.get("val_dataloader") or {}).get("dataset") or {}).get("slicing")
+    if slicing and slicing.get("size"):
+        extra["slicing"] = {
+            k: slicing[k] for k in ("size", "overlap", "full_image") if k in slicing
+        }
     # what the caller does to the masks (src.engine.onnx_runtime)
     if graph.with_masks and isinstance(graph, TwoStageGraph):
         extra |= {"masks": "roi", "mask_thr": graph.mask_thr}

@@ -37,6 +37,7 @@ class OnnxDetector:
         self.divisor = int(meta["divisor"])  # the canvas's sides are multiples of it
         self.classes: list[str] = meta["classes"]
         self.outputs: list[str] = meta["outputs"]
+        self.slicing: dict | None = meta.get("slicing")  # a sliced run's tiles
         self.mask_kind = meta.get("masks")  # None, "dense" (RTMDet-Ins), "roi" (Mask R-CNN)
         self.mask_stride = int(meta.get("mask_stride", 0))
         thr = float(meta.get("mask_thr", 0.5))

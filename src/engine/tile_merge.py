@@ -12,12 +12,14 @@ never merge: the model's own NMS already decided between them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from src.data.reader import crop_to_rle
+from src.data.tiles import windows
 
 
 @dataclass
@@ -113,3 +115,44 @@ def tile_rle_to_image(rle: dict, dx: int, dy: int, height: int, width: int) -> d
     computed on the tile's crop, never on a full-size array."""
     mask = mask_utils.decode(_as_bytes(rle)).astype(bool)
     return crop_to_rle(mask, dx, dy, height, width)
+
+
+# a detector: images (BGR arrays) -> per image (boxes [N, 4], scores [N], labels [N]) in its pixels
+Detect = Callable[[list[np.ndarray]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+
+
+def predict_sliced(
+    detect: Detect,
+    image: np.ndarray,
+    size: int,
+    overlap: float = 0.2,
+    full_image: bool = True,
+    batch: int = 8,
+    thr: float = 0.5,
+    max_dets: int = 100,
+) -> Merged:
+    """Sliced inference on one large image, as a sliced run validates: its tiles (and the whole
+    image, downscaled by the detector's own resize, when ``full_image``) through ``detect`` in
+    batches, moved into the image's pixels and merged."""
+    height, width = image.shape[:2]
+    tiles = windows(width, height, size, overlap)
+    parts = [(t, image[t[1] : t[3], t[0] : t[2]]) for t in tiles]
+    if full_image and len(tiles) > 1:
+        parts.append(((0, 0, width, height), image))
+    boxes, scores, labels, sources = [], [], [], []
+    for start in range(0, len(parts), batch):
+        chunk = parts[start : start + batch]
+        found = detect([crop for _, crop in chunk])
+        for n, ((x1, y1, _, _), _), (b, s, lab) in zip(
+            range(start, start + len(chunk)), chunk, found, strict=True
+        ):
+            boxes.append(shift_boxes(b, x1, y1))
+            scores.append(np.asarray(s, np.float64).reshape(-1))
+            labels.append(np.asarray(lab).reshape(-1))
+            sources.append(np.full(len(scores[-1]), n))
+    if not boxes:
+        return Merged(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), index=np.zeros(0, int))
+    return merge_tiles(
+        np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels),
+        np.concatenate(sources), thr=thr, max_dets=max_dets,
+    )  # fmt: skip

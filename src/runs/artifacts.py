@@ -249,6 +249,7 @@ def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]
         "result = inference_detector(model, 'image.jpg')",
         "```",
         "",
+        *_sliced_example(summary.hyperparameters, checkpoints[0]),
         *(_onnx_example(exports["onnx"]) if "onnx" in exports else []),
         "`logs/` holds the training log and the logged scalars; `metrics.json` the metric history.",
         "`resume/` holds the full training state (optimizer, schedulers, RNG): the app's Resume",
@@ -256,6 +257,52 @@ def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]
         "",
     ]
     return "\n".join(lines)
+
+
+def _sliced_example(hyperparameters: dict[str, Any], checkpoint: str) -> list[str]:
+    """A sliced run's README: inference on a large image tile by tile, as it validated (mmdet and
+    mmcv only; tests/engine/test_sliced_training.py runs it)."""
+    size = int(hyperparameters.get("slice_size") or 0)
+    if not size:
+        return []
+    overlap = float(hyperparameters.get("slice_overlap", 0.2))
+    step = max(1, round(size * (1 - overlap)))
+    return [
+        f"This model was trained and validated on tiles of {size} px (overlap {overlap:g}) of "
+        "larger images. Predict a large image the same way, tile by tile (the app's validation "
+        "merges overlapping detections by greedy merging; mmcv's NMS is close), or serve it with "
+        f"the platform's sliding-window inference at {size} px:",
+        "",
+        "```python",
+        *SLICED_EXAMPLE.format(checkpoint=checkpoint, size=size, step=step).splitlines(),
+        "```",
+        "",
+    ]
+
+
+SLICED_EXAMPLE = """\
+import sys
+import mmcv, torch
+from mmcv.ops import batched_nms
+from mmdet.apis import init_detector, inference_detector
+
+model = init_detector("config.py", "{checkpoint}", device="cpu", palette="random")
+size, step = {size}, {step}
+image = mmcv.imread(sys.argv[1])
+height, width = image.shape[:2]
+starts = lambda n: sorted({{*range(0, max(n - size, 0), step), max(n - size, 0)}})
+tiles = [(x, y) for y in starts(height) for x in starts(width)]
+results = inference_detector(model, [image[y : y + size, x : x + size] for x, y in tiles])
+shifts = [torch.tensor([x, y, x, y], dtype=torch.float32) for x, y in tiles]
+boxes = torch.cat([r.pred_instances.bboxes + d for d, r in zip(shifts, results)])
+scores = torch.cat([r.pred_instances.scores for r in results])
+labels = torch.cat([r.pred_instances.labels for r in results])
+dets, keep = batched_nms(boxes, scores, labels, dict(type="nms", iou_threshold=0.5))
+for (x1, y1, x2, y2, score), label in zip(dets.tolist(), labels[keep].tolist()):
+    if score >= 0.3:
+        name = model.dataset_meta["classes"][label]
+        print(f"{{name}} {{score:.2f}} at {{x1:.0f}},{{y1:.0f}},{{x2:.0f}},{{y2:.0f}}")
+"""
 
 
 def _onnx_example(onnx_file: str) -> list[str]:

@@ -1,0 +1,175 @@
+"""Sliced training end to end, on the images it is for: 4000x3000 photos with objects of 12 to
+30 px. Resized whole to the model's 256 px input, an object is one or two pixels and nothing can
+be learned; cut into 256 px tiles, the same model at the same input size finds them. Both runs
+are measured here, on the same validation image, by recall at IoU 0.5.
+
+The sliced run's validation merges its tiles' predictions on the whole image: an object cut by a
+tile border is one box, and the evaluation after training (the platform's evaluators, on the
+original project) gives the validation's mAP. Its README's sliced inference and ``predict
+--onnx`` run on a large image."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.data.tiles import windows
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "rtmdet_tiny_8xb32-300e_coco"
+TILE, OVERLAP = 256, 0.25
+
+
+@pytest.fixture(scope="module")
+def large_project(tmp_path_factory) -> Path:
+    """Three 4000x3000 JPEGs (two to train, one to validate), 50 to 70 objects of 12 to 30 px
+    each, in a cluster as cars on a parking lot (so that a short run sees enough of them)."""
+    from src.data.demo import LARGE_OPTIONS, DemoOptions, make_demo_project
+
+    options = dict(LARGE_OPTIONS) | dict(
+        min_objects=50, max_objects=70, region=(1500, 1100, 2600, 1900)
+    )
+    path = tmp_path_factory.mktemp("large") / "project"
+    return make_demo_project(path, DemoOptions(images=3, seed=2, **options))
+
+
+def _train(project: Path, root: Path, run_id: str, *extra: str) -> Path:
+    """A CLI run of 12 epochs at 256 px from scratch, validated once at the end; its folder."""
+    result = subprocess.run(
+        [sys.executable, "-m", "src.cli", "train", "--project", str(project), "--model", MODEL,
+         "--from-scratch", "--epochs", "12", "--val-interval", "12", "--batch-size", "2",
+         "--val-batch-size", "8", "--input-size", "256", "--lr", "0.004", "--seed", "0",
+         "--app-data", str(root / "app_data"), "--team-files", str(root / "team_files"),
+         "--run-id", run_id, *extra],
+        capture_output=True, text=True, cwd=ROOT, timeout=1500,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return root / "app_data" / run_id
+
+
+@pytest.fixture(scope="module")
+def runs(large_project, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sliced_runs")
+    sliced = _train(
+        large_project, root, "sliced", "--slice-size", str(TILE), "--slice-overlap", str(OVERLAP),
+        "--slice-empty", "0.02", "--no-slice-full-image", "--export", "onnx",
+    )  # fmt: skip
+    whole = _train(large_project, root, "whole", "--no-evaluate")
+    return sliced, whole
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    """COCO boxes (x, y, w, h)."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _objects_and_predictions(run: Path) -> tuple[list[dict], list[dict]]:
+    truth = json.loads((run / "coco_gt_val.json").read_text())
+    objects = [a for a in truth["annotations"] if not a["iscrowd"]]
+    return objects, json.loads((run / "predictions" / "best.bbox.json").read_text())
+
+
+def _recall(run: Path) -> float:
+    """Objects of the validation image found by a prediction of their class at IoU >= 0.5."""
+    objects, predictions = _objects_and_predictions(run)
+    found = sum(
+        any(p["category_id"] == o["category_id"] and _iou(p["bbox"], o["bbox"]) >= 0.5
+            for p in predictions)
+        for o in objects
+    )  # fmt: skip
+    return found / len(objects)
+
+
+@pytest.mark.slow
+def test_sliced_training_finds_small_objects_the_whole_image_run_cannot(runs):
+    sliced, whole = runs
+    sliced_recall, whole_recall = _recall(sliced), _recall(whole)
+    print(f"recall@0.5 sliced {sliced_recall:.3f}, whole images {whole_recall:.3f}")
+    assert whole_recall <= 0.05
+    assert sliced_recall >= 0.25 and sliced_recall >= whole_recall + 0.2
+
+
+@pytest.mark.slow
+def test_an_object_cut_by_a_tile_border_is_predicted_once(runs):
+    sliced, _ = runs
+    objects, predictions = _objects_and_predictions(sliced)
+    tiles = windows(4000, 3000, TILE, OVERLAP)
+    cut = [
+        o
+        for o in objects
+        if sum(
+            t[0] <= o["bbox"][0]
+            and o["bbox"][0] + o["bbox"][2] <= t[2]
+            and t[1] <= o["bbox"][1]
+            and o["bbox"][1] + o["bbox"][3] <= t[3]
+            for t in tiles
+        )
+        < sum(_overlaps(o["bbox"], t) for t in tiles)
+    ]  # fmt: skip  (in several tiles, and cut by at least one of them)
+    assert len(cut) >= 10
+    confident = [p for p in predictions if p["score"] >= 0.3]
+    matches = [
+        [p for p in confident if p["category_id"] == o["category_id"]
+         and _iou(p["bbox"], o["bbox"]) >= 0.3]
+        for o in cut
+    ]  # fmt: skip
+    assert sum(1 for m in matches if m) >= 2  # the model finds some of them
+    assert all(len(m) <= 1 for m in matches), [m for m in matches if len(m) > 1]
+
+
+def _overlaps(box: list[float], tile: tuple) -> bool:
+    x, y, w, h = box
+    return x < tile[2] and x + w > tile[0] and y < tile[3] and y + h > tile[1]
+
+
+@pytest.mark.slow
+def test_the_evaluation_on_the_original_project_gives_the_validations_map(runs):
+    sliced, _ = runs
+    evaluation = json.loads((sliced / "evaluation" / "metrics.json").read_text())
+    assert evaluation["reused_predictions"] is True  # the merged ones, on whole images
+    assert evaluation["metrics"]["mAP"] == pytest.approx(evaluation["validation_map"], abs=1e-3)
+    assert evaluation["metrics"]["mAP"] > 0.02
+
+
+@pytest.mark.slow
+def test_the_runs_readme_and_predict_onnx_slice_a_large_image(runs, large_project, tmp_path):
+    import cv2
+
+    sliced, _ = runs
+    [uploaded] = (sliced.parent.parent / "team_files" / "mmdetection-3").glob("sliced_*")
+    readme = (uploaded / "README.md").read_text()
+    assert f"tiles of {TILE} px" in readme
+    program = readme.split("tiles of", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    # a large crop of the validation image (the whole one takes 300 tiles)
+    [image_path] = (large_project / "val" / "img").iterdir()
+    image = cv2.imread(str(image_path))[1000:2000, 1400:2700]
+    crop = tmp_path / "crop.jpg"
+    cv2.imwrite(str(crop), image)
+    (tmp_path / "sliced.py").write_text(program)
+    for name in ("config.py", *(p.name for p in uploaded.glob("*.pth"))):
+        (tmp_path / name).symlink_to(uploaded / name)
+    result = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "sliced.py"), str(crop)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.splitlines()) >= 3  # objects found on the crop
+
+    [onnx] = (uploaded / "export").glob("*.onnx")
+    result = subprocess.run(
+        [sys.executable, "-m", "src.cli", "predict", "--onnx", str(onnx), str(crop),
+         "--out", str(tmp_path / "drawn")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"sliced into tiles of {TILE} px" in result.stdout  # from the model file's metadata
+    found = int(result.stdout.split(" objects above")[0].rsplit(" ", 1)[1])
+    assert found >= 3
+    assert (tmp_path / "drawn" / "crop.jpg").is_file()
