@@ -335,9 +335,11 @@ SLICE_PARTIAL = ("ignore", "drop")  # what becomes of an object cut below the vi
 def slicing_problems(slicing: dict[str, Any]) -> list[str]:
     """What is wrong with a ``slicing`` (``src.data.tiles.Slicing``'s fields), in words."""
     found = []
-    size, overlap = slicing.get("size"), slicing.get("overlap", 0.2)
-    empty, visible = slicing.get("empty", 0.1), slicing.get("min_visible", 0.5)
-    partial = slicing.get("partial", "ignore")
+    size = slicing.get("size")
+    overlap = slicing.get("overlap", TrainParams.slice_overlap)
+    empty = slicing.get("empty", TrainParams.slice_empty)
+    visible = slicing.get("min_visible", TrainParams.slice_min_visible)
+    partial = slicing.get("partial", TrainParams.slice_partial)
     if not isinstance(size, int) or not 32 <= size <= 16384:
         found.append(f"the tile size (slice_size) must be from 32 to 16384 px, got {size}")
     if not isinstance(overlap, (int, float)) or not 0.0 <= overlap <= 0.9:

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from src.config.params import slicing_problems
+from src.config.params import TrainParams, slicing_problems
 from src.data.reader import crop_to_rle
 from src.runs.atomic_files import atomic_path
 
@@ -53,11 +53,12 @@ class Slicing:
     """How a split is cut, as the config's ``slicing`` dict spells it (``SuperviselyDataset``)."""
 
     size: int
-    overlap: float = 0.2
-    full_image: bool = True
-    empty: float = 0.1
-    min_visible: float = 0.5
-    partial: str = "ignore"
+    # the defaults are the settings' (one place: TrainParams' slice_* fields)
+    overlap: float = TrainParams.slice_overlap
+    full_image: bool = TrainParams.slice_full_image
+    empty: float = TrainParams.slice_empty
+    min_visible: float = TrainParams.slice_min_visible
+    partial: str = TrainParams.slice_partial
 
     @classmethod
     def of(cls, value: dict | None) -> Slicing | None:
