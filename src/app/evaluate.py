@@ -50,6 +50,17 @@ from src.runs.layout import (
 logger = logging.getLogger(__name__)
 
 PRIMARY_METRIC = "mAP"  # the SDK evaluators' (``ObjectDetectionEvalResult.PRIMARY_METRIC``)
+SDK_MAX_DETECTIONS = 100  # the SDK evaluators' default detections per image (evaluation_params)
+
+
+def max_detections(cfg: Any) -> int:
+    """The detections per image the SDK's evaluators are to read: their default, or what a
+    sliced run's validation keeps per whole image (``SlicedCocoMetric.max_per_img``: a large
+    image holds many more objects than 100), so that they score what the validation scored."""
+    evaluator = cfg.get("val_evaluator") or {}
+    if isinstance(evaluator, dict) and evaluator.get("type") == "SlicedCocoMetric":
+        return int(evaluator.get("max_per_img") or SDK_MAX_DETECTIONS)
+    return SDK_MAX_DETECTIONS
 
 
 class EvaluationError(RuntimeError):
@@ -171,15 +182,27 @@ class _NoProgress:
         return None
 
 
-def _sdk_evaluation(gt_dir: Path, pred_dir: Path, result_dir: Path, segmentation: bool) -> Any:
+def sdk_evaluation_params(evaluator_cls: Any, max_dets: int) -> dict[str, Any]:
+    """The SDK evaluator's own default parameters (its YAML), with ``max_dets`` per image."""
+    import yaml
+
+    return yaml.safe_load(evaluator_cls.load_yaml_evaluation_params()) | {
+        "max_detections": int(max_dets)
+    }
+
+
+def _sdk_evaluation(
+    gt_dir: Path, pred_dir: Path, result_dir: Path, segmentation: bool, max_dets: int
+) -> Any:
     """The SDK's evaluator over the two projects; its MetricProvider (curves, matrix, tables).
     pycocotools prints its summary and numpy warns about classes without matches: both quiet."""
     from supervisely.nn.benchmark import InstanceSegmentationEvaluator, ObjectDetectionEvaluator
 
     evaluator_cls = InstanceSegmentationEvaluator if segmentation else ObjectDetectionEvaluator
     evaluator = evaluator_cls(
-        str(gt_dir), str(pred_dir), result_dir=str(result_dir), progress=_NoProgress()
-    )
+        str(gt_dir), str(pred_dir), result_dir=str(result_dir), progress=_NoProgress(),
+        evaluation_params=sdk_evaluation_params(evaluator_cls, max_dets),
+    )  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         evaluator.evaluate()
@@ -252,11 +275,13 @@ def evaluate_run(
             predictions = _predict(cfg, path, Path(scratch), segmentation)
         gt_dir, pred_dir = write_eval_projects(
             data_list, data["classes"], predictions, Path(scratch) / "projects", segmentation,
-            predictions_file=out / EVALUATION_PREDICTIONS,
+            predictions_file=out / EVALUATION_PREDICTIONS, max_detections=max_detections(cfg),
         )  # fmt: skip
         if predictions:
             try:
-                mp = _sdk_evaluation(gt_dir, pred_dir, Path(scratch) / "sdk", segmentation)
+                mp = _sdk_evaluation(
+                    gt_dir, pred_dir, Path(scratch) / "sdk", segmentation, max_detections(cfg)
+                )
             except (RuntimeError, ValueError) as exc:
                 raise EvaluationError(
                     f"the SDK evaluator cannot evaluate {path.name}: {exc}"

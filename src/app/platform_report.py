@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.app.evaluate import SDK_MAX_DETECTIONS, sdk_evaluation_params
 from src.app.workflow import APP_NAME
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,6 @@ def build_platform_report(
     (``evaluation/speedtest.json``), shown in the report's "Inference Speed" section. Raises on
     any failure (the caller warns), its projects removed."""
     import supervisely as sly
-    import yaml
     from supervisely.nn.benchmark import InstanceSegmentationBenchmark, ObjectDetectionBenchmark
     from supervisely.nn.benchmark.base_benchmark import WORKSPACE_DESCRIPTION, WORKSPACE_NAME
 
@@ -93,7 +93,9 @@ def build_platform_report(
         bm = benchmark_cls(
             api, gt_id, output_dir=str(work_dir), gt_images_ids=sorted(ids.values()),
             classes_whitelist=classes,
-            evaluation_params=yaml.safe_load(evaluator.load_yaml_evaluation_params()),
+            evaluation_params=sdk_evaluation_params(
+                evaluator, predictions.get("max_detections", SDK_MAX_DETECTIONS)
+            ),
         )  # fmt: skip
         workspace = api.workspace.get_info_by_name(team_id, WORKSPACE_NAME) or api.workspace.create(
             team_id, WORKSPACE_NAME, WORKSPACE_DESCRIPTION

@@ -129,7 +129,7 @@ def _set_tile_merging(evaluator: dict, sliced: bool, params: TrainParams) -> Non
     if sliced:
         evaluator["type"] = "SlicedCocoMetric"
         evaluator.setdefault("merge_thr", 0.5)
-        evaluator.setdefault("max_per_img", params.max_per_img or 100)
+        evaluator.setdefault("max_per_img", 1000)  # per whole image (src.engine.tile_merge)
     else:
         evaluator["type"] = "CocoMetric"
         for key in ("merge_thr", "max_per_img"):

@@ -136,13 +136,15 @@ def write_eval_projects(
     root: str | Path,
     segmentation: bool,
     predictions_file: str | Path | None = None,
+    max_detections: int | None = None,
 ) -> tuple[Path, Path]:
     """(ground truth, predictions) projects under ``root``, from a split's data list (the
     reader's instances) and mmdet's COCO-format results (``image_id``, ``category_id`` 1-based
     in ``classes`` order, ``bbox`` [x, y, w, h], ``score``, and ``segmentation`` RLE for masks).
     ``predictions_file``: both also as one JSON, ``{"meta": ..., "annotations": {item_name:
     prediction}, "ground_truth": {item_name: annotation}}`` (what the platform's report uploads:
-    ``src.app.platform_report``)."""
+    ``src.app.platform_report``), with ``max_detections`` when given: the detections per image
+    the evaluators are to read (a sliced run keeps more than their default 100)."""
     root = Path(root)
     images = [
         {k: info[k] for k in ("item_name", "height", "width", "img_path")} | {"id": info["img_id"]}
@@ -189,6 +191,8 @@ def write_eval_projects(
             }
 
         both = {"meta": meta, "annotations": annotations(pred), "ground_truth": annotations(gt)}
+        if max_detections is not None:
+            both["max_detections"] = int(max_detections)
         Path(predictions_file).write_text(json.dumps(both), encoding="utf-8")
     return (
         _write_project(root / "ground_truth", images, gt, meta),

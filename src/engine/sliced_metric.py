@@ -20,7 +20,7 @@ import numpy as np
 from mmdet.evaluation.metrics import CocoMetric
 from mmdet.registry import METRICS
 
-from src.engine.tile_merge import merge_tiles, shift_boxes, tile_rle_to_image
+from src.engine.tile_merge import MERGED_MAX_PER_IMG, merge_tiles, shift_boxes, tile_rle_to_image
 
 
 @METRICS.register_module(name="SlicedCocoMetric", force=True)
@@ -28,11 +28,15 @@ class SlicedCocoMetric(CocoMetric):
     """Args:
     merge_thr: the intersection over the smaller box at which detections of one class from
         two tiles are one object.
-    max_per_img: detections kept per image after the merge.
+    max_per_img: detections kept per whole image after the merge: a large image holds many
+        more objects than a tile (the default is the most COCO's evaluation reads per image
+        with mmdet's ``proposal_nums``).
     **kwargs: ``CocoMetric``'s.
     """
 
-    def __init__(self, merge_thr: float = 0.5, max_per_img: int = 100, **kwargs) -> None:
+    def __init__(
+        self, merge_thr: float = 0.5, max_per_img: int = MERGED_MAX_PER_IMG, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.merge_thr = float(merge_thr)
         self.max_per_img = int(max_per_img)

@@ -21,6 +21,10 @@ from pycocotools import mask as mask_utils
 from src.data.reader import crop_to_rle
 from src.data.tiles import windows
 
+# detections kept per whole image after a merge: a large image holds many more objects than a tile
+# (1000: the most that COCO's evaluation reads per image with mmdet's proposal_nums)
+MERGED_MAX_PER_IMG = 1000
+
 
 @dataclass
 class Merged:
@@ -43,7 +47,7 @@ def merge_tiles(
     labels: np.ndarray,
     tiles: np.ndarray,
     thr: float = 0.5,
-    max_dets: int = 100,
+    max_dets: int = MERGED_MAX_PER_IMG,
     masks: list[dict] | None = None,
 ) -> Merged:
     """Merge an image's detections (already in its pixels); ``tiles`` says which tile (any id;
@@ -129,7 +133,7 @@ def predict_sliced(
     full_image: bool = True,
     batch: int = 8,
     thr: float = 0.5,
-    max_dets: int = 100,
+    max_dets: int = MERGED_MAX_PER_IMG,
 ) -> Merged:
     """Sliced inference on one large image, as a sliced run validates: its tiles (and the whole
     image, downscaled by the detector's own resize, when ``full_image``) through ``detect`` in

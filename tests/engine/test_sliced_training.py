@@ -11,6 +11,7 @@ original project) gives the validation's mAP. Its README's sliced inference and 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,12 @@ TILE, OVERLAP = 256, 0.25
 
 @pytest.fixture(scope="module")
 def large_project(tmp_path_factory) -> Path:
-    """Three 4000x3000 JPEGs (two to train, one to validate), 50 to 70 objects of 12 to 30 px
+    """Three 4000x3000 JPEGs (two to train, one to validate), about 100 objects of 12 to 30 px
     each, in a cluster as cars on a parking lot (so that a short run sees enough of them)."""
     from src.data.demo import LARGE_OPTIONS, DemoOptions, make_demo_project
 
     options = dict(LARGE_OPTIONS) | dict(
-        min_objects=50, max_objects=70, region=(1500, 1100, 2600, 1900)
+        min_objects=100, max_objects=120, region=(1500, 1100, 2600, 1900)
     )
     path = tmp_path_factory.mktemp("large") / "project"
     return make_demo_project(path, DemoOptions(images=3, seed=2, **options))
@@ -46,6 +47,8 @@ def _train(project: Path, root: Path, run_id: str, *extra: str) -> Path:
          "--app-data", str(root / "app_data"), "--team-files", str(root / "team_files"),
          "--run-id", run_id, *extra],
         capture_output=True, text=True, cwd=ROOT, timeout=1500,
+        # one thread, as in `make test`: the same numbers however the test is run
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return root / "app_data" / run_id
@@ -77,8 +80,10 @@ def _objects_and_predictions(run: Path) -> tuple[list[dict], list[dict]]:
 
 
 def _recall(run: Path) -> float:
-    """Objects of the validation image found by a prediction of their class at IoU >= 0.5."""
+    """Objects of the validation image found by a prediction of their class scoring at least 0.1
+    at IoU >= 0.5."""
     objects, predictions = _objects_and_predictions(run)
+    predictions = [p for p in predictions if p["score"] >= 0.1]
     found = sum(
         any(p["category_id"] == o["category_id"] and _iou(p["bbox"], o["bbox"]) >= 0.5
             for p in predictions)
@@ -93,7 +98,7 @@ def test_sliced_training_finds_small_objects_the_whole_image_run_cannot(runs):
     sliced_recall, whole_recall = _recall(sliced), _recall(whole)
     print(f"recall@0.5 sliced {sliced_recall:.3f}, whole images {whole_recall:.3f}")
     assert whole_recall <= 0.05
-    assert sliced_recall >= 0.25 and sliced_recall >= whole_recall + 0.2
+    assert sliced_recall >= 0.4 and sliced_recall >= whole_recall + 0.35
 
 
 @pytest.mark.slow
