@@ -192,7 +192,11 @@ def sdk_evaluation_params(evaluator_cls: Any, max_dets: int) -> dict[str, Any]:
 
 
 def _sdk_evaluation(
-    gt_dir: Path, pred_dir: Path, result_dir: Path, segmentation: bool, max_dets: int
+    gt_dir: Path,
+    pred_dir: Path,
+    result_dir: Path,
+    segmentation: bool,
+    max_dets: int = SDK_MAX_DETECTIONS,
 ) -> Any:
     """The SDK's evaluator over the two projects; its MetricProvider (curves, matrix, tables).
     pycocotools prints its summary and numpy warns about classes without matches: both quiet."""
