@@ -122,7 +122,7 @@ def test_serve_mmdetection_v3_loads_the_uploaded_run(demo_project, tmp_path, mod
 
     table = _serve(run_dir, image, tmp_path, custom_path=False)  # picked in the runs table
     assert table["classes"] == order
-    assert table["arch_type"] == "RTMDet" if task == "object-detection" else "RTMDet-Ins"
+    assert table["arch_type"] == ("RTMDet" if task == "object-detection" else "RTMDet-Ins")
     assert table["task_type"] == task.replace("-", " ")
     assert table["dataset_name"] == demo_project.name
     assert table["model_name"] == model
