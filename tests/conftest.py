@@ -32,11 +32,30 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with the most slow tests first (a stable sort: the order within a file is kept), so
-    that two workers (`--dist loadfile --no-loadscope-reorder`: a file stays on one worker, with its
-    module fixtures and ordered steps) do not end with one of them alone on a long file."""
+    """Marks every test that trains ``train`` (``tests/tiers.py``) and gives it a longer time
+    limit; then files with the most slow tests first (a stable sort: the order within a file is
+    kept), so that two workers (`--dist loadfile --no-loadscope-reorder`: a file stays on one
+    worker, with its module fixtures and ordered steps) do not end with one of them alone on a
+    long file."""
+    from tests.tiers import apply_tiers
+
+    apply_tiers(items)
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.path])
+
+
+@pytest.fixture(autouse=True)
+def _no_training_unless_marked(request, monkeypatch):
+    """A test not marked ``train`` that trains fails, in this process or in one it starts."""
+    from tests.tiers import forbid_training
+
+    if request.node.get_closest_marker("train"):
+        yield
+        return
+    with forbid_training(monkeypatch) as caught:
+        yield
+    if caught:
+        pytest.fail(caught[0], pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -132,6 +132,63 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert not different, f"{len(different)}/{len(wa)} tensors differ, e.g. {different[:3]}"
 
 
+# What differs between two runs that trained identically: wall-clock times, where each run lives
+# (its folder is in the config text and in the last checkpoint's path) and how it was set up to
+# load data (workers: the resumed run has two, the straight one none; the samples are the same).
+NOT_STATE = {"time", "data_time", "eta", "cfg", "experiment_name", "timestamp", "last_ckpt",
+             "work_dir", "log_dir", "num_workers", "persistent_workers"}  # fmt: skip
+# The parts of a checkpoint a resumed run depends on; each must be present in both.
+RESUME_STATE = ("state_dict", "optimizer", "param_schedulers", "message_hub", "rng_state", "meta")
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    """Two checkpoints hold the same training state: model, EMA copy, optimizer, schedulers,
+    message hub (losses, LR, runtime info), RNG states and the loop's position (epoch, iteration,
+    batch geometry) — everything but ``NOT_STATE``. A bit-identical resume must pass it against
+    an uninterrupted run."""
+    ca, cb = load_checkpoint_file(a), load_checkpoint_file(b)
+    for key in RESUME_STATE:
+        assert key in ca and key in cb, f"{key} missing from a checkpoint"
+    assert ca.keys() == cb.keys(), (sorted(ca), sorted(cb))
+    differences: list[str] = []
+    _compare(ca, cb, "checkpoint", differences)
+    assert not differences, f"{len(differences)} differences, e.g.\n" + "\n".join(differences[:8])
+
+
+def _compare(x, y, where: str, out: list[str]) -> None:
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    if isinstance(x, HistoryBuffer) and isinstance(y, HistoryBuffer):
+        _compare(x._log_history, y._log_history, where + ".log", out)
+        _compare(x._count_history, y._count_history, where + ".count", out)
+    elif isinstance(x, dict) and isinstance(y, dict):
+        keys = set(x) | set(y)
+        for key in sorted(keys, key=str):
+            if str(key).split("/")[-1] in NOT_STATE:
+                continue
+            if key not in x or key not in y:
+                out.append(f"{where}[{key!r}] in one checkpoint only")
+                continue
+            _compare(x[key], y[key], f"{where}[{key!r}]", out)
+    elif isinstance(x, list | tuple) and isinstance(y, list | tuple):
+        if len(x) != len(y):
+            out.append(f"{where}: {len(x)} vs {len(y)} items")
+        for i, (u, v) in enumerate(zip(x, y, strict=False)):
+            _compare(u, v, f"{where}[{i}]", out)
+    elif isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+        if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x, y):
+            out.append(f"{where}: tensors differ")
+    elif isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+        if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+            out.append(f"{where}: arrays differ")
+    elif isinstance(x, float) and isinstance(y, float):
+        if not (x == y or (x != x and y != y)):
+            out.append(f"{where}: {x!r} vs {y!r}")
+    elif type(x) is not type(y) or x != y:
+        out.append(f"{where}: {x!r} vs {y!r}")
+
+
 API_TOKEN = "test-token"
 
 

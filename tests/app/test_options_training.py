@@ -14,13 +14,17 @@ from src.config.params import TrainParams
 from src.config.schedule import lr_curve
 from tests.helpers import CLASSES, StopAt, run, small_cfg
 
+# Early stopping counts the validations that report its metric. A model trained from scratch for
+# an epoch or two may keep no detection above mmdet's score threshold, and then CocoMetric reports
+# nothing (on some CPUs at epoch 1, not on others): score_thr 0 keeps every box, so every
+# validation reports the metric on every machine, and min_delta 1.0 makes none an improvement.
+NEVER_IMPROVES = dict(score_thr=0.0, early_stopping_min_delta=1.0)
+
 
 def test_early_stopping_ends_a_finished_run_at_its_patience(demo_project, tmp_path):
-    # min_delta 1.0: no validation can improve on the first, so the second ends the run
-    cfg = small_cfg(
-        demo_project, tmp_path / "w", epochs=5, early_stopping_patience=1,
-        early_stopping_min_delta=1.0,
-    )  # fmt: skip
+    # no validation can improve on the first, so the second ends the run
+    cfg = small_cfg(demo_project, tmp_path / "w", epochs=5, early_stopping_patience=1,
+                    **NEVER_IMPROVES)  # fmt: skip
     _, status = run(cfg, "early")
     assert status.state == SessionState.FINISHED, status.error
     assert status.epoch == 2 and status.max_epochs == 5
@@ -32,7 +36,7 @@ def test_early_stopping_counts_the_validations_before_a_resume(demo_project, tmp
     """Patience 2, no validation can improve on the first: an uninterrupted run ends at epoch 3.
     Stopped in epoch 3 and resumed, it must end there too, not count from zero again (it did:
     mmengine keeps the count in memory only, so the resumed run trained to epoch 5)."""
-    values = dict(epochs=5, early_stopping_patience=2, early_stopping_min_delta=1.0)
+    values = dict(epochs=5, early_stopping_patience=2, **NEVER_IMPROVES)
     _, stopped = run(
         small_cfg(demo_project, tmp_path / "w", **values), "early", sinks=[StopAt(14)]
     )  # 6 iterations per epoch: iteration 14 is in epoch 3

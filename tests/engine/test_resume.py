@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from src.runs.checkpoints import find_resumable_runs, last_checkpoint
 from tests.helpers import (
     FASTER_RCNN,
     RTMDET,
+    assert_same_state,
     assert_same_weights,
     run,
     run_with_stop_at,
@@ -30,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _stop_and_resume(project, tmp_path, model, k, epochs=2, **values):
     """An uninterrupted run without data-loader workers, and the same run with 2 workers
-    stopped after iteration ``k`` and resumed: bit-identical final weights. Each sample's
+    stopped after iteration ``k`` and resumed: the same final state (model, EMA, optimizer,
+    schedulers, message hub, RNG states, loop position: ``assert_same_state``). Each sample's
     augmentations are drawn from (seed, epoch, index) (``src.data.sample_rng``), so neither the
     workers nor the resume change them."""
     app = tmp_path / "app"
@@ -46,7 +49,7 @@ def _stop_and_resume(project, tmp_path, model, k, epochs=2, **values):
     _, resumed = run(cfg, "split", resume_from=stopped.stopped_checkpoint)
     assert resumed.state == SessionState.FINISHED, resumed.traceback
     last = f"epoch_{epochs}.pth"
-    assert_same_weights(app / "straight" / last, app / "split" / last)
+    assert_same_state(app / "straight" / last, app / "split" / last)
 
 
 def test_rtmdet_with_two_workers_resumed_mid_epoch_equals_a_run_without_workers(
@@ -78,7 +81,7 @@ def test_stop_during_validation_then_resume_is_bit_identical(demo_project, tmp_p
     assert last_checkpoint(app / "split").name == "epoch_1.pth"
     _, resumed = run(cfg, "split", resume_from=stopped.stopped_checkpoint)
     assert resumed.state == SessionState.FINISHED, resumed.traceback
-    assert_same_weights(app / "straight" / "epoch_2.pth", app / "split" / "epoch_2.pth")
+    assert_same_state(app / "straight" / "epoch_2.pth", app / "split" / "epoch_2.pth")
 
 
 def test_resume_with_more_epochs_replans_the_lr_schedule(demo_project, tmp_path):
@@ -178,15 +181,6 @@ def _cli_resume(run_id: str | None, app: Path, team: Path) -> subprocess.Complet
     return resumed
 
 
-def _wait_for(predicate, timeout=300.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.fixture(scope="module")
 def straight_cli_run(demo_project, tmp_path_factory) -> Path:
     """The final weights of an uninterrupted 2-epoch CLI run (what every resumed run must equal)."""
@@ -196,14 +190,42 @@ def straight_cli_run(demo_project, tmp_path_factory) -> Path:
     return root / "app" / "straight" / "epoch_2.pth"
 
 
-def _interrupt_after_epoch_1(proc: subprocess.Popen, work_dir: Path) -> str:
-    """Ctrl-C once the first epoch's checkpoint exists (mid-epoch 2); the CLI's stdout."""
-    assert _wait_for(lambda: (work_dir / "epoch_1.pth").is_file())
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "stopped at epoch" in out and "Traceback" not in err
+# 12 train images at batch 2: 6 iterations an epoch, 12 in all; epoch 2 is iterations 7 to 12
+IN_EPOCH_2 = re.compile(r"\b(7|8|9|10)/12\b")
+
+
+def _signal_in_epoch_2(proc: subprocess.Popen, sig: int) -> str:
+    """Send ``sig`` as soon as the CLI's progress bar (stderr) shows a batch of epoch 2 done and
+    at least one still to come; the CLI's stderr up to then and after."""
+    seen, chunks = threading.Event(), []
+
+    def read() -> None:
+        fd = proc.stderr.fileno()
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk.decode(errors="replace"))
+            if IN_EPOCH_2.search("".join(chunks[-4:])):
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert seen.wait(600), "epoch 2 never started:\n" + "".join(chunks)[-3000:]
+    proc.send_signal(sig)
+    proc.wait(300)
+    reader.join(30)
+    return "".join(chunks)
+
+
+def _interrupt_in_epoch_2(proc: subprocess.Popen, work_dir: Path) -> str:
+    """Ctrl-C in the middle of epoch 2; the CLI's stdout. The stop must land mid-epoch: the
+    checkpoint of an iteration of epoch 2, not an epoch's."""
+    err = _signal_in_epoch_2(proc, signal.SIGINT)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    stopped = re.search(r"stopped at epoch 2, iteration (\d+)", out)
+    assert stopped, out
+    assert 6 < int(stopped.group(1)) < 12, out  # mid-epoch
+    assert (work_dir / f"iter_{stopped.group(1)}.pth").is_file()
     return out
 
 
@@ -248,7 +270,7 @@ def test_a_run_saved_by_older_code_resumes_bit_exactly(
         expected = straight_cli_run
     args = _cli_train_args(demo_project, app, team, "old", **settings, old_code=True)
     proc = _cli(*args, cwd=old)  # interrupted before it ends: nothing to evaluate
-    _interrupt_after_epoch_1(proc, app / "old")
+    _interrupt_in_epoch_2(proc, app / "old")
 
     resumed = _cli_resume("old", app, team)
     assert "resuming run old" in resumed.stdout
@@ -261,7 +283,7 @@ def test_ctrl_c_stops_gracefully_and_the_cli_resumes_bit_exactly(
 ):
     app, team = tmp_path / "app", tmp_path / "team"
     proc = _cli(*_cli_train_args(demo_project, app, team, "split"))
-    out = _interrupt_after_epoch_1(proc, app / "split")
+    out = _interrupt_in_epoch_2(proc, app / "split")
     assert "--resume split" in out
 
     listing = subprocess.run(
@@ -280,26 +302,24 @@ def test_ctrl_c_stops_gracefully_and_the_cli_resumes_bit_exactly(
 
     resumed = _cli_resume("split", app, team)
     assert "downloading run split" in resumed.stdout and "resuming run split" in resumed.stdout
-    assert_same_weights(straight_cli_run, app / "split" / "epoch_2.pth")
+    assert_same_state(straight_cli_run, app / "split" / "epoch_2.pth")
 
 
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_newest_complete_checkpoint(
     demo_project, tmp_path, straight_cli_run
 ):
-    """Killed with 2 workers after epoch 1's checkpoint (an epoch boundary): the newest complete
-    checkpoint resumes, bit-identical to the uninterrupted run."""
+    """Killed with 2 workers in the middle of epoch 2: the newest complete checkpoint (epoch 1's)
+    resumes, bit-identical to the uninterrupted run."""
     app, team = tmp_path / "app", tmp_path / "team"
     proc = _cli(*_cli_train_args(demo_project, app, team, "killed"))
-    assert _wait_for(lambda: (app / "killed" / "epoch_1.pth").is_file())
-    time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    _signal_in_epoch_2(proc, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
     runs = find_resumable_runs(app)
     assert runs and runs[0].run_id == "killed"
     assert not (app / "killed" / "epoch_2.pth").exists()
     _cli_resume(None, app, team)  # the newest
-    assert_same_weights(straight_cli_run, app / "killed" / "epoch_2.pth")
+    assert_same_state(straight_cli_run, app / "killed" / "epoch_2.pth")
 
 
 def test_class_balance_resumed_mid_epoch_equals_a_run_without_workers(mixed_project, tmp_path):
