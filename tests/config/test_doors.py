@@ -69,6 +69,7 @@ def test_each_declared_flag_is_on_the_parser():
 
 
 def test_the_api_takes_every_field_it_declares():
+    from src.app.prepare import RequestError
     from src.app.requests import request_from_json
 
     body = {
@@ -85,7 +86,7 @@ def test_the_api_takes_every_field_it_declares():
         got = getattr(params, name)
         assert (list(got) if isinstance(got, tuple) else got) == value, name
     refused = [name for name, door in DOORS.items() if not door.api]
-    with pytest.raises(Exception, match="unknown hyperparameters"):
+    with pytest.raises(RequestError, match=rf"unknown hyperparameters \['{refused[0]}'\]"):
         request_from_json({"project": "p", "hyperparameters": {refused[0]: "x"}}, "app_data")
 
 

@@ -3,6 +3,10 @@ checkpoint writer, the inference export, the dataset cache and JSON writes all c
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +14,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # In a child: writes limited to 256 bytes per file (RLIMIT_FSIZE; SIGXFSZ ignored so the write
-# fails with EFBIG, as on a full disk), then each writer tried; prints what each raised.
+# fails with EFBIG, as on a full disk), then each writer tried; prints what each raised. Only the
+# errors a full disk gives are caught: anything else (a bug in a writer) ends the child with its
+# traceback.
 CHILD = """
-import resource, signal, sys
+import json, resource, signal, sys
 sys.path.insert(0, {root!r})
 import torch
 from src.runs.atomic_files import write_bytes_atomic, write_json_atomic
@@ -32,9 +38,9 @@ for name, call in [
 ]:
     try:
         call()
-        print(name, "wrote")
-    except Exception as exc:  # OSError (EFBIG); torch.save says RuntimeError
-        print(name, "failed", type(exc).__name__)
+        print(json.dumps([name, "wrote"]))
+    except (OSError, RuntimeError) as exc:  # OSError (EFBIG); torch.save says RuntimeError
+        print(json.dumps([name, type(exc).__name__, getattr(exc, "errno", None), str(exc)]))
 """
 
 
@@ -46,8 +52,14 @@ def test_failed_writes_leave_no_partial_files(tmp_path, demo_project):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
-    assert all(v.startswith("failed") for v in lines.values()), result.stdout
-    assert set(lines) == {"checkpoint", "json", "export", "cache"}
+    raised = {name: tuple(rest) for name, *rest in map(json.loads, result.stdout.splitlines())}
+    assert set(raised) == {"checkpoint", "json", "export", "cache"}, result.stdout
+    too_large = ("OSError", errno.EFBIG, os.strerror(errno.EFBIG))  # the file-size limit's error
+    for name in ("checkpoint", "json", "cache"):
+        assert raised[name][:2] == too_large[:2] and too_large[2] in raised[name][2], raised
+    # torch.save writes through its own zip writer, which reports the failed write in its words
+    kind, _, message = raised["export"]
+    assert kind == "RuntimeError", raised
+    assert re.search(r"inline_container|PytorchStreamWriter|File too large", message), raised
     left = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert left == ["full.pth"], left  # no epoch_1.pth, no .*.tmp*, no half cache
