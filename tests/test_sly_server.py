@@ -49,6 +49,8 @@ def test_an_unknown_method_is_the_platforms_error_not_a_not_found(server):
          "body.teamId is required"),
         ({"teamId": str(TEAM_ID), "node": {"type": "task", "id": TASK_ID}, "type": "project",
           "id": PROJECT_ID}, "body.teamId must be int"),
+        ({"teamId": True, "node": {"type": "task", "id": TASK_ID}, "type": "project",
+          "id": PROJECT_ID}, "body.teamId must be int"),  # JSON's true is no id
         ({"teamId": TEAM_ID, "node": {"type": "task"}, "type": "project", "id": PROJECT_ID},
          "body.node.id is required"),
         ({"teamId": TEAM_ID, "node": {"type": "task", "id": TASK_ID}, "type": "project",
