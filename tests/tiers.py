@@ -33,6 +33,8 @@ TIMEOUT_SLOW = 2400
 TRAINING_CALLS = {"TrainingSession", "RankSession"}
 # string constants that name a training route of the HTTP API or the widgets page
 TRAINING_ROUTES = ("/api/train", "/train_start/")
+# a test that then waits for the run (or polls it) trains; a refusal answers at once
+WAITS = ("wait", "sleep", "poll")
 # callees that take a command line: with a "train" argument and no "--dry-run", they train
 COMMAND_CALLS = {"main", "run_cli", "run", "Popen", "check_call", "check_output", "_cli"}
 UNMARKED = (
@@ -106,7 +108,7 @@ def _tree(func: Callable) -> ast.AST | None:
 
 def _shows_a_sign(tree: ast.AST) -> bool:
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
-    waits = any("wait" in _callee(call).lower() for call in calls)
+    waits = any(word in _callee(call).lower() for call in calls for word in WAITS)
     for node in ast.walk(tree):
         # a training route trains when the test then waits for the run; refusals answer at once
         if (
