@@ -169,17 +169,40 @@ def test_every_file_of_the_run_stays_in_app_data(demo_project, tmp_path):
     assert any("coco/bbox_mAP" in json.loads(line) for line in scalars)
 
 
+class _Trained:
+    """A metrics sink that says when the run has trained its first iteration."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def on_train_iter(self, progress) -> None:
+        self.event.set()
+
+    def on_val(self, result) -> None:
+        pass
+
+
 def test_stop_from_another_thread_while_running(demo_project, tmp_path):
+    trained = _Trained()
     session = TrainingSession(
-        small_cfg(demo_project, tmp_path / "t", epochs=50), "t", console_log_level="WARNING"
-    )
+        small_cfg(demo_project, tmp_path / "t", epochs=50), "t", sinks=[trained],
+        console_log_level="WARNING",
+    )  # fmt: skip
     session.start()
-    timer = threading.Timer(3.0, session.request_stop)
-    timer.start()
+    answers = []
+
+    def stop_once_it_trains() -> None:
+        if trained.event.wait(600):
+            answers.append(session.request_stop())
+
+    stopper = threading.Thread(target=stop_once_it_trains, name="stopper", daemon=True)
+    stopper.start()
     status = session.wait(600)
-    timer.cancel()
-    assert status.state == SessionState.STOPPED
-    assert status.iteration < 50 * 6
+    trained.event.set()  # (a run that ended without training: the stopper asks now, too late)
+    stopper.join(60)
+    assert answers == [True], f"Stop was not taken while the run trained: {status}"
+    assert status.state == SessionState.STOPPED, status.traceback
+    assert 1 <= status.iteration < 50 * 6
     assert status.stopped_checkpoint
 
 
