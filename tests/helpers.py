@@ -133,10 +133,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 # What differs between two runs that trained identically: wall-clock times, where each run lives
-# (its folder is in the config text and in the last checkpoint's path) and how it was set up to
-# load data (workers: the resumed run has two, the straight one none; the samples are the same).
+# (its folder is in the config text and in the last checkpoint's path; other paths are compared
+# relative to the run's folder) and how it was set up to load data (workers: the resumed run has
+# two, the straight one none; the samples are the same).
+# mmengine_version ends with the git commit of the working directory when the run started.
 NOT_STATE = {"time", "data_time", "eta", "cfg", "experiment_name", "timestamp", "last_ckpt",
-             "work_dir", "log_dir", "num_workers", "persistent_workers"}  # fmt: skip
+             "work_dir", "log_dir", "num_workers", "persistent_workers",
+             "mmengine_version"}  # fmt: skip
 # The parts of a checkpoint a resumed run depends on; each must be present in both.
 RESUME_STATE = ("state_dict", "optimizer", "param_schedulers", "message_hub", "rng_state", "meta")
 
@@ -151,17 +154,18 @@ def assert_same_state(a: Path, b: Path) -> None:
         assert key in ca and key in cb, f"{key} missing from a checkpoint"
     assert ca.keys() == cb.keys(), (sorted(ca), sorted(cb))
     differences: list[str] = []
-    _compare(ca, cb, "checkpoint", differences)
+    roots = (str(Path(a).parent.resolve()), str(Path(b).parent.resolve()))
+    _compare(ca, cb, "checkpoint", differences, roots)
     assert not differences, f"{len(differences)} differences, e.g.\n" + "\n".join(differences[:8])
 
 
-def _compare(x, y, where: str, out: list[str]) -> None:
+def _compare(x, y, where: str, out: list[str], roots: tuple[str, str]) -> None:
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
     if isinstance(x, HistoryBuffer) and isinstance(y, HistoryBuffer):
-        _compare(x._log_history, y._log_history, where + ".log", out)
-        _compare(x._count_history, y._count_history, where + ".count", out)
+        _compare(x._log_history, y._log_history, where + ".log", out, roots)
+        _compare(x._count_history, y._count_history, where + ".count", out, roots)
     elif isinstance(x, dict) and isinstance(y, dict):
         keys = set(x) | set(y)
         for key in sorted(keys, key=str):
@@ -170,18 +174,21 @@ def _compare(x, y, where: str, out: list[str]) -> None:
             if key not in x or key not in y:
                 out.append(f"{where}[{key!r}] in one checkpoint only")
                 continue
-            _compare(x[key], y[key], f"{where}[{key!r}]", out)
+            _compare(x[key], y[key], f"{where}[{key!r}]", out, roots)
     elif isinstance(x, list | tuple) and isinstance(y, list | tuple):
         if len(x) != len(y):
             out.append(f"{where}: {len(x)} vs {len(y)} items")
         for i, (u, v) in enumerate(zip(x, y, strict=False)):
-            _compare(u, v, f"{where}[{i}]", out)
+            _compare(u, v, f"{where}[{i}]", out, roots)
     elif isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
         if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x, y):
             out.append(f"{where}: tensors differ")
     elif isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
         if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
             out.append(f"{where}: arrays differ")
+    elif isinstance(x, str) and isinstance(y, str):
+        if x.replace(roots[0], "<run>") != y.replace(roots[1], "<run>"):
+            out.append(f"{where}: {x!r} vs {y!r}")
     elif isinstance(x, float) and isinstance(y, float):
         if not (x == y or (x != x and y != y)):
             out.append(f"{where}: {x!r} vs {y!r}")

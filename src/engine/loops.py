@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from mmengine.registry import DATA_SAMPLERS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
 from src.data.sample_rng import SampleIndex
+from src.runs.layout import VALIDATION_OWED
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -116,6 +118,38 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def batches_done_in_epoch(self) -> int:
         return self._iter - self._epoch * len(self.dataloader)
+
+    def run(self) -> torch.nn.Module:
+        """mmengine's loop (0.10), first finishing a validation that a stop abandoned."""
+        self.runner.call_hook("before_train")
+        self._validate_what_is_owed()
+        while self._epoch < self._max_epochs and not self.stop_training:
+            self.run_epoch()
+            self._decide_current_val_interval()
+            if (
+                self.runner.val_loop is not None
+                and self._epoch >= self.val_begin
+                and (self._epoch % self.val_interval == 0 or self._epoch == self._max_epochs)
+            ):
+                self.runner.val_loop.run()
+        self.runner.call_hook("after_train")
+        return self.runner.model
+
+    def _validate_what_is_owed(self) -> None:
+        """A run stopped while validating resumes at the checkpoint saved before that
+        validation; without it, the resumed run would never validate that epoch, and its best
+        checkpoint, best score and early-stopping count would differ from the uninterrupted
+        run's (``StopHook`` names the epoch in the run folder)."""
+        owed = Path(self.runner.work_dir) / VALIDATION_OWED
+        if not owed.is_file():
+            return
+        try:
+            epoch = int(owed.read_text().strip())
+        except (OSError, ValueError):
+            epoch = -1
+        if epoch == self._epoch and self.batches_done_in_epoch() == 0 and self.runner.val_loop:
+            self.runner.val_loop.run()
+        owed.unlink(missing_ok=True)
 
     def run_epoch(self) -> None:
         self.runner.call_hook("before_train_epoch")

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from src.runs.atomic_files import write_text_atomic
 from src.runs.checkpoint_io import ATOMIC_BACKEND_ARGS
+from src.runs.layout import VALIDATION_OWED
 
 
 class TrainingStopped(Exception):
@@ -40,7 +42,8 @@ class StopHook(Hook):
     A stop after a training iteration saves a resumable checkpoint of that exact iteration
     (model, optimizer, schedulers, message hub, RNG states via ``ResumeStateHook``) and points
     ``last_checkpoint`` at it. A stop during validation abandons the validation: the checkpoint
-    saved at the end of that epoch (before validation) is the one to resume from.
+    saved at the end of that epoch (before validation) is the one to resume from, and the run
+    folder's ``VALIDATION_OWED`` names the epoch, which the resumed run validates first.
     """
 
     priority = "LOWEST"  # after every other after_train_iter work (scheduler, EMA, logging)
@@ -77,4 +80,8 @@ class StopHook(Hook):
         self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
         if self.should_stop():
+            if runner.train_loop is not None and is_main_process():
+                # the resume validates this epoch first (ResumableEpochBasedTrainLoop): an
+                # uninterrupted run's best checkpoint and early stopping saw its validation
+                write_text_atomic(f"{runner.work_dir}/{VALIDATION_OWED}", str(runner.epoch))
             raise TrainingStopped(None, during_validation=True)

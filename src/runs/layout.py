@@ -107,6 +107,8 @@ def log_files(work_dir: str | Path) -> list[Path]:
 
 RUN_CONFIG = "config.py"  # the exact config the run trains with (TrainingSession)
 LAST_CHECKPOINT_POINTER = "last_checkpoint"  # mmengine's file naming the newest checkpoint
+# the epoch whose validation a stop abandoned (StopHook): a resume validates it before training on
+VALIDATION_OWED = "validation_owed"
 # Where mmdet's CocoMetric keeps each validation's predictions (``<prefix>.bbox.json``, and
 # ``.segm.json`` with masks); the best epoch's are copied beside it (src.hooks.predictions) and the
 # evaluation after training reuses them instead of predicting again.
