@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,14 @@ class TensorBoard:
 
     Args:
         log_file: where its own output goes (it is chatty; the console stays clean).
+        popen: starts the process (``subprocess.Popen``; a stand-in in tests).
     """
 
-    def __init__(self, log_file: str | Path | None = None) -> None:
+    def __init__(
+        self, log_file: str | Path | None = None, popen: Callable[..., Any] = subprocess.Popen
+    ) -> None:
         self.log_file = Path(log_file) if log_file else None
+        self._popen = popen
         self.port: int | None = None
         self.logdir: Path | None = None
         self._process: subprocess.Popen | None = None
@@ -55,7 +60,7 @@ class TensorBoard:
             ]  # fmt: skip
             out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
             try:
-                self._process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+                self._process = self._popen(command, stdout=out, stderr=subprocess.STDOUT)
             except OSError as exc:
                 logger.warning("TensorBoard did not start: %s", exc)
                 self._process = None
