@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
+from pathlib import Path
 
 import pytest
 
 from src.app.controller import TrainingController
+from src.app.tensorboard import TensorBoard
 from src.runs.storage import LocalArtifactStore
 from tests.helpers import api_client
 
@@ -40,18 +44,74 @@ def _body(project, **extra):
     }
 
 
-def _wait_state(client, states, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _wait_status(client, reached, what: str, timeout: float = 300) -> dict:
+    """Poll /api/status until ``reached(status)``; fails saying ``what`` was awaited, and the
+    last status, when ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
         status = client.get("/api/status").json()
-        if status["state"] in states:
+        if reached(status):
             return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; the last status: {status}")
         time.sleep(0.05)
-    raise AssertionError(f"state never reached {states}: {status}")
 
 
-def test_train_stop_runs_resume_finish_and_artifacts(api, demo_project):
-    client, controller, tmp_path = api
+def _wait_state(client, states, timeout=300):
+    return _wait_status(client, lambda s: s["state"] in states, f"state in {states}", timeout)
+
+
+class FakeTensorBoard:
+    """What ``TensorBoard`` starts (``subprocess.Popen``), without a process: the command it was
+    given, running until terminated."""
+
+    def __init__(self, command, **kwargs) -> None:
+        self.logdir = Path(command[command.index("--logdir") + 1])
+        self.returncode = None
+
+    def poll(self):
+        return self.returncode
+
+    def terminate(self) -> None:
+        self.returncode = -15
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+
+def _scalars(work_dir: Path) -> list[dict]:
+    """mmengine's own log of a run's scalars, every session of it, oldest first."""
+    return [
+        json.loads(line)
+        for path in sorted(work_dir.glob("*/vis_data/scalars.json"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+@pytest.fixture
+def api_with_tensorboard(tmp_path):
+    """The API with the app's TensorBoard told of each run (as ``src.main`` wires it); the
+    processes it starts are stand-ins."""
+    started: list[FakeTensorBoard] = []
+
+    def popen(command, **kwargs):
+        started.append(FakeTensorBoard(command, **kwargs))
+        return started[-1]
+
+    board = TensorBoard(popen=popen)
+    controller = TrainingController(
+        tmp_path / "app_data", LocalArtifactStore(tmp_path / "team"), on_run_start=board.serve
+    )
+    with api_client(controller) as client:
+        yield client, controller, tmp_path, board, started
+
+
+def test_train_stop_runs_resume_finish_and_artifacts(api_with_tensorboard, demo_project):
+    client, controller, tmp_path, board, tensorboards = api_with_tensorboard
+    work_dir = (tmp_path / "app_data" / "api1").resolve()
     assert client.get("/api/status").json()["state"] == "idle"
     assert client.post("/api/stop").status_code == 409
 
@@ -60,13 +120,14 @@ def test_train_stop_runs_resume_finish_and_artifacts(api, demo_project):
     assert started.json() == {"run_id": "api1"}
     status = _wait_state(client, {"training", "validating"})
     assert status["run_id"] == "api1" and status["model"] == "rtmdet_tiny_8xb32-300e_coco"
+    # TensorBoard shows the run's folder
+    assert [t.logdir.resolve() for t in tensorboards] == [work_dir] and board.running
 
     again = client.post("/api/train", json=_body(demo_project, run_id="api2"))
     assert again.status_code == 409
     assert "still in progress" in again.json()["error"]
 
-    while client.get("/api/status").json()["iteration"] < 3:
-        time.sleep(0.05)
+    _wait_status(client, lambda s: s["iteration"] >= 3, "3 iterations trained")
     assert client.post("/api/stop").json() == {"stopping": True}
     controller.wait(300)
     status = client.get("/api/status").json()
@@ -79,12 +140,26 @@ def test_train_stop_runs_resume_finish_and_artifacts(api, demo_project):
     assert [r["run_id"] for r in runs] == ["api1"]
     assert runs[0]["mid_epoch"] or runs[0]["epoch"] >= 1
 
+    board.serve(tmp_path / "another_run")  # (the board shows something else meanwhile)
     resumed = client.post("/api/train", json={"resume": "api1"})
     assert resumed.status_code == 200, resumed.json()
+    # the resume restarted TensorBoard on the run's folder, the one before it was stopped
+    assert [t.logdir.resolve() for t in tensorboards[2:]] == [work_dir]
+    assert [t.poll() for t in tensorboards] == [-15, -15, None] and board.running
     controller.wait(600)
     status = client.get("/api/status").json()
     assert status["state"] == "finished", status
-    assert status["epoch"] == 2 and status["metrics"]["bbox_mAP"] >= 0
+    assert status["epoch"] == 2
+    # the metrics reported are those mmengine logged for the run's last validation (epoch 2)
+    mAP = status["metrics"]["bbox_mAP"]
+    assert isinstance(mAP, float) and math.isfinite(mAP) and 0.0 <= mAP <= 1.0, mAP
+    logged = [r for r in _scalars(work_dir) if "coco/bbox_mAP" in r][-1]
+    assert logged["step"] == 2, logged
+    expected = {
+        key.split("/", 1)[1]: value for key, value in logged.items()
+        if key.startswith("coco/") and isinstance(value, float) and "_precision" not in key
+    }  # fmt: skip
+    assert "bbox_mAP" in expected and status["metrics"] == pytest.approx(expected)
     artifacts = tmp_path / "team" / "mmdetection-3"
     run_dir = next(artifacts.glob("api1_*"))
     assert (run_dir / "config.py").is_file() and list(run_dir.glob("epoch_2.pth"))
@@ -349,29 +424,35 @@ def test_stop_during_preparation_cancels_the_start_and_the_server_keeps_answerin
 
 
 def test_stopped_means_a_resume_succeeds_now(api, demo_project, monkeypatch):
-    """The documented flow, with no sleeps: train, stop, poll until "stopped", resume → 200.
-    The upload is made slow; meanwhile the state is "uploading", not "stopped"."""
+    """The documented flow: train, stop, poll until "stopped", resume → 200. The upload is held
+    until the client has seen the state "uploading" (not "stopped") while it lasts."""
+    import threading
+
     from src.runs.storage import LocalArtifactStore
 
     client, controller, _ = api
     real_upload = LocalArtifactStore.upload_dir
+    uploading, release = threading.Event(), threading.Event()
 
-    def slow_upload(self, *args, **kwargs):
-        time.sleep(3)
+    def held_upload(self, *args, **kwargs):
+        uploading.set()
+        assert release.wait(300), "the test never let the upload go on"
         return real_upload(self, *args, **kwargs)
 
-    monkeypatch.setattr(LocalArtifactStore, "upload_dir", slow_upload)
+    monkeypatch.setattr(LocalArtifactStore, "upload_dir", held_upload)
     body = _body(demo_project, run_id="flow", hyperparameters=dict(HYPER, epochs=3))
     assert client.post("/api/train", json=body).status_code == 200
-    while client.get("/api/status").json()["iteration"] < 2:
-        time.sleep(0.05)
+    _wait_status(client, lambda s: s["iteration"] >= 2, "2 iterations trained")
     assert client.post("/api/stop").status_code == 200
-    seen = []
-    while (status := client.get("/api/status").json())["state"] != "stopped":
-        seen.append(status["state"])
-        assert status["state"] != "failed", status
-        time.sleep(0.05)
-    assert "uploading" in seen and status["run_state"] == "stopped"
+    try:
+        assert uploading.wait(300), client.get("/api/status").json()  # the upload has begun
+        status = client.get("/api/status").json()
+        assert status["state"] == "uploading" and status["run_state"] == "stopped", status
+        assert client.post("/api/train", json={"resume": "flow"}).status_code == 409
+    finally:
+        release.set()
+    status = _wait_state(client, {"stopped", "failed"})
+    assert status["state"] == "stopped" and status["run_state"] == "stopped", status
     resumed = client.post("/api/train", json={"resume": "flow"})
     assert resumed.status_code == 200, resumed.text
     controller.wait(600)
@@ -403,17 +484,62 @@ def test_app_data_is_kept_when_the_artifacts_hold_no_resumable_state(
     assert (app_data / "keep" / "epoch_1.pth").is_file()
 
 
-def test_the_runs_list_reads_team_files_once_per_interval(api, monkeypatch):
-    import src.app.catalog
+class FakeClock:
+    """A monotonic clock that moves only when told."""
 
-    client, _, _ = api
-    reads = []
-    monkeypatch.setattr(
-        src.app.catalog, "find_remote_runs", lambda store, files=None: reads.append(1) or []
-    )
-    for _ in range(3):
-        assert client.get("/api/runs").json() == {"runs": []}
-    assert len(reads) == 1
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _upload_resumable_state(team: Path, run_id: str, saved_at: float) -> None:
+    """What a run uploaded to Team Files holds for its resume (``resume/state.json``)."""
+    resume = team / "mmdetection-3" / f"{run_id}_demo" / "resume"
+    resume.mkdir(parents=True)
+    state = {"run_id": run_id, "checkpoint": "epoch_1.pth", "model_name": M, "epoch": 1,
+             "iteration": 6, "max_epochs": 2, "saved_at": saved_at}  # fmt: skip
+    (resume / "state.json").write_text(json.dumps(state))
+
+
+def _listed(client) -> list[tuple[str, str]]:
+    return [(r["run_id"], r["where"]) for r in client.get("/api/runs").json()["runs"]]
+
+
+def test_the_runs_list_reads_team_files_once_per_interval(api):
+    """Listing Team Files and reading every run's state takes seconds on the platform: within
+    ``REMOTE_RUNS_TTL_S`` of a reading, /api/runs answers from it, changes or not."""
+    from src.app.catalog import REMOTE_RUNS_TTL_S
+
+    client, controller, tmp_path = api
+    clock = FakeClock()
+    controller.catalog.clock = clock
+    _upload_resumable_state(tmp_path / "team", "first", saved_at=1.0)
+    assert _listed(client) == [("first", "Team Files")]
+    _upload_resumable_state(tmp_path / "team", "second", saved_at=2.0)
+    for later in (0.0, 1.0, REMOTE_RUNS_TTL_S - 0.5):
+        clock.now = 1000.0 + later
+        assert _listed(client) == [("first", "Team Files")], later  # not read again
+
+
+def test_the_runs_list_reads_team_files_again_after_its_interval(api):
+    """A reading older than ``REMOTE_RUNS_TTL_S`` is replaced: the runs uploaded since then are
+    listed, and the new reading serves the next interval."""
+    from src.app.catalog import REMOTE_RUNS_TTL_S
+
+    client, controller, tmp_path = api
+    clock = FakeClock()
+    controller.catalog.clock = clock
+    assert _listed(client) == []  # read at 1000
+    _upload_resumable_state(tmp_path / "team", "first", saved_at=1.0)
+    clock.now = 1000.0 + REMOTE_RUNS_TTL_S  # the reading has expired
+    assert _listed(client) == [("first", "Team Files")]  # read at 1000 + TTL
+    _upload_resumable_state(tmp_path / "team", "second", saved_at=2.0)
+    clock.now = 1000.0 + 2 * REMOTE_RUNS_TTL_S - 0.5
+    assert _listed(client) == [("first", "Team Files")]  # the new reading serves its interval
+    clock.now = 1000.0 + 2 * REMOTE_RUNS_TTL_S
+    assert _listed(client) == [("second", "Team Files"), ("first", "Team Files")]
 
 
 def test_a_custom_pipeline_cannot_run_a_command(api, demo_project):

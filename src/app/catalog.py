@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,20 @@ REMOTE_RUNS_TTL_S = 60.0  # how long GET /api/runs reuses its reading of Team Fi
 
 
 class RunCatalog:
-    """Runs and checkpoints of app data and of ``store``; remote files fetched into app data."""
+    """Runs and checkpoints of app data and of ``store``; remote files fetched into app data.
 
-    def __init__(self, app_data_dir: Path, store: ArtifactStore) -> None:
+    Args:
+        app_data_dir: the synced app-data folder.
+        store: where uploaded runs are (Team Files or a local folder).
+        clock: seconds of a monotonic clock, for the store reading's age (a stand-in in tests).
+    """
+
+    def __init__(
+        self, app_data_dir: Path, store: ArtifactStore, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.app_data_dir = app_data_dir
         self.store = store
+        self.clock = clock
         self._reading: tuple[float, list[RemoteFile], list[RunInfo]] | None = None
         # experiment_info.json of each uploaded run, by its (path, size) in the store's listing
         self._infos: dict[tuple[str, int], dict[str, Any]] = {}
@@ -168,7 +178,7 @@ class RunCatalog:
         """The store's run folders (one listing) and its resumable runs, read at most once per
         ``REMOTE_RUNS_TTL_S`` (each read downloads every run's ``state.json``)."""
         cached = self._reading
-        if cached is not None and time.monotonic() - cached[0] < REMOTE_RUNS_TTL_S:
+        if cached is not None and self.clock() - cached[0] < REMOTE_RUNS_TTL_S:
             return cached[1], cached[2]
         try:
             files = self.store.list(ARTIFACTS_ROOT)
@@ -176,7 +186,7 @@ class RunCatalog:
         except (UploadError, OSError) as exc:
             logger.warning("cannot list the runs in %s: %s", self.store.describe("/"), exc)
             return [], []
-        self._reading = (time.monotonic(), files, runs)
+        self._reading = (self.clock(), files, runs)
         return files, runs
 
     def fetch(self, path: str, purpose: str) -> str:
