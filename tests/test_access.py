@@ -234,8 +234,9 @@ def test_the_real_app_bound_to_every_interface_guards_its_page(demo_project, tmp
         base = f"http://{host}:{port}"
         anyone = httpx.Client(base_url=base, timeout=60)
         deadline = time.time() + 60
-        while anyone.get("/").status_code != 401 and time.time() < deadline:
+        while (page := anyone.get("/")).status_code != 401 and time.time() < deadline:
             time.sleep(0.5)
+        assert page.status_code == 401, f"the page answered without the token: {page.status_code}"
         assert anyone.post("/sly/state", json={}).status_code == 401
         assert anyone.post("/sly/data", json={}).status_code == 401
         assert anyone.get("/api/status").status_code == 401

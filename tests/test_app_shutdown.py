@@ -32,12 +32,13 @@ def test_shutdown_during_training_saves_and_uploads(demo_project, tmp_path):
         token = app.token()
         auth = {"Authorization": f"Bearer {token}"}
         deadline = time.time() + 120
-        while time.time() < deadline:
+        answered = None
+        while answered is None and time.time() < deadline:
             try:
-                if httpx.get(f"{base}/api/status", timeout=2).status_code == 401:
-                    break
+                answered = httpx.get(f"{base}/api/status", timeout=2).status_code
             except httpx.TransportError:
-                time.sleep(0.5)
+                time.sleep(0.5)  # not listening yet
+        assert answered == 401, f"/api/status without the token answered {answered} (None: never)"
         wrong = {"Authorization": "Bearer guess"}
         assert httpx.get(f"{base}/api/status", headers=wrong, timeout=5).status_code == 401
         config = "open('pwned.txt', 'w').write('ran')"
@@ -54,10 +55,16 @@ def test_shutdown_during_training_saves_and_uploads(demo_project, tmp_path):
         }  # fmt: skip
         started = httpx.post(f"{base}/api/train", json=body, headers=auth, timeout=30)
         assert started.status_code == 200, started.text
-        while httpx.get(f"{base}/api/status", headers=auth, timeout=5).json()["iteration"] < 3:
+        deadline = time.time() + 300
+        while True:
+            status = httpx.get(f"{base}/api/status", headers=auth, timeout=5).json()
+            if status["iteration"] >= 3:
+                break
+            assert status["state"] in ("preparing", "training", "validating"), status
+            assert time.time() < deadline, f"3 iterations not trained in 300 s: {status}"
             time.sleep(0.2)
         httpx.post(f"{base}/sly/shutdown", json={}, timeout=30)
-        server.wait(180)
+        server.wait(180)  # (TimeoutExpired when it does not exit)
     finally:
         app.close()
     runs = find_resumable_runs(tmp_path / "app_data")
