@@ -43,6 +43,13 @@ PROJECT_ID, TEAM_ID, TASK_ID = 77, 1, 4242  # the ids the platform tests start t
 CURRENT_VERSION = {"id": 31, "version": 3}  # a served project's version unless told otherwise
 NONE = type(None)
 
+
+class NumericId:
+    """An id given as an int or as a string of digits (the platform's validation converts it):
+    the SDK's own ``convert_train_to_experiment_info`` asks ``tasks.info`` for the task id it
+    read off a Team Files folder name, a string."""
+
+
 # What each served method must get, as the pinned SDK's own methods send it (the file and method
 # named). ``key?``: optional; a tuple: any of those types; ``[spec]``: a list of such items; a dict:
 # an object of that shape. Keys not named are let through (the SDK adds some per call).
@@ -94,9 +101,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "file-storage.info": {"id": int},
     "file-storage.bulk.upload": {"teamId": int},  # the query string; the parts are checked
     # task_api.py: get_info_by_id, set_output_experiment (and the other outputs), app content
-    "tasks.info": {"id": int},
+    "tasks.info": {"id": NumericId},
     "tasks.output.set": {"taskId": int, "output": dict},
     "tasks.app-v2.data.set": {"taskId": int, "payload": dict},
+    "tasks.meta.update": {"id": int},  # update_meta (the app's offline UI dump names its folder)
     # app_api.py AppApi.Workflow._add_edge (the node's own checks in _workflow_node)
     "workflow.node.add-input": {"teamId": int, "node": {"type": str, "id": int}, "type": str,
                                 "id?": (int, str), "meta?": dict},
@@ -158,6 +166,11 @@ def check(value: Any, spec: Any, where: str = "body") -> None:
             raise invalid(f"{where} must be an array, got {type(value).__name__}")
         for i, item in enumerate(value):
             check(item, spec[0], f"{where}[{i}]")
+    elif spec is NumericId:
+        if not (isinstance(value, int) and not isinstance(value, bool)) and not (
+            isinstance(value, str) and value.isdigit()
+        ):
+            raise invalid(f"{where} must be an id, got {json.dumps(value)[:80]}")
     elif spec is not object:
         types = spec if isinstance(spec, tuple) else (spec,)
         is_bool = isinstance(value, bool)
@@ -212,6 +225,7 @@ class SuperviselyState:
         self.address = ""  # where the server listens (set by FakeSupervisely)
         self.teams = {TEAM_ID}  # a team id not here is refused (403), as another team's is
         self.outputs: dict[int, dict] = {}  # task id -> output set with tasks.output.set
+        self.task_meta: dict[int, dict] = {}  # task id -> what tasks.meta.update set
         self.workflow: list[tuple[str, dict]] = []  # ("input" | "output", the node's body)
         self.workspaces: dict[int, dict] = {1: {"id": 1, "name": "workspace", "teamId": 1}}
         # project versions: reserved (id -> {"projectId", "commitToken"}), committed (the commit
@@ -889,6 +903,10 @@ class _Handler(BaseHTTPRequestHandler):
             {"id": task_id, "workspaceId": 1, "teamId": 1, "meta": meta,
              "startedAt": "2026-11-27T10:00:00.000Z", "status": "finished"}
         )  # fmt: skip
+
+    def m_tasks_meta_update(self, body: dict) -> None:
+        self.state.task_meta.setdefault(body["id"], {}).update(body)
+        self._json({"success": True})
 
     def m_tasks_output_set(self, body: dict) -> None:
         self.state.outputs[int(body["taskId"])] = body["output"]
