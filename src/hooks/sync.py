@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from mmengine.hooks import Hook
@@ -24,6 +25,7 @@ class CheckpointSyncHook(Hook):
         every_epochs: submit at least every this many epochs (None: not by epochs).
         every_minutes: submit when this many minutes passed since the last one (None: not by
             time). With both, whichever comes first.
+        clock: seconds of a monotonic clock (tests pass one they advance).
     """
 
     priority = "LOWEST"
@@ -33,6 +35,7 @@ class CheckpointSyncHook(Hook):
         syncer: StateSyncer,
         every_epochs: int | None = 1,
         every_minutes: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if every_epochs is None and every_minutes is None:
             raise ValueError("give every_epochs or every_minutes (or both)")
@@ -43,12 +46,13 @@ class CheckpointSyncHook(Hook):
         self.syncer = syncer
         self.every_epochs = every_epochs
         self.every_minutes = every_minutes
+        self.clock = clock
         self._last_epoch = 0
-        self._last_time = time.monotonic()
+        self._last_time = clock()
 
     def before_train(self, runner) -> None:
         self._last_epoch = runner.epoch
-        self._last_time = time.monotonic()
+        self._last_time = self.clock()
 
     def due(self, epoch: int, now: float) -> bool:
         by_epochs = self.every_epochs is not None and epoch - self._last_epoch >= self.every_epochs
@@ -58,6 +62,6 @@ class CheckpointSyncHook(Hook):
         return by_epochs or by_time
 
     def after_train_epoch(self, runner) -> None:
-        now, done = time.monotonic(), runner.epoch + 1  # runner.epoch counts from 0 here
+        now, done = self.clock(), runner.epoch + 1  # runner.epoch counts from 0 here
         if self.due(done, now) and self.syncer.submit(runner.work_dir):
             self._last_epoch, self._last_time = done, now
