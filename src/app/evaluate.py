@@ -259,8 +259,10 @@ def evaluate_run(
     cfg = _split_config(load_config_file(work_dir / RUN_CONFIG), work_dir, split, project_dir)
     path = Path(checkpoint) if checkpoint else None
     path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
-    if path is None or not path.is_file():
+    if path is None:
         raise EvaluationError(f"run {work_dir.name} has no checkpoint to evaluate")
+    if not path.is_file():  # named, but not there
+        raise EvaluationError(f"run {work_dir.name} has no checkpoint {path.name}")
     data = val_split_args(cfg)
     segmentation = data.pop("task") == "instance-segmentation"
     task = "instance-segmentation" if segmentation else "object-detection"
