@@ -1,17 +1,23 @@
 """The widgets UI, driven the way the page drives it: POST /<widget_id>/<route> with the state,
-then read /sly/state and /sly/data. One app per process (sly.Application is a singleton), so the
-whole flow is one module with its steps in order."""
+then read /sly/state and /sly/data. One app per process (sly.Application is a singleton): the
+tests share it, so each one first sets the page it needs (``small_run_page``); the run the page
+trains, stops, resumes and uploads is trained once (``trained``) for the tests that read it; the
+locks of a fresh page are tested in an app process of their own. Any test passes alone and in
+any order."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API_TOKEN
+from tests.helpers import API_TOKEN, AppProcess, free_port
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -65,6 +71,33 @@ def set_small_run(st: dict) -> dict:
     st["hp_seed"]["value"] = 3
     st["model_pre"]["checked"] = False
     st["split_tabs"]["value"] = "By datasets"
+    return st
+
+
+CLASSES = ["square", "circle", "triangle"]
+
+
+def small_run_page(client) -> dict:
+    """The page set for a small RTMDet run from scratch, whatever an earlier test left on it: no
+    edits in the Config step and not in advanced mode, object detection, the Pretrained tab with
+    RTMDet's default model, the light preset, every class. Returns the state with the small
+    run's values (``set_small_run``), not posted yet."""
+    post(client, "/cfg_discard/button_clicked_cb")
+    st = state(client)
+    st["cfg_advanced"]["value"] = False
+    post(client, "/cfg_advanced/value_changed", st)
+    st = state(client)
+    st["task_radio"]["value"] = "object-detection"
+    post(client, "/task_radio/value_changed", st)
+    st = state(client)
+    st["model_tabs"]["value"] = "Pretrained"
+    st["model_arch"]["value"] = "RTMDet"
+    post(client, "/model_arch/value_changed", st)
+    st = state(client)
+    st["aug_preset"]["value"] = "light"
+    post(client, "/aug_preset/value_changed", st)
+    st = set_small_run(state(client))
+    st["classes_select"]["value"] = list(CLASSES)
     return st
 
 
@@ -128,8 +161,31 @@ def test_step_titles_are_numbered_in_the_order_of_the_step_list(ui):
     ]  # fmt: skip
 
 
-def test_steps_unlock_in_order_and_stay_open(ui):
-    client, _, _ = ui
+@pytest.fixture
+def fresh_page(tmp_path, demo_project):
+    """A page no test has touched: the app in a process of its own (``uvicorn src.main:app``;
+    sly.Application is one per process), driven over HTTP from this machine (the page's routes
+    need no token here)."""
+    port = free_port()
+    env = {
+        "PROJECT_DIR": str(demo_project),
+        "SLY_APP_DATA_DIR": str(tmp_path / "app_data"),
+        "TEAM_FILES_DIR": str(tmp_path / "team"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    app = AppProcess(env, "127.0.0.1", port)
+    try:
+        app.wait_for_line("Listening on", timeout=180)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client
+    finally:
+        app.close()
+
+
+def test_steps_unlock_in_order_and_stay_open(fresh_page):
+    client = fresh_page
+    # the page opens on the zoo's first architecture, with its default model first
+    assert data(client)["model_table"]["raw_rows_data"][0][0] == "dino-4scale_r50_8xb2-12e_coco"
     cards = ["card_task", "card_model", "card_classes", "card_split", "card_aug", "card_hp"]
     assert not locked(client, "card_project")
     assert all(locked(client, card) for card in [*cards, "card_config", "card_training"])
@@ -158,19 +214,20 @@ def test_steps_unlock_in_order_and_stay_open(ui):
 
 def test_steps_show_the_project_zoo_and_classes(ui):
     client, _, _ = ui
+    small_run_page(client)  # object detection
     d = data(client)
     assert "16 images" in d["project_info"]["text"]
-    assert d["model_table"]["raw_rows_data"][0][0] == "dino-4scale_r50_8xb2-12e_coco"
+    st = state(client)
+    st["model_arch"]["value"] = d["model_arch"]["items"][0]["value"]  # the zoo's first
+    post(client, "/model_arch/value_changed", st)
+    assert data(client)["model_table"]["raw_rows_data"][0][0] == "dino-4scale_r50_8xb2-12e_coco"
     st = state(client)
     st["model_arch"]["value"] = "RTMDet"
     post(client, "/model_arch/value_changed", st)
     rows = data(client)["model_table"]["raw_rows_data"]
     selected = state(client)["model_table"]["selectedRow"]
     assert rows[selected][0] == "rtmdet_tiny_8xb32-300e_coco"  # the architecture's default
-    assert [row[0] for row in d["classes_table"]["table_data"]["data"]] == [
-        "square", "circle", "triangle",
-    ]  # fmt: skip
-    assert state(client)["card_config"]["disabled"]["disabled"]  # locked until composed
+    assert [row[0] for row in d["classes_table"]["table_data"]["data"]] == CLASSES
     # the picked model brings its own input size (longer x shorter edge, mmdet's test scale)
     st = state(client)
     assert (st["hp_size"]["value"], st["hp_size_short"]["value"]) == (640, 0)  # RTMDet: square
@@ -211,8 +268,7 @@ def test_augmentation_preview_and_a_custom_pipeline(ui):
     preset's transforms become an editable custom pipeline; a bad one is named; the custom
     transforms are in the composed config."""
     client, _, _ = ui
-    st = set_small_run(state(client))
-    st["classes_select"]["value"] = ["square", "circle", "triangle"]
+    st = small_run_page(client)
     st["aug_preset"]["value"] = "heavy"
     post(client, "/aug_preset/value_changed", st)
     st = state(client)
@@ -255,15 +311,18 @@ def test_augmentation_preview_and_a_custom_pipeline(ui):
 
 def test_invalid_settings_get_clear_messages_and_start_nothing(ui):
     client, _app, _ = ui
-    st = set_small_run(state(client))
+    before = client.get("/api/status").json()  # idle, or a run an earlier test ended
+    st = small_run_page(client)
     st["classes_select"]["value"] = []
     st["hp_train_bs"]["value"] = 0
     post(client, "/compose/button_clicked_cb", st)
     message = data(client)["compose_message"]["text"]
     assert "no classes selected" in message
     post(client, "/train_start/button_clicked_cb")
-    assert "not started" in data(client)["train_status"]["text"]
-    assert client.get("/api/status").json()["state"] == "idle"
+    said = data(client)["train_status"]["text"]
+    assert said.startswith("not started") and "no classes selected" in said, said
+    after = client.get("/api/status").json()
+    assert (after["state"], after["run_id"]) == (before["state"], before["run_id"])
     post(client, "/train_stop/button_clicked_cb")
     assert "nothing to stop" in data(client)["train_status"]["text"]
 
@@ -271,10 +330,7 @@ def test_invalid_settings_get_clear_messages_and_start_nothing(ui):
 def test_editor_warns_when_an_edit_drops_the_stride_padding(ui):
     """Valid Python, but images that are not stride multiples would crash the model: say so."""
     client, _, _ = ui
-    choose_rtmdet(client)
-    st = set_small_run(state(client))
-    st["classes_select"]["value"] = ["square", "circle", "triangle"]
-    post(client, "/compose/button_clicked_cb", st)
+    post(client, "/compose/button_clicked_cb", small_run_page(client))
     st = state(client)
     st["cfg_advanced"]["value"] = True
     post(client, "/cfg_advanced/value_changed", st)
@@ -298,11 +354,20 @@ def test_editor_warns_when_an_edit_drops_the_stride_padding(ui):
     post(client, "/cfg_advanced/value_changed", st)
 
 
-def test_compose_edit_never_lost_start_stop_resume_finish(ui):
-    client, app, root = ui
-    choose_rtmdet(client)
-    st = set_small_run(state(client))
-    st["classes_select"]["value"] = ["square", "circle", "triangle"]
+@dataclass
+class Trained:
+    """The run the page trained, stopped, resumed and uploaded."""
+
+    run_id: str
+    stopped_at: int  # the iteration Stop ended the first session at
+    page: dict  # the page's data once the resumed run finished and was uploaded
+    folder: Path  # its folder in (the local) Team Files
+
+
+def train_stop_resume_finish(client, app, root) -> Trained:
+    """Compose, edit the text in advanced mode (the edit is never lost), start, stop, resume from
+    the Resume tab, finish: each step checks what the page shows as it goes."""
+    st = small_run_page(client)
     st["hp_sync"]["value"] = 1  # copy each epoch's checkpoint to (the local) Team Files
     post(client, "/compose/button_clicked_cb", st)
     assert "config composed" in data(client)["compose_message"]["text"]
@@ -348,7 +413,8 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     assert len(series["loss"]) >= 3 and "loss_cls" in series
     # the augmentation preview would draw from the run's random generators: refused meanwhile
     post(client, "/aug_preview_btn/button_clicked_cb")
-    assert "off while a run is in progress" in data(client)["aug_message"]["text"]
+    said = data(client)["aug_message"]["text"]
+    assert "off while a run is in progress" in said, (said, client.get("/api/status").json())
     post(client, "/train_stop/button_clicked_cb")
     status = wait_state(client, {"stopped"})
     stopped_at = status["iteration"]
@@ -361,14 +427,31 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     # resume from the Resume tab; charts continue from the run's logged history
     post(client, "/model_runs_refresh/button_clicked_cb")
     st = state(client)
+    runs = data(client)["model_runs"]["raw_rows_data"]
     st["model_tabs"]["value"] = "Resume"
-    st["model_runs"]["selectedRow"] = 0
+    st["model_runs"]["selectedRow"] = next(i for i, r in enumerate(runs) if r[0] == run_id)
     post(client, "/train_start/button_clicked_cb", st)
     status = wait_state(client, {"finished", "failed"}, timeout=600)
     assert status["state"] == "finished", status
     assert status["run_id"] == run_id
     app.ui.training.wait(30)
-    d = data(client)
+    [folder] = (root / "team" / "mmdetection-3").glob(f"{run_id}_*")
+    return Trained(run_id, stopped_at, data(client), folder)
+
+
+@pytest.fixture(scope="module")
+def trained(ui) -> Trained:
+    """The page's run, trained once for the tests that read it (``train_stop_resume_finish``)."""
+    client, app, root = ui
+    return train_stop_resume_finish(client, app, root)
+
+
+@pytest.mark.slow
+def test_compose_edit_never_lost_start_stop_resume_finish(trained):
+    """The flow checks each step as it goes (``train_stop_resume_finish``); then the page shows
+    the finished run: its artifacts, validation previews, evaluation, and charts that continue
+    the stopped session's history."""
+    d = trained.page
     assert "artifacts:" in d["train_artifacts"]["text"]
     # after each validation: a few validation images, ground truth | predictions, small JPEGs
     previews = [d[f"train_val_img_{i}"]["url"] for i in range(4)]
@@ -381,17 +464,18 @@ def test_compose_edit_never_lost_start_stop_resume_finish(ui):
     losses = {s["name"]: s["data"] for s in d["train_losses"]["series"]}
     # history restored from the run's logged scalars: points from before the stop come first
     xs = [x for x, _ in losses["loss"]]
-    assert xs[0] <= stopped_at and xs == sorted(xs) and xs[-1] > stopped_at
+    assert xs[0] <= trained.stopped_at and xs == sorted(xs) and xs[-1] > trained.stopped_at
     maps = {s["name"]: s["data"] for s in d["train_map"]["series"]}
     assert len(maps["bbox_mAP"]) >= 1
-    assert list((root / "team" / "mmdetection-3").glob(f"{run_id}_*/config.py"))
+    assert (trained.folder / "config.py").is_file()
 
 
-def test_start_from_an_experiment_fills_every_step_and_keeps_its_edited_config(ui):
-    """The run above, uploaded with its settings (app_state.json), chosen in "Start from an
+@pytest.mark.slow
+def test_start_from_an_experiment_fills_every_step_and_keeps_its_edited_config(ui, trained):
+    """The page's run, uploaded with its settings (app_state.json), chosen in "Start from an
     experiment": every step shows what it trained with, still editable; its edited config comes
     back as the user's edit; "continue" puts its best checkpoint in the Custom weights tab."""
-    client, app, root = ui
+    client, app, _ = ui
     # the run's TensorBoard, served by the app beside its charts (the button opens it)
     assert data(client)["train_tensorboard"]["link"] == "/tensorboard/"
     deadline = time.time() + 90
@@ -401,8 +485,8 @@ def test_start_from_an_experiment_fills_every_step_and_keeps_its_edited_config(u
             break
         time.sleep(0.5)
     assert any("loss" in run_tags for run_tags in tags.json().values()), tags.text
-    run_dir = next((root / "team" / "mmdetection-3").glob("*/app_state.json")).parent
-    run_id = json.loads((run_dir / "app_state.json").read_text())["run_id"]
+    run_dir, run_id = trained.folder, trained.run_id
+    assert json.loads((run_dir / "app_state.json").read_text())["run_id"] == run_id
     post(client, "/exp_refresh/button_clicked_cb")
     assert run_id in [item["value"] for item in data(client)["exp_select"]["items"]]
     st = state(client)  # other values first: the load must replace them
@@ -440,14 +524,15 @@ def test_start_from_an_experiment_fills_every_step_and_keeps_its_edited_config(u
     post(client, "/cfg_discard/button_clicked_cb")  # the next tests compose their own
 
 
-def test_custom_weights_given_as_team_files_paths_compose(ui):
+@pytest.mark.slow
+def test_custom_weights_given_as_team_files_paths_compose(ui, trained):
     """The Model step offers Team Files paths for custom weights: Compose fetches them (as
     Start does) instead of answering "does not exist"."""
-    client, _app, root = ui
-    run_dir = next((root / "team" / "mmdetection-3").glob("*/config.py")).parent
+    client, _app, _ = ui
+    run_dir = trained.folder
     checkpoint = sorted(p.name for p in run_dir.glob("*.pth"))[0]
     remote = f"/mmdetection-3/{run_dir.name}"
-    st = set_small_run(state(client))
+    st = small_run_page(client)
     st["model_tabs"]["value"] = "Custom weights"
     st["model_w"]["value"] = f"{remote}/{checkpoint}"
     st["model_cfg"]["value"] = f"{remote}/config.py"
@@ -456,7 +541,8 @@ def test_custom_weights_given_as_team_files_paths_compose(ui):
     assert "config composed" in message, message
 
 
-def test_custom_weights_picked_from_earlier_runs_find_their_config(ui):
+@pytest.mark.slow
+def test_custom_weights_picked_from_earlier_runs_find_their_config(ui, trained, tmp_path):
     """The picker lists the checkpoints of runs in (the local) Team Files; picking one fills
     the path, and Compose uses the config.py beside it. A checkpoint with no config beside it
     is refused with what to do."""
@@ -464,7 +550,8 @@ def test_custom_weights_picked_from_earlier_runs_find_their_config(ui):
     post(client, "/model_ckpt_refresh/button_clicked_cb")
     items = [i["value"] for i in data(client)["model_ckpt_pick"]["items"]]
     assert items and all(i.startswith("/mmdetection-3/") and i.endswith(".pth") for i in items)
-    st = set_small_run(state(client))
+    assert any(i.startswith(f"/mmdetection-3/{trained.folder.name}/") for i in items)
+    st = small_run_page(client)
     st["model_tabs"]["value"] = "Custom weights"
     st["model_ckpt_pick"]["value"] = items[-1]
     post(client, "/model_ckpt_pick/value_changed", st)
@@ -474,7 +561,7 @@ def test_custom_weights_picked_from_earlier_runs_find_their_config(ui):
     message = data(client)["compose_message"]["text"]
     assert "config composed" in message, message
 
-    lone = root / "lone" / "weights.pth"
+    lone = tmp_path / "lone" / "weights.pth"
     lone.parent.mkdir()
     lone.write_bytes((root / "team" / items[-1].lstrip("/")).read_bytes())
     st["model_w"]["value"] = str(lone)
@@ -483,12 +570,14 @@ def test_custom_weights_picked_from_earlier_runs_find_their_config(ui):
     assert f"no config.py beside the checkpoint {lone}" in message, message
 
 
-def test_custom_weights_picked_from_a_folder_of_this_machine(ui):
+@pytest.mark.slow
+def test_custom_weights_picked_from_a_folder_of_this_machine(ui, trained, tmp_path):
     """Off the platform the Custom weights tab searches a local folder for checkpoints: each is
     listed with whether its config.py is beside it, picking fills the path, and Compose uses
     that config. A folder that does not exist says so."""
-    client, _app, root = ui
-    source = next((root / "team" / "mmdetection-3").glob("*/config.py")).parent
+    client, _app, _ = ui
+    source = trained.folder
+    root = tmp_path
     mine = root / "downloads" / "old app" / "run 7"
     mine.mkdir(parents=True)
     checkpoint = sorted(source.glob("*.pth"))[0]
@@ -504,7 +593,7 @@ def test_custom_weights_picked_from_a_folder_of_this_machine(ui):
         str(mine / "model.pth"): str(mine / "model.pth"),
     }
     assert data(client)["model_local_message"]["text"] == "2 checkpoints found"
-    st = set_small_run(state(client))
+    st = small_run_page(client)
     st["model_tabs"]["value"] = "Custom weights"
     st["model_local_pick"]["value"] = str(mine / "model.pth")
     post(client, "/model_local_pick/value_changed", st)

@@ -207,7 +207,8 @@ class AppUI:
                     run.run_id, sync_every_epochs=self.hyper.sync_every_epochs()
                 )
             else:
-                if not self.compose():
+                if not self.compose():  # said in the Training step too (it shows the last run)
+                    self.training.status.set("not started: " + self.message.get_value(), "error")
                     return None
                 if self.config.draft and self.config.draft.pending:
                     self.message.set(
