@@ -52,6 +52,19 @@ def uploaded(tmp_path_factory, demo_project):
     return root, controller, folder, project
 
 
+@pytest.fixture
+def own_copy(uploaded, tmp_path):
+    """The uploaded run in a copy of app data and of the store, with a controller of its own: for
+    a test that trains from it, resumes it or adds to the store (the shared one stays as it
+    was trained). Same tuple as ``uploaded``."""
+    root, _, folder, project = uploaded
+    copy = tmp_path / "copy"
+    for part in ("app_data", "team"):
+        shutil.copytree(root / part, copy / part)
+    controller = TrainingController(copy / "app_data", LocalArtifactStore(copy / "team"))
+    return copy, controller, copy / "team" / "mmdetection-3" / folder.name, project
+
+
 def _wait(controller) -> None:
     deadline = time.time() + 600
     while controller.busy and time.time() < deadline:
@@ -74,8 +87,8 @@ def test_every_run_uploads_its_settings_and_the_sdk_finds_them(uploaded):
     assert (folder / "resume" / "app_state.json").is_file()  # a resumed run keeps it
 
 
-def test_api_from_run_trains_with_its_settings_and_the_bodys_overrides(uploaded):
-    root, controller, folder, project = uploaded
+def test_api_from_run_trains_with_its_settings_and_the_bodys_overrides(own_copy):
+    root, controller, folder, project = own_copy
     with api_client(controller, default_project=project) as client:
         answer = client.post(
             "/api/train",
@@ -102,8 +115,8 @@ def test_api_from_run_trains_with_its_settings_and_the_bodys_overrides(uploaded)
     assert "max_keep_ckpts=4" in merged and "lr=0.001" in merged
 
 
-def test_continue_fine_tunes_from_the_runs_best_checkpoint(uploaded):
-    root, controller, folder, project = uploaded
+def test_continue_fine_tunes_from_the_runs_best_checkpoint(own_copy):
+    root, controller, folder, project = own_copy
     best = json.loads((folder / "experiment_info.json").read_text())["best_checkpoint"]
     loaded = controller.from_run("first", project, mode="continue")
     hyper = loaded.with_overrides()["hyperparameters"]
@@ -183,8 +196,8 @@ def test_a_state_that_does_not_hold_in_the_project_loads_as_far_as_it_does(uploa
     assert "epochs" not in loaded.body["hyperparameters"]
 
 
-def test_a_run_of_an_older_version_without_app_state_loads_its_hyperparameters(uploaded, tmp_path):
-    root, controller, folder, project = uploaded
+def test_a_run_of_an_older_version_without_app_state_loads_its_hyperparameters(own_copy):
+    root, controller, folder, project = own_copy
     old = shutil.copytree(folder, root / "team" / "mmdetection-3" / "old1_demo")
     (old / "app_state.json").unlink()
     info = json.loads((old / "experiment_info.json").read_text())
@@ -196,15 +209,19 @@ def test_a_run_of_an_older_version_without_app_state_loads_its_hyperparameters(u
     assert "an older version of the app trained it" in loaded.notes[0]
     assert loaded.body["hyperparameters"]["lr"] == 0.003
     assert loaded.body["classes"] == ["square", "circle"] and loaded.body["model"] == MODEL
-    shutil.rmtree(old)
-    controller.catalog.forget()
 
 
-def test_a_resume_for_more_epochs_records_them_in_the_runs_settings(uploaded):
-    root, controller, _, _ = uploaded
+def test_a_resume_for_more_epochs_records_them_in_the_runs_settings(uploaded, own_copy):
+    root, controller, _, _ = own_copy
+    shared_root, _, shared_folder, _ = uploaded
+    shared_files = sorted(p.name for p in (shared_root / "app_data" / "first").rglob("*"))
     controller.resume("first", epochs=2)
     _wait(controller)
     folder = next((root / "team" / "mmdetection-3").glob("first_*"))
     state = json.loads((folder / "app_state.json").read_text())
     assert state["hyperparameters"]["epochs"] == 2  # train again: as long as it trained
     assert state["hyperparameters"]["lr"] == 0.003  # the rest as it was
+    # resumed in its own copy: the run the other tests read is as it was trained
+    shared = json.loads((shared_folder / "app_state.json").read_text())
+    assert shared["hyperparameters"]["epochs"] == 1
+    assert sorted(p.name for p in (shared_root / "app_data" / "first").rglob("*")) == shared_files
