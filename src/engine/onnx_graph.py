@@ -11,6 +11,8 @@ Each reproduces mmdet's own post-processing for its heads, so that the exported 
   appended, which no threshold keeps (mmdet takes ``min(nms_pre, n)``);
 * thresholds apply after NMS instead of before: a box can only suppress lower-scored ones, and every
   box under the threshold is dropped anyway, so the kept set is the same;
+* boxes clipped to nothing (no wider or taller than ``min_bbox_size``) are dropped before NMS, as
+  mmdet drops them (a 1-epoch model's output was mostly such boxes at the image's edges);
 * outputs have a fixed number of rows per image (``max_per_img``); rows past the detections have
   score 0.
 """
@@ -142,6 +144,7 @@ class DenseDetectorGraph(_Graph):
         self.score_thr = float(cfg.get("score_thr", 0.0))
         self.iou = float(cfg["nms"]["iou_threshold"])
         self.max_per_img = int(cfg.get("max_per_img", 100))
+        self.min_bbox_size = float(cfg.get("min_bbox_size", -1))
         self.num_classes = int(head.cls_out_channels)
         self.strides = [int(s[0]) for s in head.prior_generator.strides]
         self.offset = float(head.prior_generator.offset)
@@ -180,8 +183,13 @@ class DenseDetectorGraph(_Graph):
                 kernels.append(self._rows_at(rows, anchor, extra))
                 centres.append(torch.cat([p, torch.full_like(p[..., :1], float(stride))], -1))
         _, boxes = self._clip_and_rescale(torch.cat(boxes, 1), resized, orig_size)
+        scores = torch.cat(scores, 1)
+        if self.min_bbox_size >= 0:  # as mmdet, before NMS: boxes clipped to nothing go
+            wh = boxes[..., 2:] - boxes[..., :2]
+            small = (wh <= self.min_bbox_size).any(-1)
+            scores = torch.where(small, scores.new_tensor(-1.0), scores)
         out_boxes, best, out_labels, order = self._nms(
-            boxes, torch.cat(scores, 1), torch.cat(labels, 1), self.num_classes, self.iou,
+            boxes, scores, torch.cat(labels, 1), self.num_classes, self.iou,
             self.score_thr, self.max_per_img,
         )  # fmt: skip
         dets = torch.cat([out_boxes, best.unsqueeze(-1)], -1)
