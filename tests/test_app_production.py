@@ -2,7 +2,10 @@
 server: the project comes from the server, a run's artifacts go to Team Files, the task output is
 set, the app data is freed, and the app ends itself with ``app.stop()``. The platform's Stop
 (``/sly/shutdown``) mid-run takes the same graceful path. The app process exits, so it runs in a
-subprocess; the protocol server runs in the test."""
+subprocess; the protocol server runs in the test. Before a run trains, a version of the project is
+made (or the platform's current one named) and the workflow records the run's inputs; after the
+upload, its output. The server refuses any body the platform would not take, and leaving it fails
+a test on a refusal (``tests/sly_server.py``)."""
 
 from __future__ import annotations
 
@@ -30,8 +33,17 @@ BODY = {
 
 @pytest.fixture
 def platform(tmp_path, demo_project):
+    """The project is unchanged since its current version (31): the platform names that one."""
     with FakeSupervisely(tmp_path / "team_files") as fake:
         fake.state.add_project(demo_project, PROJECT_ID)
+        yield fake
+
+
+@pytest.fixture
+def unversioned_platform(tmp_path, demo_project):
+    """The project has no version yet: the app makes one before training."""
+    with FakeSupervisely(tmp_path / "team_files") as fake:
+        fake.state.add_project(demo_project, PROJECT_ID, version=None)
         yield fake
 
 
@@ -83,25 +95,25 @@ def _ended(server: subprocess.Popen, tmp_path: Path, timeout: float) -> None:
         ) from None
 
 
-def _train(base: str, epochs: int, batch_size: int) -> None:
+def _train(base: str, epochs: int, batch_size: int, evaluate: bool = True) -> None:
     """POST /api/train with no project: the app's own project trains."""
     hyper = {"epochs": epochs, "train_batch_size": batch_size, "num_workers": 0,
-             "input_size": 128, "weights": "scratch"}  # fmt: skip
+             "input_size": 128, "weights": "scratch", "evaluate": evaluate}  # fmt: skip
     response = httpx.post(f"{base}/api/train", json=dict(BODY, hyperparameters=hyper), timeout=60)
     assert response.status_code == 200, response.text
 
 
 @pytest.mark.slow
+@pytest.mark.train
 def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
-    platform, tmp_path, monkeypatch
+    unversioned_platform, tmp_path, monkeypatch
 ):
+    platform = unversioned_platform
     server, base = _start_app(platform, tmp_path)
     # custom weights on the platform: the SDK's Team Files selector, browsing this team's files
     page = httpx.post(f"{base}/sly/data", json={}, timeout=10).json()
     assert page["model_tf"]["teamId"] == TEAM_ID
     assert page["model_tf"]["options"]["initialFolder"] == {"path": "/mmdetection-3/"}
-    # the platform's workflow refuses the inputs: a warning (the SDK's error line), not a failure
-    platform.state.fail("workflow.node.add-input", 500, times=20)
     _train(base, epochs=2, batch_size=4)
     _ended(server, tmp_path, 600)  # app.stop() after the upload ends the process
 
@@ -164,17 +176,29 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
     assert converted.model_files == {"config": "/config.py"}
     assert converted.best_checkpoint in {c.name for c in info.checkpoints}
 
-    # the project version the run trained on (the platform's answer: unchanged since version
-    # 31) is in its settings and its experiment; the workflow has the run's folder as output
+    # the project had no version: one was made before training (the SDK's backup of it in Team
+    # Files, committed with the app's title); it is in the run's settings and its experiment,
+    # and it is the workflow's input; the run's folder is the output
+    [commit] = platform.state.bodies_of("projects.versions.commit")
+    version_id = commit["id"]
+    assert commit["title"] == "Train MMDetection 3"
+    assert commit["description"].endswith(f"task with ID: {TASK_ID}")
+    backup = platform.state.file_path(commit["teamFileId"])
+    assert backup.startswith(f"/system/versions/{PROJECT_ID}/")
+    assert platform.state.projects[PROJECT_ID].version == {"id": version_id, "version": 1}
     app_state = json.loads((run_dir / "app_state.json").read_text())
-    assert experiment.app_state == "app_state.json" and experiment.project_version == 31
+    assert experiment.app_state == "app_state.json" and experiment.project_version == version_id
     # what the Experiments page and TrainApp read of a task: the SDK's own call
     assert platform.api().nn.get_experiment_info(TASK_ID).app_state == "app_state.json"
-    assert app_state["project"] == dict(app_state["project"], id=PROJECT_ID, version_id=31)
-    assert "projects.versions.reserve" in platform.state.calls
-    assert "Failed to add input" in (tmp_path / "app.log").read_text()
-    [(kind, node)] = platform.state.workflow
+    assert app_state["project"] == dict(app_state["project"], id=PROJECT_ID, version_id=version_id)
+    assert "Failed to add" not in (tmp_path / "app.log").read_text()  # the SDK's error line
+    [(kind_in, node_in), (kind, node)] = platform.state.workflow
+    task_node = {"type": "task", "id": TASK_ID}
+    assert kind_in == "input"
+    assert node_in == {"teamId": TEAM_ID, "node": task_node, "type": "project_version",
+                       "id": version_id}  # fmt: skip
     assert (kind, node["type"], node["id"]) == ("output", "folder", remote_dir)
+    assert node["teamId"] == TEAM_ID
     assert node["node"] == {"type": "task", "id": TASK_ID}
     best = platform.state.file_id(f"{remote_dir}/{experiment.best_checkpoint}")
     relation, card = node["meta"]["customRelationSettings"], node["meta"]["customNodeSettings"]
@@ -212,6 +236,31 @@ def test_platform_run_uploads_sets_output_frees_app_data_and_stops_the_app(
 
 
 @pytest.mark.slow
+@pytest.mark.train
+def test_a_refused_workflow_input_is_a_warning_and_the_run_finishes(platform, tmp_path):
+    """The platform's workflow refuses the inputs (a 500 each time): the SDK's error line in the
+    task log, not a failure. The project is unchanged since its version 31, so no version is
+    made and that one is still the run's; the run is uploaded and its output recorded."""
+    server, base = _start_app(platform, tmp_path)
+    platform.state.fail("workflow.node.add-input", 500, times=20)
+    _train(base, epochs=1, batch_size=4, evaluate=False)
+    _ended(server, tmp_path, 600)
+
+    [run_dir] = platform.state.local("/mmdetection-3").iterdir()
+    assert (run_dir / "epoch_1.pth").is_file()
+    assert "Failed to add input" in (tmp_path / "app.log").read_text()
+    assert "projects.versions.reserve" in platform.state.calls
+    assert platform.state.bodies_of("projects.versions.commit") == []
+    assert platform.state.outputs[TASK_ID]["experiment"]["data"]["project_version"] == 31
+    app_state = json.loads((run_dir / "app_state.json").read_text())
+    assert app_state["project"]["version_id"] == 31
+    [(kind, node)] = platform.state.workflow  # the output only
+    assert (kind, node["type"]) == ("output", "folder")
+    assert node["id"] == f"/mmdetection-3/{run_dir.name}"
+
+
+@pytest.mark.slow
+@pytest.mark.train
 def test_stop_button_offers_resume_then_platform_stop_saves_uploads_and_exits(platform, tmp_path):
     """Stop (the button / API): the run is uploaded and offered for resume, the app stays up.
     Resumed, then the platform's Stop mid-run: the same graceful path, and the app ends."""
