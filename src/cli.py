@@ -191,6 +191,11 @@ def _print_slicing(tiles: dict) -> None:
     dropped = f", {tiles['empty_dropped']} empty tiles left out" if tiles["empty_dropped"] else ""
     print(f"{'':<12} sliced: {tiles['images']} images -> {tiles['tiles']} tiles of "
           f"{tiles['size']} px (overlap {tiles['overlap']:g}){whole}{dropped}")  # fmt: skip
+    if tiles.get("files"):
+        from src.data.tiles import human_bytes
+
+        print(f"{'':<12} {tiles['files']} tile files to cut into the cache, at most "
+              f"{human_bytes(tiles['bytes'])} (the files already there are reused)")  # fmt: skip
     for what, n in (tiles.get("cut_objects") or {}).items():
         became = "ignore regions" if what == "ignore" else "dropped"
         print(f"{'':<12} {n} objects cut by a tile border below the visible fraction: {became}")

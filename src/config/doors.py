@@ -150,6 +150,11 @@ DOORS: dict[str, Door] = {
                               "--slice-min-visible", "slice_min_visible"),
     "slice_partial": Door("with slicing, what such a cut object becomes: an ignore region, or "
                           "nothing (dropped)", "--slice-partial", "slice_partial"),
+    "slice_max_tiles": Door("with slicing, refuse a split that would make more tiles than "
+                            "this (their count and bytes are estimated first; the dry run shows "
+                            "them)", "--slice-max-tiles", None, unit="tiles"),
+    "slice_max_gb": Door("with slicing, refuse a split whose tile files could take more than this "
+                         "in the cache", "--slice-max-gb", None, unit="GB"),
     "export": Door("after a finished run, export the best checkpoint: onnx (ONNX Runtime), "
                    "tensorrt (an engine built from the ONNX file; needs a GPU with TensorRT)",
                    "--export", "export", generated=False),

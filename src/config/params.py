@@ -127,6 +127,10 @@ class TrainParams:
     slice_empty: float = 0.1
     slice_min_visible: float = 0.5
     slice_partial: str = "ignore"
+    # what slicing may make of a split before it is refused (src.data.tiles.limit_problem): the
+    # tiles in its data list, and their files' bytes at most (a setting past them fills a disk)
+    slice_max_tiles: int = 200_000
+    slice_max_gb: float = 50.0
 
     @property
     def batch(self) -> int:
@@ -236,6 +240,7 @@ class TrainParams:
             size=int(self.slice_size), overlap=float(self.slice_overlap),
             full_image=bool(self.slice_full_image), empty=float(self.slice_empty),
             min_visible=float(self.slice_min_visible), partial=self.slice_partial,
+            max_tiles=int(self.slice_max_tiles), max_gb=float(self.slice_max_gb),
         )  # fmt: skip
 
     def _slicing_problems(self) -> list[str]:
@@ -356,6 +361,22 @@ def slicing_problems(slicing: dict[str, Any]) -> list[str]:
     if partial not in SLICE_PARTIAL:
         found.append(
             f"a cut object (slice_partial) is one of {', '.join(SLICE_PARTIAL)}, got {partial!r}"
+        )
+    found += _slicing_limit_problems(slicing)
+    return found
+
+
+def _slicing_limit_problems(slicing: dict[str, Any]) -> list[str]:
+    found = []
+    tiles = slicing.get("max_tiles", TrainParams.slice_max_tiles)
+    gb = slicing.get("max_gb", TrainParams.slice_max_gb)
+    if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1:
+        found.append(
+            f"the most tiles a split may make (slice_max_tiles) is 1 or more, got {tiles}"
+        )
+    if isinstance(gb, bool) or not isinstance(gb, int | float) or not 0 < gb < math.inf:
+        found.append(
+            f"the most GB of tile files a split may make (slice_max_gb) is above 0, got {gb}"
         )
     return found
 

@@ -10,12 +10,16 @@ same tiles every epoch: a hash of the image and window decides); validation keep
 that its merged predictions cover each image whole. ``full_image`` keeps each image too, whole,
 downscaled by the pipeline like any other.
 
-Cost: the data list is computed from the split's instances (no pixel read; cached like the split,
+Cost: what a split will make is counted first (:func:`estimate_tiles`: from the images' sizes and
+the objects' boxes, nothing cut, no window listed), and a split past the limits (``max_tiles``,
+``max_gb``: the settings ``slice_max_tiles``, ``slice_max_gb``) is refused with the numbers. The
+data list is computed from the split's instances (no pixel read; cached like the split,
 ``src.data.reader.load_split``). The tile files are written lazily, the first time a tile is
 loaded, into the cache (``<cache>/tiles/<image digest>/``): all of an image's tiles at once, under
 a lock, so that one decode of a large image serves all its tiles and loader workers never write
 the same file twice. An image no larger than a tile is its own single tile and its file is used
-as it is.
+as it is. A cut or a cache write that was killed leaves a temporary file: the next cut of that
+image, and the next load of the split, remove it.
 
 This module imports neither mmdet nor torch: the dry run and the UI use it too.
 """
@@ -23,11 +27,13 @@ This module imports neither mmdet nor torch: the dry run and the UI use it too.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -40,12 +46,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from src.config.params import TrainParams, slicing_problems
-from src.data.reader import crop_to_rle
+from src.data.reader import DatasetError, crop_to_rle
 from src.runs.atomic_files import atomic_path
 
 logger = logging.getLogger(__name__)
 
-_TILES_VERSION = 1  # bump when the tiled data list's format changes
+_TILES_VERSION = 2  # bump when the tiled data list's format changes
+# the limits on what a split may make: checked, not part of what is cut (nor of the cache key)
+LIMITS = ("max_tiles", "max_gb")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class Slicing:
     empty: float = TrainParams.slice_empty
     min_visible: float = TrainParams.slice_min_visible
     partial: str = TrainParams.slice_partial
+    max_tiles: int = TrainParams.slice_max_tiles
+    max_gb: float = TrainParams.slice_max_gb
 
     @classmethod
     def of(cls, value: dict | None) -> Slicing | None:
@@ -83,6 +93,10 @@ class Slicing:
     def as_cfg(self) -> dict[str, Any]:
         return asdict(self)
 
+    def cut_key(self) -> list[tuple[str, Any]]:
+        """What decides the tiles (the limits do not)."""
+        return sorted((k, v) for k, v in self.as_cfg().items() if k not in LIMITS)
+
 
 @dataclass
 class TileStats:
@@ -92,6 +106,8 @@ class TileStats:
     tiles: int = 0  # in the split (the kept empty ones included)
     empty_dropped: int = 0
     full_images: int = 0  # whole images kept besides their tiles
+    files: int = 0  # tile files cut into the cache (an image no larger than a tile: none)
+    bytes: int = 0  # at most, on disk (tile_file_bytes each)
     # "ignore"/"drop" -> objects cut below the visible fraction
     cut_objects: Counter = field(default_factory=Counter)
 
@@ -99,22 +115,111 @@ class TileStats:
         return asdict(self) | {"cut_objects": dict(self.cut_objects)}
 
 
-def windows(width: int, height: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
-    """The tiles of an image, row by row: (x1, y1, x2, y2). A stride of ``size * (1 - overlap)``
-    and a last tile flush with the edge; a side no longer than ``size`` is one tile."""
+def window_starts(length: int, size: int, overlap: float) -> list[int]:
+    """Where the tiles along one side begin: a stride of ``size * (1 - overlap)`` and a last
+    tile flush with the edge; a side no longer than ``size`` is one tile."""
+    if length <= size:
+        return [0]
     stride = max(1, round(size * (1.0 - overlap)))
+    return [*range(0, length - size, stride), length - size]
 
-    def starts(length: int) -> list[int]:
-        if length <= size:
-            return [0]
-        found = list(range(0, length - size, stride))
-        return [*found, length - size]
 
+def windows(width: int, height: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """The tiles of an image, row by row: (x1, y1, x2, y2) (:func:`window_starts` each way)."""
     return [
         (x, y, min(x + size, width), min(y + size, height))
-        for y in starts(height)
-        for x in starts(width)
+        for y in window_starts(height, size, overlap)
+        for x in window_starts(width, size, overlap)
     ]
+
+
+_BLOCK = 4096  # a file takes whole blocks of the file system
+
+
+def tile_file_bytes(width: int, height: int) -> int:
+    """At most what one tile file takes on disk: a colour PNG never exceeds its raw rows (3 bytes
+    a pixel and a filter byte a row) plus zlib's worst-case overhead (``deflateBound``), PNG's
+    chunks (signature, IHDR, IEND, an IDAT header per 8 KiB), rounded up to whole blocks."""
+    raw = height * (3 * width + 1)
+    deflated = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 13
+    png = 8 + 25 + 12 + deflated + 12 * -(-deflated // 8192)
+    return -(-png // _BLOCK) * _BLOCK
+
+
+def estimate_tiles(data_list: list[dict], slicing: Slicing, train: bool) -> TileStats:
+    """What :func:`slice_split` will make of a split, counted without cutting or listing a
+    window: the tiles, the whole images kept, the files to cut and their bytes (at most). The
+    tiles of an image come from its size; for training, a tile counts as one with objects when
+    an object's box reaches into it (a cut object that slicing turns into an ignore region still
+    counts), and the empty ones as their expected share (``empty``). ``cut_objects`` stays
+    empty: it needs the clipping."""
+    stats = TileStats(images=len(data_list))
+    kept_empty = 0.0  # their expected number, summed over the images
+    for info in data_list:
+        width, height = info["width"], info["height"]
+        if width <= slicing.size and height <= slicing.size:
+            stats.tiles += 1  # its own single tile: its file as it is
+            continue
+        stats.full_images += int(slicing.full_image)
+        xs = np.asarray(window_starts(width, slicing.size, slicing.overlap))
+        ys = np.asarray(window_starts(height, slicing.size, slicing.overlap))
+        total = len(xs) * len(ys)
+        with_objects = _windows_with_objects(info, xs, ys, slicing.size) if train else total
+        empty = (total - with_objects) * slicing.empty
+        kept_empty += empty
+        stats.tiles += with_objects
+        stats.files += with_objects
+        stats.empty_dropped += total - with_objects
+        per_file = tile_file_bytes(min(slicing.size, width), min(slicing.size, height))
+        stats.bytes += round((with_objects + empty) * per_file)
+    kept = round(kept_empty)
+    stats.tiles += kept
+    stats.files += kept
+    stats.empty_dropped -= kept
+    return stats
+
+
+def _windows_with_objects(info: dict, xs: np.ndarray, ys: np.ndarray, size: int) -> int:
+    """How many of an image's windows an object's box reaches into by at least a pixel each way
+    (as :meth:`_Instances.clip` finds them); ignore regions do not count."""
+    x_ends = np.minimum(xs + size, info["width"])
+    y_ends = np.minimum(ys + size, info["height"])
+    hit = np.zeros((len(ys), len(xs)), bool)
+    for instance in info["instances"]:
+        if instance.get("ignore_flag"):
+            continue
+        bx1, by1, bx2, by2 = instance["bbox"]
+        in_x = np.minimum(bx2, x_ends) - np.maximum(bx1, xs) >= 1
+        in_y = np.minimum(by2, y_ends) - np.maximum(by1, ys) >= 1
+        hit[np.ix_(in_y, in_x)] = True
+    return int(hit.sum())
+
+
+def limit_problem(stats: TileStats, slicing: Slicing, split: str) -> str | None:
+    """Why a split that slicing would make as ``stats`` says is refused (None: within the
+    limits), with the numbers and what to change."""
+    over = []
+    if stats.tiles > slicing.max_tiles:
+        over.append(f"more than slice_max_tiles ({slicing.max_tiles:,})")
+    if stats.bytes > slicing.max_gb * 1e9:
+        over.append(f"more than slice_max_gb ({slicing.max_gb:g} GB)")
+    if not over:
+        return None
+    return (
+        f"the {split} split would be cut into {stats.tiles:,} tiles of {slicing.size} px (overlap "
+        f"{slicing.overlap:g}) from {stats.images:,} images, at most {human_bytes(stats.bytes)} "
+        f"of tile files in the cache: {' and '.join(over)}. Cut fewer: larger tiles "
+        "or less overlap (--slice-size, --slice-overlap), fewer empty tiles (--slice-empty); or "
+        "raise the limit (--slice-max-tiles / --slice-max-gb; the API's slice_max_tiles / "
+        "slice_max_gb; slicing.max_tiles / slicing.max_gb in the config)"
+    )
+
+
+def human_bytes(count: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"
 
 
 def image_digest(path: str | Path) -> str:
@@ -162,6 +267,7 @@ def slice_split(
             sources[info["img_id"]] = [info["img_id"], 0, 0]
             stats.tiles += 1
             continue
+        per_file = tile_file_bytes(min(slicing.size, width), min(slicing.size, height))
         if slicing.full_image:
             out.append(info)
             sources[info["img_id"]] = [info["img_id"], 0, 0]
@@ -192,6 +298,8 @@ def slice_split(
             kept_windows.append(list(window))
             next_id += 1
             stats.tiles += 1
+            stats.files += 1
+            stats.bytes += per_file
         cuts[info["img_path"]] = (str(folder), kept_windows)
     return TiledSplit(out, sources, stats, cuts)
 
@@ -283,13 +391,21 @@ def load_tiled_split(
 ) -> TiledSplit:
     """:func:`slice_split` through the cache (keyed by the split's own cache key and the
     slicing), its tiles under ``<cache>/tiles``. Without a cache (the CLI's ``--no-cache``) the
-    tiles go to a temporary folder that is removed when the process ends."""
+    tiles go to a temporary folder that is removed when the process ends.
+
+    Raises:
+        DatasetError: the split would pass the limits (:func:`limit_problem`); nothing is cut
+            or cached then."""
+    problem = limit_problem(estimate_tiles(data_list, slicing, train), slicing, _split(train))
+    if problem:
+        raise DatasetError(problem)
     if not cache_dir:
         scratch = tempfile.mkdtemp(prefix="sly_tiles_")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         return slice_split(data_list, slicing, Path(scratch) / "tiles", train)
+    remove_stale_temporaries(cache_dir)
     tiles_dir = Path(cache_dir) / "tiles"
-    key = (_TILES_VERSION, split_key, sorted(slicing.as_cfg().items()), train, str(tiles_dir))
+    key = (_TILES_VERSION, split_key, slicing.cut_key(), train, str(tiles_dir))
     path = Path(cache_dir) / f"tiles_{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.pkl"
     if path.is_file():
         try:
@@ -304,6 +420,41 @@ def load_tiled_split(
     return tiled
 
 
+def _split(train: bool) -> str:
+    return "train" if train else "val"
+
+
+# ``src.runs.atomic_files.atomic_path``'s temporary files: ``.<name>.tmp<pid>_<thread>``
+_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)_\d+$")
+
+
+def remove_stale_temporaries(folder: str | Path, *, any_writer: bool = False) -> int:
+    """Remove the temporary files a killed writer left in ``folder`` (not its subfolders): those
+    of processes that no longer run, or all of them (``any_writer``: the caller holds the lock
+    every writer there takes). Returns how many were removed."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            found = _TEMPORARY.match(entry.name)
+            if found and (any_writer or not _running(int(found.group(1)))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        logger.info("%s: removed %d partial files left by an interrupted write", folder, removed)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def cut_tiles(source_path: str, folder: str | Path, cut: list[list[int]]) -> int:
     """Write the tile files of one image that are missing (its windows ``cut`` into ``folder``,
     as :func:`slice_split` named them); returns how many were written. One decode of the image
@@ -316,6 +467,7 @@ def cut_tiles(source_path: str, folder: str | Path, cut: list[list[int]]) -> int
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        remove_stale_temporaries(folder, any_writer=True)  # a cut that was killed
         missing = [w for w in cut if not tile_file(folder, tuple(w)).is_file()]
         if not missing:
             return 0

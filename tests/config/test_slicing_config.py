@@ -23,7 +23,7 @@ def test_the_settings_write_slicing_and_the_merging_metric_as_the_config_spells_
 ):
     cfg = small_cfg(demo_project, tmp_path / "run", **SLICED)
     expected = dict(size=128, overlap=0.3, full_image=True, empty=0.5, min_visible=0.5,
-                    partial="ignore")  # fmt: skip
+                    partial="ignore", max_tiles=200_000, max_gb=50.0)  # fmt: skip
     assert cfg.train_dataloader.dataset.slicing == expected
     assert cfg.val_dataloader.dataset.slicing == expected
     assert cfg.val_evaluator.type == cfg.test_evaluator.type == "SlicedCocoMetric"
