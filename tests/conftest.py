@@ -46,10 +46,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _no_training_unless_marked(request, monkeypatch):
-    """A test not marked ``train`` that trains fails, in this process or in one it starts."""
+    """A fast-tier test (neither ``train`` nor ``slow``) that trains fails, in this process or in
+    one it starts."""
     from tests.tiers import forbid_training
 
-    if request.node.get_closest_marker("train"):
+    if request.node.get_closest_marker("train") or request.node.get_closest_marker("slow"):
         yield
         return
     with forbid_training(monkeypatch) as caught:

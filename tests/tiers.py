@@ -5,7 +5,8 @@ A test *trains* when its own code, a fixture it uses (however deep) or a functio
 that either calls shows one of ``TRAINING_SIGNS``: a training session, a controller or UI start, the
 CLI's ``train`` without ``--dry-run``, ``POST /api/train`` (or the page's start) followed by a wait
 for the run. Reading can miss a way in, so
-``forbid_training`` makes ``Runner.train`` fail in every test not marked ``train``, in its own
+``forbid_training`` makes ``Runner.train`` fail in every fast-tier test (neither ``train`` nor
+``slow``), in its own
 process and (through ``tests/_no_training/sitecustomize.py`` on ``PYTHONPATH``) in the Python
 processes it starts: a missed test fails with the reason instead of slowing the fast tier.
 """
