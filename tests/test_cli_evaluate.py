@@ -85,11 +85,11 @@ def test_evaluate_a_named_checkpoint_on_the_train_split(app_data):
 
 
 def test_evaluating_a_run_that_is_not_there_fails_in_one_line(tmp_path):
-    app_data = tmp_path / "app"
-    result = run_cli("evaluate", "nope", "--app-data", str(app_data))
+    empty = tmp_path / "app"  # (not named app_data: tests/tiers.py would follow the fixture)
+    result = run_cli("evaluate", "nope", "--app-data", str(empty))
     assert result.returncode == 2, result.stdout
-    assert result.stderr.strip().splitlines() == [f"error: no run 'nope' in {app_data}"]
-    assert not app_data.exists()  # nothing written
+    assert result.stderr.strip().splitlines() == [f"error: no run 'nope' in {empty}"]
+    assert not empty.exists()  # nothing written
 
 
 @pytest.mark.slow  # the module's run trains in 40 to 90 s here

@@ -56,13 +56,16 @@ def uploaded(tmp_path_factory, demo_project):
 def own_copy(uploaded, tmp_path):
     """The uploaded run in a copy of app data and of the store, with a controller of its own: for
     a test that trains from it, resumes it or adds to the store (the shared one stays as it
-    was trained). Same tuple as ``uploaded``."""
+    was trained). Same tuple as ``uploaded``. A run the test left going is stopped (one
+    training session per process)."""
     root, _, folder, project = uploaded
     copy = tmp_path / "copy"
     for part in ("app_data", "team"):
         shutil.copytree(root / part, copy / part)
     controller = TrainingController(copy / "app_data", LocalArtifactStore(copy / "team"))
-    return copy, controller, copy / "team" / "mmdetection-3" / folder.name, project
+    yield copy, controller, copy / "team" / "mmdetection-3" / folder.name, project
+    controller.stop()
+    controller.wait(600)
 
 
 def _wait(controller) -> None:
