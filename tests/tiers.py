@@ -152,12 +152,17 @@ def _string_arguments(call: ast.Call) -> set[str]:
 
 
 def _called_names(tree: ast.AST) -> set[str]:
+    """Names called, or passed to a call (a helper handed to a thread); not every name read: a
+    local variable may share a module fixture's name."""
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name):
             names.add(node.func.id)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            names.add(node.id)  # a helper passed along (e.g. to a thread) counts too
+        for arg in [*node.args, *(k.value for k in node.keywords)]:
+            if isinstance(arg, ast.Name):
+                names.add(arg.id)
     return names
 
 
