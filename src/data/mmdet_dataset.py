@@ -52,7 +52,9 @@ class SuperviselyDataset(BaseDetDataset):
             (``src.data.reader.read_instances``).
         slicing: cut the images into overlapping tiles (``src.data.tiles.Slicing``'s fields;
             None: whole images). The COCO ground truth stays the whole images' and names each
-            tile's image and offset (``tiles``) for ``SlicedCocoMetric``.
+            tile's image and offset (``tiles``) for ``SlicedCocoMetric``. A split that would
+            make more tiles, or bytes of tile files, than its ``max_tiles`` / ``max_gb`` is
+            refused (``DatasetError``, with the numbers) before anything is cut.
     """
 
     def __init__(
