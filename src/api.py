@@ -32,6 +32,7 @@ set.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -48,6 +49,8 @@ from src.app.session import SessionBusyError
 from src.data.project import LocalProject, open_local_project
 from src.data.reader import DatasetError
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # ASCII control characters
+
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "problems": problems or [message]}, status_code=status)
@@ -59,14 +62,17 @@ def mount_api(
     default_project: LocalProject | None = None,
 ) -> None:
     """Add the routes to ``server`` (who may call them is ``src.access.guard_server``'s
-    concern): a POST whose body is not a JSON object is answered 400 here, before the SDK's
-    middleware (which expects an object) turns it into a plain-text 500.
+    concern): a POST whose body is not a JSON object (or nests past Python's stack) is answered
+    400 here, before the SDK's middleware (which expects an object) turns it into a plain-text
+    500; so is a path with a control character, on every route of the server.
 
     The check goes in as a user middleware and the server's middleware stack is dropped so that
     its next request rebuilds it (``add_middleware`` refuses once the stack is built; see
     ``guard_server``)."""
 
     async def check_body(request: Request, call_next: Any) -> Any:
+        if _CONTROL.search(request.scope["path"]):  # (TensorBoard's forwarding could not send it)
+            return _error(400, "the path holds a control character: no route takes one")
         if not request.url.path.startswith("/api/"):
             return await call_next(request)
         if request.method == "POST":
@@ -75,6 +81,8 @@ def mount_api(
                 body = json.loads(raw) if raw.strip() else {}
             except ValueError:
                 return _error(400, "the request body is not valid JSON")
+            except RecursionError:
+                return _error(400, "the request body is nested too deeply to be a request")
             if not isinstance(body, dict):
                 return _error(400, "the request body must be a JSON object")
             request.state.json_body = body  # the route reads it from here: parsed once

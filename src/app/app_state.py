@@ -113,6 +113,10 @@ def parse_app_state(text: str, where: str) -> dict[str, Any]:
         state = json.loads(text)
     except ValueError as exc:
         raise StateError([f"{where} is not valid JSON ({exc}): not an app state"]) from None
+    except RecursionError:
+        raise StateError(
+            [f"{where} is nested too deeply to be an app state: start from a run this app trained"]
+        ) from None
     if not isinstance(state, dict) or not isinstance(state.get("hyperparameters"), dict):
         raise StateError(
             [f"{where} is not an app state of this app (no hyperparameters): start from a run "
@@ -130,7 +134,11 @@ def read_state_folder(folder: str | Path) -> tuple[dict[str, Any], str | None]:
             [f"{folder} has no {APP_STATE}: give the folder of a run this app uploaded, or its "
              "run id"]
         )  # fmt: skip
-    state = parse_app_state(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StateError([f"{path} is not UTF-8 text: not an app state"]) from None
+    state = parse_app_state(text, str(path))
     try:
         info = json.loads((Path(folder) / EXPERIMENT_INFO).read_text(encoding="utf-8"))
         best = Path(folder) / str(info["best_checkpoint"])

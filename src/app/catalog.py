@@ -128,10 +128,12 @@ class RunCatalog:
             path = f"{folder}/{APP_STATE}"
             with tempfile.TemporaryDirectory() as tmp:
                 try:
-                    local = self.store.download(path, Path(tmp) / APP_STATE)
-                except (UploadError, OSError) as exc:
+                    text = self.store.download(path, Path(tmp) / APP_STATE).read_text("utf-8")
+                except UnicodeDecodeError:
+                    raise RequestError([f"{path} is not UTF-8 text: not an app state"]) from None
+                except (UploadError, OSError, ValueError) as exc:  # ValueError: a link out
                     raise RequestError([f"cannot read {path}: {exc}"]) from None
-                return parse_app_state(local.read_text(encoding="utf-8"), path)
+                return parse_app_state(text, path)
         info = self._read_json(f"{folder}/{EXPERIMENT_INFO}")
         hyper = self._read_yaml(f"{folder}/{HYPERPARAMETERS}")
         if info is None or hyper is None:
@@ -166,7 +168,7 @@ class RunCatalog:
             try:
                 local = self.store.download(path, Path(tmp) / "file.json")
                 value = json.loads(local.read_text(encoding="utf-8"))
-            except (UploadError, OSError, ValueError):
+            except (UploadError, OSError, ValueError, RecursionError):
                 return None
         return value if isinstance(value, dict) else None
 

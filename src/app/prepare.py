@@ -37,6 +37,7 @@ from src.config.params import (
     DatasetSpec,
     RunSpec,
     TrainParams,
+    range_problem,
 )
 from src.config.schedule import devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text
@@ -287,10 +288,12 @@ def prepare(request: TrainRequest) -> Prepared:
     assert project is not None and split is not None
 
     run_id = request.run_id or new_run_id(request.app_data_dir)
-    if request.run_id and (Path(request.app_data_dir) / run_id / RUN_CONFIG).exists():
-        raise RequestError(
-            [f"run {run_id} already exists in {request.app_data_dir}: resume it or pick another id"]
-        )
+    notes = []
+    if request.run_id:
+        problem, note = taken_run_id(request.app_data_dir, run_id)
+        if problem:
+            raise RequestError([problem])
+        notes += [note] if note else []
     data = DatasetSpec(
         project_dir=str(project.directory),
         train_datasets=split.train_datasets,
@@ -317,7 +320,33 @@ def prepare(request: TrainRequest) -> Prepared:
         raise RequestError([problem])
     if params.export and (problem := export_blocker(cfg)):
         raise RequestError([f"export {', '.join(params.export)}: {problem}"])
-    return Prepared(project, params, split, cfg, run_id, model_name)
+    return Prepared(project, params, split, cfg, run_id, model_name, notes)
+
+
+def taken_run_id(app_data_dir: str | Path, run_id: str) -> tuple[str | None, str | None]:
+    """Whether a new run may take ``run_id`` in app data: (the problem, a note), each None when
+    there is none. A run with a checkpoint keeps its id (resume it); a file is not a run; the
+    folder of a run that never saved a checkpoint (it failed before its first, and cannot be
+    resumed) is taken over by the new run, which writes its own config and settings there."""
+    path = Path(app_data_dir) / run_id
+    if path.exists() and not path.is_dir():
+        return (
+            f"run id {run_id!r} names a file in {app_data_dir}, not a run folder: pick another id",
+            None,
+        )
+    if not (path / RUN_CONFIG).exists():
+        return None, None
+    if saved_checkpoints(path):
+        return f"run {run_id} already exists in {app_data_dir}: resume it or pick another id", None
+    return None, (
+        f"run {run_id} was started before but never saved a checkpoint (nothing to resume): "
+        f"this run starts over in {path}"
+    )
+
+
+def saved_checkpoints(work_dir: str | Path) -> list[Path]:
+    """The checkpoints a run folder holds (mmengine's ``*.pth``)."""
+    return sorted(Path(work_dir).glob("*.pth"))
 
 
 def _slicing_problem(cfg: Config) -> str | None:
@@ -581,6 +610,16 @@ def resolve_resumable(app_data_dir: str | Path, target: str | None) -> RunInfo:
             saved_at=path.stat().st_mtime,
         )
     known = ", ".join(r.run_id for r in runs) or "none"
+    try:
+        folder = run_dir(app_data_dir, target)
+    except RunIdError:
+        folder = None
+    if folder is not None and (folder / RUN_CONFIG).is_file() and not saved_checkpoints(folder):
+        raise RequestError(
+            [f"run {target} never saved a checkpoint (it ended before its first; its log is in "
+             f"{folder}): there is nothing to resume; start it again as a new run (its id is "
+             "free to reuse)"]
+        )  # fmt: skip
     raise RequestError([f"no resumable run {target!r} in {app_data_dir} (runs: {known})"])
 
 
@@ -627,6 +666,8 @@ def prepare_resume(
     ``project_resolver`` finds the run's project (by its platform id, or its recorded folder):
     on the platform it downloads it when this app session does not have it yet.
     """
+    if epochs is not None and (problem := range_problem("epochs", epochs)):
+        raise RequestError([problem])
     try:
         cfg = load_config_file(run.work_dir / RUN_CONFIG)
         if epochs is not None and epochs != int(cfg.train_cfg.max_epochs):

@@ -14,7 +14,7 @@ from typing import Any
 
 from src.app.prepare import RequestError, TrainRequest
 from src.config.doors import DOORS
-from src.config.params import AUTO_SIZED, TrainParams
+from src.config.params import AUTO_SIZED, TrainParams, range_problem
 from src.data.project import Split
 
 # what a resume may change; everything else is the run's own (src.app.prepare.prepare_resume)
@@ -65,8 +65,8 @@ def resume_from_json(body: dict[str, Any]) -> ResumeRequest:
         if problem:
             problems.append(problem)
             del changes[key]
-    if changes.get("epochs", 1) < 1:
-        problems.append(f"hyperparameters.epochs must be at least 1, got {changes['epochs']}")
+    if "epochs" in changes and (problem := range_problem("epochs", changes["epochs"])):
+        problems.append(f"hyperparameters.{problem}")
     if problems:
         raise RequestError(problems)
     if "gpus" in changes:

@@ -39,6 +39,14 @@ DEFAULT_WORKERS = 2
 AUTO_SIZED = ("train_batch_size", "num_workers")  # None: the app chooses on the run's device
 
 MIN_INPUT, MAX_INPUT = 32, 4096  # px; past 4096 one image alone is ~200 MB as a float tensor
+# Sliced training and prediction: the tile's side in px and the neighbouring tiles' overlap (a
+# fraction of the tile; at 1 a tile would never move on)
+MIN_TILE, MAX_TILE = 32, 16384
+MAX_TILE_OVERLAP = 0.9
+# The random seed: mmengine seeds numpy with it, and each data-loader worker with seed + rank x
+# workers + the worker's id (mmengine's worker_init_fn), which numpy refuses past 2**32 - 1: up
+# to 2**31 - 1 that sum stays in range for every worker count and rank allowed here.
+MAX_SEED = 2**31 - 1
 # Whole-number settings and their allowed ranges (the upper bounds stop a typo such as a batch
 # of 20000 from exhausting memory on the first batch, after the run has started).
 INT_RANGES = {
@@ -51,10 +59,22 @@ INT_RANGES = {
     "restart_epochs": (0, 100_000),
     "early_stopping_patience": (0, 1000),
     "nproc": (1, 64),
-    "slice_size": (0, 16384),
+    "slice_size": (0, MAX_TILE),  # 0: off; else from MIN_TILE (slicing_problems)
+    "seed": (0, MAX_SEED),
+    "log_interval": (1, 100_000),
+    "warmup_iters": (0, 1_000_000),
+    "keep_checkpoints": (1, 10_000),
 }
 # Optional whole numbers: None keeps the model's own value.
 OPTIONAL_INT_RANGES = {"frozen_stages": (-1, 4), "max_per_img": (1, 10_000)}
+
+
+def range_problem(name: str, value: int) -> str | None:
+    """Why ``value`` is outside the whole-number setting ``name``'s range (None: inside)."""
+    low, high = INT_RANGES[name]
+    if low <= int(value) <= high:
+        return None
+    return f"{name} must be from {low} to {high}, got {value}"
 
 
 @dataclass
@@ -181,12 +201,12 @@ class TrainParams:
 
     def _range_problems(self) -> list[str]:
         problems = []
-        for name, (low, high) in INT_RANGES.items():
+        for name in INT_RANGES:
             value = getattr(self, name)
             if value is None and name in AUTO_SIZED:
                 continue
-            if not low <= int(value) <= high:
-                problems.append(f"{name} must be from {low} to {high}, got {value}")
+            if problem := range_problem(name, value):
+                problems.append(problem)
         for name, (low, high) in OPTIONAL_INT_RANGES.items():
             value = getattr(self, name)
             if value is not None and not low <= int(value) <= high:
@@ -217,18 +237,23 @@ class TrainParams:
             )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"learning rate must be a positive number, got {self.lr}")
-        if self.weight_decay < 0:
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             problems.append(f"weight decay must be 0 or more, got {self.weight_decay}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer {self.optimizer!r} is unknown: use {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler {self.scheduler!r} is unknown: use {', '.join(SCHEDULERS)}")
-        if self.warmup_iters < 0:
-            problems.append(f"warmup iterations must be 0 or more, got {self.warmup_iters}")
+        if not 0.0 < self.warmup_ratio <= 1.0:  # mmengine's LinearLR divides by it
+            problems.append(
+                f"warmup_ratio (the warmup's starting fraction of the learning rate) must be above "
+                f"0 and at most 1, got {self.warmup_ratio}"
+            )
+        if not 0.0 <= self.momentum < 1.0:
+            problems.append(f"momentum must be from 0 to below 1, got {self.momentum}")
+        elif self.nesterov and self.momentum == 0:
+            problems.append("nesterov needs a momentum above 0: set momentum (e.g. 0.9)")
         if self.grad_clip is not None and self.grad_clip <= 0:
             problems.append(f"gradient clipping norm must be positive, got {self.grad_clip}")
-        if self.keep_checkpoints < 1:
-            problems.append(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
         return problems
 
     @property
@@ -345,10 +370,14 @@ def slicing_problems(slicing: dict[str, Any]) -> list[str]:
     empty = slicing.get("empty", TrainParams.slice_empty)
     visible = slicing.get("min_visible", TrainParams.slice_min_visible)
     partial = slicing.get("partial", TrainParams.slice_partial)
-    if not isinstance(size, int) or not 32 <= size <= 16384:
-        found.append(f"the tile size (slice_size) must be from 32 to 16384 px, got {size}")
-    if not isinstance(overlap, (int, float)) or not 0.0 <= overlap <= 0.9:
-        found.append(f"the tile overlap (slice_overlap) must be from 0 to 0.9, got {overlap}")
+    if not isinstance(size, int) or not MIN_TILE <= size <= MAX_TILE:
+        found.append(
+            f"the tile size (slice_size) must be from {MIN_TILE} to {MAX_TILE} px, got {size}"
+        )
+    if not isinstance(overlap, (int, float)) or not 0.0 <= overlap <= MAX_TILE_OVERLAP:
+        found.append(
+            f"the tile overlap (slice_overlap) must be from 0 to {MAX_TILE_OVERLAP}, got {overlap}"
+        )
     if not isinstance(empty, (int, float)) or not 0.0 <= empty <= 1.0:
         found.append(
             f"the fraction of empty tiles kept (slice_empty) must be from 0 to 1, got {empty}"

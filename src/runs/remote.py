@@ -157,7 +157,8 @@ def find_remote_runs(
                         last_metrics=dict(state.get("last_metrics") or {}),
                     )
                 )
-            except (OSError, ValueError, KeyError, UploadError) as exc:  # RunIdError too
+            # RunIdError too; a state that is not an object, or nested past Python's stack
+            except (OSError, ValueError, KeyError, TypeError, RecursionError, UploadError) as exc:
                 logger.warning("skipping %s: unreadable run state (%s)", path, exc)
     return sorted(runs, key=lambda r: r.saved_at, reverse=True)
 
