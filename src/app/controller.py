@@ -569,12 +569,14 @@ class TrainingController:
         formats: tuple[str, ...],
         checkpoint: str | None = None,
         input_size: int | None = None,
+        replace: bool = False,
     ) -> ExportResult:
         """Export a run in app data on request (its best checkpoint, or the one named) into its
-        ``export/`` folder. Only runs in app data: their ``config.py`` is Python this executes."""
+        ``export/`` folder; ``replace``: write over files an earlier export left there. Only runs
+        in app data: their ``config.py`` is Python this executes."""
         work_dir = self._run_in_app_data(run_id, checkpoint)
         try:
-            return export_run(work_dir, formats, checkpoint, input_size=input_size)
+            return export_run(work_dir, formats, checkpoint, input_size=input_size, replace=replace)
         except (ExportError, CheckpointError) as exc:
             raise RequestError([str(exc)]) from None
 

@@ -40,6 +40,8 @@ class ExportResult:
     skipped: dict[str, str] = field(default_factory=dict)  # format -> why
     seconds: float = 0.0
     speed: list[str] = field(default_factory=list)  # the speed test, in words (src.engine.speed)
+    # formats whose file was already there, newer than the checkpoint: kept, not written again
+    kept: list[str] = field(default_factory=list)
 
 
 def export_run(
@@ -50,49 +52,42 @@ def export_run(
     input_size: int | None = None,
     fp16: bool = True,
     speed_test: bool = False,
+    replace: bool = False,
 ) -> ExportResult:
     """Export the run's best (else newest, or the given) checkpoint to ``formats`` in its
-    ``export/`` folder. An architecture the exporter does not cover raises ``ExportError``
-    before anything is written; TensorRT on a machine without it is skipped, with the reason.
-    ``speed_test``: PyTorch and ONNX Runtime timed side by side on the validation images, into
-    ``evaluation/speed.json`` and the report (a failure there is logged; the export stands)."""
-    from src.engine.onnx_export import (
-        ExportError,
-        export_blocker,
-        export_model,
-        load_model,
-        preprocess_of,
-    )
-    from src.engine.tensorrt_build import build_engine, tensorrt_blocker
+    ``export/`` folder (:func:`export_targets`). An architecture the exporter does not cover, or
+    an input size outside training's range, raises ``ExportError`` before anything is written;
+    TensorRT on a machine without it is skipped, with the reason. A file already there is kept
+    when it is newer than the checkpoint (an export of it as it is now) and refused when older,
+    unless ``replace``. ``speed_test``: PyTorch and ONNX Runtime timed side by side on the
+    validation images, into ``evaluation/speed.json`` and the report (a failure there is
+    logged; the export stands)."""
+    from src.engine.onnx_export import ExportError, export_blocker, export_model, load_model
 
     started = time.monotonic()
     work_dir = Path(work_dir)
     cfg = load_config_file(work_dir / RUN_CONFIG)
-    reason = export_blocker(cfg)
+    reason = export_blocker(cfg) or input_size_problem(cfg, input_size)
     if reason:
         raise ExportError(reason)
     path = Path(checkpoint) if checkpoint else None
     path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
     if path is None or not path.is_file():
         raise ExportError(f"run {work_dir.name} has no checkpoint to export")
-    result = ExportResult(checkpoint=str(path))
-    out = work_dir / EXPORT_DIR
+    targets = export_targets(path, formats, input_size)
+    result = ExportResult(checkpoint=str(path), kept=_kept(targets, path, replace))
     classes = list(RunMetadata.of(cfg).classes)
-    onnx_path = out / (path.stem + EXPORT_SUFFIXES["onnx"])
-    model = load_model(cfg, path)  # once: the speed test times the same model
-    export_model(cfg, model, onnx_path, input_size=input_size, classes=classes)
+    onnx_path = targets["onnx"]
+    # once: the speed test times the same model
+    model = load_model(cfg, path) if speed_test or "onnx" not in result.kept else None
+    if "onnx" not in result.kept:
+        export_model(cfg, model, onnx_path, input_size=input_size, classes=classes)
     result.files["onnx"] = str(onnx_path)
-    if "tensorrt" in formats:
-        blocker = tensorrt_blocker()
-        if blocker:
-            result.skipped["tensorrt"] = blocker
-            logger.warning("TensorRT export skipped: %s", blocker)
-        else:
-            prep = preprocess_of(cfg, input_size)
-            engine = out / (path.stem + EXPORT_SUFFIXES["tensorrt"])
-            build_engine(onnx_path, engine, max_side=prep.scale[0], divisor=prep.divisor, fp16=fp16)
-            result.files["tensorrt"] = str(engine)
-    (out / EXPORT_CLASSES).write_text(
+    if "tensorrt" in targets and "tensorrt" not in result.kept:
+        _build_tensorrt(cfg, onnx_path, targets["tensorrt"], input_size, fp16, result)
+    elif "tensorrt" in targets:
+        result.files["tensorrt"] = str(targets["tensorrt"])
+    (onnx_path.parent / EXPORT_CLASSES).write_text(
         json.dumps({i: name for i, name in enumerate(classes)}, indent=1), encoding="utf-8"
     )
     if speed_test:
@@ -102,6 +97,66 @@ def export_run(
             logger.exception("the speed test of %s failed; the export stands", onnx_path.name)
     result.seconds = time.monotonic() - started
     return result
+
+
+def export_targets(
+    checkpoint: Path, formats: tuple[str, ...], input_size: int | None = None
+) -> dict[str, Path]:
+    """Where an export of ``checkpoint`` goes, by format: ``export/<checkpoint's stem>.onnx``
+    (and ``.engine``, built from it); with an input size of its own, a different model, beside
+    the run's: ``<stem>_<N>px.onnx``."""
+    name = checkpoint.stem + (f"_{input_size}px" if input_size else "")
+    wanted = ["onnx"] + (["tensorrt"] if "tensorrt" in formats else [])
+    return {fmt: checkpoint.parent / EXPORT_DIR / (name + EXPORT_SUFFIXES[fmt]) for fmt in wanted}
+
+
+def input_size_problem(cfg, input_size: int | None) -> str | None:
+    """Why an export cannot resize to ``input_size`` (None: it can, or none is given): the
+    range training allows, and at least the model's own smallest input."""
+    from src.config.params import MAX_INPUT, MIN_INPUT
+
+    if input_size is None:
+        return None
+    low = max(MIN_INPUT, RunMetadata.of(cfg).min_input_size)
+    if low <= input_size <= MAX_INPUT:
+        return None
+    return f"the input size must be from {low} to {MAX_INPUT} px for this model, got {input_size}"
+
+
+def _kept(targets: dict[str, Path], checkpoint: Path, replace: bool) -> list[str]:
+    """The formats whose file is already there and newer than ``checkpoint`` (kept, not
+    written again); an ``ExportError`` naming the files older than it, unless ``replace``."""
+    from src.engine.onnx_export import ExportError
+
+    if replace:
+        return []
+    there = {fmt: p for fmt, p in targets.items() if p.is_file()}
+    written = checkpoint.stat().st_mtime
+    stale = [p for p in there.values() if p.stat().st_mtime < written]
+    if stale:
+        raise ExportError(
+            f"{', '.join(str(p) for p in stale)} already exist and are older than "
+            f"{checkpoint.name} (the export of an earlier file of that name): export with "
+            "--force to replace them, or move them away"
+        )
+    return sorted(there)
+
+
+def _build_tensorrt(
+    cfg, onnx_path: Path, engine: Path, input_size: int | None, fp16: bool, result: ExportResult
+) -> None:
+    """The TensorRT engine from the ONNX file into ``result``, or the reason it was skipped."""
+    from src.engine.onnx_export import preprocess_of
+    from src.engine.tensorrt_build import build_engine, tensorrt_blocker
+
+    blocker = tensorrt_blocker()
+    if blocker:
+        result.skipped["tensorrt"] = blocker
+        logger.warning("TensorRT export skipped: %s", blocker)
+        return
+    prep = preprocess_of(cfg, input_size)
+    build_engine(onnx_path, engine, max_side=prep.scale[0], divisor=prep.divisor, fp16=fp16)
+    result.files["tensorrt"] = str(engine)
 
 
 def _speed_test(cfg, model, onnx_path: Path, out: Path) -> list[str]:

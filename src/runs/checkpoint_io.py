@@ -179,11 +179,25 @@ def load_checkpoint_file(path: str | Path, map_location: str = "cpu") -> dict:
                 "arbitrary code). Load it only if you trust its source."
             ) from None
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {exc})"
+            f"checkpoint {path} is truncated or corrupt ({_load_error(exc)}): it cannot be "
+            "loaded; use another checkpoint of the run (or copy this one again from where it was "
+            "saved)"
         ) from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"checkpoint {path} is not an mmengine checkpoint (no dict inside)")
     return checkpoint
+
+
+def _load_error(exc: Exception) -> str:
+    """What torch's loader found wrong, in one line, without its advice to load with
+    ``weights_only=False`` (which would run whatever code the file holds)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # torch's preamble, the problem, then its advice
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+    text = " ".join(text.split())
+    if "weights_only" in text:
+        text = "not a file torch can read"
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def _plain(value: Any) -> Any:
