@@ -169,8 +169,27 @@ def _train_params(args: argparse.Namespace):
         gpus=args.gpus or (),
         nproc=1 if args.nproc is None else args.nproc,
         export=args.export,
-        ignore=tuple(n.strip() for n in (args.ignore or "").split(",") if n.strip()),
+        ignore=tuple(_names(args.ignore, "--ignore") or ()),
     )
+
+
+def _names(text: str | None, option: str) -> list[str]:
+    """Class or tag names: comma-separated (each stripped), or a JSON list taken as written, for
+    names with a comma or surrounding spaces (``'["car, parked", " person"]'``)."""
+    if not text:
+        return []
+    if not text.lstrip().startswith("["):
+        return [name.strip() for name in text.split(",") if name.strip()]
+    try:
+        names = json.loads(text)
+    except ValueError:
+        names = None
+    if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
+        raise _CliError(
+            f"{option} {text}: give comma-separated names, or a JSON list of names for names "
+            """with a comma or spaces around them, e.g. '["car, parked", "person"]'"""
+        )
+    return names
 
 
 def _select_device(device: str) -> str | None:
@@ -382,7 +401,7 @@ def _compose(controller, args: argparse.Namespace):
         if not path.is_file():
             raise _CliError(f"config file {path} does not exist")
         config_text = path.read_text(encoding="utf-8")
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = _names(args.classes, "--classes") or None
     request = TrainRequest(
         project_dir=args.project,
         app_data_dir=str(controller.app_data_dir),
@@ -464,7 +483,7 @@ def _given_settings(args: argparse.Namespace) -> dict:
     if "config" in given:
         body["config"] = Path(args.config).read_text(encoding="utf-8")
     if "classes" in given:
-        body["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+        body["classes"] = _names(args.classes, "--classes")
     if "task" in given:
         body["task"] = args.task
     if "drop_empty" in given:
@@ -482,9 +501,9 @@ def _train(controller, prepared, resume_from: str | None) -> None:
     for note in controller.setting_notes(prepared):
         print(note)
     with _CtrlC(controller.stop):
+        shown = len(prepared.notes)  # printed above; the data check's and the session's follow
         # the data check (an empty split, a missing image) fails here, before training
         controller.start_prepared(prepared, resume_from)
-        shown = len(prepared.notes)  # printed above (a resume's); the session's follow
         while controller.busy:  # training, then the upload
             notes = controller.status().notes
             for note in notes[shown:]:  # what the session chose on the device
@@ -923,11 +942,16 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
     for option in generated_cli_options():
         tr.add_argument(option.flag, dest=option.dest, **option.kwargs)
-    tr.add_argument(DOORS["classes"].cli, help="comma-separated class names (default: all)")
     tr.add_argument(
-        DOORS["ignore"].cli, metavar="NAME[,NAME]",
-        help="comma-separated class or tag names whose objects are ignore regions (crowds, areas "
-        "that must not count): not trained as objects, never a miss or a false positive",
+        DOORS["classes"].cli, metavar="NAME[,NAME]|JSON",
+        help="comma-separated class names, or a JSON list for names with a comma or spaces "
+        """around them ('["car, parked", "person"]'); default: all""",
+    )  # fmt: skip
+    tr.add_argument(
+        DOORS["ignore"].cli, metavar="NAME[,NAME]|JSON",
+        help="comma-separated class or tag names (or a JSON list, as --classes) whose objects are "
+        "ignore regions (crowds, areas that must not count): not trained as objects, never a miss "
+        "or a false positive",
     )  # fmt: skip
     tr.add_argument(
         DOORS["epochs"].cli, type=int, default=None, help=f"default {d.epochs} (resume: as planned)"

@@ -298,3 +298,66 @@ def test_a_run_id_that_names_a_file_in_app_data_is_refused(demo_project, tmp_pat
     line = _one_error_line(capsys)
     assert code == 2 and "names a file in" in line, line
     assert (app / "tensorboard.log").read_text() == "the board's log"
+
+
+def _project_copy(source: Path, target: Path, renamed: dict[str, str], extra: str | None = None):
+    """``source`` with its classes renamed (in meta.json and every annotation) and, with
+    ``extra``, one more class that no object has."""
+    import json
+
+    shutil.copytree(source, target)
+    meta = json.loads((target / "meta.json").read_text())
+    for cls in meta["classes"]:
+        cls["title"] = renamed.get(cls["title"], cls["title"])
+    if extra:
+        meta["classes"].append({**meta["classes"][0], "title": extra, "color": "#101010"})
+    (target / "meta.json").write_text(json.dumps(meta))
+    for ann in target.glob("*/ann/*.json"):
+        data = json.loads(ann.read_text())
+        for obj in data["objects"]:
+            obj["classTitle"] = renamed.get(obj["classTitle"], obj["classTitle"])
+        ann.write_text(json.dumps(data))
+    return target
+
+
+def test_a_class_name_with_a_comma_or_spaces_around_it_can_be_named(demo_project, tmp_path, capsys):
+    """``--classes`` split every name at commas and stripped it: such a class could not train."""
+    renamed = {"circle": "circle, big", "square": " square"}
+    project = _project_copy(demo_project, tmp_path / "project", renamed)
+    code = main(["train", "--project", str(project), "--model", RTMDET, "--from-scratch",
+                 "--app-data", str(tmp_path / "app_data"), "--dry-run",
+                 "--classes", '["circle, big", " square"]'])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "classes      circle, big,  square\n" in captured.out
+    assert (
+        main(
+            [
+                "train",
+                "--project",
+                str(project),
+                "--model",
+                RTMDET,
+                "--dry-run",
+                "--app-data",
+                str(tmp_path / "app_data"),
+                "--classes",
+                '["circle", 3]',
+            ]
+        )
+        == 2
+    )
+    assert "a JSON list of names" in _one_error_line(capsys)
+
+
+def test_a_class_without_objects_under_class_balance_is_said(demo_project, tmp_path, capsys):
+    """It trained on nothing, and the class balance repeated nothing, without a word."""
+    project = _project_copy(demo_project, tmp_path / "project", {}, extra="unseen")
+    code = main(["train", "--project", str(project), "--model", RTMDET, "--from-scratch",
+                 "--app-data", str(tmp_path / "app_data"), "--dry-run", "--class-balance", "0.5",
+                 "--classes", "square,unseen"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    warning = next(line for line in captured.out.splitlines() if "'unseen'" in line)
+    assert warning.startswith("warning") and "no objects in the train split" in warning
+    assert "class balance (0.5)" in warning

@@ -497,10 +497,31 @@ def class_balance_stats(cfg: Config, dataset: Any) -> dict[str, Any] | None:
 
 
 def check_data(prepared: Prepared) -> None:
-    """:func:`build_datasets`'s problems as a RequestError, before a run is started."""
-    problems = build_datasets(prepared)[2]
+    """:func:`build_datasets`'s problems as a RequestError, before a run is started; what the
+    user should know about the data (:func:`data_notes`) into ``prepared.notes``."""
+    stats, _, problems = build_datasets(prepared)
     if problems:
         raise RequestError(problems)
+    prepared.notes.extend(n for n in data_notes(prepared.params, stats) if n not in prepared.notes)
+
+
+def data_notes(params: TrainParams, stats: dict[str, Any]) -> list[str]:
+    """What trains but not as the user may think: a selected class without an object in the
+    train split is trained on nothing (class balance cannot repeat images that do not exist)."""
+    found = (stats.get("train") or {}).get("objects_per_class") or {}
+    empty = [name for name in params.classes if not found.get(name)]
+    if not found or not empty:
+        return []
+    balance = (
+        f"; class balance ({params.class_balance:g}) repeats images that hold a class, and none "
+        "holds them"
+        if params.class_balance
+        else ""
+    )
+    return [
+        f"classes {', '.join(map(repr, empty))} have no objects in the train split: the model "
+        f"cannot learn them{balance} (add examples, or leave them out of the classes)"
+    ]
 
 
 def _weights_line(params: TrainParams) -> str:
@@ -544,7 +565,8 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
         summary["parameters"] = sum(p.numel() for p in model.parameters())
     except Exception as exc:
         problems.append(f"model: {type(exc).__name__}: {exc}")
-    summary["warnings"] = padding_problems(prepared.cfg)
+    padding = padding_problems(prepared.cfg)
+    summary["warnings"] = padding + data_notes(prepared.params, stats)
     if model is not None and not problems:
         # the project's extreme images through the real pipelines and model, before any training
         checks = check_input_shapes(model, datasets)
@@ -555,7 +577,7 @@ def dry_run(prepared: Prepared) -> dict[str, Any]:
             for check in failed
         )
         if failed:
-            problems.extend(summary["warnings"])  # the likely cause, with what to set
+            problems.extend(padding)  # the likely cause, with what to set
     if problems:
         raise RequestError(problems)
     return summary
