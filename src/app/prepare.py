@@ -294,7 +294,23 @@ def prepare(request: TrainRequest) -> Prepared:
         if problem:
             raise RequestError([problem])
         notes += [note] if note else []
-    data = DatasetSpec(
+    data = _dataset_spec(request, project, split)
+    run = RunSpec(work_dir=str(run_dir(request.app_data_dir, run_id)))
+    try:
+        cfg, model_name = _compose(request, source, params, data, run, project)
+    except ConfigError as exc:
+        raise RequestError([str(exc)]) from None
+    except Exception as exc:  # an edited config of any shape: a message, not a 500
+        if source.entry is not None:
+            raise
+        raise RequestError([f"the config cannot be used: {type(exc).__name__}: {exc}"]) from None
+    if problem := _composed_problem(params, cfg):
+        raise RequestError([problem])
+    return Prepared(project, params, split, cfg, run_id, model_name, notes)
+
+
+def _dataset_spec(request: TrainRequest, project: LocalProject, split: Split) -> DatasetSpec:
+    return DatasetSpec(
         project_dir=str(project.directory),
         train_datasets=split.train_datasets,
         val_datasets=split.val_datasets,
@@ -305,22 +321,17 @@ def prepare(request: TrainRequest) -> Prepared:
         project_id=project.project_id,
         project_name=project.name,
     )
-    run = RunSpec(work_dir=str(run_dir(request.app_data_dir, run_id)))
-    try:
-        cfg, model_name = _compose(request, source, params, data, run, project)
-    except ConfigError as exc:
-        raise RequestError([str(exc)]) from None
-    except Exception as exc:  # an edited config of any shape: a message, not a 500
-        if source.entry is not None:
-            raise
-        raise RequestError([f"the config cannot be used: {type(exc).__name__}: {exc}"]) from None
+
+
+def _composed_problem(params: TrainParams, cfg: Config) -> str | None:
+    """Why the composed config cannot train with these settings (None: it can)."""
     if params.frozen_stages is not None and (problem := _frozen_stages_problem(cfg)):
-        raise RequestError([problem])
+        return problem
     if problem := _slicing_problem(cfg):
-        raise RequestError([problem])
+        return problem
     if params.export and (problem := export_blocker(cfg)):
-        raise RequestError([f"export {', '.join(params.export)}: {problem}"])
-    return Prepared(project, params, split, cfg, run_id, model_name, notes)
+        return f"export {', '.join(params.export)}: {problem}"
+    return None
 
 
 def taken_run_id(app_data_dir: str | Path, run_id: str) -> tuple[str | None, str | None]:
