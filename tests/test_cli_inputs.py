@@ -361,3 +361,35 @@ def test_a_class_without_objects_under_class_balance_is_said(demo_project, tmp_p
     warning = next(line for line in captured.out.splitlines() if "'unseen'" in line)
     assert warning.startswith("warning") and "no objects in the train split" in warning
     assert "class balance (0.5)" in warning
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("nested", "nested too deeply"), ("not utf-8", "is not UTF-8 text"),
+     ("link out", "points outside"), ("folder nested", "nested too deeply")],
+)  # fmt: skip
+def test_a_run_whose_state_cannot_be_read_is_one_line(demo_project, tmp_path, capsys, kind,
+                                                      expected):  # fmt: skip
+    """--from-run of an uploaded run (or a folder) whose app_state.json nests past Python's
+    stack (RecursionError), is not UTF-8 or links out of Team Files."""
+    import json
+
+    folder = tmp_path / "team" / "mmdetection-3" / "7_demo"
+    folder.mkdir(parents=True)
+    info = {"experiment_name": "7 rtmdet", "model_name": RTMDET, "best_checkpoint": "best.pth"}
+    (folder / "experiment_info.json").write_text(json.dumps(info))
+    state = folder / "app_state.json"
+    if kind in ("nested", "folder nested"):
+        state.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    elif kind == "not utf-8":
+        state.write_bytes(b'{"hyperparameters": {"x": "\xff\xfe"}}')
+    else:
+        outside = tmp_path / "outside.json"
+        outside.write_text(json.dumps({"hyperparameters": {}, "model": RTMDET}))
+        state.symlink_to(outside)
+    target = str(folder) if kind == "folder nested" else "7"
+    code = main(["train", "--from-run", target, "--team-files", str(tmp_path / "team"),
+                 "--project", str(demo_project), "--app-data", str(tmp_path / "app_data"),
+                 "--dry-run"])  # fmt: skip
+    line = _one_error_line(capsys)
+    assert code == 2 and expected in line, line
