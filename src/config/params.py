@@ -400,9 +400,7 @@ def _slicing_limit_problems(slicing: dict[str, Any]) -> list[str]:
     tiles = slicing.get("max_tiles", TrainParams.slice_max_tiles)
     gb = slicing.get("max_gb", TrainParams.slice_max_gb)
     if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1:
-        found.append(
-            f"the most tiles a split may make (slice_max_tiles) is 1 or more, got {tiles}"
-        )
+        found.append(f"the most tiles a split may make (slice_max_tiles) is 1 or more, got {tiles}")
     if isinstance(gb, bool) or not isinstance(gb, int | float) or not 0 < gb < math.inf:
         found.append(
             f"the most GB of tile files a split may make (slice_max_gb) is above 0, got {gb}"
