@@ -124,6 +124,19 @@ def _tensorboard_link(api: sly.Api, task_id: int) -> str:
         return PREFIX.lstrip("/") + "/"
 
 
+def _end_with_the_app(
+    application: sly.Application, controller: TrainingController, board: TensorBoard
+) -> None:
+    """The run and TensorBoard end with the app. The SDK's shutdown (the platform's Stop,
+    ``/sly/shutdown``, ``app.stop()``) stops the run gracefully first; Ctrl-C or SIGTERM to
+    uvicorn end the server without the SDK's callbacks, so the server's own shutdown stops
+    TensorBoard too. A SIGKILL runs neither: the children end by the kernel's signal
+    (``src.app.children``)."""
+    application.call_before_shutdown(controller.shutdown)
+    application.call_before_shutdown(board.stop)
+    application.get_server().router.add_event_handler("shutdown", board.stop)
+
+
 def create_app() -> sly.Application:
     _route_logs_to_the_task_log()
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
@@ -200,8 +213,7 @@ def create_app() -> sly.Application:
         threading.Thread(
             target=_announce_when_listening, args=(token,), name="announce", daemon=True
         ).start()
-    application.call_before_shutdown(controller.shutdown)
-    application.call_before_shutdown(board.stop)
+    _end_with_the_app(application, controller, board)
     threading.Thread(target=warm_up_imports, name="warm-up", daemon=True).start()
     application.ui = ui  # for tests and debugging
     application.controller = controller

@@ -14,7 +14,10 @@ not written into the run's ``config.py`` (a single-process resume and the servin
   batch, so all ranks stop after the same iteration and rank 0 writes one resumable checkpoint.
 - A rank that dies (killed, out of memory) ends the run: the others are terminated (they would
   wait in a collective), the error is shown, the checkpoints written so far are kept. Ranks die
-  with the app (``PR_SET_PDEATHSIG``) and a process-group timeout bounds any wait.
+  with the app however it ends: a SIGKILL (``src.app.children.end_with_parent``: the kernel's
+  signal when the session thread that started them, and so the app, is gone), Ctrl-C (at the
+  interpreter's exit they are asked to stop, then ended, instead of multiprocessing's endless
+  join of its children), and a process-group timeout bounds any wait.
 - Each sample's augmentations depend on (seed, epoch, index) only (``src.data.sample_rng``) and
   each rank's sampler position is restored from the iteration, so a resume on the same number of
   processes is exact.
@@ -22,10 +25,11 @@ not written into the run's ``config.py`` (a single-process resume and the servin
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
-import ctypes
 import datetime
+import functools
 import logging
 import os
 import queue as queue_module
@@ -34,10 +38,12 @@ import signal
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from mmengine.config import Config
 
+from src.app.children import end_with_parent
 from src.app.session import SessionState, TrainingSession
 from src.config.metadata import RunMetadata
 
@@ -132,12 +138,6 @@ class RankSession(TrainingSession):
             self.queue.put(("state", state.value))
 
 
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the app process ends, however it ends."""
-    with contextlib.suppress(OSError):  # not Linux: the process-group timeout still bounds it
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _rank_main(
     rank: int, world: int, store_file: str, job: dict[str, Any], queue: Any, stop: Any
 ) -> None:
@@ -148,7 +148,7 @@ def _rank_main(
     join or feed a run's collectives (``all_gather_object`` unpickles what peers send). The
     ranks' own connections (gloo; NCCL's bootstrap) stay on the loopback interface unless
     ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` say otherwise: the ranks are on one machine."""
-    _die_with_parent()
+    end_with_parent(job["app_pid"], signal.SIGKILL)  # however the app ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app decides when to stop (the event)
     gpus = job["gpus"]
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
@@ -202,6 +202,7 @@ def run_ranks(session: TrainingSession) -> SessionState:
         "cfg": cfg.to_dict(), "run_id": session.run_id, "resume_from": session.resume_from,
         "gpus": gpus, "max_nonfinite": session.max_nonfinite, "timeout_s": PROCESS_GROUP_TIMEOUT_S,
         "console_log_level": session.console_log_level, "app_data_root": str(session.app_data_root),
+        "app_pid": os.getpid(),
     }  # fmt: skip
     if session.extra_hooks:
         logger.warning(
@@ -219,11 +220,9 @@ def run_ranks(session: TrainingSession) -> SessionState:
         )
         for r in range(world)
     ]
-    for process in ranks:
-        process.start()
     ends: dict[int, dict[str, Any]] = {}
     dead: str | None = None
-    try:
+    with _running(ranks, stop, meeting):
         while len(ends) < world:
             if session._should_stop():
                 stop.set()
@@ -254,9 +253,6 @@ def run_ranks(session: TrainingSession) -> SessionState:
                     dead = f"{cause}; then {failed}" if cause else failed
                     session._traceback = payload.get("traceback")
                     break
-    finally:
-        _end_all(ranks)
-        shutil.rmtree(meeting, ignore_errors=True)
     if dead:
         session._error = dead
         return SessionState.FAILED
@@ -287,6 +283,30 @@ def _wait_for_dead_rank(ranks: list[Any], ends: dict[int, dict], seconds: float)
             return found
         time.sleep(0.05)
     return None
+
+
+@contextlib.contextmanager
+def _running(ranks: list[Any], stop: Any, meeting: str) -> Iterator[None]:
+    """The ranks started for the block, and ended when it ends, or when the app exits while
+    they run (Ctrl-C: the hook runs before multiprocessing's own, which would join them
+    forever); their meeting folder removed."""
+    for process in ranks:
+        process.start()
+    at_exit = functools.partial(_stop_and_end, ranks, stop)
+    atexit.register(at_exit)
+    try:
+        yield
+    finally:
+        _end_all(ranks)
+        atexit.unregister(at_exit)
+        shutil.rmtree(meeting, ignore_errors=True)
+
+
+def _stop_and_end(ranks: list[Any], stop: Any) -> None:
+    """The app is exiting (Ctrl-C) while ranks train: ask them to stop (rank 0 saves where they
+    are), then end them (:func:`_end_all`)."""
+    stop.set()
+    _end_all(ranks)
 
 
 def _end_all(ranks: list[Any]) -> None:

@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from src.app import children
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -153,18 +155,11 @@ def probe_in_subprocess(
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="probe_") as work:
         env = dict(os.environ, SLY_APP_DATA_DIR=work)
-        try:
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "src.app.zoo_probe",
-                    model,
-                    task,
-                    str(project_dir),
-                    work,
-                    str(input_size),
-                ],
+        try:  # a child that ends with this process, however it ends (src.app.children)
+            done = children.run(
+                children.tied_command(
+                    "src.app.zoo_probe", [model, task, str(project_dir), work, str(input_size)]
+                ),
                 cwd=ROOT,
                 env=env,
                 capture_output=True,

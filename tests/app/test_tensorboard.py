@@ -4,6 +4,7 @@ app's access guard."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from src.access import TOKEN_COOKIE, guard_server
+from src.app.children import PRIVATE_ARGS
 from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
 
 LOSSES = [1.0 / (step + 1) for step in range(5)]  # what _events writes, by step
@@ -83,6 +85,7 @@ class _Process:
 
     def __init__(self, command, **kwargs) -> None:
         self.command = command
+        self.env = kwargs.get("env") or {}
         self.returncode = None
 
     def poll(self):
@@ -101,14 +104,19 @@ class _Process:
 def test_each_run_restarts_tensorboard_on_its_folder(tmp_path):
     started: list[_Process] = []
     board = TensorBoard(
-        popen=lambda command, **kw: started.append(_Process(command)) or started[-1]
+        popen=lambda command, **kw: started.append(_Process(command, **kw)) or started[-1]
     )
     board.serve(tmp_path / "run1")
     board.serve(tmp_path / "run2")  # the next run (or a resume of another one)
     assert [p.poll() for p in started] == [-15, None] and board.running
     command = started[-1].command
     assert command[command.index("--logdir") + 1] == str(tmp_path / "run2")
-    assert command[command.index("--path_prefix") + 1] == PREFIX
+    # its path prefix is a secret of each start: in its environment, not on its command line
+    prefixes = [json.loads(p.env[PRIVATE_ARGS]) for p in started]
+    assert [p[0] for p in prefixes] == ["--path_prefix", "--path_prefix"]
+    assert all(p[1].startswith(PREFIX + "/") and p[1] not in command for p in prefixes)
+    assert prefixes[0][1] != prefixes[1][1] == board.upstream[1]
+    assert "--path_prefix" not in command
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert int(command[command.index("--port") + 1]) == board.port
     board.stop()
@@ -131,10 +139,13 @@ def test_a_tensorboard_that_cannot_start_leaves_the_route_answering(tmp_path):
 class _Upstream(BaseHTTPRequestHandler):
     """Stands in for the tensorboard process: answers every GET, remembers what it was sent."""
 
-    seen: ClassVar[list[tuple[str, str | None]]] = []  # (path, its Cookie header)
+    # (path, its Cookie and Authorization headers)
+    seen: ClassVar[list[tuple[str, str | None, str | None]]] = []
 
     def do_GET(self) -> None:
-        type(self).seen.append((self.path, self.headers.get("Cookie")))
+        type(self).seen.append(
+            (self.path, self.headers.get("Cookie"), self.headers.get("Authorization"))
+        )
         body = b"from tensorboard"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -180,8 +191,10 @@ def test_tensorboard_routes_are_behind_the_apps_token(running_board, route):
         by_cookie = client.get(route)  # the browser's way, after the printed URL
     assert (by_header.status_code, by_header.text) == (200, "from tensorboard")
     assert (by_cookie.status_code, by_cookie.text) == (200, "from tensorboard")
-    assert [urlsplit(path).path for path, _ in _Upstream.seen] == [route, route]
-    assert [cookie for _, cookie in _Upstream.seen] == [None, None]  # the token stays here
+    # under tensorboard's secret prefix; the token (cookie, header) stays here
+    upstream = running_board.upstream[1] + route.removeprefix(PREFIX)
+    assert [urlsplit(path).path for path, _, _ in _Upstream.seen] == [upstream, upstream]
+    assert [(cookie, auth) for _, cookie, auth in _Upstream.seen] == [(None, None)] * 2
 
 
 def test_on_the_platform_tensorboard_is_left_to_its_proxy(running_board):
