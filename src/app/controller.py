@@ -318,7 +318,8 @@ class TrainingController:
                 request, params=params, base_config_file=config_file,
                 app_data_dir=str(self.app_data_dir), run_id=request.run_id or self.new_run_id(),
                 cache_dir=request.cache_dir or self.cache_dir,
-            )
+            ),
+            store=self.store,
         )  # fmt: skip
         prepared.app_state = app_state_of(request, prepared)
         return prepared

@@ -9,7 +9,9 @@ anything is written.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -49,9 +51,18 @@ from src.engine.shape_check import check_input_shapes
 from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
 from src.runs.checkpoints import find_resumable_runs, newest_resumable_checkpoint
 from src.runs.info import APP_DATA, RunInfo
-from src.runs.layout import RUN_CONFIG, RunIdError, is_run_dir, run_dir
+from src.runs.layout import (
+    ARTIFACTS_ROOT,
+    EXPERIMENT_INFO,
+    RESUME_DIR,
+    RUN_CONFIG,
+    STATE_FILE,
+    RunIdError,
+    is_run_dir,
+    run_dir,
+)
 from src.runs.remote import fetch_remote_run, find_remote_runs
-from src.runs.storage import ArtifactStore, UploadError
+from src.runs.storage import ArtifactStore, UploadError, artifacts_dir
 
 logger = logging.getLogger(__name__)
 
@@ -250,8 +261,9 @@ def _ignore_problems(ignore: tuple[str, ...], project: LocalProject) -> list[str
     ]
 
 
-def prepare(request: TrainRequest) -> Prepared:
-    """Validate and compose; raises :class:`RequestError` listing every problem found."""
+def prepare(request: TrainRequest, store: ArtifactStore | None = None) -> Prepared:
+    """Validate and compose; raises :class:`RequestError` listing every problem found.
+    ``store``: where runs are uploaded (Team Files): a new run's id must not be a run there."""
     problems: list[str] = []
     project = None
     try:
@@ -290,7 +302,7 @@ def prepare(request: TrainRequest) -> Prepared:
     run_id = request.run_id or new_run_id(request.app_data_dir)
     notes = []
     if request.run_id:
-        problem, note = taken_run_id(request.app_data_dir, run_id)
+        problem, note = taken_run_id(request.app_data_dir, run_id, store, project.name)
         if problem:
             raise RequestError([problem])
         notes += [note] if note else []
@@ -334,9 +346,17 @@ def _composed_problem(params: TrainParams, cfg: Config) -> str | None:
     return None
 
 
-def taken_run_id(app_data_dir: str | Path, run_id: str) -> tuple[str | None, str | None]:
-    """Whether a new run may take ``run_id`` in app data: (the problem, a note), each None when
-    there is none. A run with a checkpoint keeps its id (resume it); a file is not a run; the
+def taken_run_id(
+    app_data_dir: str | Path,
+    run_id: str,
+    store: ArtifactStore | None = None,
+    project_name: str = "",
+) -> tuple[str | None, str | None]:
+    """Whether a new run may take ``run_id``: (the problem, a note), each None when there is
+    none. A run id names one run everywhere: in app data and, with ``store``, in Team Files
+    (:func:`uploaded_run_folder`), where app data is emptied after each upload.
+
+    In app data a run with a checkpoint keeps its id (resume it); a file is not a run; the
     folder of a run that never saved a checkpoint (it failed before its first, and cannot be
     resumed) is taken over by the new run, which writes its own config and settings there."""
     path = Path(app_data_dir) / run_id
@@ -345,14 +365,70 @@ def taken_run_id(app_data_dir: str | Path, run_id: str) -> tuple[str | None, str
             f"run id {run_id!r} names a file in {app_data_dir}, not a run folder: pick another id",
             None,
         )
+    if (path / RUN_CONFIG).exists() and saved_checkpoints(path):
+        return f"run {run_id} already exists in {app_data_dir}: resume it or pick another id", None
+    if store is not None:
+        try:
+            folder = uploaded_run_folder(store, run_id, project_name)
+        except (UploadError, OSError) as exc:
+            return (
+                f"cannot check {store.describe(ARTIFACTS_ROOT)} for a run {run_id} ({exc}): "
+                "try again",
+                None,
+            )
+        if folder is not None:
+            return (
+                f"run {run_id} already exists in {store.describe(folder)} (a new run would "
+                "replace it there): pick another id, or resume that run",
+                None,
+            )
     if not (path / RUN_CONFIG).exists():
         return None, None
-    if saved_checkpoints(path):
-        return f"run {run_id} already exists in {app_data_dir}: resume it or pick another id", None
     return None, (
         f"run {run_id} was started before but never saved a checkpoint (nothing to resume): "
         f"this run starts over in {path}"
     )
+
+
+def uploaded_run_folder(store: ArtifactStore, run_id: str, project_name: str) -> str | None:
+    """The store's folder of a run ``run_id`` (None: none): the folder this run would upload
+    into (``artifacts_dir``) when it holds any file, or a ``<run_id>_<other project>`` folder
+    whose ``experiment_info.json`` or ``resume/state.json`` records that id (``a_b_p`` may be
+    run ``a`` of project ``b_p`` or run ``a_b`` of ``p``: its files say which). One listing of
+    ``ARTIFACTS_ROOT``; files are read only for folders whose name starts with the id."""
+    own = artifacts_dir(run_id, project_name)
+    files = [f.path for f in store.list(ARTIFACTS_ROOT)]
+    if any(path.startswith(f"{own}/") for path in files):
+        return own
+    prefix = f"{ARTIFACTS_ROOT}/{run_id}_"
+    folders = sorted({p[: p.index("/", len(prefix))] for p in files
+                      if p.startswith(prefix) and "/" in p[len(prefix):]})  # fmt: skip
+    for folder in folders:
+        listed = {p for p in files if p.startswith(f"{folder}/")}
+        if _recorded_run_id(store, folder, listed) == run_id:
+            return folder
+    return None
+
+
+def _recorded_run_id(store: ArtifactStore, folder: str, listed: set[str]) -> str | None:
+    """The run id a store folder's own files record: ``experiment_info.json`` (an uploaded
+    run: the first word of its ``experiment_name``) or ``resume/state.json`` (a synced one)."""
+    for name, key in (
+        (EXPERIMENT_INFO, "experiment_name"),
+        (f"{RESUME_DIR}/{STATE_FILE}", "run_id"),
+    ):
+        if f"{folder}/{name}" not in listed:
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                local = store.download(f"{folder}/{name}", Path(scratch) / "recorded.json")
+                value = json.loads(local.read_text(encoding="utf-8"))
+            except (UploadError, OSError, ValueError, RecursionError):
+                continue
+        words = str(value.get(key) or "").split() if isinstance(value, dict) else []
+        if words:
+            return words[0]
+    return None
 
 
 def saved_checkpoints(work_dir: str | Path) -> list[Path]:
