@@ -396,9 +396,9 @@ def test_stop_during_preparation_cancels_the_start_and_the_server_keeps_answerin
     release = threading.Event()
     real_prepare = src.app.controller.prepare
 
-    def slow_prepare(request):
+    def slow_prepare(request, **kwargs):
         release.wait(60)
-        return real_prepare(request)
+        return real_prepare(request, **kwargs)
 
     monkeypatch.setattr(src.app.controller, "prepare", slow_prepare)
     answers = {}

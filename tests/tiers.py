@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import importlib
 import inspect
 import os
 import textwrap
@@ -79,12 +80,25 @@ def _callable_trains(func: Callable, seen: set[int]) -> bool:
         return False
     if _shows_a_sign(tree):
         return True
-    namespace = getattr(func, "__globals__", {})
+    namespace = {**getattr(func, "__globals__", {}), **_local_imports(tree)}
     for name in _called_names(tree):
         target = namespace.get(name)
         if target is not None and callable(target) and _callable_trains(target, seen):
             return True
     return False
+
+
+def _local_imports(tree: ast.AST) -> dict[str, object]:
+    """What ``from tests.x import y`` inside a function binds (a test importing a helper
+    locally): only our own modules, which are imported already."""
+    found: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if hasattr(module, alias.name):
+                    found[alias.asname or alias.name] = getattr(module, alias.name)
+    return found
 
 
 def _is_ours(func: object) -> bool:

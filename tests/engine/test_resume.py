@@ -30,16 +30,20 @@ from tests.helpers import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stop_and_resume(project, tmp_path, model, k, epochs=2, **values):
+def _stop_and_resume(project, tmp_path, model, k=None, epochs=2, **values) -> int:
     """An uninterrupted run without data-loader workers, and the same run with 2 workers
-    stopped after iteration ``k`` and resumed: the same final state (model, EMA, optimizer,
-    schedulers, message hub, RNG states, loop position: ``assert_same_state``). Each sample's
-    augmentations are drawn from (seed, epoch, index) (``src.data.sample_rng``), so neither the
-    workers nor the resume change them."""
+    stopped after iteration ``k`` (None: the middle of the last epoch) and resumed: the same
+    final state (model, EMA, optimizer, schedulers, message hub, RNG states, loop position:
+    ``assert_same_state``). Each sample's augmentations are drawn from (seed, epoch, index)
+    (``src.data.sample_rng``), so neither the workers nor the resume change them. ``k`` must be
+    mid-epoch (a stop at an epoch's end tests no sampler); returns the iterations an epoch."""
     app = tmp_path / "app"
     straight_cfg = small_cfg(project, app / "straight", model, epochs=epochs, **values)
     _, straight = run(straight_cfg, "straight")
     assert straight.state == SessionState.FINISHED, straight.traceback
+    per_epoch = straight.max_iterations // epochs
+    k = (epochs - 1) * per_epoch + per_epoch // 2 if k is None else k
+    assert 0 < k < straight.max_iterations and k % per_epoch, (k, per_epoch)  # mid-epoch
     cfg = small_cfg(project, app / "split", model, epochs=epochs, **{**values, "num_workers": 2})
     assert straight_cfg.train_dataloader.num_workers == 0
     assert cfg.train_dataloader.persistent_workers
@@ -50,6 +54,7 @@ def _stop_and_resume(project, tmp_path, model, k, epochs=2, **values):
     assert resumed.state == SessionState.FINISHED, resumed.traceback
     last = f"epoch_{epochs}.pth"
     assert_same_state(app / "straight" / last, app / "split" / last)
+    return per_epoch
 
 
 def test_rtmdet_with_two_workers_resumed_mid_epoch_equals_a_run_without_workers(
@@ -323,7 +328,11 @@ def test_sigkill_during_training_resumes_from_the_newest_complete_checkpoint(
 
 
 def test_class_balance_resumed_mid_epoch_equals_a_run_without_workers(mixed_project, tmp_path):
-    """With mmdet's ClassBalancedDataset around the train set (12 images repeated to 17: 9
-    iterations an epoch), a run stopped in its 2nd epoch and resumed with 2 workers ends
-    bit-identical: the sampler's index reaches each repeat through the wrapper."""
-    _stop_and_resume(mixed_project, tmp_path, RTMDET, k=12, class_balance=0.5)
+    """With mmdet's ClassBalancedDataset around the train set, a run stopped in the middle of
+    its 2nd epoch and resumed with 2 workers ends in the same state: the sampler's index
+    reaches each repeat through the wrapper. The threshold repeats some images and not others
+    (squares in 2/3 of the train images, circles 3/4, triangles 7/12: at 0.7 the images with a
+    square or a triangle are doubled); at 0.5, as this test had, nothing was repeated and its
+    stop at iteration 12 was the run's last, which tested no sampler."""
+    per_epoch = _stop_and_resume(mixed_project, tmp_path, RTMDET, class_balance=0.7)
+    assert 6 < per_epoch < 12  # 12 images at batch 2: some of them repeated, not all
