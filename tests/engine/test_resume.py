@@ -331,8 +331,8 @@ def test_class_balance_resumed_mid_epoch_equals_a_run_without_workers(mixed_proj
     """With mmdet's ClassBalancedDataset around the train set, a run stopped in the middle of
     its 2nd epoch and resumed with 2 workers ends in the same state: the sampler's index
     reaches each repeat through the wrapper. The threshold repeats some images and not others
-    (squares in 2/3 of the train images, circles 3/4, triangles 7/12: at 0.7 the images with a
-    square or a triangle are doubled); at 0.5, as this test had, nothing was repeated and its
-    stop at iteration 12 was the run's last, which tested no sampler."""
-    per_epoch = _stop_and_resume(mixed_project, tmp_path, RTMDET, class_balance=0.7)
+    (squares in 2/3 of the train images, circles 3/4, triangles 7/12: at 0.6 the 7 images with a
+    triangle are doubled, 19 samples, 10 iterations an epoch); at 0.5, as this test had, nothing
+    was repeated and its stop at iteration 12 was the run's last, which tested no sampler."""
+    per_epoch = _stop_and_resume(mixed_project, tmp_path, RTMDET, class_balance=0.6)
     assert 6 < per_epoch < 12  # 12 images at batch 2: some of them repeated, not all
