@@ -40,10 +40,12 @@ test: setup
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Before every commit: the tests that neither train nor are slow (tests/tiers.py marks those that
-# train), in a random order (pytest-randomly; its seed is printed: `-p randomly -p
-# "randomly_seed=N"` replays one) so that no test leans on another's leftovers.
+# train), in a random order (pytest-randomly) so that no test leans on another's leftovers; the
+# order's seed is printed first, and `make test-fast SEED=N` replays it.
 test-fast: setup
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow and not train" -p randomly
+	@seed=$${SEED:-$$RANDOM}; echo "test order seed: $$seed (make test-fast SEED=$$seed replays it)"; \
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow and not train" -p randomly \
+		--randomly-seed=$$seed
 
 # Opt-in, not in CI: the checkpoint, resume, serving and ONNX export tests under the production image's torch
 # (2.1.2, numpy 1.x: docker/requirements-overrides.txt), in a second venv. The first run downloads
