@@ -216,6 +216,54 @@ def api_client(controller, default_project=None):
         yield client
 
 
+class FakeProcess:
+    """What ``TensorBoard`` starts (its ``popen``), without a process: the command and the
+    environment it was given, running until terminated."""
+
+    def __init__(self, command, **kwargs) -> None:
+        self.command = command
+        self.env = kwargs.get("env") or {}
+        self.returncode = None
+
+    @property
+    def logdir(self) -> Path:
+        return Path(self.command[self.command.index("--logdir") + 1])
+
+    def poll(self):
+        return self.returncode
+
+    def terminate(self) -> None:
+        self.returncode = -15
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+
+def cli_on_platform(server_address: str, cwd: Path, *args: str):
+    """``python -m src.cli ARGS`` in ``cwd`` (not the repository: a local stand-in for Team Files
+    would land in the working directory) against the protocol server at ``server_address``."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(
+        os.environ,
+        SERVER_ADDRESS=server_address,
+        API_TOKEN="x" * 128,
+        SUPERVISELY_PUBLIC_API_RETRY_SLEEP_SEC="0",
+        XDG_CACHE_HOME=str(cwd / "cache"),
+        PYTHONPATH=os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "src.cli", *args], cwd=cwd, env=env, capture_output=True,
+        text=True, timeout=900,
+    )  # fmt: skip
+
+
 def free_port() -> int:
     import socket
 

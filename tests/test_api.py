@@ -12,7 +12,7 @@ import pytest
 from src.app.controller import TrainingController
 from src.app.tensorboard import TensorBoard
 from src.runs.storage import LocalArtifactStore
-from tests.helpers import api_client
+from tests.helpers import FakeProcess, api_client
 
 HYPER = {
     "epochs": 2,
@@ -61,27 +61,6 @@ def _wait_state(client, states, timeout=300):
     return _wait_status(client, lambda s: s["state"] in states, f"state in {states}", timeout)
 
 
-class FakeTensorBoard:
-    """What ``TensorBoard`` starts (``subprocess.Popen``), without a process: the command it was
-    given, running until terminated."""
-
-    def __init__(self, command, **kwargs) -> None:
-        self.logdir = Path(command[command.index("--logdir") + 1])
-        self.returncode = None
-
-    def poll(self):
-        return self.returncode
-
-    def terminate(self) -> None:
-        self.returncode = -15
-
-    def wait(self, timeout=None):
-        return self.returncode
-
-    def kill(self) -> None:
-        self.returncode = -9
-
-
 def _scalars(work_dir: Path) -> list[dict]:
     """mmengine's own log of a run's scalars, every session of it, oldest first."""
     return [
@@ -95,10 +74,10 @@ def _scalars(work_dir: Path) -> list[dict]:
 def api_with_tensorboard(tmp_path):
     """The API with the app's TensorBoard told of each run (as ``src.main`` wires it); the
     processes it starts are stand-ins."""
-    started: list[FakeTensorBoard] = []
+    started: list[FakeProcess] = []
 
     def popen(command, **kwargs):
-        started.append(FakeTensorBoard(command, **kwargs))
+        started.append(FakeProcess(command, **kwargs))
         return started[-1]
 
     board = TensorBoard(popen=popen)

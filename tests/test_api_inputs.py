@@ -17,26 +17,10 @@ from hypothesis import strategies as st
 
 from src.app.controller import TrainingController
 from src.runs.storage import LocalArtifactStore
-from tests.helpers import API_TOKEN, RTMDET
+from tests.helpers import API_TOKEN, RTMDET, FakeProcess
 
 HYPER = {"epochs": 1, "train_batch_size": 2, "num_workers": 0, "input_size": 128,
          "weights": "scratch"}  # fmt: skip
-
-
-class _Board:
-    """What ``TensorBoard`` starts, without a process: running until terminated."""
-
-    def __init__(self, command, **kwargs) -> None:
-        self.returncode = None
-
-    def poll(self):
-        return self.returncode
-
-    def terminate(self) -> None:
-        self.returncode = -15
-
-    def wait(self, timeout=None):
-        return self.returncode
 
 
 @pytest.fixture
@@ -49,7 +33,7 @@ def server(tmp_path):
 
     app_data, team = tmp_path / "app_data", tmp_path / "team"
     controller = TrainingController(app_data, LocalArtifactStore(team))
-    board = TensorBoard(popen=_Board)
+    board = TensorBoard(popen=FakeProcess)
     board.serve(tmp_path)
     app = FastAPI()
     mount_api(app, controller)

@@ -5,13 +5,12 @@ by the platform, and the listing says so (a warning; it still lists app data, ex
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import cli_on_platform
 from tests.sly_server import TEAM_ID, FakeSupervisely
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,19 +18,7 @@ MODEL = "rtmdet_tiny_8xb32-300e_coco"
 
 
 def _cli(fake: FakeSupervisely, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ,
-        SERVER_ADDRESS=fake.address,
-        API_TOKEN="x" * 128,
-        SUPERVISELY_PUBLIC_API_RETRY_SLEEP_SEC="0",
-        XDG_CACHE_HOME=str(cwd / "cache"),
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-    )
-    # run elsewhere than the repository: a local stand-in for Team Files would land in cwd
-    return subprocess.run(
-        [sys.executable, "-m", "src.cli", *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=900,
-    )  # fmt: skip
+    return cli_on_platform(fake.address, cwd, *args)
 
 
 @pytest.mark.train

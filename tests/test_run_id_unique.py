@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from src.cli import main
+from tests.helpers import cli_on_platform
 from tests.sly_server import TEAM_ID, FakeSupervisely
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,18 +111,7 @@ def test_only_a_run_of_that_id_takes_it(demo_project, tmp_path, capsys):
 
 
 def _cli(fake: FakeSupervisely, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ,
-        SERVER_ADDRESS=fake.address,
-        API_TOKEN="x" * 128,
-        SUPERVISELY_PUBLIC_API_RETRY_SLEEP_SEC="0",
-        XDG_CACHE_HOME=str(cwd / "cache"),
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "src.cli", *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=900,
-    )  # fmt: skip
+    return cli_on_platform(fake.address, cwd, *args)
 
 
 @pytest.mark.train

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from src.access import TOKEN_COOKIE, guard_server
 from src.app.children import PRIVATE_ARGS
 from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
+from tests.helpers import FakeProcess
 
 LOSSES = [1.0 / (step + 1) for step in range(5)]  # what _events writes, by step
 
@@ -80,31 +81,10 @@ def test_the_current_runs_tensorboard_is_served_under_the_apps_own_server(tmp_pa
         assert client.get("/tensorboard/data/runs").status_code == 503
 
 
-class _Process:
-    """What ``TensorBoard`` starts, without a process: its command, running until terminated."""
-
-    def __init__(self, command, **kwargs) -> None:
-        self.command = command
-        self.env = kwargs.get("env") or {}
-        self.returncode = None
-
-    def poll(self):
-        return self.returncode
-
-    def terminate(self) -> None:
-        self.returncode = -15
-
-    def wait(self, timeout=None):
-        return self.returncode
-
-    def kill(self) -> None:
-        self.returncode = -9
-
-
 def test_each_run_restarts_tensorboard_on_its_folder(tmp_path):
-    started: list[_Process] = []
+    started: list[FakeProcess] = []
     board = TensorBoard(
-        popen=lambda command, **kw: started.append(_Process(command, **kw)) or started[-1]
+        popen=lambda command, **kw: started.append(FakeProcess(command, **kw)) or started[-1]
     )
     board.serve(tmp_path / "run1")
     board.serve(tmp_path / "run2")  # the next run (or a resume of another one)
@@ -159,7 +139,7 @@ class _Upstream(BaseHTTPRequestHandler):
 @pytest.fixture
 def running_board(tmp_path):
     """A TensorBoard that started on a run, its port served by :class:`_Upstream`."""
-    board = TensorBoard(popen=_Process)
+    board = TensorBoard(popen=FakeProcess)
     board.serve(tmp_path / "run1")
     _Upstream.seen = []
     upstream = ThreadingHTTPServer(("127.0.0.1", board.port), _Upstream)
