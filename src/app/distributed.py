@@ -120,13 +120,19 @@ class RankSession(TrainingSession):
 
         return distributed_config(self.cfg, on_gpu=torch.cuda.is_available())
 
+    def _device(self) -> str:
+        """This rank's own GPU (gpus[rank]): the session's training thread makes it current
+        (the current CUDA device is per thread), mmengine builds the model there, GpuStats
+        watches it."""
+        return RunMetadata.of(self.cfg).rank_device(self.rank)
+
     def _should_stop(self) -> bool:
         """The app's stop, agreed by all ranks after the same batch (one all-reduce)."""
         import torch
         import torch.distributed as dist
 
         local = self.stop_event.is_set() or self._stop_event.is_set()
-        flag = torch.tensor([int(local)], device="cuda" if torch.cuda.is_available() else "cpu")
+        flag = torch.tensor([int(local)], device=self._device())  # NCCL: on this rank's GPU
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() and not self._stop_event.is_set():
             self.request_stop()
@@ -151,23 +157,20 @@ def _rank_main(
     end_with_parent(job["app_pid"], signal.SIGKILL)  # however the app ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app decides when to stop (the event)
     gpus = job["gpus"]
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    # LOCAL_RANK is the card's index, not the rank's: mmengine and torch read it as the device
+    # to bind (mmengine's DDP wrapper: device_ids=[LOCAL_RANK]; its init_dist and torch's
+    # DeviceMesh: set_device(LOCAL_RANK)), which torchrun makes equal by giving rank r card r.
+    # Here rank r trains on gpus[r] (``--gpus 2,5``: rank 1 on card 5), indices as torch counts
+    # them in this process (after any CUDA_VISIBLE_DEVICES, which the ranks inherit).
+    local = gpus[rank] if gpus else rank
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(local), WORLD_SIZE=str(world))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK)
     os.environ.setdefault("NCCL_SOCKET_IFNAME", LOOPBACK)
     if not gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     end: dict[str, Any] = {"rank": rank}
     try:
-        import torch
-        import torch.distributed as dist
-
-        if gpus:
-            torch.cuda.set_device(gpus[rank])
-        dist.init_process_group(
-            "nccl" if gpus else "gloo", init_method=f"file://{store_file}", rank=rank,
-            world_size=world,
-            timeout=datetime.timedelta(seconds=job["timeout_s"]),
-        )  # fmt: skip
+        _join_group(rank, world, store_file, local if gpus else None, job["timeout_s"])
         session = RankSession(
             Config(job["cfg"]), job["run_id"],
             sinks=[_QueueSink(queue)] if rank == 0 else [],
@@ -187,6 +190,24 @@ def _rank_main(
     queue.put(("end", end))
     queue.close()
     queue.join_thread()  # the message is out before the process ends
+
+
+def _join_group(rank: int, world: int, store_file: str, card: int | None, timeout_s: float) -> None:
+    """Join the process group: NCCL bound to this rank's ``card`` (its collectives and
+    ``barrier()`` run there; without the binding ``barrier()`` guesses card ``rank``), gloo on
+    the CPU. The card is also made current in this (main) thread; the training thread makes it
+    current in its own (the current device is per thread: ``TrainingSession._worker``)."""
+    import torch
+    import torch.distributed as dist
+
+    bound: dict[str, Any] = {}
+    if card is not None:
+        torch.cuda.set_device(card)
+        bound["device_id"] = torch.device("cuda", card)
+    dist.init_process_group(
+        "nccl" if card is not None else "gloo", init_method=f"file://{store_file}", rank=rank,
+        world_size=world, timeout=datetime.timedelta(seconds=timeout_s), **bound,
+    )  # fmt: skip
 
 
 def run_ranks(session: TrainingSession) -> SessionState:

@@ -348,8 +348,9 @@ def _agreement_notes(sdk_map: float | None, validation_map: float | None) -> lis
 
 def speed_test_run(work_dir: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
     """The platform's Model Benchmark speed test of the run's best (else newest) checkpoint, on
-    its validation images, on the GPU when there is one: ``evaluation/speedtest.json`` in the
-    SDK's form (``src.engine.speed.benchmark_speedtest``; the platform's report shows it)."""
+    its validation images, on the run's device (:func:`_timing_device`):
+    ``evaluation/speedtest.json`` in the SDK's form (``src.engine.speed.benchmark_speedtest``;
+    the platform's report shows it)."""
     import os
     import platform
 
@@ -369,12 +370,26 @@ def speed_test_run(work_dir: str | Path, checkpoint: str | Path | None = None) -
     images = validation_images(cfg)
     if not images:
         raise EvaluationError(f"run {work_dir.name} has no validation image to time")
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    device = _timing_device(RunMetadata.of(cfg).device)
     hardware = (
-        torch.cuda.get_device_name(0) if device != "cpu"
+        torch.cuda.get_device_name(device) if device != "cpu"
         else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     )  # fmt: skip
     model = load_model(cfg, path).to(device).eval()
     result = benchmark_speedtest(model, images, device, hardware)
     write_json_atomic(result, work_dir / EVALUATION_DIR / EVALUATION_SPEEDTEST)
     return result
+
+
+def _timing_device(trained_on: str) -> str:
+    """Where the speed test times a run: the device it trained on (its first GPU: the card the
+    user chose, not another job's cuda:0); a GPU that this machine lacks (the app restarted
+    elsewhere) gives way to the first one here, or the CPU."""
+    import torch
+
+    if not trained_on.startswith("cuda"):
+        return trained_on
+    if not torch.cuda.is_available():
+        return "cpu"
+    index = int(trained_on.partition(":")[2] or 0)
+    return trained_on if index < torch.cuda.device_count() else "cuda:0"

@@ -102,5 +102,10 @@ class RunMetadata:
     @property
     def device(self) -> str:
         """The device rank 0 trains on."""
+        return self.rank_device(0)
+
+    def rank_device(self, rank: int) -> str:
+        """The device rank ``rank`` trains on: its own GPU of ``gpus`` (``--gpus 2,5``: rank 1
+        on cuda:5), else the run's device (CPU processes share it)."""
         gpus = self.train_params.get("gpus") or ()
-        return f"cuda:{gpus[0]}" if gpus else str(self.train_params.get("device", "cpu"))
+        return f"cuda:{gpus[rank]}" if gpus else str(self.train_params.get("device", "cpu"))
