@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Make a bare GPU machine ready for bench/gpu.py (issue 15), offline: Python 3.12 with torch + CUDA
-# and nvcc there, nothing of ours, no network. Needs .whl/ from scripts/gpu_wheels.sh (run where
-# the package registry is reachable) next to this checkout. Then:
+# there (and nvcc, unless .whl/ holds an mmcv wheel prebuilt for the card), nothing of ours, no
+# network. Needs .whl/ from scripts/gpu_wheels.sh (run where the package registry is reachable)
+# next to this checkout. Then:
 #
 #     bash scripts/gpu_setup.sh && PYTHONPATH=/tmp/site python3 bench/gpu.py
 #
 # Steps (each timed; the summary line says how long each took):
-#   1. check   python 3.12, torch, its CUDA and the card, nvcc
+#   1. check   python 3.12, torch, its CUDA and the card (nvcc: only in step 3, when it compiles)
 #   2. wheels  install .whl/*.whl into $SITE (default /tmp/site; PYTHONPATH puts it first), no deps,
 #              and unpack .whl/*.whl.tar.xz there (wheels too big to carry as they are)
 #   3. mmcv    compile mmcv 2.1.0's ops from the sdist for THIS card only (TORCH_CUDA_ARCH_LIST from
@@ -41,10 +42,6 @@ elif os.environ.get("PRETEND_ARCH") and torch.version.cuda:  # a CPU rehearsal o
 else:
     print("none none CPU")')
 echo "python $("$PY" -V 2>&1 | cut -d" " -f2), torch $("$PY" -W ignore -c 'import torch; print(torch.__version__)'), CUDA $CUDA, card $NAME (sm $ARCH), $(nproc) cores"
-if [[ "$NAME" != CPU && -z "${PRETEND_ARCH:-}" ]]; then
-    command -v nvcc >/dev/null || [[ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]] \
-        || { echo "torch has CUDA but nvcc is not on PATH (or CUDA_HOME): mmcv's CUDA ops cannot be built" >&2; exit 1; }
-fi
 took check
 
 step "install the carried wheels into $SITE"
@@ -73,6 +70,11 @@ elif compgen -G "$BUILD/mmcv-*.whl" >/dev/null; then
     echo "reusing $(ls "$BUILD"/mmcv-*.whl)"
 else
     [[ -z "${PRETEND_ARCH:-}" ]] || { echo "rehearsal: no prebuilt wheel for $KEY in $WHL/mmcv-cuda/" >&2; exit 1; }
+    # nvcc only here: a prebuilt (or already built) wheel needs no compiler
+    if [[ "$CUDA" != none ]]; then
+        command -v nvcc >/dev/null || [[ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]] \
+            || { echo "no prebuilt wheel for $KEY in $WHL/mmcv-cuda/, and torch has CUDA but nvcc is not on PATH (or CUDA_HOME): mmcv's CUDA ops cannot be built" >&2; exit 1; }
+    fi
     echo "no prebuilt wheel for $KEY in $WHL/mmcv-cuda/: compiling ($(nproc) jobs)"
     # Python's own CFLAGS without -g (debug info is most of a compile; see scripts/setup.sh)
     CFLAGS_="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS"))' | sed -e 's/ -g / /g') -g0"

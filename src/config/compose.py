@@ -506,6 +506,14 @@ def _our_dataset_cfg(
     )
 
 
+def val_loader_workers(train_workers: int) -> int:
+    """The validation loader's workers for ``train_workers`` in the training loader: half,
+    rounded up. Validation runs between epochs and its persistent workers idle the rest of the
+    run, each holding a copy of the dataset (8 more processes per GPU at the cap); its pipeline
+    has no augmentation, and the network's forward pass alone is fed by fewer."""
+    return (train_workers + 1) // 2
+
+
 def _set_data(
     cfg: Config, params: TrainParams, data: DatasetSpec, run: RunSpec, is_segm: bool
 ) -> None:
@@ -526,7 +534,7 @@ def _set_data(
         )  # fmt: skip
     cfg.val_dataloader = dict(
         batch_size=params.val_batch_size,
-        num_workers=workers,
+        num_workers=val_loader_workers(workers),
         persistent_workers=workers > 0,
         pin_memory=pin,
         drop_last=False,

@@ -56,14 +56,24 @@ def measure(
             run(batch)  # warm-up: first-call allocations, lazy inits
         for _ in range(repeats):
             for name, run in runners.items():
+                _wait_for_gpu()
                 start = time.perf_counter()
                 run(batch)
+                _wait_for_gpu()
                 times[name].append(time.perf_counter() - start)
         for name, seconds in times.items():
             median = statistics.median(seconds)
             rows.append({"runtime": name, "batch": size, "ms_per_batch": round(median * 1000, 2),
                          "images_per_s": round(size / median, 2), "repeats": repeats})  # fmt: skip
     return rows
+
+
+def _wait_for_gpu() -> None:
+    """Wait for the work queued on the current GPU: CUDA calls return once the work is queued,
+    so without this the timer reads the launch (a TensorRT engine, a model on a GPU), and the
+    next call pays for this one. Nothing where CUDA was never started (no context is made)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def describe(rows: list[dict[str, Any]]) -> list[str]:
