@@ -103,9 +103,8 @@ def test_cli_trains_a_model_that_finds_the_demo_objects(tmp_path):
     # the serving side: mmdet's own API on torch's default weights_only=True loading
     from mmdet.apis import init_detector
 
-    # as the run's README says: no code of ours needed (with the default palette, mmdet would
-    # build the config's SuperviselyDataset for its colours, registered only by this app)
-    model = init_detector(str(config), str(best[-1]), device="cpu", palette="random")
+    # as the run's README says, with mmdet's defaults (its test dataset gives the palette)
+    model = init_detector(str(config), str(best[-1]), device="cpu")
     assert list(model.dataset_meta["classes"]) == ["square", "circle", "triangle"]
     matched, total = found_at_iou_50(model, project)
     assert total > 20

@@ -44,7 +44,7 @@ from src.config.params import (
 from src.config.schedule import devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text
 from src.data.project import LocalProject, Split, default_split, open_local_project
-from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError
+from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
 from src.data.tiles import Slicing
 from src.engine.onnx_export import export_blocker
 from src.engine.shape_check import check_input_shapes
@@ -332,6 +332,7 @@ def _dataset_spec(request: TrainRequest, project: LocalProject, split: Split) ->
         cache_dir=request.cache_dir,
         project_id=project.project_id,
         project_name=project.name,
+        class_colors=class_colors(project.directory),
     )
 
 

@@ -164,6 +164,7 @@ def apply_owned_settings(
             raise ConfigError(f"the config has no {loader_key}")
         loader.dataset = _dataset_cfg(loader.dataset, params, data, split, run)
     cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    cfg.test_dataloader.dataset = inference_dataset_cfg(cfg, params, data)
     gt_file = cfg.val_dataloader.dataset.coco_gt_file
     for key in ("val_evaluator", "test_evaluator"):
         evaluator = cfg.get(key)
@@ -185,6 +186,33 @@ def apply_owned_settings(
     return RunMetadata.of(cfg).updated(**(metadata or {})).write(cfg)
 
 
+# what mmdet's inferencers need of a test dataset (its classes, palette and pipeline), in a type
+# mmdet registers, so that a run loads where no code of this app is importable
+INFERENCE_DATASET = "CocoDataset"
+GREY = (128, 128, 128)
+
+
+def inference_dataset_cfg(cfg: Config, params: TrainParams, data: DatasetSpec) -> dict:
+    """The config's test dataset: what ``init_detector``, ``DetInferencer`` (and SAHI, which
+    wraps it) build with their default ``palette='none'`` for the metainfo, lazily (no file
+    read), and whose pipeline they run: mmdet's own dataset type carrying the run's classes and
+    the project's colours, with the validation's pipeline. The app itself never builds it: its
+    validation and predictions use ``val_dataloader`` (``engine/predict.py`` copies that)."""
+    colors = data.class_colors or {}
+    return dict(
+        type=INFERENCE_DATASET,
+        metainfo=dict(
+            classes=tuple(params.classes),
+            palette=[tuple(colors.get(c, GREY)) for c in params.classes],
+        ),
+        data_root="",
+        ann_file="",
+        data_prefix=dict(img=""),
+        test_mode=True,
+        pipeline=copy.deepcopy(cfg.val_dataloader.dataset.get("pipeline") or []),
+    )
+
+
 def relocate_run(
     cfg: Config, work_dir: str | Path, project_dir: str | Path, cache_dir: str | None = None
 ) -> Config:
@@ -196,8 +224,8 @@ def relocate_run(
         dataset = (cfg.get(key) or {}).get("dataset")
         if isinstance(dataset, dict) and dataset.get("type") == "ClassBalancedDataset":
             dataset = dataset.get("dataset")
-        if not isinstance(dataset, dict):
-            continue
+        if not isinstance(dataset, dict) or "project_dir" not in dataset:
+            continue  # not a dataset of ours (the inference dataset reads nothing)
         dataset["project_dir"] = str(project_dir)
         if cache_dir is not None:
             dataset["cache_dir"] = cache_dir
@@ -385,13 +413,19 @@ def train_pipeline(
     is_segm = params.task == "instance-segmentation"
     return [
         dict(type="LoadImageFromFile"),
-        dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm, poly2mask=True),
+        _load_annotations(is_segm),
         dict(type="Resize", scale=size, keep_ratio=keep_ratio),
         *augmentation_transforms(params),
         *(_pad_to(size) if pad_to_input else []),
         dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False, by_mask=is_segm),
         dict(type="PackDetInputs"),
     ]
+
+
+def _load_annotations(is_segm: bool) -> dict:
+    """Only what the task loads: SAHI takes a config whose train pipeline has any
+    ``*mask*=True`` key (mmdet's default ``poly2mask=True`` written out) for a mask model."""
+    return dict(type="LoadAnnotations", with_bbox=True, **({"with_mask": True} if is_segm else {}))
 
 
 def _pad_to(size: tuple[int, ...]) -> list[dict]:
@@ -415,7 +449,7 @@ def _set_pipelines(cfg: Config, params: TrainParams, is_segm: bool, min_input_si
             dict(type="LoadImageFromFile"),
             dict(type="Resize", scale=size, keep_ratio=keep_ratio),
             *(_pad_to(size) if pad_to_input else []),
-            dict(type="LoadAnnotations", with_bbox=True, with_mask=is_segm),
+            _load_annotations(is_segm),
             dict(
                 type="PackDetInputs",
                 meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
@@ -476,6 +510,9 @@ def _dataset_cfg(
             type="ClassBalancedDataset",
             oversample_thr=float(old.get("oversample_thr", params.class_balance)),
             selected_classes=list(params.classes),
+            # a copy of the train pipeline, ignored by the dataset (``engine/patches.py``): SAHI
+            # reads a wrapper's own ``pipeline`` to tell a mask model
+            pipeline=copy.deepcopy(ours["pipeline"]),
             dataset=ours,
         )
     return ours

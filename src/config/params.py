@@ -346,6 +346,9 @@ class DatasetSpec:
     cache_dir: str | None = None
     project_id: int | None = None
     project_name: str = ""
+    # the classes' colours in the project (RGB, by class title): the run's palette, which mmdet's
+    # inferencers read from the config's test dataset (see ``compose.inference_dataset_cfg``)
+    class_colors: dict[str, tuple[int, int, int]] | None = None
 
 
 @dataclass

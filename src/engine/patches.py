@@ -9,7 +9,8 @@ shape check, the evaluation, the zoo probe). Importing our modules patches nothi
 - mmengine's ``ClassBalancedDataset`` (class balance): it hands the train sampler's
   ``SampleIndex`` on (an image's repeats are seeded by their own sampler index, so each repeat
   draws its own augmentation, and a resumed run draws the same ones), and it takes the serving
-  app's ``selected_classes`` key (``src.config.compose``), which it ignores.
+  app's ``selected_classes`` key and SAHI's ``pipeline`` (``src.config.compose``), which it
+  ignores.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _patch_class_balanced_dataset() -> None:
 
     original_init = ClassBalancedDataset.__init__
 
-    def __init__(self, *args, selected_classes=None, **kwargs):
+    def __init__(self, *args, selected_classes=None, pipeline=None, **kwargs):
         original_init(self, *args, **kwargs)
 
     def __getitem__(self, idx):

@@ -239,16 +239,7 @@ def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]
         f"- best validation: {metrics}",
         f"- checkpoints (inference: state_dict + meta): {', '.join(checkpoints)}",
         "",
-        "Use outside Supervisely:",
-        "",
-        "```python",
-        "from mmdet.apis import init_detector, inference_detector",
-        "# palette: init_detector would otherwise build the config's SuperviselyDataset (this",
-        "# app's code) for its colours; the classes come from the checkpoint",
-        f"model = init_detector('config.py', '{checkpoints[0]}', device='cpu', palette='random')",
-        "result = inference_detector(model, 'image.jpg')",
-        "```",
-        "",
+        *_field_examples(summary.hyperparameters, checkpoints[0]),
         *_sliced_example(summary.hyperparameters, checkpoints[0]),
         *(_onnx_example(exports["onnx"]) if "onnx" in exports else []),
         "`logs/` holds the training log and the logged scalars; `metrics.json` the metric history.",
@@ -257,6 +248,68 @@ def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]
         "",
     ]
     return "\n".join(lines)
+
+
+def _field_examples(hyperparameters: dict[str, Any], checkpoint: str) -> list[str]:
+    """The run README's three ways to use the run with the field's own tools and their defaults
+    (no code of this app needed; tests/runs/test_serving_contract.py runs each): mmdet's
+    ``init_detector``, its ``DetInferencer`` (what mmdet's demo/image_demo.py calls) and SAHI,
+    which predicts a large image tile by tile."""
+    sliced = int(hyperparameters.get("slice_size") or 0)
+    size = sliced or max(hyperparameters.get("input_size") or [640])
+    overlap = float(hyperparameters.get("slice_overlap", 0.2)) if sliced else 0.2
+    examples = {
+        "Use outside Supervisely with mmdet's own API (mmdet 3, mmcv 2):": INIT_DETECTOR_EXAMPLE,
+        "Or mmdet's inferencer, which draws what it finds (as mmdet's demo/image_demo.py):": (
+            INFERENCER_EXAMPLE
+        ),
+        f"Large images tile by tile with SAHI (`pip install sahi`), tiles of {size} px:": (
+            SAHI_EXAMPLE
+        ),
+    }
+    lines: list[str] = []
+    for title, program in examples.items():
+        text = program.format(checkpoint=checkpoint, size=size, overlap=overlap)
+        lines += [title, "", "```python", *text.splitlines(), "```", ""]
+    return lines
+
+
+INIT_DETECTOR_EXAMPLE = """\
+import sys
+from mmdet.apis import inference_detector, init_detector
+
+model = init_detector("config.py", "{checkpoint}", device="cpu")
+found = inference_detector(model, sys.argv[1]).pred_instances
+found = found[found.scores >= 0.3]
+for box, label, score in zip(found.bboxes.tolist(), found.labels.tolist(), found.scores.tolist()):
+    print(model.dataset_meta["classes"][label], f"{{score:.2f}}", [round(v) for v in box])
+"""
+
+INFERENCER_EXAMPLE = """\
+import sys
+from mmdet.apis import DetInferencer
+
+inferencer = DetInferencer(model="config.py", weights="{checkpoint}", device="cpu")
+# outputs/vis/: the image drawn in the project's class colours; outputs/preds/: JSON
+inferencer(sys.argv[1], out_dir="outputs", pred_score_thr=0.3)
+"""
+
+SAHI_EXAMPLE = """\
+import sys
+from sahi import AutoDetectionModel
+from sahi.predict import get_sliced_prediction
+
+model = AutoDetectionModel.from_pretrained(
+    model_type="mmdet", model_path="{checkpoint}", config_path="config.py", device="cpu",
+    confidence_threshold=0.3,
+)
+result = get_sliced_prediction(
+    sys.argv[1], model, slice_height={size}, slice_width={size},
+    overlap_height_ratio={overlap}, overlap_width_ratio={overlap},
+)
+for p in result.object_prediction_list:
+    print(p.category.name, f"{{p.score.value:.2f}}", [round(v) for v in p.bbox.to_xyxy()])
+"""
 
 
 def _sliced_example(hyperparameters: dict[str, Any], checkpoint: str) -> list[str]:
@@ -286,7 +339,7 @@ import mmcv, torch
 from mmcv.ops import batched_nms
 from mmdet.apis import init_detector, inference_detector
 
-model = init_detector("config.py", "{checkpoint}", device="cpu", palette="random")
+model = init_detector("config.py", "{checkpoint}", device="cpu")
 size, step = {size}, {step}
 image = mmcv.imread(sys.argv[1])
 height, width = image.shape[:2]

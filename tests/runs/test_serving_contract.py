@@ -9,6 +9,7 @@ commit 834e9d2: ``load_model`` and ``load_model_meta``) in a process that cannot
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,16 +105,24 @@ def _serve(run_dir: Path, image: Path, tmp_path: Path, custom_path: bool) -> dic
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+TASKS = {
+    "object-detection": "rtmdet_tiny_8xb32-300e_coco",
+    "instance-segmentation": "rtmdet-ins_tiny_8xb32-300e_coco",
+}
+
+
+@pytest.fixture(scope="module", params=list(TASKS))
+def uploaded(request, demo_project, tmp_path_factory) -> tuple[Path, str, str]:
+    """One uploaded run per task, read by every consumer replayed here (the serving app,
+    mmdet's inferencers with their defaults, SAHI)."""
+    task = request.param
+    run_dir = _train(demo_project, tmp_path_factory.mktemp("uploaded"), TASKS[task], task)
+    return run_dir, TASKS[task], task
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("model", "task"),
-    [
-        ("rtmdet_tiny_8xb32-300e_coco", "object-detection"),
-        ("rtmdet-ins_tiny_8xb32-300e_coco", "instance-segmentation"),
-    ],
-)
-def test_serve_mmdetection_v3_loads_the_uploaded_run(demo_project, tmp_path, model, task):
-    run_dir = _train(demo_project, tmp_path, model, task)
+def test_serve_mmdetection_v3_loads_the_uploaded_run(demo_project, tmp_path, uploaded):
+    run_dir, model, task = uploaded
     assert any((run_dir / "export").glob("*.onnx"))  # the serving app's load path ignores it
     if task == "object-detection":
         assert "SlicedCocoMetric" in (run_dir / "config.py").read_text()
@@ -133,3 +142,134 @@ def test_serve_mmdetection_v3_loads_the_uploaded_run(demo_project, tmp_path, mod
     by_path = _serve(run_dir, image, tmp_path, custom_path=True)  # a checkpoint given by path
     assert by_path["dataset_type"] != "SuperviselyDatasetSplit"
     assert by_path["classes"] == order
+
+
+# mmdet 3.3.0's own inference API with every default (palette 'none': the config's test dataset
+# is built for its metainfo), as most downstream tools call it; then what its demo/image_demo.py
+# does (DetInferencer with the demo's defaults, drawing into an out dir and saving predictions).
+MMDET_DEFAULTS_REPLAY = r"""
+import importlib.util, json, sys
+assert importlib.util.find_spec("src") is None, "no code of ours is importable"
+from mmdet.apis import DetInferencer, inference_detector, init_detector
+
+config, checkpoint, image, out_dir = sys.argv[1:5]
+model = init_detector(config, checkpoint, device="cpu")
+pred = inference_detector(model, image).pred_instances
+inferencer = DetInferencer(model=config, weights=checkpoint, device="cpu")
+out = inferencer(image, out_dir=out_dir, pred_score_thr=0.3, no_save_pred=False)
+[found] = out["predictions"]
+print(json.dumps(dict(
+    classes=list(model.dataset_meta["classes"]),
+    palette=[list(c) for c in model.dataset_meta["palette"]],
+    inferencer_palette=[list(c) for c in inferencer.model.dataset_meta["palette"]],
+    labels=pred.labels.tolist(), scores=pred.scores.tolist(),
+    inferencer_labels=found["labels"], inferencer_scores=found["scores"],
+    has_masks="masks" in pred, inferencer_has_masks="masks" in found,
+)))
+"""
+
+# SAHI 0.12.8 (the pinned requirements-dev version), unpatched: AutoDetectionModel + a sliced
+# prediction, and one whole-image prediction to compare with mmdet's on the same weights.
+SAHI_REPLAY = r"""
+import importlib.util, json, sys
+assert importlib.util.find_spec("src") is None, "no code of ours is importable"
+from sahi import AutoDetectionModel
+from sahi.predict import get_prediction, get_sliced_prediction
+from mmdet.apis import inference_detector, init_detector
+
+config, checkpoint, image = sys.argv[1:4]
+model = AutoDetectionModel.from_pretrained(
+    model_type="mmdet", model_path=checkpoint, config_path=config, device="cpu",
+    confidence_threshold=0.0,
+)
+sliced = get_sliced_prediction(image, model, slice_height=128, slice_width=128,
+                               overlap_height_ratio=0.25, overlap_width_ratio=0.25, verbose=0)
+whole = get_prediction(image, model).object_prediction_list
+mmdet = inference_detector(init_detector(config, checkpoint, device="cpu"), image).pred_instances
+print(json.dumps(dict(
+    category_names=list(model.category_names), has_mask=model.has_mask,
+    sliced=len(sliced.object_prediction_list),
+    sliced_masks=sum(p.mask is not None for p in sliced.object_prediction_list),
+    whole=sorted(round(p.score.value, 4) for p in whole),
+    mmdet=sorted(round(s, 4) for s in mmdet.scores.tolist() if s > 0),
+)))
+"""
+
+
+def _replay(program: str, run_dir: Path, tmp_path: Path, *args: str) -> dict:
+    """``program`` on the run's config and best checkpoint in an isolated process (no ``src``)."""
+    [checkpoint] = sorted(run_dir.glob("best_*.pth"))[:1] or sorted(run_dir.glob("*.pth"))[:1]
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", program, str(run_dir / "config.py"), str(checkpoint), *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _colors(project: Path, classes: list[str]) -> list[list[int]]:
+    meta = {
+        c["title"]: c["color"] for c in json.loads((project / "meta.json").read_text())["classes"]
+    }
+    return [[int(meta[c].lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)] for c in classes]
+
+
+@pytest.mark.slow
+def test_mmdets_inferencers_load_the_run_with_their_defaults(demo_project, tmp_path, uploaded):
+    run_dir, _, task = uploaded
+    image = next((demo_project / "val" / "img").iterdir())
+    seen = _replay(MMDET_DEFAULTS_REPLAY, run_dir, tmp_path, str(image), str(tmp_path / "out"))
+    order = ["circle", "square", "triangle"]
+    assert seen["classes"] == order
+    # the project's class colours, read from the config's test dataset (palette 'none')
+    assert seen["palette"] == seen["inferencer_palette"] == _colors(demo_project, order)
+    # the inferencer (image_demo.py's path) predicts what init_detector's model predicts
+    assert seen["inferencer_labels"] == seen["labels"]
+    assert seen["inferencer_scores"] == pytest.approx(seen["scores"], abs=1e-5)
+    assert seen["has_masks"] is seen["inferencer_has_masks"] is (task == "instance-segmentation")
+    assert (tmp_path / "out" / "vis" / image.name).is_file()  # drawn, as image_demo.py does
+    assert (tmp_path / "out" / "preds" / f"{image.stem}.json").is_file()
+
+
+@pytest.mark.slow
+def test_sahi_predicts_the_run_sliced_unpatched(demo_project, tmp_path, uploaded):
+    run_dir, _, task = uploaded
+    image = next((demo_project / "val" / "img").iterdir())
+    seen = _replay(SAHI_REPLAY, run_dir, tmp_path, str(image))
+    assert seen["category_names"] == ["circle", "square", "triangle"]
+    # SAHI decides from the train pipeline whether the model has masks (a detection run that
+    # says poly2mask=True is taken for a mask model and fails on its first detection)
+    assert seen["has_mask"] is (task == "instance-segmentation")
+    if task == "instance-segmentation":
+        assert seen["sliced_masks"] == seen["sliced"]
+    # its whole-image prediction is mmdet's, on the same weights
+    assert seen["whole"] == pytest.approx(seen["mmdet"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_the_runs_readme_shows_three_ways_that_run_without_our_code(
+    demo_project, tmp_path, uploaded
+):
+    run_dir, _, _ = uploaded
+    readme = (run_dir / "README.md").read_text()
+    programs = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
+    ways = {
+        "init_detector": [p for p in programs if "init_detector(" in p and "batched_nms" not in p],
+        "DetInferencer": [p for p in programs if "DetInferencer(" in p],
+        "sahi": [p for p in programs if "from sahi" in p],
+    }
+    assert all(len(found) == 1 for found in ways.values()), ways
+    for name in ("config.py", *(p.name for p in run_dir.glob("*.pth"))):
+        (tmp_path / name).symlink_to(run_dir / name)
+    image = next((demo_project / "val" / "img").iterdir())
+    for way, [program] in ways.items():
+        (tmp_path / f"{way}.py").write_text(program)
+        result = subprocess.run(
+            [sys.executable, "-I", str(tmp_path / f"{way}.py"), str(image)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{way}: {result.stderr[-3000:]}"
+        for line in result.stdout.splitlines():  # "class score [x1, y1, x2, y2]" (and mmengine's)
+            if re.fullmatch(r"\S+ \d\.\d\d \[.*\]", line):
+                assert line.split()[0] in {"circle", "square", "triangle"}, (way, line)
+    assert (tmp_path / "outputs" / "vis" / image.name).is_file()
