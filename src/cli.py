@@ -1173,6 +1173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from src.engine.devices import CUDA_ALLOC_CONF
+
+    # before CUDA initialises (the allocator reads it once); a user's own setting is kept
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # mmdet 3.3 calls torch.cuda.amp.autocast, deprecated in torch >= 2.4: noise, not news
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -35,6 +35,7 @@ from src.app.platform import Experiment, platform_services
 from src.app.session import warm_up_imports
 from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
 from src.data.project import open_local_project
+from src.engine.devices import CUDA_ALLOC_CONF
 from src.runs.storage import LocalArtifactStore
 from src.ui.app_ui import AppUI
 
@@ -139,6 +140,8 @@ def _end_with_the_app(
 
 def create_app() -> sly.Application:
     _route_logs_to_the_task_log()
+    # before CUDA initialises (the allocator reads it once); a user's own setting is kept
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
     app_data = sly.app.get_synced_data_dir()
     holder: dict[str, sly.Application] = {}

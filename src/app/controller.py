@@ -45,7 +45,7 @@ from src.app.session import SessionBusyError, SessionState, SessionStatus, Train
 from src.config import zoo
 from src.config.compose import native_input_size
 from src.config.params import TrainParams
-from src.config.schedule import effective_batch_note, effective_lr_note
+from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
 from src.data.project import LocalProject
 from src.engine.onnx_export import ExportError
 from src.engine.tensorrt_build import tensorrt_blocker
@@ -266,11 +266,14 @@ class TrainingController:
     def setting_notes(self, prepared: Prepared) -> list[str]:
         """What the composed settings mean beyond their values, as the CLI prints them and the
         Compose step shows them: the effective batch over several devices, the learning rate
-        ``auto_scale_lr`` trains with."""
+        ``auto_scale_lr`` trains with, or how the LR follows a batch the app chooses on the GPU
+        (src.engine.autosize)."""
         params = prepared.params
         notes = [effective_batch_note(params)]
-        if params.auto_scale_lr:
-            notes.append(effective_lr_note(params, int(prepared.cfg.auto_scale_lr.base_batch_size)))
+        base = int(prepared.cfg.auto_scale_lr.base_batch_size)
+        if params.auto_scale_lr and not auto_batch_lr_note(params, base):
+            notes.append(effective_lr_note(params, base))
+        notes.append(auto_batch_lr_note(params, base))  # the batch chosen on the GPU: the LR too
         if "tensorrt" in params.export and (blocker := tensorrt_blocker()):
             notes.append(f"the TensorRT export will be skipped: {blocker}")
         return [note for note in notes if note]

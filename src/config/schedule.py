@@ -80,6 +80,51 @@ def effective_lr_note(params: TrainParams, base_batch_size: int) -> str:
     )
 
 
+def auto_batch_lr_note(params: TrainParams, base_batch_size: int) -> str:
+    """What happens to the LR when the app chooses the batch on the GPU (before it is chosen):
+    the CLI prints it, the Compose and Hyperparameters steps show it."""
+    if params.train_batch_size is not None or not params.on_cuda:
+        return ""
+    n = devices(params)
+    per = f"batch x {n} devices" if n > 1 else "batch"
+    how = "by mmengine's auto_scale_lr" if params.auto_scale_lr else "in the config"
+    return (
+        f"learning rate {params.lr:g} is for the zoo config's base batch {base_batch_size}: "
+        f"with the batch chosen on the GPU it is scaled {how} to {params.lr:g} x the chosen "
+        f"{per} / {base_batch_size}"
+    )
+
+
+def scale_lr_to_batch(cfg: Any, batch: int, devices: int) -> str:
+    """Scale ``cfg``'s LR to a batch the app chose (``batch`` per device x ``devices``), from the
+    zoo config's base batch, by the rule mmengine's ``auto_scale_lr`` applies (lr x real batch /
+    base batch; Goyal et al. 2017), and say so; empty when the batch is the base batch.
+
+    The scaled LR is written in the config (the optimizer's ``lr`` and the schedulers' absolute
+    bounds, ``eta_min`` and ``eta_max``, which the schedule derives from the LR), so ``config.py``
+    holds the LR that trained; where ``auto_scale_lr`` is enabled mmengine scales it when the
+    Runner is built instead, and only the note is made here."""
+    auto = cfg.get("auto_scale_lr") or {}
+    base = int(auto.get("base_batch_size") or 0)
+    real = batch * max(1, devices)
+    optimizer = cfg.optim_wrapper.get("optimizer") or {}
+    if not base or real == base or "lr" not in optimizer:
+        return ""
+    ratio = real / base
+    lr = float(optimizer["lr"])
+    if not auto.get("enable"):
+        optimizer["lr"] = lr * ratio
+        for scheduler in cfg.get("param_scheduler") or []:
+            for key in ("eta_min", "eta_max"):
+                if isinstance(scheduler.get(key), float | int):
+                    scheduler[key] = scheduler[key] * ratio
+    per = f"batch {batch} x {devices} devices" if devices > 1 else f"batch {batch}"
+    return (
+        f"learning rate {lr * ratio:.3g} (auto-scaled to the chosen {per}: {lr:g} x {real} / "
+        f"the zoo config's base batch {base})"
+    )
+
+
 def lr_schedule(params: TrainParams) -> list[dict]:
     """mmengine param schedulers: optional linear warmup by iteration, then the main schedule.
 

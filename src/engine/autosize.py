@@ -6,12 +6,18 @@ the Runner is built, writes the choices into the config (so ``config.py`` says w
 resume keeps them) and reports them:
 
 - **batch size, on CUDA**: real training steps (forward, backward, optimizer step; AMP as the run
-  has it) of the run's own model on its worst-case sample — the train pipeline's largest padded
-  image with the most objects, repeated — at batch 1, 2, 4, ... until a step runs out of memory
+  has it) of the run's own model on its worst batch — the tallest and the widest images the train
+  pipeline makes (and the one with the most objects) in turn, which the data preprocessor pads to
+  the largest height x the largest width, as a real batch of landscape and portrait photos is
+  padded — at batch 1, 2, 4, ... until a step runs out of memory
   or passes ``MEMORY_FRACTION`` of the memory that was free, then a bisection between the last
   size that fit and the first that did not (the way Ultralytics' ``batch=-1`` sizes YOLO). The
   fraction leaves room for what the probe cannot see: other images' shapes, the validation, the
-  allocator's fragmentation. Capped by the training images per GPU and by ``MAX_BATCH``.
+  allocator's fragmentation. The free memory is read with the cache emptied (a previous run's
+  freed blocks stay reserved by the process) and, with several GPUs, on the fullest of them.
+  Capped (:func:`batch_cap`) so an epoch has ``MIN_STEPS_PER_EPOCH`` steps, by the zoo config's
+  per-GPU batch and by ``MAX_BATCH``; the LR is then scaled linearly to the chosen batch
+  (``src.config.schedule.scale_lr_to_batch``).
   On the CPU there is no memory to fill: ``DEFAULT_BATCH_SIZE``.
 - **workers**: on CUDA, the cores per GPU process less one for the process itself, 2 to 8
   (more rarely feed a GPU faster and each costs memory); on the CPU, ``DEFAULT_WORKERS`` (the
@@ -36,11 +42,14 @@ from typing import Any
 from src.config.compose import train_dataset_cfg
 from src.config.metadata import RunMetadata
 from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
+from src.config.schedule import scale_lr_to_batch
 
 logger = logging.getLogger(__name__)
 
 MEMORY_FRACTION = 0.8  # of the memory free before sizing
 MAX_BATCH = 256
+# optimizer steps an epoch at least: fewer, and a small project trains a handful of steps a run
+MIN_STEPS_PER_EPOCH = 16
 MAX_GPU_WORKERS = 8
 
 
@@ -115,6 +124,30 @@ def choose_workers(cpu_count: int | None, processes: int, cuda: bool) -> int:
     return max(2, min(MAX_GPU_WORKERS, per_process - 1))
 
 
+def batch_cap(images: int, processes: int, zoo_batch: int | None) -> int:
+    """The largest batch the search may choose: one that leaves ``MIN_STEPS_PER_EPOCH`` optimizer
+    steps an epoch on each GPU's share of the images, and no larger than the zoo config's own
+    per-GPU batch (what its recipe trained with; larger batches need more than a linear LR
+    rule), at most ``MAX_BATCH``; at least 1."""
+    per_gpu = images // max(1, processes)
+    cap = min(MAX_BATCH, per_gpu // MIN_STEPS_PER_EPOCH, zoo_batch or MAX_BATCH)
+    return max(1, cap)
+
+
+def zoo_batch_size(cfg: Any) -> int | None:
+    """The per-GPU train batch of the zoo config the run was composed from (None: a custom
+    config, or one that does not say)."""
+    from src.config import zoo
+    from src.config.compose import load_base_config
+
+    metadata = RunMetadata.of(cfg)
+    try:
+        base = load_base_config(zoo.get_model(metadata.model_name, metadata.task_type))
+        return int(base.train_dataloader.batch_size)
+    except Exception:  # not a zoo model, or its config has no train loader
+        return None
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
@@ -127,16 +160,37 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 class CudaMemory:
-    """The card's memory as the search reads it (the reserved peak: what the allocator took,
-    fragmentation included)."""
+    """The card's memory as the search reads it: the reserved peak (what the allocator took,
+    fragmentation included) above what this process held when the sizing began.
 
-    def __init__(self, device: str) -> None:
+    ``free_bytes`` first empties the cache (a previous run's or sizing's freed blocks stay
+    reserved by this process, and the card does not count them as free), and with several GPUs
+    answers for the fullest (every rank trains the same batch); the other cards are read through
+    NVML, which opens no CUDA context on them.
+    """
+
+    def __init__(self, device: str, others: tuple[int, ...] = ()) -> None:
         self.index = int(device.split(":", 1)[1]) if ":" in device else 0
+        self.others = tuple(i for i in others if i != self.index)
+        self.baseline = 0
 
     def free_bytes(self) -> int:
         import torch
 
-        return int(torch.cuda.mem_get_info(self.index)[0])
+        self.release()
+        self.baseline = int(torch.cuda.memory_reserved(self.index))
+        free, total = (int(v) for v in torch.cuda.mem_get_info(self.index))
+        if not self.others:
+            return free
+        from src.engine.devices import gpu_memory
+
+        for index, (other_free, other_total) in gpu_memory(list(self.others)).items():
+            if other_free is None:  # no NVML: as much in use there as here
+                other_free = other_total - (total - free)
+                logger.info("cuda:%d's free memory unknown (no NVML): taken as %.1f GiB",
+                            index, other_free / 2**30)  # fmt: skip
+            free = min(free, other_free)
+        return free
 
     def reset_peak(self) -> None:
         import torch
@@ -148,7 +202,7 @@ class CudaMemory:
         import torch
 
         torch.cuda.synchronize(self.index)
-        return int(torch.cuda.max_memory_reserved(self.index))
+        return int(torch.cuda.max_memory_reserved(self.index)) - self.baseline
 
     def release(self) -> None:
         import torch
@@ -158,7 +212,10 @@ class CudaMemory:
 
 
 class TrainStepProbe:
-    """Training steps of the run's model on copies of one worst-case sample.
+    """Training steps of the run's model on its worst batch: the largest padded image alone at
+    batch 1; above, the tallest and the widest images (and the one with the most objects) in
+    turn, which the data preprocessor pads to the largest height x the largest width, as a
+    batch of landscape and portrait photos is padded.
 
     Args:
         cfg: the run's composed config (its model, optimizer wrapper and train dataset).
@@ -169,7 +226,6 @@ class TrainStepProbe:
 
     def __init__(self, cfg: Any, device: str, memory: Any, dataset: Any = None) -> None:
         from mmdet.registry import DATASETS, MODELS
-        from mmengine.optim import build_optim_wrapper
         from mmengine.registry import init_default_scope
 
         import src.data.mmdet_dataset  # noqa: F401  (registers SuperviselyDataset)
@@ -180,56 +236,88 @@ class TrainStepProbe:
             dataset_cfg = {**train_dataset_cfg(cfg), "coco_gt_file": None,
                            "serialize_data": False}  # fmt: skip
             dataset = DATASETS.build(dataset_cfg)
-        self.sample = worst_case_sample(dataset)
+        self.largest, self.mixed = worst_case_samples(dataset)
         self.model = MODELS.build(copy.deepcopy(cfg.model)).to(device)
         self.model.train()
-        self.optim_wrapper = build_optim_wrapper(self.model, copy.deepcopy(cfg.optim_wrapper))
+        self._wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
+        self.optim_wrapper = self._build_wrapper()
         self.images = len(dataset)
+
+    def _build_wrapper(self) -> Any:
+        from mmengine.optim import build_optim_wrapper
+
+        return build_optim_wrapper(self.model, copy.deepcopy(self._wrapper_cfg))
+
+    def batch(self, size: int) -> list[dict]:
+        """The trial's samples: see the class docstring."""
+        if size == 1:
+            return [copy.deepcopy(self.largest)]
+        return [copy.deepcopy(self.mixed[i % len(self.mixed)]) for i in range(size)]
 
     def measure(self, batch: int) -> int | None:
         """The peak memory of one training step at ``batch``; None when it ran out of memory."""
         from mmengine.dataset import pseudo_collate
 
         self.memory.reset_peak()
+        out_of_memory = False
         try:
-            data = pseudo_collate([copy.deepcopy(self.sample) for _ in range(batch)])
-            self.model.train_step(data, self.optim_wrapper)
+            self.model.train_step(pseudo_collate(self.batch(batch)), self.optim_wrapper)
             peak = self.memory.peak_bytes()
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            peak = None
+            peak, out_of_memory = None, True
         finally:
             self.optim_wrapper.zero_grad()
+            if out_of_memory:  # a fresh wrapper: see _forget_the_failed_step
+                self._forget_the_failed_step()
             self.memory.release()
         logger.debug("batch %d: peak %s", batch, peak)
         return peak
+
+    def _forget_the_failed_step(self) -> None:
+        """A new optimizer wrapper after an out-of-memory error: one raised after AMP's
+        ``unscale_`` (gradient clipping) leaves the GradScaler's stage UNSCALED until an
+        ``update()`` that never came, and the next trial's ``unscale_`` would raise "unscale_()
+        has already been called" instead of training. The sizing needs no optimizer state."""
+        del self.optim_wrapper
+        gc.collect()
+        self.optim_wrapper = self._build_wrapper()
 
     def close(self) -> None:
         del self.model, self.optim_wrapper
         self.memory.release()
 
 
-def worst_case_sample(dataset: Any, draws: int = 3) -> dict:
-    """The pipeline's output with the largest image (then the most objects) among the extreme
-    images and the one with the most objects, each drawn a few times (random resizes)."""
+def worst_case_samples(dataset: Any, draws: int = 3) -> tuple[dict, list[dict]]:
+    """The pipeline's outputs the trials are made of, from the extreme images and the one with
+    the most objects, each drawn a few times (random resizes): the largest (then with the most
+    objects), and the tallest, the widest and the one with the most objects (distinct)."""
     from src.engine.shape_check import extreme_images
 
     infos = [dataset.get_data_info(i) for i in range(len(dataset))]
     candidates = [*extreme_images(infos), max(infos, key=lambda i: len(i.get("instances", [])))]
-    best, best_key = None, (-1, -1)
+    samples = []
     for info in candidates:
         for _ in range(draws):
             sample = dataset.pipeline(copy.deepcopy(info))
-            if sample is None:
-                continue
-            height, width = sample["inputs"].shape[-2:]
-            key = (int(height) * int(width), len(sample["data_samples"].gt_instances))
-            if key > best_key:
-                best, best_key = sample, key
-    if best is None:
+            if sample is not None:
+                samples.append(sample)
+    if not samples:
         raise ValueError("the train pipeline dropped every image it was given: nothing to size")
-    return best
+
+    def shape(sample: dict) -> tuple[int, int, int]:
+        height, width = sample["inputs"].shape[-2:]
+        return int(height), int(width), len(sample["data_samples"].gt_instances)
+
+    largest = max(samples, key=lambda x: (shape(x)[0] * shape(x)[1], shape(x)[2]))
+    mixed: list[dict] = []
+    for key in (lambda x: shape(x), lambda x: (shape(x)[1], shape(x)[0], shape(x)[2]),
+                lambda x: (shape(x)[2], shape(x)[0] * shape(x)[1])):  # fmt: skip
+        chosen = max(samples, key=key)
+        if all(chosen is not other for other in mixed):
+            mixed.append(chosen)
+    return largest, mixed
 
 
 @dataclass
@@ -268,23 +356,42 @@ def size_the_run(
         where = f"{os.cpu_count()} cores, {processes} process(es)" if cuda else "the CPU"
         sized.notes.append(f"data-loader workers: {sized.num_workers} (auto, for {where})")
     if "train_batch_size" in auto:
-        if cuda:
-            search = _search_on_cuda(cfg, device, processes, memory or CudaMemory(device),
-                                     probe_factory)  # fmt: skip
-            sized.batch_size = search.batch_size
-            sized.notes.append(f"{search.describe()} on {device} (auto)")
-            if search.limited_by == "batch 1 does not fit":
-                sized.notes.append(
-                    "even batch 1 passes the memory budget: lower the input size or free the GPU"
-                )
-        else:
-            sized.batch_size = DEFAULT_BATCH_SIZE
-            sized.notes.append(f"batch size {sized.batch_size} (auto, on the CPU)")
-        cfg.train_dataloader.batch_size = sized.batch_size
+        sized.batch_size = _size_the_batch(cfg, device, processes, memory, probe_factory, sized)
         params["train_batch_size"] = sized.batch_size
+        lr_note = cuda and scale_lr_to_batch(cfg, sized.batch_size, processes)
+        if lr_note:
+            params["lr"] = float(cfg.optim_wrapper.optimizer.lr)
+            sized.notes.append(lr_note)
     # what was chosen is in train_params and the loaders
     metadata.updated(train_params=params, auto_size=()).write(cfg)
     return sized
+
+
+def _size_the_batch(
+    cfg: Any,
+    device: str,
+    processes: int,
+    memory: Any,
+    probe_factory: Callable[..., Any],
+    sized: SizedRun,
+) -> int:
+    """The train batch: searched on CUDA (on the fullest of the run's GPUs), the default on the
+    CPU; written into the train loader, with the notes that say how it came about."""
+    if device.startswith("cuda"):
+        gpus = tuple(int(g) for g in RunMetadata.of(cfg).train_params.get("gpus") or ())
+        memory = memory or CudaMemory(device, others=gpus)
+        search = _search_on_cuda(cfg, device, processes, memory, probe_factory)
+        batch = search.batch_size
+        sized.notes.append(f"{search.describe()} on {device} (auto)")
+        if search.limited_by == "batch 1 does not fit":
+            sized.notes.append(
+                "even batch 1 passes the memory budget: lower the input size or free the GPU"
+            )
+    else:
+        batch = DEFAULT_BATCH_SIZE
+        sized.notes.append(f"batch size {batch} (auto, on the CPU)")
+    cfg.train_dataloader.batch_size = batch
+    return batch
 
 
 def _search_on_cuda(
@@ -293,7 +400,7 @@ def _search_on_cuda(
     budget = int(memory.free_bytes() * MEMORY_FRACTION)
     probe = probe_factory(cfg, device, memory)
     try:
-        cap = max(1, min(MAX_BATCH, probe.images // max(1, processes)))
+        cap = batch_cap(probe.images, processes, zoo_batch_size(cfg))
         return search_batch_size(probe.measure, budget, cap)
     finally:
         probe.close()

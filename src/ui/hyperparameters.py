@@ -167,7 +167,12 @@ class HyperparametersStep:
             (self.input_size, "Input size: longer edge (px)"),
             (self.input_short, "Input size: shorter edge (px; 0: a square), aspect ratio kept"),
             (self.optimizer, "Optimizer"),
-            (self.lr, "Learning rate"),
+            (
+                self.lr,
+                "Learning rate (for the model's base batch: with an auto batch on the GPU, "
+                "scaled linearly to the chosen batch x GPUs / the base batch, as "
+                "chosen for this run says)",
+            ),
             (self.weight_decay, "Weight decay"),
             (self.scheduler, "LR scheduler"),
             (self.restart_epochs, "Cosine with restarts: epochs per cycle (0: a third of the run)"),
