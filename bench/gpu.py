@@ -8,18 +8,20 @@ the batch the app chooses on the card (``src.engine.autosize``), each in fresh p
 - *loader*: the train data loader alone, with the workers the app chooses, images/s;
 - bare mmengine Runner vs our session (every app hook), alternately, iterations and images per
   second and their ratio (goal >= 0.99; session >= 0.9 x the limit's images/s); the true peak of
-  allocated memory (``src.engine.gpu_stats``: read before mmengine's log processor resets it)
-  and the utilisation sampled meanwhile (NVML or nvidia-smi);
+  *reserved* memory (what the sizing budgets: ``torch.cuda.max_memory_reserved``, read after every
+  iteration before mmengine's log processor resets it) and the utilisation sampled meanwhile;
 - the time from ``start()`` to the first iteration and the evaluation after training;
 - a ``torch.profiler`` summary of a few limit iterations (top ops by CUDA and by CPU time),
   written to ``--out`` (default ``bench/out``);
 - with 2+ GPUs the session's scaling on all of them (samples/s on N / (N x on one)).
-Each figure is printed as soon as it is measured (a run cut short keeps what it had), then one
-table. ``--smoke`` runs all of it on the CPU, tiny, with 2 CPU processes for the scaling: it
-checks the script, its numbers mean nothing. Without a CUDA GPU (and no ``--smoke``) it says so
-and exits 0.
+Every timed run lasts ``--iters`` iterations whatever the batch (issue 34: 192 images x 3 epochs at
+batch 96 had fewer than the 7 a rate needs after its 5 warm-up ones); the epochs follow from the
+train images and the batch (:func:`epochs_for`). Each figure is printed as soon as it is measured
+(a run cut short keeps what it had), then one table. ``--smoke`` runs all of it on the CPU, tiny,
+with 2 CPU processes for the scaling: it checks the script, its numbers mean nothing. Without a
+CUDA GPU (and no ``--smoke``) it says so and exits 0.
 
-    .venv/bin/python bench/gpu.py [--pairs 2] [--epochs 3] [--images 96]   (make bench-gpu)
+    .venv/bin/python bench/gpu.py [--pairs 3] [--iters 40] [--images 256]   (make bench-gpu)
     .venv/bin/python bench/gpu.py --smoke     # the same code path on the CPU, tiny and fast
 
 On a bare GPU machine (Python 3.12, torch + CUDA, nvcc, no network): ``make gpu-wheels`` here,
@@ -53,6 +55,28 @@ MODELS = {
 WARMUP = 5  # iterations left out of the rate (CUDA kernels chosen, allocator warm)
 
 
+def train_images(project: str | Path) -> int:
+    """The project's train images (its ``train`` dataset, nested ones included)."""
+    return sum(1 for p in Path(project, "train").rglob("img/*") if p.is_file())
+
+
+def epochs_for(iterations: int, batch: int, images: int) -> int:
+    """Epochs that make at least ``iterations`` iterations of ``batch`` from ``images`` (an
+    epoch counted as its full batches only: a sampler may drop the last, a pipeline an image)."""
+    per_epoch = max(1, images // max(1, batch))
+    return max(1, -(-iterations // per_epoch))
+
+
+def rate_of(times: list[float], warmup: int = WARMUP) -> float:
+    """Iterations per second between the ends of the iterations after ``warmup``; an error that
+    says how many there were when too few to measure (not an IndexError or a division by 0)."""
+    timed = times[warmup:]
+    if len(timed) < 2:
+        raise ValueError(f"{len(times)} iterations: a rate needs at least {warmup + 2} "
+                         f"({warmup} warm-up); raise --iters")  # fmt: skip
+    return (len(timed) - 1) / (timed[-1] - timed[0])
+
+
 def make_cfg(args, model: str, task: str, work_dir: Path, batch: int, gpus=(), nproc=1):
     import os
 
@@ -68,23 +92,42 @@ def make_cfg(args, model: str, task: str, work_dir: Path, batch: int, gpus=(), n
     # has every detection to evaluate (its slowest case) instead of failing on none.
     # Workers: what the app chooses here, set explicitly so that bare and session load alike.
     workers = choose_workers(os.cpu_count(), max(1, len(gpus), nproc), cuda=not args.smoke)
+    # the iterations, not the epochs, are what a rate needs (a sizing run trains none)
+    epochs = epochs_for(args.iters, batch * max(1, len(gpus), nproc),
+                        train_images(args.project)) if batch else 1  # fmt: skip
     params = TrainParams(
-        task=task, classes=classes, weights="scratch", epochs=args.epochs, score_thr=0.0,
+        task=task, classes=classes, weights="scratch", epochs=epochs, score_thr=0.0,
         input_size=(args.size, args.size), train_batch_size=batch, num_workers=workers,
-        val_interval=args.epochs, lr=0.001, amp=not args.smoke, gpus=tuple(gpus), nproc=nproc,
+        val_interval=epochs + 1 if getattr(args, "no_eval", False) else epochs, lr=0.001,
+        amp=not args.smoke, gpus=tuple(gpus), nproc=nproc,
         device="cpu" if args.smoke else "cuda:0",
     )  # fmt: skip
     data = DatasetSpec(project_dir=args.project, train_datasets=["train"], val_datasets=["val"])
     return compose_from_zoo(zoo.get_model(model, task), params, data, RunSpec(str(work_dir)))
 
 
+def _reserved_peak(index: int) -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_reserved(index))
+
+
 def _gpu_stats(args):
-    """The app's GPU watcher (true peak, utilisation) on CUDA; None on the CPU (smoke)."""
+    """The app's GPU watcher (utilisation) reading the *reserved* peak, which the sizing
+    budgets (the allocated one hides the cache's blocks and fragmentation); None on the CPU."""
     if args.smoke:
         return None
     from src.engine.gpu_stats import GpuStats
 
-    return GpuStats("cuda:0", every_s=0.5)
+    return GpuStats("cuda:0", every_s=0.5, peak=_reserved_peak)
+
+
+def _memory(stats) -> dict:
+    """``reserved_peak_gib`` and the utilisation (CUDA), or the process's peak RSS (smoke)."""
+    if stats is None:
+        return {"cpu_rss_peak_gib": round(_cpu_peak_mib() / 1024, 3)}
+    values = stats.snapshot()
+    return {"reserved_peak_gib": values.pop("peak_gib"), **values}
 
 
 def _cpu_peak_mib() -> float:
@@ -155,6 +198,8 @@ def limit(args, model: str, task: str, work: Path, batch: int) -> dict:
         step(i)
     sync()
     rate = steps * batch / (time.perf_counter() - started)
+    if getattr(args, "no_profile", False):
+        return {"images_per_s": rate, "profile": None}
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device != "cpu":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -174,7 +219,10 @@ def limit(args, model: str, task: str, work: Path, batch: int) -> dict:
 
 
 def loader(args, model: str, task: str, work: Path, batch: int) -> dict:
-    """The train data loader alone (the app's workers, pinned memory on CUDA): images/s."""
+    """The train data loader alone (the app's workers, pinned memory on CUDA): images/s over
+    ``--iters`` batches. The clock starts once the batches the workers prefetched while the
+    first was awaited (``workers x prefetch_factor``) are consumed: those came for free and
+    would inflate the rate (issue 34)."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
@@ -184,15 +232,20 @@ def loader(args, model: str, task: str, work: Path, batch: int) -> dict:
     cfg = make_cfg(args, model, task, work, batch)
     init_default_scope("mmdet")
     data = Runner.build_dataloader(cfg.train_dataloader, seed=0)
-    images, started, first = 0, None, True
-    for _epoch in range(2 if args.smoke else 3):
+    workers = cfg.train_dataloader.num_workers
+    skip = 1 + workers * (getattr(data, "prefetch_factor", None) or 2)
+    images, seen, started = 0, 0, None
+    while seen < skip + args.iters:
         for item in data:
-            if first:  # workers started, first batch out: time from here
-                started, first = time.perf_counter(), False
-                continue
-            images += len(item["inputs"])
-    return {"images_per_s": images / (time.perf_counter() - started),
-            "workers": cfg.train_dataloader.num_workers}  # fmt: skip
+            seen += 1
+            if seen == skip:  # the prefetched batches are consumed: time from here
+                started = time.perf_counter()
+            elif seen > skip:
+                images += len(item["inputs"])
+            if seen == skip + args.iters:
+                break
+    return {"images_per_s": images / (time.perf_counter() - started), "workers": workers,
+            "batches_timed": args.iters, "prefetched_skipped": skip}  # fmt: skip
 
 
 def bare(args, model: str, task: str, work: Path, batch: int) -> dict:
@@ -203,8 +256,7 @@ def bare(args, model: str, task: str, work: Path, batch: int) -> dict:
 
         hooks.append(GpuMemoryHook(stats))
     rate = train_bare(make_cfg(args, model, task, work, batch), WARMUP, hooks)
-    memory = stats.snapshot() if stats else {"peak_gib": _cpu_peak_mib() / 1024}
-    return {"rate": rate, "memory": memory}
+    return {"rate": rate, "memory": _memory(stats)}
 
 
 class _Relayed:
@@ -220,6 +272,24 @@ class _Relayed:
         pass
 
 
+def _measured_session(timer: IterTimes, stats) -> type:
+    """TrainingSession whose runner also records its iteration times in ``timer`` and, on CUDA,
+    the reserved peak in ``stats`` (the app's own reading is the allocated one)."""
+    base = timed_session(timer)
+    if stats is None:
+        return base
+
+    class Measured(base):
+        def _build_runner(self):
+            from src.hooks.gpu_memory import GpuMemoryHook
+
+            runner = super()._build_runner()
+            runner.register_hook(GpuMemoryHook(stats))
+            return runner
+
+    return Measured
+
+
 def session(args, model: str, task: str, work: Path, batch: int, gpus=(), nproc=1) -> dict:
     from src.app.evaluate import EvaluationError, evaluate_run
     from src.app.session import TrainingSession
@@ -228,7 +298,8 @@ def session(args, model: str, task: str, work: Path, batch: int, gpus=(), nproc=
     cfg = make_cfg(args, model, task, work, batch, gpus, nproc)
     several = bool(gpus) or nproc > 1
     relayed = _Relayed()
-    run = (TrainingSession if several else timed_session(timer))(
+    stats = None if several else _gpu_stats(args)
+    run = (TrainingSession if several else _measured_session(timer, stats))(
         cfg, work.name, sinks=[relayed], console_log_level="WARNING"
     )
     started = time.perf_counter()
@@ -238,13 +309,15 @@ def session(args, model: str, task: str, work: Path, batch: int, gpus=(), nproc=
     first = time.perf_counter() - started
     status = run.wait()
     assert status.state.value == "finished", status.traceback
-    memory = status.gpu or {"peak_gib": _cpu_peak_mib() / 1024}  # the app's own reading
+    # several: the ranks train elsewhere; the app's own reading (allocated) is all there is
+    memory = status.gpu if several and status.gpu else _memory(stats)
     result = {"first": first, "memory": memory}
-    if several:  # the ranks train elsewhere: the rate from the iterations rank 0 relays
-        times = relayed.times[WARMUP:]
-        result["rate"] = (len(times) - 1) / (times[-1] - times[0])
+    if several:  # the rate from the iterations rank 0 relays
+        result["rate"] = rate_of(relayed.times)
         return result
-    result["rate"] = timer.rate(WARMUP)
+    result["rate"] = rate_of(timer.times)
+    if getattr(args, "no_eval", False):
+        return result
     started = time.perf_counter()
     try:
         evaluate_run(work)
@@ -310,7 +383,8 @@ def _measure_model(name: str, args, root: Path, base: list[str], gpu_count: int)
         row["ratio"] = row["session it/s"] / row["bare it/s"]
         row["session img/s"] = row["session it/s"] * batch
         row["of limit"] = row["session img/s"] / row["limit img/s"]
-        row["peak GiB"] = max(r["memory"]["peak_gib"] for r in sessions)
+        # the CPU (smoke) and several GPUs have no reserved peak: the process's or the app's peak
+        row["reserved peak GiB"] = max(next(iter(r["memory"].values()), 0.0) for r in sessions)
         utils = [r["memory"]["mean_util"] for r in sessions if "mean_util" in r["memory"]]
         if utils:
             row["util %"] = statistics.median(utils)
@@ -331,14 +405,14 @@ def _measure_model(name: str, args, root: Path, base: list[str], gpu_count: int)
 
 
 HEADER = ("model", "batch", "limit img/s", "loader img/s", "bare it/s", "session it/s",
-          "ratio", "session img/s", "of limit", "peak GiB", "util %", "start s",
+          "ratio", "session img/s", "of limit", "reserved peak GiB", "util %", "start s",
           "evaluation s", "scaling")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=40, help="per timed run, warm-up included")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -350,6 +424,9 @@ def main() -> None:
     parser.add_argument("--project", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--gpus", type=int, default=1, help=argparse.SUPPRESS)
+    # bench/gpu_check.py's children: training speed only (no validation, evaluation, profile)
+    parser.add_argument("--no-eval", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -361,19 +438,19 @@ def main() -> None:
         _say("bench/gpu.py: no CUDA GPU here; it measures on a GPU machine (skipped)")
         return
     if args.smoke:
-        args.pairs, args.epochs, args.images, args.size, args.batch_size = 1, 2, 24, 128, 2
+        args.pairs, args.iters, args.images, args.size, args.batch_size = 1, WARMUP + 3, 24, 128, 2
     from src.data.demo import DemoOptions, make_demo_project
 
     root = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     project = make_demo_project(
         root / "project", DemoOptions(images=args.images, seed=0, mixed_sizes=True)
     )
-    base = ["--project", str(project), "--epochs", str(args.epochs), "--images",
+    base = ["--project", str(project), "--iters", str(args.iters), "--images",
             str(args.images), "--size", str(args.size), "--out", args.out,
             *(["--smoke"] if args.smoke else [])]  # fmt: skip
     device = "CPU (smoke)" if args.smoke else torch.cuda.get_device_name(0)
     _say(f"device: {device}; {args.size} px, AMP {not args.smoke}, {args.pairs} alternating "
-         f"pair(s); {args.images} images, {args.epochs} epochs")  # fmt: skip
+         f"pair(s); {args.images} images, {args.iters} iterations a run")  # fmt: skip
     rows = []
     try:
         for name in args.models.split(","):
