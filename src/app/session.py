@@ -239,7 +239,8 @@ class TrainingSession:
         self._nonfinite: NonFiniteLossHook | None = None
         self.notes: list[str] = []  # what the session chose for the run (src.engine.autosize)
         self._gpu_stats = None  # src.engine.gpu_stats.GpuStats of a CUDA run
-        self.runner = None
+        self.runner = None  # while the run trains (mmengine's Runner)
+        self.geometry_note: str | None = None  # how a resume on another geometry went on
 
     # ------------------------------------------------------------------ public API
     def start(self) -> None:
@@ -481,6 +482,7 @@ class TrainingSession:
         runner = self.runner
         if runner is None:
             return
+        from src.engine.devices import release_cuda_cache
         from src.engine.runner import release_mmengine_instances, shut_down_loader_workers
 
         shut_down_loader_workers(runner)
@@ -490,6 +492,13 @@ class TrainingSession:
         except Exception:
             logger.debug("closing visualizer backends failed", exc_info=True)
         release_mmengine_instances(runner.experiment_name)
+        # the session keeps the run's notes, not its tensors: without the model, its optimizer
+        # state and the EMA copy, a next run in this app sizes its batch on the whole card (issue
+        # 34, item 2), and a CPU run gives its memory back
+        self.geometry_note = runner.geometry_note
+        self.runner = None
+        del runner
+        release_cuda_cache()
 
 
 def _early_stop_reason(runner: Any) -> str | None:

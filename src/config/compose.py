@@ -92,7 +92,7 @@ def build_config(
     _set_model(cfg, params)
     _set_pipelines(cfg, params, is_segm, min_input_size)
     _set_data(cfg, params, data, run, is_segm)
-    set_schedule(cfg, params)
+    set_schedule(cfg, params, model_name)
     _set_hooks(cfg, params)
     _set_visualizer(cfg)
     _set_weights(cfg, params, weights_url)

@@ -7,6 +7,7 @@ schedulers on a dummy optimizer, so the preview is the schedule a run follows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -15,8 +16,20 @@ from mmengine.config import Config
 from src.config.metadata import RunMetadata
 from src.config.params import ConfigError, TrainParams, jsonable
 
+# mmdet names a zoo config by its training recipe: <GPUs>x b<images per GPU> ("rtmdet_s_8xb32")
+RECIPE = re.compile(r"(?:^|_)(\d+)xb(\d+)(?=[-_])")
 
-def set_schedule(cfg: Config, params: TrainParams) -> None:
+
+def recipe_batch(model_name: str) -> int | None:
+    """The total batch the zoo model's lr was tuned for, from its name (8 x 32 = 256 for
+    ``rtmdet_s_8xb32-300e_coco``), None where the name does not say. Preferred over the config's
+    ``auto_scale_lr.base_batch_size``: RTMDet's configs inherit 16 from ``schedule_1x`` although
+    their lr (0.004) is for 256."""
+    found = RECIPE.search(model_name or "")
+    return int(found[1]) * int(found[2]) if found else None
+
+
+def set_schedule(cfg: Config, params: TrainParams, model_name: str = "") -> None:
     cfg.train_cfg = dict(
         type="EpochBasedTrainLoop", max_epochs=params.epochs, val_interval=params.val_interval
     )
@@ -45,7 +58,11 @@ def set_schedule(cfg: Config, params: TrainParams) -> None:
     cfg.optim_wrapper = wrapper
     cfg.param_scheduler = lr_schedule(params)
     # the zoo config's base batch size (what its lr was tuned for), else this run's own
-    base = (cfg.get("auto_scale_lr") or {}).get("base_batch_size") or params.batch
+    base = (
+        recipe_batch(model_name)
+        or (cfg.get("auto_scale_lr") or {}).get("base_batch_size")
+        or params.batch
+    )
     cfg.auto_scale_lr = dict(enable=params.auto_scale_lr, base_batch_size=int(base))
 
 

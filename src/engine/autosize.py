@@ -34,15 +34,15 @@ import copy
 import gc
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from src.config.compose import train_dataset_cfg
+from src.config.compose import train_dataset_cfg, val_loader_workers
 from src.config.metadata import RunMetadata
 from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from src.config.schedule import scale_lr_to_batch
+from src.engine.cpus import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -346,14 +346,18 @@ def size_the_run(
     cuda = device.startswith("cuda")
     params = dict(metadata.train_params)
     if "num_workers" in auto:
-        sized.num_workers = choose_workers(os.cpu_count(), processes, cuda)
+        cores = usable_cpus()
+        sized.num_workers = choose_workers(cores, processes, cuda)
         for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
             loader = cfg.get(key)
             if loader is not None:
-                loader.num_workers = sized.num_workers
-                loader.persistent_workers = sized.num_workers > 0
+                train = key == "train_dataloader"
+                loader.num_workers = (
+                    sized.num_workers if train else val_loader_workers(sized.num_workers)
+                )
+                loader.persistent_workers = loader.num_workers > 0
         params["num_workers"] = sized.num_workers
-        where = f"{os.cpu_count()} cores, {processes} process(es)" if cuda else "the CPU"
+        where = f"{cores} usable cores, {processes} process(es)" if cuda else "the CPU"
         sized.notes.append(f"data-loader workers: {sized.num_workers} (auto, for {where})")
     if "train_batch_size" in auto:
         sized.batch_size = _size_the_batch(cfg, device, processes, memory, probe_factory, sized)

@@ -91,7 +91,7 @@ def test_two_ranks_train_stop_together_and_resume_exactly(mixed_project, tmp_pat
     k = int(name[5:-4])
     iters = [h["iter"] for h in single.history["train"]]
     assert iters == list(range(12 + 2 * (k - 6) + 1, 25)), iters
-    assert "not bit-identical" in single.runner.geometry_note
+    assert "not bit-identical" in single.geometry_note
     assert (one / "epoch_2.pth").is_file()
 
 

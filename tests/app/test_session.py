@@ -40,11 +40,35 @@ def test_run_lifecycle_metrics_and_a_second_run_in_the_same_process(demo_project
     assert {"bbox_mAP", "bbox_mAP_50", "bbox_mAP_75"} <= set(val.metrics)
     assert set(val.per_class_ap) == set(CLASSES)
     assert len(session.history["train"]) == 12 and len(session.history["val"]) == 2
+    # the finished session holds no tensor of the run (on a GPU: its memory, which the next
+    # run's batch sizing would find taken)
+    assert _tensors_reachable_from(session) == []
     # the exact config of the run is kept beside its checkpoints, for resuming
     assert parse_config_text((tmp_path / "app" / "r1" / "config.py").read_text()).train_cfg
     # a second run in the same process works (mmengine's named instances were released)
     _again, status2 = run(small_cfg(demo_project, tmp_path / "app" / "r2", epochs=1), "r2")
     assert status2.state == SessionState.FINISHED, status2.traceback
+
+
+def _tensors_reachable_from(root: object) -> list[str]:
+    """Types of the tensors an object graph reaches (modules, classes and functions are not
+    followed: they lead to every global of the process)."""
+    import gc
+    import types
+
+    gc.collect()
+    seen, stack, found = {id(root)}, [root], []
+    stop = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
+    while stack:
+        for ref in gc.get_referents(stack.pop()):
+            if id(ref) in seen or isinstance(ref, stop):
+                continue
+            seen.add(id(ref))
+            if isinstance(ref, torch.Tensor) and ref.numel() > 1:
+                found.append(type(ref).__name__)
+            else:
+                stack.append(ref)
+    return found
 
 
 def test_second_start_while_running_is_refused(demo_project, tmp_path):

@@ -60,15 +60,17 @@ def test_sgd_nesterov_and_momentum(demo_project, tmp_path):
     )
 
 
-def test_auto_scale_lr_uses_the_zoo_configs_base_batch_size(demo_project, tmp_path):
+def test_auto_scale_lr_uses_the_batch_the_zoo_models_lr_was_tuned_for(demo_project, tmp_path):
+    """RTMDet's lr 0.004 is for 8 GPUs x 32 images (its name, 8xb32); its config inherits
+    ``auto_scale_lr.base_batch_size=16`` from schedule_1x, which would scale the lr 16x too high."""
     from src.config.compose import load_base_config
 
     cfg = small_cfg(demo_project, tmp_path / "w", auto_scale_lr=True, train_batch_size=4)
     base = cfg.auto_scale_lr.base_batch_size
     zoo_base = load_base_config(zoo.get_model(RTMDET)).auto_scale_lr.base_batch_size
-    assert cfg.auto_scale_lr.enable is True and base == zoo_base == 16
+    assert cfg.auto_scale_lr.enable is True and base == 8 * 32 and zoo_base == 16
     params = TrainParams(classes=CLASSES, lr=0.004, train_batch_size=4, auto_scale_lr=True)
-    assert effective_lr(params, base) == pytest.approx(0.004 * 4 / 16)
+    assert effective_lr(params, base) == pytest.approx(0.004 * 4 / 256)
     assert effective_lr(TrainParams(classes=CLASSES, lr=0.004), base) == 0.004  # off: as set
 
 
@@ -142,3 +144,15 @@ def test_input_size_as_mmdet_means_it_longer_by_shorter_edge_keeping_the_ratio(
     for pipeline in (cfg.train_pipeline, cfg.test_pipeline, cfg.val_dataloader.dataset.pipeline):
         [resize] = [t for t in pipeline if t["type"] == "Resize"]
         assert tuple(resize["scale"]) == (320, 256) and resize["keep_ratio"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "batch"),
+    [("rtmdet_s_8xb32-300e_coco", 256), ("detr_r50_8xb2-150e_coco", 16),
+     ("yolov3_mobilenetv2_8xb24-320-300e_coco", 192), ("faster-rcnn_r50_fpn_1x_coco", None),
+     ("yolox_tiny_8x8_300e_coco", None), ("ssd300_coco", None), ("", None)],
+)  # fmt: skip
+def test_the_recipe_batch_is_read_from_mmdets_config_name(name, batch):
+    from src.config.schedule import recipe_batch
+
+    assert recipe_batch(name) == batch

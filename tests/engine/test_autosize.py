@@ -121,7 +121,7 @@ def test_a_gpu_run_gets_the_largest_batch_that_fits_and_the_choices_reach_the_co
     cfg = _auto_cfg(mixed_project, tmp_path)
     assert cfg.sly_metadata.auto_size == ["train_batch_size", "num_workers"]
     card = StandInCuda(free=10, base=1, per_image=0.5, oom_above=9)  # budget 8 GiB: 14 fit
-    monkeypatch.setattr(autosize.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(autosize, "usable_cpus", lambda: 16)
     sized = size_the_run(cfg, "cuda:0", memory=card, probe_factory=card.probe)
     # 1, 2, 4 fit; 8 fits (5 GiB); 12 (the train split's 12 images cap it) runs out of memory
     assert card.steps[:5] == [1, 2, 4, 8, 12]
@@ -130,7 +130,8 @@ def test_a_gpu_run_gets_the_largest_batch_that_fits_and_the_choices_reach_the_co
     text = config_to_text(cfg)  # what config.py says: the run as it trained
     again = parse_config_text(text)
     assert again.train_dataloader.batch_size == 9
-    assert again.train_dataloader.num_workers == 8 and again.val_dataloader.num_workers == 8
+    # validation between epochs: half the workers (compose.val_loader_workers)
+    assert again.train_dataloader.num_workers == 8 and again.val_dataloader.num_workers == 4
     assert again.sly_metadata.auto_size == []
     assert again.sly_metadata.train_params["train_batch_size"] == 9
     assert any("batch size 9" in note and "cuda:0" in note for note in sized.notes)

@@ -133,7 +133,7 @@ def test_a_checkpoint_of_another_geometry_continues_at_its_sample_on_the_new_sch
     assert sorted(continued) == list(range(19, 25))
     for it, lr in continued.items():
         assert lr == pytest.approx(planned[it], rel=1e-6), it
-    note = more.runner.geometry_note
+    note = more.geometry_note
     assert "after 6 of its samples" in note and "not bit-identical" in note, note
     assert (app / "split" / "epoch_2.pth").is_file()
 
