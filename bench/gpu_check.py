@@ -3,8 +3,8 @@
 Run by ``scripts/gpu_check.sh`` after ``scripts/gpu_setup.sh``; stages, in order:
 
 1. ``environment``: Python, torch, CUDA, the card, mmcv's ops, TensorRT, onnxruntime;
-2. ``rtmdet_sizing``: the app's own sizing (``src.engine.autosize.size_the_run``) of RTMDet-s at
-   640 px on photos of every orientation (16:9, 4:3, portrait, square);
+2. ``rtmdet_sizing``: the app's sizing (``autosize.size_the_run``) of RTMDet-s at 640 px on photos
+   of every orientation, to the memory's limit (the 16-steps-an-epoch cap lifted);
 3. ``rtmdet_steps``: 30 real training steps at the chosen batch from the mixed loader: the
    *reserved* peak against the sizing's budget, ``num_alloc_retries``, any out-of-memory;
 4. ``second_sizing``: the same sizing again in the same process (the first run's cache still
@@ -23,9 +23,7 @@ Each stage appends one JSON line to ``<out>/check.jsonl`` the moment it ends (st
 ``failed``, ``timed_out`` or ``skipped`` with the reason, and what it measured so far) and runs
 under a deadline of its own (``DEADLINES``), so a run cut short keeps every finished stage.
 ``--smoke`` rehearses all of it on the CPU, tiny (its numbers mean nothing): stages that need CUDA
-say so and are skipped.
-
-    python bench/gpu_check.py [--smoke] [--out DIR]    (scripts/gpu_check.sh sets DIR to $OUT)
+say so and are skipped. Usage: ``python bench/gpu_check.py [--smoke] [--out DIR]`` (DIR: $OUT).
 """
 
 from __future__ import annotations
@@ -185,7 +183,12 @@ def _size(check: Check, name: str, work: str, record: dict) -> int:
     record["before"] = before
     if before and fraction:
         record["budget_gib"] = round(before["free_gib"] * fraction, 2)
-    sized = autosize.size_the_run(cfg, check.device)
+    # the memory's limit, not the 16-steps-an-epoch cap (the zoo config's batch still caps it)
+    steps, autosize.MIN_STEPS_PER_EPOCH = autosize.MIN_STEPS_PER_EPOCH, 1
+    try:
+        sized = autosize.size_the_run(cfg, check.device)
+    finally:
+        autosize.MIN_STEPS_PER_EPOCH = steps
     record |= {"batch": sized.batch_size, "notes": sized.notes, "after": _memory_now(check)}
     return int(sized.batch_size)
 
@@ -478,12 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name, stage in STAGES:
             need = NEEDS.get(name)
-            if need and need not in check.state:
-                run_stage(
-                    check, name, _skipped(f"needs {need} from an earlier stage, which failed")
-                )
-            else:
-                run_stage(check, name, stage)
+            missing = need and need not in check.state
+            why = f"needs {need} from an earlier stage, which failed"
+            run_stage(check, name, _skipped(why) if missing else stage)
     return 0
 
 
