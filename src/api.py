@@ -20,7 +20,7 @@
 
 Errors are JSON ``{"error": message, "problems": [...]}`` with a 4xx status: 400 for a bad
 request, 401 without the API token, 409 when a run is already in progress (or nothing runs to
-stop).
+stop); each error type's status is declared once, in ``src.core.errors``.
 
 A request's ``config`` is Python that mmengine executes with the app's rights, so off the platform
 every ``/api/*`` call needs the app's own token (``Authorization: Bearer <token>``), checked by
@@ -42,13 +42,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from src.app.app_state import LoadedState, from_run_fields, request_from_state
-from src.app.controller import StartCancelled, TrainingController
-from src.app.prepare import RequestError
+from src.app.controller import TrainingController
 from src.app.requests import ResumeRequest, request_from_body
-from src.app.session import SessionBusyError
+from src.core.errors import AppError, BusyError, RequestError
 from src.data.project import LocalProject, open_local_project
 from src.data.reader import DatasetError
 
+BAD_REQUEST = RequestError.http_status
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # ASCII control characters
 
 
@@ -72,7 +72,7 @@ def mount_api(
 
     async def check_body(request: Request, call_next: Any) -> Any:
         if _CONTROL.search(request.scope["path"]):  # (TensorBoard's forwarding could not send it)
-            return _error(400, "the path holds a control character: no route takes one")
+            return _error(BAD_REQUEST, "the path holds a control character: no route takes one")
         if not request.url.path.startswith("/api/"):
             return await call_next(request)
         if request.method == "POST":
@@ -80,11 +80,11 @@ def mount_api(
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except ValueError:
-                return _error(400, "the request body is not valid JSON")
+                return _error(BAD_REQUEST, "the request body is not valid JSON")
             except RecursionError:
-                return _error(400, "the request body is nested too deeply to be a request")
+                return _error(BAD_REQUEST, "the request body is nested too deeply to be a request")
             if not isinstance(body, dict):
-                return _error(400, "the request body must be a JSON object")
+                return _error(BAD_REQUEST, "the request body must be a JSON object")
             request.state.json_body = body  # the route reads it from here: parsed once
         return await call_next(request)
 
@@ -105,10 +105,8 @@ def _router(controller: TrainingController, default_project: LocalProject | None
             # parsing the project and executing the config take seconds: off the event loop,
             # so /sly/state, /api/status and /api/stop keep answering meanwhile
             run_id = await run_in_threadpool(_start, controller, body, default_project)
-        except (SessionBusyError, StartCancelled) as exc:
-            return _error(409, "; ".join(getattr(exc, "problems", [str(exc)])))
-        except RequestError as exc:
-            return _error(400, "; ".join(exc.problems), exc.problems)
+        except AppError as exc:  # its status: src.core.errors, the one table
+            return _error(exc.http_status, "; ".join(exc.problems), exc.problems)
         if isinstance(run_id, tuple):  # from_run: with what was loaded, and what was not
             run_id, loaded = run_id
             return {"run_id": run_id, "from_run": {"source": loaded.source, "mode": loaded.mode,
@@ -122,7 +120,7 @@ def _router(controller: TrainingController, default_project: LocalProject | None
     @router.post("/stop")
     def stop() -> Any:
         if not controller.stop():
-            return _error(409, "no training run is in progress: nothing to stop")
+            return _error(BusyError.http_status, "no training run is in progress: nothing to stop")
         return {"stopping": True}
 
     @router.get("/runs")

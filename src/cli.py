@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from src.config.primary_metric import headline
+from src.core.errors import FAILED, PARTIAL_EXPORT, USAGE, AppError, RequestError
 
 DEFAULT_APP_DATA = "artifacts/app_data"
 DEFAULT_TEAM_FILES = "artifacts/team_files"
@@ -28,9 +29,17 @@ DEFAULT_CACHE = os.path.join(
 )
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = USAGE) -> int:
+    """``message`` on stderr; the exit code (src.core.errors: 2 a usage error, 1 a failure)."""
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return code
+
+
+def _fail_with(exc: AppError) -> int:
+    """An app error: a line per problem, and its own exit code (src.core.errors)."""
+    for problem in exc.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return exc.exit_code
 
 
 # --------------------------------------------------------------------------- demo-project
@@ -266,8 +275,6 @@ def _app_data(args: argparse.Namespace) -> str:
 
 def _use_the_models_input_size(controller, args: argparse.Namespace) -> str | None:
     """``--input-size model`` → the zoo model's own size in ``args`` (or the problem)."""
-    from src.app.prepare import RequestError
-
     if not args.model:
         return "--input-size model needs --model: the zoo model whose input size it is"
     try:
@@ -327,7 +334,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if problem:
         return _fail(problem)
     from src.app.controller import TrainingController
-    from src.app.prepare import RequestError
 
     store, resolver = _store(args)
     bar = ProgressBar()
@@ -358,17 +364,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         started = time.time()
         _train(controller, prepared, resume_from)
-    except _CliError as exc:
-        return _fail(str(exc))
-    except RequestError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
+    except AppError as exc:  # a request's problems (_CliError too): its exit code
+        return _fail_with(exc)
     bar.close()
     return _report(controller, prepared, args, time.time() - started)
 
 
-class _CliError(ValueError):
+class _CliError(RequestError):
     """A problem with the command line's own input (a missing file or option)."""
 
 
@@ -514,14 +516,14 @@ def _train(controller, prepared, resume_from: str | None) -> None:
 
 def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> int:
     """The ended run as the CLI's output and exit code."""
-    from src.app.end_of_run import export_notes
+    from src.app.end_of_run import export_failure, export_notes
 
     status = controller.status()
     outcome = status.outcome
     if status.run_state == "failed":
         if args.verbose and controller.traceback:
             print(controller.traceback, file=sys.stderr)
-        return _fail(f"training failed: {status.error} (log: {prepared.work_dir})")
+        return _fail(f"training failed: {status.error} (log: {prepared.work_dir})", FAILED)
     if status.run_state == "stopped":
         print(
             f"stopped at epoch {status.epoch}, iteration {status.iteration}; checkpoint "
@@ -534,7 +536,8 @@ def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> i
             print(status.ended_early)
     if outcome is not None and outcome.upload_error:
         return _fail(
-            f"upload failed: {outcome.upload_error}; checkpoints stay in {prepared.work_dir}"
+            f"upload failed: {outcome.upload_error}; checkpoints stay in {prepared.work_dir}",
+            FAILED,
         )
     final = headline(status.metrics)
     if final:
@@ -544,8 +547,10 @@ def _report(controller, prepared, args: argparse.Namespace, seconds: float) -> i
               file=sys.stderr)  # fmt: skip
     if outcome is not None and outcome.evaluation:
         _print_evaluation(outcome.evaluation)
-    for note in export_notes(outcome) if outcome is not None else []:
-        print(note, file=sys.stderr if "export failed" in note else sys.stdout)
+    for note in export_notes(outcome, failure=False) if outcome is not None else []:
+        print(note)
+    if outcome is not None and (failed := export_failure(outcome)):
+        print(failed, file=sys.stderr)
     print(f"artifacts: {outcome.artifacts if outcome else None}")
     return 0
 
@@ -570,7 +575,6 @@ def _run_or_checkpoint(target: str) -> tuple[str, str | None]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run in app data (its best checkpoint, or the one named) on a split."""
     from src.app.controller import TrainingController
-    from src.app.evaluate import EvaluationError
     from src.runs.storage import LocalArtifactStore
 
     run_id, checkpoint = _run_or_checkpoint(args.target)
@@ -579,8 +583,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         evaluation = controller.evaluate(
             run_id, checkpoint, project_dir=args.project, split=args.split
         )
-    except EvaluationError as exc:
-        return _fail(str(exc))
+    except AppError as exc:  # a run or checkpoint not there (2), an evaluation that failed (1)
+        return _fail_with(exc)
     _print_evaluation(evaluation)
     return 0
 
@@ -588,7 +592,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run in app data (its best checkpoint, or the one named) to ONNX / TensorRT."""
     from src.app.controller import TrainingController
-    from src.app.prepare import RequestError
     from src.runs.storage import LocalArtifactStore
 
     run_id, checkpoint = _run_or_checkpoint(args.target)
@@ -597,15 +600,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         result = controller.export(
             run_id, args.format, checkpoint, input_size=args.input_size, replace=args.force
         )
-    except RequestError as exc:
-        return _fail("; ".join(exc.problems))
+    except AppError as exc:
+        return _fail("; ".join(exc.problems), exc.exit_code)
     print(f"exported {Path(result.checkpoint).name} in {result.seconds:.0f} s")
     for fmt, path in result.files.items():
         kept = " (kept: already exported from this checkpoint; --force writes it again)"
         print(f"  {fmt}: {path}" + (kept if fmt in result.kept else ""))
     for fmt, why in result.skipped.items():
         print(f"  {fmt} not exported: {why}")
-    return 0 if not result.skipped else 3
+    return 0 if not result.skipped else PARTIAL_EXPORT
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -870,9 +873,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"\n{passed} of {len(results)} models pass on {args.project}")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
-    return (
-        0 if all(r.passes or r.needs_gpu or r.why_not.startswith("needs ") for r in results) else 1
-    )
+    return 0 if all(r.passes or r.needs_gpu or r.needs_packages for r in results) else FAILED
 
 
 # --------------------------------------------------------------------------- parser
@@ -1184,6 +1185,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was given (--from-run)
     try:
         return args.func(args)
+    except AppError as exc:
+        return _fail_with(exc)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
 

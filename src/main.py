@@ -103,7 +103,7 @@ def _train_mode() -> str:
 def _experiment_to_start_from(services) -> tuple[Experiment | None, str]:
     """The experiment the platform's Experiments page started the app from (its training task
     in ``modal.state.trainTaskId``), or why it cannot be read (the app starts without it)."""
-    from src.app.prepare import RequestError
+    from src.core.errors import RequestError
 
     task = os.environ.get(TRAIN_TASK_VARIABLE)
     if not task:

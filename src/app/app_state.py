@@ -24,12 +24,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from src.app.prepare import Prepared, RequestError, TrainRequest
+from src.app.prepare import Prepared, TrainRequest
 from src.app.requests import param_values, request_from_json
 from src.config import zoo
 from src.config.doors import DOORS
 from src.config.editor import ConfigDraft
 from src.config.params import jsonable
+from src.core.errors import RequestError
 from src.data.project import LocalProject
 from src.data.reader import list_items
 from src.runs.atomic_files import write_json_atomic

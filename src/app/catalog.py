@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from src.app.app_state import parse_app_state
-from src.app.prepare import RequestError
+from src.core.errors import RequestError
 from src.runs.checkpoints import find_resumable_runs
 from src.runs.info import RunInfo
 from src.runs.layout import (

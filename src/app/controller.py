@@ -31,7 +31,6 @@ from src.app.export import ExportResult, export_run
 from src.app.prepare import (
     Prepared,
     ProjectResolver,
-    RequestError,
     TrainRequest,
     check_data,
     dry_run,
@@ -41,11 +40,12 @@ from src.app.prepare import (
     prepare,
     prepare_resume,
 )
-from src.app.session import SessionBusyError, SessionState, SessionStatus, TrainingSession
+from src.app.session import SessionState, SessionStatus, TrainingSession
 from src.config import zoo
 from src.config.compose import native_input_size
 from src.config.params import TrainParams
 from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
+from src.core.errors import BusyError, RequestError, StartCancelled
 from src.data.project import LocalProject
 from src.engine.onnx_export import ExportError
 from src.engine.tensorrt_build import tensorrt_blocker
@@ -78,6 +78,7 @@ class ControllerStatus(SessionStatus):
     busy: bool = False
     outcome: RunOutcome | None = None
     notes: list[str] = field(default_factory=list)  # about this run, e.g. a resume on new devices
+    chosen: list[str] = field(default_factory=list)  # of the notes: values chosen for auto settings
 
     @property
     def ended(self) -> bool:
@@ -89,10 +90,6 @@ class ControllerStatus(SessionStatus):
         body.pop("traceback")
         body["state"], body["run_state"] = str(self.state), str(self.run_state)
         return body
-
-
-class StartCancelled(RequestError):
-    """Stop was asked for while a run was being prepared: the run is not started."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +229,7 @@ class TrainingController:
             outcome=copy.copy(self.outcome) if self.outcome else None,
             notes=(list(prepared.notes) if prepared else [])
             + (list(session.notes) if session is not None else []),
+            chosen=list(session.chosen) if session is not None else [],
         )
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
@@ -245,7 +243,7 @@ class TrainingController:
         generators that the run's augmentations also draw from (with workers 0), and a
         preview in between would change what the run sees."""
         if self.busy:
-            raise SessionBusyError(
+            raise BusyError(
                 "the preview is off while a run is in progress: it would draw from the random "
                 "generators the run's augmentations use"
             )
@@ -452,12 +450,10 @@ class TrainingController:
     # ------------------------------------------------------------------ internals
     def _refuse_if_busy(self) -> None:
         if self._preparing:
-            raise SessionBusyError("a run is being prepared: stop it or wait for it to start")
+            raise BusyError("a run is being prepared: stop it or wait for it to start")
         if self.busy:
             run_id = self._session.run_id if self._session else "?"
-            raise SessionBusyError(
-                f"run {run_id} is still in progress: stop it or wait for it to finish"
-            )
+            raise BusyError(f"run {run_id} is still in progress: stop it or wait for it to finish")
 
     @contextlib.contextmanager
     def _preparation(self) -> Any:
@@ -599,7 +595,7 @@ class TrainingController:
             raise RequestError([f"{checkpoint} is not a checkpoint of run {run_id}"])
         with self._lock:
             if self.busy:
-                raise SessionBusyError("a run is in progress: try again when it has ended")
+                raise BusyError("a run is in progress: try again when it has ended")
         return work_dir
 
     def evaluate(
@@ -615,4 +611,9 @@ class TrainingController:
         from src.app.evaluate import evaluate_run
 
         work_dir = self._run_in_app_data(run_id, checkpoint)
-        return evaluate_run(work_dir, checkpoint, project_dir=project_dir, split=split).summary()
+        try:
+            return evaluate_run(
+                work_dir, checkpoint, project_dir=project_dir, split=split
+            ).summary()
+        except CheckpointError as exc:  # (EvaluationError is an AppError of its own)
+            raise RequestError([str(exc)]) from None

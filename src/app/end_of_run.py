@@ -51,14 +51,21 @@ class RunOutcome:
     platform_report: str | None = None  # the platform's Model Benchmark report (its link)
 
 
-def export_notes(outcome: RunOutcome) -> list[str]:
-    """The export's lines for a user: what was written, skipped, or failed (CLI and UI)."""
+def export_notes(outcome: RunOutcome, failure: bool = True) -> list[str]:
+    """The export's lines for a user: what was written, skipped, or (``failure``) failed, as
+    :func:`export_failure` says it (CLI and UI)."""
     notes = [f"exported {fmt}: {Path(path).name}" for fmt, path in (outcome.exports or {}).items()]
     notes += [f"{fmt} not exported: {why}" for fmt, why in (outcome.export_skipped or {}).items()]
     notes += [f"speed test, {line}" for line in outcome.export_speed or []]
-    if outcome.export_error:
-        notes.append(f"export failed (the run is uploaded all the same): {outcome.export_error}")
-    return notes
+    failed = export_failure(outcome) if failure else None
+    return [*notes, failed] if failed else notes
+
+
+def export_failure(outcome: RunOutcome) -> str | None:
+    """The export's failure as a line for a user (None: it did not fail)."""
+    if not outcome.export_error:
+        return None
+    return f"export failed (the run is uploaded all the same): {outcome.export_error}"
 
 
 class RunEnding:

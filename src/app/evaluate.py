@@ -32,6 +32,7 @@ import numpy as np
 from src.config.compose import relocate_run, train_dataset_cfg
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
+from src.core.errors import EvaluationError, RequestError
 from src.data.eval_projects import write_eval_projects
 from src.data.reader import load_split
 from src.runs.atomic_files import write_json_atomic, write_text_atomic
@@ -61,10 +62,6 @@ def max_detections(cfg: Any) -> int:
     if isinstance(evaluator, dict) and evaluator.get("type") == "SlicedCocoMetric":
         return int(evaluator.get("max_per_img") or SDK_MAX_DETECTIONS)
     return SDK_MAX_DETECTIONS
-
-
-class EvaluationError(RuntimeError):
-    """The run cannot be evaluated (no checkpoint, no predictions matched, ...)."""
 
 
 @dataclass
@@ -130,7 +127,7 @@ def _split_config(cfg: Any, work_dir: Path, split: str, project_dir: str | None)
         val["coco_gt_file"] = str(work_dir / "coco_gt_train.json")
         cfg.val_evaluator["ann_file"] = val["coco_gt_file"]
     elif split != "val":
-        raise EvaluationError(f"split {split!r} is unknown: use val or train")
+        raise RequestError(f"split {split!r} is unknown: use val or train")
     return cfg
 
 
@@ -260,9 +257,9 @@ def evaluate_run(
     path = Path(checkpoint) if checkpoint else None
     path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
     if path is None:
-        raise EvaluationError(f"run {work_dir.name} has no checkpoint to evaluate")
+        raise RequestError(f"run {work_dir.name} has no checkpoint to evaluate")
     if not path.is_file():  # named, but not there
-        raise EvaluationError(f"run {work_dir.name} has no checkpoint {path.name}")
+        raise RequestError(f"run {work_dir.name} has no checkpoint {path.name}")
     data = val_split_args(cfg)
     segmentation = data.pop("task") == "instance-segmentation"
     task = "instance-segmentation" if segmentation else "object-detection"
@@ -366,10 +363,10 @@ def speed_test_run(work_dir: str | Path, checkpoint: str | Path | None = None) -
         Path(checkpoint) if checkpoint else best_checkpoint(work_dir) or last_checkpoint(work_dir)
     )
     if path is None:
-        raise EvaluationError(f"run {work_dir.name} has no checkpoint to time")
+        raise RequestError(f"run {work_dir.name} has no checkpoint to time")
     images = validation_images(cfg)
     if not images:
-        raise EvaluationError(f"run {work_dir.name} has no validation image to time")
+        raise RequestError(f"run {work_dir.name} has no validation image to time")
     device = _timing_device(RunMetadata.of(cfg).device)
     hardware = (
         torch.cuda.get_device_name(device) if device != "cpu"

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from src.app.platform_report import PlatformReport, build_platform_report
-from src.app.prepare import Prepared, RequestError
+from src.app.prepare import Prepared
 from src.app.workflow import PlatformWorkflow
+from src.core.errors import RequestError
 from src.data.project import LocalProject, download_project, open_local_project
 from src.data.reader import DatasetError
 from src.runs.layout import (

@@ -43,6 +43,7 @@ from src.config.params import (
 )
 from src.config.schedule import devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text
+from src.core.errors import RequestError
 from src.data.project import LocalProject, Split, default_split, open_local_project
 from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
 from src.data.tiles import Slicing
@@ -65,14 +66,6 @@ from src.runs.remote import fetch_remote_run, find_remote_runs
 from src.runs.storage import ArtifactStore, UploadError, artifacts_dir
 
 logger = logging.getLogger(__name__)
-
-
-class RequestError(ValueError):
-    """One or more problems with a training request, each a line a user can act on."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 @dataclass
@@ -227,9 +220,9 @@ def _frozen_stages_problem(cfg: Config) -> str | None:
     )
 
 
-def _custom_augmentation_problems(params: TrainParams, problems: list[str]) -> list[str]:
+def _custom_augmentation_problems(params: TrainParams) -> list[str]:
     """A custom pipeline whose text is well formed: does each transform build?"""
-    if params.augmentation != CUSTOM_AUGMENTATION or any("augmentation" in p for p in problems):
+    if params.augmentation != CUSTOM_AUGMENTATION or params.augmentation_problems():
         return []
     from src.data.mmdet_dataset import transform_problems
 
@@ -283,7 +276,7 @@ def prepare(request: TrainRequest, store: ArtifactStore | None = None) -> Prepar
     if source.entry is not None:
         problems.extend(_entry_problems(source.entry, request.params))
     problems.extend(p for p in params.validate() if p not in problems)
-    problems.extend(_custom_augmentation_problems(params, problems))
+    problems.extend(_custom_augmentation_problems(params))
     split = None
     if project is not None:
         try:

@@ -12,9 +12,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from src.app.prepare import RequestError, TrainRequest
+from src.app.prepare import TrainRequest
 from src.config.doors import DOORS
 from src.config.params import AUTO_SIZED, TrainParams, range_problem
+from src.core.errors import RequestError
 from src.data.project import Split
 
 # what a resume may change; everything else is the run's own (src.app.prepare.prepare_resume)

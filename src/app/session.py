@@ -26,6 +26,7 @@ from mmengine.hooks import Hook
 
 from src.app.downsample import thin_older
 from src.config.metadata import RunMetadata
+from src.core.errors import BusyError
 from src.engine.chatter import library_chatter_to_log
 from src.hooks.metrics import MetricsHook, MetricsSink, TrainProgress, ValResult
 from src.hooks.nonfinite import NonFiniteLossHook
@@ -61,8 +62,7 @@ class SessionState(enum.StrEnum):
         )
 
 
-class SessionBusyError(RuntimeError):
-    """A second run was asked for while one is running in this process."""
+SessionBusyError = BusyError  # a second run asked for while one runs in this process
 
 
 @dataclass
@@ -238,6 +238,7 @@ class TrainingSession:
         self._ended_early: str | None = None
         self._nonfinite: NonFiniteLossHook | None = None
         self.notes: list[str] = []  # what the session chose for the run (src.engine.autosize)
+        self.chosen: list[str] = []  # of those, the values chosen for settings left to auto
         self._gpu_stats = None  # src.engine.gpu_stats.GpuStats of a CUDA run
         self.runner = None  # while the run trains (mmengine's Runner)
         self.geometry_note: str | None = None  # how a resume on another geometry went on
@@ -388,6 +389,7 @@ class TrainingSession:
         for note in sized.notes:
             logger.info("session %s: %s", self.run_id, note)
         self.notes.extend(sized.notes)
+        self.chosen.extend(sized.chosen)
 
     @property
     def world_size(self) -> int:

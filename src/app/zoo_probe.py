@@ -34,6 +34,7 @@ class ProbeResult:
     passes: bool
     needs_gpu: bool = False
     why_not: str = ""
+    needs_packages: bool = False  # (packages the Docker image has; not a failure of the model)
     seconds: float = 0.0
     input_size: int = 0
 
@@ -93,6 +94,7 @@ def probe_model(
         return result
     if entry.missing_packages():
         result.why_not = f"needs {', '.join(entry.missing_packages())} (in the Docker image)"
+        result.needs_packages = True
         return result
 
     project_dir = Path(project_dir)

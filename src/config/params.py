@@ -177,11 +177,23 @@ class TrainParams:
         """The settings left to the app (sized on the run's device)."""
         return [name for name in AUTO_SIZED if getattr(self, name) is None]
 
-    def validate(self) -> list[str]:
-        """Every problem with these parameters, as messages a user can act on (empty: fine)."""
+    def validate(self, classes: bool = True) -> list[str]:
+        """Every problem with these parameters, as messages a user can act on (empty: fine);
+        ``classes=False``: all but the classes' (the LR preview's settings need none)."""
         problems = []
         if self.task not in TASKS:
             problems.append(f"task {self.task!r} is unknown: use one of {', '.join(TASKS)}")
+        if classes:
+            problems += self._class_problems()
+        problems += self._range_problems()
+        problems += self._optimization_problems()
+        problems += self.augmentation_problems()
+        problems += self._slicing_problems()
+        problems += self._weights_and_device_problems()
+        return problems
+
+    def _class_problems(self) -> list[str]:
+        problems = []
         if not self.classes:
             problems.append("no classes selected: choose at least one class to train on")
         if len(set(self.classes)) != len(self.classes):
@@ -192,11 +204,6 @@ class TrainParams:
                 f"classes and ignore regions contradict: {', '.join(both)} cannot be trained as a "
                 "class and ignored (drop it from one)"
             )
-        problems += self._range_problems()
-        problems += self._optimization_problems()
-        problems += self._augmentation_problems()
-        problems += self._slicing_problems()
-        problems += self._weights_and_device_problems()
         return problems
 
     def _range_problems(self) -> list[str]:
@@ -271,7 +278,9 @@ class TrainParams:
     def _slicing_problems(self) -> list[str]:
         return slicing_problems(self.slicing) if self.slicing else []
 
-    def _augmentation_problems(self) -> list[str]:
+    def augmentation_problems(self) -> list[str]:
+        """The augmentation's own problems (an unknown preset, a custom pipeline that does not
+        parse): the transforms are built only where there are none."""
         problems = []
         if self.augmentation not in AUGMENTATIONS:
             problems.append(

@@ -327,6 +327,12 @@ class SizedRun:
     batch_size: int | None = None
     num_workers: int | None = None
     notes: list[str] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)  # the notes that name a value chosen
+
+    def choose(self, note: str) -> None:
+        """A note naming a value chosen for a setting left to auto."""
+        self.notes.append(note)
+        self.chosen.append(note)
 
 
 def size_the_run(
@@ -358,14 +364,14 @@ def size_the_run(
                 loader.persistent_workers = loader.num_workers > 0
         params["num_workers"] = sized.num_workers
         where = f"{cores} usable cores, {processes} process(es)" if cuda else "the CPU"
-        sized.notes.append(f"data-loader workers: {sized.num_workers} (auto, for {where})")
+        sized.choose(f"data-loader workers: {sized.num_workers} (auto, for {where})")
     if "train_batch_size" in auto:
         sized.batch_size = _size_the_batch(cfg, device, processes, memory, probe_factory, sized)
         params["train_batch_size"] = sized.batch_size
         lr_note = cuda and scale_lr_to_batch(cfg, sized.batch_size, processes)
         if lr_note:
             params["lr"] = float(cfg.optim_wrapper.optimizer.lr)
-            sized.notes.append(lr_note)
+            sized.choose(lr_note)
     # what was chosen is in train_params and the loaders
     metadata.updated(train_params=params, auto_size=()).write(cfg)
     return sized
@@ -386,14 +392,14 @@ def _size_the_batch(
         memory = memory or CudaMemory(device, others=gpus)
         search = _search_on_cuda(cfg, device, processes, memory, probe_factory)
         batch = search.batch_size
-        sized.notes.append(f"{search.describe()} on {device} (auto)")
+        sized.choose(f"{search.describe()} on {device} (auto)")
         if search.limited_by == "batch 1 does not fit":
             sized.notes.append(
                 "even batch 1 passes the memory budget: lower the input size or free the GPU"
             )
     else:
         batch = DEFAULT_BATCH_SIZE
-        sized.notes.append(f"batch size {batch} (auto, on the CPU)")
+        sized.choose(f"batch size {batch} (auto, on the CPU)")
     cfg.train_dataloader.batch_size = batch
     return batch
 

@@ -13,13 +13,12 @@ from supervisely.app.widgets import Button, Card, Container, Text
 from src.app.app_state import LoadedState
 from src.app.controller import TrainingController
 from src.app.prepare import (
-    RequestError,
     TrainRequest,
 )
 from src.app.requests import split_from_json
-from src.app.session import SessionBusyError
 from src.config.params import ConfigError, TrainParams
 from src.config.zoo import ZooEntry
+from src.core.errors import BusyError, RequestError
 from src.data.project import LocalProject, tags_of
 from src.data.reader import DatasetError
 from src.ui.augmentations import AugmentationsStep
@@ -200,7 +199,7 @@ class AppUI:
         try:
             if self.model.mode == TAB_RESUME:
                 if self.controller.busy:
-                    raise SessionBusyError("a run is still in progress: stop it first")
+                    raise BusyError("a run is still in progress: stop it first")
                 run = self.controller.locate(self.model.selected_run())  # fetched if in Team Files
                 self.training.restore_history(run.work_dir)  # before new points arrive
                 run_id = self.controller.resume(
@@ -223,7 +222,7 @@ class AppUI:
                 run_id = self.controller.start(
                     request, sync_every_epochs=self.hyper.sync_every_epochs()
                 )
-        except (RequestError, SessionBusyError, ConfigError) as exc:
+        except (RequestError, BusyError, ConfigError) as exc:
             problems = getattr(exc, "problems", [str(exc)])
             self.training.status.set("not started: " + "; ".join(problems), "error")
             return None
@@ -303,7 +302,7 @@ class AppUI:
                 raise ConfigError("; ".join(problems))
             project_dir = str(self.project.directory)
             shown = self.controller.augmentation_preview(project_dir, params, sample)
-        except (ConfigError, SessionBusyError, DatasetError) as exc:
+        except (ConfigError, BusyError, DatasetError) as exc:
             step.show_problem(str(exc))
             return False
         step.show_preview(shown.before, shown.after, shown.caption())

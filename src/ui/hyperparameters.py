@@ -331,13 +331,13 @@ class HyperparametersStep:
 
     def show_sized(self, status) -> None:
         """What the run chose for the settings left to auto (the controller's status notes)."""
-        chosen = [note for note in status.notes if "(auto" in note]
+        chosen = list(status.chosen)
         if chosen and self.sized.text != "; ".join(chosen):
             self.sized.set("chosen for this run: " + "; ".join(chosen), "info")
 
     def preview(self) -> list[tuple[int, float]]:
         params = self.params("object-detection", ("x",), "none", "scratch")
-        problems = [p for p in params.validate() if "classes" not in p]
+        problems = params.validate(classes=False)  # (the curve needs no classes)
         if problems:
             raise ValueError("; ".join(problems))
         points = lr_curve(params, self.iters_per_epoch)

@@ -1,0 +1,2 @@
+"""The bottom layer: facts every other layer names (errors, task names, run-file names);
+imports nothing of ours."""
