@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 def _phase(name: str, run_dir: Path) -> None:
     """One phase in this process; prints its seconds and peak RSS as JSON."""
     from src.config.text import load_config_file
+    from src.core.layout import RUN_CONFIG
     from src.runs.checkpoints import best_checkpoint
-    from src.runs.layout import RUN_CONFIG
 
     best = best_checkpoint(run_dir)
     started = time.perf_counter()

@@ -60,7 +60,7 @@ MUTANTS = (
            "set_num_classes(cfg.model, len(params.classes))",
            "set_num_classes(cfg.model, len(params.classes) + 1)",
            ("tests/config/test_compose.py",)),
-    Mutant("runs", "a run id may climb out of app data", "src/runs/layout.py",
+    Mutant("runs", "a run id may climb out of app data", "src/core/layout.py",
            '_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")',
            '_RUN_ID = re.compile(r"[A-Za-z0-9./][A-Za-z0-9./_-]{0,99}")',
            ("tests/runs/test_layout.py",)),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from src.config.primary_metric import headline
 from src.core.errors import FAILED, PARTIAL_EXPORT, USAGE, AppError, RequestError
+from src.core.tasks import DETECTION, TASKS
 
 DEFAULT_APP_DATA = "artifacts/app_data"
 DEFAULT_TEAM_FILES = "artifacts/team_files"
@@ -89,7 +90,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         "inference (ms)",
         "paper",
     ]
-    if args.task == "object-detection":
+    if args.task == DETECTION:
         columns.remove("mask AP")
     rows = [[_fmt(e.as_row()[c]) for c in columns] for e in entries]
     widths = [
@@ -851,7 +852,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from src.app.zoo_probe import probe_in_subprocess
     from src.config import zoo
 
-    tasks = [args.task] if args.task else list(zoo.TASKS)
+    tasks = [args.task] if args.task else list(TASKS)
     wanted = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     jobs = []
     for task in tasks:
@@ -1100,9 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "real run per model; a markdown table)",
     )
     probe.add_argument("--project", required=True)
-    probe.add_argument(
-        "--task", choices=["object-detection", "instance-segmentation"], help="default: both"
-    )
+    probe.add_argument("--task", choices=list(TASKS), help="default: both")
     probe.add_argument("--models", help="comma-separated model names (default: each "
                        "architecture's default model)")  # fmt: skip
     probe.add_argument("--input-size", type=int, default=160)
@@ -1130,9 +1129,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo_project)
 
     zoo_p = sub.add_parser("zoo", help="list the model zoo")
-    zoo_p.add_argument(
-        "--task", default="object-detection", choices=["object-detection", "instance-segmentation"]
-    )
+    zoo_p.add_argument("--task", default=DETECTION, choices=list(TASKS))
     zoo_p.add_argument("--architecture", help="only this architecture (display name)")
     zoo_p.add_argument("--all", action="store_true", help="every model, not one per architecture")
     zoo_p.set_defaults(func=cmd_zoo)

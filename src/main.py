@@ -34,6 +34,7 @@ from src.app.end_of_run import RunOutcome
 from src.app.platform import Experiment, platform_services
 from src.app.session import warm_up_imports
 from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
+from src.core.layout import TENSORBOARD_LOG
 from src.data.project import open_local_project
 from src.engine.devices import CUDA_ALLOC_CONF
 from src.runs.storage import LocalArtifactStore
@@ -145,7 +146,7 @@ def create_app() -> sly.Application:
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
     app_data = sly.app.get_synced_data_dir()
     holder: dict[str, sly.Application] = {}
-    board = TensorBoard(log_file=os.path.join(app_data, "tensorboard.log"))
+    board = TensorBoard(log_file=os.path.join(app_data, TENSORBOARD_LOG))
     experiment, experiment_problem = None, ""
     if sly.is_production():
         api = sly.Api.from_env()

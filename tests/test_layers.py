@@ -1,7 +1,7 @@
 """The source tree's layers (docs/architecture.md): imports only point down the list
-entry points -> app -> hooks -> engine -> data -> runs -> config -> the run folder's names
-(src/runs/layout.py) -> core (errors, names; imports nothing of ours); and the project model and the
-reader of the project format do not import mmdet (the UI builds on them)."""
+entry points -> app -> hooks -> engine -> data -> runs -> config -> core (errors, task names, the
+run folder's names: imports nothing of ours), with no special case; and the project model and
+the reader of the project format do not import mmdet (the UI builds on them)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["entry", "app", "hooks", "engine", "data", "runs", "config", "layout", "core"]
-# the run folder's names: imports nothing of ours, so that the composition may use them too
-LAYOUT = "src.runs.layout"
+ORDER = ["entry", "app", "hooks", "engine", "data", "runs", "config", "core"]
 
 
 def _layer(module: str) -> str:
-    if module == LAYOUT:
-        return "layout"
     part = module.split(".")[1]
     return "entry" if part in ("main", "cli", "api", "access", "ui") else part
 

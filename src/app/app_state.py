@@ -31,10 +31,10 @@ from src.config.doors import DOORS
 from src.config.editor import ConfigDraft
 from src.config.params import jsonable
 from src.core.errors import RequestError
+from src.core.layout import APP_STATE, EXPERIMENT_INFO
 from src.data.project import LocalProject
 from src.data.reader import list_items
 from src.runs.atomic_files import write_json_atomic
-from src.runs.layout import APP_STATE, EXPERIMENT_INFO
 
 STATE_VERSION = 1
 MODES = ("new", "continue")

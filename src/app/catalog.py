@@ -19,9 +19,7 @@ from typing import Any
 
 from src.app.app_state import parse_app_state
 from src.core.errors import RequestError
-from src.runs.checkpoints import find_resumable_runs
-from src.runs.info import RunInfo
-from src.runs.layout import (
+from src.core.layout import (
     APP_STATE,
     ARTIFACTS_ROOT,
     EXPERIMENT_INFO,
@@ -30,6 +28,9 @@ from src.runs.layout import (
     RunIdError,
     check_run_id,
 )
+from src.core.tasks import PLATFORM_DETECTION, from_platform
+from src.runs.checkpoints import find_resumable_runs
+from src.runs.info import RunInfo
 from src.runs.remote import find_remote_runs
 from src.runs.storage import ArtifactStore, RemoteFile, UploadError
 
@@ -146,7 +147,7 @@ class RunCatalog:
             "run_id": str(info.get("experiment_name", "?")).split(" ")[0],
             "model_name": info.get("model_name"),
             "project": {"id": info.get("project_id"), "name": None},
-            "task": str(info.get("task_type", "object detection")).replace(" ", "-"),
+            "task": from_platform(str(info.get("task_type", PLATFORM_DETECTION))),
             "model": info.get("model_name"),
             "classes": hyper.pop("classes", None),
             "hyperparameters": {k: v for k, v in hyper.items() if k != "task"},

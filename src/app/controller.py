@@ -46,6 +46,7 @@ from src.config.compose import native_input_size
 from src.config.params import TrainParams
 from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
 from src.core.errors import BusyError, RequestError, StartCancelled
+from src.core.layout import RUN_CONFIG, SYNC_STAGING
 from src.data.project import LocalProject
 from src.engine.onnx_export import ExportError
 from src.engine.tensorrt_build import tensorrt_blocker
@@ -53,7 +54,6 @@ from src.hooks.metrics import MetricsSink
 from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
 from src.runs.info import RunInfo
-from src.runs.layout import RUN_CONFIG
 from src.runs.storage import ArtifactStore, artifacts_dir
 
 logger = logging.getLogger(__name__)
@@ -492,7 +492,7 @@ class TrainingController:
             self._syncer = CheckpointSync(
                 self.store,
                 artifacts_dir(prepared.run_id, prepared.project.name),
-                self.app_data_dir / "_sync" / prepared.run_id,
+                self.app_data_dir / SYNC_STAGING / prepared.run_id,
                 prepared.run_id,
             )
             hooks.append(CheckpointSyncHook(self._syncer, sync.every_epochs, sync.every_minutes))
@@ -583,7 +583,7 @@ class TrainingController:
     def _run_in_app_data(self, run_id: str, checkpoint: str | None) -> Path:
         """The folder of run ``run_id`` in app data, when no run is in progress; ``checkpoint``
         must be one of its files."""
-        from src.runs.layout import RunIdError, run_dir
+        from src.core.layout import RunIdError, run_dir
 
         try:
             work_dir = run_dir(self.app_data_dir, run_id)

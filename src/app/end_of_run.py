@@ -21,11 +21,11 @@ from src.app.prepare import Prepared
 from src.app.session import SessionState, TrainingSession
 from src.config.params import jsonable
 from src.config.primary_metric import headline, primary_metric
+from src.core.layout import RESUME_DIR, STATE_FILE, UPLOAD_STAGING, is_run_dir
 from src.data.project import split_items
 from src.data.reader import class_colors
 from src.runs.artifacts import RunSummary, pack_run
 from src.runs.checkpoint_io import CheckpointError
-from src.runs.layout import RESUME_DIR, STATE_FILE, is_run_dir
 from src.runs.storage import ArtifactStore, UploadError, artifacts_dir, run_dir_name
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class RunEnding:
         self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome
     ) -> None:
         """Upload and verify; then set the output and (on the platform) free the app data."""
-        staging = self.app_data_dir / "_upload"
+        staging = self.app_data_dir / UPLOAD_STAGING
         try:
             remote = _pack_and_upload(
                 prepared, self.store, state=state, history=session.history, staging_root=staging,

@@ -33,11 +33,7 @@ from src.config.compose import relocate_run, train_dataset_cfg
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.core.errors import EvaluationError, RequestError
-from src.data.eval_projects import write_eval_projects
-from src.data.reader import load_split
-from src.runs.atomic_files import write_json_atomic, write_text_atomic
-from src.runs.checkpoints import best_checkpoint, last_checkpoint
-from src.runs.layout import (
+from src.core.layout import (
     BEST_INFO,
     BEST_PREDICTIONS,
     EVALUATION_DIR,
@@ -46,7 +42,13 @@ from src.runs.layout import (
     EVALUATION_REPORT,
     EVALUATION_SPEEDTEST,
     RUN_CONFIG,
+    coco_gt_file,
 )
+from src.core.tasks import DETECTION, SEGMENTATION
+from src.data.eval_projects import write_eval_projects
+from src.data.reader import load_split
+from src.runs.atomic_files import write_json_atomic, write_text_atomic
+from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def _split_config(cfg: Any, work_dir: Path, split: str, project_dir: str | None)
         val, train = cfg.val_dataloader.dataset, train_dataset_cfg(cfg)
         for key in ("datasets", "items"):
             val[key] = train.get(key)
-        val["coco_gt_file"] = str(work_dir / "coco_gt_train.json")
+        val["coco_gt_file"] = str(coco_gt_file(work_dir, "train"))
         cfg.val_evaluator["ann_file"] = val["coco_gt_file"]
     elif split != "val":
         raise RequestError(f"split {split!r} is unknown: use val or train")
@@ -261,8 +263,8 @@ def evaluate_run(
     if not path.is_file():  # named, but not there
         raise RequestError(f"run {work_dir.name} has no checkpoint {path.name}")
     data = val_split_args(cfg)
-    segmentation = data.pop("task") == "instance-segmentation"
-    task = "instance-segmentation" if segmentation else "object-detection"
+    segmentation = data.pop("task") == SEGMENTATION
+    task = SEGMENTATION if segmentation else DETECTION
     data_list, _ = load_split(
         data["project_dir"], data["classes"], task, data["datasets"], data["items"],
         data["keep_empty_images"], data["cache_dir"], ignore=data["ignore"],

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
-from src.runs.checkpoints import best_checkpoint, last_checkpoint
-from src.runs.layout import (
+from src.core.layout import (
     EVALUATION_DIR,
     EVALUATION_REPORT,
     EVALUATION_SPEED,
@@ -27,6 +26,7 @@ from src.runs.layout import (
     EXPORT_SUFFIXES,
     RUN_CONFIG,
 )
+from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -21,14 +21,15 @@ from src.app.platform_report import PlatformReport, build_platform_report
 from src.app.prepare import Prepared
 from src.app.workflow import PlatformWorkflow
 from src.core.errors import RequestError
-from src.data.project import LocalProject, download_project, open_local_project
-from src.data.reader import DatasetError
-from src.runs.layout import (
+from src.core.layout import (
     EVALUATION_DIR,
     EVALUATION_PREDICTIONS,
     EVALUATION_SPEEDTEST,
     EXPERIMENT_INFO,
 )
+from src.core.tasks import PLATFORM_SEGMENTATION
+from src.data.project import LocalProject, download_project, open_local_project
+from src.data.reader import DatasetError
 from src.runs.storage import TeamFilesArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def platform_services(
             report = build_platform_report(
                 api, team_id, int(task_id or 0), project_id=int(info["project_id"]),
                 project_dir=project.directory, predictions=data,
-                segmentation=info.get("task_type") == "instance segmentation",
+                segmentation=info.get("task_type") == PLATFORM_SEGMENTATION,
                 model_name=str(info.get("model_name")),
                 checkpoint_name=str(info.get("best_checkpoint")), remote_run_dir=remote_dir,
                 work_dir=scratch / "model_benchmark", speedtest=speedtest,

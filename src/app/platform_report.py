@@ -26,6 +26,7 @@ from typing import Any
 
 from src.app.evaluate import SDK_MAX_DETECTIONS, sdk_evaluation_params
 from src.app.workflow import APP_NAME
+from src.core.tasks import PLATFORM_DETECTION, PLATFORM_SEGMENTATION
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def build_platform_report(
         _upload_annotations(api, dt.id, meta, predictions["annotations"], ids)
         bm.dt_project_info = api.project.get_info_by_id(dt.id)
         model_info = {"model_name": model_name, "checkpoint_name": checkpoint_name,
-                      "task_type": "instance segmentation" if segmentation else "object detection",
+                      "task_type": PLATFORM_SEGMENTATION if segmentation else PLATFORM_DETECTION,
                       "app_name": APP_NAME, "runtime": "PyTorch"}  # fmt: skip
         inference_info = {"gt_project_id": gt_id, "gt_dataset_ids": None,
                           "dt_project_id": dt.id, "batch_size": 1, "val_images_cnt": len(ids),

@@ -44,16 +44,9 @@ from src.config.params import (
 from src.config.schedule import devices, replan_epochs
 from src.config.text import config_to_text, load_config_file, parse_config_text
 from src.core.errors import RequestError
-from src.data.project import LocalProject, Split, default_split, open_local_project
-from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
-from src.data.tiles import Slicing
-from src.engine.onnx_export import export_blocker
-from src.engine.shape_check import check_input_shapes
-from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
-from src.runs.checkpoints import find_resumable_runs, newest_resumable_checkpoint
-from src.runs.info import APP_DATA, RunInfo
-from src.runs.layout import (
+from src.core.layout import (
     ARTIFACTS_ROOT,
+    CHECKPOINTS,
     EXPERIMENT_INFO,
     RESUME_DIR,
     RUN_CONFIG,
@@ -62,6 +55,15 @@ from src.runs.layout import (
     is_run_dir,
     run_dir,
 )
+from src.core.tasks import SEGMENTATION
+from src.data.project import LocalProject, Split, default_split, open_local_project
+from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES, DatasetError, class_colors
+from src.data.tiles import Slicing
+from src.engine.onnx_export import export_blocker
+from src.engine.shape_check import check_input_shapes
+from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
+from src.runs.checkpoints import find_resumable_runs, newest_resumable_checkpoint
+from src.runs.info import APP_DATA, RunInfo
 from src.runs.remote import fetch_remote_run, find_remote_runs
 from src.runs.storage import ArtifactStore, UploadError, artifacts_dir
 
@@ -427,7 +429,7 @@ def _recorded_run_id(store: ArtifactStore, folder: str, listed: set[str]) -> str
 
 def saved_checkpoints(work_dir: str | Path) -> list[Path]:
     """The checkpoints a run folder holds (mmengine's ``*.pth``)."""
-    return sorted(Path(work_dir).glob("*.pth"))
+    return sorted(Path(work_dir).glob(CHECKPOINTS))
 
 
 def _slicing_problem(cfg: Config) -> str | None:
@@ -527,7 +529,7 @@ def build_datasets(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any], 
             elif dataset.stats.objects == 0:
                 skipped = dict(dataset.stats.skipped)
                 why = f" (skipped: {skipped})" if skipped else ""
-                segm = prepared.params.task == "instance-segmentation"
+                segm = prepared.params.task == SEGMENTATION
                 problems.append(
                     f"the {split} split has no usable objects of the selected classes{why}: "
                     f"{prepared.params.task} needs shapes of type "

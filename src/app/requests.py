@@ -16,6 +16,7 @@ from src.app.prepare import TrainRequest
 from src.config.doors import DOORS
 from src.config.params import AUTO_SIZED, TrainParams, range_problem
 from src.core.errors import RequestError
+from src.core.tasks import DETECTION
 from src.data.project import Split
 
 # what a resume may change; everything else is the run's own (src.app.prepare.prepare_resume)
@@ -193,7 +194,7 @@ def request_from_json(
     values = param_values(body.get("hyperparameters") or {}, problems)
     if problems:
         raise RequestError(problems)
-    params = TrainParams(task=body.get("task", "object-detection"), **values)
+    params = TrainParams(task=body.get("task", DETECTION), **values)
     split = split_from_json(body.get("split"), problems)
     if not body.get("project") and default_project is None:
         problems.append("project is required: a local Supervisely project directory")

@@ -406,8 +406,8 @@ class TrainingSession:
         """The config as it trains: resume set, and saved as the run's ``config.py`` (for
         resuming it later, also after an app restart)."""
         from src.config.text import config_to_text
+        from src.core.layout import RUN_CONFIG
         from src.runs.atomic_files import write_text_atomic
-        from src.runs.layout import RUN_CONFIG
 
         cfg = self.cfg
         work_dir = Path(cfg.work_dir)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from src.app import children
+from src.core.tasks import SEGMENTATION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def _extremes(project_dir: Path, task: str) -> list[dict]:
     from src.data.reader import image_path, list_items
     from src.engine.shape_check import extreme_images
 
-    usable = {"polygon", "bitmap"} if task == "instance-segmentation" else None
+    usable = {"polygon", "bitmap"} if task == SEGMENTATION else None
     infos = []
     for name, ann_path in list_items(project_dir):
         ann = json.loads(ann_path.read_text(encoding="utf-8"))

@@ -23,7 +23,8 @@ from src.config.params import ConfigError, DatasetSpec, RunSpec, TrainParams, js
 from src.config.primary_metric import primary_metric
 from src.config.schedule import set_schedule
 from src.config.zoo import ZooEntry
-from src.runs.layout import VAL_PREDICTIONS
+from src.core.layout import VAL_PREDICTIONS, coco_gt_file
+from src.core.tasks import SEGMENTATION
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def build_config(
     if problems:
         raise ConfigError("; ".join(problems))
     cfg = Config(copy.deepcopy(base.to_dict()), filename=base.filename)
-    is_segm = params.task == "instance-segmentation"
+    is_segm = params.task == SEGMENTATION
 
     _set_model(cfg, params)
     _set_pipelines(cfg, params, is_segm, min_input_size)
@@ -305,7 +306,7 @@ def _set_model(cfg: Config, params: TrainParams) -> None:
         preprocessor.pop("batch_augments")
     # Every batch of every pipeline padded to the stride the neck needs (input_shapes):
     # the zoo's own fixed-size Pad steps are COCO-specific and our pipelines replace them.
-    ensure_stride_padding(model, with_masks=params.task == "instance-segmentation")
+    ensure_stride_padding(model, with_masks=params.task == SEGMENTATION)
     # HTC / SCNet: the semantic branch needs stuff segmentation ground truth we do not have.
     roi_head = model.get("roi_head")
     if isinstance(roi_head, dict):
@@ -410,7 +411,7 @@ def train_pipeline(
     custom), optionally pad to the full input size, drop degenerate objects, pack. The
     augmentation preview runs the same list without the final packing."""
     size = tuple(int(v) for v in params.input_size)
-    is_segm = params.task == "instance-segmentation"
+    is_segm = params.task == SEGMENTATION
     return [
         dict(type="LoadImageFromFile"),
         _load_annotations(is_segm),
@@ -534,7 +535,7 @@ def _our_dataset_cfg(
         classes=list(params.classes),
         keep_empty_images=data.keep_empty_images if split == "train" else True,
         cache_dir=data.cache_dir,
-        coco_gt_file=str(Path(run.work_dir) / f"coco_gt_{split}.json") if split == "val" else None,
+        coco_gt_file=str(coco_gt_file(run.work_dir, split)) if split == "val" else None,
         selected_classes=list(params.classes),  # where the serving app reads them
         test_mode=split != "train",
         pipeline=pipeline or [],

@@ -34,7 +34,7 @@ from src.config.params import (
     WEIGHTS_MODES,
     TrainParams,
 )
-from src.config.zoo import TASKS
+from src.core.tasks import TASKS
 
 
 @dataclass(frozen=True)

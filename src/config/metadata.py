@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from src.core.tasks import DETECTION
+
 KEY = "sly_metadata"
 # What a checkpoint's meta carries of it (the run listers read a run from its newest checkpoint)
 _IN_CHECKPOINT = ("model_name", "architecture", "task_type", "project_id", "project_name")
@@ -27,7 +29,7 @@ class RunMetadata:
     model_name: str = "custom"
     architecture: str = "custom"
     # as the app spells it; config.py has object_detection, the platform's spelling (config/text.py)
-    task_type: str = "object-detection"
+    task_type: str = DETECTION
     project_id: int | None = None
     project_name: str = ""
     classes: tuple[str, ...] = ()

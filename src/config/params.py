@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.config.zoo import TASKS
+from src.core.tasks import DETECTION, TASKS
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 OPTIMIZERS = ("AdamW", "Adam", "SGD")
@@ -81,7 +81,7 @@ def range_problem(name: str, value: int) -> str | None:
 class TrainParams:
     """Everything the user chooses besides the model and the data (UI, CLI and API alike)."""
 
-    task: str = "object-detection"
+    task: str = DETECTION
     classes: tuple[str, ...] = ()
     epochs: int = 20
     train_batch_size: int | None = None  # None: auto, sized on the run's device

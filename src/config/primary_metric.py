@@ -8,13 +8,15 @@ run's metrics alone tell its task: ``segm_mAP`` present means segmentation.
 
 from __future__ import annotations
 
+from src.core.tasks import DETECTION, SEGMENTATION
+
 HEADLINE_SUFFIXES = ("mAP", "mAP_50", "mAP_75")
 
 
 def primary_metric(task: str) -> str:
     """``segm_mAP`` for instance segmentation, ``bbox_mAP`` otherwise (as mmdet's CocoMetric
     names them, without its ``coco/`` prefix)."""
-    return "segm_mAP" if task == "instance-segmentation" else "bbox_mAP"
+    return "segm_mAP" if task == SEGMENTATION else "bbox_mAP"
 
 
 def headline(metrics: dict[str, float]) -> dict[str, float]:
@@ -25,5 +27,5 @@ def headline(metrics: dict[str, float]) -> dict[str, float]:
 def primary_value(metrics: dict[str, float], task: str | None = None) -> float | None:
     """The primary mAP of ``metrics``; without ``task``, the run's metrics say it."""
     if task is None:
-        task = "instance-segmentation" if "segm_mAP" in metrics else "object-detection"
+        task = SEGMENTATION if "segm_mAP" in metrics else DETECTION
     return metrics.get(primary_metric(task))

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import yaml
 
+from src.core.tasks import DETECTION, SEGMENTATION, TASKS
+
 logger = logging.getLogger(__name__)
 
-TASKS = ("object-detection", "instance-segmentation")
 _TASK_RESULT_NAMES = {
-    "object-detection": "Object Detection",
-    "instance-segmentation": "Instance Segmentation",
+    DETECTION: "Object Detection",
+    SEGMENTATION: "Instance Segmentation",
 }
 ZOO_FILE = Path(__file__).resolve().parents[2] / "configs" / "zoo.yaml"
 
@@ -216,5 +217,5 @@ def get_model(name: str, task: str | None = None) -> ZooEntry:
     where = f" for task {task}" if task else ""
     raise ZooError(
         f"unknown model {name!r}{where}.{hint} "
-        "List them with: python -m src.cli zoo --task object-detection"
+        f"List them with: python -m src.cli zoo --task {DETECTION}"
     )

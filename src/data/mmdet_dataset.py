@@ -17,6 +17,7 @@ from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
 from src.config.augmentations import transform_types
+from src.core.tasks import DETECTION
 from src.data.reader import (
     DatasetError,
     SplitStats,
@@ -61,7 +62,7 @@ class SuperviselyDataset(BaseDetDataset):
         self,
         project_dir: str,
         classes: list[str],
-        task: str = "object-detection",
+        task: str = DETECTION,
         datasets: list[str] | None = None,
         items: list[str] | None = None,
         keep_empty_images: bool = True,

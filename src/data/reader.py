@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from src.core.tasks import SEGMENTATION
 from src.runs.atomic_files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -305,7 +306,7 @@ def read_instances(
     own class's."""
     project_dir = Path(project_dir)
     read_meta(project_dir)
-    with_mask = task == "instance-segmentation"
+    with_mask = task == SEGMENTATION
     label_of = {name: i for i, name in enumerate(classes)}
     selected = list_items(project_dir, datasets)
     if items is not None:

@@ -22,8 +22,8 @@ from mmengine.dataset import DefaultSampler
 from mmengine.registry import DATA_SAMPLERS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
+from src.core.layout import VALIDATION_OWED
 from src.data.sample_rng import SampleIndex
-from src.runs.layout import VALIDATION_OWED
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mmengine.hooks import Hook
 
+from src.core.layout import BEST_INFO, BEST_PREDICTIONS, epoch_checkpoint
 from src.runs.atomic_files import atomic_path, write_json_atomic
-from src.runs.layout import BEST_INFO, BEST_PREDICTIONS
 
 
 class BestPredictionsHook(Hook):
@@ -36,9 +36,9 @@ class BestPredictionsHook(Hook):
         work_dir = Path(runner.work_dir)
         hub = runner.message_hub
         best = hub.get_info("best_ckpt") if "best_ckpt" in hub.runtime_info else None
-        if best and not Path(best).name.endswith(f"_epoch_{runner.epoch}.pth"):
+        if best and not Path(best).name.endswith(f"_{epoch_checkpoint(runner.epoch)}"):
             return  # an earlier epoch is the best: its files are already kept
-        checkpoint = Path(best).name if best else f"epoch_{runner.epoch}.pth"
+        checkpoint = Path(best).name if best else epoch_checkpoint(runner.epoch)
         copied = []
         for kind in ("bbox", "segm"):
             source = Path(f"{self.val_prefix}.{kind}.json")

@@ -12,9 +12,9 @@ from typing import Any
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from src.core.layout import VALIDATION_OWED, iter_checkpoint
 from src.runs.atomic_files import write_text_atomic
 from src.runs.checkpoint_io import ATOMIC_BACKEND_ARGS
-from src.runs.layout import VALIDATION_OWED
 
 
 class TrainingStopped(Exception):
@@ -28,7 +28,7 @@ class TrainingStopped(Exception):
 
 
 def mid_epoch_checkpoint_name(iteration: int) -> str:
-    return f"iter_{iteration}.pth"
+    return iter_checkpoint(iteration)
 
 
 class StopHook(Hook):

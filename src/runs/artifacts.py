@@ -18,9 +18,7 @@ from typing import Any
 
 import yaml
 
-from src.runs.checkpoint_io import CheckpointError, export_for_inference
-from src.runs.checkpoints import best_checkpoint, last_checkpoint
-from src.runs.layout import (
+from src.core.layout import (
     APP_STATE,
     EVALUATION_DIR,
     EVALUATION_METRICS,
@@ -46,6 +44,9 @@ from src.runs.layout import (
     scalars_files,
     tensorboard_files,
 )
+from src.core.tasks import SEGMENTATION, platform_task
+from src.runs.checkpoint_io import CheckpointError, export_for_inference
+from src.runs.checkpoints import best_checkpoint, last_checkpoint
 from src.runs.remote import snapshot_run_state
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | Non
         "experiment_name": f"{summary.run_id} {summary.project_name} {summary.model_name}",
         "framework_name": FRAMEWORK_NAME,
         "model_name": summary.model_name,
-        "task_type": summary.task.replace("-", " "),
+        "task_type": platform_task(summary.task),
         "project_id": summary.project_id,
         "task_id": summary.task_id,
         "model_files": {"config": RUN_CONFIG},
@@ -103,7 +104,7 @@ def experiment_info(summary: RunSummary, checkpoints: list[str], best: str | Non
         "evaluation_report_link": None,
         "evaluation_metrics": {},
         "primary_metric": None,
-        "logs": {"type": "mmengine", "link": folder + "logs/"},
+        "logs": {"type": "mmengine", "link": f"{folder}{LOGS_DIR}/"},
     }
 
 
@@ -111,7 +112,7 @@ def _model_meta(summary: RunSummary) -> dict:
     """The classes as the serving app presents them: boxes, or bitmaps for segmentation."""
     import supervisely as sly
 
-    shape = sly.Bitmap if summary.task == "instance-segmentation" else sly.Rectangle
+    shape = sly.Bitmap if summary.task == SEGMENTATION else sly.Rectangle
     classes = [
         sly.ObjClass(name, shape, color=summary.class_colors.get(name)) for name in summary.classes
     ]
@@ -242,8 +243,10 @@ def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]
         *_field_examples(summary.hyperparameters, checkpoints[0]),
         *_sliced_example(summary.hyperparameters, checkpoints[0]),
         *(_onnx_example(exports["onnx"]) if "onnx" in exports else []),
-        "`logs/` holds the training log and the logged scalars; `metrics.json` the metric history.",
-        "`resume/` holds the full training state (optimizer, schedulers, RNG): the app's Resume",
+        f"`{LOGS_DIR}/` holds the training log and the logged scalars; `{RUN_METRICS}` the metric "
+        "history.",
+        f"`{RESUME_DIR}/` holds the full training state (optimizer, schedulers, RNG): the app's "
+        "Resume",
         "tab, or `python -m src.cli runs --team-files`, continues the run from it.",
         "",
     ]
@@ -269,7 +272,7 @@ def _field_examples(hyperparameters: dict[str, Any], checkpoint: str) -> list[st
     }
     lines: list[str] = []
     for title, program in examples.items():
-        text = program.format(checkpoint=checkpoint, size=size, overlap=overlap)
+        text = program.format(config=RUN_CONFIG, checkpoint=checkpoint, size=size, overlap=overlap)
         lines += [title, "", "```python", *text.splitlines(), "```", ""]
     return lines
 
@@ -278,7 +281,7 @@ INIT_DETECTOR_EXAMPLE = """\
 import sys
 from mmdet.apis import inference_detector, init_detector
 
-model = init_detector("config.py", "{checkpoint}", device="cpu")
+model = init_detector("{config}", "{checkpoint}", device="cpu")
 found = inference_detector(model, sys.argv[1]).pred_instances
 found = found[found.scores >= 0.3]
 for box, label, score in zip(found.bboxes.tolist(), found.labels.tolist(), found.scores.tolist()):
@@ -289,7 +292,7 @@ INFERENCER_EXAMPLE = """\
 import sys
 from mmdet.apis import DetInferencer
 
-inferencer = DetInferencer(model="config.py", weights="{checkpoint}", device="cpu")
+inferencer = DetInferencer(model="{config}", weights="{checkpoint}", device="cpu")
 # outputs/vis/: the image drawn in the project's class colours; outputs/preds/: JSON
 inferencer(sys.argv[1], out_dir="outputs", pred_score_thr=0.3)
 """
@@ -300,7 +303,7 @@ from sahi import AutoDetectionModel
 from sahi.predict import get_sliced_prediction
 
 model = AutoDetectionModel.from_pretrained(
-    model_type="mmdet", model_path="{checkpoint}", config_path="config.py", device="cpu",
+    model_type="mmdet", model_path="{checkpoint}", config_path="{config}", device="cpu",
     confidence_threshold=0.3,
 )
 result = get_sliced_prediction(
@@ -327,7 +330,9 @@ def _sliced_example(hyperparameters: dict[str, Any], checkpoint: str) -> list[st
         f"the platform's sliding-window inference at {size} px:",
         "",
         "```python",
-        *SLICED_EXAMPLE.format(checkpoint=checkpoint, size=size, step=step).splitlines(),
+        *SLICED_EXAMPLE.format(
+            config=RUN_CONFIG, checkpoint=checkpoint, size=size, step=step
+        ).splitlines(),
         "```",
         "",
     ]
@@ -339,7 +344,7 @@ import mmcv, torch
 from mmcv.ops import batched_nms
 from mmdet.apis import init_detector, inference_detector
 
-model = init_detector("config.py", "{checkpoint}", device="cpu")
+model = init_detector("{config}", "{checkpoint}", device="cpu")
 size, step = {size}, {step}
 image = mmcv.imread(sys.argv[1])
 height, width = image.shape[:2]

@@ -13,9 +13,17 @@ from pathlib import Path
 
 from src.config.metadata import RunMetadata
 from src.config.primary_metric import headline
+from src.core.layout import (
+    BEST_CHECKPOINTS,
+    BEST_PREFIX,
+    EPOCH_CHECKPOINTS,
+    ITER_CHECKPOINTS,
+    LAST_CHECKPOINT_POINTER,
+    RUN_CONFIG,
+    logged_scalars,
+)
 from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
 from src.runs.info import APP_DATA, RunInfo
-from src.runs.layout import LAST_CHECKPOINT_POINTER, RUN_CONFIG, logged_scalars
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +44,7 @@ def last_checkpoint(work_dir: str | Path) -> Path | None:
 
 def best_checkpoint(work_dir: str | Path) -> Path | None:
     """The newest ``best_*.pth`` mmengine's CheckpointHook kept (save_best)."""
-    candidates = sorted(Path(work_dir).glob("best_*.pth"), key=lambda p: p.stat().st_mtime)
+    candidates = sorted(Path(work_dir).glob(BEST_CHECKPOINTS), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
 
 
@@ -51,12 +59,12 @@ def _resumable_candidates(work_dir: Path) -> list[Path]:
     files with lower iterations.
     """
     saved = sorted(
-        [*work_dir.glob("epoch_*.pth"), *work_dir.glob("iter_*.pth")],
+        [*work_dir.glob(EPOCH_CHECKPOINTS), *work_dir.glob(ITER_CHECKPOINTS)],
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
     marked = last_checkpoint(work_dir)
-    first = [marked] if marked and not marked.name.startswith("best_") else []
+    first = [marked] if marked and not marked.name.startswith(BEST_PREFIX) else []
     return list(dict.fromkeys(first + saved))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from src.config.primary_metric import primary_value
+from src.core.layout import EPOCH_PREFIX
 
 APP_DATA, TEAM_FILES = "app data", "Team Files"
 
@@ -54,7 +55,7 @@ class RunInfo:
     @property
     def mid_epoch(self) -> bool:
         """Saved inside an epoch (``iter_N.pth``) rather than at its end (``epoch_N.pth``)."""
-        return not self.checkpoint_name.startswith("epoch_")
+        return not self.checkpoint_name.startswith(EPOCH_PREFIX)
 
     def row(self) -> dict[str, Any]:
         """The run as the runs tables show it."""

@@ -22,10 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config.metadata import RunMetadata
-from src.runs.checkpoint_io import CheckpointError
-from src.runs.checkpoints import newest_resumable_checkpoint
-from src.runs.info import TEAM_FILES, RunInfo
-from src.runs.layout import (
+from src.core.layout import (
     APP_STATE,
     ARTIFACTS_ROOT,
     LAST_CHECKPOINT_POINTER,
@@ -40,6 +37,9 @@ from src.runs.layout import (
     scalars_file,
     scalars_files,
 )
+from src.runs.checkpoint_io import CheckpointError
+from src.runs.checkpoints import newest_resumable_checkpoint
+from src.runs.info import TEAM_FILES, RunInfo
 from src.runs.storage import ArtifactStore, RemoteFile, UploadError
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from src.runs.layout import ARTIFACTS_ROOT
+from src.core.layout import ARTIFACTS_ROOT
 
 logger = logging.getLogger(__name__)
 

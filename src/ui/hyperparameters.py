@@ -22,6 +22,7 @@ from src.config.params import (
     TrainParams,
 )
 from src.config.schedule import lr_curve
+from src.core.tasks import DETECTION
 from src.engine.devices import list_devices
 from src.ui.charts import Chart
 
@@ -336,7 +337,7 @@ class HyperparametersStep:
             self.sized.set("chosen for this run: " + "; ".join(chosen), "info")
 
     def preview(self) -> list[tuple[int, float]]:
-        params = self.params("object-detection", ("x",), "none", "scratch")
+        params = self.params(DETECTION, ("x",), "none", "scratch")
         problems = params.validate(classes=False)  # (the curve needs no classes)
         if problems:
             raise ValueError("; ".join(problems))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from supervisely.app.widgets import Card, RadioGroup
 
-from src.config.zoo import TASKS
+from src.core.tasks import DETECTION, SEGMENTATION, TASKS
 
-LABELS = {"object-detection": "Object detection", "instance-segmentation": "Instance segmentation"}
+LABELS = {DETECTION: "Object detection", SEGMENTATION: "Instance segmentation"}
 
 
 class TaskStep:

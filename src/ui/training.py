@@ -12,9 +12,9 @@ from src.app.controller import ControllerStatus
 from src.app.end_of_run import RunOutcome, export_notes
 from src.app.evaluate import key_metrics_line
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
+from src.core.layout import log_files, logged_scalars
 from src.engine.chatter import is_chatter
 from src.hooks.metrics import TrainProgress, ValResult
-from src.runs.layout import log_files, logged_scalars
 from src.ui.charts import Chart, send_all
 
 MAX_CLASS_CHARTS = 20

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from src.app.platform import platform_services
+from src.core.layout import EVALUATION_PREDICTIONS
 from src.data.eval_projects import write_eval_projects
 from src.data.reader import load_split
-from src.runs.layout import EVALUATION_PREDICTIONS
 from tests.sly_server import PROJECT_ID, TASK_ID, TEAM_ID
 
 CLASSES = ["square", "circle", "triangle"]

@@ -181,7 +181,7 @@ def test_the_speed_test_after_training_times_on_the_runs_gpu(
     import src.engine.speed as speed
     from src.app.evaluate import speed_test_run
     from src.config.text import config_to_text
-    from src.runs.layout import RUN_CONFIG
+    from src.core.layout import RUN_CONFIG
 
     FakeCuda(count=cards).install(monkeypatch)
     work = tmp_path / "run"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from src.runs.layout import RunIdError, check_run_id, is_run_dir, run_dir
+from src.core.layout import RunIdError, check_run_id, is_run_dir, run_dir
 from tests.helpers import api_client
 
 ROOT = Path(__file__).resolve().parents[2]

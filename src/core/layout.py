@@ -1,8 +1,8 @@
 """What lies where in a run's folder, locally and in Team Files, known in this one place; and run
 ids are data, not paths: a safe charset, and a run's folder strictly inside app data.
 
-This module imports nothing of ours, so every layer may use it, the composition (``config``)
-included (tests/test_layers.py treats it as the bottom layer). A name written or read anywhere
+This module imports nothing of ours: it is part of the bottom layer (``src.core``), so every
+layer may use it, the composition (``config``) included. A name written or read anywhere
 in a run's folder is a constant or a function here.
 
 A run id names a folder that the app writes, renames and (on the platform, after a verified
@@ -106,6 +106,37 @@ def log_files(work_dir: str | Path) -> list[Path]:
 # app data/<run id>/: what the session writes while it trains (mmengine's own names included)
 
 RUN_CONFIG = "config.py"  # the exact config the run trains with (TrainingSession)
+# mmengine's CheckpointHook names: epoch_N.pth at an epoch's end, iter_N.pth mid-epoch (a stop),
+# best_<metric>_epoch_N.pth (save_best)
+CHECKPOINTS = "*.pth"
+EPOCH_CHECKPOINTS = "epoch_*.pth"
+ITER_CHECKPOINTS = "iter_*.pth"
+BEST_CHECKPOINTS = "best_*.pth"
+BEST_PREFIX = "best_"
+EPOCH_PREFIX = "epoch_"
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The checkpoint mmengine saves at the end of epoch ``epoch``."""
+    return f"{EPOCH_PREFIX}{epoch}.pth"
+
+
+def iter_checkpoint(iteration: int) -> str:
+    """The checkpoint of a stop mid-epoch, after ``iteration`` iterations."""
+    return f"iter_{iteration}.pth"
+
+
+def coco_gt_file(work_dir: str | Path, split: str) -> Path:
+    """Where a split's COCO ground truth is written for mmdet's CocoMetric (``val``, ``train``)."""
+    return Path(work_dir) / f"coco_gt_{split}.json"
+
+
+# beside the runs in app data: the app's own folders (not run ids: they start with "_")
+UPLOAD_STAGING = "_upload"  # a run packed for upload (src.app.end_of_run)
+SYNC_STAGING = (
+    "_sync"  # a running run's snapshot on its way to Team Files (src.runs.checkpoint_sync)
+)
+TENSORBOARD_LOG = "tensorboard.log"  # the TensorBoard server's own log (src.main)
 LAST_CHECKPOINT_POINTER = "last_checkpoint"  # mmengine's file naming the newest checkpoint
 # the epoch whose validation a stop abandoned (StopHook): a resume validates it before training on
 VALIDATION_OWED = "validation_owed"
