@@ -44,7 +44,7 @@ from typing import Any
 from mmengine.config import Config
 
 from src.app.children import end_with_parent
-from src.app.session import SessionState, TrainingSession
+from src.app.session_base import SessionBase, SessionState
 from src.config.metadata import RunMetadata
 
 logger = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ class _QueueSink:
         self.queue.put(("images", images))
 
 
-class RankSession(TrainingSession):
-    """One rank's TrainingSession: stops together with the other ranks, relays its phase."""
+class RankSession(SessionBase):
+    """One rank's session: stops together with the other ranks, relays its phase."""
 
     def __init__(self, *args: Any, rank: int, queue: Any, stop_event: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -210,7 +210,7 @@ def _join_group(rank: int, world: int, store_file: str, card: int | None, timeou
     )  # fmt: skip
 
 
-def run_ranks(session: TrainingSession) -> SessionState:
+def run_ranks(session: SessionBase) -> SessionState:
     """Train ``session``'s config in ``session.world_size`` processes; relay what rank 0
     reports into the session; return the final state (with the session's error, stopped
     checkpoint and early-stop reason set)."""
@@ -243,9 +243,10 @@ def run_ranks(session: TrainingSession) -> SessionState:
     ]
     ends: dict[int, dict[str, Any]] = {}
     dead: str | None = None
+    failed_traceback: str | None = None
     with _running(ranks, stop, meeting):
         while len(ends) < world:
-            if session._should_stop():
+            if session.should_stop():
                 stop.set()
             try:
                 kind, payload = queue.get(timeout=0.2)
@@ -254,16 +255,8 @@ def run_ranks(session: TrainingSession) -> SessionState:
                 if dead:
                     break
                 continue
-            if kind == "train":
-                session._sink.on_train_iter(payload)
-            elif kind == "val":
-                session._sink.on_val(payload)
-            elif kind == "images":
-                for sink in session._sink.sinks:
-                    if hasattr(sink, "on_val_images"):
-                        sink.on_val_images(payload)
-            elif kind == "state":
-                session._enter(SessionState(payload))
+            if kind in ("train", "val", "images", "state"):
+                session.relay(kind, payload)
             elif kind == "end":
                 ends[payload["rank"]] = payload
                 if payload["state"] == "failed":  # the others would wait for it
@@ -272,15 +265,16 @@ def run_ranks(session: TrainingSession) -> SessionState:
                     cause = _wait_for_dead_rank(ranks, ends, 2.0)
                     failed = f"rank {payload['rank']} failed: {payload['error']}"
                     dead = f"{cause}; then {failed}" if cause else failed
-                    session._traceback = payload.get("traceback")
+                    failed_traceback = payload.get("traceback")
                     break
     if dead:
-        session._error = dead
+        session.record_end(error=dead, traceback=failed_traceback)
         return SessionState.FAILED
     first = ends[0]
-    session._stopped_checkpoint = first.get("stopped_checkpoint")
-    session._ended_early = first.get("ended_early")
-    session._error, session._traceback = first.get("error"), first.get("traceback")
+    session.record_end(
+        error=first.get("error"), traceback=first.get("traceback"),
+        stopped_checkpoint=first.get("stopped_checkpoint"), ended_early=first.get("ended_early"),
+    )  # fmt: skip
     return SessionState(first["state"])
 
 

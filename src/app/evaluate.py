@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from src.config.compose import relocate_run, train_dataset_cfg
+from src.config.compose import relocate_run, train_dataset_cfg, val_split_args
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.core.errors import EvaluationError, RequestError
@@ -131,15 +131,6 @@ def _split_config(cfg: Any, work_dir: Path, split: str, project_dir: str | None)
     elif split != "val":
         raise RequestError(f"split {split!r} is unknown: use val or train")
     return cfg
-
-
-def val_split_args(cfg: Any) -> dict[str, Any]:
-    """The validation dataset's arguments, as the run trained with them."""
-    dataset = cfg.val_dataloader.dataset
-    keys = ("project_dir", "datasets", "items", "keep_empty_images", "cache_dir", "task")
-    return {k: dataset.get(k) for k in keys} | {
-        "classes": list(dataset.classes), "ignore": list(dataset.get("ignore_regions") or []),
-    }  # fmt: skip
 
 
 def _kept_predictions(work_dir: Path, checkpoint: Path, segmentation: bool) -> tuple[list, dict]:

@@ -653,3 +653,12 @@ def compose_from_zoo(
         weights_url=entry.weights_url,
         min_input_size=entry.min_input_size,
     )
+
+
+def val_split_args(cfg: Any) -> dict[str, Any]:
+    """The validation dataset's arguments, as the run trained with them."""
+    dataset = cfg.val_dataloader.dataset
+    keys = ("project_dir", "datasets", "items", "keep_empty_images", "cache_dir", "task")
+    return {k: dataset.get(k) for k in keys} | {
+        "classes": list(dataset.classes), "ignore": list(dataset.get("ignore_regions") or []),
+    }  # fmt: skip

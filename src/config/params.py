@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.config.pipeline import parse_pipeline
+from src.core.errors import ConfigError
 from src.core.tasks import DETECTION, TASKS
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -22,14 +24,6 @@ AUGMENTATIONS = ("none", "light", "medium", "heavy", CUSTOM_AUGMENTATION)
 WEIGHTS_MODES = ("pretrained", "scratch", "custom")
 # formats the best checkpoint can be exported to after training (src.engine.onnx_export)
 EXPORT_FORMATS = ("onnx", "tensorrt")
-
-
-class ConfigError(ValueError):
-    """A config or parameter problem, with the line number when it comes from config text."""
-
-    def __init__(self, message: str, line: int | None = None):
-        self.line = line
-        super().__init__(f"line {line}: {message}" if line else message)
 
 
 # What a run has for an unset ("auto") batch size and worker count until the session sizes it
@@ -292,8 +286,6 @@ class TrainParams:
                 "YAML or JSON (e.g. [{type: RandomFlip, prob: 0.5}]), or choose none"
             )
         elif self.augmentation == CUSTOM_AUGMENTATION:
-            from src.config.augmentations import parse_pipeline  # (it imports this module)
-
             try:
                 parse_pipeline(self.augmentation_pipeline)
             except ConfigError as exc:

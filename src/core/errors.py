@@ -16,6 +16,14 @@ USAGE = 2  # what argparse exits with for a bad command line
 PARTIAL_EXPORT = 3
 
 
+class ConfigError(ValueError):
+    """A config or parameter problem, with the line number when it comes from config text."""
+
+    def __init__(self, message: str, line: int | None = None):
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
 class AppError(Exception):
     """One or more problems a user can act on (a message each), with how each door reports
     them: ``http_status`` for the HTTP API, ``exit_code`` for the CLI.
