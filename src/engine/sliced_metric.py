@@ -8,6 +8,12 @@ merged (``src.engine.tile_merge``), and ``CocoMetric`` scores them against the w
 mAP is the whole images', and the predictions it writes (``outfile_prefix``) are too — what the
 evaluation after training hands to the platform's evaluators, on the original project.
 
+Its mAP is read at ``max_per_img`` detections an image, as its AP50 and AP75 already are and as
+the SDK's evaluators read theirs (``max_detections``): pycocotools' ``summarize`` reads AP
+(``stats[0]``) at 100 detections an image and class whatever ``maxDets`` says, so mmdet's
+``bbox_mAP`` of an image with more than 100 objects of a class was lower than the evaluation's
+(issue 36: 0.107 vs 0.113; 0.0024 vs 0.0026 on the bench's run).
+
 Without a ``tiles`` table it is ``CocoMetric``.
 """
 
@@ -18,9 +24,23 @@ from collections.abc import Sequence
 
 import numpy as np
 from mmdet.evaluation.metrics import CocoMetric
+from mmdet.evaluation.metrics import coco_metric as mmdet_coco_metric
 from mmdet.registry import METRICS
 
 from src.engine.tile_merge import MERGED_MAX_PER_IMG, merge_tiles, shift_boxes, tile_rle_to_image
+
+
+class CappedCOCOeval(mmdet_coco_metric.COCOeval):
+    """COCOeval whose AP (``stats[0]``) is read at ``maxDets[-1]``, as its AP50, AP75 and
+    per-size APs are: pycocotools reads it at 100 detections an image and class whatever
+    ``maxDets`` says (its ``_summarize`` default), which caps an image of hundreds of objects."""
+
+    def summarize(self) -> None:
+        super().summarize()
+        if self.params.iouType in ("bbox", "segm"):
+            precision = self.eval["precision"][:, :, :, 0, -1]  # all areas, maxDets[-1]
+            valid = precision[precision > -1]
+            self.stats[0] = float(np.mean(valid)) if valid.size else -1.0
 
 
 @METRICS.register_module(name="SlicedCocoMetric", force=True)
@@ -53,6 +73,8 @@ class SlicedCocoMetric(CocoMetric):
             image_id, dx, dy = self.tiles.get(tile_id, (tile_id, 0, 0))
             info = self._coco_api.imgs[image_id]
             result["tile"] = tile_id
+            # the tile's window in its image (gt holds the tile's size until set to the image's)
+            result["window"] = (dx, dy, dx + gt["width"], dy + gt["height"])
             result["img_id"] = gt["img_id"] = image_id
             gt["width"], gt["height"] = info["width"], info["height"]
             if dx or dy:
@@ -64,12 +86,18 @@ class SlicedCocoMetric(CocoMetric):
                 ]
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        if not self.tiles:
+        if self.tiles:
+            by_image: dict[int, list] = defaultdict(list)
+            for gt, result in results:
+                by_image[int(result["img_id"])].append((gt, result))
+            results = [self._merged(parts) for parts in by_image.values()]
+        # mmdet's CocoMetric builds the module's COCOeval: ours for this call (one thread)
+        original = mmdet_coco_metric.COCOeval
+        mmdet_coco_metric.COCOeval = CappedCOCOeval
+        try:
             return super().compute_metrics(results)
-        by_image: dict[int, list] = defaultdict(list)
-        for gt, result in results:
-            by_image[int(result["img_id"])].append((gt, result))
-        return super().compute_metrics([self._merged(parts) for parts in by_image.values()])
+        finally:
+            mmdet_coco_metric.COCOeval = original
 
     def _merged(self, parts: list) -> tuple[dict, dict]:
         gt = parts[0][0]
@@ -84,6 +112,12 @@ class SlicedCocoMetric(CocoMetric):
             thr=self.merge_thr,
             max_dets=self.max_per_img,
             masks=[m for r in results for m in r["masks"]] if with_masks else None,
+            windows=np.concatenate(
+                [
+                    np.tile(np.asarray(r["window"], np.float64), (len(r["scores"]), 1))
+                    for r in results
+                ]
+            ),
         )
         out = {
             "img_id": results[0]["img_id"],

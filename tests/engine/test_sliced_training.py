@@ -156,10 +156,11 @@ def test_the_evaluation_on_the_original_project_gives_the_validations_map(runs):
     sliced, _ = runs
     evaluation = json.loads((sliced / "evaluation" / "metrics.json").read_text())
     assert evaluation["reused_predictions"] is True  # the merged ones, on whole images
-    # the same predictions, scored by the SDK's evaluators and by mmdet's CocoMetric: 0.113 and
-    # 0.107 on this run (on the demo's larger objects they agree to 1e-3; whole-pixel boxes, as
-    # the platform keeps them, explain only 0.0003 of it): within 0.01
-    assert evaluation["metrics"]["mAP"] == pytest.approx(evaluation["validation_map"], abs=0.01)
+    # the same predictions, scored by the SDK's evaluators and by SlicedCocoMetric: both read AP
+    # at 1000 detections an image (mmdet's CocoMetric read it at 100, pycocotools' summarize
+    # default: 0.107 against the SDK's 0.113 on this run, issue 36); the validation's is rounded
+    # to 3 decimals
+    assert evaluation["metrics"]["mAP"] == pytest.approx(evaluation["validation_map"], abs=1e-3)
     assert evaluation["metrics"]["mAP"] > 0.02
 
 
