@@ -7,8 +7,8 @@
                       the answer's "from_run" says what was loaded and what was dropped
                       -> {"run_id": ...}; with "resume": RUN_ID (or "" for the newest) it
                       continues that run (optionally with hyperparameters.epochs, and
-                      gpus or nproc to continue on other devices: status.notes then says
-                      what that changes)
+                      gpus, nproc or device to continue on other devices: status.notes then
+                      says what that changes; src.config.params.RESUME_CHANGES)
     GET  /api/status  -> state, progress, latest losses and metrics, the last run's outcome
                       (with the evaluation after training: outcome.evaluation's key metrics
                       and report, or outcome.evaluation_error); state is idle/finished/stopped/
@@ -139,7 +139,11 @@ def _start(
     request = request_from_body(body, str(controller.app_data_dir), default_project)
     if isinstance(request, ResumeRequest):
         return controller.resume(
-            request.target, epochs=request.epochs, gpus=request.gpus, nproc=request.nproc
+            request.target,
+            epochs=request.epochs,
+            gpus=request.gpus,
+            nproc=request.nproc,
+            device=request.device,
         )
     return controller.start(request)
 

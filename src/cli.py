@@ -19,6 +19,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+from src.config.params import RESUME_CHANGES
 from src.config.primary_metric import headline
 from src.core.errors import FAILED, PARTIAL_EXPORT, USAGE, AppError, RequestError
 from src.core.tasks import DETECTION, TASKS
@@ -288,11 +289,17 @@ def _use_the_models_input_size(controller, args: argparse.Namespace) -> str | No
     return None
 
 
-# What a resume may change; every other option is the run's own (its config.py).
+# What a resume may change (RESUME_CHANGES, the API's too) and the options that are not the
+# run's settings; every other option is the run's own (its config.py).
 _RESUME_OPTIONS = {
-    "resume", "argv", "epochs", "nproc", "gpus", "device", "evaluate", "team_files", "team_id",
-    "app_data", "no_cache", "dry_run", "dump_config", "max_nonfinite", "verbose",
+    *RESUME_CHANGES, "resume", "argv", "evaluate", "team_files", "team_id", "app_data",
+    "no_cache", "dry_run", "dump_config", "max_nonfinite", "verbose",
 }  # fmt: skip
+
+
+_RESUME_FLAGS = (
+    ", ".join(f"--{name}" for name in RESUME_CHANGES[:-1]) + f" and --{RESUME_CHANGES[-1]}"
+)
 
 
 def _contradiction(args: argparse.Namespace) -> str | None:
@@ -320,8 +327,7 @@ def _contradiction(args: argparse.Namespace) -> str | None:
     if changed:
         return (
             f"--resume and {', '.join(changed)} contradict: a resumed run keeps its own "
-            "settings; only --epochs, --gpus, --nproc and --device can change (start a new run "
-            "to change the others)"
+            f"settings; only {_RESUME_FLAGS} can change (start a new run to change the others)"
         )
     return None
 
@@ -376,8 +382,9 @@ class _CliError(RequestError):
 
 
 def _prepare_resume(controller, args: argparse.Namespace):
+    given = args.device != args.train_parser.get_default("device")
     prepared, run = controller.prepare_resume(
-        args.resume or None, args.epochs, args.gpus, args.nproc
+        args.resume or None, args.epochs, args.gpus, args.nproc, args.device if given else None
     )
     print(
         f"resuming run {run.run_id} ({run.model_name}) from {run.checkpoint_name}: "

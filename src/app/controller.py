@@ -359,15 +359,16 @@ class TrainingController:
         sync_every_epochs: int | None = None,
         gpus: tuple[int, ...] | None = None,
         nproc: int | None = None,
+        device: str | None = None,
     ) -> str:
         """Continue a run (default: the newest); returns its id.
 
         ``target`` is a run id or checkpoint in app data, or a run id whose state is only in the
-        store (Team Files): then it is downloaded into app data first. ``gpus`` / ``nproc``:
-        train on other devices than the run did (see :func:`prepare_resume`).
+        store (Team Files): then it is downloaded into app data first. ``gpus`` / ``nproc`` /
+        ``device``: train on other devices than the run did (see :func:`prepare_resume`).
         """
         with self._preparation():
-            prepared, run = self.prepare_resume(target, epochs, gpus, nproc)
+            prepared, run = self.prepare_resume(target, epochs, gpus, nproc, device)
             for note in prepared.notes:
                 logger.warning("run %s: %s", prepared.run_id, note)
             return self._launch_unless_cancelled(
@@ -380,6 +381,7 @@ class TrainingController:
         epochs: int | None = None,
         gpus: tuple[int, ...] | None = None,
         nproc: int | None = None,
+        device: str | None = None,
     ) -> tuple[Prepared, RunInfo]:
         """The run ``target`` names (None: the newest) ready to continue, and where it stands
         (``run.checkpoint`` is what it continues from); a run only in the store is downloaded
@@ -387,7 +389,7 @@ class TrainingController:
         run = self.locate(target)
         prepared = prepare_resume(
             run, epochs=epochs, project_resolver=self.project_resolver, cache_dir=self.cache_dir,
-            gpus=gpus, nproc=nproc,
+            gpus=gpus, nproc=nproc, device=device,
         )  # fmt: skip
         return prepared, run
 

@@ -764,9 +764,10 @@ def prepare_resume(
     cache_dir: str | None = None,
     gpus: tuple[int, ...] | None = None,
     nproc: int | None = None,
+    device: str | None = None,
 ) -> Prepared:
     """A stopped/crashed run, ready to continue from its checkpoint (optionally for more epochs,
-    or on other devices: ``gpus`` / ``nproc`` replace the recorded ones).
+    or on other devices: ``gpus`` / ``nproc`` / ``device`` replace the recorded ones).
 
     ``project_resolver`` finds the run's project (by its platform id, or its recorded folder):
     on the platform it downloads it when this app session does not have it yet.
@@ -780,8 +781,8 @@ def prepare_resume(
     except ConfigError as exc:
         raise RequestError([f"cannot read the run's config: {exc}"]) from None
     notes = []
-    if gpus is not None or nproc is not None:
-        note = _resume_on_devices(cfg, gpus, nproc)
+    if gpus is not None or nproc is not None or device is not None:
+        note = _resume_on_devices(cfg, gpus, nproc, device)
         notes += [note] if note else []
     if run.epoch >= int(cfg.train_cfg.max_epochs) and epochs is None:
         raise RequestError(
@@ -804,16 +805,28 @@ def prepare_resume(
     return Prepared(project, params, split, cfg, run.run_id, metadata.model_name, notes)
 
 
-def _resume_on_devices(cfg: Config, gpus: tuple[int, ...] | None, nproc: int | None) -> str:
-    """Record the devices a resume trains on in ``cfg``'s train params; what changes, if the
-    number of processes does (the resume continues, but not bit-identically)."""
+def _resume_on_devices(
+    cfg: Config, gpus: tuple[int, ...] | None, nproc: int | None, device: str | None = None
+) -> str:
+    """Record the devices a resume trains on in ``cfg``'s train params (``device`` alone keeps
+    the recorded gpus and nproc); what changes, if the number of processes does (the resume
+    continues, but not bit-identically)."""
     metadata = RunMetadata.of(cfg)
-    wanted = TrainParams(gpus=tuple(gpus or ()), nproc=1 if nproc is None else nproc)
-    problems = [p for p in wanted.validate() if p.startswith(("gpus", "nproc"))]
+    recorded = dict(metadata.train_params)
+    if gpus is None and nproc is None:
+        gpus, nproc = tuple(recorded.get("gpus") or ()), recorded.get("nproc")
+    wanted = TrainParams(
+        gpus=tuple(gpus or ()), nproc=1 if nproc is None else nproc, device=device or "cpu"
+    )
+    problems = wanted.device_problems()
+    if nproc_problem := range_problem("nproc", wanted.nproc):
+        problems.insert(0, nproc_problem)
     if problems:
         raise RequestError(problems)
     before = metadata.devices
-    recorded = dict(metadata.train_params, gpus=list(wanted.gpus), nproc=wanted.nproc)
+    if device is not None:
+        recorded["device"] = device
+    recorded.update(gpus=list(wanted.gpus), nproc=wanted.nproc)
     if wanted.gpus and not str(recorded.get("device", "")).startswith("cuda"):
         recorded["device"] = f"cuda:{wanted.gpus[0]}"
     metadata.updated(train_params=recorded).write(cfg)

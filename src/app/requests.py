@@ -14,13 +14,10 @@ from typing import Any
 
 from src.app.prepare import TrainRequest
 from src.config.doors import DOORS
-from src.config.params import AUTO_SIZED, TrainParams, range_problem
+from src.config.params import AUTO_SIZED, RESUME_CHANGES, TrainParams, range_problem
 from src.core.errors import RequestError
 from src.core.tasks import DETECTION
 from src.data.project import Split
-
-# what a resume may change; everything else is the run's own (src.app.prepare.prepare_resume)
-RESUME_CHANGES = ("epochs", "gpus", "nproc")
 
 
 @dataclass(frozen=True)
@@ -31,6 +28,7 @@ class ResumeRequest:
     epochs: int | None = None
     gpus: tuple[int, ...] | None = None
     nproc: int | None = None
+    device: str | None = None
 
 
 def request_from_body(
@@ -43,7 +41,8 @@ def request_from_body(
 
 
 def resume_from_json(body: dict[str, Any]) -> ResumeRequest:
-    """``{"resume": RUN_ID | "" | null, "hyperparameters": {epochs, gpus, nproc}}``; any other
+    """``{"resume": RUN_ID | "" | null, "hyperparameters": {epochs, gpus, nproc, device}}``
+    (``RESUME_CHANGES``); any other
     field contradicts the resume (the run keeps its own settings) and is refused by name."""
     target, hyper = body["resume"], body.get("hyperparameters") or {}
     problems = []

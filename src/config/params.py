@@ -26,6 +26,10 @@ WEIGHTS_MODES = ("pretrained", "scratch", "custom")
 EXPORT_FORMATS = ("onnx", "tensorrt")
 
 
+# What a resume may change (the CLI's options, the API's hyperparameters); every other setting is
+# the run's own, in its config.py (src.app.prepare.prepare_resume)
+RESUME_CHANGES = ("epochs", "gpus", "nproc", "device")
+
 # What a run has for an unset ("auto") batch size and worker count until the session sizes it
 # on its device (src.engine.autosize): the CPU's values, and what the Editor shows.
 DEFAULT_BATCH_SIZE = 2
@@ -308,6 +312,19 @@ class TrainParams:
                 f"weights {self.weights!r} and weights_path contradict: a checkpoint path is "
                 "for custom weights; set weights to 'custom' or drop the path"
             )
+        problems += self.device_problems()
+        unknown = [f for f in self.export if f not in EXPORT_FORMATS]
+        if unknown:
+            problems.append(
+                f"export format {', '.join(map(repr, unknown))} is unknown: use "
+                f"{', '.join(EXPORT_FORMATS)}"
+            )
+        return problems
+
+    def device_problems(self) -> list[str]:
+        """The devices' problems: ``gpus``, ``nproc`` with them, ``device`` (what a resume may
+        change is checked with these)."""
+        problems = []
         if len(set(self.gpus)) != len(self.gpus) or any(int(g) < 0 for g in self.gpus):
             problems.append(f"gpus must be distinct GPU indices (0, 1, ...), got {list(self.gpus)}")
         if self.gpus and self.nproc > 1:
@@ -317,12 +334,6 @@ class TrainParams:
             )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             problems.append(f"device {self.device!r} is unknown: use cpu or cuda:N")
-        unknown = [f for f in self.export if f not in EXPORT_FORMATS]
-        if unknown:
-            problems.append(
-                f"export format {', '.join(map(repr, unknown))} is unknown: use "
-                f"{', '.join(EXPORT_FORMATS)}"
-            )
         return problems
 
     @property
