@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,10 @@ class RunOutcome:
     upload_error: str | None = None
     local_dir: str | None = None  # the run's app-data folder, kept when an upload failed
     output_error: str | None = None  # the upload worked, but showing it as the task output did not
-    warning: str | None = None  # the upload worked, but something the user should know did not
+    # the upload worked, but something the user should know did not: every one (warnings), and
+    # joined into one line (warning, what the UI, the API and the CLI show)
+    warning: str | None = None
+    warnings: list[str] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None  # src.app.evaluate.Evaluation.summary()
     evaluation_error: str | None = None  # the evaluation failed; the run was uploaded all the same
     exports: dict[str, str] | None = None  # format -> local file (src.app.export)
@@ -49,6 +52,11 @@ class RunOutcome:
     export_error: str | None = None  # the export failed; the run was uploaded all the same
     export_speed: list[str] | None = None  # the speed test of the export, in words
     platform_report: str | None = None  # the platform's Model Benchmark report (its link)
+
+    def warn(self, message: str) -> None:
+        """Add a warning: kept beside the earlier ones, never over them."""
+        self.warnings.append(message)
+        self.warning = "; ".join(self.warnings)
 
 
 def export_notes(outcome: RunOutcome, failure: bool = True) -> list[str]:
@@ -135,7 +143,7 @@ class RunEnding:
             try:
                 speed_test_run(work_dir)
             except Exception as exc:
-                outcome.warning = f"the speed test failed: {type(exc).__name__}: {exc}"
+                outcome.warn(f"the speed test failed: {type(exc).__name__}: {exc}")
                 logger.exception("the speed test of %s failed", work_dir)
 
     def _export(self, work_dir: Path, formats: tuple[str, ...], outcome: RunOutcome) -> None:
@@ -189,12 +197,13 @@ class RunEnding:
         """Remove the app-data copy, only when Team Files holds a resumable state of the run."""
         state = f"{remote.rstrip('/')}/{RESUME_DIR}/{STATE_FILE}"
         if not self.store.exists(state):
-            outcome.warning = (
+            warning = (
                 f"the artifacts hold no resumable state ({state}): the run's files stay in "
                 f"{prepared.work_dir}"
             )
+            outcome.warn(warning)
             outcome.local_dir = str(prepared.work_dir)
-            logger.warning("run %s: %s", prepared.run_id, outcome.warning)
+            logger.warning("run %s: %s", prepared.run_id, warning)
             return
         shutil.rmtree(prepared.work_dir, ignore_errors=True)
         logger.info("run %s uploaded and verified: removed %s", prepared.run_id, prepared.work_dir)
