@@ -942,15 +942,25 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``train``'s options. A ``TrainParams`` field's option is declared in ``src.config.doors``
     (flag, help, default, choices, range): the plain ones are made from it; those that parse more
     (``auto|N``, ``LONGxSHORT``, a GPU list, a file) are written here under the declared flag."""
-    from src.config.doors import DOORS, generated_cli_options
-    from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, TrainParams
+    from src.config.doors import generated_cli_options
 
-    d = TrainParams()
     tr = sub.add_parser("train", help="train a model on a local project")
     tr.add_argument("--project", help="local Supervisely project directory")
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
     for option in generated_cli_options():
         tr.add_argument(option.flag, dest=option.dest, **option.kwargs)
+    _add_parsed_settings(tr)
+    _add_run_options(tr)
+    tr.set_defaults(func=cmd_train, train_parser=tr)
+
+
+def _add_parsed_settings(tr: argparse.ArgumentParser) -> None:
+    """The ``TrainParams`` options that parse more than their type (``auto|N``, ``LONGxSHORT``,
+    a GPU list, names), under the flags ``src.config.doors`` declares."""
+    from src.config.doors import DOORS
+    from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, TrainParams
+
+    d = TrainParams()
     tr.add_argument(
         DOORS["classes"].cli, metavar="NAME[,NAME]|JSON",
         help="comma-separated class names, or a JSON list for names with a comma or spaces "
@@ -987,6 +997,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="a custom augmentation pipeline: a YAML or JSON list of mmdet transforms, applied "
         "after resizing (implies --augmentation custom; see configs/augmentations.yaml)",
     )
+    _add_devices_and_weights(tr)
+
+
+def _add_devices_and_weights(tr: argparse.ArgumentParser) -> None:
+    """Where a run trains and what it starts from (the ``TrainParams`` options with a parser of
+    their own), and what it exports."""
+    from src.config.doors import DOORS
+
     tr.add_argument(
         DOORS["nproc"].cli, type=int, default=None,
         help="train in N processes with --device cpu (DDP over gloo; tests, CPU machines); with "
@@ -1011,6 +1029,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--drop-empty", action="store_true", help="drop training images without objects"
     )
+
+
+def _add_run_options(tr: argparse.ArgumentParser) -> None:
+    """``train``'s options that are not a run's settings: where runs and Team Files are, the
+    dry run, resume and from-run, verbosity."""
     tr.add_argument(
         "--team-files", default=DEFAULT_TEAM_FILES, help="local folder standing in for Team Files"
     )
@@ -1053,7 +1076,6 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="also print the libraries' output (mmengine's log, pycocotools, warnings; always in "
         "the run's log file) and tracebacks",
     )  # fmt: skip
-    tr.set_defaults(func=cmd_train, train_parser=tr)
 
 
 def _add_export_parsers(sub) -> None:

@@ -35,7 +35,7 @@ from src.app.platform import Experiment, platform_services
 from src.app.session import warm_up_imports
 from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
 from src.core.layout import TENSORBOARD_LOG
-from src.data.project import open_local_project
+from src.data.project import LocalProject, open_local_project
 from src.engine.devices import CUDA_ALLOC_CONF
 from src.runs.storage import LocalArtifactStore
 from src.ui.app_ui import AppUI
@@ -139,6 +139,73 @@ def _end_with_the_app(
     application.get_server().router.add_event_handler("shutdown", board.stop)
 
 
+def _platform_app(
+    app_data: str, board: TensorBoard, holder: dict[str, sly.Application]
+) -> tuple[TrainingController, LocalProject, AppUI]:
+    """On the platform: the controller with the platform's services, the project the app was
+    started from (or the experiment's), and the UI, filled from an experiment when the
+    Experiments page started the app (``holder["app"]``: the application, once built)."""
+    api = sly.Api.from_env()
+    task_id = sly.env.task_id()
+    services = platform_services(api, sly.env.team_id(), task_id, _cache_dir("projects"))
+    experiment, experiment_problem = _experiment_to_start_from(services)
+    project_id = sly.env.project_id(raise_not_found=False)
+    if project_id is None and experiment is not None:  # the Experiments page: its project
+        project_id = experiment.project_id
+    project = services.resolve_project(project_id, "")
+
+    def end_app(outcome: RunOutcome) -> None:
+        """A finished run, or any run when the platform is stopping the app: app.stop().
+        A run stopped with the Stop button (offered for resume) or a failed one (its error
+        on screen) keeps the app up; the graceful-stop wait is released so that a later
+        platform stop is not held by a run that is over."""
+        app = holder["app"]
+        if outcome.state == "finished" or app.is_stopped():
+            app.stop()
+        else:
+            app.handle_stop(graceful=False)  # the wait is satisfied; nothing is raised
+
+    controller = TrainingController(
+        app_data,
+        services.store,
+        cache_dir=_cache_dir("datasets"),
+        project_resolver=services.resolve_project,
+        sync=_sync_policy(default_epochs=1),
+        after_upload=services.set_output,
+        record_inputs=services.record_inputs,
+        on_run_start=board.serve,
+        cleanup_after_upload=True,
+        stop_signals=[lambda: holder["app"].is_stopped()],
+        run_context=lambda: holder["app"].handle_stop(graceful=True),
+        on_run_end=end_app,
+        run_id_base=str(task_id),
+        task_id=task_id,
+    )
+    ui = AppUI(project, controller, team_id=sly.env.team_id(),
+               tensorboard_link=_tensorboard_link(api, task_id))  # fmt: skip
+    if experiment is not None:  # started from the Experiments page: every step filled
+        ui.load_experiment(folder=experiment.folder, best=experiment.best_checkpoint,
+                           mode=_train_mode())  # fmt: skip
+    elif experiment_problem:
+        ui.experiment.show_problem(experiment_problem)
+    return controller, project, ui
+
+
+def _local_app(app_data: str, board: TensorBoard) -> tuple[TrainingController, LocalProject, AppUI]:
+    """Off the platform: the project of ``PROJECT_DIR``, a local folder as Team Files."""
+    project_dir = os.environ.get("PROJECT_DIR")
+    if not project_dir:
+        raise RuntimeError("set PROJECT_DIR to a local Supervisely project (make app does)")
+    store = LocalArtifactStore(os.environ.get("TEAM_FILES_DIR", "artifacts/team_files"))
+    controller = TrainingController(
+        app_data, store, cache_dir=_cache_dir("datasets"), sync=_sync_policy(None),
+        on_run_start=board.serve,
+    )  # fmt: skip
+    project = open_local_project(project_dir)
+    ui = AppUI(project, controller, local_folder=os.getcwd(), tensorboard_link=PREFIX + "/")
+    return controller, project, ui
+
+
 def create_app() -> sly.Application:
     _route_logs_to_the_task_log()
     # before CUDA initialises (the allocator reads it once); a user's own setting is kept
@@ -147,66 +214,10 @@ def create_app() -> sly.Application:
     app_data = sly.app.get_synced_data_dir()
     holder: dict[str, sly.Application] = {}
     board = TensorBoard(log_file=os.path.join(app_data, TENSORBOARD_LOG))
-    experiment, experiment_problem = None, ""
     if sly.is_production():
-        api = sly.Api.from_env()
-        task_id = sly.env.task_id()
-        services = platform_services(api, sly.env.team_id(), task_id, _cache_dir("projects"))
-        experiment, experiment_problem = _experiment_to_start_from(services)
-        project_id = sly.env.project_id(raise_not_found=False)
-        if project_id is None and experiment is not None:  # the Experiments page: its project
-            project_id = experiment.project_id
-        project = services.resolve_project(project_id, "")
-
-        def end_app(outcome: RunOutcome) -> None:
-            """A finished run, or any run when the platform is stopping the app: app.stop().
-            A run stopped with the Stop button (offered for resume) or a failed one (its error
-            on screen) keeps the app up; the graceful-stop wait is released so that a later
-            platform stop is not held by a run that is over."""
-            app = holder["app"]
-            if outcome.state == "finished" or app.is_stopped():
-                app.stop()
-            else:
-                app.handle_stop(graceful=False)  # the wait is satisfied; nothing is raised
-
-        controller = TrainingController(
-            app_data,
-            services.store,
-            cache_dir=_cache_dir("datasets"),
-            project_resolver=services.resolve_project,
-            sync=_sync_policy(default_epochs=1),
-            after_upload=services.set_output,
-            record_inputs=services.record_inputs,
-            on_run_start=board.serve,
-            cleanup_after_upload=True,
-            stop_signals=[lambda: holder["app"].is_stopped()],
-            run_context=lambda: holder["app"].handle_stop(graceful=True),
-            on_run_end=end_app,
-            run_id_base=str(task_id),
-            task_id=task_id,
-        )
+        controller, project, ui = _platform_app(app_data, board, holder)
     else:
-        project_dir = os.environ.get("PROJECT_DIR")
-        if not project_dir:
-            raise RuntimeError("set PROJECT_DIR to a local Supervisely project (make app does)")
-        store = LocalArtifactStore(os.environ.get("TEAM_FILES_DIR", "artifacts/team_files"))
-        controller = TrainingController(
-            app_data, store, cache_dir=_cache_dir("datasets"), sync=_sync_policy(None),
-            on_run_start=board.serve,
-        )  # fmt: skip
-        project = open_local_project(project_dir)
-    ui = (
-        AppUI(project, controller, team_id=sly.env.team_id(),
-              tensorboard_link=_tensorboard_link(api, task_id))
-        if sly.is_production()
-        else AppUI(project, controller, local_folder=os.getcwd(), tensorboard_link=PREFIX + "/")
-    )  # fmt: skip
-    if sly.is_production() and (experiment is not None or experiment_problem):
-        if experiment is not None:  # started from the Experiments page: every step filled
-            ui.load_experiment(folder=experiment.folder, best=experiment.best_checkpoint,
-                               mode=_train_mode())  # fmt: skip
-        else:
-            ui.experiment.show_problem(experiment_problem)
+        controller, project, ui = _local_app(app_data, board)
     application = sly.Application(layout=ui.layout)
     holder["app"] = application
     token = _app_token()

@@ -210,21 +210,25 @@ def _join_group(rank: int, world: int, store_file: str, card: int | None, timeou
     )  # fmt: skip
 
 
+def _job(session: SessionBase) -> dict[str, Any]:
+    """What each rank builds its session from (plain values: it is pickled to every rank)."""
+    gpus = [int(g) for g in RunMetadata.of(session.cfg).train_params.get("gpus") or ()]
+    cfg = session.prepared_config()  # saved as the run's config.py, without distributed keys
+    return {
+        "cfg": cfg.to_dict(), "run_id": session.run_id, "resume_from": session.resume_from,
+        "gpus": gpus, "max_nonfinite": session.max_nonfinite, "timeout_s": PROCESS_GROUP_TIMEOUT_S,
+        "console_log_level": session.console_log_level, "app_data_root": str(session.app_data_root),
+        "app_pid": os.getpid(),
+    }  # fmt: skip
+
+
 def run_ranks(session: SessionBase) -> SessionState:
     """Train ``session``'s config in ``session.world_size`` processes; relay what rank 0
     reports into the session; return the final state (with the session's error, stopped
     checkpoint and early-stop reason set)."""
     import torch.multiprocessing as mp
 
-    gpus = [int(g) for g in RunMetadata.of(session.cfg).train_params.get("gpus") or ()]
-    world = session.world_size
-    cfg = session.prepared_config()  # saved as the run's config.py, without distributed keys
-    job = {
-        "cfg": cfg.to_dict(), "run_id": session.run_id, "resume_from": session.resume_from,
-        "gpus": gpus, "max_nonfinite": session.max_nonfinite, "timeout_s": PROCESS_GROUP_TIMEOUT_S,
-        "console_log_level": session.console_log_level, "app_data_root": str(session.app_data_root),
-        "app_pid": os.getpid(),
-    }  # fmt: skip
+    world, job = session.world_size, _job(session)
     if session.extra_hooks:
         logger.warning(
             "run %s trains in %d processes: the in-run checkpoint sync is off (the run is "
