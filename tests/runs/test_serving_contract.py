@@ -144,114 +144,58 @@ def test_serve_mmdetection_v3_loads_the_uploaded_run(demo_project, tmp_path, upl
     assert by_path["classes"] == order
 
 
-# mmdet 3.3.0's own inference API with every default (palette 'none': the config's test dataset
-# is built for its metainfo), as most downstream tools call it; then what its demo/image_demo.py
-# does (DetInferencer with the demo's defaults, drawing into an out dir and saving predictions).
-MMDET_DEFAULTS_REPLAY = r"""
-import importlib.util, json, sys
+# The field's own tools on the run, in one process where no code of ours is importable: mmdet
+# 3.3.0's inference API with every default (palette 'none': the config's test dataset is built
+# for its metainfo), DetInferencer as its demo/image_demo.py calls it (drawing into an out dir,
+# saving predictions), SAHI 0.12.8 (requirements-dev's pin) unpatched, sliced and whole; then the
+# three programs of the run's README, each as its own __main__.
+FIELD_TOOLS_REPLAY = r"""
+import contextlib, importlib.util, io, json, runpy, sys
 assert importlib.util.find_spec("src") is None, "no code of ours is importable"
 from mmdet.apis import DetInferencer, inference_detector, init_detector
+from sahi import AutoDetectionModel
+from sahi.predict import get_prediction, get_sliced_prediction
 
 config, checkpoint, image, out_dir = sys.argv[1:5]
+programs = json.loads(sys.argv[5])
 model = init_detector(config, checkpoint, device="cpu")
 pred = inference_detector(model, image).pred_instances
 inferencer = DetInferencer(model=config, weights=checkpoint, device="cpu")
-out = inferencer(image, out_dir=out_dir, pred_score_thr=0.3, no_save_pred=False)
-[found] = out["predictions"]
+[found] = inferencer(image, out_dir=out_dir, pred_score_thr=0.3, no_save_pred=False)["predictions"]
+sahi = AutoDetectionModel.from_pretrained(
+    model_type="mmdet", model_path=checkpoint, config_path=config, device="cpu",
+    confidence_threshold=0.0,
+)
+sliced = get_sliced_prediction(image, sahi, slice_height=128, slice_width=128,
+                               overlap_height_ratio=0.25, overlap_width_ratio=0.25, verbose=0)
+whole = get_prediction(image, sahi).object_prediction_list
+printed = {}
+for way, path in programs.items():
+    sys.argv = [path, image]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        runpy.run_path(path, run_name="__main__")
+    printed[way] = out.getvalue().splitlines()
+sys.argv = [sys.argv[0]]
 print(json.dumps(dict(
     classes=list(model.dataset_meta["classes"]),
     palette=[list(c) for c in model.dataset_meta["palette"]],
     inferencer_palette=[list(c) for c in inferencer.model.dataset_meta["palette"]],
-    labels=pred.labels.tolist(), scores=pred.scores.tolist(),
+    labels=pred.labels.tolist(), scores=pred.scores.tolist(), has_masks="masks" in pred,
     inferencer_labels=found["labels"], inferencer_scores=found["scores"],
-    has_masks="masks" in pred, inferencer_has_masks="masks" in found,
-)))
-"""
-
-# SAHI 0.12.8 (the pinned requirements-dev version), unpatched: AutoDetectionModel + a sliced
-# prediction, and one whole-image prediction to compare with mmdet's on the same weights.
-SAHI_REPLAY = r"""
-import importlib.util, json, sys
-assert importlib.util.find_spec("src") is None, "no code of ours is importable"
-from sahi import AutoDetectionModel
-from sahi.predict import get_prediction, get_sliced_prediction
-from mmdet.apis import inference_detector, init_detector
-
-config, checkpoint, image = sys.argv[1:4]
-model = AutoDetectionModel.from_pretrained(
-    model_type="mmdet", model_path=checkpoint, config_path=config, device="cpu",
-    confidence_threshold=0.0,
-)
-sliced = get_sliced_prediction(image, model, slice_height=128, slice_width=128,
-                               overlap_height_ratio=0.25, overlap_width_ratio=0.25, verbose=0)
-whole = get_prediction(image, model).object_prediction_list
-mmdet = inference_detector(init_detector(config, checkpoint, device="cpu"), image).pred_instances
-print(json.dumps(dict(
-    category_names=list(model.category_names), has_mask=model.has_mask,
+    inferencer_has_masks="masks" in found,
+    sahi_category_names=list(sahi.category_names), sahi_has_mask=sahi.has_mask,
     sliced=len(sliced.object_prediction_list),
     sliced_masks=sum(p.mask is not None for p in sliced.object_prediction_list),
     whole=sorted(round(p.score.value, 4) for p in whole),
-    mmdet=sorted(round(s, 4) for s in mmdet.scores.tolist() if s > 0),
+    mmdet=sorted(round(s, 4) for s in pred.scores.tolist() if s > 0),
+    printed=printed,
 )))
 """
+ORDER = ["circle", "square", "triangle"]  # the label order the runs were given
 
 
-def _replay(program: str, run_dir: Path, tmp_path: Path, *args: str) -> dict:
-    """``program`` on the run's config and best checkpoint in an isolated process (no ``src``)."""
-    [checkpoint] = sorted(run_dir.glob("best_*.pth"))[:1] or sorted(run_dir.glob("*.pth"))[:1]
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", program, str(run_dir / "config.py"), str(checkpoint), *args],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _colors(project: Path, classes: list[str]) -> list[list[int]]:
-    meta = {
-        c["title"]: c["color"] for c in json.loads((project / "meta.json").read_text())["classes"]
-    }
-    return [[int(meta[c].lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)] for c in classes]
-
-
-@pytest.mark.slow
-def test_mmdets_inferencers_load_the_run_with_their_defaults(demo_project, tmp_path, uploaded):
-    run_dir, _, task = uploaded
-    image = next((demo_project / "val" / "img").iterdir())
-    seen = _replay(MMDET_DEFAULTS_REPLAY, run_dir, tmp_path, str(image), str(tmp_path / "out"))
-    order = ["circle", "square", "triangle"]
-    assert seen["classes"] == order
-    # the project's class colours, read from the config's test dataset (palette 'none')
-    assert seen["palette"] == seen["inferencer_palette"] == _colors(demo_project, order)
-    # the inferencer (image_demo.py's path) predicts what init_detector's model predicts
-    assert seen["inferencer_labels"] == seen["labels"]
-    assert seen["inferencer_scores"] == pytest.approx(seen["scores"], abs=1e-5)
-    assert seen["has_masks"] is seen["inferencer_has_masks"] is (task == "instance-segmentation")
-    assert (tmp_path / "out" / "vis" / image.name).is_file()  # drawn, as image_demo.py does
-    assert (tmp_path / "out" / "preds" / f"{image.stem}.json").is_file()
-
-
-@pytest.mark.slow
-def test_sahi_predicts_the_run_sliced_unpatched(demo_project, tmp_path, uploaded):
-    run_dir, _, task = uploaded
-    image = next((demo_project / "val" / "img").iterdir())
-    seen = _replay(SAHI_REPLAY, run_dir, tmp_path, str(image))
-    assert seen["category_names"] == ["circle", "square", "triangle"]
-    # SAHI decides from the train pipeline whether the model has masks (a detection run that
-    # says poly2mask=True is taken for a mask model and fails on its first detection)
-    assert seen["has_mask"] is (task == "instance-segmentation")
-    if task == "instance-segmentation":
-        assert seen["sliced_masks"] == seen["sliced"]
-    # its whole-image prediction is mmdet's, on the same weights
-    assert seen["whole"] == pytest.approx(seen["mmdet"], abs=1e-4)
-
-
-@pytest.mark.slow
-def test_the_runs_readme_shows_three_ways_that_run_without_our_code(
-    demo_project, tmp_path, uploaded
-):
-    run_dir, _, _ = uploaded
-    readme = (run_dir / "README.md").read_text()
+def _readme_programs(readme: str) -> dict[str, str]:
+    """The run README's three ways, by the tool each uses."""
     programs = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
     ways = {
         "init_detector": [p for p in programs if "init_detector(" in p and "batched_nms" not in p],
@@ -259,17 +203,73 @@ def test_the_runs_readme_shows_three_ways_that_run_without_our_code(
         "sahi": [p for p in programs if "from sahi" in p],
     }
     assert all(len(found) == 1 for found in ways.values()), ways
+    return {way: found for way, [found] in ways.items()}
+
+
+@pytest.fixture(scope="module")
+def field_tools(uploaded, demo_project, tmp_path_factory) -> dict:
+    """What the replay saw on the run (one process per task), where it worked, and the task."""
+    run_dir, _, task = uploaded
+    work = tmp_path_factory.mktemp("field_tools")
+    [checkpoint] = sorted(run_dir.glob("best_*.pth"))[:1] or sorted(run_dir.glob("*.pth"))[:1]
     for name in ("config.py", *(p.name for p in run_dir.glob("*.pth"))):
-        (tmp_path / name).symlink_to(run_dir / name)
+        (work / name).symlink_to(run_dir / name)
+    programs = _readme_programs((run_dir / "README.md").read_text())
+    for way, program in programs.items():
+        (work / f"{way}.py").write_text(program)
     image = next((demo_project / "val" / "img").iterdir())
-    for way, [program] in ways.items():
-        (tmp_path / f"{way}.py").write_text(program)
-        result = subprocess.run(
-            [sys.executable, "-I", str(tmp_path / f"{way}.py"), str(image)],
-            capture_output=True, text=True, cwd=tmp_path, timeout=600,
-        )  # fmt: skip
-        assert result.returncode == 0, f"{way}: {result.stderr[-3000:]}"
-        for line in result.stdout.splitlines():  # "class score [x1, y1, x2, y2]" (and mmengine's)
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", FIELD_TOOLS_REPLAY, "config.py", checkpoint.name,
+         str(image), str(work / "out"), json.dumps({w: f"{w}.py" for w in programs})],
+        capture_output=True, text=True, cwd=work, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]) | dict(
+        work=work, image=image, task=task
+    )
+
+
+def _colors(project: Path, classes: list[str]) -> list[list[int]]:
+    classes_meta = json.loads((project / "meta.json").read_text())["classes"]
+    meta = {c["title"]: c["color"] for c in classes_meta}
+    return [[int(meta[c].lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)] for c in classes]
+
+
+@pytest.mark.slow
+def test_mmdets_inferencers_load_the_run_with_their_defaults(demo_project, field_tools):
+    seen, image = field_tools, field_tools["image"]
+    assert seen["classes"] == ORDER
+    # the project's class colours, read from the config's test dataset (palette 'none')
+    assert seen["palette"] == seen["inferencer_palette"] == _colors(demo_project, ORDER)
+    # the inferencer (image_demo.py's path) predicts what init_detector's model predicts
+    assert seen["inferencer_labels"] == seen["labels"]
+    assert seen["inferencer_scores"] == pytest.approx(seen["scores"], abs=1e-5)
+    segm = seen["task"] == "instance-segmentation"
+    assert seen["has_masks"] is seen["inferencer_has_masks"] is segm
+    assert (seen["work"] / "out" / "vis" / image.name).is_file()  # drawn, as image_demo.py does
+    assert (seen["work"] / "out" / "preds" / f"{image.stem}.json").is_file()
+
+
+@pytest.mark.slow
+def test_sahi_predicts_the_run_sliced_unpatched(field_tools):
+    seen = field_tools
+    assert seen["sahi_category_names"] == ORDER
+    # SAHI decides from the train pipeline whether the model has masks (a detection run that
+    # says poly2mask=True is taken for a mask model and fails on its first detection)
+    assert seen["sahi_has_mask"] is (seen["task"] == "instance-segmentation")
+    if seen["task"] == "instance-segmentation":
+        assert seen["sliced_masks"] == seen["sliced"]
+    # its whole-image prediction is mmdet's, on the same weights
+    assert seen["whole"] == pytest.approx(seen["mmdet"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_the_runs_readme_shows_three_ways_that_run_without_our_code(field_tools):
+    seen = field_tools
+    assert set(seen["printed"]) == {"init_detector", "DetInferencer", "sahi"}
+    for way, lines in seen["printed"].items():  # "class score [x1, y1, x2, y2]" (and mmengine's)
+        for line in lines:
             if re.fullmatch(r"\S+ \d\.\d\d \[.*\]", line):
-                assert line.split()[0] in {"circle", "square", "triangle"}, (way, line)
-    assert (tmp_path / "outputs" / "vis" / image.name).is_file()
+                assert line.split()[0] in ORDER, (way, line)
+    # the inferencer's program drew the image where its comment says
+    assert (seen["work"] / "outputs" / "vis" / seen["image"].name).is_file()
