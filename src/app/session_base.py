@@ -528,7 +528,7 @@ class SessionBase:
         # the session keeps the run's notes, not its tensors: without the model, its optimizer
         # state and the EMA copy, a next run in this app sizes its batch on the whole card (issue
         # 34, item 2), and a CPU run gives its memory back
-        self.geometry_note = runner.geometry_note
+        self.geometry_note = getattr(runner, "geometry_note", None)  # (AppRunner has it)
         self.runner = None
         del runner
         release_cuda_cache()
