@@ -7,7 +7,9 @@ threshold (a box a third inside the tile has IoU 0.33 with the whole). So the me
 non-maximum *merging*, as SAHI's: best score first, each detection absorbs the lower ones of the
 same class from *other* tiles whose intersection over the smaller box is at least ``thr``; the
 merged box is their union, the mask their union, the score the best. Two detections of one tile
-never merge: the model's own NMS already decided between them.
+merge as NMS would, by IoU at least ``thr``: the model's own NMS is looser (RTMDet's at IoU 0.65),
+and the duplicates it leaves are false positives scored high (AP50 0.183 so on the bench's run,
+0.206 with them merged; SAHI's NMS 0.207).
 
 Unlike SAHI's, given the tiles' ``windows`` the box is widened only when the kept one is cut by
 its tile's border, and only by the absorbed boxes that agree with it where both tiles see the
@@ -86,10 +88,12 @@ def merge_tiles(
         if taken[i]:
             continue
         taken[i] = True
-        rest = np.flatnonzero(~taken & (labels == labels[i]) & (tiles != tiles[i]))
-        group = rest[
-            _intersection_over_smaller(boxes[i], areas[i], boxes[rest], areas[rest]) >= thr
-        ]
+        rest = np.flatnonzero(~taken & (labels == labels[i]))
+        smaller, iou = _overlaps(boxes[i], areas[i], boxes[rest], areas[rest])
+        # another tile's box by intersection over the smaller (a piece of a cut object); one of
+        # the same tile by IoU, as NMS (the model's own NMS is looser: RTMDet's at 0.65)
+        overlap = np.where(tiles[rest] != tiles[i], smaller, iou)
+        group = rest[overlap >= thr]
         taken[group] = True
         if windows is not None:  # only a cut box is widened, only by boxes that agree
             cut = _touches_inner_border(boxes[i], windows[i], extent)
@@ -112,13 +116,15 @@ def merge_tiles(
     )
 
 
-def _intersection_over_smaller(
+def _overlaps(
     box: np.ndarray, area: float, others: np.ndarray, other_areas: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection over the smaller box, and IoU, of ``box`` with each of ``others``."""
     w = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
     h = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
     inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    return inter / np.maximum(np.minimum(area, other_areas), 1e-9)
+    smaller = inter / np.maximum(np.minimum(area, other_areas), 1e-9)
+    return smaller, inter / np.maximum(area + other_areas - inter, 1e-9)
 
 
 def _touches_inner_border(box: np.ndarray, window: np.ndarray, extent: np.ndarray) -> bool:
