@@ -190,7 +190,13 @@ def apply_owned_settings(
 # what mmdet's inferencers need of a test dataset (its classes, palette and pipeline), in a type
 # mmdet registers, so that a run loads where no code of this app is importable
 INFERENCE_DATASET = "CocoDataset"
-GREY = (128, 128, 128)
+GREY = (128, 128, 128)  # a class the project has no colour for
+
+
+def class_palette(classes: list[str], colors: dict[str, tuple[int, int, int]]) -> list[tuple]:
+    """The run's palette in label order: the project's class colours (the training dataset's
+    metainfo and the inference dataset's, one rule)."""
+    return [tuple(colors.get(c, GREY)) for c in classes]
 
 
 def inference_dataset_cfg(cfg: Config, params: TrainParams, data: DatasetSpec) -> dict:
@@ -204,7 +210,7 @@ def inference_dataset_cfg(cfg: Config, params: TrainParams, data: DatasetSpec) -
         type=INFERENCE_DATASET,
         metainfo=dict(
             classes=tuple(params.classes),
-            palette=[tuple(colors.get(c, GREY)) for c in params.classes],
+            palette=class_palette(list(params.classes), colors),
         ),
         data_root="",
         ann_file="",

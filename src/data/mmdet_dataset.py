@@ -16,6 +16,7 @@ import torch
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
+from src.config.compose import class_palette
 from src.config.pipeline import transform_types
 from src.core.tasks import DETECTION
 from src.data.reader import (
@@ -98,7 +99,7 @@ class SuperviselyDataset(BaseDetDataset):
         colors = class_colors(project_dir)
         metainfo = {
             "classes": tuple(classes),
-            "palette": [colors.get(c, (128, 128, 128)) for c in classes],
+            "palette": class_palette(list(classes), colors),
         }
         kwargs.setdefault("filter_cfg", None)
         super().__init__(metainfo=metainfo, **kwargs)
