@@ -7,8 +7,8 @@ import pytest
 from mmengine.config import Config
 
 import src.cli
-from src.app.prepare import _resume_on_devices
 from src.app.requests import resume_from_json
+from src.app.resume import _resume_on_devices
 from src.config.metadata import RunMetadata
 from src.config.params import RESUME_CHANGES
 from src.core.errors import RequestError

@@ -26,20 +26,18 @@ from src.app.app_state import (
 )
 from src.app.augment_preview import AugmentationPreview, AugmentationPreviewer
 from src.app.catalog import RunCatalog
+from src.app.data_check import check_data, dry_run
 from src.app.end_of_run import RunEnding, RunOutcome
 from src.app.export import ExportResult, export_run
 from src.app.prepare import (
     Prepared,
     ProjectResolver,
     TrainRequest,
-    check_data,
-    dry_run,
     local_project_resolver,
-    locate_run,
-    new_run_id,
     prepare,
-    prepare_resume,
 )
+from src.app.resume import locate_run, prepare_resume
+from src.app.run_ids import new_run_id
 from src.app.session import SessionState, SessionStatus, TrainingSession
 from src.config import zoo
 from src.config.compose import native_input_size

@@ -75,7 +75,8 @@ def probe_model(
     import torch
     from mmdet.apis import inference_detector, init_detector
 
-    from src.app.prepare import TrainRequest, dry_run, prepare
+    from src.app.data_check import dry_run
+    from src.app.prepare import TrainRequest, prepare
     from src.app.session import SessionState, TrainingSession
     from src.config import zoo
     from src.config.params import TrainParams
