@@ -168,16 +168,19 @@ def test_a_missing_weights_file_fails_the_dry_run(demo_project, tmp_path):
 
 def test_train_defaults_are_the_apps():
     """CLI, app and API train the same "by default": the parser's defaults are TrainParams'."""
-    from src.cli import _train_params, build_parser
+    from src.cli import build_parser
+    from src.cli.train_options import train_params
     from src.config.params import TrainParams
 
     args = build_parser().parse_args(["train", "--project", "p", "--from-scratch"])
-    assert _train_params(args) == TrainParams(weights="scratch")
+    assert train_params(args) == TrainParams(weights="scratch")
 
 
 def test_input_size_model_is_the_zoo_models_own(tmp_path):
     from src.app.controller import TrainingController
-    from src.cli import _train_params, _use_the_models_input_size, build_parser
+    from src.cli import build_parser
+    from src.cli.train import _use_the_models_input_size
+    from src.cli.train_options import train_params
     from src.runs.storage import LocalArtifactStore
 
     controller = TrainingController(tmp_path, LocalArtifactStore(tmp_path / "store"))
@@ -185,7 +188,7 @@ def test_input_size_model_is_the_zoo_models_own(tmp_path):
     args = parse(["train", "--project", "p", "--model", "faster-rcnn_r50_fpn_1x_coco",
                   "--input-size", "model"])  # fmt: skip
     assert _use_the_models_input_size(controller, args) is None
-    assert _train_params(args).input_size == (1333, 800)  # mmdet's test scale for it
+    assert train_params(args).input_size == (1333, 800)  # mmdet's test scale for it
     args = parse(["train", "--project", "p", "--model", "ssd300_coco", "--input-size", "model"])
     assert _use_the_models_input_size(controller, args) is None and args.input_size == (300, 300)
     args = parse(["train", "--project", "p", "--model", "no_such_model", "--input-size", "model"])
@@ -216,11 +219,12 @@ def test_contradicting_options_are_refused_in_one_line(argv, named, tmp_path, ca
 
 
 def test_a_resume_may_change_its_epochs_and_devices():
-    from src.cli import _contradiction, build_parser
+    from src.cli import build_parser
+    from src.cli.train_options import contradiction
 
     args = build_parser().parse_args(["train", "--resume", "r", "--epochs", "9", "--nproc", "2",
                                       "--device", "cpu", "--no-evaluate"])  # fmt: skip
-    assert _contradiction(args) is None
+    assert contradiction(args) is None
 
 
 CHATTER = ("loading annotations", "index created", "Average Precision", "is duplicate",

@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 import src.api
 import src.cli
+import src.cli.demo_project
+import src.cli.train_output
 from src.core.errors import (
     AppError,
     BusyError,
@@ -53,7 +55,7 @@ def test_the_cli_exits_each_error_with_its_code(monkeypatch, capsys, tmp_path, e
     def refuse(args):
         raise error(["first problem", "second problem"])
 
-    monkeypatch.setattr(src.cli, "cmd_demo_project", refuse)
+    monkeypatch.setattr(src.cli.demo_project, "cmd_demo_project", refuse)
     assert src.cli.main(["demo-project", str(tmp_path / "p")]) == code
     assert capsys.readouterr().err.splitlines() == ["error: first problem", "error: second problem"]
 
@@ -77,7 +79,7 @@ def test_a_failed_training_exits_1_not_the_usage_code(capsys, tmp_path):
     controller = SimpleNamespace(status=lambda: status, traceback=None)
     prepared = SimpleNamespace(work_dir=tmp_path)
     args = argparse.Namespace(verbose=False)
-    assert src.cli._report(controller, prepared, args, 1.0) == 1
+    assert src.cli.train_output.report(controller, prepared, args, 1.0) == 1
     assert "training failed: loss is NaN" in capsys.readouterr().err
 
 

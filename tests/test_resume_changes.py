@@ -37,12 +37,12 @@ def test_the_cli_takes_each_change_on_a_resume(name):
     flag = f"--{name}"
     value = ",".join(map(str, VALUES[name])) if name == "gpus" else str(VALUES[name])
     args = src.cli.build_parser().parse_args(["train", "--resume", "run", flag, value])
-    assert src.cli._contradiction(args) is None
+    assert src.cli.train_options.contradiction(args) is None
 
 
 def test_the_cli_refuses_another_setting_on_a_resume():
     args = src.cli.build_parser().parse_args(["train", "--resume", "run", "--lr", "0.1"])
-    assert "--resume and --lr contradict" in src.cli._contradiction(args)
+    assert "--resume and --lr contradict" in src.cli.train_options.contradiction(args)
 
 
 def _run_config(**train_params) -> Config:

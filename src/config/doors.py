@@ -5,8 +5,8 @@ The three doors come from this table or are checked against it:
 
 - the CLI: the options of plain fields (a number, a string, a choice, a switch) are generated
   from it (flag, type, default, choices, help with the allowed range); the few that parse more
-  (``auto|N``, ``LONGxSHORT``, a GPU list, a file) are written in ``src/cli.py`` under the flag
-  named here;
+  (``auto|N``, ``LONGxSHORT``, a GPU list, a file) are written in ``src/cli/train_options.py``
+  under the flag named here;
 - the HTTP API: ``hyperparameters`` takes every field with ``api`` set, by its name, checked against
   its type (``src.app.requests``);
 - the app: the Hyperparameters step (``src/ui/hyperparameters.py``) has the widget named here and
@@ -47,7 +47,7 @@ class Door:
         ui: the Hyperparameters step's widget attribute; ``"<step>"`` for a setting another step
             owns (the model, the classes); None: not in the app.
         api: the API's ``hyperparameters`` takes it.
-        generated: the CLI option is made from this declaration (False: written in src/cli.py,
+        generated: the CLI option is made from this declaration (False: written in src/cli/,
             because it parses more than a plain value).
         unit: what its numbers count (shown in the help).
     """

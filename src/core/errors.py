@@ -6,7 +6,7 @@ point keeps a table of its own. The CLI's codes:
 
 - 0: done; 1: a run, an evaluation or an upload failed (:data:`FAILED`);
 - 2: the command line or a request is wrong, nothing was run (:data:`USAGE`, argparse's own code);
-- 3: ``export`` wrote some formats but not others (``src.cli``).
+- 3: ``export`` wrote some formats but not others (``src.cli.export``).
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def _other_value(name: str):
 
 
 def test_each_generated_option_reaches_its_field_from_the_command_line():
-    from src.cli import _train_params, build_parser
+    from src.cli import build_parser
+    from src.cli.train_options import train_params
 
     options = generated_cli_options()
     assert options
@@ -54,7 +55,7 @@ def test_each_generated_option_reaches_its_field_from_the_command_line():
             argv = [option.flag if value else "--no-" + option.flag[2:]]
         else:
             argv = [option.flag, str(value)]
-        params = _train_params(build_parser().parse_args(["train", *argv]))
+        params = train_params(build_parser().parse_args(["train", *argv]))
         assert getattr(params, option.dest) == value, (option.flag, value)
 
 

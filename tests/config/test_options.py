@@ -136,10 +136,10 @@ def test_a_gpu_that_does_not_exist_is_refused_by_name():
 def test_input_size_as_mmdet_means_it_longer_by_shorter_edge_keeping_the_ratio(
     demo_project, tmp_path
 ):
-    from src.cli import _input_size
+    from src.cli.arguments import input_size
 
-    assert _input_size("1333x800") == _input_size("800x1333") == (1333, 800)
-    assert _input_size("640") == (640, 640)
+    assert input_size("1333x800") == input_size("800x1333") == (1333, 800)
+    assert input_size("640") == (640, 640)
     cfg = small_cfg(demo_project, tmp_path / "w", input_size=(320, 256))
     for pipeline in (cfg.train_pipeline, cfg.test_pipeline, cfg.val_dataloader.dataset.pipeline):
         [resize] = [t for t in pipeline if t["type"] == "Resize"]
