@@ -20,12 +20,15 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two workers on two cores: each trains with one thread (the small models of
     # the suite gain little from a second one, and two workers would otherwise fight over both
-    # cores); the variables reach the CLI and rank processes the tests start.
+    # cores); the variables reach the CLI and rank processes the tests start. TEST_THREADS=N
+    # gives each worker N threads instead (the suite must be green with one and with two: thread
+    # counts change float sums, issue 33).
+    _threads = os.environ.get("TEST_THREADS", "1")
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = "1"
+        os.environ[_var] = _threads
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(_threads))
     # execnet runs a worker's main code as module "__channelexec__" without registering it; the SDK
     # looks callers' modules up by name in sys.modules while importing.
     sys.modules.setdefault("__channelexec__", types.ModuleType("__channelexec__"))
