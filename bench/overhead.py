@@ -143,7 +143,7 @@ def sample_seeding(project: Path, work_dir: Path, rounds: int = 7) -> tuple[floa
     from mmengine.registry import init_default_scope
 
     import src.data.mmdet_dataset  # noqa: F401  (registers SuperviselyDataset)
-    from src.config.compose import train_pipeline
+    from src.config.compose_pipelines import train_pipeline
     from src.config.params import TrainParams
     from src.data.sample_rng import SampleIndex, seeded
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from src.config.augmentations import augmentation_transforms
-from src.config.compose import train_pipeline
+from src.config.compose_pipelines import train_pipeline
 from src.config.params import CUSTOM_AUGMENTATION, ConfigError, TrainParams
 from src.data.sample_rng import seeded
 from src.runs.report import draw, jpeg_data_url, truth

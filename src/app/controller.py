@@ -40,7 +40,7 @@ from src.app.resume import locate_run, prepare_resume
 from src.app.run_ids import new_run_id
 from src.app.session import SessionState, SessionStatus, TrainingSession
 from src.config import zoo
-from src.config.compose import native_input_size
+from src.config.compose_model import native_input_size
 from src.config.params import TrainParams
 from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
 from src.core.errors import BusyError, RequestError, StartCancelled

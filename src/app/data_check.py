@@ -14,7 +14,7 @@ from mmengine.config import Config
 
 from src.app.augment_preview import check_pipeline_on_an_image
 from src.app.prepare import Prepared
-from src.config.compose import train_dataset_cfg
+from src.config.compose_data import train_dataset_cfg
 from src.config.input_shapes import padding_problems
 from src.config.params import CUSTOM_AUGMENTATION, ConfigError, TrainParams
 from src.core.errors import RequestError

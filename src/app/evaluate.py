@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from src.config.compose import relocate_run, train_dataset_cfg, val_split_args
+from src.config.compose import relocate_run
+from src.config.compose_data import train_dataset_cfg, val_split_args
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.core.errors import EvaluationError, RequestError

@@ -190,7 +190,7 @@ def validation_images(cfg, limit: int = 8) -> list:
     """The first ``limit`` images of the run's validation split (BGR arrays), for speed tests."""
     import cv2
 
-    from src.config.compose import val_split_args
+    from src.config.compose_data import val_split_args
     from src.data.reader import load_split
 
     data = val_split_args(cfg)

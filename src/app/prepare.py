@@ -19,12 +19,8 @@ from mmengine.config import Config
 from src.app.run_ids import new_run_id, taken_run_id
 from src.config import zoo
 from src.config.augmentations import augmentation_transforms
-from src.config.compose import (
-    apply_owned_settings,
-    build_config,
-    compose_from_zoo,
-    train_dataset_cfg,
-)
+from src.config.compose import apply_owned_settings, build_config, compose_from_zoo
+from src.config.compose_data import train_dataset_cfg
 from src.config.metadata import KEY as METADATA_KEY
 from src.config.metadata import RunMetadata
 from src.config.params import (

@@ -14,7 +14,8 @@ from mmengine.config import Config
 
 from src.app.prepare import Prepared, ProjectResolver, local_project_resolver
 from src.app.run_ids import saved_checkpoints
-from src.config.compose import relocate_run, train_dataset_cfg
+from src.config.compose import relocate_run
+from src.config.compose_data import train_dataset_cfg
 from src.config.metadata import RunMetadata
 from src.config.params import ConfigError, TrainParams, range_problem
 from src.config.schedule import devices, replan_epochs

@@ -16,7 +16,7 @@ import torch
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
-from src.config.compose import class_palette
+from src.config.compose_data import class_palette
 from src.config.pipeline import transform_types
 from src.core.tasks import DETECTION
 from src.data.reader import (

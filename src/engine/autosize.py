@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from src.config.compose import train_dataset_cfg, val_loader_workers
+from src.config.compose_data import train_dataset_cfg, val_loader_workers
 from src.config.metadata import RunMetadata
 from src.config.params import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from src.config.schedule import scale_lr_to_batch
@@ -138,7 +138,7 @@ def zoo_batch_size(cfg: Any) -> int | None:
     """The per-GPU train batch of the zoo config the run was composed from (None: a custom
     config, or one that does not say)."""
     from src.config import zoo
-    from src.config.compose import load_base_config
+    from src.config.compose_model import load_base_config
 
     metadata = RunMetadata.of(cfg)
     try:

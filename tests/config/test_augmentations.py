@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from src.config.augmentations import augmentation_steps, parse_pipeline, preset_text
-from src.config.compose import train_pipeline
+from src.config.compose_pipelines import train_pipeline
 from src.config.params import AUGMENTATIONS, ConfigError, TrainParams
 
 

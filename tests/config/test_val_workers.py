@@ -18,6 +18,6 @@ def test_the_val_loader_has_half_the_train_loaders_workers(train, val, tmp_path)
 
 
 def test_the_rule_is_one_function_that_sizing_can_apply():
-    from src.config.compose import val_loader_workers
+    from src.config.compose_data import val_loader_workers
 
     assert [val_loader_workers(n) for n in (0, 1, 2, 7, 8)] == [0, 1, 1, 4, 4]

@@ -130,7 +130,7 @@ def test_a_gpu_run_gets_the_largest_batch_that_fits_and_the_choices_reach_the_co
     text = config_to_text(cfg)  # what config.py says: the run as it trained
     again = parse_config_text(text)
     assert again.train_dataloader.batch_size == 9
-    # validation between epochs: half the workers (compose.val_loader_workers)
+    # validation between epochs: half the workers (compose_data.val_loader_workers)
     assert again.train_dataloader.num_workers == 8 and again.val_dataloader.num_workers == 4
     assert again.sly_metadata.auto_size == []
     assert again.sly_metadata.train_params["train_batch_size"] == 9
