@@ -12,12 +12,14 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from src.cli.arguments import MODEL_SIZE
 from src.cli.common import DEFAULT_CACHE, CliError, app_data, fail, fail_with, names, store
 from src.cli.train_options import add_options, contradiction, given_settings, train_params
 from src.cli.train_output import ProgressBar, print_summary, report
+from src.cli.train_split import chosen_split, chosen_split_in
 from src.core.errors import AppError, RequestError
 
 
@@ -133,13 +135,15 @@ def _compose(controller, args: argparse.Namespace):
             raise CliError(f"config file {path} does not exist")
         config_text = path.read_text(encoding="utf-8")
     classes = names(args.classes, "--classes") or None
+    params = train_params(args)
     request = TrainRequest(
         project_dir=args.project,
         app_data_dir=str(controller.app_data_dir),
         model=args.model,
         config_text=config_text,
         classes=classes,
-        params=train_params(args),
+        params=params,
+        split=chosen_split_in(args, args.project, params.seed),  # None: the default split
         keep_empty_images=not args.drop_empty,
         run_id=args.run_id,
     )
@@ -169,6 +173,8 @@ def _request_from_run(controller, args: argparse.Namespace):
     request = request_from_state(
         loaded, given_settings(args), str(controller.app_data_dir), project, controller.compose
     )
+    if split := chosen_split(args, project, request.params.seed):  # over the run's own split
+        request = replace(request, split=split)
     print(f"settings from {loaded.source}" + (" (continue: from its best checkpoint)"
           if loaded.mode == "continue" else ""))  # fmt: skip
     for note in loaded.notes:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from src.cli.arguments import auto_or_int, export_formats, gpu_list, input_size
 from src.cli.common import APP_DATA_HELP, DEFAULT_TEAM_FILES, names
+from src.cli.train_split import add_split_options, split_contradiction
 from src.config.params import RESUME_CHANGES
 
 
@@ -26,6 +27,7 @@ def add_options(tr: argparse.ArgumentParser) -> None:
     for option in generated_cli_options():
         tr.add_argument(option.flag, dest=option.dest, **option.kwargs)
     _add_parsed_settings(tr)
+    add_split_options(tr)
     _add_run_options(tr)
 
 
@@ -208,6 +210,8 @@ def contradiction(args: argparse.Namespace) -> str | None:
         )
     if args.from_run_mode != "new" and args.from_run is None:
         return "--from-run-mode needs --from-run: the run whose settings to start from"
+    if problem := split_contradiction(args):
+        return problem
     if args.resume is None:
         return None
     parser = args.train_parser  # (set by train.add_parser) its defaults: what was not given
