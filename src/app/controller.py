@@ -1,19 +1,18 @@
 """The app's training controller: one run at a time, started, watched, stopped, resumed, uploaded.
 
-The one entry of the widgets UI, the HTTP API and the CLI (they only call it). It owns the current
-``TrainingSession``, keeps the finished ones' outcome, and uploads a run's artifacts when it ends
-(finished or stopped), in a watcher thread, so no request handler ever waits on training.
+What the widgets UI, the HTTP API and the CLI call to train. Its use cases (compose, start,
+resume, export, evaluate) prepare a run and build its ``TrainingSession``; the run in flight, its
+end (evaluate, export, upload, in a watcher thread, so no request handler ever waits on training)
+and the status a client sees are its ``RunSlot``'s (``run_slot``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,56 +37,24 @@ from src.app.prepare import (
 )
 from src.app.resume import locate_run, prepare_resume
 from src.app.run_ids import new_run_id
-from src.app.session import SessionState, SessionStatus, TrainingSession
+from src.app.run_slot import ControllerStatus, RunSlot
+from src.app.session import TrainingSession
 from src.config import zoo
 from src.config.compose_model import native_input_size
 from src.config.params import TrainParams
 from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
-from src.core.errors import BusyError, RequestError, StartCancelled
+from src.core.errors import BusyError, RequestError
 from src.core.layout import RUN_CONFIG, SYNC_STAGING
 from src.data.project import LocalProject
 from src.engine.onnx_export import ExportError
 from src.engine.tensorrt_build import tensorrt_blocker
 from src.hooks.metrics import MetricsSink
 from src.runs.checkpoint_io import CheckpointError
-from src.runs.checkpoint_sync import CheckpointSync, SyncStatus
+from src.runs.checkpoint_sync import CheckpointSync
 from src.runs.info import RunInfo
 from src.runs.storage import ArtifactStore, artifacts_dir
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ControllerStatus(SessionStatus):
-    """What a client sees of the controller: the session's progress, with ``state`` as a client
-    may act on it, and the model, the checkpoint sync and the last run's outcome. ``to_json`` is
-    the body of ``GET /api/status`` (without the traceback: server paths and code stay in the log).
-
-    ``state`` is ``idle``, ``finished``, ``stopped`` or ``failed`` only once a new start or resume
-    can succeed; before that a run being prepared is ``preparing``, a finished run whose best
-    checkpoint is being evaluated ``evaluating``, and an ended run whose artifacts are still being
-    uploaded ``uploading`` (``run_state`` says how the run ended).
-    """
-
-    run_state: SessionState = SessionState.IDLE
-    sync: SyncStatus | None = None
-    model: str | None = None
-    uploading: bool = False
-    busy: bool = False
-    outcome: RunOutcome | None = None
-    notes: list[str] = field(default_factory=list)  # about this run, e.g. a resume on new devices
-    chosen: list[str] = field(default_factory=list)  # of the notes: values chosen for auto settings
-
-    @property
-    def ended(self) -> bool:
-        """The run and its upload are over: a new start or resume can succeed."""
-        return (self.state == SessionState.IDLE or self.state.is_final) and not self.busy
-
-    def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
-        body.pop("traceback")
-        body["state"], body["run_state"] = str(self.state), str(self.run_state)
-        return body
 
 
 @dataclass(frozen=True)
@@ -152,87 +119,76 @@ class TrainingController:
         on_run_start: Callable[[Path], None] | None = None,
     ) -> None:
         self.record_inputs = record_inputs
-        self.on_run_start = on_run_start
         self.max_nonfinite = max_nonfinite
         self.console_log_level = "INFO" if verbose else "ERROR"
         self.on_fetch = on_fetch
         self.run_id_base = run_id_base
         self.task_id = task_id
         self.stop_signals = list(stop_signals)
-        self.run_context = run_context
-        self.on_run_end = on_run_end
         self.project_resolver = project_resolver
         self.sync = sync
         self.after_upload = after_upload
         self.cleanup_after_upload = cleanup_after_upload
-        self._syncer: CheckpointSync | None = None
         self.sinks = list(sinks)
         self.app_data_dir = Path(app_data_dir)
         self.store = store
         self.cache_dir = cache_dir
-        self._lock = threading.Lock()
-        self._session: TrainingSession | None = None
-        self._prepared: Prepared | None = None
-        self._watcher: threading.Thread | None = None
-        self._active = False  # from launch until the run's upload is over
-        self._preparing = False  # a start or resume is being prepared (before launch)
-        self._cancel_start = False  # Stop was asked for during that preparation
         self.catalog = RunCatalog(self.app_data_dir, store)
-        self._ending = RunEnding(
+        ending = RunEnding(
             self.app_data_dir, store, self.catalog, task_id=task_id, after_upload=after_upload,
             cleanup_after_upload=cleanup_after_upload,
         )  # fmt: skip
+        self._slot = RunSlot(ending, run_context, on_run_end, on_run_start)
         self._previewer = AugmentationPreviewer(cache_dir)
-        self.outcome: RunOutcome | None = None
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ the run in flight
     @property
     def prepared(self) -> Prepared | None:
-        return self._prepared
+        return self._slot.prepared
 
     @property
     def busy(self) -> bool:
-        session = self._session
-        return (
-            self._preparing or self._active or bool(session and not session.status().state.is_final)
-        )
+        return self._slot.busy
+
+    @property
+    def outcome(self) -> RunOutcome | None:
+        """The last run's outcome (None until one has ended, or while one is in progress)."""
+        return self._slot.outcome
+
+    @property
+    def _syncer(self) -> CheckpointSync | None:
+        return self._slot.syncer
 
     def status(self) -> ControllerStatus:
         """The session's progress plus the model, upload state and outcome (see
         :class:`ControllerStatus` for what ``state`` promises)."""
-        session, prepared = self._session, self._prepared
-        preparing, active = self._preparing, self._active
-        progress = (
-            session.status()
-            if session is not None
-            else SessionStatus(state=SessionState.IDLE, run_id=None, work_dir=None)
-        )
-        run_state = progress.state
-        if preparing:
-            state = SessionState.PREPARING
-        elif active and run_state.is_final:
-            state = self._ending.stage or SessionState.UPLOADING
-        else:
-            state = run_state
-        values = {f.name: getattr(progress, f.name) for f in fields(SessionStatus)}
-        values["state"] = state
-        syncer = self._syncer
-        return ControllerStatus(
-            **values,
-            run_state=run_state,
-            sync=copy.copy(syncer.status) if syncer else None,
-            model=prepared.model_name if prepared else None,
-            uploading=self._ending.stage == SessionState.UPLOADING,
-            busy=self.busy,
-            outcome=copy.copy(self.outcome) if self.outcome else None,
-            notes=(list(prepared.notes) if prepared else [])
-            + (list(session.notes) if session is not None else []),
-            chosen=list(session.chosen) if session is not None else [],
-        )
+        return self._slot.status()
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
-        return self._session.history if self._session else {"train": [], "val": []}
+        return self._slot.history()
 
+    @property
+    def traceback(self) -> str | None:
+        """The failed run's traceback, for local clients (the CLI's --verbose); never sent
+        over HTTP (``status`` has one line)."""
+        return self._slot.traceback
+
+    def stop(self) -> bool:
+        """Ask the current run to stop at the next batch, or a run being prepared not to start;
+        False when nothing is running."""
+        return self._slot.stop()
+
+    def shutdown(self, timeout: float = 120.0) -> None:
+        """The app is closing: stop the run at its next batch, let it save and upload."""
+        if self.stop():
+            logger.info("app shutdown: stopping the run gracefully")
+        self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> ControllerStatus:
+        """Block until the current run has ended and its artifacts are uploaded."""
+        return self._slot.wait(timeout)
+
+    # ------------------------------------------------------------------ queries
     def augmentation_preview(
         self, project_dir: str, params: TrainParams, sample: int
     ) -> AugmentationPreview:
@@ -417,152 +373,7 @@ class TrainingController:
 
         return locate_run(self.app_data_dir, self.store, target, on_fetch=told)
 
-    @property
-    def traceback(self) -> str | None:
-        """The failed run's traceback, for local clients (the CLI's --verbose); never sent
-        over HTTP (``status`` has one line)."""
-        session = self._session
-        return session.status().traceback if session else None
-
-    def stop(self) -> bool:
-        """Ask the current run to stop at the next batch, or a run being prepared not to start;
-        False when nothing is running."""
-        with self._lock:
-            if self._preparing:
-                self._cancel_start = True
-                return True
-        session = self._session
-        return bool(session and session.request_stop())
-
-    def shutdown(self, timeout: float = 120.0) -> None:
-        """The app is closing: stop the run at its next batch, let it save and upload."""
-        if self.stop():
-            logger.info("app shutdown: stopping the run gracefully")
-        self.wait(timeout)
-
-    def wait(self, timeout: float | None = None) -> ControllerStatus:
-        """Block until the current run has ended and its artifacts are uploaded."""
-        watcher = self._watcher
-        if watcher is not None and watcher is not threading.current_thread():
-            watcher.join(timeout)  # (the watcher itself ends the app on the platform)
-        return self.status()
-
-    # ------------------------------------------------------------------ internals
-    def _refuse_if_busy(self) -> None:
-        if self._preparing:
-            raise BusyError("a run is being prepared: stop it or wait for it to start")
-        if self.busy:
-            run_id = self._session.run_id if self._session else "?"
-            raise BusyError(f"run {run_id} is still in progress: stop it or wait for it to finish")
-
-    @contextlib.contextmanager
-    def _preparation(self) -> Any:
-        """One start or resume at a time: refused at once when busy (not queued behind the
-        lock), ``preparing`` meanwhile; the lock is held only to check and to launch, so status
-        and stop answer during the seconds preparation takes."""
-        with self._lock:
-            self._refuse_if_busy()
-            self._preparing, self._cancel_start = True, False
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._preparing = False
-
-    def _launch_unless_cancelled(
-        self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None
-    ) -> str:
-        with self._lock:
-            if self._cancel_start:
-                raise StartCancelled(
-                    [f"run {prepared.run_id} was not started: Stop was asked for while it was "
-                     "being prepared"]
-                )  # fmt: skip
-            return self._launch(prepared, resume_from, sync)
-
-    def _launch(self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None) -> str:
-        if resume_from is None and prepared.app_state is not None:
-            self._record_inputs(prepared)
-        elif resume_from is not None:
-            record_epochs(prepared.work_dir, prepared.params.epochs)
-        hooks, self._syncer = [], None
-        if sync is not None:
-            from src.hooks.sync import CheckpointSyncHook
-
-            self._syncer = CheckpointSync(
-                self.store,
-                artifacts_dir(prepared.run_id, prepared.project.name),
-                self.app_data_dir / SYNC_STAGING / prepared.run_id,
-                prepared.run_id,
-            )
-            hooks.append(CheckpointSyncHook(self._syncer, sync.every_epochs, sync.every_minutes))
-        session = TrainingSession(
-            prepared.cfg,
-            prepared.run_id,
-            resume_from=resume_from,
-            sinks=self.sinks,
-            console_log_level=self.console_log_level,
-            app_data_root=self.app_data_dir,
-            extra_hooks=hooks,
-            stop_signals=self.stop_signals,
-            max_nonfinite=self.max_nonfinite,
-        )
-        try:
-            session.start()
-        except BaseException:
-            if self._syncer is not None:
-                self._syncer.close()
-            raise
-        self._session, self._prepared, self.outcome = session, prepared, None
-        self._active = True
-        self._watcher = threading.Thread(
-            target=self._after_run, args=(session, prepared), name="upload", daemon=True
-        )
-        self._watcher.start()
-        if self.on_run_start is not None:
-            try:
-                self.on_run_start(prepared.work_dir)
-            except Exception as exc:  # a viewer of the run must not fail it
-                logger.warning("run %s: %s", prepared.run_id, exc)
-        return prepared.run_id
-
-    def _record_inputs(self, prepared: Prepared) -> None:
-        """The run's settings into its folder, with the project version the platform made for
-        it (recording the inputs never fails a run: a warning says what went wrong)."""
-        state = copy.deepcopy(prepared.app_state)
-        if self.record_inputs is not None:
-            try:
-                state["project"]["version_id"] = self.record_inputs(prepared)
-            except Exception as exc:
-                logger.warning("run %s: its inputs were not recorded: %s", prepared.run_id, exc)
-        write_app_state(prepared.work_dir, state)
-
-    def _after_run(self, session: TrainingSession, prepared: Prepared) -> None:
-        context = self.run_context() if self.run_context else contextlib.nullcontext()
-        try:
-            with context:
-                self._finish_run(session, prepared)
-        except Exception as exc:  # whatever broke after training: shown, never silent
-            logger.exception("run %s: the step after training failed", prepared.run_id)
-            self.outcome = RunOutcome(
-                run_id=prepared.run_id, state=session.status().state.value,
-                upload_error=f"{type(exc).__name__}: {exc}", local_dir=str(prepared.work_dir),
-            )  # fmt: skip
-        finally:
-            # the app's end-of-run path always runs (on the platform: app.stop() or stay up)
-            if self.on_run_end is not None and self.outcome is not None:
-                self.on_run_end(self.outcome)
-
-    def _finish_run(self, session: TrainingSession, prepared: Prepared) -> None:
-        syncer = self._syncer
-        try:
-            status = session.wait()
-            if syncer is not None:  # the final upload below supersedes the pending sync
-                syncer.close()
-            self.outcome = self._ending.finish(session, prepared, status.state)
-        finally:
-            self._active = False
-
+    # ------------------------------------------------------------------ runs in app data
     def export(
         self,
         run_id: str,
@@ -579,24 +390,6 @@ class TrainingController:
             return export_run(work_dir, formats, checkpoint, input_size=input_size, replace=replace)
         except (ExportError, CheckpointError) as exc:
             raise RequestError([str(exc)]) from None
-
-    def _run_in_app_data(self, run_id: str, checkpoint: str | None) -> Path:
-        """The folder of run ``run_id`` in app data, when no run is in progress; ``checkpoint``
-        must be one of its files."""
-        from src.core.layout import RunIdError, run_dir
-
-        try:
-            work_dir = run_dir(self.app_data_dir, run_id)
-        except RunIdError as exc:
-            raise RequestError([str(exc)]) from None
-        if not (work_dir / RUN_CONFIG).is_file():
-            raise RequestError([f"no run {run_id!r} in {self.app_data_dir}"])
-        if checkpoint is not None and Path(checkpoint).resolve().parent != work_dir:
-            raise RequestError([f"{checkpoint} is not a checkpoint of run {run_id}"])
-        with self._lock:
-            if self.busy:
-                raise BusyError("a run is in progress: try again when it has ended")
-        return work_dir
 
     def evaluate(
         self,
@@ -617,3 +410,74 @@ class TrainingController:
             ).summary()
         except CheckpointError as exc:  # (EvaluationError is an AppError of its own)
             raise RequestError([str(exc)]) from None
+
+    # ------------------------------------------------------------------ internals
+    def _preparation(self) -> AbstractContextManager:
+        return self._slot.preparation()
+
+    def _launch_unless_cancelled(
+        self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None
+    ) -> str:
+        return self._slot.launch_unless_cancelled(
+            prepared, lambda: self._new_session(prepared, resume_from, sync)
+        )
+
+    def _new_session(
+        self, prepared: Prepared, resume_from: str | None, sync: SyncPolicy | None
+    ) -> tuple[TrainingSession, CheckpointSync | None]:
+        """The session that trains ``prepared`` (not started) and its checkpoint sync; the
+        run's settings (a new run) or its epochs (a resume) recorded in its folder first."""
+        if resume_from is None and prepared.app_state is not None:
+            self._record_inputs(prepared)
+        elif resume_from is not None:
+            record_epochs(prepared.work_dir, prepared.params.epochs)
+        hooks, syncer = [], None
+        if sync is not None:
+            from src.hooks.sync import CheckpointSyncHook
+
+            syncer = CheckpointSync(
+                self.store,
+                artifacts_dir(prepared.run_id, prepared.project.name),
+                self.app_data_dir / SYNC_STAGING / prepared.run_id,
+                prepared.run_id,
+            )
+            hooks.append(CheckpointSyncHook(syncer, sync.every_epochs, sync.every_minutes))
+        session = TrainingSession(
+            prepared.cfg,
+            prepared.run_id,
+            resume_from=resume_from,
+            sinks=self.sinks,
+            console_log_level=self.console_log_level,
+            app_data_root=self.app_data_dir,
+            extra_hooks=hooks,
+            stop_signals=self.stop_signals,
+            max_nonfinite=self.max_nonfinite,
+        )
+        return session, syncer
+
+    def _record_inputs(self, prepared: Prepared) -> None:
+        """The run's settings into its folder, with the project version the platform made for
+        it (recording the inputs never fails a run: a warning says what went wrong)."""
+        state = copy.deepcopy(prepared.app_state)
+        if self.record_inputs is not None:
+            try:
+                state["project"]["version_id"] = self.record_inputs(prepared)
+            except Exception as exc:
+                logger.warning("run %s: its inputs were not recorded: %s", prepared.run_id, exc)
+        write_app_state(prepared.work_dir, state)
+
+    def _run_in_app_data(self, run_id: str, checkpoint: str | None) -> Path:
+        """The folder of run ``run_id`` in app data, when no run is in progress; ``checkpoint``
+        must be one of its files."""
+        from src.core.layout import RunIdError, run_dir
+
+        try:
+            work_dir = run_dir(self.app_data_dir, run_id)
+        except RunIdError as exc:
+            raise RequestError([str(exc)]) from None
+        if not (work_dir / RUN_CONFIG).is_file():
+            raise RequestError([f"no run {run_id!r} in {self.app_data_dir}"])
+        if checkpoint is not None and Path(checkpoint).resolve().parent != work_dir:
+            raise RequestError([f"{checkpoint} is not a checkpoint of run {run_id}"])
+        self._slot.refuse_while_busy("a run is in progress: try again when it has ended")
+        return work_dir
