@@ -48,7 +48,7 @@ MUTANTS = (
            "        if self.token is None or not given:\n            return False\n",
            "        if self.token is None or not given:\n            return True\n",
            ("tests/test_access.py",)),
-    Mutant("data", "a swapped coordinate in a polygon's box", "src/data/reader.py",
+    Mutant("data", "a swapped coordinate in a polygon's box", "src/data/geometry.py",
            "box = _clip_box(min(xs), min(ys), max(xs) + 1, max(ys) + 1, width, height)",
            "box = _clip_box(min(ys), min(xs), max(ys) + 1, max(xs) + 1, width, height)",
            ("tests/data/test_reader.py",)),

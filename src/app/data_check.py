@@ -19,7 +19,7 @@ from src.config.input_shapes import padding_problems
 from src.config.params import CUSTOM_AUGMENTATION, ConfigError, TrainParams
 from src.core.errors import RequestError
 from src.core.tasks import SEGMENTATION
-from src.data.reader import BOX_GEOMETRIES, MASK_GEOMETRIES
+from src.data.geometry import BOX_GEOMETRIES, MASK_GEOMETRIES
 from src.engine.shape_check import check_input_shapes
 
 

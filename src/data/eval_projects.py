@@ -90,6 +90,16 @@ def _link(source: str, target: Path) -> None:
         target.symlink_to(os.path.abspath(source))
 
 
+def _annotation(image: dict, objects_of: dict[int, list[dict]]) -> dict[str, Any]:
+    """The Supervisely annotation of one of ``images`` (see :func:`_write_project`)."""
+    return {
+        "size": {"height": image["height"], "width": image["width"]},
+        "tags": [],
+        "description": "",
+        "objects": objects_of.get(image["id"], []),
+    }
+
+
 def _write_project(
     root: Path,
     images: list[dict],
@@ -104,12 +114,7 @@ def _write_project(
         ds = root / dataset.replace("/", "__")
         for sub in ("ann", "img", "img_info"):
             (ds / sub).mkdir(parents=True, exist_ok=True)
-        ann = {
-            "size": {"height": image["height"], "width": image["width"]},
-            "tags": [],
-            "description": "",
-            "objects": objects_of.get(image["id"], []),
-        }
+        ann = _annotation(image, objects_of)
         (ds / "ann" / f"{name}.json").write_text(json.dumps(ann), encoding="utf-8")
         info = {"id": image["id"], "name": name}
         (ds / "img_info" / f"{name}.json").write_text(json.dumps(info), encoding="utf-8")
@@ -150,11 +155,34 @@ def write_eval_projects(
         {k: info[k] for k in ("item_name", "height", "width", "img_path")} | {"id": info["img_id"]}
         for info in data_list
     ]
-    gt: dict[int, list[dict]] = {}
-    oid = 0
     ignored = {info["img_id"]: [i["bbox"] for i in info["instances"] if i.get("ignore_flag")]
                for info in data_list}  # fmt: skip
     predictions = [d for d in predictions if not _in_ignore_region(d, ignored)]
+    gt, last_id = _ground_truth_objects(data_list, classes, segmentation)
+    pred = _predicted_objects(predictions, classes, segmentation, last_id)
+    meta = _meta(classes, segmentation)
+    if predictions_file is not None:
+        both = {
+            "meta": meta,
+            "annotations": {image["item_name"]: _annotation(image, pred) for image in images},
+            "ground_truth": {image["item_name"]: _annotation(image, gt) for image in images},
+        }
+        if max_detections is not None:
+            both["max_detections"] = int(max_detections)
+        Path(predictions_file).write_text(json.dumps(both), encoding="utf-8")
+    return (
+        _write_project(root / "ground_truth", images, gt, meta),
+        _write_project(root / "predictions", images, pred, meta),
+    )
+
+
+def _ground_truth_objects(
+    data_list: list[dict], classes: list[str], segmentation: bool
+) -> tuple[dict[int, list[dict]], int]:
+    """Each image's objects (by image id) from the reader's instances, ignore regions left out;
+    and the last object id given (the predictions' ids follow it)."""
+    gt: dict[int, list[dict]] = {}
+    oid = 0
     for info in data_list:
         for inst in info["instances"]:
             if inst.get("ignore_flag"):  # not an object to find (COCO's iscrowd)
@@ -167,34 +195,20 @@ def write_eval_projects(
             )  # fmt: skip
             if obj is not None:
                 gt.setdefault(info["img_id"], []).append(obj)
+    return gt, oid
+
+
+def _predicted_objects(
+    predictions: list[dict], classes: list[str], segmentation: bool, last_id: int
+) -> dict[int, list[dict]]:
+    """Each image's predicted objects (by image id) with their scores, numbered after
+    ``last_id``."""
     pred: dict[int, list[dict]] = {}
-    for det in predictions:
-        oid += 1
+    for oid, det in enumerate(predictions, start=last_id + 1):
         obj = _object(
             oid, classes[det["category_id"] - 1], det["bbox"],
             det.get("segmentation") if segmentation else None, det["score"],
         )  # fmt: skip
         if obj is not None:
             pred.setdefault(det["image_id"], []).append(obj)
-    meta = _meta(classes, segmentation)
-    if predictions_file is not None:
-
-        def annotations(objects_of: dict[int, list[dict]]) -> dict[str, dict]:
-            return {
-                image["item_name"]: {
-                    "size": {"height": image["height"], "width": image["width"]},
-                    "tags": [],
-                    "description": "",
-                    "objects": objects_of.get(image["id"], []),
-                }
-                for image in images
-            }
-
-        both = {"meta": meta, "annotations": annotations(pred), "ground_truth": annotations(gt)}
-        if max_detections is not None:
-            both["max_detections"] = int(max_detections)
-        Path(predictions_file).write_text(json.dumps(both), encoding="utf-8")
-    return (
-        _write_project(root / "ground_truth", images, gt, meta),
-        _write_project(root / "predictions", images, pred, meta),
-    )
+    return pred

@@ -46,7 +46,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from src.config.params import TrainParams, slicing_problems
-from src.data.reader import DatasetError, crop_to_rle
+from src.data.geometry import crop_to_rle
+from src.data.reader import DatasetError
 from src.runs.atomic_files import atomic_path
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from src.data.reader import crop_to_rle
+from src.data.geometry import crop_to_rle
 from src.data.tiles import windows
 
 # detections kept per whole image after a merge: a large image holds many more objects than a tile
@@ -95,11 +95,7 @@ def merge_tiles(
         overlap = np.where(tiles[rest] != tiles[i], smaller, iou)
         group = rest[overlap >= thr]
         taken[group] = True
-        if windows is not None:  # only a cut box is widened, only by boxes that agree
-            cut = _touches_inner_border(boxes[i], windows[i], extent)
-            agree = _agree_in_common_window(boxes[i], windows[i], boxes[group], windows[group], thr)
-            group = group[agree] if cut else group[:0]
-        members = np.concatenate([[i], group])
+        members = np.concatenate([[i], _widening(i, group, boxes, windows, extent, thr)])
         out_boxes.append([*boxes[members, :2].min(axis=0), *boxes[members, 2:].max(axis=0)])
         out_idx.append(i)
         if masks is not None:
@@ -114,6 +110,24 @@ def merge_tiles(
         masks=out_masks if masks is not None else None,
         index=order[idx],
     )
+
+
+def _widening(
+    i: int,
+    group: np.ndarray,
+    boxes: np.ndarray,
+    windows: np.ndarray | None,
+    extent: np.ndarray | None,
+    thr: float,
+) -> np.ndarray:
+    """Of the boxes ``group`` that box ``i`` absorbed, those that widen it: all of them without
+    ``windows`` (SAHI's union); else none unless box ``i`` is cut by an inner border of its tile,
+    and then only those that agree with it where both tiles see the image."""
+    if windows is None:
+        return group
+    if not _touches_inner_border(boxes[i], windows[i], extent):
+        return group[:0]
+    return group[_agree_in_common_window(boxes[i], windows[i], boxes[group], windows[group], thr)]
 
 
 def _overlaps(

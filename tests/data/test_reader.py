@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from src.data.geometry import crop_to_rle, object_to_instance
 from src.data.reader import (
     DatasetError,
-    crop_to_rle,
     list_datasets,
     load_split,
-    object_to_instance,
     read_instances,
     to_coco,
 )
