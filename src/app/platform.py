@@ -66,9 +66,29 @@ def platform_services(
     headless: no task output to set), where downloaded projects are cached, the first wait
     between upload retries."""
     store = TeamFilesArtifactStore(api, team_id, backoff_s=backoff_s)
-    workflow = PlatformWorkflow(api, team_id, task_id or 0)
+    task = _TaskOnPlatform(api, team_id, task_id, projects_cache, store)
+    return PlatformServices(
+        store, task.resolve_project, task.set_output, task.experiment_of_task, task.record_inputs
+    )
 
-    def resolve_project(project_id: int | None, project_dir: str) -> LocalProject:
+
+class _TaskOnPlatform:
+    """This app's task on the platform: the services, bound to its client, team and task."""
+
+    def __init__(
+        self,
+        api: Any,
+        team_id: int,
+        task_id: int | None,
+        projects_cache: str | Path,
+        store: TeamFilesArtifactStore,
+    ) -> None:
+        self.api, self.team_id, self.task_id = api, team_id, task_id
+        self.projects_cache = projects_cache
+        self.store = store
+        self.workflow = PlatformWorkflow(api, team_id, task_id or 0)
+
+    def resolve_project(self, project_id: int | None, project_dir: str) -> LocalProject:
         if project_id is None:
             return open_local_project(project_dir)
         done = [0]
@@ -78,55 +98,54 @@ def platform_services(
             logger.info("project %s: %d images downloaded", project_id, done[0])
 
         try:
-            return download_project(api, int(project_id), projects_cache, progress=progress)
+            return download_project(
+                self.api, int(project_id), self.projects_cache, progress=progress
+            )
         except DatasetError:
             raise
         except Exception as exc:  # network, permissions: say which project and why
             raise DatasetError(f"downloading project {project_id} failed: {exc}") from None
 
-    def set_output(remote_dir: str) -> str | None:
+    def set_output(self, remote_dir: str) -> str | None:
         """The task's output is the run as an experiment (``set_output_experiment`` with the
         ``experiment_info.json`` read back from Team Files: what the Experiments page lists and
         its deploy button serves), with the platform's report of an evaluated run first; the
         workflow's output after. Returns the report's link (None: no report)."""
-        if task_id is None:
+        if self.task_id is None:
             return None
+        store = self.store
         if store.file_id(f"{remote_dir}/config.py") is None:
             raise RuntimeError(f"{remote_dir}/config.py is not in Team Files")
         with tempfile.TemporaryDirectory() as tmp:
             local = store.download(f"{remote_dir}/{EXPERIMENT_INFO}", Path(tmp) / EXPERIMENT_INFO)
             info = json.loads(local.read_text(encoding="utf-8"))
-            report = platform_report(remote_dir, info, Path(tmp))
+            report = self.platform_report(remote_dir, info, Path(tmp))
             if report is not None:  # the experiment names it, as TrainApp's do
                 info["evaluation_report_id"] = report.report_id
                 info["evaluation_report_link"] = report.link
                 local.write_text(json.dumps(info, indent=1), encoding="utf-8")
                 store.upload_file(local, f"{remote_dir}/{EXPERIMENT_INFO}")
-        info["task_id"] = task_id
-        api.task.set_output_experiment(task_id, info)
-        workflow.record_output(remote_dir, info.get("best_checkpoint"), report)
+        info["task_id"] = self.task_id
+        self.api.task.set_output_experiment(self.task_id, info)
+        self.workflow.record_output(remote_dir, info.get("best_checkpoint"), report)
         return report.link if report is not None else None
 
-    def platform_report(remote_dir: str, info: dict, scratch: Path) -> PlatformReport | None:
+    def platform_report(self, remote_dir: str, info: dict, scratch: Path) -> PlatformReport | None:
         """The platform's Model Benchmark report of an evaluated run (its predictions are in
         ``evaluation/``); None when the run was not evaluated or the report failed (a
         warning: the run, its metrics and its own report stand)."""
         predictions = f"{remote_dir}/{EVALUATION_DIR}/{EVALUATION_PREDICTIONS}"
-        if info.get("project_id") is None or not store.exists(predictions):
+        if info.get("project_id") is None or not self.store.exists(predictions):
             return None
         try:
-            local = store.download(predictions, scratch / EVALUATION_PREDICTIONS)
+            local = self.store.download(predictions, scratch / EVALUATION_PREDICTIONS)
             data = json.loads(local.read_text(encoding="utf-8"))
-            timed = f"{remote_dir}/{EVALUATION_DIR}/{EVALUATION_SPEEDTEST}"
-            speedtest = None
-            if store.exists(timed):  # the run was timed (--speed-test)
-                local = store.download(timed, scratch / EVALUATION_SPEEDTEST)
-                speedtest = json.loads(local.read_text(encoding="utf-8"))
-            project = resolve_project(int(info["project_id"]), "")
+            speedtest = self._speedtest(remote_dir, scratch)
+            project = self.resolve_project(int(info["project_id"]), "")
             report = build_platform_report(
-                api, team_id, int(task_id or 0), project_id=int(info["project_id"]),
-                project_dir=project.directory, predictions=data,
-                segmentation=info.get("task_type") == PLATFORM_SEGMENTATION,
+                self.api, self.team_id, int(self.task_id or 0),
+                project_id=int(info["project_id"]), project_dir=project.directory,
+                predictions=data, segmentation=info.get("task_type") == PLATFORM_SEGMENTATION,
                 model_name=str(info.get("model_name")),
                 checkpoint_name=str(info.get("best_checkpoint")), remote_run_dir=remote_dir,
                 work_dir=scratch / "model_benchmark", speedtest=speedtest,
@@ -137,19 +156,27 @@ def platform_services(
         logger.info("Model Benchmark report: %s", report.link)
         return report
 
-    def record_inputs(prepared: Prepared) -> int | None:
+    def _speedtest(self, remote_dir: str, scratch: Path) -> dict | None:
+        """The run's speed test, when it was timed (--speed-test); None when it was not."""
+        timed = f"{remote_dir}/{EVALUATION_DIR}/{EVALUATION_SPEEDTEST}"
+        if not self.store.exists(timed):
+            return None
+        local = self.store.download(timed, scratch / EVALUATION_SPEEDTEST)
+        return json.loads(local.read_text(encoding="utf-8"))
+
+    def record_inputs(self, prepared: Prepared) -> int | None:
         """A new run's project version and workflow inputs (headless: none)."""
-        if task_id is None:
+        if self.task_id is None:
             return None
         state = prepared.app_state or {}
         weights = (state.get("hyperparameters") or {}).get("weights_path")  # as the user chose
-        return workflow.record_inputs(prepared.project.project_id, weights)
+        return self.workflow.record_inputs(prepared.project.project_id, weights)
 
-    def experiment_of_task(train_task_id: int) -> Experiment:
+    def experiment_of_task(self, train_task_id: int) -> Experiment:
         """The experiment a training task set as its output, read as the platform's training
         apps read it (the SDK's ``api.nn.get_experiment_info``)."""
         try:
-            info = api.nn.get_experiment_info(train_task_id)
+            info = self.api.nn.get_experiment_info(train_task_id)
         except Exception as exc:  # not found, no experiment output, network
             raise RequestError(
                 [f"task {train_task_id} has no experiment to start from: {exc}"]
@@ -157,5 +184,3 @@ def platform_services(
         folder = str(info.artifacts_dir).rstrip("/")
         best = f"{folder}/{info.best_checkpoint}" if info.best_checkpoint else None
         return Experiment(train_task_id, folder, best, info.project_id, info.experiment_name)
-
-    return PlatformServices(store, resolve_project, set_output, experiment_of_task, record_inputs)

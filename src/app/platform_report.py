@@ -74,8 +74,6 @@ def build_platform_report(
     (``evaluation/speedtest.json``), shown in the report's "Inference Speed" section. Raises on
     any failure (the caller warns), its projects removed."""
     import supervisely as sly
-    from supervisely.nn.benchmark import InstanceSegmentationBenchmark, ObjectDetectionBenchmark
-    from supervisely.nn.benchmark.base_benchmark import WORKSPACE_DESCRIPTION, WORKSPACE_NAME
 
     meta = sly.ProjectMeta.from_json(predictions["meta"])  # its shapes, the scores' tag
     classes = [c.name for c in meta.obj_classes]
@@ -89,23 +87,9 @@ def build_platform_report(
             converted = _converted_ground_truth(api, gt, meta, predictions, ids, segmentation)
             created.append(converted)
             gt_id, ids = converted.id, converted.ids
-        benchmark_cls = InstanceSegmentationBenchmark if segmentation else ObjectDetectionBenchmark
-        evaluator = benchmark_cls._get_evaluator_class(None)
-        bm = benchmark_cls(
-            api, gt_id, output_dir=str(work_dir), gt_images_ids=sorted(ids.values()),
-            classes_whitelist=classes,
-            evaluation_params=sdk_evaluation_params(
-                evaluator, predictions.get("max_detections", SDK_MAX_DETECTIONS)
-            ),
-        )  # fmt: skip
-        workspace = api.workspace.get_info_by_name(team_id, WORKSPACE_NAME) or api.workspace.create(
-            team_id, WORKSPACE_NAME, WORKSPACE_DESCRIPTION
-        )
-        dt = api.project.create(
-            workspace.id, f"{gt.name} - {checkpoint_name}", change_name_if_conflict=True
-        )
-        created.append(dt)
-        api.project.update_meta(dt.id, meta.to_json())
+        max_dets = predictions.get("max_detections", SDK_MAX_DETECTIONS)
+        bm = _benchmark(api, gt_id, ids, classes, segmentation, max_dets, work_dir)
+        dt = _predictions_project(api, team_id, f"{gt.name} - {checkpoint_name}", meta, created)
         _upload_annotations(api, dt.id, meta, predictions["annotations"], ids)
         bm.dt_project_info = api.project.get_info_by_id(dt.id)
         model_info = {"model_name": model_name, "checkpoint_name": checkpoint_name,
@@ -119,19 +103,68 @@ def build_platform_report(
         bm._dump_eval_inference_info(inference_info)
         eval_dir = f"/model-benchmark/{project_id}_{gt.name}/{task_id}_{APP_NAME}/"
         eval_dir = api.storage.get_free_dir_name(team_id, eval_dir).rstrip("/") + "/"
-        bm.upload_eval_results(eval_dir + "evaluation/")
-        if speedtest:  # where TrainApp's speed test puts its results
-            bm._dump_speedtest(speedtest)
-            bm.upload_speedtest_results(eval_dir + "speedtest/")
-        bm.visualize()
-        bm.upload_visualizations(eval_dir + "visualizations/")
-        report_id = bm.report.id
-        bm.upload_report_link(remote_run_dir, report_id, str(work_dir))
+        report_id = _upload_report(bm, eval_dir, speedtest, remote_run_dir, work_dir)
     except BaseException:
         _remove_projects(api, bm, created)  # as TrainApp does when its benchmark fails
         raise
     link = f"{api.server_address.rstrip('/')}/model-benchmark?id={report_id}"
     return PlatformReport(report_id, link, eval_dir)
+
+
+def _benchmark(
+    api: Any,
+    gt_id: int,
+    ids: dict[str, int],
+    classes: list[str],
+    segmentation: bool,
+    max_detections: int,
+    work_dir: str | Path,
+) -> Any:
+    """The SDK's benchmark of the task over the ground truth's images ``ids``, scoring as the
+    app's own evaluation does (``src.app.evaluate.sdk_evaluation_params``)."""
+    from supervisely.nn.benchmark import InstanceSegmentationBenchmark, ObjectDetectionBenchmark
+
+    benchmark_cls = InstanceSegmentationBenchmark if segmentation else ObjectDetectionBenchmark
+    evaluator = benchmark_cls._get_evaluator_class(None)
+    return benchmark_cls(
+        api, gt_id, output_dir=str(work_dir), gt_images_ids=sorted(ids.values()),
+        classes_whitelist=classes,
+        evaluation_params=sdk_evaluation_params(evaluator, max_detections),
+    )  # fmt: skip
+
+
+def _predictions_project(api: Any, team_id: int, name: str, meta: Any, created: list[Any]) -> Any:
+    """The empty predictions project, in the benchmark's workspace (made if missing) as the
+    benchmark would have made it; added to ``created`` at once (removed if a later step fails)."""
+    from supervisely.nn.benchmark.base_benchmark import WORKSPACE_DESCRIPTION, WORKSPACE_NAME
+
+    workspace = api.workspace.get_info_by_name(team_id, WORKSPACE_NAME) or api.workspace.create(
+        team_id, WORKSPACE_NAME, WORKSPACE_DESCRIPTION
+    )
+    dt = api.project.create(workspace.id, name, change_name_if_conflict=True)
+    created.append(dt)
+    api.project.update_meta(dt.id, meta.to_json())
+    return dt
+
+
+def _upload_report(
+    bm: Any,
+    eval_dir: str,
+    speedtest: dict[str, Any] | None,
+    remote_run_dir: str,
+    work_dir: str | Path,
+) -> int:
+    """The evaluated benchmark's results (and the speed test), its rendered report into
+    ``eval_dir``, and the report's link file beside the run: the report's id."""
+    bm.upload_eval_results(eval_dir + "evaluation/")
+    if speedtest:  # where TrainApp's speed test puts its results
+        bm._dump_speedtest(speedtest)
+        bm.upload_speedtest_results(eval_dir + "speedtest/")
+    bm.visualize()
+    bm.upload_visualizations(eval_dir + "visualizations/")
+    report_id = bm.report.id
+    bm.upload_report_link(remote_run_dir, report_id, str(work_dir))
+    return report_id
 
 
 def _needs_conversion(api: Any, project_id: int, classes: list[str], segmentation: bool) -> bool:

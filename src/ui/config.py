@@ -20,6 +20,12 @@ OWNED_NOTE = (
 
 class ConfigStep:
     def __init__(self) -> None:
+        self._build_widgets()
+        self.draft: ConfigDraft | None = None
+        self._wire()
+
+    def _build_widgets(self) -> None:
+        """The step's widgets, in its card: the note, the Editor, Validate, pending changes."""
         self.note = Text(OWNED_NOTE, status="info", widget_id="cfg_note")
         self.advanced = Switch(False, widget_id="cfg_advanced")
         self.editor = Editor(
@@ -59,7 +65,9 @@ class ConfigStep:
             ),
             widget_id="card_config",
         )
-        self.draft: ConfigDraft | None = None
+
+    def _wire(self) -> None:
+        """The widgets' handlers: advanced mode, Validate, and the pending changes' buttons."""
 
         @self.advanced.value_changed
         def _advanced(on: bool) -> None:
