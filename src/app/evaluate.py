@@ -37,6 +37,7 @@ from src.core.errors import EvaluationError, RequestError
 from src.core.layout import (
     BEST_INFO,
     BEST_PREDICTIONS,
+    CLASS_THRESHOLDS,
     EVALUATION_DIR,
     EVALUATION_METRICS,
     EVALUATION_PREDICTIONS,
@@ -80,6 +81,8 @@ class Evaluation:
     validation_map: float | None = None  # what the validation logged for this checkpoint
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # each class's F1-optimal score threshold and what it gives (src.app.class_thresholds)
+    class_thresholds: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -93,6 +96,7 @@ class Evaluation:
             "validation_map": self.validation_map,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
+            CLASS_THRESHOLDS: self.class_thresholds,
         }
 
 
@@ -300,6 +304,7 @@ def evaluate_run(
             notes=_agreement_notes(metrics.get("mAP"), validation)
             + ([] if predictions else [_nothing_predicted_note(len(data_list), cfg)]),
         )
+        _choose_thresholds(result, mp, path, data["classes"])
         model = RunMetadata.of(cfg).model_name
         title = f"Evaluation of {model}, run {work_dir.name} ({split} split)"
         report = write_report(
@@ -310,6 +315,26 @@ def evaluate_run(
     saved = result.summary() | {"report": EVALUATION_REPORT}  # beside it, wherever it is copied
     write_json_atomic(_plain(saved), out / EVALUATION_METRICS)
     return result
+
+
+def _choose_thresholds(result: Evaluation, mp: Any, checkpoint: Path, classes: list[str]) -> None:
+    """Each class's score threshold (``src.app.class_thresholds``) into ``result``, and, for the
+    validation split (the split thresholds are chosen on), into the evaluated checkpoint's meta:
+    the ONNX export reads them from there (and so ``predict``). A checkpoint that cannot be
+    rewritten costs a note, not the evaluation."""
+    from src.app.class_thresholds import fallback_notes, of_metric_provider
+    from src.runs.checkpoint_io import set_checkpoint_meta
+
+    chosen = of_metric_provider(mp, order=classes)
+    result.class_thresholds = chosen
+    result.notes += fallback_notes(chosen, result.split)
+    if chosen is None or result.split != "val":
+        return
+    try:
+        set_checkpoint_meta(checkpoint, CLASS_THRESHOLDS, chosen["thresholds"])
+    except Exception as exc:  # a full disk, a read-only folder
+        logger.exception("the class thresholds were not written into %s", checkpoint.name)
+        result.notes.append(f"the class thresholds were not kept in {checkpoint.name}: {exc}")
 
 
 def _nothing_predicted_note(images: int, cfg: Any) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from src.config.metadata import RunMetadata
 from src.config.text import load_config_file
 from src.core.layout import (
+    CLASS_THRESHOLDS,
     EVALUATION_DIR,
     EVALUATION_REPORT,
     EVALUATION_SPEED,
@@ -26,6 +27,7 @@ from src.core.layout import (
     EXPORT_SUFFIXES,
     RUN_CONFIG,
 )
+from src.runs.checkpoint_io import checkpoint_meta
 from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def export_run(
     unless ``replace``. ``speed_test``: PyTorch and ONNX Runtime timed side by side on the
     validation images, into ``evaluation/speed.json`` and the report (a failure there is
     logged; the export stands)."""
-    from src.engine.onnx_export import ExportError, export_blocker, export_model, load_model
+    from src.engine.onnx_export import ExportError, export_blocker, load_model
 
     started = time.monotonic()
     work_dir = Path(work_dir)
@@ -80,8 +82,7 @@ def export_run(
     onnx_path = targets["onnx"]
     # once: the speed test times the same model
     model = load_model(cfg, path) if speed_test or "onnx" not in result.kept else None
-    if "onnx" not in result.kept:
-        export_model(cfg, model, onnx_path, input_size=input_size, classes=classes)
+    _write_onnx(cfg, model, path, onnx_path, "onnx" in result.kept, input_size, classes)
     result.files["onnx"] = str(onnx_path)
     if "tensorrt" in targets and "tensorrt" not in result.kept:
         _build_tensorrt(cfg, onnx_path, targets["tensorrt"], input_size, fp16, result)
@@ -97,6 +98,23 @@ def export_run(
             logger.exception("the speed test of %s failed; the export stands", onnx_path.name)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _write_onnx(
+    cfg, model, checkpoint: Path, onnx_path: Path, kept: bool, input_size: int | None,
+    classes: list[str],
+) -> None:  # fmt: skip
+    """The ONNX file of ``model`` with the class thresholds the evaluation kept in
+    ``checkpoint``'s meta (src.app.evaluate), or, for a file ``kept`` from an export before that
+    evaluation, those thresholds brought up to date in it."""
+    from src.engine.onnx_export import export_model, set_class_thresholds
+
+    thresholds = checkpoint_meta(checkpoint).get(CLASS_THRESHOLDS)
+    if not kept:
+        export_model(cfg, model, onnx_path, input_size=input_size, classes=classes,
+                     class_thresholds=thresholds)  # fmt: skip
+    elif thresholds:
+        set_class_thresholds(onnx_path, thresholds)
 
 
 def export_targets(

@@ -19,7 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("--onnx", required=True, help="a model.onnx written by the export command")
     pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--score-thr", type=float, default=0.3, help="the lowest score shown")
+    pr.add_argument(
+        "--score-thr", type=float, metavar="X",
+        help="the lowest score shown, for every class (default: each class's own threshold, "
+        "chosen on the validation split, when the model file has them; else 0.3)",
+    )  # fmt: skip
     pr.add_argument("--out", default="artifacts/predictions", help="where the drawn images go")
     pr.add_argument(
         "--slice-size", type=int, metavar="PX",
@@ -39,10 +43,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     go (never over an input or a file already there)."""
     import cv2
 
-    from src.engine.onnx_runtime import Detections, draw
+    from src.engine.onnx_runtime import draw
 
     detector = _open_detector(args.onnx)
     slicing = _predict_slicing(args, detector.slicing)
+    above = _thresholds_line(detector, args.score_thr)
     out = Path(args.out)
     targets = _drawn_paths(args.images, out, args.onnx)
     for name in args.images:
@@ -55,19 +60,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{name}: sliced into tiles of {slicing['size']} px (boxes only)")
         else:
             found = detector.predict([image], score_thr=0.0)[0]
-        keep = found.scores >= args.score_thr
-        found = Detections(found.boxes[keep], found.scores[keep], found.labels[keep],
-                           found.masks[keep] if found.masks is not None else None)  # fmt: skip
+        found = detector.keep(found, args.score_thr)
         for box, score, label in zip(found.boxes, found.scores, found.labels, strict=True):
             x1, y1, x2, y2 = (round(float(v)) for v in box)
             print(f"{name}: {detector.classes[label]} {score:.2f} at {x1},{y1},{x2},{y2}")
-        print(f"{name}: {len(found.scores)} objects above {args.score_thr}")
+        print(f"{name}: {len(found.scores)} objects above {above}")
         if not cv2.imwrite(str(target), draw(image, found, detector.classes)):
             return fail(f"cannot write {target}: check that {out} is writable")
         if target.stem != Path(name).stem:
             print(f"{name}: drawn as {target.name} (another input has the same name)")
     print(f"drawn: {out}")
     return 0
+
+
+def _thresholds_line(detector, score_thr: float | None) -> str:
+    """The score thresholds predict applies, said once (the per-class ones in full) and named
+    in each image's count: ``--score-thr`` for every class, else the model file's own per
+    class, else the default."""
+    from src.engine.onnx_runtime import DEFAULT_SCORE_THR
+
+    if score_thr is not None or not detector.class_thresholds:
+        return str(DEFAULT_SCORE_THR if score_thr is None else score_thr)
+    values = detector.score_thresholds()
+    listed = ", ".join(f"{n} {v:.3f}" for n, v in zip(detector.classes, values, strict=True))
+    print(f"score thresholds per class (chosen on the validation split; --score-thr X sets one "
+          f"for every class): {listed}")  # fmt: skip
+    return "their class's threshold"
 
 
 def _open_detector(path: str):

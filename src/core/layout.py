@@ -155,6 +155,11 @@ EVALUATION_SPEED = "speed.json"  # the exported model's speed test (src.app.expo
 EVALUATION_PREDICTIONS = "predictions.json"
 # the Model Benchmark speed test of the best checkpoint, in the SDK's form (the platform's report)
 EVALUATION_SPEEDTEST = "speedtest.json"
+# Each class's score threshold, chosen by the evaluation on the validation split
+# (``src.app.class_thresholds``): the key of ``{class: threshold}`` in the evaluated checkpoint's
+# ``meta``, experiment_info.json and the ONNX file's metadata, and of the choice in full in
+# metrics.json (src/engine/onnx_runtime.py spells it too: it imports nothing of ours)
+CLASS_THRESHOLDS = "class_thresholds"
 # Exports of the best checkpoint (``src.app.export``): ``<checkpoint>.onnx`` / ``.engine`` and the
 # class names by index, the SDK's TrainApp layout; uploaded as they are.
 EXPORT_DIR = "export"

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from src.core.layout import CLASS_THRESHOLDS
 from src.engine.onnx_graph import (
     BOX_HEADS,
     MASK_HEADS,
@@ -32,6 +33,7 @@ from src.engine.onnx_graph import (
     Preprocess,
     TwoStageGraph,
 )
+from src.runs.atomic_files import atomic_path
 
 OPSET = 17
 # ONNX metadata key holding the pre-processing (read by src/engine/onnx_runtime.py)
@@ -176,9 +178,11 @@ def export_model(
     *,
     input_size: int | None = None,
     classes: list[str] | None = None,
+    class_thresholds: dict[str, float] | None = None,
 ) -> Path:
     """Write ``dst`` for ``model`` (``load_model``'s, which the caller may go on using: the
-    speed test times the same model)."""
+    speed test times the same model); ``class_thresholds``: each class's score threshold, into
+    the metadata (the evaluation's, from the checkpoint's meta)."""
     reason = export_blocker(cfg)
     if reason:
         raise ExportError(reason)
@@ -204,7 +208,9 @@ def export_model(
             input_names=["images", "orig_size"], output_names=outputs,
             dynamic_axes={k: v for k, v in axes.items() if k in ["images", "orig_size", *outputs]},
         )  # fmt: skip
-    extra = {"outputs": outputs}
+    extra: dict[str, Any] = {"outputs": outputs}
+    if class_thresholds:  # predict and the README's example apply them (src.engine.onnx_runtime)
+        extra[CLASS_THRESHOLDS] = {str(k): float(v) for k, v in class_thresholds.items()}
     # a sliced run's tiles: predict --onnx slices large images the same way by default
     slicing = ((cfg.get("val_dataloader") or {}).get("dataset") or {}).get("slicing")
     if slicing and slicing.get("size"):
@@ -226,6 +232,22 @@ def export_model(
 _TORCHSCRIPT_EXPORTER = (
     {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 )
+
+
+def set_class_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
+    """Bring an exported file's class thresholds up to date (an export kept from before the
+    evaluation chose them), atomically; a file that already holds them is left untouched."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = next(e for e in proto.metadata_props if e.key == META_KEY)
+    meta = json.loads(entry.value)
+    wanted = {str(k): float(v) for k, v in thresholds.items()}
+    if meta.get(CLASS_THRESHOLDS) == wanted:
+        return
+    entry.value = json.dumps(meta | {CLASS_THRESHOLDS: wanted})
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def _write_metadata(path: Path, prep: Preprocess, classes: list[str], extra: dict) -> None:

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 
 META_KEY = "sly_mmdet_export"  # = src.engine.onnx_export.META_KEY (this file imports nothing ours)
+CLASS_THRESHOLDS = "class_thresholds"  # = src.core.layout.CLASS_THRESHOLDS
+DEFAULT_SCORE_THR = 0.3  # a class without a threshold of its own in the file
 
 
 @dataclass
@@ -25,6 +27,11 @@ class Detections:
     scores: np.ndarray  # [N]
     labels: np.ndarray  # [N] class indices into OnnxDetector.classes
     masks: np.ndarray | None = None  # [N, H, W] bool, instance segmentation only
+
+    def subset(self, keep: np.ndarray) -> Detections:
+        """The detections where ``keep`` (a boolean mask) is true."""
+        masks = self.masks[keep] if self.masks is not None else None
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], masks)
 
 
 class OnnxDetector:
@@ -38,6 +45,8 @@ class OnnxDetector:
         self.classes: list[str] = meta["classes"]
         self.outputs: list[str] = meta["outputs"]
         self.slicing: dict | None = meta.get("slicing")  # a sliced run's tiles
+        # each class's score threshold, chosen on the validation split (empty: none chosen)
+        self.class_thresholds: dict[str, float] = meta.get(CLASS_THRESHOLDS) or {}
         self.mask_kind = meta.get("masks")  # None, "dense" (RTMDet-Ins), "roi" (Mask R-CNN)
         self.mask_stride = int(meta.get("mask_stride", 0))
         thr = float(meta.get("mask_thr", 0.5))
@@ -46,6 +55,18 @@ class OnnxDetector:
         self.mask_logit_thr = (
             float(np.log(thr / (1 - thr))) if 0 < thr < 1 else -np.inf if thr <= 0 else np.inf
         )
+
+    def score_thresholds(self, score_thr: float | None = None) -> np.ndarray:
+        """Each class's lowest score kept, by label: ``score_thr`` for every class when given;
+        else the class's own threshold from the file, or ``DEFAULT_SCORE_THR``."""
+        if score_thr is not None:
+            return np.full(len(self.classes), float(score_thr))
+        own = self.class_thresholds
+        return np.array([float(own.get(name, DEFAULT_SCORE_THR)) for name in self.classes])
+
+    def keep(self, found: Detections, score_thr: float | None = None) -> Detections:
+        """The detections scoring at least their class's threshold (``score_thresholds``)."""
+        return found.subset(found.scores >= self.score_thresholds(score_thr)[found.labels])
 
     def resized_size(self, h: int, w: int) -> tuple[int, int]:
         """(width, height) after mmcv's keep-ratio ``rescale_size``."""

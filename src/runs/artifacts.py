@@ -20,6 +20,7 @@ import yaml
 
 from src.core.layout import (
     APP_STATE,
+    CLASS_THRESHOLDS,
     EVALUATION_DIR,
     EVALUATION_METRICS,
     EVALUATION_PREDICTIONS,
@@ -168,8 +169,9 @@ def pack_run(
         encoding="utf-8",
     )
     exports = _copy_exports(work_dir, out_dir)
+    thresholds = _evaluated_thresholds(work_dir, best)
     (out_dir / RUN_README).write_text(
-        _readme(summary, [p.name for p in exported], exports), encoding="utf-8"
+        _readme(summary, [p.name for p in exported], exports, thresholds), encoding="utf-8"
     )
     _write_json(out_dir / MODEL_META, _model_meta(summary))
     _write_json(out_dir / TRAIN_VAL_SPLIT, summary.split)
@@ -188,6 +190,8 @@ def pack_run(
     if evaluation is not None:
         info["evaluation_metrics"] = evaluation.get("metrics") or {}
         info["primary_metric"] = evaluation.get("primary_metric")
+    if thresholds:  # (the SDK's ExperimentInfo reads the keys it knows, and skips this one)
+        info[CLASS_THRESHOLDS] = thresholds["thresholds"]
     _write_json(out_dir / EXPERIMENT_INFO, info)
     return out_dir
 
@@ -207,6 +211,19 @@ def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
     return json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
+
+
+def _evaluated_thresholds(work_dir: Path, best: Path | None) -> dict[str, Any] | None:
+    """The class thresholds the evaluation chose for the best checkpoint on the validation
+    split (``evaluation/metrics.json``; src.app.class_thresholds), or None: not evaluated, no
+    true positive to choose from, or the last evaluation was of another checkpoint or split."""
+    path = work_dir / EVALUATION_DIR / EVALUATION_METRICS
+    if best is None or not path.is_file():
+        return None
+    evaluation = json.loads(path.read_text(encoding="utf-8"))
+    if evaluation.get("checkpoint") != best.name or evaluation.get("split") != "val":
+        return None
+    return evaluation.get(CLASS_THRESHOLDS) or None
 
 
 def _copy_exports(work_dir: Path, out_dir: Path) -> dict[str, str]:
@@ -229,7 +246,12 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=1), encoding="utf-8")
 
 
-def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]) -> str:
+def _readme(
+    summary: RunSummary,
+    checkpoints: list[str],
+    exports: dict[str, str],
+    thresholds: dict[str, Any] | None = None,
+) -> str:
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary.best_metric.items()) or "none"
     lines = [
         f"# {summary.model_name} on {summary.project_name}",
@@ -240,6 +262,7 @@ def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]
         f"- best validation: {metrics}",
         f"- checkpoints (inference: state_dict + meta): {', '.join(checkpoints)}",
         "",
+        *_thresholds_lines(thresholds),
         *_field_examples(summary.hyperparameters, checkpoints[0]),
         *_sliced_example(summary.hyperparameters, checkpoints[0]),
         *(_onnx_example(exports["onnx"]) if "onnx" in exports else []),
@@ -251,6 +274,35 @@ def _readme(summary: RunSummary, checkpoints: list[str], exports: dict[str, str]
         "",
     ]
     return "\n".join(lines)
+
+
+def _thresholds_lines(thresholds: dict[str, Any] | None) -> list[str]:
+    """The README's table of the class thresholds, and what the serving app, which takes one
+    confidence threshold for every class, can do with them."""
+    if not thresholds:
+        return []
+    shared = thresholds["global_threshold"]
+    rows = [
+        f"| {name} | {c['threshold']:.3f}"
+        + (" |" if c["source"] == "class" else " (the global one: no prediction matched) |")
+        for name, c in thresholds["classes"].items()
+    ]
+    return [
+        "Score thresholds per class, chosen on the validation split (each class's F1-optimal "
+        f"score; the one for every class is {shared:.3f}; `{EVALUATION_DIR}/{EVALUATION_REPORT}` "
+        "shows precision and recall at each):",
+        "",
+        "| class | threshold |",
+        "|---|---|",
+        *rows,
+        "",
+        f"The best checkpoint's `meta['{CLASS_THRESHOLDS}']`, the ONNX file's metadata and "
+        f"`{EXPERIMENT_INFO}` hold them; the app's `predict` and the ONNX example apply them. "
+        "The platform's serving app (Serve MMDetection 3.0) takes one confidence threshold "
+        f"(`conf`) for every class and cannot apply them: give it {shared:.3f}, or keep each "
+        "class's predictions above its threshold yourself.",
+        "",
+    ]
 
 
 def _field_examples(hyperparameters: dict[str, Any], checkpoint: str) -> list[str]:
@@ -387,6 +439,7 @@ import cv2, numpy as np, onnxruntime as ort
 session = ort.InferenceSession("{onnx_file}", providers=["CPUExecutionProvider"])
 meta = json.loads(session.get_modelmeta().custom_metadata_map["sly_mmdet_export"])
 (long_edge, short_edge), divisor = meta["scale"], meta["divisor"]
+thresholds = meta.get("class_thresholds") or {{}}  # per class, chosen on the validation split
 for path in sys.argv[1:]:
     image = cv2.imread(path)
     h, w = image.shape[:2]
@@ -399,9 +452,9 @@ for path in sys.argv[1:]:
     sizes = np.array([[h, w]], np.float32)  # masks, for RTMDet-Ins: src/engine/onnx_runtime.py
     dets, labels = session.run(["dets", "labels"], {{"images": canvas, "orig_size": sizes}})
     for (x1, y1, x2, y2, score), label in zip(dets[0], labels[0]):
-        if score < 0.3:
-            continue
         name = meta["classes"][label]
+        if score < thresholds.get(name, 0.3):
+            continue
         print(f"{{path}}: {{name}} {{score:.2f}} at {{x1:.0f}},{{y1:.0f}},{{x2:.0f}},{{y2:.0f}}")
         cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
         cv2.putText(image, f"{{name}} {{score:.2f}}", (int(x1), max(int(y1) - 4, 10)),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import pickle
 import re
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from src.core.layout import CLASS_THRESHOLDS
 from src.runs.atomic_files import atomic_path, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -163,13 +165,16 @@ def _torch_load_allowlisted(path: Path, map_location: str, **kwargs: Any) -> Any
 _FORCE_RESTRICTED_UNPICKLER = False  # tests run the torch < 2.4 path on any torch
 
 
-def load_checkpoint_file(path: str | Path, map_location: str = "cpu") -> dict:
-    """Load an mmengine checkpoint with the allowlist; errors name the file and the problem."""
+def load_checkpoint_file(
+    path: str | Path, map_location: str = "cpu", *, mmap: bool = False
+) -> dict:
+    """Load an mmengine checkpoint with the allowlist; errors name the file and the problem.
+    ``mmap``: the tensors memory-mapped, not read (for a look at ``meta``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = _torch_load_allowlisted(path, map_location)
+        checkpoint = _torch_load_allowlisted(path, map_location, **({"mmap": True} if mmap else {}))
     except Exception as exc:
         match = _UNSUPPORTED.search(str(exc))
         if match:
@@ -213,6 +218,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+# what an inference export keeps of a checkpoint's meta: plain values, which serving code reads
+INFERENCE_META = ("epoch", "iter", "dataset_meta", "experiment_name", "seed", "mmengine_version",
+                  CLASS_THRESHOLDS)  # fmt: skip
+
+
 def export_for_inference(src: str | Path, dst: str | Path) -> Path:
     """Write ``state_dict`` + plain ``meta`` (epoch, iter, dataset_meta) of a checkpoint.
 
@@ -225,14 +235,33 @@ def export_for_inference(src: str | Path, dst: str | Path) -> Path:
     if state is None:
         raise CheckpointError(f"checkpoint {src} has no state_dict")
     meta = checkpoint.get("meta") or {}
-    plain_meta = {
-        key: _plain(meta[key])
-        for key in ("epoch", "iter", "dataset_meta", "experiment_name", "seed", "mmengine_version")
-        if key in meta
-    }
+    plain_meta = {key: _plain(meta[key]) for key in INFERENCE_META if key in meta}
     with atomic_path(dst) as tmp:  # a full disk leaves no partial export behind
         torch.save({"state_dict": state, "meta": plain_meta}, tmp)
     return Path(dst)
+
+
+def set_checkpoint_meta(path: str | Path, key: str, value: Any) -> None:
+    """Write ``meta[key] = value`` (plain values only) into a checkpoint: the evaluation keeps
+    the thresholds it chose with the weights they belong to. Loaded through the allowlist and
+    saved whole (a resumable checkpoint stays resumable), atomically, and with its modification
+    time kept: the run's checkpoints are ordered by it (the newest best, resume's candidates) and
+    an export is stale only when the weights changed after it."""
+    path = Path(path)
+    checkpoint = load_checkpoint_file(path)
+    meta = checkpoint.get("meta")
+    checkpoint["meta"] = {**(meta if isinstance(meta, dict) else {}), key: _plain(value)}
+    stat = path.stat()
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """A checkpoint's ``meta`` (empty when it has none), through the allowlist, its tensors
+    memory-mapped rather than read."""
+    meta = load_checkpoint_file(path, mmap=True).get("meta")
+    return meta if isinstance(meta, dict) else {}
 
 
 # --------------------------------------------------------------------------- crash-safe writes

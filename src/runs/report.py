@@ -21,6 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from src.core.layout import CLASS_THRESHOLDS
+
 GALLERY_SIZE = 12  # images in the gallery
 PANEL_SIDE = 480  # px: the longer side of each gallery picture
 KEY_METRICS = (
@@ -230,6 +232,34 @@ maximum {_fmt(float(mp.maximum_calibration_error()))}.</p>
 """
 
 
+def _thresholds_section(chosen: dict[str, Any] | None) -> str:
+    """Each class's score threshold (``src.app.class_thresholds``) beside the SDK's one for the
+    whole model: precision, recall and F1 of the class at each (IoU 0.50:0.95 averaged, as the
+    SDK's score profile)."""
+    if not chosen:
+        return ""
+    shared = chosen["global_threshold"]
+    head = ("<tr><th>Class</th><th>Objects</th><th>Threshold</th><th>Precision</th><th>Recall</th>"
+            f"<th>F1</th><th>Precision at {shared:.3f}</th><th>Recall at {shared:.3f}</th>"
+            f"<th>F1 at {shared:.3f}</th></tr>")  # fmt: skip
+    rows = []
+    for name, c in chosen["classes"].items():
+        own = _fmt(c["threshold"]) + ("" if c["source"] == "class" else " (global: no match)")
+        at = c["at_global"]
+        cells = [c["ground_truth"], own, c["precision"], c["recall"], c["f1"],
+                 at["precision"], at["recall"], at["f1"]]  # fmt: skip
+        numbers = "".join(f"<td class='n'>{_fmt(v)}</td>" for v in cells)
+        rows.append(f"<tr><td>{html.escape(name)}</td>{numbers}</tr>")
+    return f"""<h2 id="thresholds">Score thresholds per class</h2>
+<p class="note">Each class's F1-optimal score threshold on this split, from the SDK's own matches
+and score profile restricted to the class, against the SDK's one threshold for every class
+({shared:.3f}). A class none of whose predictions matches an object keeps that one. They travel
+with the checkpoint, the ONNX file and experiment_info.json; the platform's serving app takes one
+threshold for every class.</p>
+<table>{head}{"".join(rows)}</table>
+"""
+
+
 def write_report(
     summary: dict[str, Any],
     mp: Any,
@@ -255,6 +285,7 @@ split ({len(data_list)} images), metrics by the Supervisely SDK's Model Benchmar
 <h2 id="metrics">Key metrics</h2>{_metrics_table(summary["metrics"])}
 <h2 id="per-class">Per-class AP</h2>
 <img alt="per-class AP" src="{_per_class_plot(per_class)}"><table>{class_rows}</table>
+{_thresholds_section(summary.get(CLASS_THRESHOLDS))}
 {_analysis(mp, data_list, predictions, classes)}
 </body></html>
 """
