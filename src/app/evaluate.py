@@ -252,18 +252,13 @@ def evaluate_run(
     started = time.monotonic()
     work_dir = Path(work_dir)
     cfg = _split_config(load_config_file(work_dir / RUN_CONFIG), work_dir, split, project_dir)
-    path = Path(checkpoint) if checkpoint else None
-    path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
-    if path is None:
-        raise RequestError(f"run {work_dir.name} has no checkpoint to evaluate")
-    if not path.is_file():  # named, but not there
-        raise RequestError(f"run {work_dir.name} has no checkpoint {path.name}")
+    path = _checkpoint_to_evaluate(work_dir, checkpoint)
     data = val_split_args(cfg)
     segmentation = data.pop("task") == SEGMENTATION
-    task = SEGMENTATION if segmentation else DETECTION
     data_list, _ = load_split(
-        data["project_dir"], data["classes"], task, data["datasets"], data["items"],
-        data["keep_empty_images"], data["cache_dir"], ignore=data["ignore"],
+        data["project_dir"], data["classes"], SEGMENTATION if segmentation else DETECTION,
+        data["datasets"], data["items"], data["keep_empty_images"], data["cache_dir"],
+        ignore=data["ignore"],
     )  # fmt: skip
     out = work_dir / EVALUATION_DIR
     out.mkdir(exist_ok=True)
@@ -279,31 +274,11 @@ def evaluate_run(
             predictions_file=out / EVALUATION_PREDICTIONS, max_detections=max_detections(cfg),
         )  # fmt: skip
         if predictions:
-            try:
-                mp = _sdk_evaluation(
-                    gt_dir, pred_dir, Path(scratch) / "sdk", segmentation, max_detections(cfg)
-                )
-            except (RuntimeError, ValueError) as exc:
-                raise EvaluationError(
-                    f"the SDK evaluator cannot evaluate {path.name}: {exc}"
-                ) from exc
+            mp = _evaluated(gt_dir, pred_dir, Path(scratch) / "sdk", segmentation, cfg, path)
         else:  # the SDK's evaluator refuses this case ("Not found any predictions")
             mp = _NoMatches.nothing_predicted(data["classes"])
-        metrics = _plain(mp.key_metrics())
-        per_class = _plain(dict(zip(mp.cat_names, mp.AP_per_class().tolist(), strict=True)))
-        key = f"coco/{'segm' if segmentation else 'bbox'}_mAP"
-        validation = (kept.get("metrics") or {}).get(key)
-        result = Evaluation(
-            checkpoint=path.name,
-            split=split,
-            metrics=metrics,
-            per_class_ap=per_class,
-            report=str(out / EVALUATION_REPORT),
-            reused_predictions=bool(kept),
-            validation_map=validation,
-            notes=_agreement_notes(metrics.get("mAP"), validation)
-            + ([] if predictions else [_nothing_predicted_note(len(data_list), cfg)]),
-        )
+        notes = [] if predictions else [_nothing_predicted_note(len(data_list), cfg)]
+        result = _evaluation(mp, path, split, out / EVALUATION_REPORT, kept, segmentation, notes)
         _choose_thresholds(result, mp, path, data["classes"])
         model = RunMetadata.of(cfg).model_name
         title = f"Evaluation of {model}, run {work_dir.name} ({split} split)"
@@ -315,6 +290,57 @@ def evaluate_run(
     saved = result.summary() | {"report": EVALUATION_REPORT}  # beside it, wherever it is copied
     write_json_atomic(_plain(saved), out / EVALUATION_METRICS)
     return result
+
+
+def _checkpoint_to_evaluate(work_dir: Path, checkpoint: str | Path | None) -> Path:
+    """The checkpoint named, else the run's best, else its newest; refused when there is none."""
+    path = Path(checkpoint) if checkpoint else None
+    path = path or best_checkpoint(work_dir) or last_checkpoint(work_dir)
+    if path is None:
+        raise RequestError(f"run {work_dir.name} has no checkpoint to evaluate")
+    if not path.is_file():  # named, but not there
+        raise RequestError(f"run {work_dir.name} has no checkpoint {path.name}")
+    return path
+
+
+def _evaluated(
+    gt_dir: Path, pred_dir: Path, scratch: Path, segmentation: bool, cfg: Any, checkpoint: Path
+) -> Any:
+    """The SDK's evaluation of the predictions project against the ground truth's (its
+    MetricProvider); a failure of the evaluator is an ``EvaluationError`` naming the checkpoint."""
+    try:
+        return _sdk_evaluation(gt_dir, pred_dir, scratch, segmentation, max_detections(cfg))
+    except (RuntimeError, ValueError) as exc:
+        raise EvaluationError(
+            f"the SDK evaluator cannot evaluate {checkpoint.name}: {exc}"
+        ) from exc
+
+
+def _evaluation(
+    mp: Any,
+    checkpoint: Path,
+    split: str,
+    report: Path,
+    kept: dict,
+    segmentation: bool,
+    notes: list[str],
+) -> Evaluation:
+    """The evaluation's numbers from the metric provider ``mp``, compared with the validation's
+    own mAP when the best epoch's predictions were reused (``kept``)."""
+    metrics = _plain(mp.key_metrics())
+    per_class = _plain(dict(zip(mp.cat_names, mp.AP_per_class().tolist(), strict=True)))
+    key = f"coco/{'segm' if segmentation else 'bbox'}_mAP"
+    validation = (kept.get("metrics") or {}).get(key)
+    return Evaluation(
+        checkpoint=checkpoint.name,
+        split=split,
+        metrics=metrics,
+        per_class_ap=per_class,
+        report=str(report),
+        reused_predictions=bool(kept),
+        validation_map=validation,
+        notes=_agreement_notes(metrics.get("mAP"), validation) + notes,
+    )
 
 
 def _choose_thresholds(result: Evaluation, mp: Any, checkpoint: Path, classes: list[str]) -> None:

@@ -129,45 +129,19 @@ def pack_run(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     (out_dir / RUN_CONFIG).write_text(config_text, encoding="utf-8")
-
-    exported = []
-    best = best_checkpoint(work_dir)
-    last = last_checkpoint(work_dir)
-    if best is not None:
-        exported.append(export_for_inference(best, out_dir / best.name))
-    if last is not None and last != best:
-        exported.append(export_for_inference(last, out_dir / last.name))
-    if not exported:
-        raise FileNotFoundError(f"no checkpoint was saved in {work_dir}: nothing to upload")
-
+    best, exported = _export_checkpoints(work_dir, out_dir)
     try:
         snapshot_run_state(work_dir, out_dir / RESUME_DIR, summary.run_id)
     except CheckpointError as exc:
         logger.warning("the run cannot be resumed from its artifacts: %s", exc)
-
-    logs_dir = out_dir / LOGS_DIR
-    logs_dir.mkdir()
-    for log in log_files(work_dir):
-        shutil.copy2(log, logs_dir / log.name)
-    for scalars in scalars_files(work_dir):
-        shutil.copy2(scalars, logs_dir / f"{scalars.parent.parent.name}_scalars.json")
-    for events in tensorboard_files(work_dir):  # one TensorBoard run per session
-        target = out_dir / TENSORBOARD_DIR / events.parent.parent.name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(events, target / events.name)
-
-    (out_dir / RUN_METRICS).write_text(
-        json.dumps(
-            {
-                "best": summary.best_metric,
-                "epochs_done": summary.epochs_done,
-                "state": summary.state,
-                "history": summary.history,
-            },
-            indent=1,
-        ),
-        encoding="utf-8",
-    )
+    _copy_logs(work_dir, out_dir)
+    run_metrics = {
+        "best": summary.best_metric,
+        "epochs_done": summary.epochs_done,
+        "state": summary.state,
+        "history": summary.history,
+    }
+    _write_json(out_dir / RUN_METRICS, run_metrics)
     exports = _copy_exports(work_dir, out_dir)
     thresholds = _evaluated_thresholds(work_dir, best)
     (out_dir / RUN_README).write_text(
@@ -180,11 +154,7 @@ def pack_run(
     )
     best_name = best.name if best is not None else exported[-1].name
     info = experiment_info(summary, [p.name for p in exported], best_name)
-    if (work_dir / APP_STATE).is_file():  # what "train again" reads (src.app.app_state)
-        shutil.copy2(work_dir / APP_STATE, out_dir / APP_STATE)
-        info["app_state"] = APP_STATE
-        state = json.loads((work_dir / APP_STATE).read_text(encoding="utf-8"))
-        info["project_version"] = (state.get("project") or {}).get("version_id")
+    _copy_app_state(work_dir, out_dir, info)
     info["export"] = {EXPORT_RUNTIMES[fmt]: path for fmt, path in exports.items()}
     evaluation = _copy_evaluation(work_dir, out_dir)
     if evaluation is not None:
@@ -194,6 +164,47 @@ def pack_run(
         info[CLASS_THRESHOLDS] = thresholds["thresholds"]
     _write_json(out_dir / EXPERIMENT_INFO, info)
     return out_dir
+
+
+def _export_checkpoints(work_dir: Path, out_dir: Path) -> tuple[Path | None, list[Path]]:
+    """The run's best checkpoint (None: none) and the inference exports written of it and of
+    the last one; raises when the run saved no checkpoint."""
+    exported = []
+    best = best_checkpoint(work_dir)
+    last = last_checkpoint(work_dir)
+    if best is not None:
+        exported.append(export_for_inference(best, out_dir / best.name))
+    if last is not None and last != best:
+        exported.append(export_for_inference(last, out_dir / last.name))
+    if not exported:
+        raise FileNotFoundError(f"no checkpoint was saved in {work_dir}: nothing to upload")
+    return best, exported
+
+
+def _copy_logs(work_dir: Path, out_dir: Path) -> None:
+    """The run's log files and scalars into ``logs/``, its TensorBoard events beside them (one
+    TensorBoard run per session)."""
+    logs_dir = out_dir / LOGS_DIR
+    logs_dir.mkdir()
+    for log in log_files(work_dir):
+        shutil.copy2(log, logs_dir / log.name)
+    for scalars in scalars_files(work_dir):
+        shutil.copy2(scalars, logs_dir / f"{scalars.parent.parent.name}_scalars.json")
+    for events in tensorboard_files(work_dir):
+        target = out_dir / TENSORBOARD_DIR / events.parent.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(events, target / events.name)
+
+
+def _copy_app_state(work_dir: Path, out_dir: Path, info: dict[str, Any]) -> None:
+    """The run's settings (what "train again" reads: src.app.app_state) into the artifacts,
+    named in ``info`` with the project version they record; nothing when the run has none."""
+    if not (work_dir / APP_STATE).is_file():
+        return
+    shutil.copy2(work_dir / APP_STATE, out_dir / APP_STATE)
+    info["app_state"] = APP_STATE
+    state = json.loads((work_dir / APP_STATE).read_text(encoding="utf-8"))
+    info["project_version"] = (state.get("project") or {}).get("version_id")
 
 
 def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
