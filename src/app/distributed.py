@@ -44,7 +44,8 @@ from typing import Any
 from mmengine.config import Config
 
 from src.app.children import end_with_parent
-from src.app.session_base import SessionBase, SessionState
+from src.app.session_base import SessionBase
+from src.app.session_reports import SessionState
 from src.config.metadata import RunMetadata
 
 logger = logging.getLogger(__name__)
