@@ -20,9 +20,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from src.app import children
 from src.core.tasks import SEGMENTATION
+
+if TYPE_CHECKING:
+    from src.app.prepare import Prepared, TrainRequest
+    from src.config.zoo import ZooEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,35 +77,52 @@ def probe_model(
     model: str, task: str, project_dir: str | Path, work_root: str | Path, input_size: int = 160
 ) -> ProbeResult:
     """One model, in this process (see :func:`probe_in_subprocess`)."""
-    import torch
-    from mmdet.apis import inference_detector, init_detector
-
     from src.app.data_check import dry_run
-    from src.app.prepare import TrainRequest, prepare
-    from src.app.session import SessionState, TrainingSession
+    from src.app.prepare import prepare
     from src.config import zoo
-    from src.config.params import TrainParams
-    from src.data.project import Split
-    from src.data.reader import list_items
-    from src.runs.checkpoint_io import export_for_inference
-    from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
     entry = zoo.get_model(model, task)
     size = max(input_size, entry.min_input_size)
     result = ProbeResult(model, entry.architecture, task, passes=False, input_size=size)
+    if _cannot_run_here(entry, result):
+        return result
+    project_dir = Path(project_dir)
+    extremes = _extremes(project_dir, task)
+    prepared = prepare(_probe_request(model, task, project_dir, work_root, size, extremes))
+    dry_run(prepared)
+    _train_and_predict(prepared, Path(work_root), [e["img_path"] for e in extremes])
+    result.passes = True
+    return result
+
+
+def _cannot_run_here(entry: ZooEntry, result: ProbeResult) -> bool:
+    """Whether the zoo ``entry`` cannot even start here (unsupported, GPU only on a machine
+    without one, packages missing): then ``result`` says why."""
+    import torch
+
     if entry.unsupported:
         result.why_not = entry.unsupported
-        return result
+        return True
     if entry.gpu_only and not torch.cuda.is_available():
         result.needs_gpu, result.why_not = True, entry.gpu_only
-        return result
+        return True
     if entry.missing_packages():
         result.why_not = f"needs {', '.join(entry.missing_packages())} (in the Docker image)"
         result.needs_packages = True
-        return result
+        return True
+    return False
 
-    project_dir = Path(project_dir)
-    extremes = _extremes(project_dir, task)
+
+def _probe_request(
+    model: str, task: str, project_dir: Path, work_root: str | Path, size: int, extremes: list[dict]
+) -> TrainRequest:
+    """The probe's run: one epoch from scratch on the two ``extremes``, validated on every
+    image of the project."""
+    from src.app.prepare import TrainRequest
+    from src.config.params import TrainParams
+    from src.data.project import Split
+    from src.data.reader import list_items
+
     params = TrainParams(
         task=task,
         epochs=1,
@@ -117,7 +139,7 @@ def probe_model(
         # Mask R-CNN's probe)
         max_per_img=20,
     )
-    request = TrainRequest(
+    return TrainRequest(
         project_dir=str(project_dir),
         app_data_dir=str(work_root),
         model=model,
@@ -129,24 +151,31 @@ def probe_model(
         ),
         run_id="probe",
     )
-    prepared = prepare(request)
-    dry_run(prepared)
+
+
+def _train_and_predict(prepared: Prepared, work_root: Path, images: list[str]) -> None:
+    """Train the prepared run, then load its exported checkpoint with mmdet's ``init_detector``
+    and predict on ``images``; raises what fails."""
+    from mmdet.apis import inference_detector, init_detector
+
+    from src.app.session import SessionState, TrainingSession
+    from src.runs.checkpoint_io import export_for_inference
+    from src.runs.checkpoints import best_checkpoint, last_checkpoint
+
     session = TrainingSession(prepared.cfg, prepared.run_id, console_log_level="ERROR")
     session.start()
     status = session.wait()
     if status.state != SessionState.FINISHED:  # validation runs before a run can finish
         raise RuntimeError(f"training ended {status.state.value}: {status.error}")
     checkpoint = best_checkpoint(prepared.work_dir) or last_checkpoint(prepared.work_dir)
-    exported = export_for_inference(checkpoint, Path(work_root) / "probe_export.pth")
-    config_file = Path(work_root) / "probe_config.py"
+    exported = export_for_inference(checkpoint, work_root / "probe_export.pth")
+    config_file = work_root / "probe_config.py"
     config_file.write_text(prepared.config_text, encoding="utf-8")
     detector = init_detector(str(config_file), str(exported), device="cpu", palette=[])
-    for prediction in inference_detector(detector, [e["img_path"] for e in extremes]):
+    for prediction in inference_detector(detector, images):
         labels = prediction.pred_instances.labels
         if len(labels) and int(labels.max()) >= len(prepared.params.classes):
             raise RuntimeError(f"a predicted label {int(labels.max())} indexes no class")
-    result.passes = True
-    return result
 
 
 def probe_in_subprocess(
