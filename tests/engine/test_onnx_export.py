@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from src.cli import main
 from src.engine.onnx_runtime import Detections
@@ -275,6 +276,15 @@ def test_the_export_is_uploaded_where_the_sdk_reads_it(trained):
     assert all(r["ms_per_batch"] > 0 for r in speed["rows"])
     report = (uploaded / "evaluation" / "report.html").read_text()
     assert "Speed test" in report and "onnxruntime/pytorch speed" in report
+    # the class thresholds the evaluation chose reached the export (evaluate -> export -> pack)
+    from src.engine.onnx_runtime import OnnxDetector
+
+    thresholds = info["class_thresholds"]
+    assert list(thresholds) == ["square", "circle", "triangle"]
+    assert OnnxDetector(str(uploaded / onnx_rel)).class_thresholds == thresholds
+    best = torch.load(uploaded / info["best_checkpoint"], weights_only=True)
+    assert best["meta"]["class_thresholds"] == thresholds
+    assert "| square | " in (uploaded / "README.md").read_text()
 
 
 def test_the_readme_example_runs_with_onnxruntime_numpy_and_opencv_alone(trained, tmp_path):
@@ -289,9 +299,10 @@ def test_the_readme_example_runs_with_onnxruntime_numpy_and_opencv_alone(trained
     run_dir = tmp_path / "run"
     shutil.copytree(uploaded / "export", run_dir / "export")
     detector = OnnxDetector(str(next((run_dir / "export").glob("*.onnx"))))
-    # the image where the model finds the most (the example prints scores >= 0.3)
+    # the image where the model finds the most (the example prints the scores at or above
+    # their class's threshold, from the file's metadata)
     found, image = max(
-        ((detector.predict([cv2.imread(str(p))], score_thr=0.3)[0], p)
+        ((detector.keep(detector.predict([cv2.imread(str(p))])[0]), p)
          for p in _images(trained["project"])),
         key=lambda pair: len(pair[0].scores),
     )  # fmt: skip
@@ -305,7 +316,7 @@ def test_the_readme_example_runs_with_onnxruntime_numpy_and_opencv_alone(trained
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [line for line in out.stdout.splitlines() if line.strip()]
-    assert len(lines) == int((found.scores >= 0.3).sum()) > 0
+    assert len(lines) == len(found.scores) > 0
     assert (tmp_path / (image.name + ".pred.jpg")).is_file()
 
 

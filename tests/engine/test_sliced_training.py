@@ -193,7 +193,7 @@ def test_the_runs_readme_and_predict_onnx_slice_a_large_image(runs, large_projec
     [onnx] = (uploaded / "export").glob("*.onnx")
     result = subprocess.run(
         [sys.executable, "-m", "src.cli", "predict", "--onnx", str(onnx), str(crop),
-         "--out", str(tmp_path / "drawn")],
+         "--out", str(tmp_path / "drawn"), "--score-thr", "0.3"],  # not the per-class ones
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
