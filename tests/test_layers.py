@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["entry", "app", "hooks", "engine", "data", "runs", "config", "core"]
+ORDER = ["entry", "audit", "app", "hooks", "engine", "data", "runs", "config", "core"]
 
 
 def _layer(module: str) -> str:
