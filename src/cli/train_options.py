@@ -10,7 +10,11 @@ are not a run's settings (where runs are, the dry run, resume) are written here 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from src.cli.arguments import auto_or_int, export_formats, gpu_list, input_size
 from src.cli.common import APP_DATA_HELP, DEFAULT_TEAM_FILES, names
@@ -18,10 +22,62 @@ from src.cli.train_split import add_split_options, split_contradiction
 from src.config.params import RESUME_CHANGES
 
 
+@dataclass(frozen=True)
+class CliOption:
+    """An ``argparse`` option made from a setting's declaration (``src.config.doors``)."""
+
+    flag: str
+    dest: str
+    kwargs: dict[str, Any]
+
+
+def generated_cli_options() -> list[CliOption]:
+    """The CLI options of the plain fields, in ``TrainParams``' order: type and default from the
+    field, choices, range and help from the declaration. A switch (bool) is ``--x/--no-x``."""
+    from src.config.doors import DOORS
+    from src.config.params import TrainParams
+
+    hints = typing.get_type_hints(TrainParams)
+    defaults = TrainParams()
+    options = []
+    for field in dataclasses.fields(TrainParams):
+        door = DOORS[field.name]
+        if door.cli is None or not door.generated:
+            continue
+        kind = _plain_type(hints[field.name])
+        default = getattr(defaults, field.name)
+        kwargs: dict[str, Any] = {"default": default, "help": _help(door, default)}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            if door.choices:
+                kwargs["choices"] = door.choices
+        options.append(CliOption(door.cli, field.name, kwargs))
+    return options
+
+
+def _help(door, default: object) -> str:
+    """A generated option's help: the declaration's words, its unit, range and default."""
+    words = [door.unit] if door.unit and door.unit not in door.help else []
+    if door.range is not None:
+        words.append(door.range.words() + (", or unset" if default is None else ""))
+    if default is not None:
+        words.append(f"default {default}")
+    return door.help + (f" ({'; '.join(words)})" if words else "")
+
+
+def _plain_type(hint: Any) -> type:
+    """int, float, str or bool of a field's type (``X | None`` is X)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if args else hint
+    if kind not in (int, float, str, bool):
+        raise TypeError(f"{hint} is not a plain type: declare the field with generated=False")
+    return kind
+
+
 def add_options(tr: argparse.ArgumentParser) -> None:
     """Every option of ``train``: the project and model, the settings, the run's own options."""
-    from src.config.doors import generated_cli_options
-
     tr.add_argument("--project", help="local Supervisely project directory")
     tr.add_argument("--model", help="zoo model name (python -m src.cli zoo)")
     for option in generated_cli_options():
@@ -50,24 +106,27 @@ def _add_parsed_settings(tr: argparse.ArgumentParser) -> None:
         "or a false positive",
     )  # fmt: skip
     tr.add_argument(
-        DOORS["epochs"].cli, type=int, default=None, help=f"default {d.epochs} (resume: as planned)"
-    )
+        DOORS["epochs"].cli, type=int, default=None,
+        help=f"{DOORS['epochs'].range.words()}; default {d.epochs} (resume: as planned)",
+    )  # fmt: skip
     tr.add_argument(
         DOORS["train_batch_size"].cli, type=auto_or_int, default=d.train_batch_size,
-        metavar="auto|N", help=f"train batch per device; auto (default): sized on the GPU from "
-        f"its free memory, {DEFAULT_BATCH_SIZE} on the CPU",
+        metavar="auto|N", help=f"train batch per device, "
+        f"{DOORS['train_batch_size'].range.words()}; auto (default): sized on the GPU from its "
+        f"free memory, {DEFAULT_BATCH_SIZE} on the CPU",
     )  # fmt: skip
     tr.add_argument(
         DOORS["num_workers"].cli, type=auto_or_int, default=d.num_workers, metavar="auto|N",
-        help=f"data-loader workers; auto (default): from the cores per GPU, {DEFAULT_WORKERS} on "
-        "the CPU",
+        help=f"data-loader workers, {DOORS['num_workers'].range.words()}; auto (default): from "
+        f"the cores per GPU, {DEFAULT_WORKERS} on the CPU",
     )  # fmt: skip
     tr.add_argument(
         DOORS["input_size"].cli, type=input_size, default=d.input_size,
         metavar="PX|LONGxSHORT|model",
         help="input size: images are resized, keeping their aspect ratio, so that the longer edge "
-        "fits LONG and the shorter SHORT (mmdet's Resize scale); one number: a square; model: "
-        f"the zoo model's own, e.g. 1333x800 (default {d.input_size[0]}x{d.input_size[1]})",
+        "fits LONG and the shorter SHORT (mmdet's Resize scale), each "
+        f"{DOORS['input_size'].range.words('px')}; one number: a square; model: the zoo model's "
+        f"own, e.g. 1333x800 (default {d.input_size[0]}x{d.input_size[1]})",
     )  # fmt: skip
     tr.add_argument(
         DOORS["augmentation_pipeline"].cli,
@@ -84,8 +143,8 @@ def _add_devices_and_weights(tr: argparse.ArgumentParser) -> None:
 
     tr.add_argument(
         DOORS["nproc"].cli, type=int, default=None,
-        help="train in N processes with --device cpu (DDP over gloo; tests, CPU machines); with "
-        "--resume: continue in N",
+        help=f"train in N processes with --device cpu (DDP over gloo; tests, CPU machines), "
+        f"{DOORS['nproc'].range.words()}; with --resume: continue in N",
     )  # fmt: skip
     tr.add_argument(
         "--config", help="an edited config file: trains as written, plus dataset, classes, work dir"
@@ -156,7 +215,6 @@ def _add_run_options(tr: argparse.ArgumentParser) -> None:
 def train_params(args: argparse.Namespace):
     """The command line's ``TrainParams``: the generated options by their field names, the
     hand-written ones (``src.config.doors``: generated=False) converted here."""
-    from src.config.doors import generated_cli_options
     from src.config.params import TrainParams
 
     weights = "scratch" if args.from_scratch else "custom" if args.weights else "pretrained"

@@ -1,27 +1,31 @@
-"""What a user sets for a training run, with the allowed values and ranges.
+"""What a user sets for a training run, and the check of every value against its declaration.
 
 ``TrainParams`` is the one description of a run's settings shared by the UI, the HTTP API and
-the CLI (their defaults and choices come from here); ``DatasetSpec`` and ``RunSpec`` say where the
+the CLI (their defaults come from here; each setting's choices and range from its declaration in
+``src.config.doors``, which ``validate`` reads); ``DatasetSpec`` and ``RunSpec`` say where the
 data is and where the run writes. Plain dataclasses: nothing here imports mmengine or mmdet.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.config.doors import (  # the choices are declared there; their readers import them here
+    AUGMENTATIONS,
+    CUSTOM_AUGMENTATION,
+    DOORS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    SLICE_PARTIAL,
+    WEIGHTS_MODES,
+)
 from src.config.pipeline import parse_pipeline
 from src.core.errors import ConfigError
 from src.core.tasks import DETECTION, TASKS
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-OPTIMIZERS = ("AdamW", "Adam", "SGD")
-SCHEDULERS = ("cosine", "step", "linear", "constant", "poly", "onecycle", "cosine_restarts")
-CUSTOM_AUGMENTATION = "custom"  # the user's own pipeline (src.config.augmentations)
-AUGMENTATIONS = ("none", "light", "medium", "heavy", CUSTOM_AUGMENTATION)
-WEIGHTS_MODES = ("pretrained", "scratch", "custom")
 # formats the best checkpoint can be exported to after training (src.engine.onnx_export)
 EXPORT_FORMATS = ("onnx", "tensorrt")
 
@@ -36,43 +40,38 @@ DEFAULT_BATCH_SIZE = 2
 DEFAULT_WORKERS = 2
 AUTO_SIZED = ("train_batch_size", "num_workers")  # None: the app chooses on the run's device
 
-MIN_INPUT, MAX_INPUT = 32, 4096  # px; past 4096 one image alone is ~200 MB as a float tensor
-# Sliced training and prediction: the tile's side in px and the neighbouring tiles' overlap (a
-# fraction of the tile; at 1 a tile would never move on)
-MIN_TILE, MAX_TILE = 32, 16384
-MAX_TILE_OVERLAP = 0.9
-# The random seed: mmengine seeds numpy with it, and each data-loader worker with seed + rank x
-# workers + the worker's id (mmengine's worker_init_fn), which numpy refuses past 2**32 - 1: up
-# to 2**31 - 1 that sum stays in range for every worker count and rank allowed here.
-MAX_SEED = 2**31 - 1
-# Whole-number settings and their allowed ranges (the upper bounds stop a typo such as a batch
-# of 20000 from exhausting memory on the first batch, after the run has started).
-INT_RANGES = {
-    "epochs": (1, 100_000),
-    "train_batch_size": (1, 1024),
-    "val_batch_size": (1, 1024),
-    "checkpoint_interval": (1, 100_000),
-    "val_interval": (1, 100_000),
-    "num_workers": (0, 64),
-    "restart_epochs": (0, 100_000),
-    "early_stopping_patience": (0, 1000),
-    "nproc": (1, 64),
-    "slice_size": (0, MAX_TILE),  # 0: off; else from MIN_TILE (slicing_problems)
-    "seed": (0, MAX_SEED),
-    "log_interval": (1, 100_000),
-    "warmup_iters": (0, 1_000_000),
-    "keep_checkpoints": (1, 10_000),
-}
-# Optional whole numbers: None keeps the model's own value.
-OPTIONAL_INT_RANGES = {"frozen_stages": (-1, 4), "max_per_img": (1, 10_000)}
+# an image's edges in px (src.app.export checks an export's input size against them)
+MIN_INPUT, MAX_INPUT = DOORS["input_size"].range.low, DOORS["input_size"].range.high
+# the slicing dict's keys (src.data.tiles.Slicing) -> the setting each comes from: checked by
+# slicing_problems, only when slicing is on
+SLICING = {"size": "slice_size", "overlap": "slice_overlap", "empty": "slice_empty",
+           "min_visible": "slice_min_visible", "max_tiles": "slice_max_tiles",
+           "max_gb": "slice_max_gb"}  # fmt: skip
+# the settings whose range TrainParams._range_problems checks (slicing's: slicing_problems; the
+# input size, a pair: _optimization_problems)
+_RANGED = [
+    name
+    for name, door in DOORS.items()
+    if door.range is not None and name != "input_size"
+    and name not in SLICING.values()
+]  # fmt: skip
 
 
-def range_problem(name: str, value: int) -> str | None:
-    """Why ``value`` is outside the whole-number setting ``name``'s range (None: inside)."""
-    low, high = INT_RANGES[name]
-    if low <= int(value) <= high:
+def range_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is outside the range ``src.config.doors`` declares for the setting ``name``
+    (None: inside; None too for an unset value, the model's own or auto)."""
+    if value is None or value in DOORS[name].range:
         return None
-    return f"{name} must be from {low} to {high}, got {value}"
+    return _outside(name, value)
+
+
+def _outside(name: str, value: Any, off: bool = True) -> str:
+    """The problem of a value outside the setting's range, in the declaration's words: its name
+    (a worded one with its unit), the range, and whether it may be unset."""
+    door = DOORS[name]
+    subject, unit = (f"{door.called} ({name})", door.unit) if door.called else (name, "")
+    unset = " (or unset)" if getattr(TrainParams, name) is None and name not in AUTO_SIZED else ""
+    return f"{subject} must be {door.range.words(unit, off)}{unset}, got {value}"
 
 
 @dataclass
@@ -205,60 +204,22 @@ class TrainParams:
         return problems
 
     def _range_problems(self) -> list[str]:
-        problems = []
-        for name in INT_RANGES:
-            value = getattr(self, name)
-            if value is None and name in AUTO_SIZED:
-                continue
-            if problem := range_problem(name, value):
-                problems.append(problem)
-        for name, (low, high) in OPTIONAL_INT_RANGES.items():
-            value = getattr(self, name)
-            if value is not None and not low <= int(value) <= high:
-                problems.append(f"{name} must be from {low} to {high} (or unset), got {value}")
-        if self.score_thr is not None and not 0.0 <= self.score_thr < 1.0:
-            problems.append(f"score_thr must be from 0 to 1 (or unset), got {self.score_thr}")
-        if not 0.0 <= self.class_balance <= 1.0:
-            problems.append(
-                f"class_balance must be from 0 (off) to 1 (the image frequency under which a "
-                f"class's images are repeated), got {self.class_balance}"
-            )
-        if not 0.0 <= self.early_stopping_min_delta <= 1.0:
-            problems.append(
-                f"early_stopping_min_delta must be from 0 to 1, got {self.early_stopping_min_delta}"
-            )
-        return problems
+        """Every ranged setting outside its declared range (src.config.doors)."""
+        return [p for name in _RANGED if (p := range_problem(name, getattr(self, name)))]
 
     def _optimization_problems(self) -> list[str]:
         problems = []
         if self.nesterov and self.optimizer != "SGD":
             problems.append("nesterov applies to the SGD optimizer only: choose SGD or turn it off")
-        if len(self.input_size) != 2 or not all(
-            MIN_INPUT <= int(v) <= MAX_INPUT for v in self.input_size
-        ):
-            problems.append(
-                f"input size must be two numbers from {MIN_INPUT} to {MAX_INPUT}, got "
-                f"{self.input_size}"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"learning rate must be a positive number, got {self.lr}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            problems.append(f"weight decay must be 0 or more, got {self.weight_decay}")
+        edge = DOORS["input_size"].range
+        if len(self.input_size) != 2 or not all(v in edge for v in self.input_size):
+            problems.append(f"input size must be two numbers {edge.words()}, got {self.input_size}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer {self.optimizer!r} is unknown: use {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler {self.scheduler!r} is unknown: use {', '.join(SCHEDULERS)}")
-        if not 0.0 < self.warmup_ratio <= 1.0:  # mmengine's LinearLR divides by it
-            problems.append(
-                f"warmup_ratio (the warmup's starting fraction of the learning rate) must be above "
-                f"0 and at most 1, got {self.warmup_ratio}"
-            )
-        if not 0.0 <= self.momentum < 1.0:
-            problems.append(f"momentum must be from 0 to below 1, got {self.momentum}")
-        elif self.nesterov and self.momentum == 0:
+        if self.nesterov and self.momentum == 0:
             problems.append("nesterov needs a momentum above 0: set momentum (e.g. 0.9)")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            problems.append(f"gradient clipping norm must be positive, got {self.grad_clip}")
         return problems
 
     @property
@@ -371,54 +332,19 @@ class RunSpec:
     resume_from: str | None = None
 
 
-# --------------------------------------------------------------------------- text round trip
-
-
-SLICE_PARTIAL = ("ignore", "drop")  # what becomes of an object cut below the visible fraction
-
-
 def slicing_problems(slicing: dict[str, Any]) -> list[str]:
-    """What is wrong with a ``slicing`` (``src.data.tiles.Slicing``'s fields), in words."""
+    """What is wrong with a ``slicing`` (``src.data.tiles.Slicing``'s fields), in words: each
+    against its setting's declaration (src.config.doors), the tile's size and count whole."""
     found = []
-    size = slicing.get("size")
-    overlap = slicing.get("overlap", TrainParams.slice_overlap)
-    empty = slicing.get("empty", TrainParams.slice_empty)
-    visible = slicing.get("min_visible", TrainParams.slice_min_visible)
+    for key, name in SLICING.items():
+        value = slicing.get(key, None if key == "size" else getattr(TrainParams, name))
+        whole = isinstance(getattr(TrainParams, name), int)
+        if not DOORS[name].range.within(value) or (whole and not isinstance(value, int)):
+            found.append(_outside(name, value, off=False))
     partial = slicing.get("partial", TrainParams.slice_partial)
-    if not isinstance(size, int) or not MIN_TILE <= size <= MAX_TILE:
-        found.append(
-            f"the tile size (slice_size) must be from {MIN_TILE} to {MAX_TILE} px, got {size}"
-        )
-    if not isinstance(overlap, (int, float)) or not 0.0 <= overlap <= MAX_TILE_OVERLAP:
-        found.append(
-            f"the tile overlap (slice_overlap) must be from 0 to {MAX_TILE_OVERLAP}, got {overlap}"
-        )
-    if not isinstance(empty, (int, float)) or not 0.0 <= empty <= 1.0:
-        found.append(
-            f"the fraction of empty tiles kept (slice_empty) must be from 0 to 1, got {empty}"
-        )
-    if not isinstance(visible, (int, float)) or not 0.0 < visible <= 1.0:
-        found.append(
-            "the visible fraction under which a cut object is not trained as one "
-            f"(slice_min_visible) must be above 0 and at most 1, got {visible}"
-        )
     if partial not in SLICE_PARTIAL:
         found.append(
             f"a cut object (slice_partial) is one of {', '.join(SLICE_PARTIAL)}, got {partial!r}"
-        )
-    found += _slicing_limit_problems(slicing)
-    return found
-
-
-def _slicing_limit_problems(slicing: dict[str, Any]) -> list[str]:
-    found = []
-    tiles = slicing.get("max_tiles", TrainParams.slice_max_tiles)
-    gb = slicing.get("max_gb", TrainParams.slice_max_gb)
-    if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1:
-        found.append(f"the most tiles a split may make (slice_max_tiles) is 1 or more, got {tiles}")
-    if isinstance(gb, bool) or not isinstance(gb, int | float) or not 0 < gb < math.inf:
-        found.append(
-            f"the most GB of tile files a split may make (slice_max_gb) is above 0, got {gb}"
         )
     return found
 

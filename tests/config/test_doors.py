@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from src.config.doors import _STEP, CHOICES, DOORS, generated_cli_options
+from src.cli.train_options import generated_cli_options
+from src.config.doors import _STEP, CHOICES, DOORS
 from src.config.params import TrainParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +69,53 @@ def test_each_declared_flag_is_on_the_parser():
     flags = {flag for action in train._actions for flag in action.option_strings}
     missing = {name: door.cli for name, door in DOORS.items() if door.cli and door.cli not in flags}
     assert not missing
+
+
+RANGED = [name for name, door in DOORS.items() if door.range is not None]
+
+
+def _beyond(name: str) -> list:
+    """Values just outside ``name``'s declared range, one past each finite bound."""
+    allowed = DOORS[name].range
+    whole = dataclasses.fields(TrainParams)[FIELDS.index(name)].type.startswith(("int", "tuple"))
+    step = 1 if whole else 0.05
+    values = []
+    if math.isfinite(allowed.low):
+        values.append(allowed.low if allowed.low_open else allowed.low - step)
+    if math.isfinite(allowed.high):
+        values.append(allowed.high if allowed.high_open else allowed.high + step)
+    return values
+
+
+def _problems(name: str, value) -> list[str]:
+    """``TrainParams.validate``'s problems with ``name`` set to ``value`` (slicing on for the
+    slicing settings; a pair for the input size)."""
+    settings = {name: (value, value) if name == "input_size" else value}
+    if name.startswith("slice_") and name != "slice_size":
+        settings["slice_size"] = 64
+    said = "input size" if name == "input_size" else name
+    return [p for p in TrainParams(classes=("a",), **settings).validate() if said in p]
+
+
+@pytest.mark.parametrize("name", RANGED)
+def test_a_range_is_checked_from_its_declaration_alone(monkeypatch, name):
+    """Widen a setting's declared range: every check lets the values past the old bounds
+    through (validate, slicing's, the API's resume, the CLI's help). A bound also written
+    anywhere else still refuses them, and this fails."""
+    from src.app.requests import resume_from_json
+    from src.config.doors import Range
+
+    beyond = _beyond(name)
+    assert beyond and all(_problems(name, v) for v in beyond), "refused as declared"
+    allowed = DOORS[name].range
+    wide = Range(allowed.low - 1000, allowed.high + 1000, off=allowed.off)
+    monkeypatch.setitem(DOORS, name, dataclasses.replace(DOORS[name], range=wide))
+    for value in beyond:
+        assert _problems(name, value) == [], (name, value)
+    if name == "epochs":
+        assert resume_from_json({"resume": "r", "hyperparameters": {"epochs": 0}}).epochs == 0
+    helps = {o.dest: o.kwargs["help"] for o in generated_cli_options()}
+    assert name not in helps or wide.words() in helps[name]
 
 
 def test_the_api_takes_every_field_it_declares():
