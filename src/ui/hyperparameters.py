@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from supervisely.app.widgets import (
     Button,
     Card,
@@ -13,6 +15,7 @@ from supervisely.app.widgets import (
     Text,
 )
 
+from src.config.doors import DOORS
 from src.config.params import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WORKERS,
@@ -38,6 +41,20 @@ def _number(value, widget_id: str, minimum=None, maximum=None, step=1, precision
     )
 
 
+def _ranged(name: str, value, widget_id: str, step=1, precision=0, unset=None) -> InputNumber:
+    """A number widget bounded by the setting's declared range (src.config.doors), so that no
+    bound is written twice: an open bound moves in by the widget's precision; ``unset`` (the
+    widget's value for auto, the model's own or off) and the value that turns the setting off
+    stay allowed below it."""
+    allowed = DOORS[name].range
+    nudge = 10**-precision
+    low = allowed.low + nudge if allowed.low_open else allowed.low
+    high = allowed.high - nudge if allowed.high_open else allowed.high
+    low = min(v for v in (low, unset, allowed.off) if v is not None)
+    finite = [v if math.isfinite(v) else None for v in (low, high)]
+    return _number(value, widget_id, *finite, step=step, precision=precision)
+
+
 def _unless(value: int, auto: int) -> int | None:
     """The widget's number, None (auto) for its auto value."""
     return None if value == auto else value
@@ -54,46 +71,51 @@ class HyperparametersStep:
 
     def __init__(self, sync_every_epochs: int = 0) -> None:
         d = TrainParams()
-        self.epochs = _number(d.epochs, "hp_epochs", 1)
-        self.train_batch = _number(AUTO_BATCH, "hp_train_bs", AUTO_BATCH)
-        self.val_batch = _number(d.val_batch_size, "hp_val_bs", 1)
-        self.workers = _number(AUTO_WORKERS, "hp_workers", AUTO_WORKERS)
-        self.input_size = _number(d.input_size[0], "hp_size", 32, step=32)
-        self.input_short = _number(0, "hp_size_short", 0, step=32)
+        self.epochs = _ranged("epochs", d.epochs, "hp_epochs")
+        self.train_batch = _ranged("train_batch_size", AUTO_BATCH, "hp_train_bs", unset=AUTO_BATCH)
+        self.val_batch = _ranged("val_batch_size", d.val_batch_size, "hp_val_bs")
+        self.workers = _ranged("num_workers", AUTO_WORKERS, "hp_workers", unset=AUTO_WORKERS)
+        self.input_size = _ranged("input_size", d.input_size[0], "hp_size", step=32)
+        self.input_short = _ranged("input_size", 0, "hp_size_short", step=32, unset=0)
         self.optimizer = _select(OPTIMIZERS, d.optimizer, "hp_optimizer")
-        self.lr = _number(d.lr, "hp_lr", 0, step=1e-5, precision=6)
-        self.weight_decay = _number(d.weight_decay, "hp_wd", 0, step=1e-5, precision=6)
+        self.lr = _ranged("lr", d.lr, "hp_lr", step=1e-5, precision=6)
+        self.weight_decay = _ranged("weight_decay", d.weight_decay, "hp_wd", 1e-5, 6)
         self.scheduler = _select(SCHEDULERS, d.scheduler, "hp_scheduler")
-        self.warmup = _number(d.warmup_iters, "hp_warmup", 0)
-        self.grad_clip = _number(0, "hp_clip", 0, step=0.5, precision=2)
-        self.ckpt_interval = _number(d.checkpoint_interval, "hp_ckpt_interval", 1)
-        self.keep = _number(d.keep_checkpoints, "hp_keep", 1)
+        self.warmup = _ranged("warmup_iters", d.warmup_iters, "hp_warmup")
+        self.grad_clip = _ranged("grad_clip", 0, "hp_clip", step=0.5, precision=2, unset=0)
+        self.ckpt_interval = _ranged("checkpoint_interval", d.checkpoint_interval,
+                                     "hp_ckpt_interval")  # fmt: skip
+        self.keep = _ranged("keep_checkpoints", d.keep_checkpoints, "hp_keep")
         self.save_best = Checkbox("Save the best checkpoint", True, "hp_best")
         self.save_last = Checkbox("Save the last checkpoint", True, "hp_last")
-        self.val_interval = _number(d.val_interval, "hp_val_interval", 1)
+        self.val_interval = _ranged("val_interval", d.val_interval, "hp_val_interval")
         self.amp = Select([Select.Item(k, v) for k, v in AMP_CHOICES.items()], widget_id="hp_amp")
         self.amp.set_value(AUTO_AMP)
         self.sized = Text("", widget_id="hp_sized")  # what the run chose at start (auto)
         self.nesterov = Checkbox("Nesterov momentum (SGD)", d.nesterov, "hp_nesterov")
-        self.momentum = _number(d.momentum, "hp_momentum", 0, 0.999, step=0.01, precision=3)
-        self.restart_epochs = _number(d.restart_epochs, "hp_restart", 0)
-        self.patience = _number(d.early_stopping_patience, "hp_patience", 0, 1000)
-        self.min_delta = _number(d.early_stopping_min_delta, "hp_min_delta", 0, 1, 0.001, 4)
+        self.momentum = _ranged("momentum", d.momentum, "hp_momentum", 0.01, 3)
+        self.restart_epochs = _ranged("restart_epochs", d.restart_epochs, "hp_restart")
+        self.patience = _ranged("early_stopping_patience", d.early_stopping_patience,
+                                "hp_patience")  # fmt: skip
+        self.min_delta = _ranged("early_stopping_min_delta", d.early_stopping_min_delta,
+                                 "hp_min_delta", 0.001, 4)  # fmt: skip
+        stages = DOORS["frozen_stages"].range
         self.frozen = Select(
             [Select.Item(MODEL_DEFAULT, "the model's own setting")]
-            + [Select.Item(str(n), "none" if n < 0 else str(n)) for n in range(-1, 5)],
+            + [Select.Item(str(n), "none" if n < 0 else str(n))
+               for n in range(int(stages.low), int(stages.high) + 1)],
             widget_id="hp_frozen",
-        )
+        )  # fmt: skip
         self.frozen.set_value(MODEL_DEFAULT)
-        self.max_dets = _number(0, "hp_max_dets", 0, 10_000)
-        self.score_thr = _number(0, "hp_score_thr", 0, 0.99, 0.01, 3)
-        self.class_balance = _number(d.class_balance, "hp_class_balance", 0, 1, 0.01, 3)
+        self.max_dets = _ranged("max_per_img", 0, "hp_max_dets", unset=0)
+        self.score_thr = _ranged("score_thr", 0, "hp_score_thr", 0.01, 3, unset=0)
+        self.class_balance = _ranged("class_balance", d.class_balance, "hp_class_balance", 0.01, 3)
         # sliced training and evaluation (src.data.tiles)
-        self.slice_size = _number(d.slice_size, "hp_slice_size", 0, 16384, 32)
-        self.slice_overlap = _number(d.slice_overlap, "hp_slice_overlap", 0, 0.9, 0.05, 2)
-        self.slice_empty = _number(d.slice_empty, "hp_slice_empty", 0, 1, 0.05, 2)
-        self.slice_min_visible = _number(
-            d.slice_min_visible, "hp_slice_min_visible", 0.01, 1, 0.05, 2
+        self.slice_size = _ranged("slice_size", d.slice_size, "hp_slice_size", 32)
+        self.slice_overlap = _ranged("slice_overlap", d.slice_overlap, "hp_slice_overlap", 0.05, 2)
+        self.slice_empty = _ranged("slice_empty", d.slice_empty, "hp_slice_empty", 0.05, 2)
+        self.slice_min_visible = _ranged(
+            "slice_min_visible", d.slice_min_visible, "hp_slice_min_visible", 0.05, 2
         )
         self.slice_partial = _select(SLICE_PARTIAL, d.slice_partial, "hp_slice_partial")
         self.slice_full_image = Checkbox(
@@ -126,7 +148,7 @@ class HyperparametersStep:
         gpus = [d for d in devices if d.name.startswith("cuda:")]
         self.gpus = Select([Select.Item(d.name, d.label) for d in gpus], multiple=True,
                            widget_id="hp_gpus")  # fmt: skip
-        self.seed = _number(d.seed, "hp_seed", 0)
+        self.seed = _ranged("seed", d.seed, "hp_seed")
         self.sync_epochs = _number(sync_every_epochs, "hp_sync", 0)
         self.preview_button = Button(
             "Preview LR schedule", button_size="small", widget_id="hp_lr_btn"

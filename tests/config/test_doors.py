@@ -193,6 +193,50 @@ def test_each_declared_widget_is_read_into_the_params():
     assert passed == {n for n, d in DOORS.items() if d.ui == _STEP}
 
 
+_UI_RANGES = r"""
+import dataclasses, json, math
+from src.config.doors import DOORS, Range
+
+wide = {}
+for name, door in list(DOORS.items()):  # every declared range widened by 3 each way
+    if door.range is not None:
+        r = door.range
+        wide[name] = Range(r.low - 3, r.high + 3, off=r.off)
+        DOORS[name] = dataclasses.replace(door, range=wide[name])
+from src.ui.hyperparameters import MODEL_DEFAULT, HyperparametersStep
+
+step = HyperparametersStep()
+shown = {}
+for name, door in DOORS.items():
+    if name not in wide or door.ui in (None, "<step>"):
+        continue
+    widget = getattr(step, door.ui)
+    if hasattr(widget, "get_items"):  # a choice of whole numbers
+        values = [float(i.value) for i in widget.get_items() if i.value != MODEL_DEFAULT]
+        low, high = min(values), max(values)
+    else:
+        low, high = widget._min, widget._max
+    declared = wide[name].high if math.isfinite(wide[name].high) else None
+    shown[name] = [low, high, wide[name].low, declared]
+print(json.dumps(shown))
+"""
+
+
+def test_the_steps_number_widgets_take_their_bounds_from_the_declarations():
+    """Widen every declared range: each ranged widget of the Hyperparameters step follows (its
+    maximum is the new bound; its minimum the new one, or below it the widget's value for
+    auto, the model's own or off). A bound written in the step stays, and this fails."""
+    out = subprocess.run(
+        [sys.executable, "-c", _UI_RANGES], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    shown = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"epochs", "slice_overlap", "momentum", "frozen_stages", "score_thr"} <= set(shown)
+    # (the widget's min, max; the declared low, high): max the declared, min at most the declared
+    wrong = {n: v for n, v in shown.items() if v[1] != v[3] or v[0] > v[2]}
+    assert not wrong, f"widget bounds not the declared ones (min, max, declared): {wrong}"
+
+
 _UI_ROUND_TRIP = r"""
 import dataclasses, json
 from src.config.doors import DOORS, _STEP
