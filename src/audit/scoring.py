@@ -77,6 +77,7 @@ class Finding:
     predicted_class: int | None
     iou: float | None = None  # between the label and the prediction that accuses it
     prediction_score: float | None = None
+    prediction_box: tuple[float, float, float, float] | None = None  # the accusing prediction
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -98,6 +99,11 @@ def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
     return np.clip(width, 0, None) * np.clip(height, 0, None)
+
+
+def _as_box(row: np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in row)
+    return x1, y1, x2, y2
 
 
 def _inside_ignore(boxes: np.ndarray, ignore: np.ndarray) -> np.ndarray:
@@ -156,7 +162,7 @@ def _judge_label(
     the prediction that makes it loose (None: none)."""
     scores, classes = image.pred_scores, image.pred_classes
     own = int(image.label_classes[i])
-    box = tuple(float(v) for v in image.label_boxes[i])
+    box = _as_box(image.label_boxes[i])
     over = iou >= thr.overlap_iou
     best_over = float(scores[over].max()) if over.any() else 0.0
     if best_over < thr.low:
@@ -168,16 +174,15 @@ def _judge_label(
         own_score = float(scores[same].max()) if same.any() else 0.0
         margin = float(scores[j]) - own_score
         if classes[j] != own and scores[j] >= thr.confident and margin >= thr.class_margin:
-            found = Finding(
-                WRONG_CLASS, margin, box, i, own, int(classes[j]), float(iou[j]), float(scores[j])
-            )
-            return found, None
+            accuser = (float(iou[j]), float(scores[j]), _as_box(image.pred_boxes[j]))
+            return Finding(WRONG_CLASS, margin, box, i, own, int(classes[j]), *accuser), None
     sure = over & (classes == own) & (scores >= thr.confident)
     if sure.any() and float(iou[sure].max()) < thr.tight_iou:
         j = int(np.flatnonzero(sure)[np.argmax(scores[sure])])
         looseness = (1.0 - float(iou[j])) / max(1.0 - thr.overlap_iou, 1e-12)
         score = float(np.clip(scores[j] * looseness, 0.0, 1.0))
-        return Finding(LOOSE_BOX, score, box, i, own, own, float(iou[j]), float(scores[j])), j
+        accuser = (float(iou[j]), float(scores[j]), _as_box(image.pred_boxes[j]))
+        return Finding(LOOSE_BOX, score, box, i, own, own, *accuser), j
     return None, None
 
 
@@ -197,10 +202,10 @@ def _missing(
         if kept and box_iou(image.pred_boxes[j], image.pred_boxes[kept]).max() >= thr.match_iou:
             continue
         kept.append(int(j))
-        box = tuple(float(v) for v in image.pred_boxes[j])
+        box = _as_box(image.pred_boxes[j])
         cls = int(image.pred_classes[j])
         score = float(scores[j])
-        findings.append(Finding(MISSING, score, box, None, None, cls, None, score))
+        findings.append(Finding(MISSING, score, box, None, None, cls, None, score, box))
     return findings
 
 

@@ -13,11 +13,11 @@ import os
 import sys
 import warnings
 
-from src.cli import demo_project, evaluate, export, predict, probe, runs, train, zoo
+from src.cli import audit, demo_project, evaluate, export, predict, probe, runs, train, zoo
 from src.cli.common import DESCRIPTION, fail, fail_with
 from src.core.errors import AppError
 
-COMMANDS = (probe, demo_project, zoo, train, runs, evaluate, export, predict)
+COMMANDS = (probe, demo_project, zoo, train, runs, evaluate, export, predict, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # mmdet 3.3 calls torch.cuda.amp.autocast, deprecated in torch >= 2.4: noise, not news
     warnings.filterwarnings("ignore", category=FutureWarning)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "train_options"):  # audit: the options it does not know are train's
+        args.train_options = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was given (--from-run)
     try:
         return args.func(args)

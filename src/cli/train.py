@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from src.cli.arguments import MODEL_SIZE
 from src.cli.common import DEFAULT_CACHE, CliError, app_data, fail, fail_with, names, store
@@ -57,14 +58,15 @@ def _use_the_models_input_size(controller, args: argparse.Namespace) -> str | No
     return None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
-    through the app's own controller: the same run flow, upload and error policy as the app."""
+def open_controller(args: argparse.Namespace) -> tuple[Any, ProgressBar] | str:
+    """The app's controller as ``train`` drives it (the artifact store, the progress bar, the
+    console), after the options' and the devices' checks; or the problem (a usage error).
+    ``audit`` trains its folds through it too."""
     problem = contradiction(args) or _select_device(args.device)
     for gpu in args.gpus or ():
         problem = problem or _select_device(f"cuda:{gpu}")
     if problem:
-        return fail(problem)
+        return problem
     from src.app.controller import TrainingController
 
     artifacts, resolver = store(args)
@@ -77,7 +79,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         ),
     )  # fmt: skip
     if args.input_size == MODEL_SIZE and (problem := _use_the_models_input_size(controller, args)):
-        return fail(problem)
+        return problem
+    return controller, bar
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Compose (or prepare a resume), optionally show it (dry run, config dump), then train
+    through the app's own controller: the same run flow, upload and error policy as the app."""
+    opened = open_controller(args)
+    if isinstance(opened, str):
+        return fail(opened)
+    controller, bar = opened
     try:
         if args.resume is not None:
             prepared, resume_from = _prepare_resume(controller, args)
@@ -95,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("dry run: everything builds; nothing was trained")
             return 0
         started = time.time()
-        _train(controller, prepared, resume_from)
+        train_prepared(controller, prepared, resume_from)
     except AppError as exc:  # a request's problems (CliError too): its exit code
         return fail_with(exc)
     bar.close()
@@ -120,10 +132,16 @@ def _prepare_resume(controller, args: argparse.Namespace):
 
 def _compose(controller, args: argparse.Namespace):
     """A new run's request from the command line, composed (RequestError lists its problems)."""
-    from src.app.prepare import TrainRequest
-
     if args.from_run:
         return controller.compose(_request_from_run(controller, args))
+    return controller.compose(new_request(controller, args))
+
+
+def new_request(controller, args: argparse.Namespace):
+    """A new run's ``TrainRequest`` from the command line (not ``--from-run``'s); ``audit``
+    makes its folds' requests with it."""
+    from src.app.prepare import TrainRequest
+
     if not args.project:
         raise CliError("--project is required (or --resume to continue a run)")
     if args.augmentation_file and not Path(args.augmentation_file).is_file():
@@ -136,7 +154,7 @@ def _compose(controller, args: argparse.Namespace):
         config_text = path.read_text(encoding="utf-8")
     classes = names(args.classes, "--classes") or None
     params = train_params(args)
-    request = TrainRequest(
+    return TrainRequest(
         project_dir=args.project,
         app_data_dir=str(controller.app_data_dir),
         model=args.model,
@@ -147,7 +165,6 @@ def _compose(controller, args: argparse.Namespace):
         keep_empty_images=not args.drop_empty,
         run_id=args.run_id,
     )
-    return controller.compose(request)
 
 
 def _request_from_run(controller, args: argparse.Namespace):
@@ -182,9 +199,9 @@ def _request_from_run(controller, args: argparse.Namespace):
     return request
 
 
-def _train(controller, prepared, resume_from: str | None) -> None:
+def train_prepared(controller, prepared, resume_from: str | None) -> None:
     """Start the run and wait for it and its upload, printing what the session chooses; Ctrl-C
-    once stops it gracefully."""
+    once stops it gracefully (``audit``'s folds train so too)."""
     print(f"training {prepared.model_name} on {prepared.project.name} (run {prepared.run_id})")
     print(f"checkpoints and logs: {prepared.work_dir}")
     for note in controller.setting_notes(prepared):

@@ -54,8 +54,10 @@ class ProgressBar:
             print(line, file=self.out, flush=True)
 
     def close(self) -> None:
+        """End the bar; the next run's first iteration starts a new one (audit's folds)."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _print_slicing(tiles: dict) -> None:

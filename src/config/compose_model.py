@@ -84,25 +84,26 @@ def set_model(cfg: Config, params: TrainParams) -> None:
     _strip_pretrained_init(model)
     model.pop("pretrained", None)
     _set_teacher(model, params)
-    _set_test_limits(model, params)
+    set_test_limits(model, params.max_per_img, params.score_thr)
     if params.frozen_stages is not None:  # whether the backbone has it: src.app.prepare checks
         model.backbone["frozen_stages"] = params.frozen_stages
 
 
-def _set_test_limits(model: dict, params: TrainParams) -> None:
-    """Detections per image and their minimum score at validation, where each head family
-    reads them: a two-stage or cascade detector's ``test_cfg.rcnn``, else ``test_cfg`` itself
-    (one-stage heads; DETR-like heads read only ``max_per_img``)."""
-    if params.max_per_img is None and params.score_thr is None:
+def set_test_limits(model: dict, max_per_img: int | None, score_thr: float | None) -> None:
+    """Detections per image and their minimum score at validation (None: the model's own),
+    where each head family reads them: a two-stage or cascade detector's ``test_cfg.rcnn``, else
+    ``test_cfg`` itself (one-stage heads; DETR-like heads read only ``max_per_img``). The audit
+    lowers a run's score this way to see every box (src.audit.predict)."""
+    if max_per_img is None and score_thr is None:
         return
     test_cfg = model.get("test_cfg")
     if test_cfg is None:
         test_cfg = model["test_cfg"] = {}
     target = test_cfg.get("rcnn") if isinstance(test_cfg.get("rcnn"), dict) else test_cfg
-    if params.max_per_img is not None:
-        target["max_per_img"] = params.max_per_img
-    if params.score_thr is not None:
-        target["score_thr"] = params.score_thr
+    if max_per_img is not None:
+        target["max_per_img"] = max_per_img
+    if score_thr is not None:
+        target["score_thr"] = score_thr
 
 
 def _set_teacher(model: dict, params: TrainParams) -> None:

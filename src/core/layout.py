@@ -136,6 +136,10 @@ UPLOAD_STAGING = "_upload"  # a run packed for upload (src.app.end_of_run)
 SYNC_STAGING = (
     "_sync"  # a running run's snapshot on its way to Team Files (src.runs.checkpoint_sync)
 )
+# the label-error audits' own state, one folder per audit: its plan (the folds, its settings) and
+# each fold's predictions (src.audit.plan); the folds' runs are ordinary runs beside it
+AUDITS = "_audits"
+AUDIT_PLAN = "audit.json"
 TENSORBOARD_LOG = "tensorboard.log"  # the TensorBoard server's own log (src.main)
 LAST_CHECKPOINT_POINTER = "last_checkpoint"  # mmengine's file naming the newest checkpoint
 # the epoch whose validation a stop abandoned (StopHook): a resume validates it before training on
