@@ -5,9 +5,11 @@ hand-made boxes without a model. The predictions are those of a model that did n
 image, kept down to a score near 0: every rule below reads the scores it needs itself.
 
 - ``missing``: a confident prediction that no label overlaps at IoU ≥ 0.5, of any class (an
-  object nobody labelled). Ranked by its confidence.
+  object nobody labelled). Ranked by its confidence, less the more it overlaps a label (a second
+  box on a labelled object is more likely than an unlabelled object half under it).
 - ``spurious``: a label that no prediction above a low score overlaps at IoU ≥ 0.3, of any class
-  (a box with nothing there). Ranked by 1 − the best overlapping score.
+  (a box with nothing there). Ranked by 1 − the best overlapping score / the low score: 1 where
+  the model sees nothing at all, towards 0 where it nearly sees something.
 - ``wrong_class``: the most confident prediction over a label (IoU ≥ 0.5) is of another class, is
   confident, and is clearly more confident than any prediction of the label's own class there.
   Ranked by that margin.
@@ -166,7 +168,8 @@ def _judge_label(
     over = iou >= thr.overlap_iou
     best_over = float(scores[over].max()) if over.any() else 0.0
     if best_over < thr.low:
-        return Finding(SPURIOUS, 1.0 - best_over, box, i, own, None, None, best_over), None
+        score = 1.0 - best_over / thr.low if thr.low > 0 else 1.0
+        return Finding(SPURIOUS, score, box, i, own, None, None, best_over), None
     matched = iou >= thr.match_iou
     if matched.any():
         j = int(np.flatnonzero(matched)[np.argmax(scores[matched])])
@@ -204,8 +207,10 @@ def _missing(
         kept.append(int(j))
         box = _as_box(image.pred_boxes[j])
         cls = int(image.pred_classes[j])
-        score = float(scores[j])
-        findings.append(Finding(MISSING, score, box, None, None, cls, None, score, box))
+        overlap = float(iou[:, j].max()) if len(iou) else 0.0
+        score = float(scores[j]) * (1.0 - overlap)
+        found = Finding(MISSING, score, box, None, None, cls, overlap, float(scores[j]), box)
+        findings.append(found)
     return findings
 
 

@@ -62,6 +62,16 @@ def test_a_confident_prediction_without_a_label_is_a_missing_object_once():
     assert missing.score == pytest.approx(0.8) and missing.label is None
 
 
+def test_a_missing_object_half_under_a_label_ranks_lower():
+    alone = [100.0, 100.0, 140.0, 140.0]
+    under = shifted(BOX, 24)  # IoU 0.25 with the label
+    image = ImageBoxes.of([BOX], [0], [BOX, alone, under], [0.9, 0.8, 0.8], [0, 1, 1])
+    found = {f.box: f for f in score_image(image, THR) if f.kind == MISSING}
+    assert found[tuple(alone)].score == pytest.approx(0.8)
+    assert found[tuple(under)].score == pytest.approx(0.8 * 0.75)
+    assert found[tuple(under)].iou == pytest.approx(0.25)
+
+
 def test_no_missing_object_in_an_ignore_region():
     other = [100.0, 100.0, 140.0, 140.0]
     image = ImageBoxes.of([], [], [other], [0.9], [1], ignore=[[90, 90, 150, 150]])
@@ -78,7 +88,7 @@ def test_a_label_with_nothing_there_is_spurious_ranked_by_the_best_overlap():
     )  # fmt: skip
     findings = score_image(image, THR)
     assert kinds(findings) == [SPURIOUS]
-    assert findings[0].label == 0 and findings[0].score == pytest.approx(0.95)
+    assert findings[0].label == 0 and findings[0].score == pytest.approx(0.5)  # 1 - 0.05 / 0.1
     empty = ImageBoxes.of([BOX], [0], [], [], [])
     assert score_image(empty, THR)[0].score == pytest.approx(1.0)
 
