@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -174,24 +176,32 @@ def _cli_train_args(
     ]  # fmt: skip
 
 
-def _cli_resume(run_id: str | None, app: Path, team: Path) -> subprocess.CompletedProcess:
-    """``train --resume [RUN_ID]`` with today's code, which must succeed."""
+def _in_process(*argv: str) -> tuple[str, str]:
+    """The CLI's ``main`` in this worker, its stdout and stderr: the same code as ``python -m
+    src.cli`` without a process start (about 8 s of CPU importing torch, mmdet and the SDK) where
+    a test sends no signal; it must succeed."""
+    from src.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    assert code == 0, err.getvalue()[-3000:]
+    return out.getvalue(), err.getvalue()
+
+
+def _cli_resume(run_id: str | None, app: Path, team: Path) -> str:
+    """``train --resume [RUN_ID]`` with today's code, which must succeed; its stdout."""
     resume = ["--resume", run_id] if run_id else ["--resume"]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "src.cli", "train", *resume, "--app-data", str(app),
-         "--team-files", str(team), "--no-evaluate"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    return resumed
+    return _in_process(
+        "train", *resume, "--app-data", str(app), "--team-files", str(team), "--no-evaluate"
+    )[0]
 
 
 @pytest.fixture(scope="module")
 def straight_cli_run(demo_project, tmp_path_factory) -> Path:
     """The final weights of an uninterrupted 2-epoch CLI run (what every resumed run must equal)."""
     root = tmp_path_factory.mktemp("straight")
-    straight = _cli(*_cli_train_args(demo_project, root / "app", root / "team", "straight"))
-    assert straight.wait(600) == 0, straight.stderr.read()
+    _in_process(*_cli_train_args(demo_project, root / "app", root / "team", "straight"))
     return root / "app" / "straight" / "epoch_2.pth"
 
 
@@ -278,7 +288,7 @@ def test_a_run_saved_by_older_code_resumes_bit_exactly(
     _interrupt_in_epoch_2(proc, app / "old")
 
     resumed = _cli_resume("old", app, team)
-    assert "resuming run old" in resumed.stdout
+    assert "resuming run old" in resumed
     assert_same_weights(expected, app / "old" / "epoch_2.pth")
 
 
@@ -291,22 +301,16 @@ def test_ctrl_c_stops_gracefully_and_the_cli_resumes_bit_exactly(
     out = _interrupt_in_epoch_2(proc, app / "split")
     assert "--resume split" in out
 
-    listing = subprocess.run(
-        [sys.executable, "-m", "src.cli", "runs", "--app-data", str(app)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert "split" in listing.stdout
+    listing, _ = _in_process("runs", "--app-data", str(app))
+    assert "split" in listing
     # the stopped run's state was uploaded with its artifacts: with the app data gone (another
     # machine), `runs --team-files` lists it and `--resume` fetches it from there
-    remote = subprocess.run(
-        [sys.executable, "-m", "src.cli", "runs", "--team-files", str(team)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert "split" in remote.stdout and "/mmdetection-3/split_" in remote.stdout
+    remote, _ = _in_process("runs", "--team-files", str(team))
+    assert "split" in remote and "/mmdetection-3/split_" in remote
     shutil.rmtree(app / "split")
 
     resumed = _cli_resume("split", app, team)
-    assert "downloading run split" in resumed.stdout and "resuming run split" in resumed.stdout
+    assert "downloading run split" in resumed and "resuming run split" in resumed
     assert_same_state(straight_cli_run, app / "split" / "epoch_2.pth")
 
 
