@@ -34,7 +34,7 @@ class Mutant:
 
 MUTANTS = (
     Mutant("engine", "the tile merge joins a tile's own boxes, not its neighbours'",
-           "src/engine/tile_merge.py", "(tiles != tiles[i])", "(tiles == tiles[i])",
+           "src/engine/tile_merge.py", "tiles[rest] != tiles[i]", "tiles[rest] == tiles[i]",
            ("tests/data/test_tiles.py",
             "tests/engine/test_sliced_training.py::test_an_object_cut_by_a_tile_border_is_predicted_once")),
     Mutant("data", "a wrong tile stride (no overlap)", "src/data/tiles.py",
