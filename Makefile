@@ -30,7 +30,7 @@ app: setup
 	$(DEMO_PROJECT)
 	PROJECT_DIR=$(DEMO_DIR) SLY_APP_DATA_DIR=$(CURDIR)/artifacts/app_data \
 		TEAM_FILES_DIR=$(CURDIR)/artifacts/team_files \
-		$(VENV)/bin/python -m uvicorn src.main:app --host $(HOST) --port 8000
+		$(VENV)/bin/python -m uvicorn src.web.main:app --host $(HOST) --port 8000
 
 # The whole suite, slow end-to-end tests included (what CI runs), in two workers (pytest-xdist):
 # a test file stays on one worker; files with slow tests start first (tests/conftest.py).

@@ -27,8 +27,8 @@ from bench.common import run_child  # noqa: E402
 
 def runs(project: Path, work: Path, count: int, leave_to_gc: bool) -> list[tuple[float, float]]:
     """(start to first iteration, start to end) of ``count`` runs in this process."""
-    from src.app.session import TrainingSession
     from src.engine import runner as runner_module
+    from src.training.session import TrainingSession
     from tests.helpers import small_cfg
 
     if leave_to_gc:

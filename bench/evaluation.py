@@ -44,7 +44,7 @@ def _phase(name: str, run_dir: Path) -> None:
             cfg = load_config_file(run_dir / RUN_CONFIG)
             predict_split(cfg, best, f"{scratch}/p", Path(scratch) / "runner")
     else:
-        from src.app.evaluate import evaluate_run
+        from src.evaluation.evaluate import evaluate_run
 
         evaluation = evaluate_run(run_dir)
         assert evaluation.reused_predictions == (name == "evaluate"), evaluation

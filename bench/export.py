@@ -30,12 +30,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from src.app.export import speed_runners, validation_images
     from src.config.text import load_config_file
-    from src.engine.onnx_export import export_model, load_model
-    from src.engine.onnx_runtime import OnnxDetector
     from src.engine.speed import describe, measure
-    from src.engine.tensorrt_build import tensorrt_blocker
+    from src.export.formats import speed_runners, validation_images
+    from src.export.onnx_export import export_model, load_model
+    from src.export.onnx_runtime import OnnxDetector
+    from src.export.tensorrt_build import tensorrt_blocker
     from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
     runs = sorted(
@@ -78,7 +78,7 @@ def _tensorrt_rows(onnx_path: Path, detector, images, repeats: int) -> list[dict
     import numpy as np
 
     from src.engine.speed import measure
-    from src.engine.tensorrt_build import TensorRTDetector, build_engine
+    from src.export.tensorrt_build import TensorRTDetector, build_engine
 
     engine_path = onnx_path.with_suffix(".engine")
     started = time.perf_counter()

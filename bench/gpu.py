@@ -291,8 +291,8 @@ def _measured_session(timer: IterTimes, stats) -> type:
 
 
 def session(args, model: str, task: str, work: Path, batch: int, gpus=(), nproc=1) -> dict:
-    from src.app.evaluate import EvaluationError, evaluate_run
-    from src.app.session import TrainingSession
+    from src.evaluation.evaluate import EvaluationError, evaluate_run
+    from src.training.session import TrainingSession
 
     timer = IterTimes()
     cfg = make_cfg(args, model, task, work, batch, gpus, nproc)

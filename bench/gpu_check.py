@@ -352,7 +352,7 @@ def _images(check: Check, count: int) -> list:
 def _exported(check: Check) -> tuple[Any, Any, Path]:
     """The trained RTMDet-s ready for inference on the device, and its ONNX file (made once)."""
     if "onnx" not in check.state:
-        from src.engine.onnx_export import export_model
+        from src.export.onnx_export import export_model
 
         cfg = check.cfg(RTMDET, "export", check.state.get("rtmdet_batch") or 2)
         model = check.state["rtmdet"].eval()
@@ -380,7 +380,7 @@ def _pairs(ref_boxes, ref_scores, ref_labels, boxes, scores, labels, best: int =
 def onnx_parity(check: Check, record: dict) -> None:
     from mmdet.apis import inference_detector
 
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.onnx_runtime import OnnxDetector
 
     _, model, onnx_file = _exported(check)
     detector = OnnxDetector(str(onnx_file))
@@ -400,7 +400,7 @@ def onnx_parity(check: Check, record: dict) -> None:
 def tensorrt(check: Check, record: dict) -> None:
     import numpy as np
 
-    from src.engine.tensorrt_build import (
+    from src.export.tensorrt_build import (
         TensorRTDetector,
         build_engine,
         clamp_topk,
@@ -410,7 +410,7 @@ def tensorrt(check: Check, record: dict) -> None:
     blocker = tensorrt_blocker()
     if blocker:
         raise Skip(blocker)
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.onnx_runtime import OnnxDetector
 
     _, _, onnx_file = _exported(check)
     clamped = check.root / "clamped.onnx"
@@ -432,9 +432,9 @@ def tensorrt(check: Check, record: dict) -> None:
 
 
 def speed(check: Check, record: dict) -> None:
-    from src.app.export import speed_runners
-    from src.engine.onnx_runtime import OnnxDetector
     from src.engine.speed import measure
+    from src.export.formats import speed_runners
+    from src.export.onnx_runtime import OnnxDetector
 
     _, model, onnx_file = _exported(check)
     smoke = check.args.smoke

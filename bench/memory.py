@@ -56,8 +56,8 @@ def main() -> None:
 
     data_json.send_changes = send_changes
 
-    from src.app.session import SessionState, SessionStatus, _Recorder
     from src.hooks.metrics import TrainProgress, ValResult
+    from src.training.session import SessionState, SessionStatus, _Recorder
     from src.ui.training import TrainingStep, _tail_lines
 
     recorder, step = _Recorder(), TrainingStep()

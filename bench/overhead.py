@@ -107,7 +107,7 @@ def train_bare(cfg, warmup: int, hooks=()) -> float:
 
 def timed_session(timer: IterTimes) -> type:
     """TrainingSession whose runner also records its iteration times in ``timer``."""
-    from src.app.session import TrainingSession
+    from src.training.session import TrainingSession
 
     class Timed(TrainingSession):
         def _build_runner(self):
@@ -173,7 +173,7 @@ def sample_seeding(project: Path, work_dir: Path, rounds: int = 7) -> tuple[floa
 
 def stop_latency(project: Path, work_dir: Path) -> tuple[int, float]:
     """(iterations between the stop request and the end, seconds from start() to iteration 1)."""
-    from src.app.session import TrainingSession
+    from src.training.session import TrainingSession
 
     class Seen:
         def __init__(self) -> None:

@@ -33,10 +33,10 @@ warnings.filterwarnings("ignore")
 
 
 def train(project: Path, work: Path, epochs: int, warmup: int, upload_s: float | None) -> dict:
-    from src.app.session import TrainingSession
     from src.hooks.sync import CheckpointSyncHook
     from src.runs.checkpoint_sync import CheckpointSync
     from src.runs.storage import LocalArtifactStore
+    from src.training.session import TrainingSession
 
     class SlowStore(LocalArtifactStore):
         def upload_file(self, local_path, remote_path) -> None:

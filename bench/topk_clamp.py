@@ -1,7 +1,7 @@
 """What TensorRT's TopK limit (K <= 3840) does to an RTMDet export's detections (issue 34).
 
 Exports a run's checkpoint to ONNX as it is (TopK K = the run's ``nms_pre``, 30000 for RTMDet)
-and the copy TensorRT builds from (``src.engine.tensorrt_build.clamp_topk``: K = 3840), runs both
+and the copy TensorRT builds from (``src.export.tensorrt_build.clamp_topk``: K = 3840), runs both
 in onnxruntime on the CPU on the run's project images, at several input sizes and score
 thresholds, and counts the detections (score > 0, up to ``max_per_img``) of the unclamped graph
 that have no identical partner (same label, box and score) in the clamped one. Also prints each
@@ -44,9 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     from src.config.metadata import RunMetadata
     from src.config.text import load_config_file
-    from src.engine.onnx_export import export_onnx
-    from src.engine.onnx_runtime import OnnxDetector
-    from src.engine.tensorrt_build import TENSORRT_MAX_TOPK, clamp_topk
+    from src.export.onnx_export import export_onnx
+    from src.export.onnx_runtime import OnnxDetector
+    from src.export.tensorrt_build import TENSORRT_MAX_TOPK, clamp_topk
     from src.runs.checkpoints import best_checkpoint, last_checkpoint
 
     work = Path(args.run_dir)

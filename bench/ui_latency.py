@@ -61,11 +61,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_ui_"))
     project = make_demo_project(work / "project", DemoOptions(images=48, seed=0))
     port = _free_port()
-    token = secrets.token_urlsafe(16)  # the HTTP API's token (src/main.py)
+    token = secrets.token_urlsafe(16)  # the HTTP API's token (src/web/main.py)
     env = dict(os.environ, PROJECT_DIR=str(project), SLY_APP_DATA_DIR=str(work / "app_data"),
                TEAM_FILES_DIR=str(work / "team"), TRAIN_MMDET3_API_TOKEN=token)  # fmt: skip
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "src.main:app", "--host", "127.0.0.1", "--port",
+        [sys.executable, "-m", "uvicorn", "src.web.main:app", "--host", "127.0.0.1", "--port",
          str(port), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

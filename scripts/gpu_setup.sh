@@ -100,7 +100,7 @@ step "smoke test"
 import torch
 import mmcv, mmcv.ops, mmdet, mmengine, supervisely  # noqa: E401
 from mmcv.ops import RoIAlign, nms
-import src.app.session, src.app.distributed, src.app.evaluate  # noqa: E401,F401  the app's modules
+import src.training.session, src.training.distributed, src.evaluation.evaluate  # noqa: E401,F401  the app's modules
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float, device=device)

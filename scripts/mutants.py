@@ -44,7 +44,7 @@ MUTANTS = (
            "        if not self.should_stop():\n            return\n",
            "        if True:\n            return\n",
            ("tests/app/test_session.py",)),
-    Mutant("web", "the token check lets an empty token through", "src/access.py",
+    Mutant("web", "the token check lets an empty token through", "src/web/access.py",
            "        if self.token is None or not given:\n            return False\n",
            "        if self.token is None or not given:\n            return True\n",
            ("tests/test_access.py",)),

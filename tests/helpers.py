@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.app.session import SessionState, TrainingSession
 from src.config import zoo
 from src.config.compose import compose_from_zoo
 from src.config.params import DatasetSpec, RunSpec, TrainParams
 from src.runs.checkpoint_io import load_checkpoint_file
+from src.training.session import SessionState, TrainingSession
 
 CLASSES = ("square", "circle", "triangle")
 # Every architecture's default model, as pytest params named task:architecture.
@@ -201,13 +201,13 @@ API_TOKEN = "test-token"
 
 @contextlib.contextmanager
 def api_client(controller, default_project=None):
-    """A TestClient on the app's HTTP API (routes and guard, as ``src.main`` mounts them),
+    """A TestClient on the app's HTTP API (routes and guard, as ``src.web.main`` mounts them),
     carrying the API token."""
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from src.access import guard_server
-    from src.api import mount_api
+    from src.web.access import guard_server
+    from src.web.api import mount_api
 
     server = FastAPI()
     mount_api(server, controller, default_project=default_project)
@@ -273,7 +273,7 @@ def free_port() -> int:
 
 
 class AppProcess:
-    """``uvicorn src.main:app`` in a subprocess (the app ends its process on shutdown, and is a
+    """``uvicorn src.web.main:app`` in a subprocess (the app ends its process on shutdown, and is a
     per-process singleton); its output is read in a thread (a full pipe would block it) and kept
     in ``lines``."""
 
@@ -283,7 +283,7 @@ class AppProcess:
         import sys
 
         root = Path(__file__).resolve().parent.parent
-        command = [sys.executable, "-m", "uvicorn", "src.main:app", "--host", host,
+        command = [sys.executable, "-m", "uvicorn", "src.web.main:app", "--host", host,
                    "--port", str(port)]  # fmt: skip
         self.process = subprocess.Popen(
             command, cwd=root, env={**os.environ, **env}, text=True,

@@ -1,5 +1,5 @@
-"""Who may use the app's server (src/access.py): off the platform, once the server can be reached
-from beyond this machine, every route — the page, /sly/*, the widget routes, the websocket,
+"""Who may use the app's server (src/web/access.py): off the platform, once the server can be
+reached from beyond this machine, every route — the page, /sly/*, the widget routes, the websocket,
 /api/* — needs the app's token, as a Bearer header or the cookie the printed URL gives.
 
 The first tests drive the guard on a small server of the same shape (routes like the SDK's);
@@ -17,7 +17,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from src.access import TOKEN_COOKIE, guard_server, is_loopback, start_lines
+from src.web.access import TOKEN_COOKIE, guard_server, is_loopback, start_lines
 from tests.helpers import AppProcess, free_port
 
 TOKEN = "s3cret-token"
@@ -209,7 +209,7 @@ def _to_the_editor(client: httpx.Client) -> dict:
 
 
 def test_the_real_app_bound_to_every_interface_guards_its_page(demo_project, tmp_path: Path):
-    """The issue's attack: ``uvicorn src.main:app --host 0.0.0.0`` with no token set, reached
+    """The issue's attack: ``uvicorn src.web.main:app --host 0.0.0.0`` with no token set, reached
     through this machine's network address (127.0.0.1 where it has none: bound to every
     interface, loopback needs the token too). Without the token, the page's Validate with a
     config that writes a file and /sly/state answer 401 and the file is not written; with the

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from src.app.controller import TrainingController
-from src.app.tensorboard import TensorBoard
 from src.runs.storage import LocalArtifactStore
+from src.training.controller import TrainingController
+from src.web.tensorboard import TensorBoard
 from tests.helpers import FakeProcess, api_client
 
 HYPER = {
@@ -72,7 +72,7 @@ def _scalars(work_dir: Path) -> list[dict]:
 
 @pytest.fixture
 def api_with_tensorboard(tmp_path):
-    """The API with the app's TensorBoard told of each run (as ``src.main`` wires it); the
+    """The API with the app's TensorBoard told of each run (as ``src.web.main`` wires it); the
     processes it starts are stand-ins."""
     started: list[FakeProcess] = []
 
@@ -282,8 +282,8 @@ def test_every_api_route_needs_the_token(tmp_path):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from src.access import guard_server
-    from src.api import mount_api
+    from src.web.access import guard_server
+    from src.web.api import mount_api
 
     controller = TrainingController(tmp_path / "app_data", LocalArtifactStore(tmp_path / "team"))
     server = FastAPI()
@@ -369,17 +369,17 @@ def test_stop_during_preparation_cancels_the_start_and_the_server_keeps_answerin
     stop answer meanwhile, and a Stop then means the run never starts."""
     import threading
 
-    import src.app.controller
+    import src.training.controller
 
     client, _, tmp_path = api
     release = threading.Event()
-    real_prepare = src.app.controller.prepare
+    real_prepare = src.training.controller.prepare
 
     def slow_prepare(request, **kwargs):
         release.wait(60)
         return real_prepare(request, **kwargs)
 
-    monkeypatch.setattr(src.app.controller, "prepare", slow_prepare)
+    monkeypatch.setattr(src.training.controller, "prepare", slow_prepare)
     answers = {}
     starter = threading.Thread(
         target=lambda: answers.setdefault(
@@ -489,7 +489,7 @@ def _listed(client) -> list[tuple[str, str]]:
 def test_the_runs_list_reads_team_files_once_per_interval(api):
     """Listing Team Files and reading every run's state takes seconds on the platform: within
     ``REMOTE_RUNS_TTL_S`` of a reading, /api/runs answers from it, changes or not."""
-    from src.app.catalog import REMOTE_RUNS_TTL_S
+    from src.setup.catalog import REMOTE_RUNS_TTL_S
 
     client, controller, tmp_path = api
     clock = FakeClock()
@@ -505,7 +505,7 @@ def test_the_runs_list_reads_team_files_once_per_interval(api):
 def test_the_runs_list_reads_team_files_again_after_its_interval(api):
     """A reading older than ``REMOTE_RUNS_TTL_S`` is replaced: the runs uploaded since then are
     listed, and the new reading serves the next interval."""
-    from src.app.catalog import REMOTE_RUNS_TTL_S
+    from src.setup.catalog import REMOTE_RUNS_TTL_S
 
     client, controller, tmp_path = api
     clock = FakeClock()

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.app.controller import TrainingController
 from src.config.params import TrainParams
 from src.runs.storage import LocalArtifactStore
+from src.training.controller import TrainingController
 from tests.helpers import api_client
 
 MODEL = "rtmdet_tiny_8xb32-300e_coco"

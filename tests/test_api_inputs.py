@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.app.controller import TrainingController
 from src.runs.storage import LocalArtifactStore
+from src.training.controller import TrainingController
 from tests.helpers import API_TOKEN, RTMDET, FakeProcess
 
 HYPER = {"epochs": 1, "train_batch_size": 2, "num_workers": 0, "input_size": 128,
@@ -25,11 +25,11 @@ HYPER = {"epochs": 1, "train_batch_size": 2, "num_workers": 0, "input_size": 128
 
 @pytest.fixture
 def server(tmp_path):
-    """The app's server as ``src.main`` mounts it (API, TensorBoard forwarding with a board
+    """The app's server as ``src.web.main`` mounts it (API, TensorBoard forwarding with a board
     running, the guard); (client, app data, the store's folder)."""
-    from src.access import guard_server
-    from src.api import mount_api
-    from src.app.tensorboard import TensorBoard, mount_tensorboard
+    from src.web.access import guard_server
+    from src.web.api import mount_api
+    from src.web.tensorboard import TensorBoard, mount_tensorboard
 
     app_data, team = tmp_path / "app_data", tmp_path / "team"
     controller = TrainingController(app_data, LocalArtifactStore(team))

@@ -69,7 +69,7 @@ def _start_app(
         env.pop(name, None) if value is None else env.update({name: value})
     log = open(tmp_path / log_name, "w")  # noqa: SIM115 (closed with the process)
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "src.main:app", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", "src.web.main:app", "--host", "127.0.0.1",
          "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

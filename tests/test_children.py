@@ -1,6 +1,6 @@
 """Every process the app starts ends with it, however it ends (issue 35): Ctrl-C (SIGINT) and
 SIGTERM under uvicorn, and SIGKILL of the server process (a crash, the OOM killer), after which
-no code of the app runs. The real app (``uvicorn src.main:app``) trains in two processes (the
+no code of the app runs. The real app (``uvicorn src.web.main:app``) trains in two processes (the
 ranks) with its TensorBoard up; the server is signalled; every process it had started (the
 ranks, TensorBoard and what they started, multiprocessing's resource tracker) must be gone by a
 deadline, and no process may still show the run's folder. The zoo probe (``python -m src.cli
@@ -103,7 +103,7 @@ def _answers(url: str, **kwargs) -> int | None:
 # starts TensorBoard), waits for it to serve, lets the thread end, and checks it still runs.
 _PARENT = """
 import os, subprocess, sys, threading
-from src.app.children import popen, tied_command
+from src.training.children import popen, tied_command
 
 started = []
 def start():
@@ -188,7 +188,7 @@ def test_the_apps_children_end_with_it_however_it_ends(how, demo_project, tmp_pa
         _end_all(children + _showing(app_data))
 
 
-_PROBE = "src.app.zoo_probe"
+_PROBE = "src.training.zoo_probe"
 
 
 @pytest.mark.slow

@@ -177,11 +177,11 @@ def test_train_defaults_are_the_apps():
 
 
 def test_input_size_model_is_the_zoo_models_own(tmp_path):
-    from src.app.controller import TrainingController
     from src.cli import build_parser
     from src.cli.train import _use_the_models_input_size
     from src.cli.train_options import train_params
     from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
 
     controller = TrainingController(tmp_path, LocalArtifactStore(tmp_path / "store"))
     parse = build_parser().parse_args

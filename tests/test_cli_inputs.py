@@ -32,9 +32,9 @@ def exported(tmp_path_factory, demo_project) -> dict[str, Path]:
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
-    from src.app.export import export_run
     from src.config.text import config_to_text
     from src.engine import patches
+    from src.export.formats import export_run
 
     root = tmp_path_factory.mktemp("exported")
     work = root / "app_data" / RUN

@@ -10,10 +10,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import src.api
 import src.cli
 import src.cli.demo_project
 import src.cli.train_output
+import src.web.api
 from src.core.errors import (
     AppError,
     BusyError,
@@ -40,9 +40,9 @@ def test_the_api_answers_each_error_with_its_status(monkeypatch, error, status, 
     def refuse(*args):
         raise error(["first problem", "second problem"])
 
-    monkeypatch.setattr(src.api, "_start", refuse)
+    monkeypatch.setattr(src.web.api, "_start", refuse)
     server = FastAPI()
-    src.api.mount_api(server, controller=None)
+    src.web.api.mount_api(server, controller=None)
     answer = TestClient(server).post("/api/train", json={})
     assert answer.status_code == status
     assert answer.json()["problems"] == ["first problem", "second problem"]
@@ -84,7 +84,7 @@ def test_a_failed_training_exits_1_not_the_usage_code(capsys, tmp_path):
 
 
 def test_a_failed_evaluation_exits_1_a_missing_run_2(monkeypatch, capsys, tmp_path):
-    from src.app.controller import TrainingController
+    from src.training.controller import TrainingController
 
     def failing(self, *args, **kwargs):
         raise EvaluationError("the SDK evaluator cannot evaluate epoch_1.pth: boom")

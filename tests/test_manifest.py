@@ -15,7 +15,7 @@ def test_manifest_has_the_platform_fields():
     assert {"train", "object detection", "instance segmentation", "images"} <= set(
         manifest["categories"]
     )
-    assert manifest["entrypoint"] == "python -m uvicorn src.main:app --host 0.0.0.0 --port 8000"
+    assert manifest["entrypoint"] == "python -m uvicorn src.web.main:app --host 0.0.0.0 --port 8000"
     assert manifest["port"] == 8000
     assert "images_project" in manifest["context_menu"]["target"]
     assert manifest.get("gpu") == "preferred"

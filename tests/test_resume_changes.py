@@ -7,11 +7,11 @@ import pytest
 from mmengine.config import Config
 
 import src.cli
-from src.app.requests import resume_from_json
-from src.app.resume import _resume_on_devices
 from src.config.metadata import RunMetadata
 from src.config.params import RESUME_CHANGES
 from src.core.errors import RequestError
+from src.setup.requests import resume_from_json
+from src.setup.resume import _resume_on_devices
 
 VALUES = {"epochs": 5, "gpus": [0], "nproc": 2, "device": "cuda:1"}
 

@@ -146,8 +146,8 @@ def test_a_reused_run_id_is_refused_on_the_platforms_team_files(demo_project, tm
 def test_the_api_refuses_a_run_id_that_team_files_has(demo_project, tmp_path):
     """``POST /api/train`` with the ``run_id`` of an uploaded run (app data empty): a 400 with
     the reason, before anything starts; a free id is not refused for it."""
-    from src.app.controller import TrainingController
     from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
     from tests.helpers import api_client
 
     team_files = tmp_path / "team_files"

@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 @pytest.fixture(scope="session")
 def ui(tmp_path_factory, demo_project):
-    """The app, built once per process from its environment (read only while src.main is
+    """The app, built once per process from its environment (read only while src.web.main is
     imported, then restored, so that no other test sees it): sly.Application is a singleton."""
     root = tmp_path_factory.mktemp("ui")
     mp = pytest.MonkeyPatch()
@@ -34,7 +34,7 @@ def ui(tmp_path_factory, demo_project):
     mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
     mp.setenv("TRAIN_MMDET3_API_TOKEN", API_TOKEN)
     try:
-        main = importlib.import_module("src.main")
+        main = importlib.import_module("src.web.main")
     finally:
         mp.undo()
     with TestClient(main.app.get_server(), headers=AUTH) as client:
@@ -163,7 +163,7 @@ def test_step_titles_are_numbered_in_the_order_of_the_step_list(ui):
 
 @pytest.fixture
 def fresh_page(tmp_path, demo_project):
-    """A page no test has touched: the app in a process of its own (``uvicorn src.main:app``;
+    """A page no test has touched: the app in a process of its own (``uvicorn src.web.main:app``;
     sly.Application is one per process), driven over HTTP from this machine (the page's routes
     need no token here)."""
     port = free_port()

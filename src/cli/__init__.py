@@ -1,6 +1,6 @@
 """Headless entry point: ``python -m src.cli {demo-project,zoo,train,runs,probe}``.
 
-Like ``src/main.py`` for the app, this package is an entry point: it reads the environment
+Like ``src/web/main.py`` for the app, this package is an entry point: it reads the environment
 (``SLY_APP_DATA_DIR``, ``XDG_CACHE_HOME``) and turns arguments into ``TrainingController`` calls.
 Exit code 0 on success; otherwise non-zero with a one-line reason on stderr.
 

@@ -51,14 +51,14 @@ def app_data(args: argparse.Namespace) -> str:
 def store(args: argparse.Namespace):
     """(artifact store, project resolver): Team Files of ``--team-id`` through the API
     (``SERVER_ADDRESS``/``API_TOKEN``), else the local folder standing in for it."""
-    from src.app.prepare import local_project_resolver
     from src.runs.storage import LocalArtifactStore
+    from src.setup.prepare import local_project_resolver
 
     if getattr(args, "team_id", None) is None:
         return LocalArtifactStore(args.team_files or DEFAULT_TEAM_FILES), local_project_resolver
     import supervisely as sly
 
-    from src.app.platform import platform_services
+    from src.publish.platform import platform_services
 
     projects = Path(DEFAULT_CACHE).parent / "projects"
     services = platform_services(sly.Api.from_env(), args.team_id, None, projects)
@@ -94,7 +94,7 @@ def run_or_checkpoint(target: str) -> tuple[str, str | None]:
 
 def print_evaluation(evaluation: dict) -> None:
     """An evaluation's line, its notes and its report: what ``evaluate`` and ``train`` print."""
-    from src.app.evaluate import key_metrics_line
+    from src.evaluation.evaluate import key_metrics_line
 
     print(f"evaluation of {evaluation['checkpoint']}: {key_metrics_line(evaluation['metrics'])}")
     for note in evaluation.get("notes") or []:

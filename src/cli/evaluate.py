@@ -33,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run in app data (its best checkpoint, or the one named) on a split."""
-    from src.app.controller import TrainingController
     from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
 
     run_id, checkpoint = run_or_checkpoint(args.target)
     controller = TrainingController(app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))

@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run in app data (its best checkpoint, or the one named) to ONNX / TensorRT."""
-    from src.app.controller import TrainingController
     from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
 
     run_id, checkpoint = run_or_checkpoint(args.target)
     controller = TrainingController(app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))

@@ -43,7 +43,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     go (never over an input or a file already there)."""
     import cv2
 
-    from src.engine.onnx_runtime import draw
+    from src.export.onnx_runtime import draw
 
     detector = _open_detector(args.onnx)
     slicing = _predict_slicing(args, detector.slicing)
@@ -77,7 +77,7 @@ def _thresholds_line(detector, score_thr: float | None) -> str:
     """The score thresholds predict applies, said once (the per-class ones in full) and named
     in each image's count: ``--score-thr`` for every class, else the model file's own per
     class, else the default."""
-    from src.engine.onnx_runtime import DEFAULT_SCORE_THR
+    from src.export.onnx_runtime import DEFAULT_SCORE_THR
 
     if score_thr is not None or not detector.class_thresholds:
         return str(DEFAULT_SCORE_THR if score_thr is None else score_thr)
@@ -90,7 +90,7 @@ def _thresholds_line(detector, score_thr: float | None) -> str:
 
 def _open_detector(path: str):
     """The exported model, or a ``CliError`` saying what is wrong with the file."""
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.onnx_runtime import OnnxDetector
 
     again = "export the run again (python -m src.cli export RUN_ID)"
     file = Path(path)
@@ -197,8 +197,8 @@ def _check_image(detector, name: str, image, slicing: dict) -> None:
 
 def _predict_sliced(detector, image, slicing: dict):
     """The ONNX model over the image's tiles, merged as a sliced run's validation merges them."""
-    from src.engine.onnx_runtime import Detections
     from src.engine.tile_merge import predict_sliced
+    from src.export.onnx_runtime import Detections
 
     def detect(images):
         return [(d.boxes, d.scores, d.labels) for d in detector.predict(images, score_thr=0.0)]

@@ -1,6 +1,6 @@
 """``probe``: which zoo models train, validate and predict on a project here.
 
-One short real run per model, each in a process of its own (``src.app.zoo_probe``), so that one
+One short real run per model, each in a process of its own (``src.training.zoo_probe``), so that one
 model's crash or memory does not end the others; the result is a markdown table.
 """
 
@@ -35,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_probe(args: argparse.Namespace) -> int:
     """Probe each model; exit 1 when a model fails for a reason other than a missing GPU or
     package (those are this machine's, not the model's)."""
-    from src.app.zoo_probe import probe_in_subprocess
     from src.config import zoo
+    from src.training.zoo_probe import probe_in_subprocess
 
     tasks = [args.task] if args.task else list(TASKS)
     wanted = [m.strip() for m in (args.models or "").split(",") if m.strip()]

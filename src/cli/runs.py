@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_runs(args: argparse.Namespace) -> int:
     """The controller's runs table: app data first, then runs only in Team Files (the local
     stand-in folder unless ``--team-id``)."""
-    from src.app.controller import TrainingController
+    from src.training.controller import TrainingController
 
     artifacts, _ = store(args)
     rows = TrainingController(app_data(args), artifacts).catalog.runs()

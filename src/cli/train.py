@@ -67,7 +67,7 @@ def open_controller(args: argparse.Namespace) -> tuple[Any, ProgressBar] | str:
         problem = problem or _select_device(f"cuda:{gpu}")
     if problem:
         return problem
-    from src.app.controller import TrainingController
+    from src.training.controller import TrainingController
 
     artifacts, resolver = store(args)
     bar = ProgressBar()
@@ -140,7 +140,7 @@ def _compose(controller, args: argparse.Namespace):
 def new_request(controller, args: argparse.Namespace):
     """A new run's ``TrainRequest`` from the command line (not ``--from-run``'s); ``audit``
     makes its folds' requests with it."""
-    from src.app.prepare import TrainRequest
+    from src.setup.prepare import TrainRequest
 
     if not args.project:
         raise CliError("--project is required (or --resume to continue a run)")
@@ -170,7 +170,7 @@ def new_request(controller, args: argparse.Namespace):
 def _request_from_run(controller, args: argparse.Namespace):
     """``--from-run``: the run's settings (``app_state.json``) with the options given here over
     them, on ``--project`` or the project the run trained on."""
-    from src.app.app_state import load_app_state, read_state_folder, request_from_state
+    from src.setup.app_state import load_app_state, read_state_folder, request_from_state
 
     _, resolver = store(args)
     if Path(args.from_run).is_dir():

@@ -119,7 +119,7 @@ def print_summary(summary: dict) -> None:
 
 def report(controller, prepared, args: argparse.Namespace, seconds: float) -> int:
     """The ended run as the CLI's output and exit code."""
-    from src.app.end_of_run import export_failure, export_notes
+    from src.training.end_of_run import export_failure, export_notes
 
     status = controller.status()
     outcome = status.outcome

@@ -85,7 +85,7 @@ def set_model(cfg: Config, params: TrainParams) -> None:
     model.pop("pretrained", None)
     _set_teacher(model, params)
     set_test_limits(model, params.max_per_img, params.score_thr)
-    if params.frozen_stages is not None:  # whether the backbone has it: src.app.prepare checks
+    if params.frozen_stages is not None:  # whether the backbone has it: src.setup.prepare checks
         model.backbone["frozen_stages"] = params.frozen_stages
 
 

@@ -13,7 +13,7 @@ The three doors and the checks come from this table or are checked against it:
   ``LONGxSHORT``, a GPU list, a file) are written in ``src/cli/train_options.py`` under the flag
   named here;
 - the HTTP API: ``hyperparameters`` takes every field with ``api`` set, by its name, checked against
-  its type (``src.app.requests``) and then its range;
+  its type (``src.setup.requests``) and then its range;
 - the app: the Hyperparameters step (``src/ui/hyperparameters.py``) has the widget named here and
   reads it into ``params()``.
 

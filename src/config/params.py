@@ -26,12 +26,12 @@ from src.core.errors import ConfigError
 from src.core.tasks import DETECTION, TASKS
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-# formats the best checkpoint can be exported to after training (src.engine.onnx_export)
+# formats the best checkpoint can be exported to after training (src.export.onnx_export)
 EXPORT_FORMATS = ("onnx", "tensorrt")
 
 
 # What a resume may change (the CLI's options, the API's hyperparameters); every other setting is
-# the run's own, in its config.py (src.app.prepare.prepare_resume)
+# the run's own, in its config.py (src.setup.prepare.prepare_resume)
 RESUME_CHANGES = ("epochs", "gpus", "nproc", "device")
 
 # What a run has for an unset ("auto") batch size and worker count until the session sizes it
@@ -40,7 +40,7 @@ DEFAULT_BATCH_SIZE = 2
 DEFAULT_WORKERS = 2
 AUTO_SIZED = ("train_batch_size", "num_workers")  # None: the app chooses on the run's device
 
-# an image's edges in px (src.app.export checks an export's input size against them)
+# an image's edges in px (src.export.formats checks an export's input size against them)
 MIN_INPUT, MAX_INPUT = DOORS["input_size"].range.low, DOORS["input_size"].range.high
 # the slicing dict's keys (src.data.tiles.Slicing) -> the setting each comes from: checked by
 # slicing_problems, only when slicing is on
@@ -113,7 +113,8 @@ class TrainParams:
     # several devices: DDP in one process per GPU (these GPU indices), or nproc CPU processes
     gpus: tuple[int, ...] = ()
     nproc: int = 1
-    # the Model Benchmark evaluation of the best checkpoint after a finished run (src.app.evaluate)
+    # the Model Benchmark evaluation of the best checkpoint after a finished run
+    # (src.evaluation.evaluate)
     evaluate: bool = True
     # stop when the primary metric has not improved by min_delta for this many validations (0: off)
     early_stopping_patience: int = 0

@@ -132,7 +132,7 @@ def coco_gt_file(work_dir: str | Path, split: str) -> Path:
 
 
 # beside the runs in app data: the app's own folders (not run ids: they start with "_")
-UPLOAD_STAGING = "_upload"  # a run packed for upload (src.app.end_of_run)
+UPLOAD_STAGING = "_upload"  # a run packed for upload (src.training.end_of_run)
 SYNC_STAGING = (
     "_sync"  # a running run's snapshot on its way to Team Files (src.runs.checkpoint_sync)
 )
@@ -140,7 +140,7 @@ SYNC_STAGING = (
 # each fold's predictions (src.audit.plan); the folds' runs are ordinary runs beside it
 AUDITS = "_audits"
 AUDIT_PLAN = "audit.json"
-TENSORBOARD_LOG = "tensorboard.log"  # the TensorBoard server's own log (src.main)
+TENSORBOARD_LOG = "tensorboard.log"  # the TensorBoard server's own log (src.web.main)
 LAST_CHECKPOINT_POINTER = "last_checkpoint"  # mmengine's file naming the newest checkpoint
 # the epoch whose validation a stop abandoned (StopHook): a resume validates it before training on
 VALIDATION_OWED = "validation_owed"
@@ -150,22 +150,22 @@ VALIDATION_OWED = "validation_owed"
 VAL_PREDICTIONS = "predictions/val"
 BEST_PREDICTIONS = "predictions/best"
 BEST_INFO = "predictions/best.json"
-# The evaluation after training (``src.app.evaluate``): uploaded with the run.
+# The evaluation after training (``src.evaluation.evaluate``): uploaded with the run.
 EVALUATION_DIR = "evaluation"
 EVALUATION_METRICS = "metrics.json"
 EVALUATION_REPORT = "report.html"
-EVALUATION_SPEED = "speed.json"  # the exported model's speed test (src.app.export)
+EVALUATION_SPEED = "speed.json"  # the exported model's speed test (src.export.formats)
 # the evaluated predictions as Supervisely annotations by item (the platform's report uploads them)
 EVALUATION_PREDICTIONS = "predictions.json"
 # the Model Benchmark speed test of the best checkpoint, in the SDK's form (the platform's report)
 EVALUATION_SPEEDTEST = "speedtest.json"
 # Each class's score threshold, chosen by the evaluation on the validation split
-# (``src.app.class_thresholds``): the key of ``{class: threshold}`` in the evaluated checkpoint's
-# ``meta``, experiment_info.json and the ONNX file's metadata, and of the choice in full in
-# metrics.json (src/engine/onnx_runtime.py spells it too: it imports nothing of ours)
+# (``src.evaluation.class_thresholds``): the key of ``{class: threshold}`` in the evaluated
+# checkpoint's ``meta``, experiment_info.json and the ONNX file's metadata, and of the choice in
+# full in metrics.json (src/export/onnx_runtime.py spells it too: it imports nothing of ours)
 CLASS_THRESHOLDS = "class_thresholds"
-# Exports of the best checkpoint (``src.app.export``): ``<checkpoint>.onnx`` / ``.engine`` and the
-# class names by index, the SDK's TrainApp layout; uploaded as they are.
+# Exports of the best checkpoint (``src.export.formats``): ``<checkpoint>.onnx`` / ``.engine``
+# and the class names by index, the SDK's TrainApp layout; uploaded as they are.
 EXPORT_DIR = "export"
 EXPORT_CLASSES = "classes.json"
 # experiment_info.json's ``export`` keys (the SDK's ``supervisely.nn.utils.RuntimeType``)
@@ -182,7 +182,7 @@ EXPERIMENT_INFO = "experiment_info.json"
 MODEL_META = "model_meta.json"
 TRAIN_VAL_SPLIT = "train_val_split.json"
 HYPERPARAMETERS = "hyperparameters.yaml"
-APP_STATE = "app_state.json"  # what a new run needs to be set up as this one (src.app.app_state)
+APP_STATE = "app_state.json"  # what a new run needs to be set up as this one (src.setup.app_state)
 RUN_METRICS = "metrics.json"  # the run's best metric and history
 RUN_README = "README.md"
 LOGS_DIR = "logs"

@@ -148,7 +148,7 @@ def write_eval_projects(
     in ``classes`` order, ``bbox`` [x, y, w, h], ``score``, and ``segmentation`` RLE for masks).
     ``predictions_file``: both also as one JSON, ``{"meta": ..., "annotations": {item_name:
     prediction}, "ground_truth": {item_name: annotation}}`` (what the platform's report uploads:
-    ``src.app.platform_report``), with ``max_detections`` when given: the detections per image
+    ``src.publish.platform_report``), with ``max_detections`` when given: the detections per image
     the evaluators are to read (a sliced run keeps more than their default 100)."""
     root = Path(root)
     images = [

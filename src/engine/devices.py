@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 # the CUDA caching allocator's setting the entry points put in PYTORCH_CUDA_ALLOC_CONF when the
 # user has none: segments that grow in place, so batches of varying shapes do not fragment the
-# cache into blocks no later batch fits (src/cli/, src/main.py)
+# cache into blocks no later batch fits (src/cli/, src/web/main.py)
 CUDA_ALLOC_CONF = "expandable_segments:True"
 
 

@@ -197,7 +197,7 @@ def _copy_logs(work_dir: Path, out_dir: Path) -> None:
 
 
 def _copy_app_state(work_dir: Path, out_dir: Path, info: dict[str, Any]) -> None:
-    """The run's settings (what "train again" reads: src.app.app_state) into the artifacts,
+    """The run's settings (what "train again" reads: src.setup.app_state) into the artifacts,
     named in ``info`` with the project version they record; nothing when the run has none."""
     if not (work_dir / APP_STATE).is_file():
         return
@@ -208,8 +208,8 @@ def _copy_app_state(work_dir: Path, out_dir: Path, info: dict[str, Any]) -> None
 
 
 def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
-    """The run's evaluation (metrics and report, ``src.app.evaluate``) into the artifacts; its
-    summary, or None when the run was not evaluated."""
+    """The run's evaluation (metrics and report, ``src.evaluation.evaluate``) into the artifacts;
+    its summary, or None when the run was not evaluated."""
     source = work_dir / EVALUATION_DIR
     metrics = source / EVALUATION_METRICS
     if not metrics.is_file() and not (source / EVALUATION_SPEED).is_file():
@@ -226,7 +226,7 @@ def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
 
 def _evaluated_thresholds(work_dir: Path, best: Path | None) -> dict[str, Any] | None:
     """The class thresholds the evaluation chose for the best checkpoint on the validation
-    split (``evaluation/metrics.json``; src.app.class_thresholds), or None: not evaluated, no
+    split (``evaluation/metrics.json``; src.evaluation.class_thresholds), or None: not evaluated, no
     true positive to choose from, or the last evaluation was of another checkpoint or split."""
     path = work_dir / EVALUATION_DIR / EVALUATION_METRICS
     if best is None or not path.is_file():
@@ -238,7 +238,7 @@ def _evaluated_thresholds(work_dir: Path, best: Path | None) -> dict[str, Any] |
 
 
 def _copy_exports(work_dir: Path, out_dir: Path) -> dict[str, str]:
-    """The run's exports (``src.app.export``) into the artifacts: {format: path relative to the
+    """The run's exports (``src.export.formats``) into the artifacts: {format: path relative to the
     run folder}, as ``experiment_info.export`` lists them."""
     source = work_dir / EXPORT_DIR
     found = {fmt: sorted(source.glob("*" + suffix)) for fmt, suffix in EXPORT_SUFFIXES.items()}
@@ -460,7 +460,7 @@ for path in sys.argv[1:]:
     canvas_h, canvas_w = (-(-s // divisor) * divisor for s in (size[1], size[0]))
     canvas = np.zeros((1, 3, canvas_h, canvas_w), np.float32)
     canvas[0, :, : size[1], : size[0]] = resized.transpose(2, 0, 1)
-    sizes = np.array([[h, w]], np.float32)  # masks, for RTMDet-Ins: src/engine/onnx_runtime.py
+    sizes = np.array([[h, w]], np.float32)  # masks, for RTMDet-Ins: src/export/onnx_runtime.py
     dets, labels = session.run(["dets", "labels"], {{"images": canvas, "orig_size": sizes}})
     for (x1, y1, x2, y2, score), label in zip(dets[0], labels[0]):
         name = meta["classes"][label]

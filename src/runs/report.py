@@ -233,8 +233,8 @@ maximum {_fmt(float(mp.maximum_calibration_error()))}.</p>
 
 
 def _thresholds_section(chosen: dict[str, Any] | None) -> str:
-    """Each class's score threshold (``src.app.class_thresholds``) beside the SDK's one for the
-    whole model: precision, recall and F1 of the class at each (IoU 0.50:0.95 averaged, as the
+    """Each class's score threshold (``src.evaluation.class_thresholds``) beside the SDK's one for
+    the whole model: precision, recall and F1 of the class at each (IoU 0.50:0.95 averaged, as the
     SDK's score profile)."""
     if not chosen:
         return ""

@@ -1,2 +1,2 @@
 """The widgets UI: one module per step; widgets only, no training logic (that is the
-controller's, ``src.app.controller``)."""
+controller's, ``src.training.controller``)."""

@@ -10,17 +10,17 @@ import logging
 
 from supervisely.app.widgets import Button, Card, Container, Text
 
-from src.app.app_state import LoadedState
-from src.app.controller import TrainingController
-from src.app.prepare import (
-    TrainRequest,
-)
-from src.app.requests import split_from_json
 from src.config.params import ConfigError, TrainParams
 from src.config.zoo import ZooEntry
 from src.core.errors import BusyError, RequestError
 from src.data.project import LocalProject, tags_of
 from src.data.reader import DatasetError
+from src.setup.app_state import LoadedState
+from src.setup.prepare import (
+    TrainRequest,
+)
+from src.setup.requests import split_from_json
+from src.training.controller import TrainingController
 from src.ui.augmentations import AugmentationsStep
 from src.ui.classes import ClassesStep
 from src.ui.config import ConfigStep

@@ -7,7 +7,7 @@ import math
 from supervisely.app import DataJson
 from supervisely.app.widgets import LinePlot
 
-from src.app.downsample import MAX_POINTS
+from src.training.downsample import MAX_POINTS
 
 WINDOW = 100  # points thinned at a time in a full series (see Chart._thin)
 

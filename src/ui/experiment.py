@@ -18,7 +18,7 @@ from supervisely.app.widgets import (
     Text,
 )
 
-from src.app.app_state import MODES, LoadedState
+from src.setup.app_state import MODES, LoadedState
 
 MODE_LABELS = {
     "new": "Its settings (a new run, from the weights it started from)",

@@ -134,7 +134,7 @@ class HyperparametersStep:
             "With the evaluation, time the best checkpoint at batch 1, 8 and 16 (the platform's "
             "report shows it)", d.speed_test, "hp_speed_test",
         )  # fmt: skip
-        # after training, the best checkpoint exported (src.app.export; TensorRT implies ONNX)
+        # after training, the best checkpoint exported (src.export.formats; TensorRT implies ONNX)
         self.export = Select(
             [Select.Item("onnx", "ONNX (ONNX Runtime)"),
              Select.Item("tensorrt", "TensorRT (a GPU with TensorRT; built from the ONNX file)")],
@@ -144,7 +144,7 @@ class HyperparametersStep:
         devices = list_devices()  # the freest GPU first (preselected); the CPU where none
         self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
         self.device.set_value(devices[0].name)
-        # several GPUs: one DDP process each (src.app.distributed); empty: the device above
+        # several GPUs: one DDP process each (src.training.distributed); empty: the device above
         gpus = [d for d in devices if d.name.startswith("cuda:")]
         self.gpus = Select([Select.Item(d.name, d.label) for d in gpus], multiple=True,
                            widget_id="hp_gpus")  # fmt: skip

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from supervisely.app.widgets import Button, Card, Container, Flexbox, Image, Text
 
-from src.app.controller import ControllerStatus
-from src.app.end_of_run import RunOutcome, export_notes
-from src.app.evaluate import key_metrics_line
 from src.config.primary_metric import HEADLINE_SUFFIXES, headline
 from src.core.layout import log_files, logged_scalars
 from src.engine.chatter import is_chatter
+from src.evaluation.evaluate import key_metrics_line
 from src.hooks.metrics import TrainProgress, ValResult
+from src.training.controller import ControllerStatus
+from src.training.end_of_run import RunOutcome, export_notes
 from src.ui.charts import Chart, send_all
 
 MAX_CLASS_CHARTS = 20
@@ -29,7 +29,7 @@ class TrainingStep:
         self.start_button = Button("Start training", widget_id="train_start")
         self.stop_button = Button("Stop", button_type="danger", widget_id="train_stop")
         self.stop_button.disable()
-        # the current run's TensorBoard, served inside the app (src.app.tensorboard)
+        # the current run's TensorBoard, served inside the app (src.web.tensorboard)
         self.tensorboard_button = Button(
             "Open TensorBoard", button_type="info", plain=True, icon="zmdi zmdi-chart",
             link=tensorboard_link, widget_id="train_tensorboard",

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from src.app.augment_preview import AugmentationPreviewer, NothingLeft
-from src.app.controller import TrainingController
-from src.app.prepare import RequestError, TrainRequest
-from src.app.session import SessionState
 from src.config.augmentations import preset_text
 from src.config.params import ConfigError, TrainParams
 from src.data.demo import DemoOptions, make_demo_project
 from src.runs.storage import LocalArtifactStore
+from src.setup.augment_preview import AugmentationPreviewer, NothingLeft
+from src.setup.prepare import RequestError, TrainRequest
+from src.training.controller import TrainingController
+from src.training.session import SessionState
 from tests.helpers import CLASSES, RTMDET, run, small_cfg
 
 

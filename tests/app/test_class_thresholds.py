@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 import torch
 
-from src.app.class_thresholds import (
+from src.data.eval_projects import write_eval_projects
+from src.evaluation.class_thresholds import (
     class_thresholds,
     fallback_notes,
     of_metric_provider,
     score_profile,
 )
-from src.app.evaluate import _sdk_evaluation, evaluate_run
-from src.data.eval_projects import write_eval_projects
+from src.evaluation.evaluate import _sdk_evaluation, evaluate_run
 from src.runs.checkpoint_io import checkpoint_meta, load_checkpoint_file, set_checkpoint_meta
 from tests.app.test_evaluate import CLASSES, _predictions, _split
 from tests.helpers import RTMDET, small_cfg
@@ -180,7 +180,7 @@ def _untrained_run(project: Path, work: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, project) -> dict:
     """The run evaluated (the thresholds chosen), then exported to ONNX: end_of_run's order."""
-    from src.app.export import export_run
+    from src.export.formats import export_run
 
     work = tmp_path_factory.mktemp("thr_run") / "app" / "r"
     _untrained_run(project, work)
@@ -210,9 +210,9 @@ def test_the_onnx_file_carries_them_and_predict_applies_them(evaluated, tmp_path
     """The file's metadata holds the evaluation's thresholds; an export kept from before a new
     evaluation is brought up to date; predict keeps each class's detections at or above its own
     threshold (here: all of one class, none of the others), or ``--score-thr`` for all."""
-    from src.app.export import export_run
     from src.cli import main
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.formats import export_run
+    from src.export.onnx_runtime import OnnxDetector
 
     work, onnx = evaluated["work"], evaluated["onnx"]
     chosen = evaluated["evaluation"].class_thresholds["thresholds"]

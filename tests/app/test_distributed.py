@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from src.app.session import SessionState, TrainingSession
+from src.training.session import SessionState, TrainingSession
 from tests.helpers import assert_same_weights, run, small_cfg
 
 pytestmark = pytest.mark.slow  # each rank starts its own Python with torch and mmdet

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from src.app.downsample import MAX_POINTS, thin_older
 from src.hooks.metrics import TrainProgress, ValResult
+from src.training.downsample import MAX_POINTS, thin_older
 
 
 def _progress(it: int) -> TrainProgress:
@@ -24,7 +24,7 @@ def test_thin_older_keeps_the_ends_and_stays_bounded():
 
 
 def test_session_history_is_bounded_and_keeps_every_validation():
-    from src.app.session import _Recorder
+    from src.training.session import _Recorder
 
     recorder = _Recorder()
     for it in range(1, 20_001):

@@ -16,9 +16,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from src.app.evaluate import _sdk_evaluation, evaluate_run
 from src.data.eval_projects import write_eval_projects
 from src.data.reader import load_split, to_coco
+from src.evaluation.evaluate import _sdk_evaluation, evaluate_run
 from src.runs.report import write_report
 
 CLASSES = ["square", "circle", "triangle"]
@@ -177,11 +177,11 @@ def test_evaluating_a_run_twice_reuses_nothing_stale(demo_project, tmp_path):
 
 
 def _controller_run(demo_project, tmp_path, **params):
-    from src.app.controller import TrainingController
-    from src.app.prepare import TrainRequest
     from src.config.params import TrainParams
     from src.data.project import Split
     from src.runs.storage import LocalArtifactStore
+    from src.setup.prepare import TrainRequest
+    from src.training.controller import TrainingController
 
     controller = TrainingController(tmp_path / "app", LocalArtifactStore(tmp_path / "team"))
     values = dict(
@@ -225,12 +225,12 @@ def test_a_finished_run_is_evaluated_and_uploaded_with_its_report(demo_project, 
 
 
 def test_a_failed_evaluation_never_loses_the_run(demo_project, tmp_path, monkeypatch):
-    import src.app.evaluate
+    import src.evaluation.evaluate
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(src.app.evaluate, "_sdk_evaluation", broken)
+    monkeypatch.setattr(src.evaluation.evaluate, "_sdk_evaluation", broken)
     status, artifacts = _controller_run(demo_project, tmp_path)
     outcome = status.outcome
     assert outcome.state == "finished" and "disk full" in outcome.evaluation_error

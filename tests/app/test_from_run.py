@@ -12,11 +12,11 @@ import time
 import pytest
 import torch
 
-from src.app.app_state import load_app_state, parse_app_state
-from src.app.controller import TrainingController
-from src.app.requests import request_from_json
 from src.data.project import open_local_project
 from src.runs.storage import LocalArtifactStore
+from src.setup.app_state import load_app_state, parse_app_state
+from src.setup.requests import request_from_json
+from src.training.controller import TrainingController
 from tests.helpers import api_client
 from tests.test_cli import run_cli
 

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from src.app.session import SessionState
 from src.config.params import TrainParams
 from src.config.schedule import lr_curve
+from src.training.session import SessionState
 from tests.helpers import CLASSES, StopAt, run, small_cfg
 
 # Early stopping counts the validations that report its metric, and mmdet's CocoMetric reports

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import src.app.evaluate as evaluate
-from src.app.end_of_run import RunEnding, RunOutcome
+import src.evaluation.evaluate as evaluate
+from src.training.end_of_run import RunEnding, RunOutcome
 
 
 class _Summary:

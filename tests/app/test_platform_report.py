@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from src.app.platform import platform_services
 from src.core.layout import EVALUATION_PREDICTIONS
 from src.data.eval_projects import write_eval_projects
 from src.data.reader import load_split
+from src.publish.platform import platform_services
 from tests.sly_server import PROJECT_ID, TASK_ID, TEAM_ID
 
 CLASSES = ["square", "circle", "triangle"]
@@ -71,7 +71,7 @@ def test_an_evaluated_run_gets_the_platforms_report_named_in_its_experiment(
 ):
     services, project = services
     _run_folder(fake_demo, tmp_path, project, score_shift=0.0)
-    link = services.set_output(RUN)  # the outcome shows it (src.app.end_of_run)
+    link = services.set_output(RUN)  # the outcome shows it (src.training.end_of_run)
     state = fake_demo.state
     output = state.outputs[TASK_ID]["experiment"]["data"]
     report_id = output["evaluation_report_id"]
@@ -118,7 +118,7 @@ def test_a_report_that_cannot_be_built_is_a_warning_and_leaves_no_project(
     services, project = services
     _run_folder(fake_demo, tmp_path, project, score_shift=2.0)  # no box matches
     before = set(fake_demo.state.projects)
-    with caplog.at_level(logging.WARNING, logger="src.app.platform"):
+    with caplog.at_level(logging.WARNING, logger="src.publish.platform"):
         assert services.set_output(RUN) is None
     assert "Model Benchmark report was not built" in caplog.text
     assert set(fake_demo.state.projects) == before  # its predictions project removed

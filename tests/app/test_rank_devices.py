@@ -106,8 +106,8 @@ def test_ranks_on_gpus_2_and_5_each_build_train_and_watch_their_own_card(
     watching it. Before the fix rank 1 trained on card 2 with LOCAL_RANK 1."""
     import torch.distributed as dist
 
-    import src.app.distributed as distributed
     import src.engine.gpu_stats as gpu_stats
+    import src.training.distributed as distributed
     from src.engine.runner import AppRunner
 
     cuda = FakeCuda(count=8).install(monkeypatch)
@@ -176,12 +176,12 @@ def test_the_speed_test_after_training_times_on_the_runs_gpu(
     """Before the fix it timed on cuda:0 whatever the run's GPUs (another job's card, maybe)."""
     import numpy as np
 
-    import src.app.export as export
-    import src.engine.onnx_export as onnx_export
     import src.engine.speed as speed
-    from src.app.evaluate import speed_test_run
+    import src.export.formats as export
+    import src.export.onnx_export as onnx_export
     from src.config.text import config_to_text
     from src.core.layout import RUN_CONFIG
+    from src.evaluation.evaluate import speed_test_run
 
     FakeCuda(count=cards).install(monkeypatch)
     work = tmp_path / "run"

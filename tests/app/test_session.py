@@ -9,11 +9,11 @@ import threading
 import pytest
 import torch
 
-from src.app.session import SessionBusyError, SessionState, TrainingSession
 from src.config.compose import apply_owned_settings
 from src.config.params import DatasetSpec, RunSpec, TrainParams
 from src.config.text import config_to_text, parse_config_text
 from src.runs.checkpoints import last_checkpoint
+from src.training.session import SessionBusyError, SessionState, TrainingSession
 from tests.helpers import CLASSES, Collect, run, run_with_stop_at, small_cfg
 
 

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.app.controller import SyncPolicy, TrainingController
-from src.app.platform import platform_services
-from src.app.prepare import TrainRequest
 from src.config.params import TrainParams
 from src.data.project import Split, download_project
+from src.publish.platform import platform_services
 from src.runs.checkpoint_io import load_checkpoint_file
 from src.runs.remote import find_remote_runs
 from src.runs.storage import (
     LocalArtifactStore,
 )
+from src.setup.prepare import TrainRequest
+from src.training.controller import SyncPolicy, TrainingController
 from tests.sly_server import PROJECT_ID, TASK_ID, TEAM_ID
 
 HYPER = dict(

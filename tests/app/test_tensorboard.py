@@ -15,9 +15,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from src.access import TOKEN_COOKIE, guard_server
-from src.app.children import PRIVATE_ARGS
-from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
+from src.training.children import PRIVATE_ARGS
+from src.web.access import TOKEN_COOKIE, guard_server
+from src.web.tensorboard import PREFIX, TensorBoard, mount_tensorboard
 from tests.helpers import FakeProcess
 
 LOSSES = [1.0 / (step + 1) for step in range(5)]  # what _events writes, by step

@@ -13,7 +13,7 @@ import psutil
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from src.app.tensorboard import PREFIX, TensorBoard, mount_tensorboard
+from src.web.tensorboard import PREFIX, TensorBoard, mount_tensorboard
 
 
 def _events(run_dir) -> None:

@@ -1,7 +1,8 @@
-"""Where a model came from, on the platform (``src.app.workflow``): the project version made before
-a run and the workflow's input and output nodes, through the SDK's own ``api.project.version`` and
-``api.app.workflow`` over real HTTP against the protocol server, which refuses any body the
-platform would not take (``tests/sly_server.py``; leaving it fails the test on a refusal)."""
+"""Where a model came from, on the platform (``src.publish.workflow``): the project version made
+before a run and the workflow's input and output nodes, through the SDK's own
+``api.project.version`` and ``api.app.workflow`` over real HTTP against the protocol server, which
+refuses any body the platform would not take (``tests/sly_server.py``; leaving it fails the test on
+a refusal)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from src.app.platform import platform_services
-from src.app.workflow import APP_NAME, PlatformWorkflow
+from src.publish.platform import platform_services
+from src.publish.workflow import APP_NAME, PlatformWorkflow
 from tests.sly_server import CURRENT_VERSION, PROJECT_ID, TASK_ID, TEAM_ID, FakeSupervisely
 
 WEIGHTS = "/my-models/detector/best.pth"  # custom weights the user chose in Team Files

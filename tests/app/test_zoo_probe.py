@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.app.zoo_probe import probe_in_subprocess, probe_model
+from src.training.zoo_probe import probe_in_subprocess, probe_model
 
 FAMILIES = [
     ("object-detection", "rtmdet_tiny_8xb32-300e_coco"),

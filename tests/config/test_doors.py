@@ -102,8 +102,8 @@ def test_a_range_is_checked_from_its_declaration_alone(monkeypatch, name):
     """Widen a setting's declared range: every check lets the values past the old bounds
     through (validate, slicing's, the API's resume, the CLI's help). A bound also written
     anywhere else still refuses them, and this fails."""
-    from src.app.requests import resume_from_json
     from src.config.doors import Range
+    from src.setup.requests import resume_from_json
 
     beyond = _beyond(name)
     assert beyond and all(_problems(name, v) for v in beyond), "refused as declared"
@@ -119,8 +119,8 @@ def test_a_range_is_checked_from_its_declaration_alone(monkeypatch, name):
 
 
 def test_the_api_takes_every_field_it_declares():
-    from src.app.prepare import RequestError
-    from src.app.requests import request_from_json
+    from src.setup.prepare import RequestError
+    from src.setup.requests import request_from_json
 
     body = {
         "project": "p",

@@ -106,7 +106,7 @@ def test_bad_values_name_the_field_and_the_range(values, message):
 
 
 def test_frozen_stages_are_refused_where_the_backbone_has_none(demo_project, tmp_path):
-    from src.app.prepare import RequestError, TrainRequest, prepare
+    from src.setup.prepare import RequestError, TrainRequest, prepare
 
     request = TrainRequest(
         project_dir=str(demo_project), app_data_dir=str(tmp_path),

@@ -4,14 +4,14 @@ reaches an edited text, and what cannot work is refused with the reason (API and
 
 from __future__ import annotations
 
-from src.app.controller import TrainingController
-from src.app.prepare import RequestError, prepare
-from src.app.requests import request_from_json
 from src.config.editor import ConfigDraft
 from src.config.params import TrainParams
 from src.config.text import config_to_text, parse_config_text
 from src.data.project import open_local_project
 from src.runs.storage import LocalArtifactStore
+from src.setup.prepare import RequestError, prepare
+from src.setup.requests import request_from_json
+from src.training.controller import TrainingController
 from tests.helpers import api_client, small_cfg
 from tests.test_cli import run_cli
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.app.prepare import RequestError, TrainRequest, prepare
 from src.config.params import TrainParams
 from src.data.eval_projects import write_eval_projects
 from src.data.reader import read_instances, to_coco
+from src.setup.prepare import RequestError, TrainRequest, prepare
 from tests.test_cli import run_cli
 
 

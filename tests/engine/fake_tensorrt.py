@@ -1,6 +1,6 @@
 """A stand-in for the ``tensorrt`` module (10.x Python API) that fails where the real one fails.
 
-Only what src/engine/tensorrt_build.py calls, and the real behaviour where bugs live:
+Only what src/export/tensorrt_build.py calls, and the real behaviour where bugs live:
 
 * the ONNX parser's ``RoiAlign`` importer needs the ``ROIAlign_TRT`` plugin, registered by
   ``init_libnvinfer_plugins``: without it ``parse_from_file`` returns False with the error;

@@ -170,8 +170,8 @@ def test_what_the_user_sets_is_kept_and_cuda_runs_get_pinned_memory_and_amp(demo
     [("auto", None), (None, None), (8, 8)],
 )
 def test_the_api_and_the_cli_take_auto(given, expected, tmp_path):
-    from src.app.requests import request_from_json
     from src.cli import build_parser
+    from src.setup.requests import request_from_json
 
     request = request_from_json(
         {"project": "p", "hyperparameters": {"train_batch_size": given, "num_workers": given}},

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from src.cli import main
-from src.engine.onnx_runtime import Detections
+from src.export.onnx_runtime import Detections
 from tests.helpers import RTMDET
 
 RUN = "onnx_run"
@@ -141,8 +141,8 @@ def test_the_onnx_models_detections_equal_mmdets_on_photo_shapes(trained, tmp_pa
     box kept (score threshold 1e-4, up to ``max_per_img`` per image; at 0, scores that underflow
     to 0 in one runtime and not in the other would decide) does too."""
     from src.config.text import load_config_file
-    from src.engine.onnx_export import export_onnx, load_model
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.onnx_export import export_onnx, load_model
+    from src.export.onnx_runtime import OnnxDetector
     from src.runs.checkpoints import best_checkpoint
 
     work = trained["work"]
@@ -219,8 +219,8 @@ def _assert_parity(cfg, checkpoint: Path, images: list[Path], onnx_file: Path) -
     """mmdet's detections and the ONNX model's are the same (``_assert_same_detections``), each
     pair's masks of IoU >= 0.98 where there are masks (soft ones within 1 of 255); returns the
     mask pixels compared."""
-    from src.engine.onnx_export import export_onnx, load_model
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.onnx_export import export_onnx, load_model
+    from src.export.onnx_runtime import OnnxDetector
 
     detector = OnnxDetector(str(export_onnx(cfg, checkpoint, onnx_file)))
     model = load_model(cfg, checkpoint)
@@ -303,7 +303,7 @@ def test_the_export_is_uploaded_where_the_sdk_reads_it(trained):
     report = (uploaded / "evaluation" / "report.html").read_text()
     assert "Speed test" in report and "onnxruntime/pytorch speed" in report
     # the class thresholds the evaluation chose reached the export (evaluate -> export -> pack)
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.onnx_runtime import OnnxDetector
 
     thresholds = info["class_thresholds"]
     assert list(thresholds) == ["square", "circle", "triangle"]
@@ -316,7 +316,7 @@ def test_the_export_is_uploaded_where_the_sdk_reads_it(trained):
 def test_the_readme_example_runs_with_onnxruntime_numpy_and_opencv_alone(trained, tmp_path):
     """The run README's program, in a fresh interpreter where torch and mmdet cannot be
     imported: it prints what the app's own ONNX runner finds, and draws it."""
-    from src.engine.onnx_runtime import OnnxDetector
+    from src.export.onnx_runtime import OnnxDetector
 
     uploaded = trained["uploaded"]
     readme = (uploaded / "README.md").read_text()

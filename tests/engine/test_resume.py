@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from src.app.session import SessionState
 from src.config.schedule import replan_epochs
 from src.runs.checkpoints import find_resumable_runs, last_checkpoint
+from src.training.session import SessionState
 from tests.helpers import (
     FASTER_RCNN,
     RTMDET,

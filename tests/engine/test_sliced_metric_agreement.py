@@ -87,8 +87,8 @@ def _mmdet_map(gt_file: Path, predictions: list[dict]) -> float:
 
 
 def test_the_validations_map_is_the_evaluators_on_an_image_of_many_objects(tmp_path):
-    from src.app.evaluate import _sdk_evaluation
     from src.data.eval_projects import write_eval_projects
+    from src.evaluation.evaluate import _sdk_evaluation
 
     image = tmp_path / "large.jpg"
     image.write_bytes(b"")  # linked into the projects, never read

@@ -51,7 +51,7 @@ def _graph_file(path: Path, *, roi_align: bool, k: int, masks: bool) -> Path:
 
 
 def _build(tmp_path: Path, **graph) -> Path:
-    from src.engine.tensorrt_build import build_engine
+    from src.export.tensorrt_build import build_engine
 
     onnx_file = _graph_file(tmp_path / "m.onnx", **graph)
     return build_engine(onnx_file, tmp_path / "m.engine", max_side=640, divisor=32)
@@ -81,7 +81,7 @@ def test_a_failed_build_or_parse_is_an_error_that_says_so(trt, tmp_path):
 
 
 def test_tensorrt_11_is_refused_with_the_wheel_to_install(trt):
-    from src.engine.tensorrt_build import tensorrt_blocker
+    from src.export.tensorrt_build import tensorrt_blocker
 
     trt.reset(version="11.4.0.106")
     assert "TensorRT 11.4.0.106 is installed" in tensorrt_blocker()
@@ -91,7 +91,7 @@ def test_tensorrt_11_is_refused_with_the_wheel_to_install(trt):
 
 
 def _detector(tmp_path: Path, masks: bool):
-    from src.engine.tensorrt_build import TensorRTDetector
+    from src.export.tensorrt_build import TensorRTDetector
 
     engine = _build(tmp_path, roi_align=masks, k=100, masks=masks)
     return TensorRTDetector(engine, device="cpu")
@@ -138,9 +138,9 @@ def test_the_clamped_graph_in_onnxruntime_equals_an_export_with_nms_pre_3840(
     exactly the detections of the same model exported with nms_pre 3840: the clamp changes K and
     nothing else. At 320 px with 3 classes the first level has 40 x 40 x 3 = 4800 candidates, so
     K decides which of them reach NMS."""
-    from src.engine.onnx_export import export_model
-    from src.engine.onnx_runtime import OnnxDetector
-    from src.engine.tensorrt_build import clamp_topk
+    from src.export.onnx_export import export_model
+    from src.export.onnx_runtime import OnnxDetector
+    from src.export.tensorrt_build import clamp_topk
 
     cfg, model = _rtmdet(tmp_path, mixed_project, 30000)
     wide = export_model(cfg, model, tmp_path / "wide.onnx")
@@ -159,7 +159,7 @@ def test_the_clamped_graph_in_onnxruntime_equals_an_export_with_nms_pre_3840(
 
 
 def _tensorrt_missing() -> str | None:
-    from src.engine.tensorrt_build import tensorrt_blocker
+    from src.export.tensorrt_build import tensorrt_blocker
 
     return tensorrt_blocker()
 
@@ -171,9 +171,9 @@ def test_the_engine_equals_the_onnx_file_on_the_gpu(tmp_path, mixed_project):
     detections on photo shapes: each of the 20 best has a partner of the same label, IoU >= 0.95
     and a score within 1e-3 (a seeded initial model: every row scores about 0.01, so rows may
     trade places; what is compared is that they are there)."""
-    from src.engine.onnx_export import export_model
-    from src.engine.onnx_runtime import OnnxDetector
-    from src.engine.tensorrt_build import TensorRTDetector, build_engine, clamp_topk
+    from src.export.onnx_export import export_model
+    from src.export.onnx_runtime import OnnxDetector
+    from src.export.tensorrt_build import TensorRTDetector, build_engine, clamp_topk
 
     cfg, model = _rtmdet(tmp_path, mixed_project, 30000)
     onnx_file = export_model(cfg, model, tmp_path / "m.onnx")

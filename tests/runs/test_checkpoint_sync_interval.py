@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from src.app.controller import SyncPolicy, TrainingController
-from src.app.prepare import TrainRequest
 from src.config.params import TrainParams
 from src.data.project import Split
 from src.hooks.sync import CheckpointSyncHook
 from src.runs.checkpoints import last_checkpoint
 from src.runs.remote import find_remote_runs
 from src.runs.storage import LocalArtifactStore
+from src.setup.prepare import TrainRequest
+from src.training.controller import SyncPolicy, TrainingController
 from tests.helpers import CLASSES, RTMDET, run, small_cfg
 
 ITERS_PER_EPOCH = 6  # the demo project's 12 training images, batch 2

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.app.prepare import RequestError
-from src.app.resume import resolve_resumable
-from src.app.session import SessionState
 from src.runs.atomic_files import write_bytes_atomic
 from src.runs.checkpoint_io import CheckpointError, export_for_inference, load_checkpoint_file
 from src.runs.checkpoints import newest_resumable_checkpoint
+from src.setup.prepare import RequestError
+from src.setup.resume import resolve_resumable
+from src.training.session import SessionState
 from tests.helpers import run, small_cfg
 
 

@@ -55,8 +55,8 @@ def test_cli_refuses_an_unsafe_run_id_before_writing_anything(run_id, demo_proje
 
 
 def test_api_answers_400_to_an_unsafe_run_id_and_keeps_app_data(demo_project, tmp_path):
-    from src.app.controller import TrainingController
     from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
 
     app_data = tmp_path / "app_data"
     (app_data / "other_run").mkdir(parents=True)
