@@ -8,6 +8,8 @@ A sliced run predicts as it validated: tiles merged on the whole image (``Sliced
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -49,7 +51,8 @@ def predict_fold(work_dir: str | Path, into: str | Path) -> dict[str, Any]:
     scratch_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_root, prefix=".predict_") as scratch:
         prefix = Path(scratch) / "predictions"
-        predict_split(cfg, checkpoint, str(prefix), Path(scratch) / "runner")
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' table: not news here
+            predict_split(cfg, checkpoint, str(prefix), Path(scratch) / "runner")
         detections = json.loads(Path(f"{prefix}.bbox.json").read_text(encoding="utf-8"))
     result = {
         "run": work_dir.name,
