@@ -12,8 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = [
-    "entry", "audit", "training", "publish", "setup", "evaluation", "export", "hooks", "engine",
-    "data", "runs", "config", "core",
+    "entry", "audit", "training", "publish", "setup", "prelabel", "evaluation", "export", "hooks",
+    "engine", "data", "runs", "config", "core",
 ]  # fmt: skip
 
 

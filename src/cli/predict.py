@@ -1,4 +1,5 @@
-"""``predict``: detect objects in images with an exported ONNX model (ONNX Runtime only, no mmdet).
+"""``predict``: detect objects in images with an exported ONNX model (ONNX Runtime only, no mmdet),
+or, with ``--project``, pre-label a project with a run (``src.cli.prelabel``, docs/prelabel.md).
 
 What a user without the training stack runs on a model file: one line per detection, and each
 image with its boxes drawn into ``--out``. Everything is checked before anything is written.
@@ -10,27 +11,39 @@ import argparse
 from pathlib import Path
 
 from src.cli.common import CliError, fail
+from src.cli.prelabel import add_prelabel_options, cmd_prelabel
+
+DRAWN = "artifacts/predictions"  # where predict draws, by default
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """The command's options: the model, the images, the score threshold, the tiles."""
     pr = sub.add_parser(
-        "predict", help="detect objects in images with an exported model (ONNX Runtime only)"
+        "predict",
+        help="detect objects in images with an exported model (ONNX Runtime only), or pre-label "
+        "a project with a run (RUN_ID --project DIR --out DIR)",
     )
-    pr.add_argument("--onnx", required=True, help="a model.onnx written by the export command")
-    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--onnx", help="a model.onnx written by the export command")
+    pr.add_argument(
+        "images", nargs="+", metavar="IMAGE|RUN_ID",
+        help="image files (with --onnx), or the run that pre-labels --project",
+    )  # fmt: skip
     pr.add_argument(
         "--score-thr", type=float, metavar="X",
         help="the lowest score shown, for every class (default: each class's own threshold, "
         "chosen on the validation split, when the model file has them; else 0.3)",
     )  # fmt: skip
-    pr.add_argument("--out", default="artifacts/predictions", help="where the drawn images go")
+    pr.add_argument(
+        "--out", help=f"where the drawn images go (default: {DRAWN}); with --project: where the "
+        "pre-labelled copy goes, a new or empty folder",
+    )  # fmt: skip
     pr.add_argument(
         "--slice-size", type=int, metavar="PX",
         help="slice images larger than this into tiles, predict each and merge (default: the "
         "tile size of a sliced run's model, else off; 0: off)",
     )  # fmt: skip
     pr.add_argument("--slice-overlap", type=float, help="the tiles' overlap (default: the run's)")
+    add_prelabel_options(pr)
     pr.set_defaults(func=cmd_predict)
 
 
@@ -45,10 +58,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from src.export.onnx_runtime import draw
 
+    if args.project is not None:
+        return cmd_prelabel(args)
+    if args.onnx is None:
+        raise CliError("give --onnx FILE with images, or RUN_ID --project DIR --out DIR")
     detector = _open_detector(args.onnx)
     slicing = _predict_slicing(args, detector.slicing)
     above = _thresholds_line(detector, args.score_thr)
-    out = Path(args.out)
+    out = Path(args.out or DRAWN)
     targets = _drawn_paths(args.images, out, args.onnx)
     for name in args.images:
         _check_image(detector, name, cv2.imread(name), slicing)

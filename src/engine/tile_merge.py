@@ -209,19 +209,23 @@ def predict_sliced(
 ) -> Merged:
     """Sliced inference on one large image, as a sliced run validates: its tiles (and the whole
     image, downscaled by the detector's own resize, when ``full_image``) through ``detect`` in
-    batches, moved into the image's pixels and merged."""
+    batches, moved into the image's pixels and merged. A ``detect`` that also gives masks (a
+    fourth element: per detection a boolean array at its crop's size) gets them merged too, as
+    COCO RLE at the image's size (pre-labelling with an instance segmentation run)."""
     height, width = image.shape[:2]
     tiles = windows(width, height, size, overlap)
     parts = [(t, image[t[1] : t[3], t[0] : t[2]]) for t in tiles]
     if full_image and len(tiles) > 1:
         parts.append(((0, 0, width, height), image))
-    boxes, scores, labels, sources, tiles_of = [], [], [], [], []
+    boxes, scores, labels, sources, tiles_of, masks = [], [], [], [], [], []
     for start in range(0, len(parts), batch):
         chunk = parts[start : start + batch]
         found = detect([crop for _, crop in chunk])
-        for n, (window, _), (b, s, lab) in zip(
+        for n, (window, _), (b, s, lab, *m) in zip(
             range(start, start + len(chunk)), chunk, found, strict=True
         ):
+            for mask in m[0] if m else ():  # a tile's mask into the image's pixels
+                masks.append(crop_to_rle(mask, window[0], window[1], height, width))
             boxes.append(shift_boxes(b, window[0], window[1]))
             scores.append(np.asarray(s, np.float64).reshape(-1))
             labels.append(np.asarray(lab).reshape(-1))
@@ -232,4 +236,5 @@ def predict_sliced(
     return merge_tiles(
         np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels),
         np.concatenate(sources), thr=thr, max_dets=max_dets, windows=np.concatenate(tiles_of),
+        masks=masks if len(masks) == sum(len(s) for s in scores) and masks else None,
     )  # fmt: skip

@@ -26,6 +26,7 @@ from src.core.layout import (
     RUN_CONFIG,
     RunIdError,
     check_run_id,
+    run_dir,
 )
 from src.core.tasks import PLATFORM_DETECTION, from_platform
 from src.runs.checkpoints import find_resumable_runs
@@ -214,6 +215,27 @@ class RunCatalog:
         except (UploadError, OSError) as exc:
             raise RequestError([f"cannot download the {purpose} {path}: {exc}"]) from None
         return str(local)
+
+    def model_files(self, run_id: str) -> tuple[Path, Path]:
+        """The ``config.py`` and the checkpoint a run predicts with (pre-labelling): a run in app
+        data, its best checkpoint (else its newest); else the run uploaded to the store, its best
+        checkpoint and config fetched into app data. A ``RequestError`` when neither has it."""
+        from src.runs.checkpoints import best_checkpoint, last_checkpoint
+
+        try:
+            work_dir = run_dir(self.app_data_dir, run_id)
+        except RunIdError as exc:
+            raise RequestError([str(exc)]) from None
+        if (work_dir / RUN_CONFIG).is_file():
+            found = best_checkpoint(work_dir) or last_checkpoint(work_dir)
+            if found is None:
+                raise RequestError([f"run {run_id} in {self.app_data_dir} has no checkpoint"])
+            return work_dir / RUN_CONFIG, found
+        _, best = self.experiment_state(run_id)  # (names the runs there when it is not)
+        config = self.companion_config(best) if best else None
+        if best is None or config is None:
+            raise RequestError([f"uploaded run {run_id} has no best checkpoint with its config"])
+        return Path(self.fetch(config, "config")), Path(self.fetch(best, "checkpoint"))
 
     def companion_config(self, checkpoint: str) -> str | None:
         """The ``config.py`` beside a checkpoint (a local path or one in the store, as

@@ -27,6 +27,7 @@ from src.export.formats import ExportResult, export_run
 from src.export.onnx_export import ExportError
 from src.export.tensorrt_build import tensorrt_blocker
 from src.hooks.metrics import MetricsSink
+from src.prelabel.prelabel import PrelabelRequest, PrelabelResult, Progress
 from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoint_sync import CheckpointSync
 from src.runs.info import RunInfo
@@ -410,6 +411,18 @@ class TrainingController:
             ).summary()
         except CheckpointError as exc:  # (EvaluationError is an AppError of its own)
             raise RequestError([str(exc)]) from None
+
+    def prelabel(self, request: PrelabelRequest, told: Progress | None = None) -> PrelabelResult:
+        """Pre-label a copy of a project with a run's model (docs/prelabel.md): a run in app data
+        or uploaded to the store. Refused while a run trains here (they would share the device)."""
+        from src.prelabel.model import RunModel
+        from src.prelabel.prelabel import check_request, prelabel_project
+
+        self._slot.refuse_while_busy("a run is in progress: pre-label when it has ended")
+        config, checkpoint = self.catalog.model_files(request.run_id)
+        check_request(request)  # before the model loads
+        model = RunModel(config, checkpoint, score_thr=request.score_thr)
+        return prelabel_project(model, request, told)
 
     # ------------------------------------------------------------------ internals
     def _preparation(self) -> AbstractContextManager:

@@ -17,6 +17,10 @@
     POST /api/stop    -> {"stopping": true} (409 when nothing runs); a run still being prepared
                       is not started (its /api/train answers 409)
     GET  /api/runs    -> resumable runs (app data, then Team Files)
+    POST /api/prelabel  {run_id, project, out, datasets, overwrite_labelled, score_thr} -> what
+                      was written (docs/prelabel.md): a copy of the project with the run's
+                      predictions; answered when done, at most 500 images a call (400 beyond),
+                      409 while a run trains
 
 Errors are JSON ``{"error": message, "problems": [...]}`` with a 4xx status: 400 for a bad
 request, 401 without the API token, 409 when a run is already in progress (or nothing runs to
@@ -44,6 +48,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from src.core.errors import AppError, BusyError, RequestError
 from src.data.project import LocalProject, open_local_project
 from src.data.reader import DatasetError
+from src.prelabel.prelabel import prelabel_request
 from src.setup.app_state import LoadedState, from_run_fields, request_from_state
 from src.setup.requests import ResumeRequest, request_from_body
 from src.training.controller import TrainingController
@@ -126,6 +131,15 @@ def _router(controller: TrainingController, default_project: LocalProject | None
     @router.get("/runs")
     def runs() -> Any:
         return {"runs": controller.catalog.runs()}
+
+    @router.post("/prelabel")
+    async def prelabel(request: Request) -> Any:
+        try:  # minutes: off the event loop, so status and stop keep answering
+            asked = prelabel_request(request.state.json_body)
+            result = await run_in_threadpool(controller.prelabel, asked)
+        except AppError as exc:
+            return _error(exc.http_status, "; ".join(exc.problems), exc.problems)
+        return result.to_json()
 
     return router
 

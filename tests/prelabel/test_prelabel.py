@@ -1,0 +1,213 @@
+"""Pre-labelling (src/prelabel/, docs/prelabel.md) with no training: a run folder made of the
+config ``train --dry-run`` composes and a checkpoint of the model's own initial weights (seeded,
+as tests/engine/test_onnx_export.py's ``_initial_weights``), with per-class thresholds in its
+meta. RTMDet's initial head scores every box about 0.01, so a threshold of 0.005 keeps boxes and
+0.5 none: enough to see which images get predictions, which classes, and which thresholds.
+
+The CLI (``predict RUN_ID --project``) and the HTTP API (``POST /api/prelabel``) both go through
+``TrainingController.prelabel``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from src.cli import main
+from src.core.layout import CLASS_THRESHOLDS
+from src.data.demo import CLASSES
+from src.data.reader import list_items
+from src.prelabel.labels import CONFIDENCE_TAG
+
+MODEL = "rtmdet_tiny_8xb32-300e_coco"
+LOW, HIGH = 0.005, 0.5  # a threshold under the initial head's scores, one above them
+UNLABELLED = ("train/extra/", "val/")  # the datasets whose images lose their labels here
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    """A small nested demo project, every image labelled (the run is composed on it)."""
+    from src.data.demo import DemoOptions, make_demo_project
+
+    return make_demo_project(
+        tmp_path_factory.mktemp("prelabel") / "labelled",
+        DemoOptions(images=10, seed=4, nested=True, size=(160, 128)),
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, labelled) -> Path:
+    """The same project, its ``val`` and ``train/extra`` images without labels."""
+    path = tmp_path_factory.mktemp("prelabel") / "project"
+    shutil.copytree(labelled, path)
+    for name, ann_path in list_items(path):
+        if name.startswith(UNLABELLED):
+            ann = json.loads(ann_path.read_text())
+            ann["objects"] = []
+            ann_path.write_text(json.dumps(ann))
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_data(tmp_path_factory, labelled) -> Path:
+    """App data holding run ``r1``: the composed config and an initial-weights checkpoint named
+    as a best one, with thresholds LOW for the first class and HIGH for the others."""
+    import torch
+
+    from src.config.text import load_config_file
+    from tests.engine.test_onnx_export import _initial_weights
+
+    root = tmp_path_factory.mktemp("prelabel_run")
+    work = root / "app" / "r1"
+    work.mkdir(parents=True)
+    config = work / "config.py"
+    code = main([
+        "train", "--project", str(labelled), "--model", MODEL, "--from-scratch", "--epochs", "1",
+        "--batch-size", "2", "--input-size", "128", "--no-evaluate", "--device", "cpu",
+        "--app-data", str(root / "scratch"), "--team-files", str(root / "tf"), "--run-id", "r1",
+        "--no-cache", "--dry-run", "--dump-config", str(config),
+    ])  # fmt: skip
+    assert code == 0
+    weights = _initial_weights(load_config_file(config), root)
+    checkpoint = torch.load(weights, weights_only=False)
+    thresholds = {c: (LOW if c == CLASSES[0] else HIGH) for c in CLASSES}
+    checkpoint["meta"] = {CLASS_THRESHOLDS: thresholds}
+    torch.save(checkpoint, work / "best_coco_bbox_mAP_epoch_1.pth")
+    return root / "app"
+
+
+@pytest.fixture(scope="module")
+def prelabelled(project, app_data, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
+    """The CLI's copy (default thresholds: the checkpoint's), the project's digest before, and
+    what it printed."""
+    before = _digest(project)
+    out = tmp_path_factory.mktemp("out") / "copy"
+    code = main(["predict", "r1", "--project", str(project), "--out", str(out),
+                 "--app-data", str(app_data)])  # fmt: skip
+    assert code == 0
+    return out, before, ""
+
+
+def _annotations(root: Path) -> dict[str, dict]:
+    return {name: json.loads(p.read_text()) for name, p in list_items(root)}
+
+
+def test_unlabelled_images_get_predictions_with_confidence_tags_and_labelled_ones_do_not(
+    project, prelabelled
+):
+    out, before, _ = prelabelled
+    original, copied = _annotations(project), _annotations(out)
+    assert copied.keys() == original.keys()
+    assert any(n.startswith("train/extra/") for n in copied)  # nested datasets are kept
+    predicted = []
+    for name, ann in copied.items():
+        if name.startswith(UNLABELLED):
+            predicted += ann["objects"]
+        else:
+            assert ann == original[name]  # labelled: left as it was
+    assert predicted  # the unlabelled images got boxes (scores about 0.01)
+    for obj in predicted:
+        assert obj["geometryType"] == "rectangle"
+        (score,) = [t["value"] for t in obj["tags"] if t["name"] == CONFIDENCE_TAG]
+        assert obj["classTitle"] == CLASSES[0] and score >= LOW  # HIGH kept the others out
+    assert _digest(project) == before  # the project itself is byte-identical
+
+
+def test_the_copy_reads_back_in_the_sdk_with_its_meta(project, prelabelled):
+    import supervisely as sly
+
+    out, _, _ = prelabelled
+    copy = sly.Project(str(out), sly.OpenMode.READ)
+    meta = copy.meta
+    assert meta.get_tag_meta(CONFIDENCE_TAG).value_type == sly.TagValueType.ANY_NUMBER
+    assert [c.name for c in meta.obj_classes] == [c.name for c in sly.Project(
+        str(project), sly.OpenMode.READ).meta.obj_classes]  # fmt: skip
+    objects = 0
+    for dataset in copy.datasets:
+        for item in dataset:
+            ann = dataset.get_ann(item, meta)  # validates every object and tag against meta
+            objects += len(ann.labels)
+            for label in ann.labels:
+                if label.tags.get(CONFIDENCE_TAG) is not None:
+                    assert 0 < label.tags.get(CONFIDENCE_TAG).value <= 1
+    assert objects
+    image = next(iter(Path(out).rglob("img/*")))
+    assert image.read_bytes() == (project / image.relative_to(out)).read_bytes()
+
+
+def test_with_overwrite_labelled_the_chosen_datasets_get_predictions_beside_their_labels(
+    project, app_data, tmp_path
+):
+    """``--datasets train --overwrite-labelled --score-thr LOW``: the labelled ``train`` images
+    keep every label and get predictions of any class; ``train/extra`` and ``val`` are not
+    predicted (not chosen), unlabelled as they are."""
+    out = tmp_path / "copy"
+    (out).mkdir()  # an empty folder is taken
+    code = main(["predict", "r1", "--project", str(project), "--out", str(out), "--datasets",
+                 "train", "--overwrite-labelled", "--score-thr", str(LOW),
+                 "--app-data", str(app_data)])  # fmt: skip
+    assert code == 0
+    original, copied = _annotations(project), _annotations(out)
+    added = []
+    for name, ann in copied.items():
+        before = original[name]["objects"]
+        if name.startswith("train/") and not name.startswith("train/extra/"):
+            assert ann["objects"][: len(before)] == before and before  # labels kept, first
+            added += ann["objects"][len(before) :]
+        else:
+            assert ann == original[name]
+    assert added and {o["classTitle"] for o in added} - {CLASSES[0]}  # one threshold for all
+    assert all(t["value"] >= LOW for o in added for t in o["tags"])
+
+
+def test_an_out_folder_that_holds_anything_or_overlaps_the_project_is_refused(
+    project, app_data, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before = _digest(project)
+    for target, reason in ((out, "is not empty"), (project / "copy", "overlaps the project")):
+        code = main(["predict", "r1", "--project", str(project), "--out", str(target),
+                     "--app-data", str(app_data)])  # fmt: skip
+        assert code == 2 and reason in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine" and _digest(project) == before
+    code = main(["predict", "r2", "--project", str(project), "--out", str(tmp_path / "new"),
+                 "--app-data", str(app_data)])  # fmt: skip
+    assert code == 2 and "no uploaded run 'r2'" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_api_pre_labels_through_the_controller_and_checks_its_body(project, app_data, tmp_path):
+    from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
+    from tests.helpers import api_client
+
+    controller = TrainingController(app_data, LocalArtifactStore(tmp_path / "tf"))
+    body = {"run_id": "r1", "project": str(project), "out": str(tmp_path / "api"),
+            "datasets": ["val"]}  # fmt: skip
+    with api_client(controller) as client:
+        bad = client.post("/api/prelabel", json={**body, "score_thr": "high", "extra": 1})
+        answer = client.post("/api/prelabel", json=body)
+        again = client.post("/api/prelabel", json=body)
+    assert bad.status_code == 400
+    assert set(bad.json()["problems"]) == {"score_thr must be a number", "unknown field 'extra'"}
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    val = [n for n in _annotations(project) if n.startswith("val/")]
+    assert result["images"] == result["predicted"] == len(val) and result["left_labelled"] == 0
+    assert result["thresholds"] == {c: (LOW if c == CLASSES[0] else HIGH) for c in CLASSES}
+    assert set(result["objects"]) <= {CLASSES[0]} and result["out_dir"] == str(tmp_path / "api")
+    assert again.status_code == 400 and "is not empty" in again.json()["error"]
