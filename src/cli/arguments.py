@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from src.core.export_formats import export_names
+
 MODEL_SIZE = "model"  # --input-size model: the zoo model's own size
 
 
@@ -22,16 +24,22 @@ def gpu_list(text: str) -> tuple[int, ...]:
 
 
 def export_formats(text: str) -> tuple[str, ...]:
-    """``onnx,tensorrt`` → ('onnx', 'tensorrt'): each one of ``EXPORT_FORMATS``."""
-    from src.config.params import EXPORT_FORMATS
-
+    """``onnx,tensorrt`` → ('onnx', 'tensorrt'): each one of the formats declared in
+    ``src.core.export_formats``."""
+    names = export_names()
     formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
-    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    unknown = [f for f in formats if f not in names]
     if unknown or not formats:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: give one or more of {', '.join(EXPORT_FORMATS)}, comma-separated"
+            f"{text!r}: give one or more of {', '.join(names)}, comma-separated"
         )
     return formats
+
+
+def export_metavar(one_of: bool = False) -> str:
+    """The formats as a metavar: ``onnx[,tensorrt]``, or ``onnx|tensorrt`` (``one_of``)."""
+    first, *rest = export_names()
+    return "|".join(export_names()) if one_of else first + "".join(f"[,{n}]" for n in rest)
 
 
 def auto_or_int(text: str) -> int | None:

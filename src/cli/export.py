@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.cli.arguments import export_formats
+from src.cli.arguments import export_formats, export_metavar
 from src.cli.common import APP_DATA_HELP, DEFAULT_TEAM_FILES, app_data, fail, run_or_checkpoint
 from src.core.errors import PARTIAL_EXPORT, AppError
+from src.core.export_formats import export_help, export_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     ex.add_argument("target", help="RUN_ID in app data, or a checkpoint (.pth) of such a run")
     ex.add_argument(
-        "--format", type=export_formats, default=("onnx",), metavar="onnx|tensorrt",
-        help="onnx (default), tensorrt (built from the ONNX file: a GPU with TensorRT), or both",
+        "--format", type=export_formats, default=(export_names()[0],), metavar=export_metavar(True),
+        help=f"one or more of {export_help()}, comma-separated (default: {export_names()[0]})",
     )  # fmt: skip
     ex.add_argument(
         "--input-size", type=int, metavar="PX",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.cli.arguments import auto_or_int, export_formats, gpu_list, input_size
+from src.cli.arguments import auto_or_int, export_formats, export_metavar, gpu_list, input_size
 from src.cli.common import APP_DATA_HELP, DEFAULT_TEAM_FILES, names
 from src.cli.train_split import add_split_options, split_contradiction
 from src.config.params import RESUME_CHANGES
@@ -159,7 +159,7 @@ def _add_devices_and_weights(tr: argparse.ArgumentParser) -> None:
         "--resume: continue on these (not bit-identical when their number changes)",
     )  # fmt: skip
     tr.add_argument(
-        DOORS["export"].cli, type=export_formats, default=(), metavar="onnx[,tensorrt]",
+        DOORS["export"].cli, type=export_formats, default=(), metavar=export_metavar(),
         help=DOORS["export"].help,
     )  # fmt: skip
     tr.add_argument(

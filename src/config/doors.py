@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from src.core.export_formats import export_help
 from src.core.tasks import TASKS
 
 OPTIMIZERS = ("AdamW", "Adam", "SGD")
@@ -268,8 +269,7 @@ DOORS: dict[str, Door] = {
                          "in the cache", "--slice-max-gb", None, unit="GB",
                          range=Range(0.0, low_open=True),
                          called="the most GB of tile files a split may make"),
-    "export": Door("after a finished run, export the best checkpoint: onnx (ONNX Runtime), "
-                   "tensorrt (an engine built from the ONNX file; needs a GPU with TensorRT)",
+    "export": Door("after a finished run, export the best checkpoint: " + export_help(),
                    "--export", "export", generated=False),
 }  # fmt: skip
 

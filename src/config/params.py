@@ -23,12 +23,10 @@ from src.config.doors import (  # the choices are declared there; their readers 
 )
 from src.config.pipeline import parse_pipeline
 from src.core.errors import ConfigError
+from src.core.export_formats import build_order, export_names
 from src.core.tasks import DETECTION, TASKS
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-# formats the best checkpoint can be exported to after training (src.export.onnx_export)
-EXPORT_FORMATS = ("onnx", "tensorrt")
-
 
 # What a resume may change (the CLI's options, the API's hyperparameters); every other setting is
 # the run's own, in its config.py (src.setup.prepare.prepare_resume)
@@ -123,8 +121,8 @@ class TrainParams:
     max_per_img: int | None = None  # detections kept per image at validation; None: the model's
     score_thr: float | None = None  # their minimum score at validation; None: the model's
     auto_scale_lr: bool = False  # scale lr by (batch size / the zoo config's base batch size)
-    # after a finished run, the best checkpoint exported to these (EXPORT_FORMATS); TensorRT
-    # builds from the ONNX file, so it implies ONNX
+    # after a finished run, the best checkpoint exported to these (src.core.export_formats); a
+    # format built from another one implies it (TensorRT: ONNX)
     export: tuple[str, ...] = ()
     # repeat-factor sampling of the images of rare classes (mmdet's ClassBalancedDataset): its
     # oversample_thr, the image frequency under which a class's images repeat; 0: off
@@ -275,11 +273,11 @@ class TrainParams:
                 "for custom weights; set weights to 'custom' or drop the path"
             )
         problems += self.device_problems()
-        unknown = [f for f in self.export if f not in EXPORT_FORMATS]
+        unknown = [f for f in self.export if f not in export_names()]
         if unknown:
             problems.append(
                 f"export format {', '.join(map(repr, unknown))} is unknown: use "
-                f"{', '.join(EXPORT_FORMATS)}"
+                f"{', '.join(export_names())}"
             )
         return problems
 
@@ -301,10 +299,7 @@ class TrainParams:
     @property
     def export_formats(self) -> tuple[str, ...]:
         """The formats to write, in build order: TensorRT is built from the ONNX file."""
-        wanted = set(self.export)
-        if "tensorrt" in wanted:
-            wanted.add("onnx")
-        return tuple(f for f in EXPORT_FORMATS if f in wanted)
+        return build_order(f for f in self.export if f in export_names())
 
 
 @dataclass

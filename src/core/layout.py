@@ -164,13 +164,11 @@ EVALUATION_SPEEDTEST = "speedtest.json"
 # checkpoint's ``meta``, experiment_info.json and the ONNX file's metadata, and of the choice in
 # full in metrics.json (src/export/onnx_runtime.py spells it too: it imports nothing of ours)
 CLASS_THRESHOLDS = "class_thresholds"
-# Exports of the best checkpoint (``src.export.formats``): ``<checkpoint>.onnx`` / ``.engine``
-# and the class names by index, the SDK's TrainApp layout; uploaded as they are.
+# Exports of the best checkpoint (``src.export.formats``): ``<checkpoint><suffix>`` per format (the
+# suffixes, and experiment_info.json's ``export`` keys: src.core.export_formats) and the class
+# names by index, the SDK's TrainApp layout; uploaded as they are.
 EXPORT_DIR = "export"
 EXPORT_CLASSES = "classes.json"
-# experiment_info.json's ``export`` keys (the SDK's ``supervisely.nn.utils.RuntimeType``)
-EXPORT_RUNTIMES = {"onnx": "ONNXRuntime", "tensorrt": "TensorRT"}
-EXPORT_SUFFIXES = {"onnx": ".onnx", "tensorrt": ".engine"}
 
 # ------------------------------------------------------------------- the uploaded run (Team Files)
 # <ARTIFACTS_ROOT>/<project>/<run id>/ (src.runs.storage.artifacts_dir): what the serving app, the

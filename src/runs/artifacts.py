@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from src.core.export_formats import export_format, export_table
 from src.core.layout import (
     APP_STATE,
     CLASS_THRESHOLDS,
@@ -30,8 +31,6 @@ from src.core.layout import (
     EXPERIMENT_INFO,
     EXPORT_CLASSES,
     EXPORT_DIR,
-    EXPORT_RUNTIMES,
-    EXPORT_SUFFIXES,
     HYPERPARAMETERS,
     LOGS_DIR,
     MODEL_META,
@@ -155,7 +154,7 @@ def pack_run(
     best_name = best.name if best is not None else exported[-1].name
     info = experiment_info(summary, [p.name for p in exported], best_name)
     _copy_app_state(work_dir, out_dir, info)
-    info["export"] = {EXPORT_RUNTIMES[fmt]: path for fmt, path in exports.items()}
+    info["export"] = {export_format(fmt).runtime: path for fmt, path in exports.items()}
     evaluation = _copy_evaluation(work_dir, out_dir)
     if evaluation is not None:
         info["evaluation_metrics"] = evaluation.get("metrics") or {}
@@ -241,7 +240,7 @@ def _copy_exports(work_dir: Path, out_dir: Path) -> dict[str, str]:
     """The run's exports (``src.export.formats``) into the artifacts: {format: path relative to the
     run folder}, as ``experiment_info.export`` lists them."""
     source = work_dir / EXPORT_DIR
-    found = {fmt: sorted(source.glob("*" + suffix)) for fmt, suffix in EXPORT_SUFFIXES.items()}
+    found = {fmt.name: sorted(source.glob("*" + fmt.suffix)) for fmt in export_table()}
     found = {fmt: paths[-1] for fmt, paths in found.items() if paths}
     if not found:
         return {}

@@ -21,11 +21,11 @@ from src.config.compose_model import native_input_size
 from src.config.params import TrainParams
 from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
 from src.core.errors import BusyError, RequestError
+from src.core.export_formats import export_format
 from src.core.layout import RUN_CONFIG, SYNC_STAGING
 from src.data.project import LocalProject
-from src.export.formats import ExportResult, export_run
+from src.export.formats import ExportResult, export_run, format_blocker
 from src.export.onnx_export import ExportError
-from src.export.tensorrt_build import tensorrt_blocker
 from src.hooks.metrics import MetricsSink
 from src.prelabel.prelabel import PrelabelRequest, PrelabelResult, Progress
 from src.runs.checkpoint_io import CheckpointError
@@ -227,8 +227,9 @@ class TrainingController:
         if params.auto_scale_lr and not auto_batch_lr_note(params, base):
             notes.append(effective_lr_note(params, base))
         notes.append(auto_batch_lr_note(params, base))  # the batch chosen on the GPU: the LR too
-        if "tensorrt" in params.export and (blocker := tensorrt_blocker()):
-            notes.append(f"the TensorRT export will be skipped: {blocker}")
+        for name in params.export_formats:
+            if blocker := format_blocker(name):
+                notes.append(f"the {export_format(name).title} export will be skipped: {blocker}")
         return [note for note in notes if note]
 
     def model_input_size(self, model: str, task: str) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from src.config.params import (
     TrainParams,
 )
 from src.config.schedule import lr_curve
+from src.core.export_formats import export_table
 from src.core.tasks import DETECTION
 from src.engine.devices import list_devices
 from src.ui.charts import Chart
@@ -64,6 +65,11 @@ def _select(values, default: str, widget_id: str) -> Select:
     select = Select([Select.Item(v, v) for v in values], widget_id=widget_id)
     select.set_value(default)
     return select
+
+
+def export_items() -> list[Select.Item]:
+    """The export formats to choose from, one item per declared format (src.core.export_formats)."""
+    return [Select.Item(fmt.name, fmt.label) for fmt in export_table()]
 
 
 class HyperparametersStep:
@@ -135,11 +141,7 @@ class HyperparametersStep:
             "report shows it)", d.speed_test, "hp_speed_test",
         )  # fmt: skip
         # after training, the best checkpoint exported (src.export.formats; TensorRT implies ONNX)
-        self.export = Select(
-            [Select.Item("onnx", "ONNX (ONNX Runtime)"),
-             Select.Item("tensorrt", "TensorRT (a GPU with TensorRT; built from the ONNX file)")],
-            multiple=True, widget_id="hp_export",
-        )  # fmt: skip
+        self.export = Select(export_items(), multiple=True, widget_id="hp_export")
         self.export.set_value([])  # a multiple Select starts with its first item chosen
         devices = list_devices()  # the freest GPU first (preselected); the CPU where none
         self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
