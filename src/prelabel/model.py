@@ -105,8 +105,9 @@ class RunModel:
         from mmdet.apis import inference_detector
 
         out = []
-        with warnings.catch_warnings():  # mmdet 3.3's torch.cuda.amp.autocast: noise, not news
+        with warnings.catch_warnings():  # mmdet 3.3's autocast, torch's meshgrid: noise
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
             results = inference_detector(self.model, images)
         for result in results:
             found = result.pred_instances.cpu().numpy()

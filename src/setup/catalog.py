@@ -106,6 +106,12 @@ class RunCatalog:
     def experiment_state(self, run_id: str) -> tuple[dict[str, Any], str | None]:
         """The settings of the uploaded run ``run_id`` and its best checkpoint in the store
         (None: none there); a ``RequestError`` saying which runs there are when it is not."""
+        found = self._experiment(run_id)
+        return self.read_state(found["folder"]), found["best_checkpoint"]
+
+    def _experiment(self, run_id: str) -> dict[str, Any]:
+        """The uploaded run ``run_id``'s row of :meth:`experiments`; a ``RequestError`` saying
+        which runs there are when it is not there."""
         try:
             check_run_id(run_id)
         except RunIdError as exc:
@@ -118,7 +124,7 @@ class RunCatalog:
                 [f"no uploaded run {run_id!r} in {self.store.describe(ARTIFACTS_ROOT)} (runs "
                  f"there: {known})"]
             )  # fmt: skip
-        return self.read_state(found[0]["folder"]), found[0]["best_checkpoint"]
+        return found[0]
 
     def read_state(self, folder: str) -> dict[str, Any]:
         """The settings of a run folder in the store: its ``app_state.json``; for a run of an
@@ -231,7 +237,7 @@ class RunCatalog:
             if found is None:
                 raise RequestError([f"run {run_id} in {self.app_data_dir} has no checkpoint"])
             return work_dir / RUN_CONFIG, found
-        _, best = self.experiment_state(run_id)  # (names the runs there when it is not)
+        best = self._experiment(run_id)["best_checkpoint"]
         config = self.companion_config(best) if best else None
         if best is None or config is None:
             raise RequestError([f"uploaded run {run_id} has no best checkpoint with its config"])

@@ -190,13 +190,23 @@ def test_an_out_folder_that_holds_anything_or_overlaps_the_project_is_refused(
     assert not (tmp_path / "new").exists()
 
 
-def test_the_api_pre_labels_through_the_controller_and_checks_its_body(project, app_data, tmp_path):
+def test_the_api_pre_labels_with_a_run_uploaded_to_team_files_and_checks_its_body(
+    project, app_data, tmp_path
+):
+    """The run is only in the store (Team Files' stand-in), uploaded as the app uploads one:
+    its folder with ``experiment_info.json`` naming the best checkpoint, and ``config.py``."""
     from src.runs.storage import LocalArtifactStore
     from src.training.controller import TrainingController
     from tests.helpers import api_client
 
-    controller = TrainingController(app_data, LocalArtifactStore(tmp_path / "tf"))
-    body = {"run_id": "r1", "project": str(project), "out": str(tmp_path / "api"),
+    uploaded = tmp_path / "tf" / "mmdetection-3" / "r9_project"
+    uploaded.mkdir(parents=True)
+    info = {"experiment_name": "r9 project rtmdet", "best_checkpoint": "best.pth"}
+    (uploaded / "experiment_info.json").write_text(json.dumps(info))
+    shutil.copy(app_data / "r1" / "config.py", uploaded / "config.py")
+    shutil.copy(app_data / "r1" / "best_coco_bbox_mAP_epoch_1.pth", uploaded / "best.pth")
+    controller = TrainingController(tmp_path / "app", LocalArtifactStore(tmp_path / "tf"))
+    body = {"run_id": "r9", "project": str(project), "out": str(tmp_path / "api"),
             "datasets": ["val"]}  # fmt: skip
     with api_client(controller) as client:
         bad = client.post("/api/prelabel", json={**body, "score_thr": "high", "extra": 1})
@@ -211,3 +221,4 @@ def test_the_api_pre_labels_through_the_controller_and_checks_its_body(project, 
     assert result["thresholds"] == {c: (LOW if c == CLASSES[0] else HIGH) for c in CLASSES}
     assert set(result["objects"]) <= {CLASSES[0]} and result["out_dir"] == str(tmp_path / "api")
     assert again.status_code == 400 and "is not empty" in again.json()["error"]
+    assert result["checkpoint"] == str(tmp_path / "app" / "_custom" / "r9_project" / "best.pth")
