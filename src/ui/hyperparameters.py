@@ -77,81 +77,12 @@ class HyperparametersStep:
 
     def __init__(self, sync_every_epochs: int = 0) -> None:
         d = TrainParams()
-        self.epochs = _ranged("epochs", d.epochs, "hp_epochs")
-        self.train_batch = _ranged("train_batch_size", AUTO_BATCH, "hp_train_bs", unset=AUTO_BATCH)
-        self.val_batch = _ranged("val_batch_size", d.val_batch_size, "hp_val_bs")
-        self.workers = _ranged("num_workers", AUTO_WORKERS, "hp_workers", unset=AUTO_WORKERS)
-        self.input_size = _ranged("input_size", d.input_size[0], "hp_size", step=32)
-        self.input_short = _ranged("input_size", 0, "hp_size_short", step=32, unset=0)
-        self.optimizer = _select(OPTIMIZERS, d.optimizer, "hp_optimizer")
-        self.lr = _ranged("lr", d.lr, "hp_lr", step=1e-5, precision=6)
-        self.weight_decay = _ranged("weight_decay", d.weight_decay, "hp_wd", 1e-5, 6)
-        self.scheduler = _select(SCHEDULERS, d.scheduler, "hp_scheduler")
-        self.warmup = _ranged("warmup_iters", d.warmup_iters, "hp_warmup")
-        self.grad_clip = _ranged("grad_clip", 0, "hp_clip", step=0.5, precision=2, unset=0)
-        self.ckpt_interval = _ranged("checkpoint_interval", d.checkpoint_interval,
-                                     "hp_ckpt_interval")  # fmt: skip
-        self.keep = _ranged("keep_checkpoints", d.keep_checkpoints, "hp_keep")
-        self.save_best = Checkbox("Save the best checkpoint", True, "hp_best")
-        self.save_last = Checkbox("Save the last checkpoint", True, "hp_last")
-        self.val_interval = _ranged("val_interval", d.val_interval, "hp_val_interval")
-        self.amp = Select([Select.Item(k, v) for k, v in AMP_CHOICES.items()], widget_id="hp_amp")
-        self.amp.set_value(AUTO_AMP)
-        self.sized = Text("", widget_id="hp_sized")  # what the run chose at start (auto)
-        self.nesterov = Checkbox("Nesterov momentum (SGD)", d.nesterov, "hp_nesterov")
-        self.momentum = _ranged("momentum", d.momentum, "hp_momentum", 0.01, 3)
-        self.restart_epochs = _ranged("restart_epochs", d.restart_epochs, "hp_restart")
-        self.patience = _ranged("early_stopping_patience", d.early_stopping_patience,
-                                "hp_patience")  # fmt: skip
-        self.min_delta = _ranged("early_stopping_min_delta", d.early_stopping_min_delta,
-                                 "hp_min_delta", 0.001, 4)  # fmt: skip
-        stages = DOORS["frozen_stages"].range
-        self.frozen = Select(
-            [Select.Item(MODEL_DEFAULT, "the model's own setting")]
-            + [Select.Item(str(n), "none" if n < 0 else str(n))
-               for n in range(int(stages.low), int(stages.high) + 1)],
-            widget_id="hp_frozen",
-        )  # fmt: skip
-        self.frozen.set_value(MODEL_DEFAULT)
-        self.max_dets = _ranged("max_per_img", 0, "hp_max_dets", unset=0)
-        self.score_thr = _ranged("score_thr", 0, "hp_score_thr", 0.01, 3, unset=0)
-        self.class_balance = _ranged("class_balance", d.class_balance, "hp_class_balance", 0.01, 3)
-        # sliced training and evaluation (src.data.tiles)
-        self.slice_size = _ranged("slice_size", d.slice_size, "hp_slice_size", 32)
-        self.slice_overlap = _ranged("slice_overlap", d.slice_overlap, "hp_slice_overlap", 0.05, 2)
-        self.slice_empty = _ranged("slice_empty", d.slice_empty, "hp_slice_empty", 0.05, 2)
-        self.slice_min_visible = _ranged(
-            "slice_min_visible", d.slice_min_visible, "hp_slice_min_visible", 0.05, 2
-        )
-        self.slice_partial = _select(SLICE_PARTIAL, d.slice_partial, "hp_slice_partial")
-        self.slice_full_image = Checkbox(
-            "With slicing, train and validate on each whole image too (downscaled)",
-            d.slice_full_image, "hp_slice_full_image",
-        )  # fmt: skip
-        self.auto_scale = Checkbox(
-            "Auto-scale the LR by batch size / the model's base batch size", False, "hp_autoscale"
-        )
-        self.evaluate = Checkbox(
-            "Evaluate the best checkpoint after training (Model Benchmark metrics and report)",
-            d.evaluate,
-            "hp_evaluate",
-        )
-        self.speed_test = Checkbox(
-            "With the evaluation, time the best checkpoint at batch 1, 8 and 16 (the platform's "
-            "report shows it)", d.speed_test, "hp_speed_test",
-        )  # fmt: skip
-        # after training, the best checkpoint exported (src.export.formats; TensorRT implies ONNX)
-        self.export = Select(export_items(), multiple=True, widget_id="hp_export")
-        self.export.set_value([])  # a multiple Select starts with its first item chosen
-        devices = list_devices()  # the freest GPU first (preselected); the CPU where none
-        self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
-        self.device.set_value(devices[0].name)
-        # several GPUs: one DDP process each (src.training.distributed); empty: the device above
-        gpus = [d for d in devices if d.name.startswith("cuda:")]
-        self.gpus = Select([Select.Item(d.name, d.label) for d in gpus], multiple=True,
-                           widget_id="hp_gpus")  # fmt: skip
-        self.seed = _ranged("seed", d.seed, "hp_seed")
-        self.sync_epochs = _number(sync_every_epochs, "hp_sync", 0)
+        self._add_schedule_widgets(d)
+        self._add_checkpoint_widgets(d)
+        self._add_model_widgets(d)
+        self._add_slicing_widgets(d)
+        self._add_after_training_widgets(d)
+        gpus = self._add_device_widgets(d, sync_every_epochs)
         self.preview_button = Button(
             "Preview LR schedule", button_size="small", widget_id="hp_lr_btn"
         )
@@ -173,8 +104,105 @@ class HyperparametersStep:
         def _preview() -> None:
             self.preview()
 
+    def _add_schedule_widgets(self, d: TrainParams) -> None:
+        """The epochs, batches, loaders, input size, optimizer and LR schedule."""
+        self.epochs = _ranged("epochs", d.epochs, "hp_epochs")
+        self.train_batch = _ranged("train_batch_size", AUTO_BATCH, "hp_train_bs", unset=AUTO_BATCH)
+        self.val_batch = _ranged("val_batch_size", d.val_batch_size, "hp_val_bs")
+        self.workers = _ranged("num_workers", AUTO_WORKERS, "hp_workers", unset=AUTO_WORKERS)
+        self.input_size = _ranged("input_size", d.input_size[0], "hp_size", step=32)
+        self.input_short = _ranged("input_size", 0, "hp_size_short", step=32, unset=0)
+        self.optimizer = _select(OPTIMIZERS, d.optimizer, "hp_optimizer")
+        self.lr = _ranged("lr", d.lr, "hp_lr", step=1e-5, precision=6)
+        self.weight_decay = _ranged("weight_decay", d.weight_decay, "hp_wd", 1e-5, 6)
+        self.scheduler = _select(SCHEDULERS, d.scheduler, "hp_scheduler")
+        self.warmup = _ranged("warmup_iters", d.warmup_iters, "hp_warmup")
+        self.grad_clip = _ranged("grad_clip", 0, "hp_clip", step=0.5, precision=2, unset=0)
+        self.nesterov = Checkbox("Nesterov momentum (SGD)", d.nesterov, "hp_nesterov")
+        self.momentum = _ranged("momentum", d.momentum, "hp_momentum", 0.01, 3)
+        self.restart_epochs = _ranged("restart_epochs", d.restart_epochs, "hp_restart")
+        self.auto_scale = Checkbox(
+            "Auto-scale the LR by batch size / the model's base batch size", False, "hp_autoscale"
+        )
+        self.amp = Select([Select.Item(k, v) for k, v in AMP_CHOICES.items()], widget_id="hp_amp")
+        self.amp.set_value(AUTO_AMP)
+        self.sized = Text("", widget_id="hp_sized")  # what the run chose at start (auto)
+
+    def _add_checkpoint_widgets(self, d: TrainParams) -> None:
+        """Checkpoints, validation and early stopping."""
+        self.ckpt_interval = _ranged("checkpoint_interval", d.checkpoint_interval,
+                                     "hp_ckpt_interval")  # fmt: skip
+        self.keep = _ranged("keep_checkpoints", d.keep_checkpoints, "hp_keep")
+        self.save_best = Checkbox("Save the best checkpoint", True, "hp_best")
+        self.save_last = Checkbox("Save the last checkpoint", True, "hp_last")
+        self.val_interval = _ranged("val_interval", d.val_interval, "hp_val_interval")
+        self.patience = _ranged("early_stopping_patience", d.early_stopping_patience,
+                                "hp_patience")  # fmt: skip
+        self.min_delta = _ranged("early_stopping_min_delta", d.early_stopping_min_delta,
+                                 "hp_min_delta", 0.001, 4)  # fmt: skip
+        self.max_dets = _ranged("max_per_img", 0, "hp_max_dets", unset=0)
+        self.score_thr = _ranged("score_thr", 0, "hp_score_thr", 0.01, 3, unset=0)
+
+    def _add_model_widgets(self, d: TrainParams) -> None:
+        """The frozen backbone stages and the class balance."""
+        stages = DOORS["frozen_stages"].range
+        self.frozen = Select(
+            [Select.Item(MODEL_DEFAULT, "the model's own setting")]
+            + [Select.Item(str(n), "none" if n < 0 else str(n))
+               for n in range(int(stages.low), int(stages.high) + 1)],
+            widget_id="hp_frozen",
+        )  # fmt: skip
+        self.frozen.set_value(MODEL_DEFAULT)
+        self.class_balance = _ranged("class_balance", d.class_balance, "hp_class_balance", 0.01, 3)
+
+    def _add_slicing_widgets(self, d: TrainParams) -> None:
+        """Sliced training and evaluation (src.data.tiles)."""
+        self.slice_size = _ranged("slice_size", d.slice_size, "hp_slice_size", 32)
+        self.slice_overlap = _ranged("slice_overlap", d.slice_overlap, "hp_slice_overlap", 0.05, 2)
+        self.slice_empty = _ranged("slice_empty", d.slice_empty, "hp_slice_empty", 0.05, 2)
+        self.slice_min_visible = _ranged(
+            "slice_min_visible", d.slice_min_visible, "hp_slice_min_visible", 0.05, 2
+        )
+        self.slice_partial = _select(SLICE_PARTIAL, d.slice_partial, "hp_slice_partial")
+        self.slice_full_image = Checkbox(
+            "With slicing, train and validate on each whole image too (downscaled)",
+            d.slice_full_image, "hp_slice_full_image",
+        )  # fmt: skip
+
+    def _add_after_training_widgets(self, d: TrainParams) -> None:
+        """The evaluation, its speed test and the exports after a finished run."""
+        self.evaluate = Checkbox(
+            "Evaluate the best checkpoint after training (Model Benchmark metrics and report)",
+            d.evaluate,
+            "hp_evaluate",
+        )
+        self.speed_test = Checkbox(
+            "With the evaluation, time the best checkpoint at batch 1, 8 and 16 (the platform's "
+            "report shows it)", d.speed_test, "hp_speed_test",
+        )  # fmt: skip
+        # after training, the best checkpoint exported (src.export.formats; TensorRT implies ONNX)
+        self.export = Select(export_items(), multiple=True, widget_id="hp_export")
+        self.export.set_value([])  # a multiple Select starts with its first item chosen
+
+    def _add_device_widgets(self, d: TrainParams, sync_every_epochs: int) -> list:
+        """The device or GPUs, the seed and the checkpoint sync; the GPUs listed."""
+        devices = list_devices()  # the freest GPU first (preselected); the CPU where none
+        self.device = Select([Select.Item(d.name, d.label) for d in devices], widget_id="hp_device")
+        self.device.set_value(devices[0].name)
+        # several GPUs: one DDP process each (src.training.distributed); empty: the device above
+        gpus = [d for d in devices if d.name.startswith("cuda:")]
+        self.gpus = Select([Select.Item(d.name, d.label) for d in gpus], multiple=True,
+                           widget_id="hp_gpus")  # fmt: skip
+        self.seed = _ranged("seed", d.seed, "hp_seed")
+        self.sync_epochs = _number(sync_every_epochs, "hp_sync", 0)
+        return gpus
+
     def _fields(self, multi_gpu: bool) -> list[tuple]:
         """The step's settings with their titles, in the order the page shows them."""
+        return self._training_fields() + self._data_fields(multi_gpu)
+
+    def _training_fields(self) -> list[tuple]:
+        """The schedule's, checkpoints' and validation's fields with their titles."""
         return [
             (self.epochs, "Epochs"),
             (
@@ -212,6 +240,11 @@ class HyperparametersStep:
             (self.frozen, "Frozen backbone stages"),
             (self.max_dets, "Validation: max detections per image (0: the model's)"),
             (self.score_thr, "Validation: min score (0: the model's)"),
+        ]
+
+    def _data_fields(self, multi_gpu: bool) -> list[tuple]:
+        """The data's, device's and exports' fields with their titles."""
+        return [
             (
                 self.class_balance,
                 "Class balance: repeat the images of classes in fewer than "
@@ -247,20 +280,31 @@ class HyperparametersStep:
         augmentation_pipeline: str = "",
         ignore: tuple[str, ...] = (),
     ) -> TrainParams:
-        clip = float(self.grad_clip.get_value() or 0)
-        frozen = self.frozen.get_value()
-        size = int(self.input_size.get_value())
-        short = int(self.input_short.get_value() or 0) or size
+        """The settings shown, with what the other steps chose (the task, classes, augmentation,
+        weights, ignored classes), as ``TrainParams``."""
         return TrainParams(
             task=task,
             classes=classes,
+            augmentation=augmentation,
+            augmentation_pipeline=augmentation_pipeline,
+            weights=weights,
+            weights_path=weights_path,
+            ignore=tuple(ignore),
+            **self._schedule_values(),
+            **self._other_values(),
+        )
+
+    def _schedule_values(self) -> dict:
+        """The schedule's, checkpoints' and validation's widgets, read as TrainParams fields."""
+        clip = float(self.grad_clip.get_value() or 0)
+        size = int(self.input_size.get_value())
+        short = int(self.input_short.get_value() or 0) or size
+        return dict(
             epochs=int(self.epochs.get_value()),
             train_batch_size=_unless(int(self.train_batch.get_value() or 0), AUTO_BATCH),
             val_batch_size=int(self.val_batch.get_value()),
             num_workers=_unless(int(self.workers.get_value()), AUTO_WORKERS),
             input_size=(max(size, short), min(size, short)),
-            augmentation=augmentation,
-            augmentation_pipeline=augmentation_pipeline,
             optimizer=self.optimizer.get_value(),
             lr=float(self.lr.get_value()),
             weight_decay=float(self.weight_decay.get_value()),
@@ -272,31 +316,34 @@ class HyperparametersStep:
             save_best=self.save_best.is_checked(),
             save_last=self.save_last.is_checked(),
             val_interval=int(self.val_interval.get_value()),
-            seed=int(self.seed.get_value()),
             amp=None if self.amp.get_value() == AUTO_AMP else self.amp.get_value() == "on",
-            weights=weights,
-            weights_path=weights_path,
-            device=self.device.get_value(),
-            gpus=self.selected_gpus(),
-            evaluate=self.evaluate.is_checked(),
-            speed_test=self.speed_test.is_checked(),
             momentum=float(self.momentum.get_value()),
             nesterov=self.nesterov.is_checked(),
             restart_epochs=int(self.restart_epochs.get_value() or 0),
             early_stopping_patience=int(self.patience.get_value() or 0),
             early_stopping_min_delta=float(self.min_delta.get_value() or 0),
-            frozen_stages=None if frozen == MODEL_DEFAULT else int(frozen),
             max_per_img=int(self.max_dets.get_value() or 0) or None,
             score_thr=float(self.score_thr.get_value() or 0) or None,
+            auto_scale_lr=self.auto_scale.is_checked(),
+        )
+
+    def _other_values(self) -> dict:
+        """The model's, data's, device's and after-training widgets, read as TrainParams fields."""
+        frozen = self.frozen.get_value()
+        return dict(
+            seed=int(self.seed.get_value()),
+            device=self.device.get_value(),
+            gpus=self.selected_gpus(),
+            evaluate=self.evaluate.is_checked(),
+            speed_test=self.speed_test.is_checked(),
+            frozen_stages=None if frozen == MODEL_DEFAULT else int(frozen),
             class_balance=float(self.class_balance.get_value() or 0),
-            ignore=tuple(ignore),
             slice_size=int(self.slice_size.get_value() or 0),
             slice_overlap=float(self.slice_overlap.get_value() or 0),
             slice_full_image=self.slice_full_image.is_checked(),
             slice_empty=float(self.slice_empty.get_value() or 0),
             slice_min_visible=float(self.slice_min_visible.get_value() or 0),
             slice_partial=self.slice_partial.get_value(),
-            auto_scale_lr=self.auto_scale.is_checked(),
             export=tuple(self.export.get_value() or ()),
         )
 
