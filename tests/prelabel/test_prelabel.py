@@ -222,3 +222,20 @@ def test_the_api_pre_labels_with_a_run_uploaded_to_team_files_and_checks_its_bod
     assert set(result["objects"]) <= {CLASSES[0]} and result["out_dir"] == str(tmp_path / "api")
     assert again.status_code == 400 and "is not empty" in again.json()["error"]
     assert result["checkpoint"] == str(tmp_path / "app" / "_custom" / "r9_project" / "best.pth")
+
+
+def test_what_only_images_take_or_a_second_run_is_a_usage_error(tmp_path, capsys):
+    """``predict``'s two inputs do not mix; nothing is loaded or written before the refusal."""
+    project, out = str(tmp_path / "p"), str(tmp_path / "out")
+    cases = (
+        (["r1", "r2", "--project", project, "--out", out], "one RUN_ID, not 2"),
+        (["r1", "--project", project, "--out", out, "--onnx", "m.onnx"], "are for images"),
+        (["r1", "--project", project, "--out", out, "--slice-size", "64"], "are for images"),
+        (["r1", "--project", project], "needs --out"),
+        (["r1", "--project", project, "--out", out, "--score-thr", "1.5"], "score_thr 1.5"),
+        (["image.jpg"], "give --onnx FILE with images"),
+    )
+    for argv, reason in cases:
+        assert main(["predict", *argv]) == 2, argv
+        assert reason in capsys.readouterr().err, argv
+    assert not (tmp_path / "out").exists()
