@@ -5,8 +5,9 @@ Like ``src/web/main.py`` for the app, this package is an entry point: it reads t
 Exit code 0 on success; otherwise non-zero with a one-line reason on stderr.
 
 One module per command, its options beside its code, so that a command changes in one place:
-``train`` (with ``train_options`` and ``train_output``), ``evaluate``, ``export``, ``predict``,
-``runs``, ``probe``, ``zoo``, ``demo_project``. ``common`` holds what several share (paths, the
+``train`` (with ``train_options`` and ``train_output``), ``evaluate``, ``export``, ``predict``
+(with ``prelabel``: ``predict RUN_ID --project``), ``runs``, ``probe``, ``zoo``,
+``demo_project``. ``common`` holds what several share (paths, the
 error policy, the store), ``arguments`` the option types, ``parser`` the parser and ``main``.
 """
 
