@@ -65,6 +65,15 @@ def store(args: argparse.Namespace):
     return services.store, services.resolve_project
 
 
+def local_controller(args: argparse.Namespace):
+    """The controller over app data (``--app-data``) and the local folder that stands in for
+    Team Files: what ``evaluate`` and ``export`` work through."""
+    from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
+
+    return TrainingController(app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))
+
+
 def names(text: str | None, option: str) -> list[str]:
     """Class or tag names: comma-separated (each stripped), or a JSON list taken as written, for
     names with a comma or surrounding spaces (``'["car, parked", " person"]'``)."""

@@ -10,9 +10,8 @@ import argparse
 
 from src.cli.common import (
     APP_DATA_HELP,
-    DEFAULT_TEAM_FILES,
-    app_data,
     fail_with,
+    local_controller,
     print_evaluation,
     run_or_checkpoint,
 )
@@ -33,11 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run in app data (its best checkpoint, or the one named) on a split."""
-    from src.runs.storage import LocalArtifactStore
-    from src.training.controller import TrainingController
-
     run_id, checkpoint = run_or_checkpoint(args.target)
-    controller = TrainingController(app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))
+    controller = local_controller(args)
     try:
         evaluation = controller.evaluate(
             run_id, checkpoint, project_dir=args.project, split=args.split

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from src.cli.arguments import export_formats, export_metavar
-from src.cli.common import APP_DATA_HELP, DEFAULT_TEAM_FILES, app_data, fail, run_or_checkpoint
+from src.cli.common import APP_DATA_HELP, fail, local_controller, run_or_checkpoint
 from src.core.errors import PARTIAL_EXPORT, AppError
 from src.core.export_formats import export_help, export_names
 
@@ -42,11 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run in app data (its best checkpoint, or the one named) to ONNX / TensorRT."""
-    from src.runs.storage import LocalArtifactStore
-    from src.training.controller import TrainingController
-
     run_id, checkpoint = run_or_checkpoint(args.target)
-    controller = TrainingController(app_data(args), LocalArtifactStore(DEFAULT_TEAM_FILES))
+    controller = local_controller(args)
     try:
         result = controller.export(
             run_id, args.format, checkpoint, input_size=args.input_size, replace=args.force
