@@ -14,8 +14,8 @@ The three doors and the checks come from this table or are checked against it:
   named here;
 - the HTTP API: ``hyperparameters`` takes every field with ``api`` set, by its name, checked against
   its type (``src.setup.requests``) and then its range;
-- the app: the Hyperparameters step (``src/ui/hyperparameters.py``) has the widget named here and
-  reads it into ``params()``.
+- the app: the Hyperparameters step (``src/ui/hyperparameters.py``) has the widget named here,
+  written there or, where it is not, made from this declaration, and reads it into ``params()``.
 
 ``tests/config/test_doors.py`` fails when a field has no declaration, when a declared flag is not
 on the parser, when a declared widget is missing or not read, when the API refuses a field, or

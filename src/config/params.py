@@ -45,14 +45,16 @@ MIN_INPUT, MAX_INPUT = DOORS["input_size"].range.low, DOORS["input_size"].range.
 SLICING = {"size": "slice_size", "overlap": "slice_overlap", "empty": "slice_empty",
            "min_visible": "slice_min_visible", "max_tiles": "slice_max_tiles",
            "max_gb": "slice_max_gb"}  # fmt: skip
-# the settings whose range TrainParams._range_problems checks (slicing's: slicing_problems; the
-# input size, a pair: _optimization_problems)
-_RANGED = [
-    name
-    for name, door in DOORS.items()
-    if door.range is not None and name != "input_size"
-    and name not in SLICING.values()
-]  # fmt: skip
+
+
+def _ranged() -> list[str]:
+    """The settings whose range TrainParams._range_problems checks, read from the declarations
+    when it checks (slicing's: slicing_problems; the input size, a pair: _optimization_problems)."""
+    return [
+        name
+        for name, door in DOORS.items()
+        if door.range is not None and name != "input_size" and name not in SLICING.values()
+    ]
 
 
 def range_problem(name: str, value: Any) -> str | None:
@@ -204,7 +206,7 @@ class TrainParams:
 
     def _range_problems(self) -> list[str]:
         """Every ranged setting outside its declared range (src.config.doors)."""
-        return [p for name in _RANGED if (p := range_problem(name, getattr(self, name)))]
+        return [p for name in _ranged() if (p := range_problem(name, getattr(self, name)))]
 
     def _optimization_problems(self) -> list[str]:
         problems = []

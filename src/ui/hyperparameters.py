@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 
 from supervisely.app.widgets import (
     Button,
@@ -15,7 +16,7 @@ from supervisely.app.widgets import (
     Text,
 )
 
-from src.config.doors import DOORS
+from src.config.doors import _STEP, DOORS
 from src.config.params import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WORKERS,
@@ -83,6 +84,7 @@ class HyperparametersStep:
         self._add_slicing_widgets(d)
         self._add_after_training_widgets(d)
         gpus = self._add_device_widgets(d, sync_every_epochs)
+        self._generated = self._add_generated_widgets(d)
         self.preview_button = Button(
             "Preview LR schedule", button_size="small", widget_id="hp_lr_btn"
         )
@@ -94,6 +96,7 @@ class HyperparametersStep:
                 [Field(w, title) for w, title in fields]
                 + [self.sized, self.save_best, self.save_last, self.nesterov, self.auto_scale]
                 + [self.slice_full_image, self.evaluate, self.speed_test]
+                + [w for w in self._generated.values() if isinstance(w, Checkbox)]
                 + [self.preview_button, self.chart.plot]
             ),
             widget_id="card_hp",
@@ -199,7 +202,46 @@ class HyperparametersStep:
 
     def _fields(self, multi_gpu: bool) -> list[tuple]:
         """The step's settings with their titles, in the order the page shows them."""
-        return self._training_fields() + self._data_fields(multi_gpu)
+        generated = [
+            (w, DOORS[name].help[:1].upper() + DOORS[name].help[1:])
+            for name, w in self._generated.items()
+            if not isinstance(w, Checkbox)
+        ]
+        return self._training_fields() + self._data_fields(multi_gpu) + generated
+
+    def _add_generated_widgets(self, d: TrainParams) -> dict:
+        """A widget for each declared setting (src.config.doors) the step has none of by hand,
+        made from its declaration: a switch, its choices, or a number in its range; by name."""
+        kinds = typing.get_type_hints(TrainParams)
+        made = {}
+        for name, door in DOORS.items():
+            if door.ui in (None, _STEP) or hasattr(self, door.ui):
+                continue
+            default, widget_id = getattr(d, name), f"hp_{door.ui}"
+            if kinds[name] is bool:
+                words = door.help[:1].upper() + door.help[1:]
+                made[name] = Checkbox(words, default, widget_id)
+            elif door.choices:
+                made[name] = _select(door.choices, default, widget_id)
+            elif kinds[name] is float:
+                made[name] = _ranged(name, default, widget_id, step=0.01, precision=3)
+            else:
+                made[name] = _ranged(name, default, widget_id)
+            setattr(self, door.ui, made[name])
+        return made
+
+    def _generated_values(self) -> dict:
+        """The generated widgets (:meth:`_add_generated_widgets`), read as TrainParams fields."""
+        kinds = typing.get_type_hints(TrainParams)
+        values = {}
+        for name, widget in self._generated.items():
+            if isinstance(widget, Checkbox):
+                values[name] = widget.is_checked()
+            elif isinstance(widget, Select):
+                values[name] = widget.get_value()
+            else:
+                values[name] = kinds[name](widget.get_value() or 0)
+        return values
 
     def _training_fields(self) -> list[tuple]:
         """The schedule's, checkpoints' and validation's fields with their titles."""
@@ -292,6 +334,7 @@ class HyperparametersStep:
             ignore=tuple(ignore),
             **self._schedule_values(),
             **self._other_values(),
+            **self._generated_values(),
         )
 
     def _schedule_values(self) -> dict:
@@ -385,6 +428,14 @@ class HyperparametersStep:
             self.device.set_value(p.device)
         gpus = {item.value for item in self.gpus.get_items()}
         self.gpus.set_value([f"cuda:{g}" for g in p.gpus if f"cuda:{g}" in gpus])
+        for name, widget in self._generated.items():
+            value = getattr(p, name)
+            if isinstance(widget, Checkbox):
+                widget.check() if value else widget.uncheck()
+            elif isinstance(widget, Select):
+                widget.set_value(value)
+            else:
+                widget.value = value
 
     def set_input_size(self, longer: int, shorter: int) -> None:
         """Show a size (a zoo model's own) in the two fields: 0 for the shorter edge of a
