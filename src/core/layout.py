@@ -188,3 +188,21 @@ TENSORBOARD_DIR = "logs/tensorboard"
 RESUME_DIR = "resume"  # the newest resumable checkpoint, with what a resume needs
 STATE_FILE = "state.json"  # in RESUME_DIR: which checkpoint, which epoch, the run's project
 SCALARS_FILE = "scalars.json"  # in RESUME_DIR: the run's scalar log so far
+
+# Files of the run's folder that the upload copies as they are, to the same path, when the run has
+# them (src.runs.artifacts.pack_run): a new file of the uploaded run is its name here and the code
+# that writes it into the run's folder (docs/architecture.md, "Add a file to the uploaded run").
+UPLOADED_AS_IS = (
+    APP_STATE,
+    f"{EVALUATION_DIR}/{EVALUATION_SPEED}",
+    f"{EVALUATION_DIR}/{EVALUATION_METRICS}",
+    f"{EVALUATION_DIR}/{EVALUATION_REPORT}",
+    f"{EVALUATION_DIR}/{EVALUATION_PREDICTIONS}",
+    f"{EVALUATION_DIR}/{EVALUATION_SPEEDTEST}",
+)
+
+
+def uploaded_as_is() -> tuple[str, ...]:
+    """The run folder's files the upload copies as they are (:data:`UPLOADED_AS_IS`), looked up
+    when a run is packed."""
+    return UPLOADED_AS_IS

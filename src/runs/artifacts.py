@@ -24,10 +24,8 @@ from src.core.layout import (
     CLASS_THRESHOLDS,
     EVALUATION_DIR,
     EVALUATION_METRICS,
-    EVALUATION_PREDICTIONS,
     EVALUATION_REPORT,
     EVALUATION_SPEED,
-    EVALUATION_SPEEDTEST,
     EXPERIMENT_INFO,
     EXPORT_CLASSES,
     EXPORT_DIR,
@@ -43,6 +41,7 @@ from src.core.layout import (
     log_files,
     scalars_files,
     tensorboard_files,
+    uploaded_as_is,
 )
 from src.core.tasks import SEGMENTATION, platform_task
 from src.runs.checkpoint_io import CheckpointError, export_for_inference
@@ -153,9 +152,10 @@ def pack_run(
     )
     best_name = best.name if best is not None else exported[-1].name
     info = experiment_info(summary, [p.name for p in exported], best_name)
-    _copy_app_state(work_dir, out_dir, info)
+    _copy_as_is(work_dir, out_dir)
+    _name_app_state(out_dir, info)
     info["export"] = {export_format(fmt).runtime: path for fmt, path in exports.items()}
-    evaluation = _copy_evaluation(work_dir, out_dir)
+    evaluation = _evaluation_summary(out_dir)
     if evaluation is not None:
         info["evaluation_metrics"] = evaluation.get("metrics") or {}
         info["primary_metric"] = evaluation.get("primary_metric")
@@ -195,31 +195,36 @@ def _copy_logs(work_dir: Path, out_dir: Path) -> None:
         shutil.copy2(events, target / events.name)
 
 
-def _copy_app_state(work_dir: Path, out_dir: Path, info: dict[str, Any]) -> None:
-    """The run's settings (what "train again" reads: src.setup.app_state) into the artifacts,
-    named in ``info`` with the project version they record; nothing when the run has none."""
-    if not (work_dir / APP_STATE).is_file():
+def _copy_as_is(work_dir: Path, out_dir: Path) -> None:
+    """The run's files that are uploaded as they are (``src.core.layout.UPLOADED_AS_IS``: its
+    settings, its evaluation) to the same paths in the artifacts, those the run has; an
+    evaluation that left neither its metrics nor its speed test (it failed) stays behind."""
+    evaluated = any(
+        (work_dir / EVALUATION_DIR / name).is_file()
+        for name in (EVALUATION_METRICS, EVALUATION_SPEED)
+    )
+    for name in uploaded_as_is():
+        if name.startswith(f"{EVALUATION_DIR}/") and not evaluated:
+            continue
+        if (work_dir / name).is_file():
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work_dir / name, out_dir / name)
+
+
+def _name_app_state(out_dir: Path, info: dict[str, Any]) -> None:
+    """The run's settings (what "train again" reads: src.setup.app_state) named in ``info`` with
+    the project version they record; nothing when the run has none."""
+    if not (out_dir / APP_STATE).is_file():
         return
-    shutil.copy2(work_dir / APP_STATE, out_dir / APP_STATE)
     info["app_state"] = APP_STATE
-    state = json.loads((work_dir / APP_STATE).read_text(encoding="utf-8"))
+    state = json.loads((out_dir / APP_STATE).read_text(encoding="utf-8"))
     info["project_version"] = (state.get("project") or {}).get("version_id")
 
 
-def _copy_evaluation(work_dir: Path, out_dir: Path) -> dict[str, Any] | None:
-    """The run's evaluation (metrics and report, ``src.evaluation.evaluate``) into the artifacts;
-    its summary, or None when the run was not evaluated."""
-    source = work_dir / EVALUATION_DIR
-    metrics = source / EVALUATION_METRICS
-    if not metrics.is_file() and not (source / EVALUATION_SPEED).is_file():
-        return None
-    target = out_dir / EVALUATION_DIR
-    target.mkdir()
-    names = (EVALUATION_SPEED, EVALUATION_METRICS, EVALUATION_REPORT, EVALUATION_PREDICTIONS,
-             EVALUATION_SPEEDTEST)  # fmt: skip
-    for name in names:
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
+def _evaluation_summary(out_dir: Path) -> dict[str, Any] | None:
+    """The uploaded evaluation's summary (``src.evaluation.evaluate``'s metrics.json), or None
+    when the run was not evaluated."""
+    metrics = out_dir / EVALUATION_DIR / EVALUATION_METRICS
     return json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
 
 
