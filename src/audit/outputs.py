@@ -19,7 +19,7 @@ from typing import Any
 from src.audit.labels import box_object
 from src.audit.scoring import KINDS, MISSING
 from src.audit.suspects import Suspect, counts
-from src.core.errors import RequestError
+from src.data.project import check_out_dir as project_out_dir
 from src.runs.atomic_files import write_json_atomic
 
 SUSPECTS_FILE = "suspects.json"
@@ -30,17 +30,9 @@ SCORE_TAG = "label_suspect_score"
 
 
 def check_out_dir(out_dir: str | Path, project_dir: str | Path) -> Path:
-    """``--out`` resolved; refused inside the project (the copy would land in the original) and
-    around it (replacing the copy could reach the original)."""
-    out, project = Path(out_dir).resolve(), Path(project_dir).resolve()
-    if out == project or project in out.parents or out in project.parents:
-        raise RequestError(
-            f"--out {out_dir} overlaps the project {project_dir}: the audit never writes into "
-            "the project it audits; give a folder outside it"
-        )
-    if out.exists() and not out.is_dir():
-        raise RequestError(f"--out {out_dir} is a file: give a folder")
-    return out
+    """``--out`` resolved; refused where it overlaps the project or is a file (a folder that holds
+    an earlier try of this audit is fine: a resume writes into it again)."""
+    return project_out_dir(out_dir, project_dir, "the audit", "--out")
 
 
 def write_suspects(path: Path, summary: dict[str, Any], suspects: list[Suspect]) -> None:

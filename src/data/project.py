@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.core.errors import RequestError
 from src.data.reader import DatasetError, list_datasets, list_items, project_classes, read_meta
 
 logger = logging.getLogger(__name__)
@@ -259,3 +260,26 @@ def tag_split(project: LocalProject, train_tag: str, val_tag: str) -> Split:
             f"no image is tagged for {empty} ({train_tag if not train else val_tag})"
         )
     return Split(train_items=train, val_items=val, description=f"by tags {train_tag}/{val_tag}")
+
+
+def check_out_dir(
+    out_dir: str | Path, project_dir: str | Path, doing: str, flag: str, empty: bool = False
+) -> Path:
+    """``out_dir`` resolved, for a command that writes a copy of a project (``doing``: "the
+    audit", "pre-labelling"; ``flag``: how the user named it): refused when it overlaps the
+    project (the copy would land in the original, or replacing it could reach the original), when
+    it is a file, and with ``empty`` when it holds anything (nothing is ever overwritten)."""
+    out, project = Path(out_dir).resolve(), Path(project_dir).resolve()
+    if out == project or project in out.parents or out in project.parents:
+        raise RequestError(
+            f"{flag} {out_dir} overlaps the project {project_dir}: {doing} never writes into the "
+            "project it reads; give a folder outside it"
+        )
+    if out.exists() and not out.is_dir():
+        raise RequestError(f"{flag} {out_dir} is a file: give a {'new or empty ' * empty}folder")
+    if empty and out.is_dir() and any(out.iterdir()):
+        raise RequestError(
+            f"{flag} {out_dir} is not empty: {doing} writes a whole project there and never "
+            "overwrites; give a new or empty folder"
+        )
+    return out

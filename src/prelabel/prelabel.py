@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from src.core.errors import RequestError
+from src.data.project import check_out_dir as project_out_dir
 from src.data.reader import DatasetError, image_path, list_items, read_meta
 from src.prelabel.labels import predicted_objects, prelabel_meta
 
@@ -102,22 +103,8 @@ class PrelabelResult:
 
 
 def check_out_dir(out_dir: str | Path, project_dir: str | Path) -> Path:
-    """``out`` resolved: refused when it is a file, holds anything, or overlaps the project (the
-    copy would land in the original, or replacing it could reach the original)."""
-    out, project = Path(out_dir).resolve(), Path(project_dir).resolve()
-    if out == project or project in out.parents or out in project.parents:
-        raise RequestError(
-            f"out {out_dir} overlaps the project {project_dir}: pre-labelling never writes into "
-            "the project it reads; give a folder outside it"
-        )
-    if out.exists() and not out.is_dir():
-        raise RequestError(f"out {out_dir} is a file: give a new or empty folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise RequestError(
-            f"out {out_dir} is not empty: pre-labelling writes a whole project there and never "
-            "overwrites; give a new or empty folder"
-        )
-    return out
+    """``out`` resolved: refused when it is a file, holds anything, or overlaps the project."""
+    return project_out_dir(out_dir, project_dir, "pre-labelling", "out", empty=True)
 
 
 def plan_items(project_dir: str | Path, datasets: tuple[str, ...] | None) -> list[Path]:
