@@ -83,6 +83,30 @@ class Collect:
         self.val.append(result)
 
 
+def untrained_run(project: Path, work: Path, checkpoint: str) -> object:
+    """A run folder without training: ``small_cfg``'s config.py and RTMDet-tiny's initial weights
+    (seeded, no pretrained backbone) saved as ``checkpoint`` (meta epoch 1); returns the config.
+    For tests of what reads a run (evaluation, export, thresholds), where what the model learned
+    does not matter."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    from src.config.text import config_to_text
+    from src.engine import patches
+
+    work.mkdir(parents=True)
+    cfg = small_cfg(project, work, RTMDET)
+    (work / "config.py").write_text(config_to_text(cfg), encoding="utf-8")
+    patches.apply()
+    init_default_scope("mmdet")
+    model_cfg = cfg.model.copy()
+    model_cfg["backbone"] = {**model_cfg["backbone"], "init_cfg": None}
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    torch.save({"state_dict": model.state_dict(), "meta": {"epoch": 1}}, work / checkpoint)
+    return cfg
+
+
 def run(cfg, run_id: str, **kwargs) -> tuple[TrainingSession, object]:
     session = TrainingSession(cfg, run_id, console_log_level="WARNING", **kwargs)
     for sink in kwargs.get("sinks", ()):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from src.cli import main
-from tests.helpers import RTMDET, small_cfg
+from tests.helpers import RTMDET, untrained_run
 
 RUN = "r1"
 
@@ -28,26 +28,11 @@ RUN = "r1"
 def exported(tmp_path_factory, demo_project) -> dict[str, Path]:
     """App data with run ``r1`` (its config.py, an untrained checkpoint epoch_1.pth) exported to
     ``export/epoch_1.onnx``; a copy of one of the project's images."""
-    import torch
-    from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
-
-    from src.config.text import config_to_text
-    from src.engine import patches
     from src.export.formats import export_run
 
     root = tmp_path_factory.mktemp("exported")
     work = root / "app_data" / RUN
-    work.mkdir(parents=True)
-    cfg = small_cfg(demo_project, work, RTMDET)
-    (work / "config.py").write_text(config_to_text(cfg), encoding="utf-8")
-    patches.apply()
-    init_default_scope("mmdet")
-    model_cfg = cfg.model.copy()
-    model_cfg["backbone"] = {**model_cfg["backbone"], "init_cfg": None}
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
-    torch.save({"state_dict": model.state_dict(), "meta": {"epoch": 1}}, work / "epoch_1.pth")
+    untrained_run(demo_project, work, "epoch_1.pth")
     (work / "last_checkpoint").write_text(str(work / "epoch_1.pth"))
     result = export_run(work)
     image = root / "in" / "photo.jpg"

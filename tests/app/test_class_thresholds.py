@@ -30,7 +30,7 @@ from src.evaluation.class_thresholds import (
 from src.evaluation.evaluate import _sdk_evaluation, evaluate_run
 from src.runs.checkpoint_io import checkpoint_meta, load_checkpoint_file, set_checkpoint_meta
 from tests.app.test_evaluate import CLASSES, _predictions, _split
-from tests.helpers import RTMDET, small_cfg
+from tests.helpers import RTMDET, untrained_run
 
 BEST = "best_coco_bbox_mAP_epoch_1.pth"
 
@@ -144,24 +144,10 @@ def _untrained_run(project: Path, work: Path) -> list[dict]:
     """A run folder: config.py, an untrained RTMDet-tiny as its best checkpoint, and the best
     epoch's validation predictions made by hand (every triangle found in the wrong place: no
     true positive, so that class falls back to the global threshold). Returns the val split."""
-    from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
-
     from src.config.compose_data import val_split_args
-    from src.config.text import config_to_text
     from src.data.reader import load_split
-    from src.engine import patches
 
-    work.mkdir(parents=True)
-    cfg = small_cfg(project, work, RTMDET)
-    (work / "config.py").write_text(config_to_text(cfg), encoding="utf-8")
-    patches.apply()
-    init_default_scope("mmdet")
-    model_cfg = cfg.model.copy()
-    model_cfg["backbone"] = {**model_cfg["backbone"], "init_cfg": None}
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
-    torch.save({"state_dict": model.state_dict(), "meta": {"epoch": 1}}, work / BEST)
+    cfg = untrained_run(project, work, BEST)
     data = val_split_args(cfg)
     data_list, _ = load_split(
         data["project_dir"], data["classes"], data["task"], data["datasets"], data["items"],
