@@ -267,6 +267,21 @@ def test_ill_typed_json_is_a_400_naming_the_field(api, demo_project, body, expec
     assert client.get("/api/status").json()["state"] == "idle"
 
 
+def test_more_cpu_processes_than_cores_is_a_400_before_anything_starts(api, demo_project):
+    """nproc above the usable cores (within its declared range) is refused with the count to use:
+    31 ranks on 2 cores once took minutes only to start and then to stop."""
+    from src.engine.cpus import usable_cpus
+
+    client, _, root = api
+    cores = usable_cpus()
+    body = {"project": str(demo_project), "model": M, "hyperparameters": {"nproc": cores + 1}}
+    response = client.post("/api/train", json=body)
+    assert response.status_code == 400, response.text
+    assert f"use nproc {cores} or fewer" in response.json()["error"]
+    assert client.get("/api/status").json()["state"] == "idle"
+    assert not (root / "app_data").exists() or not list((root / "app_data").iterdir())
+
+
 def test_a_body_that_is_not_an_object_is_a_400(api):
     client, _, _ = api
     for body in ([1, 2], "train", 3):

@@ -61,3 +61,11 @@ def test_a_resume_on_another_device_records_it_and_keeps_the_gpus():
 def test_a_resume_on_an_unknown_device_is_refused():
     with pytest.raises(RequestError, match="device 'tpu' is unknown"):
         _resume_on_devices(_run_config(device="cpu"), None, None, "tpu")
+
+
+def test_a_resume_in_more_cpu_processes_than_cores_is_refused():
+    from src.engine.cpus import usable_cpus
+
+    cores = usable_cpus()
+    with pytest.raises(RequestError, match=f"use nproc {cores} or fewer"):
+        _resume_on_devices(_run_config(device="cpu", nproc=1), None, cores + 1)

@@ -31,6 +31,19 @@ def usable_cpus(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP
     return max(1, count)
 
 
+def nproc_problem(nproc: int, cpus: int | None = None) -> str | None:
+    """Why ``nproc`` CPU training processes cannot run here (None: they can): each is a whole
+    training (its own torch, model and data) that needs a core; 31 of them on 2 cores take
+    minutes only to start, and as long to stop."""
+    cpus = usable_cpus() if cpus is None else cpus
+    if nproc <= cpus:
+        return None
+    return (
+        f"nproc {nproc} asks for {nproc} CPU training processes, and this machine gives the app "
+        f"{cpus} CPU(s): use nproc {cpus} or fewer (one process per core)"
+    )
+
+
 def cgroup_cpu_quota(
     cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP
 ) -> float | None:

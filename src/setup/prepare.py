@@ -35,6 +35,7 @@ from src.core.layout import RunIdError, run_dir
 from src.data.project import LocalProject, Split, default_split, open_local_project
 from src.data.reader import DatasetError, class_colors
 from src.data.tiles import Slicing
+from src.engine.cpus import nproc_problem
 from src.export.onnx_export import export_blocker
 from src.runs.storage import ArtifactStore
 from src.setup.run_ids import new_run_id, taken_run_id
@@ -235,6 +236,8 @@ def prepare(request: TrainRequest, store: ArtifactStore | None = None) -> Prepar
     if source.entry is not None:
         problems.extend(_entry_problems(source.entry, request.params))
     problems.extend(p for p in params.validate() if p not in problems)
+    if not params.gpus and (too_many := nproc_problem(params.nproc)):
+        problems.append(too_many)
     problems.extend(_custom_augmentation_problems(params))
     split = None
     if project is not None:

@@ -22,6 +22,7 @@ from src.core.errors import RequestError
 from src.core.layout import RUN_CONFIG, RunIdError, is_run_dir, run_dir
 from src.data.project import Split
 from src.data.reader import DatasetError
+from src.engine.cpus import nproc_problem
 from src.runs.checkpoint_io import CheckpointError, peek_checkpoint
 from src.runs.checkpoints import find_resumable_runs, newest_resumable_checkpoint
 from src.runs.info import APP_DATA, RunInfo
@@ -176,8 +177,10 @@ def _resume_on_devices(
         gpus=tuple(gpus or ()), nproc=1 if nproc is None else nproc, device=device or "cpu"
     )
     problems = wanted.device_problems()
-    if nproc_problem := range_problem("nproc", wanted.nproc):
-        problems.insert(0, nproc_problem)
+    if out_of_range := range_problem("nproc", wanted.nproc):
+        problems.insert(0, out_of_range)
+    elif not wanted.gpus and (too_many := nproc_problem(wanted.nproc)):
+        problems.insert(0, too_many)
     if problems:
         raise RequestError(problems)
     before = metadata.devices
