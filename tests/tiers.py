@@ -38,7 +38,8 @@ TRAINING_ROUTES = ("/api/train", "/train_start/")
 # a test that then waits for the run (or polls it) trains; a refusal answers at once
 WAITS = ("wait", "sleep", "poll")
 # callees that take a command line: with a "train" argument and no "--dry-run", they train
-COMMAND_CALLS = {"main", "run_cli", "run", "Popen", "check_call", "check_output", "_cli"}
+COMMAND_CALLS = {"main", "run_cli", "run_cli_process", "run", "Popen", "check_call",
+                 "check_output", "_cli"}  # fmt: skip
 UNMARKED = (
     "this test trains (Runner.train) but is not marked 'train': tests/tiers.py's signs did not "
     "see it; mark it @pytest.mark.train"
