@@ -414,16 +414,18 @@ class TrainingController:
             raise RequestError([str(exc)]) from None
 
     def prelabel(self, request: PrelabelRequest, told: Progress | None = None) -> PrelabelResult:
-        """Pre-label a copy of a project with a run's model (docs/prelabel.md): a run in app data
-        or uploaded to the store. Refused while a run trains here (they would share the device)."""
+        """Pre-label a copy of a project with a run's model (docs/after-training.md): a run in
+        app data or uploaded to the store. Refused while a run trains here, and a start refused
+        while it works (they would share the device)."""
         from src.prelabel.model import RunModel
         from src.prelabel.prelabel import check_request, prelabel_project
 
-        self._slot.refuse_while_busy("a run is in progress: pre-label when it has ended")
-        config, checkpoint = self.catalog.model_files(request.run_id)
-        check_request(request)  # before the model loads
-        model = RunModel(config, checkpoint, score_thr=request.score_thr)
-        return prelabel_project(model, request, told)
+        refused = "a run is in progress: pre-label when it has ended"
+        with self._slot.occupied("pre-labelling", refused):
+            config, checkpoint = self.catalog.model_files(request.run_id)
+            check_request(request)  # before the model loads
+            model = RunModel(config, checkpoint, score_thr=request.score_thr)
+            return prelabel_project(model, request, told)
 
     # ------------------------------------------------------------------ internals
     def _preparation(self) -> AbstractContextManager:

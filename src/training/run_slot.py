@@ -95,6 +95,7 @@ class RunSlot:
         self._active = False  # from launch until the run's upload is over
         self._preparing = False  # a start or resume is being prepared (before launch)
         self._cancel_start = False  # Stop was asked for during that preparation
+        self._occupied: str | None = None  # other work on the run's device (pre-labelling)
         self.outcome: RunOutcome | None = None
 
     # ------------------------------------------------------------------ queries
@@ -111,7 +112,10 @@ class RunSlot:
     def busy(self) -> bool:
         session = self._session
         return (
-            self._preparing or self._active or bool(session and not session.status().state.is_final)
+            self._preparing
+            or self._active
+            or self._occupied is not None
+            or bool(session and not session.status().state.is_final)
         )
 
     def status(self) -> ControllerStatus:
@@ -182,6 +186,20 @@ class RunSlot:
                 raise BusyError(message)
 
     @contextlib.contextmanager
+    def occupied(self, what: str, refused: str) -> Any:
+        """``what`` (pre-labelling) uses the device for the block: refused with ``refused``
+        while a run is prepared or in progress, and a start or resume refused meanwhile."""
+        with self._lock:
+            if self.busy:
+                raise BusyError(refused)
+            self._occupied = what
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._occupied = None
+
+    @contextlib.contextmanager
     def preparation(self) -> Any:
         """One start or resume at a time: refused at once when busy (not queued behind the
         lock), ``preparing`` meanwhile; the lock is held only to check and to launch, so status
@@ -208,6 +226,8 @@ class RunSlot:
 
     # ------------------------------------------------------------------ internals
     def _refuse_if_busy(self) -> None:
+        if self._occupied is not None:
+            raise BusyError(f"{self._occupied} is in progress: start when it has ended")
         if self._preparing:
             raise BusyError("a run is being prepared: stop it or wait for it to start")
         if self.busy:

@@ -1,4 +1,4 @@
-"""Pre-labelling (src/prelabel/, docs/prelabel.md) with no training: a run folder made of the
+"""Pre-labelling (src/prelabel/, docs/after-training.md) with no training: a run folder made of the
 config ``train --dry-run`` composes and a checkpoint of the model's own initial weights (seeded,
 as tests/engine/test_onnx_export.py's ``_initial_weights``), with per-class thresholds in its
 meta. RTMDet's initial head scores every box about 0.01, so a threshold of 0.005 keeps boxes and
@@ -239,3 +239,47 @@ def test_what_only_images_take_or_a_second_run_is_a_usage_error(tmp_path, capsys
         assert main(["predict", *argv]) == 2, argv
         assert reason in capsys.readouterr().err, argv
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_is_refused_while_pre_labelling_works_and_starts_after(
+    project, app_data, labelled, tmp_path, monkeypatch
+):
+    """Pre-labelling and a run would share the device: a start asked meanwhile (the API's, the
+    widgets') is a 409 saying why; the slot is free again once the copy is written."""
+    import threading
+
+    import src.prelabel.prelabel
+    from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
+    from tests.helpers import api_client
+
+    working, release = threading.Event(), threading.Event()
+    real = src.prelabel.prelabel.prelabel_project
+
+    def held(*args, **kwargs):
+        working.set()
+        assert release.wait(120), "the test never let pre-labelling go on"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(src.prelabel.prelabel, "prelabel_project", held)
+    shutil.copytree(app_data / "r1", tmp_path / "app" / "r1")
+    controller = TrainingController(tmp_path / "app", LocalArtifactStore(tmp_path / "tf"))
+    asked = {"run_id": "r1", "project": str(project), "out": str(tmp_path / "copy"),
+             "datasets": ["val"]}  # fmt: skip
+    train = {"project": str(labelled), "model": MODEL, "run_id": "after"}
+    with api_client(controller) as client:
+        answers = []
+        worker = threading.Thread(target=lambda: answers.append(
+            client.post("/api/prelabel", json=asked)))  # fmt: skip
+        worker.start()
+        try:
+            assert working.wait(120), "pre-labelling never began"
+            refused = client.post("/api/train", json=train)
+            assert refused.status_code == 409, refused.text
+            assert "pre-labelling is in progress" in refused.json()["error"]
+            assert client.get("/api/status").json()["busy"]
+        finally:
+            release.set()
+            worker.join(120)
+        assert answers and answers[0].status_code == 200, answers
+        assert not client.get("/api/status").json()["busy"]
