@@ -1,5 +1,5 @@
 """How well the label-error audit finds errors put into a demo project from a seed (issue 38,
-item 3; docs/audit.md): N errors injected (dropped objects, swapped classes, shifted boxes,
+item 3; docs/after-training.md): N errors injected (dropped objects, swapped classes, shifted boxes,
 spurious boxes), ``python -m src.cli audit`` run on the copy with ``make train``'s settings, and
 the precision and recall of its top 2 x N suspects, per kind and overall. Goal: recall >= 0.7
 overall.

@@ -17,6 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from src.audit.learning_curve import (
+    CURVE_FILE,
+    CURVE_FOLD,
+    SHARES,
+    fit_curves,
+    instances_per_class,
+    last_class_ap,
+)
 from src.audit.outputs import (
     PROJECT_COPY,
     REPORT_FILE,
@@ -30,8 +38,11 @@ from src.audit.predict import predict_fold
 from src.audit.report import write_report
 from src.audit.scoring import Thresholds
 from src.audit.suspects import Suspect, fold_suspects, ranked
+from src.config.compose_data import val_split_args
+from src.config.text import load_config_file
 from src.core.errors import RequestError
 from src.core.layout import EPOCH_PREFIX, RUN_CONFIG, run_dir
+from src.runs.atomic_files import write_json_atomic
 from src.runs.checkpoints import CheckpointError, last_val_metrics, newest_resumable_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -41,11 +52,11 @@ FINISHED = "finished"  # how a fold's training ended, as the controller says it
 
 
 class FoldTrainer(Protocol):
-    """Trains fold ``fold`` of ``plan`` (its run ``plan.run_id(fold)``), a new run or, with
-    ``resume``, the run from its newest checkpoint; returns how it ended: ``finished``,
-    ``stopped`` or ``failed``."""
+    """Trains fold ``fold`` of ``plan`` (its run ``plan.run_id(fold, share)`` on
+    ``plan.split(fold, share)``), a new run or, with ``resume``, the run from its newest
+    checkpoint; returns how it ended: ``finished``, ``stopped`` or ``failed``."""
 
-    def __call__(self, plan: AuditPlan, fold: int, resume: bool) -> str: ...
+    def __call__(self, plan: AuditPlan, fold: int, resume: bool, share: int = 100) -> str: ...
 
 
 @dataclass
@@ -60,6 +71,7 @@ class AuditOutcome:
     suspects: list[Suspect] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    curves: dict[str, Any] | None = None  # the learning curve (learning_curve.json), if asked
 
 
 def fold_state(plan: AuditPlan, fold: int, app_data_dir: str | Path) -> str:
@@ -67,17 +79,21 @@ def fold_state(plan: AuditPlan, fold: int, app_data_dir: str | Path) -> str:
     checkpoint to resume is a ``RequestError`` saying what to do."""
     if plan.predictions_file(app_data_dir, fold).is_file():
         return PREDICTED
-    work_dir = run_dir(app_data_dir, plan.run_id(fold))
     if fold in plan.finished:
         return TRAINED
+    return _run_state(run_dir(app_data_dir, plan.run_id(fold)), f"fold {fold}'s run")
+
+
+def _run_state(work_dir: Path, what: str) -> str:
+    """A run's training: not begun, begun (resume it) or done."""
     if not (work_dir / RUN_CONFIG).is_file():
         return NEW
     try:
         checkpoint, meta, _ = newest_resumable_checkpoint(work_dir)
     except CheckpointError as exc:
         raise RequestError(
-            f"fold {fold}'s run {work_dir.name} cannot be resumed ({exc}): remove its folder "
-            f"{work_dir} to train the fold anew"
+            f"{what} {work_dir.name} cannot be resumed ({exc}): remove its folder "
+            f"{work_dir} to train it anew"
         ) from None
     planned = int(meta.get("max_epochs") or 0)
     whole = checkpoint.name.startswith(EPOCH_PREFIX)  # not a stop's mid-epoch checkpoint
@@ -109,9 +125,31 @@ def run_audit(
         tell(f"fold {fold}/{plan.k}: predicting its {len(plan.folds[fold - 1])} held-out images")
         work_dir = run_dir(app_data_dir, plan.run_id(fold))
         predict_fold(work_dir, plan.predictions_file(app_data_dir, fold))
+    if plan.curve and (stopped := _train_curve(plan, app_data_dir, train, tell)):
+        return stopped
     outcome = finish_audit(plan, app_data_dir, tell)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _train_curve(
+    plan: AuditPlan, app_data_dir: str | Path, train: FoldTrainer, tell: Callable[[str], None]
+) -> AuditOutcome | None:
+    """The learning curve's subsets of fold 1 trained (those not yet); the outcome of the one
+    that did not finish, if one did not."""
+    for share in SHARES:
+        if share in plan.curve_finished:
+            continue
+        work_dir = run_dir(app_data_dir, plan.run_id(CURVE_FOLD, share))
+        state = _run_state(work_dir, f"the learning curve's {share} % run")
+        if state != TRAINED:
+            tell(f"learning curve: fold {CURVE_FOLD} trained on {share} % of its images")
+            ended = train(plan, CURVE_FOLD, resume=state == STARTED, share=share)
+            if ended != FINISHED:
+                return AuditOutcome(plan.audit_id, False, CURVE_FOLD, ended)
+        plan.curve_finished.append(share)
+        save_plan(plan, app_data_dir)
+    return None
 
 
 def finish_audit(
@@ -135,8 +173,6 @@ def finish_audit(
     summary = _summary(plan, folds)
     write_suspects(out / SUSPECTS_FILE, summary, suspects)
     tell(f"suspects: {out / SUSPECTS_FILE}")
-    write_report(out / REPORT_FILE, plan.project_dir, suspects, summary)
-    tell(f"report: {out / REPORT_FILE}")
     write_tagged_copy(plan.project_dir, suspects, out / PROJECT_COPY)
     tell(f"tagged copy of the project: {out / PROJECT_COPY}")
     outputs = {
@@ -144,7 +180,42 @@ def finish_audit(
         "report": str(out / REPORT_FILE),
         "project": str(out / PROJECT_COPY),
     }
-    return AuditOutcome(plan.audit_id, True, suspects=suspects, outputs=outputs)
+    curves = None
+    if plan.curve:
+        curves = write_curve(plan, app_data_dir, out / CURVE_FILE)
+        outputs["learning_curve"] = str(out / CURVE_FILE)
+        tell(f"learning curve: {out / CURVE_FILE}")
+    write_report(out / REPORT_FILE, plan.project_dir, suspects, summary, curves)
+    tell(f"report: {out / REPORT_FILE}")
+    return AuditOutcome(plan.audit_id, True, suspects=suspects, outputs=outputs, curves=curves)
+
+
+def write_curve(plan: AuditPlan, app_data_dir: str | Path, path: Path) -> dict[str, Any]:
+    """The learning curve from fold 1's runs (its subsets and itself), written to ``path``."""
+    cfg = load_config_file(run_dir(app_data_dir, plan.run_id(CURVE_FOLD)) / RUN_CONFIG)
+    data = val_split_args(cfg)
+    held_out = plan.folds[CURVE_FOLD - 1]
+    to_find = instances_per_class(plan.project_dir, held_out, data["classes"], data["ignore"])
+    runs, points = [], []
+    for share in (*SHARES, 100):
+        items = plan.split(CURVE_FOLD, share).train_items or []
+        counts = instances_per_class(plan.project_dir, items, data["classes"], data["ignore"])
+        logged = last_class_ap(run_dir(app_data_dir, plan.run_id(CURVE_FOLD, share)))
+        # a class with objects to find that the last validation did not score: nothing was
+        # predicted (see last_class_ap), an AP of 0; a run that never validated: no point
+        ap = {} if logged is None else {c: logged.get(c, 0.0) for c, n in to_find.items() if n}
+        runs.append({"share": share, "run": plan.run_id(CURVE_FOLD, share),
+                     "images": len(items), "instances": counts, "ap": ap})  # fmt: skip
+        points.append((share, counts, ap))
+    body = {
+        "fold": CURVE_FOLD,
+        "validation_images": len(plan.folds[CURVE_FOLD - 1]),
+        "model": "AP = a + b ln(instances), per class (src/audit/learning_curve.py)",
+        "runs": runs,
+        "classes": [c.as_dict() for c in fit_curves(points)],
+    }
+    write_json_atomic(body, path)
+    return body
 
 
 def _fold_summary(
@@ -165,7 +236,8 @@ def _fold_summary(
 
 def _summary(plan: AuditPlan, folds: list[dict[str, Any]]) -> dict[str, Any]:
     model = next(
-        (plan.settings[i + 1] for i, a in enumerate(plan.settings[:-1]) if a == "--model"), None
+        (plan.settings[i + 1] for i, a in enumerate(plan.settings[:-1]) if a == "--model"),
+        plan.request.get("model"),
     )
     return {
         "audit_id": plan.audit_id,

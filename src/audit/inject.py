@@ -1,5 +1,6 @@
 """Labelling errors put into a copy of a project from a seed, with the truth kept, and how well an
-audit's ranked suspects find them: how the audit is measured (``bench/audit.py``, docs/audit.md).
+audit's ranked suspects find them: how the audit is measured (``bench/audit.py``,
+docs/after-training.md).
 
 Four kinds of error, each the kind of suspect that should find it: a dropped object (``missing``),
 a swapped class (``wrong_class``), a shifted box (IoU 0.40 to 0.55 with the object: a

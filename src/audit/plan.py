@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.audit.learning_curve import nested_subsets
 from src.core.errors import RequestError
 from src.core.layout import AUDIT_PLAN, AUDITS, RunIdError, check_run_id
 from src.data.project import Split
@@ -42,9 +43,10 @@ def make_folds(project_dir: str | Path, k: int, seed: int) -> list[list[str]]:
     return [sorted(names[i::k]) for i in range(k)]
 
 
-def fold_run_id(audit_id: str, fold: int) -> str:
-    """The run that trains on every fold but ``fold`` (1-based)."""
-    return f"{audit_id}_fold{fold}"
+def fold_run_id(audit_id: str, fold: int, share: int = 100) -> str:
+    """The run that trains on every fold but ``fold`` (1-based); with a ``share`` below 100, the
+    learning curve's run on that percentage of those images (``src.audit.learning_curve``)."""
+    return f"{audit_id}_fold{fold}" + (f"_curve{share}" if share != 100 else "")
 
 
 def new_audit_id(app_data_dir: str | Path) -> str:
@@ -84,22 +86,28 @@ class AuditPlan:
     thresholds: dict[str, Any] = field(default_factory=dict)
     finished: list[int] = field(default_factory=list)  # folds whose training has ended
     created: float = field(default_factory=time.time)
+    curve: bool = False  # --learning-curve: fold 1's images in nested subsets trained too
+    curve_finished: list[int] = field(default_factory=list)  # its shares whose training ended
+    # an audit asked through the HTTP API: its body as POST /api/train reads it (``settings``,
+    # the CLI's train options, is empty then)
+    request: dict[str, Any] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
         return len(self.folds)
 
-    def run_id(self, fold: int) -> str:
-        return fold_run_id(self.audit_id, fold)
+    def run_id(self, fold: int, share: int = 100) -> str:
+        return fold_run_id(self.audit_id, fold, share)
 
-    def split(self, fold: int) -> Split:
-        """Fold ``fold`` (1-based) validates, the others train."""
+    def split(self, fold: int, share: int = 100) -> Split:
+        """Fold ``fold`` (1-based) validates, the others train (with a ``share`` below 100, the
+        learning curve's nested subset of them)."""
         train = sorted(n for i, items in enumerate(self.folds, 1) if i != fold for n in items)
-        return Split(
-            train_items=train,
-            val_items=list(self.folds[fold - 1]),
-            description=f"audit {self.audit_id}: fold {fold} of {self.k} held out",
-        )
+        described = f"audit {self.audit_id}: fold {fold} of {self.k} held out"
+        if share != 100:
+            train = nested_subsets(train, self.seed, (share,))[share]
+            described += f", {share} % of the other images ({len(train)})"
+        return Split(train_items=train, val_items=list(self.folds[fold - 1]), description=described)
 
     def predictions_file(self, app_data_dir: str | Path, fold: int) -> Path:
         return audit_dir(app_data_dir, self.audit_id) / f"fold{fold}.json"

@@ -79,10 +79,15 @@ def _row(rank: int, suspect: Suspect, project_dir: Path) -> str:
 
 
 def write_report(
-    path: Path, project_dir: str | Path, suspects: list[Suspect], summary: dict[str, Any]
+    path: Path,
+    project_dir: str | Path,
+    suspects: list[Suspect],
+    summary: dict[str, Any],
+    curve: dict[str, Any] | None = None,
 ) -> None:
-    """The report of ``suspects`` (ranked) at ``path``: the counts, the folds and the top
-    ``TOP`` with their crops."""
+    """The report of ``suspects`` (ranked) at ``path``: the counts, the folds, the learning
+    curve where the audit made one (``learning_curve.json``), and the top ``TOP`` with their
+    crops."""
     project = Path(project_dir)
     found = counts(suspects)
     count_rows = "".join(
@@ -110,6 +115,7 @@ the project's copy.</p>
 <h2>Suspects by kind</h2><table>{count_rows}</table>
 <h2>Folds</h2><table><tr><th>fold</th><th>run</th><th>images</th><th>confident from</th>
 <th>validation</th></tr>{fold_rows}</table>
+{curve_section(curve) if curve else ""}
 <h2>The {min(TOP, len(suspects))} most suspicious</h2>
 <p class="note">Green: the label; red: the model's box.</p>
 <table><tr><th>#</th><th>crop</th><th>kind</th><th>score</th><th>where</th><th>classes</th></tr>
@@ -124,3 +130,31 @@ def _metrics(metrics: dict[str, float] | None) -> str:
     if not metrics:
         return "–"
     return "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+
+
+def curve_section(curve: dict[str, Any]) -> str:
+    """The learning curve's table: per class the instances and AP of each run, and the AP the
+    fit expects from twice the instances, with its standard error."""
+    shares = [r["share"] for r in curve["runs"]]
+    head = "".join(f"<th>{s} %: objects, AP</th>" for s in shares)
+    rows = []
+    for c in curve["classes"]:
+        at = {s: (n, ap) for s, n, ap in zip(c["shares"], c["instances"], c["ap"], strict=True)}
+        points = "".join(
+            f"<td class='n'>{at[s][0]}, {at[s][1]:.3f}</td>" if s in at else "<td>–</td>"
+            for s in shares
+        )
+        stderr = "–" if c["stderr"] is None else f"± {c['stderr']:.3f}"
+        gain = c["expected_2x"] - c["ap"][-1]
+        rows.append(
+            f"<tr><td>{html.escape(c['name'])}</td>{points}<td class='n'>{c['expected_2x']:.3f} "
+            f"{stderr}</td><td class='n'>{gain:+.3f}</td></tr>"
+        )
+    return f"""<h2>How much more labelling would help</h2>
+<p class="note">Fold {curve["fold"]}'s training images in nested subsets, each trained alike and
+validated on the fold's {curve["validation_images"]} held-out images; per class the fit
+{html.escape(curve["model"])}, read at twice the objects of the full run. The ± is the fit's
+standard error (three points: a rough size of its doubt, not a guarantee); a fit in the
+logarithm cannot see where a class saturates.</p>
+<table><tr><th>class</th>{head}<th>expected AP at 2x objects</th><th>gain</th></tr>
+{"".join(rows)}</table>"""

@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     au = sub.add_parser(
         "audit", allow_abbrev=False,
         help="find suspicious labels: K models on K folds, each image judged by a model that "
-        "did not train on it (docs/audit.md)",
+        "did not train on it (docs/after-training.md)",
         epilog="Every option of train (python -m src.cli train --help) sets how the folds train, "
         "e.g. --from-scratch --epochs 24 --input-size 224; the evaluation after each fold is off "
         "unless --evaluate.",
@@ -59,6 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--low", type=float, default=DEFAULT_LOW, metavar="X",
                     help="a label that no prediction of this score overlaps is spurious "
                     f"(default {DEFAULT_LOW})")  # fmt: skip
+    au.add_argument("--learning-curve", action="store_true",
+                    help="also train fold 1 on nested 25 and 50 %% subsets of its images and "
+                    "say per class the AP expected from twice its labels (two more trainings, "
+                    "smaller than a fold's)")  # fmt: skip
     au.set_defaults(func=cmd_audit, train_options=[])
 
 
@@ -132,6 +136,7 @@ def _new_plan(args: argparse.Namespace):
             "low": args.low,
             "auto_confident": args.confident is None,
         },
+        curve=args.learning_curve,
     )
     return plan, targs
 
@@ -141,7 +146,8 @@ def _resumed_plan(args: argparse.Namespace):
     and on what it runs changed."""
     from src.audit.plan import load_plan
 
-    given = [n for n in ("project", "model", "out", "audit_id", "confident") if getattr(args, n)]
+    own = ("project", "model", "out", "audit_id", "confident", "learning_curve")
+    given = [n for n in own if getattr(args, n)]
     if given or args.folds != DEFAULT_FOLDS or args.low != DEFAULT_LOW:
         raise CliError(
             f"--resume keeps the audit's own settings: drop {_flags(given) or '--folds/--low'}"
@@ -153,6 +159,9 @@ def _resumed_plan(args: argparse.Namespace):
             f"only {_flags(list(_RESUME_MAY_CHANGE))} can change"
         )
     plan = load_plan(app_data(told), args.resume)
+    if not plan.settings:
+        raise CliError(f"audit {plan.audit_id} was started through the HTTP API: continue it "
+                       f'there (POST /api/audit {{"resume": "{plan.audit_id}"}})')  # fmt: skip
     return plan, _train_args(plan.settings + args.train_options)
 
 
@@ -195,7 +204,18 @@ def _print_outcome(outcome) -> None:
         classes = f"{s.labelled_class or '-'} -> {s.predicted_class or '-'}"
         print(f"{n:>3}. {s.kind:<11} {s.score:.3f}  {s.image}  {classes}  "
               f"[{', '.join(f'{v:.0f}' for v in s.box)}]")  # fmt: skip
+    if outcome.curves:
+        _print_curve(outcome.curves)
     print(f"audit {outcome.audit_id} done in {outcome.seconds:.0f} s: {outcome.outputs['report']}")
+
+
+def _print_curve(curve: dict) -> None:
+    """Per class: its objects and AP in the full run, the AP expected from twice the objects."""
+    print("learning curve (fold 1; AP now -> expected at 2x objects, +- the fit's error):")
+    for c in curve["classes"]:
+        error = "" if c["stderr"] is None else f" +- {c['stderr']:.3f}"
+        print(f"  {c['name']:<20} {c['instances'][-1]:>5} objects  AP {c['ap'][-1]:.3f} -> "
+              f"{c['expected_2x']:.3f}{error}")  # fmt: skip
 
 
 class _FoldTrainer:
@@ -205,14 +225,14 @@ class _FoldTrainer:
     def __init__(self, controller, bar, targs: argparse.Namespace) -> None:
         self.controller, self.bar, self.targs = controller, bar, targs
 
-    def __call__(self, plan, fold: int, resume: bool) -> str:
+    def __call__(self, plan, fold: int, resume: bool, share: int = 100) -> str:
         from src.cli.train import new_request, train_prepared
         from src.cli.train_output import report
 
-        run_id = plan.run_id(fold)
-        held_out = len(plan.folds[fold - 1])
-        print(f"fold {fold}/{plan.k}: {sum(map(len, plan.folds)) - held_out} images train, "
-              f"{held_out} held out")  # fmt: skip
+        run_id, split = plan.run_id(fold, share), plan.split(fold, share)
+        part = "" if share == 100 else f" ({share} % of the fold's)"
+        print(f"fold {fold}/{plan.k}: {len(split.train_items)} images train{part}, "
+              f"{len(split.val_items)} held out")  # fmt: skip
         resume_from = None
         if resume:
             prepared, run = self.controller.prepare_resume(run_id)
@@ -220,7 +240,7 @@ class _FoldTrainer:
             print(f"resuming run {run_id} from {run.checkpoint_name}: epoch {run.epoch}")
         else:
             request = new_request(self.controller, self.targs)
-            request = replace(request, split=plan.split(fold), run_id=run_id)
+            request = replace(request, split=split, run_id=run_id)
             prepared = self.controller.compose(replace(request, keep_empty_images=True))
         for note in prepared.notes:
             print(f"note: {note}")

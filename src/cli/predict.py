@@ -1,5 +1,6 @@
 """``predict``: detect objects in images with an exported ONNX model (ONNX Runtime only, no mmdet),
-or, with ``--project``, pre-label a project with a run (``src.cli.prelabel``, docs/prelabel.md).
+or, with ``--project``, pre-label a project with a run (``src.cli.prelabel``,
+docs/after-training.md).
 
 What a user without the training stack runs on a model file: one line per detection, and each
 image with its boxes drawn into ``--out``. Everything is checked before anything is written.

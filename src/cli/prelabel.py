@@ -1,5 +1,6 @@
 """``predict RUN_ID --project DIR --out DIR``: pre-label a copy of a project with a run's model
-(docs/prelabel.md), through the controller as the HTTP API does (``TrainingController.prelabel``).
+(docs/after-training.md), through the controller as the HTTP API does
+(``TrainingController.prelabel``).
 
 The options live beside ``predict``'s own (one command, two inputs: images with ``--onnx``, a
 project with ``--project``); what runs is the controller's, and this module only reads the command

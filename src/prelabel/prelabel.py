@@ -1,4 +1,5 @@
-"""Pre-labelling (docs/prelabel.md): a copy of a project with a run's predictions as annotations.
+"""Pre-labelling (docs/after-training.md): a copy of a project with a run's predictions as
+annotations.
 
 The user's project is only read. The copy is written under a temporary name beside ``out`` and
 renamed to it once complete, so ``out`` holds a whole project or nothing; it must not exist or

@@ -17,8 +17,15 @@
     POST /api/stop    -> {"stopping": true} (409 when nothing runs); a run still being prepared
                       is not started (its /api/train answers 409)
     GET  /api/runs    -> resumable runs (app data, then Team Files)
+    POST /api/audit   {project, model, out, folds, hyperparameters, confident, low,
+                      learning_curve, audit_id} or {resume: AUDIT_ID} -> {"audit_id", "folds",
+                      "images"} at once; the label-error audit (docs/after-training.md) runs
+                      in the background, each fold a run that /api/status shows and /api/stop
+                      stops (the audit then ends at that fold: resume it)
+    GET  /api/audit   -> the audit's state (running, done, stopped, failed), its log and, when
+                      done, its outputs, counts per kind and learning curve
     POST /api/prelabel  {run_id, project, out, datasets, overwrite_labelled, score_thr} -> what
-                      was written (docs/prelabel.md): a copy of the project with the run's
+                      was written (docs/after-training.md): a copy of the project with the run's
                       predictions; answered when done, at most 500 images a call (400 beyond),
                       409 while a run trains
 
@@ -45,6 +52,7 @@ from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from src.audit.service import AuditService
 from src.core.errors import AppError, BusyError, RequestError
 from src.data.project import LocalProject, open_local_project
 from src.data.reader import DatasetError
@@ -131,6 +139,19 @@ def _router(controller: TrainingController, default_project: LocalProject | None
     @router.get("/runs")
     def runs() -> Any:
         return {"runs": controller.catalog.runs()}
+
+    audits = AuditService(controller)
+
+    @router.post("/audit")
+    async def audit(request: Request) -> Any:
+        try:  # fold 1 is composed first (seconds): off the event loop
+            return await run_in_threadpool(audits.start, request.state.json_body)
+        except AppError as exc:
+            return _error(exc.http_status, "; ".join(exc.problems), exc.problems)
+
+    @router.get("/audit")
+    def audit_status() -> Any:
+        return audits.status()
 
     @router.post("/prelabel")
     async def prelabel(request: Request) -> Any:

@@ -1,6 +1,7 @@
 """``python -m src.cli audit`` end to end on a tiny project (K=2, 128 px, 2 epochs): stopped by
 Ctrl-C in its first fold, continued with ``--resume``, it writes suspects.json, the report and a
-tagged copy of the project, and leaves the project it audits as it was."""
+tagged copy of the project, and leaves the project it audits as it was; with
+``--learning-curve`` it trains fold 1 on nested 25 and 50 % subsets too and writes the curve."""
 
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ def test_an_audit_stops_resumes_and_marks_suspects_in_a_copy(tmp_path, monkeypat
     )
     code = main(
         ["audit", "--project", str(project), "--model", MODEL, "--folds", "2", "--out", str(out),
-         "--audit-id", "a1", "--from-scratch", "--epochs", "2", "--input-size", "128",
-         "--batch-size", "2", "--workers", "0", "--device", "cpu", *where]
+         "--audit-id", "a1", "--learning-curve", "--from-scratch", "--epochs", "2",
+         "--input-size", "128", "--batch-size", "2", "--workers", "0", "--device", "cpu", *where]
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -75,8 +76,9 @@ def test_an_audit_stops_resumes_and_marks_suspects_in_a_copy(tmp_path, monkeypat
     plan = json.loads((app_data / "_audits" / "a1" / "audit.json").read_text())
     items = sorted(item for fold in plan["folds"] for item in fold)
     assert len(items) == 10 and any(item.startswith("train/extra/") for item in items)
-    assert plan["finished"] == [1, 2]
+    assert plan["finished"] == [1, 2] and plan["curve_finished"] == [25, 50]
     _check_outputs(project, out)
+    _check_curve(plan, app_data, out, printed)
     assert _fingerprint(project) == before  # the audited project is only read
 
 
@@ -113,3 +115,25 @@ def _check_outputs(project: Path, out: Path) -> None:
                     assert label.tags.get(SCORE_TAG) is not None
     missing = sum(s["kind"] == MISSING for s in suspects)
     assert (tagged, added) == (len(suspects), missing)
+
+
+def _check_curve(plan: dict, app_data: Path, out: Path, printed: str) -> None:
+    """Fold 1's 5 training images in nested subsets of 2 and 3 (and 5: the fold's own run),
+    each validated on the fold's held-out images; the curve in its file, the report and the
+    console."""
+    curve = json.loads((out / "learning_curve.json").read_text())
+    assert [(r["share"], r["run"], r["images"]) for r in curve["runs"]] == [
+        (25, "a1_fold1_curve25", 2), (50, "a1_fold1_curve50", 3), (100, "a1_fold1", 5),
+    ]  # fmt: skip
+    assert curve["validation_images"] == len(plan["folds"][0]) == 5
+    for share in (25, 50):
+        config = (app_data / f"a1_fold1_curve{share}" / "config.py").read_text()
+        for item in plan["folds"][0]:  # the held-out images validate, never train
+            assert config.count(item.rsplit("/", 1)[1]) == 1
+    counts = [sum(r["instances"].values()) for r in curve["runs"]]
+    assert 0 < counts[0] <= counts[1] <= counts[2]
+    assert curve["classes"], "each class has an AP at each point (0 after 2 epochs is one)"
+    for c in curve["classes"]:
+        assert c["shares"] == [25, 50, 100] and 0 <= c["expected_2x"] <= 1
+    assert "How much more labelling would help" in (out / "report.html").read_text()
+    assert "learning curve (fold 1; AP now -> expected at 2x objects" in printed

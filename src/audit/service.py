@@ -1,0 +1,177 @@
+"""An audit through the HTTP API (``POST /api/audit``, ``GET /api/audit``): the CLI's audit
+(``src.audit.flow``) in a background thread, each fold a run of the app's controller built from
+the request's JSON as ``POST /api/train`` builds one, so ``/api/status`` shows the fold
+training and ``/api/stop`` stops it (the audit then ends at that fold; ``{"resume": AUDIT_ID}``
+continues it).
+
+The body: ``{"project", "model", "out", "folds" (5), "audit_id", "hyperparameters" (as
+/api/train's), "confident", "low" (0.1), "learning_curve" (false)}``. What the audit cannot
+start with (a missing project, too few images, a bad setting, an ``out`` inside the project) is
+a 400 before anything starts: fold 1's run is composed first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from src.audit.flow import AuditOutcome, run_audit
+from src.audit.outputs import check_out_dir
+from src.audit.plan import AuditPlan, audit_dir, fold_run_id, load_plan, make_folds, new_audit_id
+from src.audit.scoring import Thresholds
+from src.audit.suspects import counts
+from src.core.errors import BusyError, RequestError
+from src.core.layout import run_dir
+from src.setup.prepare import TrainRequest
+from src.setup.requests import request_from_json
+from src.training.controller import TrainingController
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FOLDS, DEFAULT_LOW = 5, 0.1
+_OWN = ("out", "folds", "audit_id", "confident", "low", "learning_curve")
+_NOT_IN_AN_AUDIT = ("split", "run_id", "resume", "from_run")  # the audit chooses them
+
+
+class ApiFoldTrainer:
+    """A fold's run through the controller: the plan's request (its JSON, as ``/api/train``
+    reads it) on the fold's split, or the stopped run resumed; waits for its end and upload."""
+
+    def __init__(self, controller: TrainingController) -> None:
+        self.controller = controller
+
+    def __call__(self, plan: AuditPlan, fold: int, resume: bool, share: int = 100) -> str:
+        run_id = plan.run_id(fold, share)
+        if resume:
+            self.controller.resume(run_id)
+        else:
+            self.controller.start(fold_request(plan, self.controller, fold, share))
+        return str(self.controller.wait().run_state)  # finished, stopped or failed
+
+
+def fold_request(
+    plan: AuditPlan, controller: TrainingController, fold: int, share: int = 100
+) -> TrainRequest:
+    """Fold ``fold``'s new run: the audit's request on its split, under its run id, every image
+    kept (an image without labels is audited too)."""
+    request = request_from_json(plan.request, str(controller.app_data_dir))
+    return replace(
+        request, split=plan.split(fold, share), run_id=plan.run_id(fold, share),
+        keep_empty_images=True,
+    )  # fmt: skip
+
+
+def _number(body: dict[str, Any], key: str, default: Any, kind: type) -> Any:
+    value = body.get(key, default)
+    if value is None and key == "confident":
+        return None
+    if (kind is float and type(value) in (int, float)) or (kind is int and type(value) is int):
+        return value
+    raise RequestError(f"{key} must be a {'whole ' if kind is int else ''}number, got "
+                       f"{json.dumps(value)}")  # fmt: skip
+
+
+def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
+    """The plan of a new audit from a ``POST /api/audit`` body; every problem a ``RequestError``
+    before anything is written."""
+    if wrong := [k for k in _NOT_IN_AN_AUDIT if k in body]:
+        raise RequestError(f"{', '.join(wrong)}: not in an audit (it chooses its folds, run ids)")
+    if not isinstance(body.get("project"), str) or not isinstance(body.get("out"), str):
+        raise RequestError("project and out are required: local folders (out: where the audit "
+                           "writes suspects.json, report.html and project/)")  # fmt: skip
+    folds = _number(body, "folds", DEFAULT_FOLDS, int)
+    confident = _number(body, "confident", None, float)
+    low = _number(body, "low", DEFAULT_LOW, float)
+    try:
+        Thresholds(confident=0.5 if confident is None else confident, low=low)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    check_out_dir(body["out"], body["project"])
+    train_body = {k: v for k, v in body.items() if k not in _OWN}
+    request = request_from_json(train_body, str(controller.app_data_dir))  # its 400s
+    root = controller.app_data_dir
+    audit_id = body.get("audit_id") or new_audit_id(root)
+    if not isinstance(audit_id, str) or audit_dir(root, audit_id).exists():
+        raise RequestError(f'audit {audit_id} exists: continue it with {{"resume": ...}}')
+    folds_made = make_folds(body["project"], folds, request.params.seed)
+    if taken := [fold_run_id(audit_id, k) for k in range(1, folds + 1)
+                 if run_dir(root, fold_run_id(audit_id, k)).exists()]:  # fmt: skip
+        raise RequestError(f"runs {', '.join(taken)} exist in {root}: give another audit_id")
+    return AuditPlan(
+        audit_id=audit_id, project_dir=str(Path(body["project"]).resolve()),
+        out_dir=str(Path(body["out"]).resolve()), folds=folds_made, seed=request.params.seed,
+        thresholds={"confident": 0.5 if confident is None else confident, "low": low,
+                    "auto_confident": confident is None},
+        curve=bool(body.get("learning_curve")), request=train_body,
+    )  # fmt: skip
+
+
+class AuditService:
+    """The API's one audit at a time: started, followed, its outcome kept until the next."""
+
+    def __init__(self, controller: TrainingController) -> None:
+        self.controller = controller
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._state: dict[str, Any] = {"state": "idle"}
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Plan (or load, with ``resume``) and start an audit; what it is (its id, folds)."""
+        with self._lock:
+            if self.running or self.controller.busy:
+                raise BusyError("an audit or a training run is in progress: wait or stop it")
+            if "resume" in body:
+                if set(body) != {"resume"} or not isinstance(body["resume"], str):
+                    raise RequestError("resume takes an audit id and nothing else (an audit "
+                                       "keeps its settings)")  # fmt: skip
+                plan = load_plan(self.controller.app_data_dir, body["resume"])
+                if not plan.request:
+                    raise RequestError(f"audit {plan.audit_id} was started from the command "
+                                       "line: continue it there (python -m src.cli audit "
+                                       f"--resume {plan.audit_id})")  # fmt: skip
+            else:
+                plan = new_plan(body, self.controller)
+                self.controller.compose(fold_request(plan, self.controller, 1))  # its 400s now
+            self._state = {"state": "running", "audit_id": plan.audit_id, "folds": plan.k,
+                           "images": sum(map(len, plan.folds)), "log": []}  # fmt: skip
+            self._thread = threading.Thread(
+                target=self._run, args=(plan,), name=f"audit-{plan.audit_id}", daemon=True
+            )
+            self._thread.start()
+            return {k: v for k, v in self._state.items() if k != "log"}
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status()
+
+    def _run(self, plan: AuditPlan) -> None:
+        log = self._state["log"]
+        try:
+            outcome = run_audit(plan, self.controller.app_data_dir,
+                                ApiFoldTrainer(self.controller), log.append)  # fmt: skip
+        except Exception as exc:  # the audit's end, whatever it is, is what a client sees
+            logger.exception("audit %s failed", plan.audit_id)
+            self._state.update(state="failed", error=str(exc))
+            return
+        self._state.update(_ended(outcome))
+
+
+def _ended(outcome: AuditOutcome) -> dict[str, Any]:
+    """What ``GET /api/audit`` says of an audit that has ended (done or not)."""
+    if not outcome.done:
+        state = "stopped" if outcome.ended == "stopped" else "failed"
+        return {"state": state, "stopped_at": outcome.stopped_at, "ended": outcome.ended}
+    return {"state": "done", "outputs": outcome.outputs, "counts": counts(outcome.suspects),
+            "seconds": round(outcome.seconds, 1), "learning_curve": outcome.curves}  # fmt: skip
