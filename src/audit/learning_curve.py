@@ -92,9 +92,16 @@ class ClassCurve:
         mean_x, mean_y = sum(x) / len(x), sum(self.ap) / len(self.ap)
         return mean_y + self.slope * (x[-1] - mean_x)
 
+    @property
+    def monotonic(self) -> bool:
+        """Whether the AP never fell as the objects grew: a class whose AP fell (one run that
+        went wrong, a noisy validation) has a fit to check before believing."""
+        return all(b >= a for a, b in zip(self.ap, self.ap[1:], strict=False))
+
     def as_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body["stderr"] = None if math.isinf(self.stderr) else self.stderr
+        body["monotonic"] = self.monotonic
         return body
 
 

@@ -146,9 +146,10 @@ def curve_section(curve: dict[str, Any]) -> str:
         )
         stderr = "–" if c["stderr"] is None else f"± {c['stderr']:.3f}"
         gain = c["expected_2x"] - c["ap"][-1]
+        check = "" if c.get("monotonic", True) else " (its AP fell as its objects grew: check)"
         rows.append(
             f"<tr><td>{html.escape(c['name'])}</td>{points}<td class='n'>{c['expected_2x']:.3f} "
-            f"{stderr}</td><td class='n'>{gain:+.3f}</td></tr>"
+            f"{stderr}</td><td class='n'>{gain:+.3f}{check}</td></tr>"
         )
     return f"""<h2>How much more labelling would help</h2>
 <p class="note">Fold {curve["fold"]}'s training images in nested subsets, each trained alike and

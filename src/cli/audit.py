@@ -214,8 +214,9 @@ def _print_curve(curve: dict) -> None:
     print("learning curve (fold 1; AP now -> expected at 2x objects, +- the fit's error):")
     for c in curve["classes"]:
         error = "" if c["stderr"] is None else f" +- {c['stderr']:.3f}"
+        check = "" if c["monotonic"] else "  (its AP fell as its objects grew: check)"
         print(f"  {c['name']:<20} {c['instances'][-1]:>5} objects  AP {c['ap'][-1]:.3f} -> "
-              f"{c['expected_2x']:.3f}{error}")  # fmt: skip
+              f"{c['expected_2x']:.3f}{error}{check}")  # fmt: skip
 
 
 class _FoldTrainer:
