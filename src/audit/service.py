@@ -26,6 +26,8 @@ from src.audit.scoring import Thresholds
 from src.audit.suspects import counts
 from src.core.errors import BusyError, RequestError
 from src.core.layout import run_dir
+from src.data.project import open_local_project
+from src.data.reader import DatasetError
 from src.setup.prepare import TrainRequest
 from src.setup.requests import request_from_json
 from src.training.controller import TrainingController
@@ -89,6 +91,10 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
     try:
         Thresholds(confident=0.5 if confident is None else confident, low=low)
     except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    try:
+        open_local_project(body["project"])  # a clear 400 for a missing or empty project
+    except DatasetError as exc:
         raise RequestError(str(exc)) from None
     check_out_dir(body["out"], body["project"])
     train_body = {k: v for k, v in body.items() if k not in _OWN}

@@ -42,6 +42,7 @@ def _body(project, out, **extra):
     ("change", "expected"),
     [
         ({"out": None}, "project and out are required"),
+        ({"project": "/nowhere/project"}, "does not exist"),
         ({"folds": 1}, "an audit needs at least 2 folds"),
         ({"folds": 11}, "fewer than the folds"),
         ({"folds": "3"}, 'folds must be a whole number, got "3"'),
