@@ -29,10 +29,11 @@ SUSPECT_TAG = "label_suspect"
 SCORE_TAG = "label_suspect_score"
 
 
-def check_out_dir(out_dir: str | Path, project_dir: str | Path) -> Path:
+def check_out_dir(out_dir: str | Path, project_dir: str | Path, flag: str = "--out") -> Path:
     """``--out`` resolved; refused where it overlaps the project or is a file (a folder that holds
-    an earlier try of this audit is fine: a resume writes into it again)."""
-    return project_out_dir(out_dir, project_dir, "the audit", "--out")
+    an earlier try of this audit is fine: a resume writes into it again). ``flag``: how the asker
+    named it."""
+    return project_out_dir(out_dir, project_dir, "the audit", flag)
 
 
 def write_suspects(path: Path, summary: dict[str, Any], suspects: list[Suspect]) -> None:

@@ -27,16 +27,19 @@ from src.runs.atomic_files import write_json_atomic
 MIN_FOLDS = 2
 
 
-def make_folds(project_dir: str | Path, k: int, seed: int) -> list[list[str]]:
+def make_folds(
+    project_dir: str | Path, k: int, seed: int, flag: str = "--folds"
+) -> list[list[str]]:
     """The project's items (``dataset/name``, every dataset, nested ones too) in ``k`` folds of
     nearly equal size: shuffled with ``seed``, dealt in turn; each fold sorted. The same project
-    and seed give the same folds."""
+    and seed give the same folds. ``flag``: how the asker named K (the CLI's option, the API's
+    field)."""
     names = [name for name, _ in list_items(project_dir)]
     if k < MIN_FOLDS:
-        raise RequestError(f"--folds {k}: an audit needs at least {MIN_FOLDS} folds")
+        raise RequestError(f"{flag} {k}: an audit needs at least {MIN_FOLDS} folds")
     if len(names) < k:
         raise RequestError(
-            f"--folds {k}: the project has {len(names)} images, fewer than the folds (each fold "
+            f"{flag} {k}: the project has {len(names)} images, fewer than the folds (each fold "
             "validates on its own images)"
         )
     random.Random(seed).shuffle(names)

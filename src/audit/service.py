@@ -24,7 +24,7 @@ from src.audit.outputs import check_out_dir
 from src.audit.plan import AuditPlan, audit_dir, fold_run_id, load_plan, make_folds, new_audit_id
 from src.audit.scoring import Thresholds
 from src.audit.suspects import counts
-from src.core.errors import BusyError, RequestError
+from src.core.errors import AppError, BusyError, RequestError, StartCancelled
 from src.core.layout import run_dir
 from src.data.project import open_local_project
 from src.data.reader import DatasetError
@@ -48,10 +48,13 @@ class ApiFoldTrainer:
 
     def __call__(self, plan: AuditPlan, fold: int, resume: bool, share: int = 100) -> str:
         run_id = plan.run_id(fold, share)
-        if resume:
-            self.controller.resume(run_id)
-        else:
-            self.controller.start(fold_request(plan, self.controller, fold, share))
+        try:
+            if resume:
+                self.controller.resume(run_id)
+            else:
+                self.controller.start(fold_request(plan, self.controller, fold, share))
+        except StartCancelled:  # /api/stop while the fold's run was being prepared
+            return "stopped"
         return str(self.controller.wait().run_state)  # finished, stopped or failed
 
 
@@ -96,14 +99,18 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
         open_local_project(body["project"])  # a clear 400 for a missing or empty project
     except DatasetError as exc:
         raise RequestError(str(exc)) from None
-    check_out_dir(body["out"], body["project"])
+    check_out_dir(body["out"], body["project"], "out")
     train_body = {k: v for k, v in body.items() if k not in _OWN}
     request = request_from_json(train_body, str(controller.app_data_dir))  # its 400s
     root = controller.app_data_dir
+    if not isinstance(body.get("audit_id") or "", str) or not isinstance(
+        body.get("learning_curve", False), bool
+    ):
+        raise RequestError("audit_id must be a string and learning_curve true or false")
     audit_id = body.get("audit_id") or new_audit_id(root)
-    if not isinstance(audit_id, str) or audit_dir(root, audit_id).exists():
+    if audit_dir(root, audit_id).exists():
         raise RequestError(f'audit {audit_id} exists: continue it with {{"resume": ...}}')
-    folds_made = make_folds(body["project"], folds, request.params.seed)
+    folds_made = make_folds(body["project"], folds, request.params.seed, "folds")
     if taken := [fold_run_id(audit_id, k) for k in range(1, folds + 1)
                  if run_dir(root, fold_run_id(audit_id, k)).exists()]:  # fmt: skip
         raise RequestError(f"runs {', '.join(taken)} exist in {root}: give another audit_id")
@@ -167,6 +174,10 @@ class AuditService:
         try:
             outcome = run_audit(plan, self.controller.app_data_dir,
                                 ApiFoldTrainer(self.controller), log.append)  # fmt: skip
+        except AppError as exc:  # a fold that could not start (busy, its data gone): said
+            logger.warning("audit %s failed: %s", plan.audit_id, exc)
+            self._state.update(state="failed", error=str(exc))
+            return
         except Exception as exc:  # the audit's end, whatever it is, is what a client sees
             logger.exception("audit %s failed", plan.audit_id)
             self._state.update(state="failed", error=str(exc))

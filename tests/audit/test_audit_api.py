@@ -43,8 +43,11 @@ def _body(project, out, **extra):
     [
         ({"out": None}, "project and out are required"),
         ({"project": "/nowhere/project"}, "does not exist"),
-        ({"folds": 1}, "an audit needs at least 2 folds"),
+        ({"folds": 1}, "folds 1: an audit needs at least 2 folds"),
         ({"folds": 11}, "fewer than the folds"),
+        ({"folds": True}, "folds must be a whole number, got true"),
+        ({"audit_id": 5}, "audit_id must be a string"),
+        ({"learning_curve": "yes"}, "learning_curve true or false"),
         ({"folds": "3"}, 'folds must be a whole number, got "3"'),
         ({"low": 2}, "low"),
         ({"split": {"train": ["train"]}}, "split: not in an audit"),
@@ -132,3 +135,31 @@ def test_an_audit_started_from_the_cli_is_continued_there(audit_api, small_proje
     assert response.status_code == 400
     assert "python -m src.cli audit --resume c1" in response.json()["error"]
     assert client.get("/api/audit").json()["state"] == "idle"
+
+
+def test_a_stop_while_fold_1_is_prepared_stops_the_audit(audit_api, small_project, monkeypatch):
+    """``/api/stop`` during the fold's preparation cancels its start: the audit is stopped (and
+    resumable), not failed."""
+    import threading
+
+    import src.training.controller as controller_module
+
+    preparing, release = threading.Event(), threading.Event()
+    real = controller_module.check_data
+
+    def held(prepared):
+        preparing.set()
+        assert release.wait(120), "the test never let the preparation go on"
+        return real(prepared)
+
+    monkeypatch.setattr(controller_module, "check_data", held)
+    client, _, root = audit_api
+    started = client.post("/api/audit", json=_body(small_project, root / "out", audit_id="s1"))
+    assert started.status_code == 200, started.text
+    assert preparing.wait(120), "fold 1 was never prepared"
+    try:
+        assert client.post("/api/stop").status_code == 200
+    finally:
+        release.set()
+    ended = _wait(client, "/api/audit", lambda a: a["state"] != "running", "the audit's end", 120)
+    assert ended["state"] == "stopped" and ended["stopped_at"] == 1, ended
