@@ -274,6 +274,8 @@ def test_more_cpu_processes_than_cores_is_a_400_before_anything_starts(api, demo
 
     client, _, root = api
     cores = usable_cpus()
+    if cores >= 64:
+        pytest.skip("nproc's range ends at 64: no count above the cores is in it here")
     body = {"project": str(demo_project), "model": M, "hyperparameters": {"nproc": cores + 1}}
     response = client.post("/api/train", json=body)
     assert response.status_code == 400, response.text

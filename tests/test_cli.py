@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 import subprocess
 import sys
@@ -32,11 +33,15 @@ def run_cli(*args: str, cwd: Path = ROOT, env_app_data: Path | None = None):
         if env_app_data is not None:
             os.environ["SLY_APP_DATA_DIR"] = str(env_app_data)
         os.chdir(cwd)
+        logged = logging.StreamHandler(err)  # what the CLI logs, as a process's stderr has it
+        logging.getLogger().addHandler(logged)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(list(args))
             except SystemExit as exc:  # argparse's usage errors
                 code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            finally:
+                logging.getLogger().removeHandler(logged)
     finally:
         os.environ.clear()
         os.environ.update(saved_env)

@@ -67,5 +67,7 @@ def test_a_resume_in_more_cpu_processes_than_cores_is_refused():
     from src.engine.cpus import usable_cpus
 
     cores = usable_cpus()
+    if cores >= 64:
+        pytest.skip("nproc's range ends at 64: no count above the cores is in it here")
     with pytest.raises(RequestError, match=f"use nproc {cores} or fewer"):
         _resume_on_devices(_run_config(device="cpu", nproc=1), None, cores + 1)

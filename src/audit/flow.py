@@ -72,6 +72,7 @@ class AuditOutcome:
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     curves: dict[str, Any] | None = None  # the learning curve (learning_curve.json), if asked
+    curve_share: int | None = None  # the curve's run that did not finish (the rest is written)
 
 
 def fold_state(plan: AuditPlan, fold: int, app_data_dir: str | Path) -> str:
@@ -125,10 +126,14 @@ def run_audit(
         tell(f"fold {fold}/{plan.k}: predicting its {len(plan.folds[fold - 1])} held-out images")
         work_dir = run_dir(app_data_dir, plan.run_id(fold))
         predict_fold(work_dir, plan.predictions_file(app_data_dir, fold))
-    if plan.curve and (stopped := _train_curve(plan, app_data_dir, train, tell)):
-        return stopped
-    outcome = finish_audit(plan, app_data_dir, tell)
+    curve_end = _train_curve(plan, app_data_dir, train, tell) if plan.curve else None
+    # the suspects and the report are written whatever becomes of the curve (an extra)
+    outcome = finish_audit(plan, app_data_dir, tell, with_curve=plan.curve and curve_end is None)
     outcome.seconds = time.monotonic() - started
+    if curve_end is not None:  # the curve's run that did not finish: resume to complete it
+        curve_end.suspects, curve_end.outputs = outcome.suspects, outcome.outputs
+        curve_end.seconds = outcome.seconds
+        return curve_end
     return outcome
 
 
@@ -146,17 +151,21 @@ def _train_curve(
             tell(f"learning curve: fold {CURVE_FOLD} trained on {share} % of its images")
             ended = train(plan, CURVE_FOLD, resume=state == STARTED, share=share)
             if ended != FINISHED:
-                return AuditOutcome(plan.audit_id, False, CURVE_FOLD, ended)
+                return AuditOutcome(plan.audit_id, False, CURVE_FOLD, ended, curve_share=share)
         plan.curve_finished.append(share)
         save_plan(plan, app_data_dir)
     return None
 
 
 def finish_audit(
-    plan: AuditPlan, app_data_dir: str | Path, tell: Callable[[str], None] = logger.info
+    plan: AuditPlan,
+    app_data_dir: str | Path,
+    tell: Callable[[str], None] = logger.info,
+    with_curve: bool = False,
 ) -> AuditOutcome:
     """Score every fold's predictions and write ``suspects.json``, ``report.html`` and the
-    tagged copy of the project into the plan's ``out_dir``."""
+    tagged copy of the project into the plan's ``out_dir`` (with ``with_curve``, the learning
+    curve too)."""
     base = Thresholds(**{k: v for k, v in plan.thresholds.items() if k != "auto_confident"})
     auto = bool(plan.thresholds.get("auto_confident", True))
     suspects: list[Suspect] = []
@@ -181,7 +190,7 @@ def finish_audit(
         "project": str(out / PROJECT_COPY),
     }
     curves = None
-    if plan.curve:
+    if with_curve:
         curves = write_curve(plan, app_data_dir, out / CURVE_FILE)
         outputs["learning_curve"] = str(out / CURVE_FILE)
         tell(f"learning curve: {out / CURVE_FILE}")

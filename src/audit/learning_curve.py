@@ -8,7 +8,7 @@ logarithm of the training set over a range like this one (a doubling adds about 
 it cannot bend, so it says nothing of where a class saturates, and the estimate is clipped to
 [0, 1]. Three points fit two numbers, leaving one degree of freedom: the uncertainty given is
 the fit's standard error at 2x (one sigma, from the residual), a rough size of the fit's doubt,
-not a confidence interval; a class whose AP did not move monotonically gets it large.
+not a confidence interval; a class whose AP did not move monotonically can get it large.
 
 Every subset trains the same number of epochs as the full run (fewer iterations: the question is
 what the same training recipe gives with more labels).
@@ -91,6 +91,18 @@ class ClassCurve:
         x = [math.log(n) for n in self.instances]
         mean_x, mean_y = sum(x) / len(x), sum(self.ap) / len(self.ap)
         return mean_y + self.slope * (x[-1] - mean_x)
+
+    def stderr_at(self, instances: int) -> float:
+        """The fit's standard error at ``instances`` objects (inf with fewer than 3 points)."""
+        x = [math.log(n) for n in self.instances]
+        m = len(x)
+        if m < 3:
+            return math.inf
+        mean_x = sum(x) / m
+        sxx = sum((v - mean_x) ** 2 for v in x)
+        fitted = [self.ap_fit_at_last + self.slope * (v - x[-1]) for v in x]
+        sigma = math.sqrt(sum((a - f) ** 2 for a, f in zip(self.ap, fitted, strict=True)) / (m - 2))
+        return sigma * math.sqrt(1 / m + (math.log(max(instances, 1)) - mean_x) ** 2 / sxx)
 
     @property
     def monotonic(self) -> bool:

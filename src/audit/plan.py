@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.audit.learning_curve import nested_subsets
+from src.audit.learning_curve import CURVE_FOLD, SHARES, nested_subsets
 from src.core.errors import RequestError
 from src.core.layout import AUDIT_PLAN, AUDITS, RunIdError, check_run_id
 from src.data.project import Split
@@ -66,10 +66,10 @@ def audit_dir(app_data_dir: str | Path, audit_id: str) -> Path:
     """The audit's own folder in app data; the id is checked as a run id is (a safe name)."""
     try:
         check_run_id(audit_id)
-        check_run_id(fold_run_id(audit_id, 99))
+        check_run_id(fold_run_id(audit_id, 99, 25))  # its longest run id (the curve's)
     except RunIdError:
         raise RequestError(
-            f"audit id {audit_id!r} is not allowed: use 1 to 90 letters, digits, '.', '_' or "
+            f"audit id {audit_id!r} is not allowed: use 1 to 85 letters, digits, '.', '_' or "
             "'-', starting with a letter or digit"
         ) from None
     return Path(app_data_dir).resolve() / AUDITS / audit_id
@@ -124,6 +124,12 @@ def save_plan(plan: AuditPlan, app_data_dir: str | Path) -> Path:
     return path
 
 
+def plan_run_ids(audit_id: str, k: int, curve: bool) -> list[str]:
+    """Every run an audit makes: its folds' and, with a curve, fold 1's smaller ones."""
+    runs = [fold_run_id(audit_id, fold) for fold in range(1, k + 1)]
+    return runs + [fold_run_id(audit_id, CURVE_FOLD, s) for s in SHARES] * curve
+
+
 def load_plan(app_data_dir: str | Path, audit_id: str) -> AuditPlan:
     """The plan of audit ``audit_id`` in app data; a ``RequestError`` naming the audits there
     when it is not one of them."""
@@ -134,4 +140,7 @@ def load_plan(app_data_dir: str | Path, audit_id: str) -> AuditPlan:
             f"no audit {audit_id!r} in {app_data_dir}"
             + (f"; there are: {', '.join(there)}" if there else "")
         )
-    return AuditPlan(**json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return AuditPlan(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise RequestError(f"the plan of audit {audit_id} ({path}) cannot be read: {exc}") from None

@@ -21,7 +21,7 @@ from typing import Any
 
 from src.audit.flow import AuditOutcome, run_audit
 from src.audit.outputs import check_out_dir
-from src.audit.plan import AuditPlan, audit_dir, fold_run_id, load_plan, make_folds, new_audit_id
+from src.audit.plan import AuditPlan, audit_dir, load_plan, make_folds, new_audit_id, plan_run_ids
 from src.audit.scoring import Thresholds
 from src.audit.suspects import counts
 from src.core.errors import AppError, BusyError, RequestError, StartCancelled
@@ -101,9 +101,14 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
         raise RequestError(str(exc)) from None
     check_out_dir(body["out"], body["project"], "out")
     train_body = {k: v for k, v in body.items() if k not in _OWN}
+    hyper = train_body.get("hyperparameters")
+    if isinstance(hyper, dict):  # the folds are not evaluated unless asked, as the CLI's
+        train_body["hyperparameters"] = {"evaluate": False, **hyper}
+    elif hyper is None:
+        train_body["hyperparameters"] = {"evaluate": False}
     request = request_from_json(train_body, str(controller.app_data_dir))  # its 400s
     root = controller.app_data_dir
-    if not isinstance(body.get("audit_id") or "", str) or not isinstance(
+    if not isinstance(body.get("audit_id", ""), str | None) or not isinstance(
         body.get("learning_curve", False), bool
     ):
         raise RequestError("audit_id must be a string and learning_curve true or false")
@@ -111,15 +116,15 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
     if audit_dir(root, audit_id).exists():
         raise RequestError(f'audit {audit_id} exists: continue it with {{"resume": ...}}')
     folds_made = make_folds(body["project"], folds, request.params.seed, "folds")
-    if taken := [fold_run_id(audit_id, k) for k in range(1, folds + 1)
-                 if run_dir(root, fold_run_id(audit_id, k)).exists()]:  # fmt: skip
+    curve = bool(body.get("learning_curve"))
+    if taken := [r for r in plan_run_ids(audit_id, folds, curve) if run_dir(root, r).exists()]:
         raise RequestError(f"runs {', '.join(taken)} exist in {root}: give another audit_id")
     return AuditPlan(
         audit_id=audit_id, project_dir=str(Path(body["project"]).resolve()),
         out_dir=str(Path(body["out"]).resolve()), folds=folds_made, seed=request.params.seed,
         thresholds={"confident": 0.5 if confident is None else confident, "low": low,
                     "auto_confident": confident is None},
-        curve=bool(body.get("learning_curve")), request=train_body,
+        curve=curve, request=train_body,
     )  # fmt: skip
 
 
@@ -189,6 +194,9 @@ def _ended(outcome: AuditOutcome) -> dict[str, Any]:
     """What ``GET /api/audit`` says of an audit that has ended (done or not)."""
     if not outcome.done:
         state = "stopped" if outcome.ended == "stopped" else "failed"
-        return {"state": state, "stopped_at": outcome.stopped_at, "ended": outcome.ended}
+        ended = {"state": state, "stopped_at": outcome.stopped_at, "ended": outcome.ended}
+        if outcome.curve_share is not None:  # the suspects and the report are written
+            ended.update(curve_share=outcome.curve_share, outputs=outcome.outputs)
+        return ended
     return {"state": "done", "outputs": outcome.outputs, "counts": counts(outcome.suspects),
             "seconds": round(outcome.seconds, 1), "learning_curve": outcome.curves}  # fmt: skip

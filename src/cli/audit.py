@@ -99,7 +99,7 @@ def _flags(names: list[str]) -> str:
 def _new_plan(args: argparse.Namespace):
     """A new audit's plan and ``train``'s options for its folds."""
     from src.audit.outputs import check_out_dir
-    from src.audit.plan import AuditPlan, audit_dir, fold_run_id, make_folds, new_audit_id
+    from src.audit.plan import AuditPlan, audit_dir, make_folds, new_audit_id, plan_run_ids
     from src.audit.scoring import Thresholds
     from src.core.layout import run_dir
 
@@ -121,7 +121,7 @@ def _new_plan(args: argparse.Namespace):
     if audit_dir(root, audit_id).exists():
         raise CliError(f"audit {audit_id} exists: continue it with --resume {audit_id}")
     folds = make_folds(args.project, args.folds, targs.seed)
-    taken = [fold_run_id(audit_id, k) for k in range(1, len(folds) + 1)]
+    taken = plan_run_ids(audit_id, len(folds), args.learning_curve)
     if taken := [r for r in taken if run_dir(root, r).exists()]:
         raise CliError(f"runs {', '.join(taken)} exist in {root}: give another --audit-id")
     plan = AuditPlan(
@@ -186,11 +186,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"\ninterrupted; continue with: {again}")
         return 130
     if not outcome.done:
+        where = f"fold {outcome.stopped_at}"
+        if outcome.curve_share is not None:  # its suspects and report are written already
+            _print_outcome(outcome)
+            where = f"the learning curve's {outcome.curve_share} % run"
         if outcome.ended == "stopped":
-            print(f"audit {plan.audit_id} stopped in fold {outcome.stopped_at}; continue with: "
-                  f"{again}")  # fmt: skip
+            print(f"audit {plan.audit_id} stopped in {where}; continue with: {again}")
             return 0
-        return fail(f"fold {outcome.stopped_at} {outcome.ended}: the audit cannot go on", FAILED)
+        return fail(f"{where} {outcome.ended}: the audit cannot go on", FAILED)
     _print_outcome(outcome)
     return 0
 

@@ -28,6 +28,7 @@ from src.config.params import (
     DatasetSpec,
     RunSpec,
     TrainParams,
+    range_problem,
 )
 from src.config.text import config_to_text, load_config_file, parse_config_text
 from src.core.errors import RequestError
@@ -236,7 +237,8 @@ def prepare(request: TrainRequest, store: ArtifactStore | None = None) -> Prepar
     if source.entry is not None:
         problems.extend(_entry_problems(source.entry, request.params))
     problems.extend(p for p in params.validate() if p not in problems)
-    if not params.gpus and (too_many := nproc_problem(params.nproc)):
+    in_range = range_problem("nproc", params.nproc) is None
+    if not params.gpus and in_range and (too_many := nproc_problem(params.nproc)):
         problems.append(too_many)
     problems.extend(_custom_augmentation_problems(params))
     split = None

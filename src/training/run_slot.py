@@ -190,6 +190,8 @@ class RunSlot:
         """``what`` (pre-labelling) uses the device for the block: refused with ``refused``
         while a run is prepared or in progress, and a start or resume refused meanwhile."""
         with self._lock:
+            if self._occupied is not None:
+                raise BusyError(f"{self._occupied} is in progress: wait for it to end")
             if self.busy:
                 raise BusyError(refused)
             self._occupied = what

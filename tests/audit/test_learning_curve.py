@@ -51,6 +51,8 @@ def test_noise_gives_an_error_and_the_estimate_stays_a_probability():
     noisy = fit_class("cat", [25, 50, 100], [10, 20, 40], [0.5, 0.45, 0.9])
     assert noisy.stderr > 0.1  # a zig-zag is not a confident trend
     assert not noisy.monotonic and noisy.as_dict()["monotonic"] is False
+    assert noisy.stderr_at(80) == pytest.approx(noisy.stderr)  # 2x the last point's 40
+    assert noisy.stderr_at(20) < noisy.stderr  # the error grows away from the points' middle
     steep = fit_class("dog", [25, 50, 100], [10, 20, 40], [0.3, 0.6, 0.9])
     assert steep.expected_2x == 1.0 and steep.monotonic  # clipped
     assert fit_class("one", [25, 50], [10, 20], [0.2, 0.3]).stderr == math.inf  # no residual

@@ -241,7 +241,7 @@ def test_what_only_images_take_or_a_second_run_is_a_usage_error(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_a_run_is_refused_while_pre_labelling_works_and_starts_after(
+def test_a_run_is_refused_while_pre_labelling_works_and_the_slot_is_free_after(
     project, app_data, labelled, tmp_path, monkeypatch
 ):
     """Pre-labelling and a run would share the device: a start asked meanwhile (the API's, the
