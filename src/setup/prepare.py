@@ -135,6 +135,15 @@ def _model_source(request: TrainRequest, problems: list[str]) -> _ModelSource:
     return source
 
 
+def _machine_problems(params: TrainParams) -> list[str]:
+    """What this machine cannot give the run: more CPU processes than it has cores (a count
+    outside nproc's range is the range check's to say)."""
+    if params.gpus or range_problem("nproc", params.nproc) is not None:
+        return []
+    problem = nproc_problem(params.nproc)
+    return [problem] if problem else []
+
+
 def _entry_problems(entry: zoo.ZooEntry, params: TrainParams) -> list[str]:
     """Why this zoo model cannot train with these settings here (empty: it can)."""
     problems = []
@@ -237,9 +246,7 @@ def prepare(request: TrainRequest, store: ArtifactStore | None = None) -> Prepar
     if source.entry is not None:
         problems.extend(_entry_problems(source.entry, request.params))
     problems.extend(p for p in params.validate() if p not in problems)
-    in_range = range_problem("nproc", params.nproc) is None
-    if not params.gpus and in_range and (too_many := nproc_problem(params.nproc)):
-        problems.append(too_many)
+    problems.extend(_machine_problems(params))
     problems.extend(_custom_augmentation_problems(params))
     split = None
     if project is not None:
