@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,20 +127,12 @@ def fit_class(
         return None
     ns, aps = [n for _, n, _ in points], [a for _, _, a in points]
     x = [math.log(n) for n in ns]
-    m, mean_x, mean_y = len(x), sum(x) / len(x), sum(aps) / len(aps)
+    mean_x, mean_y = sum(x) / len(x), sum(aps) / len(aps)
     sxx = sum((v - mean_x) ** 2 for v in x)
     slope = sum((v - mean_x) * (a - mean_y) for v, a in zip(x, aps, strict=True)) / sxx
-    x2 = math.log(2 * ns[-1])
-    fitted = mean_y + slope * (x2 - mean_x)
-    if m > 2:
-        pairs = zip(x, aps, strict=True)
-        residual = sum((a - mean_y - slope * (v - mean_x)) ** 2 for v, a in pairs)
-        sigma = math.sqrt(residual / (m - 2))
-        stderr = sigma * math.sqrt(1 / m + (x2 - mean_x) ** 2 / sxx)
-    else:
-        stderr = math.inf
-    kept = [s for s, _, _ in points]
-    return ClassCurve(name, kept, ns, aps, slope, min(1.0, max(0.0, fitted)), stderr)
+    curve = ClassCurve(name, [s for s, _, _ in points], ns, aps, slope, 0.0, math.inf)
+    twice = 2 * ns[-1]  # read where the curve is read: ClassCurve's own two methods
+    return replace(curve, expected_2x=curve.expected_at(twice), stderr=curve.stderr_at(twice))
 
 
 def fit_curves(points: list[tuple[int, dict[str, int], dict[str, float]]]) -> list[ClassCurve]:

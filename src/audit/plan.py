@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from src.audit.learning_curve import CURVE_FOLD, SHARES, nested_subsets
+from src.audit.scoring import Thresholds
 from src.core.errors import RequestError
 from src.core.layout import AUDIT_PLAN, AUDITS, RunIdError, check_run_id
 from src.data.project import Split
@@ -44,6 +45,14 @@ def make_folds(
         )
     random.Random(seed).shuffle(names)
     return [sorted(names[i::k]) for i in range(k)]
+
+
+def audit_thresholds(confident: float | None, low: float) -> dict[str, Any]:
+    """A plan's thresholds: ``confident`` given (None: chosen per fold, from 0.5 as a start)
+    and ``low``; a ``ValueError`` naming the one out of range."""
+    chosen = 0.5 if confident is None else confident
+    Thresholds(confident=chosen, low=low)  # its range checks
+    return {"confident": chosen, "low": low, "auto_confident": confident is None}
 
 
 def fold_run_id(audit_id: str, fold: int, share: int = 100) -> str:
@@ -111,6 +120,14 @@ class AuditPlan:
             train = nested_subsets(train, self.seed, (share,))[share]
             described += f", {share} % of the other images ({len(train)})"
         return Split(train_items=train, val_items=list(self.folds[fold - 1]), description=described)
+
+    def fold_request(self, request: Any, fold: int, share: int = 100) -> Any:
+        """``request`` (a ``TrainRequest``) as fold ``fold``'s run: its split, its run id, every
+        image kept (an image without labels is audited too)."""
+        return replace(
+            request, split=self.split(fold, share), run_id=self.run_id(fold, share),
+            keep_empty_images=True,
+        )  # fmt: skip
 
     def predictions_file(self, app_data_dir: str | Path, fold: int) -> Path:
         return audit_dir(app_data_dir, self.audit_id) / f"fold{fold}.json"

@@ -12,24 +12,29 @@ a 400 before anything starts: fold 1's run is composed first.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from src.audit.flow import AuditOutcome, run_audit
 from src.audit.outputs import check_out_dir
-from src.audit.plan import AuditPlan, audit_dir, load_plan, make_folds, new_audit_id, plan_run_ids
-from src.audit.scoring import Thresholds
+from src.audit.plan import (
+    AuditPlan,
+    audit_dir,
+    audit_thresholds,
+    load_plan,
+    make_folds,
+    new_audit_id,
+    plan_run_ids,
+)
 from src.audit.suspects import counts
 from src.core.errors import AppError, BusyError, RequestError, StartCancelled
 from src.core.layout import run_dir
 from src.data.project import open_local_project
 from src.data.reader import DatasetError
 from src.setup.prepare import TrainRequest
-from src.setup.requests import request_from_json
+from src.setup.requests import json_problem, request_from_json
 from src.training.controller import TrainingController
 
 logger = logging.getLogger(__name__)
@@ -61,23 +66,18 @@ class ApiFoldTrainer:
 def fold_request(
     plan: AuditPlan, controller: TrainingController, fold: int, share: int = 100
 ) -> TrainRequest:
-    """Fold ``fold``'s new run: the audit's request on its split, under its run id, every image
-    kept (an image without labels is audited too)."""
-    request = request_from_json(plan.request, str(controller.app_data_dir))
-    return replace(
-        request, split=plan.split(fold, share), run_id=plan.run_id(fold, share),
-        keep_empty_images=True,
-    )  # fmt: skip
+    """Fold ``fold``'s new run from the audit's request (``AuditPlan.fold_request``)."""
+    return plan.fold_request(
+        request_from_json(plan.request, str(controller.app_data_dir)), fold, share
+    )
 
 
-def _number(body: dict[str, Any], key: str, default: Any, kind: type) -> Any:
+def _typed(body: dict[str, Any], key: str, default: Any, hint: Any) -> Any:
+    """``body[key]`` (``default`` when absent) checked as the API checks every field."""
     value = body.get(key, default)
-    if value is None and key == "confident":
-        return None
-    if (kind is float and type(value) in (int, float)) or (kind is int and type(value) is int):
-        return value
-    raise RequestError(f"{key} must be a {'whole ' if kind is int else ''}number, got "
-                       f"{json.dumps(value)}")  # fmt: skip
+    if problem := json_problem(key, value, hint):
+        raise RequestError(problem)
+    return value
 
 
 def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
@@ -88,11 +88,10 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
     if not isinstance(body.get("project"), str) or not isinstance(body.get("out"), str):
         raise RequestError("project and out are required: local folders (out: where the audit "
                            "writes suspects.json, report.html and project/)")  # fmt: skip
-    folds = _number(body, "folds", DEFAULT_FOLDS, int)
-    confident = _number(body, "confident", None, float)
-    low = _number(body, "low", DEFAULT_LOW, float)
+    folds = _typed(body, "folds", DEFAULT_FOLDS, int)
+    confident = _typed(body, "confident", None, float | None)
     try:
-        Thresholds(confident=0.5 if confident is None else confident, low=low)
+        thresholds = audit_thresholds(confident, _typed(body, "low", DEFAULT_LOW, float))
     except ValueError as exc:
         raise RequestError(str(exc)) from None
     try:
@@ -122,9 +121,7 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
     return AuditPlan(
         audit_id=audit_id, project_dir=str(Path(body["project"]).resolve()),
         out_dir=str(Path(body["out"]).resolve()), folds=folds_made, seed=request.params.seed,
-        thresholds={"confident": 0.5 if confident is None else confident, "low": low,
-                    "auto_confident": confident is None},
-        curve=curve, request=train_body,
+        thresholds=thresholds, curve=curve, request=train_body,
     )  # fmt: skip
 
 

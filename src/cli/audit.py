@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from src.cli.common import CliError, app_data, fail
@@ -99,14 +98,20 @@ def _flags(names: list[str]) -> str:
 def _new_plan(args: argparse.Namespace):
     """A new audit's plan and ``train``'s options for its folds."""
     from src.audit.outputs import check_out_dir
-    from src.audit.plan import AuditPlan, audit_dir, make_folds, new_audit_id, plan_run_ids
-    from src.audit.scoring import Thresholds
+    from src.audit.plan import (
+        AuditPlan,
+        audit_dir,
+        audit_thresholds,
+        make_folds,
+        new_audit_id,
+        plan_run_ids,
+    )
     from src.core.layout import run_dir
 
     if not (args.project and args.model and args.out):
         raise CliError("--project, --model and --out are required (or --resume AUDIT_ID)")
     try:
-        Thresholds(confident=args.confident or 0.5, low=args.low)
+        thresholds = audit_thresholds(args.confident, args.low)
     except ValueError as exc:
         raise CliError(
             str(exc).replace("confident", "--confident").replace("low", "--low")
@@ -131,11 +136,7 @@ def _new_plan(args: argparse.Namespace):
         folds=folds,
         seed=targs.seed,
         settings=settings + args.train_options,
-        thresholds={
-            "confident": 0.5 if args.confident is None else args.confident,
-            "low": args.low,
-            "auto_confident": args.confident is None,
-        },
+        thresholds=thresholds,
         curve=args.learning_curve,
     )
     return plan, targs
@@ -243,9 +244,8 @@ class _FoldTrainer:
             resume_from = run.checkpoint
             print(f"resuming run {run_id} from {run.checkpoint_name}: epoch {run.epoch}")
         else:
-            request = new_request(self.controller, self.targs)
-            request = replace(request, split=split, run_id=run_id)
-            prepared = self.controller.compose(replace(request, keep_empty_images=True))
+            request = plan.fold_request(new_request(self.controller, self.targs), fold, share)
+            prepared = self.controller.compose(request)
         for note in prepared.notes:
             print(f"note: {note}")
         started = time.time()

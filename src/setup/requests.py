@@ -62,7 +62,7 @@ def resume_from_json(body: dict[str, Any]) -> ResumeRequest:
     hints = typing.get_type_hints(TrainParams)
     changes = {k: hyper[k] for k in RESUME_CHANGES if hyper.get(k) is not None}
     for key, value in list(changes.items()):
-        problem = _json_problem(f"hyperparameters.{key}", value, hints[key])
+        problem = json_problem(f"hyperparameters.{key}", value, hints[key])
         if problem:
             problems.append(problem)
             del changes[key]
@@ -95,7 +95,7 @@ def param_values(hyper: Any, problems: list[str]) -> dict[str, Any]:
         if values.get(key) == "auto":
             values[key] = None
     for key, value in list(values.items()):
-        problem = _json_problem(key, value, hints[key])
+        problem = json_problem(key, value, hints[key])
         if problem:
             problems.append(problem)
             del values[key]
@@ -127,7 +127,7 @@ def split_from_json(spec: Any, problems: list[str] | None = None) -> Split | Non
     )
 
 
-def _json_problem(name: str, value: Any, hint: Any) -> str | None:
+def json_problem(name: str, value: Any, hint: Any) -> str | None:
     """Why a JSON value does not fit a ``TrainParams`` field's type (None: it fits). JSON has no
     tuples and no int/float split, so lists stand for tuples and whole numbers for floats;
     ``true`` is not a number."""
@@ -186,7 +186,7 @@ def request_from_json(
     problems += [
         problem
         for key, hint in top_level.items()
-        if key in body and (problem := _json_problem(key, body[key], hint))
+        if key in body and (problem := json_problem(key, body[key], hint))
     ]
     if body.get("classes") is not None and not _is_name_list(body["classes"]):
         problems.append(f"classes must be a list of class names, got {json.dumps(body['classes'])}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import shutil
@@ -177,16 +175,14 @@ def _cli_train_args(
 
 
 def _in_process(*argv: str) -> tuple[str, str]:
-    """The CLI's ``main`` in this worker, its stdout and stderr: the same code as ``python -m
-    src.cli`` without a process start (about 8 s of CPU importing torch, mmdet and the SDK) where
-    a test sends no signal; it must succeed."""
-    from src.cli import main
+    """The CLI's ``main`` in this worker (``tests.test_cli.run_cli``: no process start, about
+    8 s of CPU importing torch, mmdet and the SDK) where a test sends no signal; it must
+    succeed. Its stdout and stderr."""
+    from tests.test_cli import run_cli
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    assert code == 0, err.getvalue()[-3000:]
-    return out.getvalue(), err.getvalue()
+    result = run_cli(*argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, result.stderr
 
 
 def _cli_resume(run_id: str | None, app: Path, team: Path) -> str:
