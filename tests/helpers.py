@@ -224,9 +224,9 @@ API_TOKEN = "test-token"
 
 
 @contextlib.contextmanager
-def api_client(controller, default_project=None):
+def api_client(controller, default_project=None, audits=None):
     """A TestClient on the app's HTTP API (routes and guard, as ``src.web.main`` mounts them),
-    carrying the API token."""
+    carrying the API token; ``audits``: the audit service (default: the API's own)."""
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -234,7 +234,7 @@ def api_client(controller, default_project=None):
     from src.web.api import mount_api
 
     server = FastAPI()
-    mount_api(server, controller, default_project=default_project)
+    mount_api(server, controller, default_project=default_project, audits=audits)
     guard_server(server, API_TOKEN, on_platform=False)
     with TestClient(server, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
         yield client

@@ -18,6 +18,7 @@ from src.core.errors import (
     AppError,
     BusyError,
     EvaluationError,
+    PublishError,
     RequestError,
     RunFailed,
     StartCancelled,
@@ -30,6 +31,7 @@ MAPPING = [
     (StartCancelled, 409, 2),
     (EvaluationError, 500, 1),
     (RunFailed, 500, 1),
+    (PublishError, 502, 1),
 ]
 
 

@@ -610,3 +610,87 @@ def test_custom_weights_picked_from_a_folder_of_this_machine(ui, trained, tmp_pa
         in (data(client)["model_local_message"]["text"])
     )
     assert data(client)["model_local_pick"]["items"] == []
+
+
+# ---------------------------------------------------------------- after training: the two cards
+def wait_text(client, widget: str, done, what: str, timeout: float = 600) -> str:
+    """The text of ``widget`` once ``done(text)`` holds (a deadline, then the last text)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = data(client)[widget]["text"]
+        if done(text):
+            return text
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s; last: {text}"
+        time.sleep(0.1)
+
+
+def test_the_prelabel_card_asks_for_a_run_and_the_audit_card_for_a_zoo_model(ui):
+    """What the cards cannot start with is said on them, and nothing starts."""
+    client, app, root = ui
+    st = state(client)
+    st["prelabel_run"]["value"] = ""
+    post(client, "/prelabel_start/button_clicked_cb", st)
+    assert "choose a run first" in data(client)["prelabel_status"]["text"]
+    st = small_run_page(client)
+    st["model_tabs"]["value"] = "Custom weights"
+    post(client, "/audit_start/button_clicked_cb", st)
+    assert "the audit trains a zoo model" in data(client)["audit_status"]["text"]
+    st = small_run_page(client)
+    st["classes_select"]["value"] = []
+    post(client, "/audit_start/button_clicked_cb", st)
+    assert "cannot audit:" in data(client)["audit_status"]["text"]
+    assert app.ui.audit.audits.status()["state"] == "idle"
+    assert not (root / "app_data" / "_audits").exists()
+
+
+@pytest.mark.slow
+def test_the_prelabel_card_labels_a_copy_with_the_run_the_page_trained(trained, ui):
+    """The run just trained is offered; with "labelled images too" its predictions are added
+    beside the labels in a copy under app data, and the project is left as it was."""
+    client, app, root = ui
+    post(client, "/prelabel_refresh/button_clicked_cb")
+    offered = [item["value"] for item in data(client)["prelabel_run"]["items"]]
+    assert offered[0] == trained.run_id
+    st = state(client)
+    st["prelabel_run"]["value"] = trained.run_id
+    st["prelabel_overwrite"]["checked"] = True
+    post(client, "/prelabel_start/button_clicked_cb", st)
+    text = wait_text(client, "prelabel_status", lambda t: not t.startswith("pre-labelling"),
+                     "the pre-labelling's end")  # fmt: skip
+    assert text.startswith("pre-labelled 16 of 16 images"), text
+    out = Path(text.split("copy: ")[1].split(";")[0])
+    assert out.parent == root / "app_data" / "_prelabelled"
+    from src.data.reader import list_items
+    from src.prelabel.labels import CONFIDENCE_TAG
+
+    project = app.ui.project.directory
+    before = {n: json.loads(p.read_text())["objects"] for n, p in list_items(project)}
+    after = {n: json.loads(p.read_text())["objects"] for n, p in list_items(out)}
+    assert after.keys() == before.keys()
+    added: dict[str, int] = {}
+    for name, objects in before.items():
+        assert after[name][: len(objects)] == objects  # the labels are kept, first
+        for obj in after[name][len(objects) :]:  # then the predictions, each with its score
+            assert CONFIDENCE_TAG in [t["name"] for t in obj["tags"]]
+            added[obj["classTitle"]] = added.get(obj["classTitle"], 0) + 1
+    said = ", ".join(f"{c} {n}" for c, n in sorted(added.items())) or "none"
+    assert f"objects added: {said};" in text  # what the card says is what the copy holds
+
+
+@pytest.mark.slow
+def test_the_audit_card_audits_with_the_steps_settings_and_says_what_it_found(ui):
+    client, app, root = ui
+    st = small_run_page(client)
+    st["hp_epochs"]["value"] = 1
+    st["hp_size"]["value"] = 64
+    st["audit_folds"]["value"] = 2
+    post(client, "/audit_start/button_clicked_cb", st)
+    text = wait_text(client, "audit_status", lambda t: " done in " in t or "failed" in t,
+                     "the audit's end", timeout=900)  # fmt: skip
+    assert " done in " in text, text
+    audit_id = app.ui.audit.last_id
+    outputs = root / "app_data" / "_audits" / audit_id / "outputs"
+    assert f"report: {outputs / 'report.html'}" in text
+    suspects = json.loads((outputs / "suspects.json").read_text())
+    assert suspects["model"] == "rtmdet_tiny_8xb32-300e_coco" and len(suspects["folds"]) == 2
+    assert suspects["images"] == 16

@@ -34,7 +34,7 @@ TIMEOUT_SLOW = 2400
 # a call of one of these names trains (helpers and the classes behind them)
 TRAINING_CALLS = {"TrainingSession", "RankSession"}
 # string constants that name a training route of the HTTP API or the widgets page
-TRAINING_ROUTES = ("/api/train", "/train_start/")
+TRAINING_ROUTES = ("/api/train", "/train_start/", "/api/audit", "/audit_start/")
 # a test that then waits for the run (or polls it) trains; a refusal answers at once
 WAITS = ("wait", "sleep", "poll")
 # callees that take a command line: with a "train" argument and no "--dry-run", they train

@@ -20,7 +20,7 @@ from typing import Any
 from src.audit.learning_curve import CURVE_FOLD, SHARES, nested_subsets
 from src.audit.scoring import Thresholds
 from src.core.errors import RequestError
-from src.core.layout import AUDIT_PLAN, AUDITS, RunIdError, check_run_id
+from src.core.layout import AUDIT_PLAN, AUDITS, RunIdError, check_run_id, fold_run_id
 from src.data.project import Split
 from src.data.reader import list_items
 from src.runs.atomic_files import write_json_atomic
@@ -53,12 +53,6 @@ def audit_thresholds(confident: float | None, low: float) -> dict[str, Any]:
     chosen = 0.5 if confident is None else confident
     Thresholds(confident=chosen, low=low)  # its range checks
     return {"confident": chosen, "low": low, "auto_confident": confident is None}
-
-
-def fold_run_id(audit_id: str, fold: int, share: int = 100) -> str:
-    """The run that trains on every fold but ``fold`` (1-based); with a ``share`` below 100, the
-    learning curve's run on that percentage of those images (``src.audit.learning_curve``)."""
-    return f"{audit_id}_fold{fold}" + (f"_curve{share}" if share != 100 else "")
 
 
 def new_audit_id(app_data_dir: str | Path) -> str:
@@ -103,6 +97,7 @@ class AuditPlan:
     # an audit asked through the HTTP API: its body as POST /api/train reads it (``settings``,
     # the CLI's train options, is empty then)
     request: dict[str, Any] = field(default_factory=dict)
+    to_platform: bool = False  # its tagged copy and report published on the platform (the app's)
 
     @property
     def k(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from src.core.errors import AppError, BusyError, RequestError, StartCancelled
 from src.core.layout import run_dir
 from src.data.project import open_local_project
 from src.data.reader import DatasetError
+from src.publish.platform_project import PlatformCopies, published
 from src.setup.prepare import TrainRequest
 from src.setup.requests import json_problem, request_from_json
 from src.training.controller import TrainingController
@@ -40,7 +42,8 @@ from src.training.controller import TrainingController
 logger = logging.getLogger(__name__)
 
 DEFAULT_FOLDS, DEFAULT_LOW = 5, 0.1
-_OWN = ("out", "folds", "audit_id", "confident", "low", "learning_curve")
+_OWN = ("out", "folds", "audit_id", "confident", "low", "learning_curve", "to_platform")
+AUDITS_FOLDER = "/mmdetection-3-audits"  # Team Files: each published audit's report, suspects
 _NOT_IN_AN_AUDIT = ("split", "run_id", "resume", "from_run")  # the audit chooses them
 
 
@@ -80,9 +83,11 @@ def _typed(body: dict[str, Any], key: str, default: Any, hint: Any) -> Any:
     return value
 
 
-def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
+def new_plan(
+    body: dict[str, Any], controller: TrainingController, copies: PlatformCopies | None = None
+) -> AuditPlan:
     """The plan of a new audit from a ``POST /api/audit`` body; every problem a ``RequestError``
-    before anything is written."""
+    before anything is written. ``copies``: where ``to_platform`` publishes (the platform's)."""
     if wrong := [k for k in _NOT_IN_AN_AUDIT if k in body]:
         raise RequestError(f"{', '.join(wrong)}: not in an audit (it chooses its folds, run ids)")
     if not isinstance(body.get("project"), str) or not isinstance(body.get("out"), str):
@@ -99,6 +104,11 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
     except DatasetError as exc:
         raise RequestError(str(exc)) from None
     check_out_dir(body["out"], body["project"], "out")
+    to_platform = _typed(body, "to_platform", False, bool)
+    if to_platform and copies is None:
+        raise RequestError("to_platform: the app is not on the platform (the outputs are local)")
+    if to_platform:
+        copies.check(body["project"])
     train_body = {k: v for k, v in body.items() if k not in _OWN}
     hyper = train_body.get("hyperparameters")
     if isinstance(hyper, dict):  # the folds are not evaluated unless asked, as the CLI's
@@ -121,15 +131,26 @@ def new_plan(body: dict[str, Any], controller: TrainingController) -> AuditPlan:
     return AuditPlan(
         audit_id=audit_id, project_dir=str(Path(body["project"]).resolve()),
         out_dir=str(Path(body["out"]).resolve()), folds=folds_made, seed=request.params.seed,
-        thresholds=thresholds, curve=curve, request=train_body,
+        thresholds=thresholds, curve=curve, request=train_body, to_platform=to_platform,
     )  # fmt: skip
 
 
 class AuditService:
-    """The API's one audit at a time: started, followed, its outcome kept until the next."""
+    """The API's one audit at a time: started, followed, its outcome kept until the next.
 
-    def __init__(self, controller: TrainingController) -> None:
+    Args: the controller its folds train through; ``copies``: publishes an audit asked
+    ``to_platform`` (the platform's, else None); ``on_end``: told the state of each audit
+    that ended (on the platform: the app stops when its work is done)."""
+
+    def __init__(
+        self,
+        controller: TrainingController,
+        copies: PlatformCopies | None = None,
+        on_end: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.controller = controller
+        self.copies = copies
+        self.on_end = on_end
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._state: dict[str, Any] = {"state": "idle"}
@@ -153,7 +174,7 @@ class AuditService:
                                        "line: continue it there (python -m src.cli audit "
                                        f"--resume {plan.audit_id})")  # fmt: skip
             else:
-                plan = new_plan(body, self.controller)
+                plan = new_plan(body, self.controller, self.copies)
                 self.controller.compose(fold_request(plan, self.controller, 1))  # its 400s now
             self._state = {"state": "running", "audit_id": plan.audit_id, "folds": plan.k,
                            "images": sum(map(len, plan.folds)), "log": []}  # fmt: skip
@@ -172,19 +193,45 @@ class AuditService:
         return self.status()
 
     def _run(self, plan: AuditPlan) -> None:
-        log = self._state["log"]
         try:
-            outcome = run_audit(plan, self.controller.app_data_dir,
-                                ApiFoldTrainer(self.controller), log.append)  # fmt: skip
+            self._state.update(self._audit(plan))
+        finally:
+            if self.on_end is not None:
+                self.on_end(self.status())
+
+    def _audit(self, plan: AuditPlan) -> dict[str, Any]:
+        """The audit to its end, and its publication when asked: what its state becomes."""
+        try:
+            trainer = ApiFoldTrainer(self.controller)
+            outcome = run_audit(
+                plan, self.controller.app_data_dir, trainer, self._state["log"].append
+            )
         except AppError as exc:  # a fold that could not start (busy, its data gone): said
             logger.warning("audit %s failed: %s", plan.audit_id, exc)
-            self._state.update(state="failed", error=str(exc))
-            return
+            return {"state": "failed", "error": str(exc)}
         except Exception as exc:  # the audit's end, whatever it is, is what a client sees
             logger.exception("audit %s failed", plan.audit_id)
-            self._state.update(state="failed", error=str(exc))
-            return
-        self._state.update(_ended(outcome))
+            return {"state": "failed", "error": str(exc)}
+        ended = _ended(outcome)
+        if plan.to_platform and self.copies is not None and "project" in outcome.outputs:
+            ended.update(self._publish(plan, outcome.outputs))
+        return ended
+
+    def _publish(self, plan: AuditPlan, outputs: dict[str, str]) -> dict[str, Any]:
+        """The tagged copy as a new project and the other outputs into Team Files
+        (``AUDITS_FOLDER/<audit id>/``); a failure is said, the local outputs stand."""
+        remote = f"{AUDITS_FOLDER}/{plan.audit_id}/"
+        try:
+            for key, path in outputs.items():
+                if key != "project":
+                    self.controller.store.upload_file(path, remote + Path(path).name)
+            copy_dir = outputs["project"]
+            project = published(lambda: self.copies.audited(copy_dir, plan.audit_id), copy_dir)
+        except Exception as exc:  # an upload that failed: its error says what
+            logger.warning("audit %s was not published: %s", plan.audit_id, exc)
+            return {"platform_problem": str(exc)}
+        self._state["log"].append(f"published as project {project['name']}: {project['link']}")
+        return {"platform_project": project, "team_files": remote}
 
 
 def _ended(outcome: AuditOutcome) -> dict[str, Any]:

@@ -72,3 +72,11 @@ class RunFailed(AppError, RuntimeError):
 
     http_status = 500
     exit_code = FAILED
+
+
+class PublishError(AppError, RuntimeError):
+    """A copy made here (pre-labelled, audited) that could not be published on the platform;
+    the local copy is kept and the message says where."""
+
+    http_status = 502
+    exit_code = FAILED

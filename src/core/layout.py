@@ -140,6 +140,25 @@ SYNC_STAGING = (
 # each fold's predictions (src.audit.plan); the folds' runs are ordinary runs beside it
 AUDITS = "_audits"
 AUDIT_PLAN = "audit.json"
+PRELABELLED = "_prelabelled"  # the page's pre-labelled copies, one folder each (src.ui.after)
+_FOLD_RUN = re.compile(r"^(?P<audit>.+)_fold\d+(?:_curve\d+)?$")
+
+
+def fold_run_id(audit_id: str, fold: int, share: int = 100) -> str:
+    """The run that trains on every fold but ``fold`` (1-based); with a ``share`` below 100, the
+    learning curve's run on that percentage of those images (``src.audit.learning_curve``)."""
+    return f"{audit_id}_fold{fold}" + (f"_curve{share}" if share != 100 else "")
+
+
+def audit_of_run(app_data_dir: str | Path, run_id: str) -> str | None:
+    """The audit whose fold ``run_id`` is (its plan is in app data), else None: a fold's run is
+    not the app's output (no task output, no report) and stays in app data for the audit."""
+    found = _FOLD_RUN.match(run_id)
+    if found and (Path(app_data_dir) / AUDITS / found["audit"] / AUDIT_PLAN).is_file():
+        return found["audit"]
+    return None
+
+
 TENSORBOARD_LOG = "tensorboard.log"  # the TensorBoard server's own log (src.web.main)
 LAST_CHECKPOINT_POINTER = "last_checkpoint"  # mmengine's file naming the newest checkpoint
 # the epoch whose validation a stop abandoned (StopHook): a resume validates it before training on

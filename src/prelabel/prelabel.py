@@ -44,6 +44,7 @@ class PrelabelRequest:
     overwrite_labelled: bool = False  # predict labelled images too (predictions added)
     score_thr: float | None = None  # one threshold for every class (None: the run's per class)
     max_images: int | None = None  # more images are refused (the HTTP API's synchronous call)
+    to_platform: bool = False  # also publish the copy as a new project (only on the platform)
 
     def __post_init__(self) -> None:
         if self.score_thr is not None and not 0 <= self.score_thr < 1:
@@ -52,7 +53,8 @@ class PrelabelRequest:
 
 API_MAX_IMAGES = 500  # the HTTP API answers when done: larger projects go through the CLI
 _BODY_TYPES = {"run_id": str, "project": str, "out": str, "datasets": list,
-               "overwrite_labelled": bool, "score_thr": (int, float)}  # fmt: skip
+               "overwrite_labelled": bool, "score_thr": (int, float),
+               "to_platform": bool}  # fmt: skip
 
 
 def prelabel_request(body: dict[str, Any]) -> PrelabelRequest:
@@ -75,18 +77,21 @@ def prelabel_request(body: dict[str, Any]) -> PrelabelRequest:
         datasets=tuple(datasets) if datasets is not None else None,
         overwrite_labelled=body.get("overwrite_labelled", False),
         score_thr=body.get("score_thr"), max_images=API_MAX_IMAGES,
+        to_platform=body.get("to_platform", False),
     )  # fmt: skip
 
 
 _TYPE_NAMES = {"run_id": "a string", "project": "a string (a local project folder)",
                "out": "a string (a new or empty folder)", "datasets": "a list of names",
-               "overwrite_labelled": "true or false", "score_thr": "a number"}  # fmt: skip
+               "overwrite_labelled": "true or false", "score_thr": "a number",
+               "to_platform": "true or false"}  # fmt: skip
 
 
 @dataclass
 class PrelabelResult:
     """What a pre-labelling wrote: the copy, the images (predicted, labelled and left, unread),
-    the objects added per class, the thresholds applied, the time and the model."""
+    the objects added per class, the thresholds applied, the time, the model, and the project
+    it was published as on the platform."""
 
     out_dir: str
     checkpoint: str
@@ -98,6 +103,7 @@ class PrelabelResult:
     thresholds: dict[str, float] = field(default_factory=dict)
     sliced: bool = False
     seconds: float = 0.0
+    platform_project: dict[str, Any] | None = None  # the published copy (PublishedProject)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

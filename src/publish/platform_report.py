@@ -26,6 +26,7 @@ from typing import Any
 
 from src.core.tasks import PLATFORM_DETECTION, PLATFORM_SEGMENTATION
 from src.evaluation.evaluate import SDK_MAX_DETECTIONS, sdk_evaluation_params
+from src.publish.platform_project import upload_items
 from src.publish.workflow import APP_NAME
 
 logger = logging.getLogger(__name__)
@@ -226,27 +227,6 @@ def _upload_annotations(
 ) -> dict[str, int]:
     """The validation images (added by id: nothing is copied) with ``annotations``, in datasets
     nested and named as the ground truth's (the evaluator pairs images by them); their ids."""
-    import supervisely as sly
-
-    datasets: dict[str, int] = {}
-    uploaded: dict[str, int] = {}
-
-    def dataset_id(path: str) -> int:
-        if path not in datasets:
-            parent, _, name = path.rpartition("/")
-            created = api.dataset.create(
-                project_id, name, parent_id=dataset_id(parent) if parent else None
-            )
-            datasets[path] = created.id
-        return datasets[path]
-
-    by_dataset: dict[str, list[str]] = {}
-    for item in annotations:
-        by_dataset.setdefault(item.rsplit("/", 1)[0], []).append(item)
-    for dataset, items in sorted(by_dataset.items()):
-        names = [item.rsplit("/", 1)[1] for item in items]
-        infos = api.image.upload_ids(dataset_id(dataset), names, [ids[item] for item in items])
-        anns = [sly.Annotation.from_json(annotations[item], meta) for item in items]
-        api.annotation.upload_anns([info.id for info in infos], anns)
-        uploaded.update({item: info.id for item, info in zip(items, infos, strict=True)})
-    return uploaded
+    split = sorted(item.rsplit("/", 1) for item in annotations)
+    items = ((ds, name, ids[f"{ds}/{name}"], annotations[f"{ds}/{name}"]) for ds, name in split)
+    return upload_items(api, project_id, meta, items)

@@ -133,3 +133,20 @@ class PlatformWorkflow:
                     )  # fmt: skip
         except Exception as exc:
             logger.warning("the platform's workflow did not record this run's output: %s", exc)
+
+    def record_copy(
+        self, project_id: int, weights_path: str | None = None, source_id: int | None = None
+    ) -> None:
+        """A project this task made (``src.publish.platform_project``) as the workflow's output,
+        with what it came from as inputs: the model's weights in Team Files (pre-labelling) or
+        the audited project. Never fails the copy: a warning says what was not recorded."""
+        workflow = self.api.app.workflow
+        try:
+            if source_id is not None:
+                workflow.add_input_project(source_id, task_id=self.task_id)
+            info = weights_path and self.api.file.get_info_by_path(self.team_id, weights_path)
+            if info:
+                workflow.add_input_file(info, model_weight=True, task_id=self.task_id)
+            workflow.add_output_project(project_id, task_id=self.task_id)
+        except Exception as exc:
+            logger.warning("the platform's workflow did not record project %s: %s", project_id, exc)

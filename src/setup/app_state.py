@@ -27,7 +27,7 @@ from typing import Any
 from src.config import zoo
 from src.config.doors import DOORS
 from src.config.editor import ConfigDraft
-from src.config.params import jsonable
+from src.config.params import TrainParams, jsonable
 from src.core.errors import RequestError
 from src.core.layout import APP_STATE, EXPERIMENT_INFO
 from src.data.project import LocalProject
@@ -43,17 +43,23 @@ _BODY_FIELDS = ("task", "model", "config", "classes", "split", "hyperparameters"
                 "keep_empty_images")  # fmt: skip
 
 
+def hyperparameters_json(params: TrainParams) -> dict[str, Any]:
+    """``params`` as the HTTP API's ``hyperparameters`` (task and classes have fields of their
+    own): a run's recorded settings, and the body the page's Audit card sends."""
+    return {
+        name: value
+        for name, value in jsonable(vars(params)).items()
+        if DOORS[name].api and name not in ("task", "classes")
+    }
+
+
 def app_state_of(
     request: TrainRequest, prepared: Prepared, project_version: int | None = None
 ) -> dict[str, Any]:
     """The state of a new run: ``request`` as the user gave it (custom weights by the path they
     chose, not the copy fetched into app data), the classes and split ``prepared`` resolved."""
     project, params, split = prepared.project, prepared.params, prepared.split
-    hyper = {
-        name: value
-        for name, value in jsonable(vars(params)).items()
-        if DOORS[name].api and name not in ("task", "classes")
-    }
+    hyper = hyperparameters_json(params)
     if request.params.weights_path:
         hyper["weights_path"] = request.params.weights_path
     return {

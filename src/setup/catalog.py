@@ -25,6 +25,7 @@ from src.core.layout import (
     HYPERPARAMETERS,
     RUN_CONFIG,
     RunIdError,
+    audit_of_run,
     check_run_id,
     run_dir,
 )
@@ -125,6 +126,25 @@ class RunCatalog:
                  f"there: {known})"]
             )  # fmt: skip
         return found[0]
+
+    def model_runs(self) -> list[str]:
+        """The runs a model can be taken from (pre-labelling): those in app data with a
+        checkpoint (not an audit's folds), then the store's uploaded runs with a best one."""
+        local = [
+            r.run_id
+            for r in find_resumable_runs(self.app_data_dir)
+            if not audit_of_run(self.app_data_dir, r.run_id)
+        ]
+        uploaded = [row["run_id"] for row in self.experiments() if row["best_checkpoint"]]
+        return list(dict.fromkeys([*local, *uploaded]))
+
+    def stored_best_checkpoint(self, run_id: str) -> str | None:
+        """Where the uploaded run ``run_id``'s best checkpoint is in the store (None: the run is
+        not uploaded, or has none): what a project made with its model names as its input."""
+        try:
+            return self._experiment(run_id)["best_checkpoint"]
+        except RequestError:
+            return None
 
     def read_state(self, folder: str) -> dict[str, Any]:
         """The settings of a run folder in the store: its ``app_state.json``; for a run of an

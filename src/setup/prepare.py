@@ -30,13 +30,16 @@ from src.config.params import (
     TrainParams,
     range_problem,
 )
+from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
 from src.config.text import config_to_text, load_config_file, parse_config_text
 from src.core.errors import RequestError
+from src.core.export_formats import export_format
 from src.core.layout import RunIdError, run_dir
 from src.data.project import LocalProject, Split, default_split, open_local_project
 from src.data.reader import DatasetError, class_colors
 from src.data.tiles import Slicing
 from src.engine.cpus import nproc_problem
+from src.export.formats import format_blocker
 from src.export.onnx_export import export_blocker
 from src.runs.storage import ArtifactStore
 from src.setup.run_ids import new_run_id, taken_run_id
@@ -377,3 +380,20 @@ ProjectResolver = Callable[[int | None, str], LocalProject]
 def local_project_resolver(project_id: int | None, project_dir: str) -> LocalProject:
     """Headless: a run's project is where it was (a resume's, src.setup.resume)."""
     return open_local_project(project_dir, project_id=project_id)
+
+
+def setting_notes(prepared: Prepared) -> list[str]:
+    """What the composed settings mean beyond their values, as the CLI prints them and the
+    Compose step shows them: the effective batch over several devices, the learning rate
+    ``auto_scale_lr`` trains with, or how the LR follows a batch the app chooses on the GPU
+    (src.engine.autosize)."""
+    params = prepared.params
+    notes = [effective_batch_note(params)]
+    base = int(prepared.cfg.auto_scale_lr.base_batch_size)
+    if params.auto_scale_lr and not auto_batch_lr_note(params, base):
+        notes.append(effective_lr_note(params, base))
+    notes.append(auto_batch_lr_note(params, base))  # the batch chosen on the GPU: the LR too
+    for name in params.export_formats:
+        if blocker := format_blocker(name):
+            notes.append(f"the {export_format(name).title} export will be skipped: {blocker}")
+    return [note for note in notes if note]

@@ -19,15 +19,14 @@ from typing import Any
 from src.config import zoo
 from src.config.compose_model import native_input_size
 from src.config.params import TrainParams
-from src.config.schedule import auto_batch_lr_note, effective_batch_note, effective_lr_note
 from src.core.errors import BusyError, RequestError
-from src.core.export_formats import export_format
 from src.core.layout import RUN_CONFIG, SYNC_STAGING
 from src.data.project import LocalProject
-from src.export.formats import ExportResult, export_run, format_blocker
+from src.export.formats import ExportResult, export_run
 from src.export.onnx_export import ExportError
 from src.hooks.metrics import MetricsSink
 from src.prelabel.prelabel import PrelabelRequest, PrelabelResult, Progress
+from src.publish.platform_project import PlatformCopies, published
 from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoint_sync import CheckpointSync
 from src.runs.info import RunInfo
@@ -48,6 +47,7 @@ from src.setup.prepare import (
     TrainRequest,
     local_project_resolver,
     prepare,
+    setting_notes,
 )
 from src.setup.resume import locate_run, prepare_resume
 from src.setup.run_ids import new_run_id
@@ -93,6 +93,7 @@ class TrainingController:
         record_inputs: called before a new run trains (on the platform: the project version
             and the workflow's inputs); returns the project version id its settings record.
         on_run_start: told each run's folder once it trains (a resume too): TensorBoard.
+        copies: publishes pre-labelled copies as projects (``PlatformCopies``: the platform).
         verbose: the console shows the libraries' output too (mmengine's log at INFO,
             pycocotools' prints, Python warnings); else only errors of mmengine reach it and the
             rest goes to the run's log file (``src.engine.chatter``).
@@ -118,7 +119,9 @@ class TrainingController:
         on_fetch: Callable[[RunInfo], None] | None = None,
         record_inputs: Callable[[Prepared], int | None] | None = None,
         on_run_start: Callable[[Path], None] | None = None,
+        copies: PlatformCopies | None = None,
     ) -> None:
+        self.copies = copies
         self.record_inputs = record_inputs
         self.max_nonfinite = max_nonfinite
         self.console_log_level = "INFO" if verbose else "ERROR"
@@ -217,20 +220,8 @@ class TrainingController:
         return SyncPolicy(every_epochs=every_epochs or None, every_minutes=minutes)
 
     def setting_notes(self, prepared: Prepared) -> list[str]:
-        """What the composed settings mean beyond their values, as the CLI prints them and the
-        Compose step shows them: the effective batch over several devices, the learning rate
-        ``auto_scale_lr`` trains with, or how the LR follows a batch the app chooses on the GPU
-        (src.engine.autosize)."""
-        params = prepared.params
-        notes = [effective_batch_note(params)]
-        base = int(prepared.cfg.auto_scale_lr.base_batch_size)
-        if params.auto_scale_lr and not auto_batch_lr_note(params, base):
-            notes.append(effective_lr_note(params, base))
-        notes.append(auto_batch_lr_note(params, base))  # the batch chosen on the GPU: the LR too
-        for name in params.export_formats:
-            if blocker := format_blocker(name):
-                notes.append(f"the {export_format(name).title} export will be skipped: {blocker}")
-        return [note for note in notes if note]
+        """What the composed settings mean beyond their values (``setup.prepare``'s notes)."""
+        return setting_notes(prepared)
 
     def model_input_size(self, model: str, task: str) -> tuple[int, int] | None:
         """The size the zoo model was tested at, (longer, shorter) edge (None: it has none
@@ -415,17 +406,27 @@ class TrainingController:
 
     def prelabel(self, request: PrelabelRequest, told: Progress | None = None) -> PrelabelResult:
         """Pre-label a copy of a project with a run's model (docs/after-training.md): a run in
-        app data or uploaded to the store. Refused while a run trains here, and a start refused
-        while it works (they would share the device)."""
+        app data or uploaded to the store; ``to_platform``: the copy published as a new project
+        too (``copies``). Refused while a run trains here, and a start refused while it works."""
         from src.prelabel.model import RunModel
         from src.prelabel.prelabel import check_request, prelabel_project
 
-        refused = "a run is in progress: pre-label when it has ended"
-        with self._slot.occupied("pre-labelling", refused):
+        if request.to_platform and self.copies is None:
+            raise RequestError(["to_platform: the app is not on the platform (the copy is local)"])
+        with self._slot.occupied("pre-labelling", "a run is in progress: pre-label when it ends"):
             config, checkpoint = self.catalog.model_files(request.run_id)
             check_request(request)  # before the model loads
+            if request.to_platform:
+                self.copies.check(request.project_dir)
             model = RunModel(config, checkpoint, score_thr=request.score_thr)
-            return prelabel_project(model, request, told)
+            result = prelabel_project(model, request, told)
+            if request.to_platform:
+                weights = self.catalog.stored_best_checkpoint(request.run_id)
+                result.platform_project = published(
+                    lambda: self.copies.prelabelled(result.out_dir, request.run_id, weights),
+                    result.out_dir,
+                )
+            return result
 
     # ------------------------------------------------------------------ internals
     def _preparation(self) -> AbstractContextManager:

@@ -18,7 +18,7 @@ from typing import Any
 
 from src.config.params import jsonable
 from src.config.primary_metric import headline, primary_metric
-from src.core.layout import RESUME_DIR, STATE_FILE, UPLOAD_STAGING, is_run_dir
+from src.core.layout import RESUME_DIR, STATE_FILE, UPLOAD_STAGING, audit_of_run, is_run_dir
 from src.data.project import split_items
 from src.data.reader import class_colors
 from src.runs.artifacts import RunSummary, pack_run
@@ -164,7 +164,8 @@ class RunEnding:
     def _upload(
         self, session: TrainingSession, prepared: Prepared, state: str, outcome: RunOutcome
     ) -> None:
-        """Upload and verify; then set the output and (on the platform) free the app data."""
+        """Upload and verify; then set the output and (on the platform) free the app data: not
+        for an audit's fold (``audit_of_run``), which the audit predicts with next."""
         staging = self.app_data_dir / UPLOAD_STAGING
         try:
             remote = _pack_and_upload(
@@ -183,6 +184,9 @@ class RunEnding:
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
         outcome.artifacts = self.store.describe(remote)
+        if audit_of_run(self.app_data_dir, prepared.run_id):  # not the app's output; kept
+            self.catalog.forget()
+            return
         if self.after_upload is not None:
             try:
                 outcome.platform_report = self.after_upload(remote)

@@ -7,27 +7,30 @@ is fast, and training runs in the controller's session thread.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from supervisely.app.widgets import Button, Card, Container, Text
 
+from src.audit.service import AuditService
 from src.config.params import ConfigError, TrainParams
 from src.config.zoo import ZooEntry
 from src.core.errors import BusyError, RequestError
 from src.data.project import LocalProject, tags_of
 from src.data.reader import DatasetError
-from src.setup.app_state import LoadedState
+from src.setup.app_state import LoadedState, hyperparameters_json
 from src.setup.prepare import (
     TrainRequest,
 )
 from src.setup.requests import split_from_json
 from src.training.controller import TrainingController
+from src.ui.after import AuditStep, PrelabelStep
 from src.ui.augmentations import AugmentationsStep
 from src.ui.classes import ClassesStep
 from src.ui.config import ConfigStep
 from src.ui.experiment import ExperimentStep
 from src.ui.hyperparameters import HyperparametersStep
 from src.ui.input_project import InputProjectStep
-from src.ui.model import TAB_CUSTOM, TAB_RESUME, ModelStep
+from src.ui.model import TAB_CUSTOM, TAB_PRETRAINED, TAB_RESUME, ModelStep
 from src.ui.split import SplitStep
 from src.ui.task import TaskStep
 from src.ui.training import TrainingStep
@@ -45,6 +48,8 @@ class AppUI:
         team_id: int | None = None,
         local_folder: str | None = None,
         tensorboard_link: str | None = None,
+        audits: AuditService | None = None,
+        on_platform: bool = False,
     ) -> None:
         self.project = project
         self.controller = controller
@@ -69,6 +74,8 @@ class AppUI:
         self.propose_input_size(self.model.selected_entry())
         self.training = TrainingStep(tensorboard_link)
         controller.sinks.append(self.training)
+        self.prelabel = PrelabelStep(project, controller, on_platform)
+        self.audit = AuditStep(audits or AuditService(controller), self.audit_body, on_platform)
         self.next_run_id = controller.new_run_id()  # the composed work dir's name
         self.compose_button = Button("Compose config", widget_id="compose")
         self.message = Text("", widget_id="compose_message")
@@ -76,6 +83,17 @@ class AppUI:
             self.input, self.task, self.model, self.classes, self.split,
             self.augmentations, self.hyper, self.config, self.training,
         ]  # fmt: skip
+        self.layout = self._layout()
+        self.unlocked = 1  # steps 1..unlocked are open; every open step can be changed again
+        for n, step in enumerate(self.steps[1:], start=2):
+            step.card.lock(f"Finish step {n - 1} first (Next)")
+        self.config.card.lock("Compose the config first (button above)")
+        self.training.card.lock("Compose the config first")
+        self._wire()
+
+    def _layout(self) -> Container:
+        """The page: the experiment card, the numbered steps with their Next buttons (Compose
+        after Hyperparameters), then the optional cards of after training."""
         # the steps before Hyperparameters end with "Next", Hyperparameters with "Compose
         # config": each unlocks what follows
         with_next = self.steps.index(self.hyper)
@@ -89,13 +107,8 @@ class AppUI:
                 cards.append(Container([self.next_buttons[n - 1], self.next_messages[n - 1]]))
             elif step is self.hyper:
                 cards.append(Container([self.compose_button, self.message]))
-        self.layout = Container(cards, widget_id="layout")
-        self.unlocked = 1  # steps 1..unlocked are open; every open step can be changed again
-        for n, step in enumerate(self.steps[1:], start=2):
-            step.card.lock(f"Finish step {n - 1} first (Next)")
-        self.config.card.lock("Compose the config first (button above)")
-        self.training.card.lock("Compose the config first")
-        self._wire()
+        cards += [self.prelabel.card, self.audit.card]  # after the steps: optional
+        return Container(cards, widget_id="layout")
 
     # ------------------------------------------------------------------ state
     def request(self) -> TrainRequest:
@@ -230,9 +243,29 @@ class AppUI:
         self.training.status.set(f"run {run_id} started", "info")
         self.hyper.sized.set("", "text")
         self.training.watch(
-            self.controller, on_end=self.model.refresh_runs, on_status=self.hyper.show_sized
+            self.controller, on_end=self._run_ended, on_status=self.hyper.show_sized
         )
         return run_id
+
+    def _run_ended(self) -> None:
+        """A run ended: it is offered for resume and for pre-labelling."""
+        self.model.refresh_runs()
+        self.prelabel.refresh()
+
+    def audit_body(self) -> dict[str, Any]:
+        """The steps' settings as ``POST /api/audit``'s body: a zoo model (each fold composes
+        its own config for its split, so an edited config is not used); a ``RequestError``
+        with what the steps lack."""
+        if self.model.mode != TAB_PRETRAINED:
+            raise RequestError(["the audit trains a zoo model: choose one in the Model step's "
+                                f"{TAB_PRETRAINED} tab"])  # fmt: skip
+        request = self.request()
+        return {
+            "project": request.project_dir, "task": request.params.task,
+            "model": request.model, "classes": request.classes,
+            "keep_empty_images": request.keep_empty_images,
+            "hyperparameters": hyperparameters_json(request.params),
+        }  # fmt: skip
 
     def load_experiment(
         self, run_id: str | None = None, mode: str | None = None, folder: str | None = None,

@@ -18,16 +18,19 @@
                       is not started (its /api/train answers 409)
     GET  /api/runs    -> resumable runs (app data, then Team Files)
     POST /api/audit   {project, model, out, folds, hyperparameters, confident, low,
-                      learning_curve, audit_id} or {resume: AUDIT_ID} -> {"audit_id", "folds",
-                      "images"} at once; the label-error audit (docs/after-training.md) runs
-                      in the background, each fold a run that /api/status shows and /api/stop
-                      stops (the audit then ends at that fold: resume it)
+                      learning_curve, audit_id, to_platform} or {resume: AUDIT_ID} ->
+                      {"audit_id", "folds", "images"} at once; the label-error audit
+                      (docs/after-training.md) runs in the background, each fold a run that
+                      /api/status shows and /api/stop stops (the audit then ends at that fold:
+                      resume it)
     GET  /api/audit   -> the audit's state (running, done, stopped, failed), its log and, when
-                      done, its outputs, counts per kind and learning curve
-    POST /api/prelabel  {run_id, project, out, datasets, overwrite_labelled, score_thr} -> what
-                      was written (docs/after-training.md): a copy of the project with the run's
-                      predictions; answered when done, at most 500 images a call (400 beyond),
-                      409 while a run trains
+                      done, its outputs, counts per kind, learning curve and (to_platform) the
+                      tagged project published on the platform
+    POST /api/prelabel  {run_id, project, out, datasets, overwrite_labelled, score_thr,
+                      to_platform} -> what was written (docs/after-training.md): a copy of the
+                      project with the run's predictions (to_platform: also a new project on
+                      the platform); answered when done, at most 500 images a call (400
+                      beyond), 409 while a run trains, 502 when publishing failed
 
 Errors are JSON ``{"error": message, "problems": [...]}`` with a 4xx status: 400 for a bad
 request, 401 without the API token, 409 when a run is already in progress (or nothing runs to
@@ -73,9 +76,11 @@ def mount_api(
     server: FastAPI,
     controller: TrainingController,
     default_project: LocalProject | None = None,
+    audits: AuditService | None = None,
 ) -> None:
     """Add the routes to ``server`` (who may call them is ``src.web.access.guard_server``'s
-    concern): a POST whose body is not a JSON object (or nests past Python's stack) is answered
+    concern; ``audits``: the app's one audit service, shared with the page's Audit card, else a
+    new one): a POST whose body is not a JSON object (or nests past Python's stack) is answered
     400 here, before the SDK's middleware (which expects an object) turns it into a plain-text
     500; so is a path with a control character, on every route of the server.
 
@@ -103,10 +108,12 @@ def mount_api(
 
     server.user_middleware.insert(0, Middleware(BaseHTTPMiddleware, dispatch=check_body))
     server.middleware_stack = None
-    server.include_router(_router(controller, default_project))
+    server.include_router(_router(controller, default_project, audits or AuditService(controller)))
 
 
-def _router(controller: TrainingController, default_project: LocalProject | None) -> APIRouter:
+def _router(
+    controller: TrainingController, default_project: LocalProject | None, audits: AuditService
+) -> APIRouter:
     """The routes; ``default_project`` trains when a request names no project (on the platform:
     the project the app was started from)."""
     router = APIRouter(prefix="/api")
@@ -139,8 +146,6 @@ def _router(controller: TrainingController, default_project: LocalProject | None
     @router.get("/runs")
     def runs() -> Any:
         return {"runs": controller.catalog.runs()}
-
-    audits = AuditService(controller)
 
     @router.post("/audit")
     async def audit(request: Request) -> Any:

@@ -24,13 +24,16 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from typing import Any
 
 import supervisely as sly
 
+from src.audit.service import AuditService
 from src.core.layout import TENSORBOARD_LOG
 from src.data.project import LocalProject, open_local_project
 from src.engine.devices import CUDA_ALLOC_CONF
 from src.publish.platform import Experiment, platform_services
+from src.publish.platform_project import PlatformCopies
 from src.runs.storage import LocalArtifactStore
 from src.training.controller import SyncPolicy, TrainingController
 from src.training.end_of_run import RunOutcome
@@ -139,31 +142,44 @@ def _end_with_the_app(
     application.get_server().router.add_event_handler("shutdown", board.stop)
 
 
+def _run_ended(holder: dict[str, Any], outcome: RunOutcome) -> None:
+    """On the platform, a run ended: a finished run, or any run when the platform is stopping
+    the app, ends the app (app.stop()). A run stopped with the Stop button (offered for resume)
+    or a failed one (its error on screen) keeps the app up; the graceful-stop wait is released
+    so that a later platform stop is not held by a run that is over. An audit's fold: the
+    audit's end decides (``_audit_ended``)."""
+    app = holder["app"]
+    if holder["audits"].running and not app.is_stopped():
+        app.handle_stop(graceful=False)
+    elif outcome.state == "finished" or app.is_stopped():
+        app.stop()
+    else:
+        app.handle_stop(graceful=False)  # the wait is satisfied; nothing is raised
+
+
+def _audit_ended(holder: dict[str, Any], state: dict[str, Any]) -> None:
+    """On the platform, the audit's work is the app's: a finished audit (or any when the
+    platform is stopping the app) ends the app; a stopped or failed one stays to continue."""
+    if state["state"] == "done" or holder["app"].is_stopped():
+        holder["app"].stop()
+
+
 def _platform_app(
-    app_data: str, board: TensorBoard, holder: dict[str, sly.Application]
-) -> tuple[TrainingController, LocalProject, AppUI]:
+    app_data: str, board: TensorBoard, holder: dict[str, Any]
+) -> tuple[TrainingController, LocalProject, AppUI, AuditService]:
     """On the platform: the controller with the platform's services, the project the app was
-    started from (or the experiment's), and the UI, filled from an experiment when the
-    Experiments page started the app (``holder["app"]``: the application, once built)."""
+    started from (or the experiment's), the UI, filled from an experiment when the
+    Experiments page started the app (``holder["app"]``: the application, once built), and the
+    audit service; pre-labelled and audited copies are published as projects."""
     api = sly.Api.from_env()
     task_id = sly.env.task_id()
     services = platform_services(api, sly.env.team_id(), task_id, _cache_dir("projects"))
+    copies = PlatformCopies(api, sly.env.team_id(), task_id)
     experiment, experiment_problem = _experiment_to_start_from(services)
     project_id = sly.env.project_id(raise_not_found=False)
     if project_id is None and experiment is not None:  # the Experiments page: its project
         project_id = experiment.project_id
     project = services.resolve_project(project_id, "")
-
-    def end_app(outcome: RunOutcome) -> None:
-        """A finished run, or any run when the platform is stopping the app: app.stop().
-        A run stopped with the Stop button (offered for resume) or a failed one (its error
-        on screen) keeps the app up; the graceful-stop wait is released so that a later
-        platform stop is not held by a run that is over."""
-        app = holder["app"]
-        if outcome.state == "finished" or app.is_stopped():
-            app.stop()
-        else:
-            app.handle_stop(graceful=False)  # the wait is satisfied; nothing is raised
 
     controller = TrainingController(
         app_data,
@@ -177,21 +193,28 @@ def _platform_app(
         cleanup_after_upload=True,
         stop_signals=[lambda: holder["app"].is_stopped()],
         run_context=lambda: holder["app"].handle_stop(graceful=True),
-        on_run_end=end_app,
+        on_run_end=lambda outcome: _run_ended(holder, outcome),
         run_id_base=str(task_id),
         task_id=task_id,
+        copies=copies,
     )
+
+    audits = AuditService(controller, copies, on_end=lambda state: _audit_ended(holder, state))
+    holder["audits"] = audits
     ui = AppUI(project, controller, team_id=sly.env.team_id(),
-               tensorboard_link=_tensorboard_link(api, task_id))  # fmt: skip
+               tensorboard_link=_tensorboard_link(api, task_id), audits=audits,
+               on_platform=True)  # fmt: skip
     if experiment is not None:  # started from the Experiments page: every step filled
         ui.load_experiment(folder=experiment.folder, best=experiment.best_checkpoint,
                            mode=_train_mode())  # fmt: skip
     elif experiment_problem:
         ui.experiment.show_problem(experiment_problem)
-    return controller, project, ui
+    return controller, project, ui, audits
 
 
-def _local_app(app_data: str, board: TensorBoard) -> tuple[TrainingController, LocalProject, AppUI]:
+def _local_app(
+    app_data: str, board: TensorBoard
+) -> tuple[TrainingController, LocalProject, AppUI, AuditService]:
     """Off the platform: the project of ``PROJECT_DIR``, a local folder as Team Files."""
     project_dir = os.environ.get("PROJECT_DIR")
     if not project_dir:
@@ -202,8 +225,10 @@ def _local_app(app_data: str, board: TensorBoard) -> tuple[TrainingController, L
         on_run_start=board.serve,
     )  # fmt: skip
     project = open_local_project(project_dir)
-    ui = AppUI(project, controller, local_folder=os.getcwd(), tensorboard_link=PREFIX + "/")
-    return controller, project, ui
+    audits = AuditService(controller)
+    ui = AppUI(project, controller, local_folder=os.getcwd(), tensorboard_link=PREFIX + "/",
+               audits=audits)  # fmt: skip
+    return controller, project, ui, audits
 
 
 def create_app() -> sly.Application:
@@ -212,16 +237,16 @@ def create_app() -> sly.Application:
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)
     os.environ.setdefault("SLY_APP_DATA_DIR", os.path.abspath("artifacts/app_data"))
     app_data = sly.app.get_synced_data_dir()
-    holder: dict[str, sly.Application] = {}
+    holder: dict[str, Any] = {}
     board = TensorBoard(log_file=os.path.join(app_data, TENSORBOARD_LOG))
     if sly.is_production():
-        controller, project, ui = _platform_app(app_data, board, holder)
+        controller, project, ui, audits = _platform_app(app_data, board, holder)
     else:
-        controller, project, ui = _local_app(app_data, board)
+        controller, project, ui, audits = _local_app(app_data, board)
     application = sly.Application(layout=ui.layout)
     holder["app"] = application
     token = _app_token()
-    mount_api(application.get_server(), controller, default_project=project)
+    mount_api(application.get_server(), controller, default_project=project, audits=audits)
     mount_tensorboard(application.get_server(), board)
     guard_server(application.get_server(), token, on_platform=sly.is_production())
     if not sly.is_production():

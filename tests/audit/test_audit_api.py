@@ -54,6 +54,8 @@ def _body(project, out, **extra):
         ({"hyperparameters": dict(TINY, epochs=0)}, "epochs must be from 1"),
         ({"hyperparameters": dict(TINY, lr="x")}, "lr must be a number"),
         ({"model": "no_such_model"}, "no_such_model"),
+        ({"to_platform": True}, "to_platform: the app is not on the platform"),
+        ({"to_platform": "yes"}, "to_platform must be"),
     ],
 )  # fmt: skip
 def test_what_an_audit_cannot_start_with_is_a_400_and_nothing_is_written(
