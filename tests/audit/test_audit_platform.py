@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from src.audit.outputs import SCORE_TAG, SUSPECT_TAG
 from src.audit.service import AUDITS_FOLDER, AuditService
+from src.core.layout import ARTIFACTS_ROOT
 from src.data.project import download_project
 from src.publish.platform_project import PlatformCopies
-from src.runs.storage import TeamFilesArtifactStore, artifacts_dir
+from src.runs.storage import TeamFilesArtifactStore
 from src.training.controller import TrainingController
 from tests.audit.test_audit_api import _body
 from tests.helpers import api_client
@@ -59,8 +61,9 @@ def test_a_platform_audit_publishes_its_tagged_copy_and_report_and_tells_the_app
         assert state["state"] == "done", state
         assert ended == [state]  # told once, with the audit's end
         assert set_as_output == []  # a fold's run is not the task's output
+        uploaded = {Path(f.path).parent.name for f in store.list(ARTIFACTS_ROOT)}
         for fold in (1, 2):  # uploaded, and kept in app data (the audit predicted with it)
-            assert store.exists(artifacts_dir(f"p1_fold{fold}", local.name) + "/config.py")
+            assert any(name.startswith(f"p1_fold{fold}_") for name in uploaded), uploaded
             assert (tmp_path / "app_data" / f"p1_fold{fold}" / "config.py").is_file()
 
         published = state["platform_project"]
