@@ -628,9 +628,11 @@ def test_the_prelabel_card_asks_for_a_run_and_the_audit_card_for_a_zoo_model(ui)
     """What the cards cannot start with is said on them, and nothing starts."""
     client, app, root = ui
     st = state(client)
-    st["prelabel_run"]["value"] = ""
-    post(client, "/prelabel_start/button_clicked_cb", st)
-    assert "choose a run first" in data(client)["prelabel_status"]["text"]
+    for bad in ("", ["../../etc"], 7):  # what the page's state can hold, not only the list's
+        app.ui.prelabel.status.set("", "text")  # each case says it again
+        st["prelabel_run"]["value"] = bad
+        post(client, "/prelabel_start/button_clicked_cb", st)
+        assert "choose a run first" in data(client)["prelabel_status"]["text"]
     st = small_run_page(client)
     st["model_tabs"]["value"] = "Custom weights"
     post(client, "/audit_start/button_clicked_cb", st)
@@ -638,7 +640,15 @@ def test_the_prelabel_card_asks_for_a_run_and_the_audit_card_for_a_zoo_model(ui)
     st = small_run_page(client)
     st["classes_select"]["value"] = []
     post(client, "/audit_start/button_clicked_cb", st)
-    assert "cannot audit:" in data(client)["audit_status"]["text"]
+    assert "no classes selected" in data(client)["audit_status"]["text"]
+    for bad in ("3; rm -rf", 1, 500, 2.5):
+        st = small_run_page(client)
+        st["audit_folds"]["value"] = bad
+        app.ui.audit.status.set("", "text")
+        post(client, "/audit_start/button_clicked_cb", st)
+        assert "folds must be a whole number" in data(client)["audit_status"]["text"]
+    st["audit_folds"]["value"] = 5  # the page as it was (the state travels with any post)
+    post(client, "/prelabel_refresh/button_clicked_cb", st)
     assert app.ui.audit.audits.status()["state"] == "idle"
     assert not (root / "app_data" / "_audits").exists()
 
@@ -675,6 +685,21 @@ def test_the_prelabel_card_labels_a_copy_with_the_run_the_page_trained(trained, 
             added[obj["classTitle"]] = added.get(obj["classTitle"], 0) + 1
     said = ", ".join(f"{c} {n}" for c, n in sorted(added.items())) or "none"
     assert f"objects added: {said};" in text  # what the card says is what the copy holds
+
+    # "when its training finishes": what the platform's end of a finished run calls
+    import threading
+
+    ended = threading.Event()
+    assert not app.ui.prelabel.after_run(trained.run_id, ended.set)  # not checked: nothing
+    st = state(client)
+    st["prelabel_after"]["checked"] = True
+    post(client, "/prelabel_refresh/button_clicked_cb", st)
+    assert app.ui.prelabel.after_run(trained.run_id, ended.set)
+    assert ended.wait(300), "the pre-labelling after the run never ended"
+    assert data(client)["prelabel_status"]["text"].startswith("pre-labelled 16 of 16 images")
+    st = state(client)
+    st["prelabel_after"]["checked"] = False  # the page as it was
+    post(client, "/prelabel_refresh/button_clicked_cb", st)
 
 
 @pytest.mark.slow

@@ -12,9 +12,11 @@ a 400 before anything starts: fold 1's run is composed first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from src.core.errors import AppError, BusyError, RequestError, StartCancelled
 from src.core.layout import run_dir
 from src.data.project import open_local_project
 from src.data.reader import DatasetError
-from src.publish.platform_project import PlatformCopies, published
+from src.publish.platform_project import PlatformCopies
 from src.setup.prepare import TrainRequest
 from src.setup.requests import json_problem, request_from_json
 from src.training.controller import TrainingController
@@ -49,13 +51,19 @@ _NOT_IN_AN_AUDIT = ("split", "run_id", "resume", "from_run")  # the audit choose
 
 class ApiFoldTrainer:
     """A fold's run through the controller: the plan's request (its JSON, as ``/api/train``
-    reads it) on the fold's split, or the stopped run resumed; waits for its end and upload."""
+    reads it) on the fold's split, or the stopped run resumed; waits for its end and upload.
+    ``stopping``: a stop asked for between two folds (the next one does not start)."""
 
-    def __init__(self, controller: TrainingController) -> None:
+    def __init__(
+        self, controller: TrainingController, stopping: Callable[[], bool] = lambda: False
+    ) -> None:
         self.controller = controller
+        self.stopping = stopping
 
     def __call__(self, plan: AuditPlan, fold: int, resume: bool, share: int = 100) -> str:
         run_id = plan.run_id(fold, share)
+        if self.stopping():
+            return "stopped"
         try:
             if resume:
                 self.controller.resume(run_id)
@@ -138,19 +146,28 @@ def new_plan(
 class AuditService:
     """The API's one audit at a time: started, followed, its outcome kept until the next.
 
+    While an audit runs it owns the device (``TrainingController.reserved``): between its folds
+    too, another run or a pre-labelling is refused; a stop asked for between folds ends it
+    before the next one.
+
     Args: the controller its folds train through; ``copies``: publishes an audit asked
     ``to_platform`` (the platform's, else None); ``on_end``: told the state of each audit
-    that ended (on the platform: the app stops when its work is done)."""
+    that ended (on the platform: the app stops when its work is done); ``run_context``: the
+    context the audit runs in (on the platform ``app.handle_stop(graceful=True)``: a platform
+    stop waits for the audit's end)."""
 
     def __init__(
         self,
         controller: TrainingController,
         copies: PlatformCopies | None = None,
         on_end: Callable[[dict[str, Any]], None] | None = None,
+        run_context: Callable[[], AbstractContextManager] | None = None,
     ) -> None:
         self.controller = controller
         self.copies = copies
         self.on_end = on_end
+        self.run_context = run_context or contextlib.nullcontext
+        self._stopping = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._state: dict[str, Any] = {"state": "idle"}
@@ -176,13 +193,27 @@ class AuditService:
             else:
                 plan = new_plan(body, self.controller, self.copies)
                 self.controller.compose(fold_request(plan, self.controller, 1))  # its 400s now
+            own = set(plan_run_ids(plan.audit_id, plan.k, plan.curve))
+            reservation = self.controller.reserved(f"audit {plan.audit_id}", own.__contains__)
+            reservation.__enter__()  # left by the audit's thread, at its end
+            self._stopping = False
             self._state = {"state": "running", "audit_id": plan.audit_id, "folds": plan.k,
                            "images": sum(map(len, plan.folds)), "log": []}  # fmt: skip
             self._thread = threading.Thread(
-                target=self._run, args=(plan,), name=f"audit-{plan.audit_id}", daemon=True
-            )
+                target=self._run, args=(plan, reservation), name=f"audit-{plan.audit_id}",
+                daemon=True,
+            )  # fmt: skip
             self._thread.start()
             return {k: v for k, v in self._state.items() if k != "log"}
+
+    def stop(self) -> bool:
+        """Stop the audit: its fold in training at the next batch, or the next fold before it
+        starts; False when no audit runs."""
+        if not self.running:
+            return False
+        self._stopping = True
+        self.controller.stop()
+        return True
 
     def status(self) -> dict[str, Any]:
         return dict(self._state)
@@ -192,17 +223,22 @@ class AuditService:
             self._thread.join(timeout)
         return self.status()
 
-    def _run(self, plan: AuditPlan) -> None:
+    def _run(self, plan: AuditPlan, reservation: AbstractContextManager) -> None:
         try:
-            self._state.update(self._audit(plan))
+            with self.run_context():
+                self._state.update(self._audit(plan))
         finally:
+            reservation.__exit__(None, None, None)
             if self.on_end is not None:
                 self.on_end(self.status())
 
     def _audit(self, plan: AuditPlan) -> dict[str, Any]:
         """The audit to its end, and its publication when asked: what its state becomes."""
         try:
-            trainer = ApiFoldTrainer(self.controller)
+            signals = self.controller.stop_signals
+            trainer = ApiFoldTrainer(
+                self.controller, lambda: self._stopping or any(s() for s in signals)
+            )
             outcome = run_audit(
                 plan, self.controller.app_data_dir, trainer, self._state["log"].append
             )
@@ -225,8 +261,7 @@ class AuditService:
             for key, path in outputs.items():
                 if key != "project":
                     self.controller.store.upload_file(path, remote + Path(path).name)
-            copy_dir = outputs["project"]
-            project = published(lambda: self.copies.audited(copy_dir, plan.audit_id), copy_dir)
+            project = self.copies.audited(outputs["project"], plan.audit_id)
         except Exception as exc:  # an upload that failed: its error says what
             logger.warning("audit %s was not published: %s", plan.audit_id, exc)
             return {"platform_problem": str(exc)}

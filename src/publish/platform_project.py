@@ -67,7 +67,11 @@ def local_items(copy_dir: str | Path) -> Iterator[Item]:
         raise RequestError(str(exc)) from None
     for item, ann_path in items:
         dataset, _, name = item.rpartition("/")
-        yield dataset, name, _image_id(ann_path), json.loads(ann_path.read_text("utf-8"))
+        try:
+            ann = json.loads(ann_path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RequestError(f"{item}: its annotation cannot be read: {exc}") from None
+        yield dataset, name, _image_id(ann_path), ann
 
 
 def source_project(api: Any, copy_dir: str | Path) -> Any:
@@ -122,9 +126,7 @@ def published(publish: Callable[[], PublishedProject], local_dir: str | Path) ->
     copy is kept (nothing is lost) and what to do."""
     try:
         return publish().to_json()
-    except RequestError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # a refusal too: the copy is written, so where it is comes first
         raise PublishError(
             f"the copy is in {local_dir}, but publishing it on the platform failed: {exc}. "
             "Try again later, or upload that folder with the platform's import"
@@ -193,23 +195,32 @@ class PlatformCopies:
             pass
 
     def prelabelled(
-        self, copy_dir: str | Path, run_id: str, weights_path: str | None
-    ) -> PublishedProject:
-        """A pre-labelled copy; the run's weights in Team Files (``weights_path``) are its
+        self, copy_dir: str | Path, run_id: str, weights_of: Callable[[str], str | None]
+    ) -> dict[str, Any]:
+        """A pre-labelled copy as a project (JSON); the run's weights in Team Files
+        (``weights_of(run_id)``, looked up here: its failure names the copy too) are its
         input."""
-        return publish_copy(
-            self.api, copy_dir, f"pre-labelled by {run_id}",
-            f"Predictions of run {run_id} ({APP_NAME}) added to the images that had no labels; "
-            "each predicted object has a confidence tag",
-            record=lambda new, _: self.workflow.record_copy(new, weights_path=weights_path),
-        )  # fmt: skip
 
-    def audited(self, copy_dir: str | Path, audit_id: str) -> PublishedProject:
-        """An audit's tagged copy; the audited project is its input."""
-        return publish_copy(
-            self.api, copy_dir, f"label audit {audit_id}",
-            f"Label audit {audit_id} ({APP_NAME}): objects suspected of a label error are "
-            "tagged label_suspect (their kind) and label_suspect_score; objects the labels "
-            "missed are added with the same tags. The audit suggests; a person decides.",
-            record=lambda new, source: self.workflow.record_copy(new, source_id=source),
+        def publish() -> PublishedProject:
+            weights = weights_of(run_id)
+            return publish_copy(
+                self.api, copy_dir, f"pre-labelled by {run_id}",
+                f"Predictions of run {run_id} ({APP_NAME}) added to the images that had no "
+                "labels; each predicted object has a confidence tag",
+                record=lambda new, _: self.workflow.record_copy(new, weights_path=weights),
+            )  # fmt: skip
+
+        return published(publish, copy_dir)
+
+    def audited(self, copy_dir: str | Path, audit_id: str) -> dict[str, Any]:
+        """An audit's tagged copy as a project (JSON); the audited project is its input."""
+        return published(
+            lambda: publish_copy(
+                self.api, copy_dir, f"label audit {audit_id}",
+                f"Label audit {audit_id} ({APP_NAME}): objects suspected of a label error are "
+                "tagged label_suspect (their kind) and label_suspect_score; objects the labels "
+                "missed are added with the same tags. The audit suggests; a person decides.",
+                record=lambda new, source: self.workflow.record_copy(new, source_id=source),
+            ),
+            copy_dir,
         )  # fmt: skip

@@ -26,7 +26,7 @@ from src.export.formats import ExportResult, export_run
 from src.export.onnx_export import ExportError
 from src.hooks.metrics import MetricsSink
 from src.prelabel.prelabel import PrelabelRequest, PrelabelResult, Progress
-from src.publish.platform_project import PlatformCopies, published
+from src.publish.platform_project import PlatformCopies
 from src.runs.checkpoint_io import CheckpointError
 from src.runs.checkpoint_sync import CheckpointSync
 from src.runs.info import RunInfo
@@ -159,10 +159,6 @@ class TrainingController:
         """The last run's outcome (None until one has ended, or while one is in progress)."""
         return self._slot.outcome
 
-    @property
-    def _syncer(self) -> CheckpointSync | None:
-        return self._slot.syncer
-
     def status(self) -> ControllerStatus:
         """The session's progress plus the model, upload state and outcome (see
         :class:`ControllerStatus` for what ``state`` promises)."""
@@ -176,6 +172,10 @@ class TrainingController:
         """The failed run's traceback, for local clients (the CLI's --verbose); never sent
         over HTTP (``status`` has one line)."""
         return self._slot.traceback
+
+    def reserved(self, what: str, own: Callable[[str], bool]) -> AbstractContextManager:
+        """A block in which only ``what``'s own runs start (``RunSlot.reserved``: an audit)."""
+        return self._slot.reserved(what, own)
 
     def stop(self) -> bool:
         """Ask the current run to stop at the next batch, or a run being prepared not to start;
@@ -421,10 +421,8 @@ class TrainingController:
             model = RunModel(config, checkpoint, score_thr=request.score_thr)
             result = prelabel_project(model, request, told)
             if request.to_platform:
-                weights = self.catalog.stored_best_checkpoint(request.run_id)
-                result.platform_project = published(
-                    lambda: self.copies.prelabelled(result.out_dir, request.run_id, weights),
-                    result.out_dir,
+                result.platform_project = self.copies.prelabelled(
+                    result.out_dir, request.run_id, self.catalog.stored_best_checkpoint
                 )
             return result
 

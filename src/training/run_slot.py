@@ -96,6 +96,8 @@ class RunSlot:
         self._preparing = False  # a start or resume is being prepared (before launch)
         self._cancel_start = False  # Stop was asked for during that preparation
         self._occupied: str | None = None  # other work on the run's device (pre-labelling)
+        # work that owns the device across runs of its own (an audit): (what, its runs' test)
+        self._reserved: tuple[str, Callable[[str], bool]] | None = None
         self.outcome: RunOutcome | None = None
 
     # ------------------------------------------------------------------ queries
@@ -190,8 +192,9 @@ class RunSlot:
         """``what`` (pre-labelling) uses the device for the block: refused with ``refused``
         while a run is prepared or in progress, and a start or resume refused meanwhile."""
         with self._lock:
-            if self._occupied is not None:
-                raise BusyError(f"{self._occupied} is in progress: wait for it to end")
+            if self._occupied is not None or self._reserved is not None:
+                what_else = self._occupied or self._reserved[0]  # type: ignore[index]
+                raise BusyError(f"{what_else} is in progress: wait for it to end")
             if self.busy:
                 raise BusyError(refused)
             self._occupied = what
@@ -200,6 +203,22 @@ class RunSlot:
         finally:
             with self._lock:
                 self._occupied = None
+
+    @contextlib.contextmanager
+    def reserved(self, what: str, own: Callable[[str], bool]) -> Any:
+        """``what`` (an audit) owns the device across its runs, between them too: starting or
+        resuming a run that is not its own (``own(run_id)`` false) and pre-labelling are refused
+        while the block lasts."""
+        with self._lock:
+            if self._reserved is not None:
+                raise BusyError(f"{self._reserved[0]} is in progress: wait for it to end")
+            self._refuse_if_busy()
+            self._reserved = (what, own)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved = None
 
     @contextlib.contextmanager
     def preparation(self) -> Any:
@@ -224,6 +243,8 @@ class RunSlot:
                     [f"run {prepared.run_id} was not started: Stop was asked for while it was "
                      "being prepared"]
                 )  # fmt: skip
+            if self._reserved is not None and not self._reserved[1](prepared.run_id):
+                raise BusyError(f"{self._reserved[0]} is in progress: start when it has ended")
             return self._launch(prepared, build)
 
     # ------------------------------------------------------------------ internals

@@ -15,6 +15,7 @@ training run, a pre-labelling and an audit never run at once.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +87,11 @@ class PrelabelStep:
             "Predict the images that already have labels too (the predictions are added beside "
             "their labels)", False, widget_id="prelabel_overwrite",
         )  # fmt: skip
+        self.after_training = Checkbox(
+            "Pre-label with the run when its training finishes"
+            + (" (then the app stops)" if on_platform else ""), False,
+            widget_id="prelabel_after",
+        )  # fmt: skip
         self.start_button = Button("Pre-label", widget_id="prelabel_start")
         self.refresh_button = Button("Refresh", plain=True, widget_id="prelabel_refresh")
         self.status = Text("", widget_id="prelabel_status")
@@ -97,7 +103,7 @@ class PrelabelStep:
             content=Container([
                 Field(self.run, "Run", "its model and its per-class thresholds"),
                 Field(self.datasets, "Datasets", "none chosen: every dataset"),
-                self.overwrite,
+                self.overwrite, self.after_training,
                 Flexbox([self.start_button, self.refresh_button]),
                 self.status,
             ]),
@@ -120,6 +126,16 @@ class PrelabelStep:
         if chosen in runs:
             self.run.set_value(chosen)
 
+    def after_run(self, run_id: str, then: Callable[[], None]) -> bool:
+        """A run finished: when "when its training finishes" is checked, pre-label with it (the
+        card's other choices) and call ``then`` at the end, however it ends; True if it
+        started."""
+        if not self.after_training.is_checked():
+            return False
+        self.run.set([Select.Item(run_id)])
+        self.run.set_value(run_id)
+        return self.start(then)
+
     def request(self) -> PrelabelRequest:
         """The card as a request: the copy goes to a new folder under app data."""
         run_id = self.run.get_value()
@@ -132,10 +148,18 @@ class PrelabelStep:
             overwrite_labelled=self.overwrite.is_checked(), to_platform=self.on_platform,
         )  # fmt: skip
 
-    def start(self) -> bool:
-        """Pre-label in the background; False (said on the card) when it cannot start."""
-        if not self.run.get_value():
+    def start(self, then: Callable[[], None] | None = None) -> bool:
+        """Pre-label in the background (``then`` called when it ends); False (said on the card)
+        when it cannot start."""
+        run_id = self.run.get_value()
+        if not run_id or not isinstance(run_id, str):
             self.status.set("choose a run first (Refresh lists the newest)", "error")
+            return False
+        datasets = self.datasets.get_value()
+        if datasets is not None and not (
+            isinstance(datasets, list) and all(isinstance(d, str) for d in datasets)
+        ):
+            self.status.set("choose datasets from the list (or none: every dataset)", "error")
             return False
         if self.thread is not None and self.thread.is_alive():
             self.status.set("pre-labelling is in progress", "warning")
@@ -144,12 +168,12 @@ class PrelabelStep:
         self.status.set(f"pre-labelling with run {request.run_id}…", "info")
         self.start_button.disable()
         self.thread = threading.Thread(
-            target=self._work, args=(request,), name="prelabel", daemon=True
+            target=self._work, args=(request, then), name="prelabel", daemon=True
         )
         self.thread.start()
         return True
 
-    def _work(self, request: PrelabelRequest) -> None:
+    def _work(self, request: PrelabelRequest, then: Callable[[], None] | None) -> None:
         def told(done: int, total: int) -> None:
             if done == total or done % 10 == 0:
                 self.status.set(f"pre-labelling: {done} of {total} images", "info")
@@ -165,6 +189,8 @@ class PrelabelStep:
             self.status.set(prelabel_summary(result), "success")
         finally:
             self.start_button.enable()
+            if then is not None:
+                then()
 
 
 def audit_summary(state: dict[str, Any]) -> tuple[str, str]:
@@ -229,12 +255,17 @@ class AuditStep:
 
     def start(self) -> bool:
         """A new audit with the steps' settings; False (said on the card) when it cannot."""
+        folds = self.folds.get_value()
+        whole = isinstance(folds, int | float) and not isinstance(folds, bool)
+        if not (whole and math.isfinite(folds) and folds == int(folds) and 2 <= folds <= MAX_FOLDS):
+            self.status.set(f"folds must be a whole number from 2 to {MAX_FOLDS}", "error")
+            return False
         try:
             body = self.body()
             root = self.audits.controller.app_data_dir
             audit_id = new_audit_id(root)
             body.update(
-                folds=int(self.folds.get_value()), learning_curve=self.curve.is_checked(),
+                folds=int(folds), learning_curve=self.curve.is_checked(),
                 audit_id=audit_id, to_platform=self.on_platform,
                 out=str(audit_dir(root, audit_id) / AUDIT_OUTPUTS),
             )  # fmt: skip
@@ -250,16 +281,21 @@ class AuditStep:
         return self._begin({"resume": self.last_id})
 
     def stop(self) -> None:
-        if self.audits.running and self.audits.controller.stop():
-            self.status.set("stopping the fold's training after its current batch…", "warning")
+        if self.audits.stop():
+            self.status.set("stopping the audit: its fold in training after the current batch, "
+                            "else before the next fold…", "warning")  # fmt: skip
         else:
-            self.status.set("no audit is training: nothing to stop", "warning")
+            self.status.set("no audit is running: nothing to stop", "warning")
 
     def _begin(self, body: dict[str, Any]) -> bool:
         try:
             started = self.audits.start(body)
         except AppError as exc:
             self.status.set("cannot audit: " + "; ".join(exc.problems), "error")
+            return False
+        except Exception as exc:  # whatever it is, the card says it (the log has the trace)
+            logger.exception("the audit did not start")
+            self.status.set(f"the audit did not start: {type(exc).__name__}: {exc}", "error")
             return False
         self.last_id = started["audit_id"]
         self.status.set(f"audit {self.last_id}: {started['folds']} folds of "

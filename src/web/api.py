@@ -15,7 +15,8 @@
                       failed only once a new POST /api/train can succeed: preparing, training,
                       validating, stopping, evaluating and uploading before
     POST /api/stop    -> {"stopping": true} (409 when nothing runs); a run still being prepared
-                      is not started (its /api/train answers 409)
+                      is not started (its /api/train answers 409); an audit stops at its fold
+                      in training, or before its next fold
     GET  /api/runs    -> resumable runs (app data, then Team Files)
     POST /api/audit   {project, model, out, folds, hyperparameters, confident, low,
                       learning_curve, audit_id, to_platform} or {resume: AUDIT_ID} ->
@@ -139,7 +140,7 @@ def _router(
 
     @router.post("/stop")
     def stop() -> Any:
-        if not controller.stop():
+        if not (audits.stop() or controller.stop()):  # an audit: between its folds too
             return _error(BusyError.http_status, "no training run is in progress: nothing to stop")
         return {"stopping": True}
 

@@ -36,11 +36,11 @@ from src.publish.platform import Experiment, platform_services
 from src.publish.platform_project import PlatformCopies
 from src.runs.storage import LocalArtifactStore
 from src.training.controller import SyncPolicy, TrainingController
-from src.training.end_of_run import RunOutcome
 from src.training.session import warm_up_imports
 from src.ui.app_ui import AppUI
 from src.web.access import guard_server, start_lines, wait_until_listening
 from src.web.api import mount_api
+from src.web.lifecycle import audit_ended, run_ended
 from src.web.tensorboard import PREFIX, TensorBoard, mount_tensorboard
 
 
@@ -142,28 +142,6 @@ def _end_with_the_app(
     application.get_server().router.add_event_handler("shutdown", board.stop)
 
 
-def _run_ended(holder: dict[str, Any], outcome: RunOutcome) -> None:
-    """On the platform, a run ended: a finished run, or any run when the platform is stopping
-    the app, ends the app (app.stop()). A run stopped with the Stop button (offered for resume)
-    or a failed one (its error on screen) keeps the app up; the graceful-stop wait is released
-    so that a later platform stop is not held by a run that is over. An audit's fold: the
-    audit's end decides (``_audit_ended``)."""
-    app = holder["app"]
-    if holder["audits"].running and not app.is_stopped():
-        app.handle_stop(graceful=False)
-    elif outcome.state == "finished" or app.is_stopped():
-        app.stop()
-    else:
-        app.handle_stop(graceful=False)  # the wait is satisfied; nothing is raised
-
-
-def _audit_ended(holder: dict[str, Any], state: dict[str, Any]) -> None:
-    """On the platform, the audit's work is the app's: a finished audit (or any when the
-    platform is stopping the app) ends the app; a stopped or failed one stays to continue."""
-    if state["state"] == "done" or holder["app"].is_stopped():
-        holder["app"].stop()
-
-
 def _platform_app(
     app_data: str, board: TensorBoard, holder: dict[str, Any]
 ) -> tuple[TrainingController, LocalProject, AppUI, AuditService]:
@@ -193,17 +171,23 @@ def _platform_app(
         cleanup_after_upload=True,
         stop_signals=[lambda: holder["app"].is_stopped()],
         run_context=lambda: holder["app"].handle_stop(graceful=True),
-        on_run_end=lambda outcome: _run_ended(holder, outcome),
+        on_run_end=lambda outcome: run_ended(
+            holder["app"], holder["audits"].running, outcome, holder["ui"].prelabel.after_run
+        ),
         run_id_base=str(task_id),
         task_id=task_id,
         copies=copies,
     )
 
-    audits = AuditService(controller, copies, on_end=lambda state: _audit_ended(holder, state))
+    audits = AuditService(
+        controller, copies, on_end=lambda state: audit_ended(holder["app"], state),
+        run_context=lambda: holder["app"].handle_stop(graceful=True),
+    )  # fmt: skip
     holder["audits"] = audits
     ui = AppUI(project, controller, team_id=sly.env.team_id(),
                tensorboard_link=_tensorboard_link(api, task_id), audits=audits,
                on_platform=True)  # fmt: skip
+    holder["ui"] = ui
     if experiment is not None:  # started from the Experiments page: every step filled
         ui.load_experiment(folder=experiment.folder, best=experiment.best_checkpoint,
                            mode=_train_mode())  # fmt: skip

@@ -165,3 +165,22 @@ def test_a_stop_while_fold_1_is_prepared_stops_the_audit(audit_api, small_projec
         release.set()
     ended = _wait(client, "/api/audit", lambda a: a["state"] != "running", "the audit's end", 120)
     assert ended["state"] == "stopped" and ended["stopped_at"] == 1, ended
+
+
+def test_a_stop_between_folds_keeps_the_next_fold_from_starting():
+    """Between two folds nothing trains: a stop asked then (the card's, /api/stop's, the
+    platform's) ends the audit before the next fold, which never reaches the controller."""
+    from src.audit.plan import AuditPlan
+    from src.audit.service import ApiFoldTrainer
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the next fold reached the controller ({name})")
+
+    plan = AuditPlan("s1", "project", "out", [["a"], ["b"]], seed=0)
+    assert ApiFoldTrainer(Untouchable(), stopping=lambda: True)(plan, 2, resume=False) == "stopped"
+
+
+def test_api_stop_with_no_audit_and_no_run_is_a_409(audit_api):
+    client, _, _ = audit_api
+    assert client.post("/api/stop").status_code == 409

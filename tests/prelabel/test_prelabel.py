@@ -227,3 +227,32 @@ def test_a_run_is_refused_while_pre_labelling_works_and_the_slot_is_free_after(
             worker.join(120)
         assert answers and answers[0].status_code == 200, answers
         assert not client.get("/api/status").json()["busy"]
+
+
+def test_while_an_audit_holds_the_device_other_runs_and_pre_labelling_are_refused(
+    project, app_data, labelled, tmp_path
+):
+    """An audit owns the device between its folds too (``TrainingController.reserved``): a
+    training run that is not one of its folds is refused at its start (409, saying which audit),
+    so is pre-labelling; once the audit ends, pre-labelling works."""
+    from src.runs.storage import LocalArtifactStore
+    from src.training.controller import TrainingController
+    from tests.helpers import api_client
+
+    shutil.copytree(app_data / "r1", tmp_path / "app" / "r1")
+    controller = TrainingController(tmp_path / "app", LocalArtifactStore(tmp_path / "tf"))
+    asked = {"run_id": "r1", "project": str(project), "out": str(tmp_path / "copy"),
+             "datasets": ["val"]}  # fmt: skip
+    train = {"project": str(labelled), "model": MODEL, "run_id": "other",
+             "hyperparameters": {"weights": "scratch", "epochs": 1}}  # fmt: skip
+    with api_client(controller) as client:
+        with controller.reserved("audit a1", {"a1_fold1", "a1_fold2"}.__contains__):
+            refused = client.post("/api/train", json=train)
+            assert refused.status_code == 409, refused.text
+            assert "audit a1 is in progress" in refused.json()["error"]
+            assert not controller.busy and controller.status().run_id is None
+            refused = client.post("/api/prelabel", json=asked)
+            assert refused.status_code == 409 and "audit a1" in refused.json()["error"]
+            assert not (tmp_path / "copy").exists()
+        done = client.post("/api/prelabel", json=asked)
+    assert done.status_code == 200, done.text

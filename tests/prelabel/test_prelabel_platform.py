@@ -10,6 +10,7 @@ import json
 import pytest
 
 from src.core.errors import PublishError, RequestError
+from src.core.layout import ARTIFACTS_ROOT
 from src.data.project import download_project
 from src.data.reader import list_items
 from src.prelabel.labels import CONFIDENCE_TAG
@@ -121,17 +122,33 @@ def test_off_the_platform_to_platform_is_refused(app_data, tmp_path, project):
         controller.prelabel(request)
 
 
-def test_the_weights_in_team_files_are_the_copys_input(platform):
-    """Pre-labelling with an uploaded run: its best checkpoint in Team Files is the workflow's
-    model-weight input of the new project."""
-    fake, api, _ = platform
-    weights = "/mmdetection-3/4242_demo/best.pth"
-    fake.state.local(weights).parent.mkdir(parents=True)
-    fake.state.local(weights).write_bytes(b"weights")
-    PlatformCopies(api, TEAM_ID, TASK_ID).workflow.record_copy(PROJECT_ID, weights_path=weights)
-    weights_id = api.file.get_info_by_path(TEAM_ID, weights).id
+def test_pre_labelling_with_an_uploaded_run_names_its_weights_as_the_copys_input(
+    platform, app_data, tmp_path
+):
+    """The run is uploaded to Team Files (its experiment_info.json names its best checkpoint):
+    the controller looks the weights up there, and the workflow shows them as the model-weight
+    input of the new project, which is the task's output."""
+    import shutil
+
+    from src.runs.storage import TeamFilesArtifactStore
+
+    fake, api, local = platform
+    folder = fake.state.local(f"{ARTIFACTS_ROOT}/r1_{local.name}")
+    folder.mkdir(parents=True)
+    for name in ("config.py", "best_coco_bbox_mAP_epoch_1.pth"):
+        shutil.copy(app_data / "r1" / name, folder / name)
+    info = {"experiment_name": "r1 demo", "best_checkpoint": "best_coco_bbox_mAP_epoch_1.pth"}
+    (folder / "experiment_info.json").write_text(json.dumps(info))
+    store = TeamFilesArtifactStore(api, TEAM_ID, backoff_s=0)
+    controller = TrainingController(app_data, store, copies=PlatformCopies(api, TEAM_ID, TASK_ID))
+    request = PrelabelRequest("r1", str(local.directory), str(tmp_path / "out"), to_platform=True)
+    published = controller.prelabel(request).platform_project
+    weights = api.file.get_info_by_path(
+        TEAM_ID, f"{ARTIFACTS_ROOT}/r1_{local.name}/best_coco_bbox_mAP_epoch_1.pth"
+    )
     assert fake.state.workflow == [
         ("input", {"teamId": TEAM_ID, "node": TASK_NODE, "type": "model_weight",
-                   "id": weights_id}),
-        ("output", {"teamId": TEAM_ID, "node": TASK_NODE, "type": "project", "id": PROJECT_ID}),
+                   "id": weights.id}),
+        ("output", {"teamId": TEAM_ID, "node": TASK_NODE, "type": "project",
+                    "id": published["id"]}),
     ]  # fmt: skip
