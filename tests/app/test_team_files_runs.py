@@ -106,8 +106,8 @@ def test_agent_dies_then_run_resumes_from_team_files_bit_exactly(fake_demo, tmp_
 
     def after_two_epochs_the_network_goes_down_and_stop() -> None:
         deadline = time.time() + 120
-        while (first._syncer.status.synced_iteration or 0) < 2 * iters_per_epoch:
-            assert time.time() < deadline, first._syncer.status
+        while (first._slot.syncer.status.synced_iteration or 0) < 2 * iters_per_epoch:
+            assert time.time() < deadline, first._slot.syncer.status
             time.sleep(0.05)
         fake.state.fail("file-storage.bulk.upload", 500, times=1000)
         first.stop()
