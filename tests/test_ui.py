@@ -633,6 +633,13 @@ def test_the_prelabel_card_asks_for_a_run_and_the_audit_card_for_a_zoo_model(ui)
         st["prelabel_run"]["value"] = bad
         post(client, "/prelabel_start/button_clicked_cb", st)
         assert "choose a run first" in data(client)["prelabel_status"]["text"]
+    st["prelabel_run"]["value"] = "any_run"
+    st["prelabel_datasets"]["value"] = ["train", 3]  # checked as the API's body is
+    app.ui.prelabel.status.set("", "text")
+    post(client, "/prelabel_start/button_clicked_cb", st)
+    assert "datasets must be a list of dataset names" in data(client)["prelabel_status"]["text"]
+    st["prelabel_datasets"]["value"] = []  # the page as it was
+    post(client, "/prelabel_refresh/button_clicked_cb", st)
     st = small_run_page(client)
     st["model_tabs"]["value"] = "Custom weights"
     post(client, "/audit_start/button_clicked_cb", st)

@@ -20,7 +20,14 @@ from typing import Any
 from src.audit.learning_curve import CURVE_FOLD, SHARES, nested_subsets
 from src.audit.scoring import Thresholds
 from src.core.errors import RequestError
-from src.core.layout import AUDIT_PLAN, AUDITS, RunIdError, check_run_id, fold_run_id
+from src.core.layout import (
+    AUDIT_PLAN,
+    AUDITS,
+    RunIdError,
+    check_run_id,
+    fold_run_id,
+    free_name,
+)
 from src.data.project import Split
 from src.data.reader import list_items
 from src.runs.atomic_files import write_json_atomic
@@ -57,12 +64,7 @@ def audit_thresholds(confident: float | None, low: float) -> dict[str, Any]:
 
 def new_audit_id(app_data_dir: str | Path) -> str:
     """``audit_<date>_<time>``, with a suffix when an audit of that second exists."""
-    base = time.strftime("audit_%Y%m%d_%H%M%S")
-    candidate, n = base, 1
-    while (Path(app_data_dir) / AUDITS / candidate).exists():
-        n += 1
-        candidate = f"{base}_{n}"
-    return candidate
+    return free_name(Path(app_data_dir) / AUDITS, time.strftime("audit_%Y%m%d_%H%M%S"))
 
 
 def audit_dir(app_data_dir: str | Path, audit_id: str) -> Path:

@@ -144,6 +144,16 @@ PRELABELLED = "_prelabelled"  # the page's pre-labelled copies, one folder each 
 _FOLD_RUN = re.compile(r"^(?P<audit>.+)_fold\d+(?:_curve\d+)?$")
 
 
+def free_name(folder: str | Path, base: str) -> str:
+    """``base``, or ``base_2``, ``base_3``, ... : the first name nothing in ``folder`` has (a new
+    run, audit or copy never lands on another)."""
+    name, n = base, 1
+    while (Path(folder) / name).exists():
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
 def fold_run_id(audit_id: str, fold: int, share: int = 100) -> str:
     """The run that trains on every fold but ``fold`` (1-based); with a ``share`` below 100, the
     learning curve's run on that percentage of those images (``src.audit.learning_curve``)."""

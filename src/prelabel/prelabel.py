@@ -57,9 +57,12 @@ _BODY_TYPES = {"run_id": str, "project": str, "out": str, "datasets": list,
                "to_platform": bool}  # fmt: skip
 
 
-def prelabel_request(body: dict[str, Any]) -> PrelabelRequest:
-    """``POST /api/prelabel``'s body as a request, at most ``API_MAX_IMAGES`` images; a
-    ``RequestError`` naming every missing, unknown or mistyped field."""
+def prelabel_request(
+    body: dict[str, Any], max_images: int | None = API_MAX_IMAGES
+) -> PrelabelRequest:
+    """``POST /api/prelabel``'s body (or the page's card, as one) as a request, at most
+    ``max_images`` images (the API answers when done; the card works in the background: None);
+    a ``RequestError`` naming every missing, unknown or mistyped field."""
     problems = [f"{k} is required" for k in ("run_id", "project", "out") if k not in body]
     problems += [f"unknown field {k!r}" for k in body if k not in _BODY_TYPES]
     for key, value in body.items():
@@ -76,7 +79,7 @@ def prelabel_request(body: dict[str, Any]) -> PrelabelRequest:
         run_id=body["run_id"], project_dir=body["project"], out_dir=body["out"],
         datasets=tuple(datasets) if datasets is not None else None,
         overwrite_labelled=body.get("overwrite_labelled", False),
-        score_thr=body.get("score_thr"), max_images=API_MAX_IMAGES,
+        score_thr=body.get("score_thr"), max_images=max_images,
         to_platform=body.get("to_platform", False),
     )  # fmt: skip
 

@@ -58,14 +58,24 @@ def _image_id(ann_path: Path) -> int:
         ) from None
 
 
+def _listed(copy_dir: str | Path) -> list[tuple[str, Path]]:
+    try:
+        return list_items(copy_dir)
+    except DatasetError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def check_ids(copy_dir: str | Path) -> None:
+    """A ``RequestError`` for the first image without a platform id (its ``img_info`` only is
+    read): before anything is made or predicted."""
+    for _, ann_path in _listed(copy_dir):
+        _image_id(ann_path)
+
+
 def local_items(copy_dir: str | Path) -> Iterator[Item]:
     """Every image of a local copy as (dataset path, name, platform id, annotation JSON), one
     annotation read at a time."""
-    try:
-        items = list_items(copy_dir)
-    except DatasetError as exc:
-        raise RequestError(str(exc)) from None
-    for item, ann_path in items:
+    for item, ann_path in _listed(copy_dir):
         dataset, _, name = item.rpartition("/")
         try:
             ann = json.loads(ann_path.read_text("utf-8"))
@@ -77,12 +87,13 @@ def local_items(copy_dir: str | Path) -> Iterator[Item]:
 def source_project(api: Any, copy_dir: str | Path) -> Any:
     """The platform project a local copy was downloaded from (its first image's dataset's
     project): where the new project's workspace and name come from."""
-    first = next(local_items(copy_dir), None)
-    if first is None:
+    listed = _listed(copy_dir)
+    if not listed:
         raise RequestError(f"{copy_dir} has no images: nothing to publish")
-    image = api.image.get_info_by_id(first[2])
+    image_id = _image_id(listed[0][1])
+    image = api.image.get_info_by_id(image_id)
     if image is None:
-        raise RequestError(f"image {first[2]} of {copy_dir} is no longer on the platform")
+        raise RequestError(f"image {image_id} of {copy_dir} is no longer on the platform")
     return api.project.get_info_by_id(api.dataset.get_info_by_id(image.dataset_id).project_id)
 
 
@@ -99,8 +110,7 @@ def publish_copy(
     import supervisely as sly
 
     copy_dir = Path(copy_dir)
-    for _ in local_items(copy_dir):  # a copy without platform ids is refused before any call
-        pass
+    check_ids(copy_dir)  # a copy without platform ids is refused before any call
     source = source_project(api, copy_dir)
     meta = sly.ProjectMeta.from_json(json.loads((copy_dir / "meta.json").read_text("utf-8")))
     project = api.project.create(
@@ -191,8 +201,7 @@ class PlatformCopies:
     def check(self, project_dir: str | Path) -> None:
         """A ``RequestError`` now, before any work, for a project that cannot be published:
         an image without a platform id."""
-        for _ in local_items(project_dir):
-            pass
+        check_ids(project_dir)
 
     def prelabelled(
         self, copy_dir: str | Path, run_id: str, weights_of: Callable[[str], str | None]

@@ -20,6 +20,7 @@ from src.core.layout import (
     RESUME_DIR,
     RUN_CONFIG,
     STATE_FILE,
+    free_name,
 )
 from src.runs.storage import ArtifactStore, UploadError, artifacts_dir
 
@@ -30,11 +31,7 @@ def new_run_id(app_data_dir: str | Path | None = None, base: str | None = None) 
     base = base or time.strftime("%Y%m%d_%H%M%S")
     if app_data_dir is None:
         return base
-    run_id, n = base, 1
-    while (Path(app_data_dir) / run_id).exists():
-        n += 1
-        run_id = f"{base}_{n}"
-    return run_id
+    return free_name(app_data_dir, base)
 
 
 def taken_run_id(

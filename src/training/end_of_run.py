@@ -184,17 +184,19 @@ class RunEnding:
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the packed copy, uploaded or not
         outcome.artifacts = self.store.describe(remote)
-        if audit_of_run(self.app_data_dir, prepared.run_id):  # not the app's output; kept
-            self.catalog.forget()
-            return
-        if self.after_upload is not None:
+        fold = audit_of_run(self.app_data_dir, prepared.run_id)  # not the app's output; kept
+        if self.after_upload is not None and not fold:
             try:
                 outcome.platform_report = self.after_upload(remote)
             except Exception as exc:
                 outcome.output_error = f"the artifacts are in {remote}, but: {exc}"
                 logger.error("setting the output of run %s failed: %s", prepared.run_id, exc)
         self.catalog.forget()  # the store changed
-        if self.cleanup_after_upload and is_run_dir(self.app_data_dir, prepared.work_dir):
+        if (
+            self.cleanup_after_upload
+            and not fold
+            and is_run_dir(self.app_data_dir, prepared.work_dir)
+        ):
             self._clean_up(prepared, remote, outcome)
 
     def _clean_up(self, prepared: Prepared, remote: str, outcome: RunOutcome) -> None:

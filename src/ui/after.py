@@ -19,7 +19,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from supervisely.app.widgets import (
@@ -36,24 +35,15 @@ from supervisely.app.widgets import (
 
 from src.audit.plan import audit_dir, new_audit_id
 from src.audit.service import DEFAULT_FOLDS, AuditService
-from src.core.errors import AppError
-from src.core.layout import PRELABELLED
+from src.core.errors import AppError, RequestError
+from src.core.layout import PRELABELLED, free_name
 from src.data.project import LocalProject
-from src.prelabel.prelabel import PrelabelRequest, PrelabelResult
+from src.prelabel.prelabel import PrelabelRequest, PrelabelResult, prelabel_request
 from src.training.controller import TrainingController
 
 logger = logging.getLogger(__name__)
 MAX_FOLDS = 10
 AUDIT_OUTPUTS = "outputs"  # the page's audits write into their own folder in app data
-
-
-def _new_folder(root: Path, name: str) -> Path:
-    """``root/name``, or with a suffix when that is taken: a copy never lands on another."""
-    candidate, n = root / name, 1
-    while candidate.exists():
-        n += 1
-        candidate = root / f"{name}_{n}"
-    return candidate
 
 
 def prelabel_summary(result: PrelabelResult) -> str:
@@ -137,16 +127,18 @@ class PrelabelStep:
         return self.start(then)
 
     def request(self) -> PrelabelRequest:
-        """The card as a request: the copy goes to a new folder under app data."""
+        """The card as a request, its fields checked as the API's body is: the copy goes to a
+        new folder under app data; no dataset chosen is every dataset."""
         run_id = self.run.get_value()
         root = self.controller.app_data_dir / PRELABELLED
-        out = _new_folder(root, f"{run_id}_{time.strftime('%Y%m%d_%H%M%S')}")
-        datasets = self.datasets.get_value() or None
-        return PrelabelRequest(
-            run_id=run_id, project_dir=str(self.project.directory), out_dir=str(out),
-            datasets=tuple(datasets) if datasets else None,
-            overwrite_labelled=self.overwrite.is_checked(), to_platform=self.on_platform,
-        )  # fmt: skip
+        body = {
+            "run_id": run_id, "project": str(self.project.directory),
+            "out": str(root / free_name(root, f"{run_id}_{time.strftime('%Y%m%d_%H%M%S')}")),
+            "overwrite_labelled": self.overwrite.is_checked(), "to_platform": self.on_platform,
+        }  # fmt: skip
+        if datasets := self.datasets.get_value():
+            body["datasets"] = datasets
+        return prelabel_request(body, max_images=None)
 
     def start(self, then: Callable[[], None] | None = None) -> bool:
         """Pre-label in the background (``then`` called when it ends); False (said on the card)
@@ -155,16 +147,14 @@ class PrelabelStep:
         if not run_id or not isinstance(run_id, str):
             self.status.set("choose a run first (Refresh lists the newest)", "error")
             return False
-        datasets = self.datasets.get_value()
-        if datasets is not None and not (
-            isinstance(datasets, list) and all(isinstance(d, str) for d in datasets)
-        ):
-            self.status.set("choose datasets from the list (or none: every dataset)", "error")
-            return False
         if self.thread is not None and self.thread.is_alive():
             self.status.set("pre-labelling is in progress", "warning")
             return False
-        request = self.request()
+        try:
+            request = self.request()
+        except RequestError as exc:
+            self.status.set("not pre-labelled: " + "; ".join(exc.problems), "error")
+            return False
         self.status.set(f"pre-labelling with run {request.run_id}…", "info")
         self.start_button.disable()
         self.thread = threading.Thread(
